@@ -1,0 +1,14 @@
+//! herald: records learning sessions and delivers report emails and weekly digests safely.
+//!
+//! The service's library: `main` only calls [`cli::main`]. Data flows one way:
+//! `cli` → `startup` → `http` / `store` → the actor crates.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod redact;
+pub mod secret;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -59,7 +59,9 @@ impl SupervisorSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("supervisor {supervisor}: more than {max_restarts} restarts in {period:?}; last failure of {child}: {reason}")]
+    #[error(
+        "supervisor {supervisor}: more than {max_restarts} restarts in {period:?}; last failure of {child}: {reason}"
+    )]
     Meltdown {
         supervisor: String,
         child: String,
@@ -454,8 +456,12 @@ impl SupervisorRef {
 
     /// A snapshot of every child, nested supervisors included.
     pub async fn status(&self) -> Result<Vec<ChildStatus>, SupervisorError> {
-        let raw = ractor::call_t!(self.actor, SupervisorMsg::Status, STATUS_TIMEOUT.as_millis() as u64)
-            .map_err(|e| SupervisorError::Unavailable(e.to_string()))?;
+        let raw = ractor::call_t!(
+            self.actor,
+            SupervisorMsg::Status,
+            STATUS_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| SupervisorError::Unavailable(e.to_string()))?;
         let mut out = Vec::with_capacity(raw.len());
         for (mut status, nested) in raw {
             if let Some(cell) = nested {

@@ -54,7 +54,11 @@ impl Actor for Worker {
         Ok(self.starts.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    async fn post_stop(&self, _: ActorRef<WorkerMsg>, _: &mut u32) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ActorRef<WorkerMsg>,
+        _: &mut u32,
+    ) -> Result<(), ActorProcessingErr> {
         self.stops.lock().unwrap().push(self.name);
         Ok(())
     }
@@ -115,7 +119,10 @@ async fn ping(slot: &ChildSlot) -> Option<u32> {
 
 fn send(slot: &ChildSlot, message: WorkerMsg) {
     let actor: ActorRef<WorkerMsg> = slot.get().expect("child is running");
-    actor.send_message(message).ok().expect("child accepts messages");
+    actor
+        .send_message(message)
+        .ok()
+        .expect("child accepts messages");
 }
 
 fn stops() -> Arc<Mutex<Vec<&'static str>>> {
@@ -133,12 +140,19 @@ async fn a_child_that_panics_in_its_handler_is_restarted_and_serves_the_next_mes
 
     assert_eq!(ping(&slot).await, Some(1));
     send(&slot, WorkerMsg::Panic);
-    eventually("second incarnation answers", || async { ping(&slot).await == Some(2) }).await;
+    eventually("second incarnation answers", || async {
+        ping(&slot).await == Some(2)
+    })
+    .await;
 
     let events = recorder.restarts.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].child, "worker");
-    assert!(events[0].reason.contains("told to panic"), "{}", events[0].reason);
+    assert!(
+        events[0].reason.contains("told to panic"),
+        "{}",
+        events[0].reason
+    );
 
     let status = sup.status().await.unwrap();
     assert_eq!(status[0].restarts, 1);
@@ -157,9 +171,19 @@ async fn a_child_whose_handler_returns_err_is_restarted() {
         .await
         .unwrap();
     send(&slot, WorkerMsg::Fail);
-    eventually("restarted after Err", || async { ping(&slot).await == Some(2) }).await;
+    eventually("restarted after Err", || async {
+        ping(&slot).await == Some(2)
+    })
+    .await;
     let status = sup.status().await.unwrap();
-    assert!(status[0].last_failure.as_ref().unwrap().1.contains("told to fail"));
+    assert!(
+        status[0]
+            .last_failure
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("told to fail")
+    );
     sup.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -176,10 +200,20 @@ async fn a_child_whose_pre_start_fails_is_retried_until_it_starts() {
     let (sup, _join) = Supervisor::spawn("root", SupervisorSpec::one_for_one(vec![child]), None)
         .await
         .unwrap();
-    eventually("started after two failed starts", || async { ping(&slot).await == Some(1) }).await;
+    eventually("started after two failed starts", || async {
+        ping(&slot).await == Some(1)
+    })
+    .await;
     let status = sup.status().await.unwrap();
     assert_eq!(status[0].restarts, 2);
-    assert!(status[0].last_failure.as_ref().unwrap().1.contains("cannot start yet"));
+    assert!(
+        status[0]
+            .last_failure
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("cannot start yet")
+    );
     sup.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -194,7 +228,10 @@ async fn a_child_that_never_starts_exhausts_the_intensity_and_fails_the_supervis
         period: Duration::from_secs(60),
     });
     let (sup, join) = Supervisor::spawn("root", spec, None).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), join).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), join)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!sup.is_alive());
 }
 
@@ -225,24 +262,41 @@ async fn exceeding_the_restart_intensity_stops_the_children_and_escalates_to_the
     let flaky_slot = flaky_slot_holder.lock().unwrap().clone().unwrap();
 
     for incarnation in 1..=3 {
-        eventually("flaky is up", || async { ping(&flaky_slot).await == Some(incarnation) }).await;
+        eventually("flaky is up", || async {
+            ping(&flaky_slot).await == Some(incarnation)
+        })
+        .await;
         send(&flaky_slot, WorkerMsg::Panic);
     }
-    eventually("inner supervisor gave up", || async { inner_slot.cell().is_none() }).await;
+    eventually("inner supervisor gave up", || async {
+        inner_slot.cell().is_none()
+    })
+    .await;
 
-    assert_eq!(*recorder.meltdowns.lock().unwrap(), vec!["inner".to_owned()]);
+    assert_eq!(
+        *recorder.meltdowns.lock().unwrap(),
+        vec!["inner".to_owned()]
+    );
     // Every child of the melted-down supervisor was stopped, newest first.
     assert_eq!(*log.lock().unwrap(), vec!["steady"]);
     let status = sup.status().await.unwrap();
     assert_eq!(status[0].state, ChildState::Stopped);
-    assert!(status[0].last_failure.as_ref().unwrap().1.contains("restarts"));
+    assert!(
+        status[0]
+            .last_failure
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("restarts")
+    );
     sup.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn a_temporary_child_stays_down() {
     let log = stops();
-    let child = ChildSpec::actor("once", Worker::new("once", &log), || ()).restart(Restart::Temporary);
+    let child =
+        ChildSpec::actor("once", Worker::new("once", &log), || ()).restart(Restart::Temporary);
     let slot = child.slot();
     let (sup, _join) = Supervisor::spawn("root", SupervisorSpec::one_for_one(vec![child]), None)
         .await
@@ -266,7 +320,10 @@ async fn a_transient_child_is_restarted_on_failure_but_not_on_a_normal_exit() {
         .await
         .unwrap();
     send(&slot, WorkerMsg::Fail);
-    eventually("restarted after failure", || async { ping(&slot).await == Some(2) }).await;
+    eventually("restarted after failure", || async {
+        ping(&slot).await == Some(2)
+    })
+    .await;
     send(&slot, WorkerMsg::Exit);
     eventually("stopped after normal exit", || async {
         sup.status().await.unwrap()[0].state == ChildState::Stopped

@@ -1,0 +1,208 @@
+//! Extractors that reject in herald's error format: a JSON body that names the bad field,
+//! and the admin key check.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use http::header;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::state::AppState;
+
+/// A JSON request body. Wrong content type → 415, too large → 413, malformed or mistyped
+/// → 400 `VALIDATION_ERROR` with the path of the offending field.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("application/json")
+                    || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection, state.config.max_body_bytes))?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A body that may be absent: no body (or `{}`) gives `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let has_body = req.headers().contains_key(header::CONTENT_TYPE)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v != "0");
+        if !has_body {
+            return Ok(Self(T::default()));
+        }
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Self(v))
+    }
+}
+
+fn body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::BadRequest {
+            message: "could not read the request body".to_owned(),
+            field: None,
+        }
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest {
+                message: format!("malformed JSON: {inner}"),
+                field: None,
+            }
+        } else {
+            // "missing field `x`" sits at the parent's path; name the field itself.
+            let text = inner.to_string();
+            let field = match (path.as_str(), missing_field(&text)) {
+                (".", Some(name)) => name.to_owned(),
+                (parent, Some(name)) => format!("{parent}.{name}"),
+                (_, None) => path,
+            };
+            ApiError::BadRequest {
+                message: format!("invalid value for '{field}': {}", strip_position(&text)),
+                field: Some(field),
+            }
+        }
+    })
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn strip_position(message: &str) -> &str {
+    message.split(" at line ").next().unwrap_or(message)
+}
+
+/// Proof that the request carried the admin key (`X-API-Key`). Every admin route takes it
+/// through [`super::require_admin_key`], applied to the whole admin router.
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    /// A short non-reversible name of the key, for audit rows.
+    pub fingerprint: String,
+}
+
+/// A client or admin key (`X-API-Key`), with the tier it belongs to.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    pub fingerprint: String,
+    pub tier: String,
+    pub admin: bool,
+}
+
+impl FromRequestParts<AppState> for ClientKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        state.keys.identify(presented).ok_or(ApiError::Unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(key) = parts.extensions.get::<AdminKey>() {
+            return Ok(key.clone());
+        }
+        match ClientKey::from_request_parts(parts, state).await? {
+            ClientKey {
+                admin: true,
+                fingerprint,
+                ..
+            } => Ok(AdminKey { fingerprint }),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn field_of(json: &str) -> Option<String> {
+        match parse_json::<Body>(json.as_bytes()) {
+            Err(ApiError::BadRequest { field, .. }) => field,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_field() {
+        assert_eq!(
+            field_of(r#"{"name": 5, "inner": {"count": 1}}"#).as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": {"count": "x"}}"#).as_deref(),
+            Some("inner.count")
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(
+            field_of(r#"{"inner": {"count": 1}}"#).as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "inner": {}}"#).as_deref(),
+            Some("inner.count")
+        );
+    }
+
+    #[test]
+    fn malformed_json_has_no_field() {
+        assert_eq!(field_of(r#"{"name": "#), None);
+    }
+}

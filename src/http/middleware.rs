@@ -1,0 +1,153 @@
+//! The request edge: request ids, the access log, HTTP metrics, logging of 5xx, security
+//! headers, timeouts and panics.
+//!
+//! The request-context middleware is the outermost layer, so every response, errors
+//! included, gets its `X-Request-ID` and security headers, and every log line of the
+//! request is inside a span that carries the id.
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, header};
+use tracing::Instrument;
+
+use super::error::{ApiError, InternalDetail};
+use super::state::AppState;
+use crate::redact::mask_emails_in;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// An id from the client is kept if it is short and printable; otherwise a new one is made,
+/// so a hostile header cannot forge log lines.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    request.extensions_mut().insert(RequestId(id.clone()));
+
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    let elapsed = started.elapsed();
+
+    span.in_scope(|| {
+        if let Some(InternalDetail(detail)) = response.extensions_mut().remove::<InternalDetail>() {
+            let detail = mask_emails_in(&detail);
+            tracing::error!(error = %detail, "request failed");
+            sentry::with_scope(
+                |scope| {
+                    scope.set_tag("request_id", &id);
+                    scope.set_tag("route", &route);
+                },
+                || {
+                    sentry::capture_message(
+                        &format!("{method} {route}: {detail}"),
+                        sentry::Level::Error,
+                    )
+                },
+            );
+        }
+        tracing::info!(
+            target: "herald::access",
+            request_id = %id,
+            method = %method,
+            route = %route,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
+    crate::metrics::http_request(method.as_str(), &route, status.as_u16(), elapsed);
+
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID.clone(), value);
+    }
+    security_headers(headers, state.config.hsts_max_age);
+    response
+}
+
+fn security_headers(headers: &mut http::HeaderMap, hsts_max_age: Option<u64>) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    let is_html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if let Some(max_age) = hsts_max_age
+        && let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}; includeSubDomains"))
+    {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+}
+
+/// Bounds every handler; one that overruns gets a 504 and its future is dropped.
+pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout = ?state.config.request_timeout, "handler timed out");
+            ApiError::Timeout.into_response()
+        }
+    }
+}
+
+/// Turns a panic in a handler into a 500 `INTERNAL`; the panic message goes to the logs.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("NOT_FOUND", "No such route.")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,89 @@
+//! The HTTP edge: the router, its middleware and the error format.
+//!
+//! Layer order matters and is fixed here: request context (id, access log, metrics,
+//! security headers) outermost, then CORS, the handler timeout, panic catching and the
+//! body limit, then the routes. Admin routes sit in their own router behind the key check.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use http::{HeaderName, HeaderValue, Method};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::require_admin_key;
+pub use state::AppState;
+
+/// Every route herald serves, with the edge layers applied.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/actors", get(routes::actors::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_key,
+        ));
+
+    let public = Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/health", get(routes::health::health))
+        .route("/health/ready", get(routes::health::ready))
+        .route("/metrics", get(routes::metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json));
+
+    with_edge(public.merge(admin), state)
+}
+
+/// Applies the edge layers; also used by tests that mount routes of their own.
+pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
+    let mut router = routes
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ));
+    if let Some(cors) = cors(&state.config.cors_origins) {
+        router = router.layer(cors);
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                http::header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-session-access-token"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                http::header::RETRY_AFTER,
+            ]),
+    )
+}

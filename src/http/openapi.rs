@@ -1,0 +1,55 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/openapi.json`. A route is added here in the same change that adds it to the router.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::routes;
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code such as `UNAUTHORIZED` or `VALIDATION_ERROR`.
+    pub error: String,
+    pub message: String,
+    /// The offending field, for validation errors.
+    pub field: Option<String>,
+    /// Seconds to wait, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "herald", description = "Throttled, idempotent delivery of learning-session reports and digests."),
+    paths(
+        routes::health::healthz,
+        routes::health::health,
+        routes::health::ready,
+        routes::metrics::metrics,
+        routes::actors::list,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document")))]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

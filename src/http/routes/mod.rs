@@ -1,0 +1,6 @@
+//! Handlers, one file per area. Handlers are short: they parse, call the store or an
+//! actor's client, and shape the response.
+
+pub mod actors;
+pub mod health;
+pub mod metrics;

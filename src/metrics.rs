@@ -1,0 +1,115 @@
+//! Every service-level metric is declared here, with its help text, and recorded only
+//! through these functions: no metric name appears anywhere else.
+//!
+//! Recording goes through the `metrics` facade into a Prometheus recorder; process
+//! metrics (CPU, memory, file descriptors, start time) come from the `prometheus` crate's
+//! process collector. `/metrics` serves both.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    handle: PrometheusHandle,
+    process: prometheus::Registry,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same one.
+pub fn install() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first, which nothing here does.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+
+        let process = prometheus::Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = process.register(Box::new(collector));
+        }
+        Metrics { handle, process }
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests served, by method, matched route and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency, by method and matched route."
+    );
+    describe_counter!(
+        "actor_restarts_total",
+        "Restarts of supervised actors, by actor."
+    );
+    describe_counter!(
+        "actor_meltdowns_total",
+        "Supervisors that exceeded their restart intensity, by supervisor."
+    );
+    describe_histogram!(
+        "db_query_duration_seconds",
+        metrics::Unit::Seconds,
+        "Database round-trip latency, by operation."
+    );
+    describe_gauge!(
+        "herald_build_info",
+        "Always 1; the labels carry the build's version."
+    );
+    describe_gauge!(
+        "herald_up_since_timestamp_seconds",
+        "When this process started serving, as Unix time."
+    );
+    gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        let families = self.process.gather();
+        if let Ok(process) = prometheus::TextEncoder::new().encode_to_string(&families) {
+            text.push_str(&process);
+        }
+        text
+    }
+}
+
+pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn actor_restart(actor: &str) {
+    counter!("actor_restarts_total", "actor" => actor.to_owned()).increment(1);
+}
+
+pub fn actor_meltdown(supervisor: &str) {
+    counter!("actor_meltdowns_total", "supervisor" => supervisor.to_owned()).increment(1);
+}
+
+pub fn db_query(operation: &'static str, elapsed: Duration) {
+    histogram!("db_query_duration_seconds", "operation" => operation).record(elapsed.as_secs_f64());
+}
+
+pub fn started_serving() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    gauge!("herald_up_since_timestamp_seconds").set(now.as_secs_f64());
+}

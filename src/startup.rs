@@ -1,0 +1,164 @@
+//! Assembles the application: store, migrations, supervision tree, router, listener.
+//! [`Application::build`] does everything that can fail before serving, so a test (or
+//! `main`) learns of a problem before any traffic; [`Application::run_until_stopped`]
+//! serves until the shutdown signal, then stops the actors in reverse start order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use herald_supervision::{Intensity, Supervisor, SupervisorRef, SupervisorSpec};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{AppState, auth::KeyRing};
+use crate::store::Store;
+use crate::telemetry::SupervisionReporter;
+
+/// How the service stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A shutdown signal; the process exits 0.
+    Graceful,
+    /// The root supervisor gave up; the process exits non-zero so it is restarted.
+    Escalated,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    root_join: JoinHandle<()>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = crate::metrics::install();
+        let store = Store::connect(config.database_url.expose())
+            .await
+            .context("connecting to the database")?;
+        store.migrate().await.context("applying migrations")?;
+
+        let (root, root_join) = spawn_root(&config).await?;
+
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let state = AppState {
+            keys: Arc::new(KeyRing::from_config(&config)),
+            config: Arc::new(config),
+            store,
+            root,
+            metrics,
+            started: Instant::now(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            root_join,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes or the root supervisor escalates. In-flight
+    /// requests finish first; then the supervision tree stops, newest child first.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Stopped> {
+        let Self {
+            listener,
+            state,
+            root_join,
+        } = self;
+        let root = state.root.clone();
+        let store = state.store.clone();
+        let shutdown_timeout = state.config.shutdown_timeout;
+        let app = crate::http::router(state);
+
+        let (escalated_tx, escalated_rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            let _ = root_join.await;
+            let _ = escalated_tx.send(());
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Stopped>);
+        let stop_tx = Arc::new(stop_tx);
+        let signal_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => { let _ = signal_tx.send(Some(Stopped::Graceful)); }
+                Ok(()) = escalated_rx => { let _ = signal_tx.send(Some(Stopped::Escalated)); }
+            }
+        });
+
+        crate::metrics::started_serving();
+        let mut wait_rx = stop_rx.clone();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = wait_rx.wait_for(Option::is_some).await;
+        })
+        .await
+        .context("serving HTTP")?;
+
+        let stopped = (*stop_rx.borrow()).unwrap_or(Stopped::Graceful);
+        watcher.abort();
+        if stopped == Stopped::Escalated {
+            tracing::error!("the root supervisor exceeded its restart intensity; exiting");
+        } else {
+            tracing::info!("stopping actors");
+            root.shutdown(shutdown_timeout).await;
+        }
+        store.close().await;
+        Ok(stopped)
+    }
+}
+
+/// The root of the supervision tree: one_for_one, and an escalation ends the process.
+async fn spawn_root(_config: &Config) -> anyhow::Result<(SupervisorRef, JoinHandle<()>)> {
+    let spec = SupervisorSpec::one_for_one(Vec::new())
+        .intensity(Intensity::default())
+        .observer(Arc::new(SupervisionReporter));
+    Supervisor::spawn("root", spec, None)
+        .await
+        .context("starting the supervision tree")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,91 @@
+//! Migrations embedded in the binary, one folder per backend with the same versions, so
+//! `herald migrate` works from any directory and a deploy cannot miss a file.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::Row;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{Backend, Store, StoreError};
+
+/// (version, description, SQLite text, PostgreSQL text)
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// One migration and whether (and when) it is applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MigrationState {
+    pub version: i64,
+    pub description: String,
+    pub applied_at_ms: Option<i64>,
+}
+
+pub fn expected_migrations() -> usize {
+    MIGRATIONS.len()
+}
+
+#[derive(Debug)]
+struct Embedded(Backend);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(async move {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sqlite, postgres)| {
+                    let sql = match self.0 {
+                        Backend::Sqlite => sqlite,
+                        Backend::Postgres => postgres,
+                    };
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+pub(super) async fn migrator(backend: Backend) -> Result<Migrator, StoreError> {
+    Ok(Migrator::new(Embedded(backend)).await?)
+}
+
+pub(super) async fn status(store: &Store) -> Result<Vec<MigrationState>, StoreError> {
+    let backend = store.backend();
+    let exists: i64 = sqlx::query(backend.table_exists_sql())
+        .bind("_sqlx_migrations")
+        .fetch_one(store.reader())
+        .await?
+        .try_get(0)?;
+    let mut applied = std::collections::HashMap::new();
+    if exists > 0 {
+        let sql = format!(
+            "SELECT version, {} FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+            backend.migration_installed_ms()
+        );
+        for row in sqlx::query(&sql).fetch_all(store.reader()).await? {
+            applied.insert(row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+    }
+    Ok(MIGRATIONS
+        .iter()
+        .map(|(version, description, _, _)| MigrationState {
+            version: *version,
+            description: (*description).to_owned(),
+            applied_at_ms: applied.get(version).copied(),
+        })
+        .collect())
+}

@@ -1,0 +1,215 @@
+//! Logs, error reports and the supervision hooks that feed them.
+//!
+//! Log lines and Sentry events never carry a secret or a raw email address: headers that
+//! hold credentials are dropped, query values that look like credentials are filtered and
+//! addresses are masked, and a test proves it.
+
+use herald_supervision::{Observer, RestartEvent};
+use sentry::protocol::Event;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+use crate::redact::mask_emails_in;
+
+/// Request headers that carry credentials; never sent to Sentry.
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-session-access-token",
+    "proxy-authorization",
+];
+/// Query parameters whose values are credentials.
+const SENSITIVE_PARAMS: &[&str] = &[
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "access_token",
+    "secret",
+    "password",
+    "signature",
+    "email",
+];
+
+/// Starts Sentry when a DSN is configured. Keep the guard alive until exit: dropping it
+/// flushes pending events.
+pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
+    let dsn = config.sentry_dsn.as_ref()?;
+    let options = sentry::ClientOptions::new()
+        .dsn(dsn.expose())
+        .maybe_release(sentry::release_name!())
+        .environment(config.environment.as_str())
+        .traces_sample_rate(config.sentry_traces_sample_rate)
+        .send_default_pii(false)
+        .before_send(|event| Some(scrub_event(event)));
+    Some(sentry::init(options))
+}
+
+/// Installs the global subscriber: JSON lines or human-readable text, filtered by
+/// `LOG_LEVEL`. Reports to Sentry are sent explicitly where a failure is handled (5xx,
+/// actor restarts), so nothing is reported twice.
+pub fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .try_init();
+}
+
+/// Removes credentials and masks email addresses in an event before it leaves.
+pub fn scrub_event(mut event: Event<'static>) -> Event<'static> {
+    if let Some(request) = event.request.as_mut() {
+        request
+            .headers
+            .retain(|name, _| !SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+        request.cookies = None;
+        request.data = None;
+        if let Some(query) = request.query_string.take() {
+            request.query_string = Some(scrub_query(&query));
+        }
+        if let Some(url) = request.url.as_mut()
+            && url.query().is_some()
+        {
+            let scrubbed = scrub_query(url.query().unwrap_or_default());
+            url.set_query(Some(&scrubbed));
+        }
+    }
+    if let Some(message) = event.message.take() {
+        event.message = Some(mask_emails_in(&message));
+    }
+    if let Some(entry) = event.logentry.as_mut() {
+        entry.message = mask_emails_in(&entry.message);
+    }
+    for exception in event.exception.values.iter_mut() {
+        if let Some(value) = exception.value.take() {
+            exception.value = Some(mask_emails_in(&value));
+        }
+    }
+    for crumb in event.breadcrumbs.values.iter_mut() {
+        if let Some(message) = crumb.message.take() {
+            crumb.message = Some(mask_emails_in(&message));
+        }
+        crumb.data.clear();
+    }
+    for value in event.extra.values_mut() {
+        if let Some(text) = value.as_str() {
+            *value = mask_emails_in(text).into();
+        }
+    }
+    event.user = None;
+    event
+}
+
+fn scrub_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SENSITIVE_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=[Filtered]")
+            }
+            _ => mask_emails_in(pair),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Counts supervision restarts and reports them to Sentry from the supervisor's task,
+/// never from the panicking thread.
+pub struct SupervisionReporter;
+
+impl Observer for SupervisionReporter {
+    fn on_restart(&self, event: &RestartEvent) {
+        crate::metrics::actor_restart(&event.child);
+        sentry::with_scope(
+            |scope| {
+                scope.set_tag("actor", &event.child);
+                scope.set_tag("supervisor", &event.supervisor);
+            },
+            || {
+                sentry::capture_message(
+                    &format!(
+                        "actor {} restarted: {}",
+                        event.child,
+                        mask_emails_in(&event.reason)
+                    ),
+                    sentry::Level::Error,
+                )
+            },
+        );
+    }
+
+    fn on_meltdown(&self, supervisor: &str, recent: &[RestartEvent]) {
+        crate::metrics::actor_meltdown(supervisor);
+        let last = recent
+            .last()
+            .map(|e| format!("{}: {}", e.child, mask_emails_in(&e.reason)))
+            .unwrap_or_default();
+        sentry::with_scope(
+            |scope| scope.set_tag("supervisor", supervisor),
+            || {
+                sentry::capture_message(
+                    &format!(
+                        "supervisor {supervisor} exceeded its restart intensity; last failure {last}"
+                    ),
+                    sentry::Level::Fatal,
+                )
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentry::protocol::{Exception, Request};
+
+    #[test]
+    fn before_send_strips_credentials_and_masks_addresses() {
+        let mut request = Request {
+            query_string: Some("token=abc123&type=all&email=parent@example.com".into()),
+            cookies: Some("session=s3cr3t".into()),
+            ..Default::default()
+        };
+        for (name, value) in [
+            ("Authorization", "Bearer s3cr3t"),
+            ("Cookie", "session=s3cr3t"),
+            ("X-API-Key", "s3cr3t-key"),
+            ("X-Session-Access-Token", "s3cr3t-token"),
+            ("X-Request-ID", "req-1"),
+        ] {
+            request.headers.insert(name.into(), value.into());
+        }
+        let event = Event {
+            request: Some(request),
+            message: Some("send to parent@example.com failed".into()),
+            exception: vec![Exception {
+                ty: "Error".into(),
+                value: Some("bounce from parent@example.com".into()),
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        };
+        let scrubbed = scrub_event(event);
+        let text = serde_json::to_string(&scrubbed).unwrap();
+        for leaked in ["s3cr3t", "abc123", "parent@example.com"] {
+            assert!(!text.contains(leaked), "{leaked} leaked: {text}");
+        }
+        assert!(text.contains("pa***@example.com"));
+        assert!(text.contains("req-1"), "harmless headers stay");
+        assert!(text.contains("type=all"));
+    }
+}
