@@ -54,7 +54,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let sentry = crate::telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,3 +12,9 @@ pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+
+/// Installs ring as the process's TLS crypto provider (for Sentry's transport, SMTP and
+/// PostgreSQL TLS). Call once before any TLS client is built; later calls do nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -31,6 +31,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     root_join: JoinHandle<()>,
+    /// Routes mounted beside herald's own, behind the same edge layers.
+    extra_routes: Option<axum::Router<AppState>>,
 }
 
 impl Application {
@@ -59,7 +61,14 @@ impl Application {
             listener,
             state,
             root_join,
+            extra_routes: None,
         })
+    }
+
+    /// Mounts more routes behind the same edge (request ids, errors, timeouts, panics).
+    pub fn with_routes(mut self, routes: axum::Router<AppState>) -> Self {
+        self.extra_routes = Some(routes);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -84,11 +93,12 @@ impl Application {
             listener,
             state,
             root_join,
+            extra_routes,
         } = self;
         let root = state.root.clone();
         let store = state.store.clone();
         let shutdown_timeout = state.config.shutdown_timeout;
-        let app = crate::http::router(state);
+        let app = crate::http::router(state, extra_routes);
 
         let (escalated_tx, escalated_rx) = tokio::sync::oneshot::channel::<()>();
         let watcher = tokio::spawn(async move {

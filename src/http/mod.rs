@@ -22,8 +22,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use auth::require_admin_key;
 pub use state::AppState;
 
-/// Every route herald serves, with the edge layers applied.
-pub fn router(state: AppState) -> Router {
+/// Every route herald serves, plus `extra` when given, with the edge layers applied.
+pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
     let admin = Router::new()
         .route("/admin/actors", get(routes::actors::list))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -38,11 +38,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json));
 
-    with_edge(public.merge(admin), state)
+    let mut routes = public.merge(admin);
+    if let Some(extra) = extra {
+        routes = routes.merge(extra);
+    }
+    with_edge(routes, state)
 }
 
-/// Applies the edge layers; also used by tests that mount routes of their own.
-pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
+/// Applies the edge layers.
+fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
     let mut router = routes
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

@@ -1,0 +1,154 @@
+use crate::helpers::{Backend, spawn_app};
+use crate::on_both_backends;
+
+async fn healthz_answers_ok(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.healthz().await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}
+
+async fn health_reports_every_component(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.health().await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["db"], "ok");
+    assert_eq!(body["email"], "console");
+    assert_eq!(body["actors"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["migrations"]["status"], "ok");
+    assert!(body["uptime_seconds"].as_u64().is_some());
+}
+
+async fn health_degrades_when_the_database_is_gone_but_healthz_does_not(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.state.store.close().await;
+
+    let response = app.health().await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["db"], "error");
+
+    let ready = app.ready().await;
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert!(body["reasons"].to_string().contains("database unreachable"));
+
+    assert_eq!(app.healthz().await.status(), 200);
+}
+
+async fn ready_once_migrated_and_not_ready_while_migrations_are_pending(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.ready().await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    let response = app.ready().await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("migrations pending"),
+        "{body}"
+    );
+    assert_eq!(app.health().await.status(), 503);
+}
+
+async fn admin_actors_shows_the_supervision_tree(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.actors().await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["supervisor"], "root");
+    assert_eq!(body["alive"], true);
+    assert!(body["children"].is_array());
+}
+
+async fn shutdown_stops_serving_gracefully(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    assert_eq!(app.healthz().await.status(), 200);
+    assert_eq!(app.stop().await, herald::startup::Stopped::Graceful);
+    assert!(app.client.get(app.url("/healthz")).send().await.is_err());
+}
+
+on_both_backends!(
+    healthz_answers_ok,
+    health_reports_every_component,
+    health_degrades_when_the_database_is_gone_but_healthz_does_not,
+    ready_once_migrated_and_not_ready_while_migrations_are_pending,
+    admin_actors_shows_the_supervision_tree,
+    shutdown_stops_serving_gracefully,
+);
+
+#[tokio::test]
+async fn metrics_are_labelled_by_matched_route_and_can_require_a_token() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.get("/admin/actors").await;
+    let text = app.metrics().await;
+    assert!(text.contains("# HELP http_requests_total"));
+    assert!(
+        text.contains(r#"route="/admin/actors",status="401""#),
+        "{text}"
+    );
+    assert!(text.contains("herald_build_info{version="));
+    assert!(text.contains("process_resident_memory_bytes"));
+
+    let guarded = crate::helpers::spawn_app_with(
+        Backend::Sqlite,
+        |v| {
+            v.insert("METRICS_TOKEN".into(), "scrape-token".into());
+        },
+        None,
+    )
+    .await;
+    crate::helpers::assert_error(guarded.get("/metrics").await, 401, "UNAUTHORIZED").await;
+    let ok = guarded
+        .client
+        .get(guarded.url("/metrics"))
+        .bearer_auth("scrape-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let spec = app.openapi().await;
+    for path in [
+        "/healthz",
+        "/health",
+        "/health/ready",
+        "/metrics",
+        "/admin/actors",
+        "/openapi.json",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from /openapi.json"
+        );
+    }
+    assert_eq!(
+        spec["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+    assert!(
+        spec["paths"]["/admin/actors"]["get"]["responses"]
+            .get("401")
+            .is_some()
+    );
+}

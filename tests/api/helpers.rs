@@ -1,0 +1,298 @@
+//! `spawn_app()` and a client with one helper per endpoint.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use herald::config::Config;
+use herald::http::AppState;
+use herald::startup::{Application, Stopped};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const API_KEY: &str = "test-admin-key-0123456789abcdef0123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` once per backend, as `sqlite::name` and
+/// `postgres::name`. The PostgreSQL run is skipped, with a note, only outside CI.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::helpers::postgres_available(stringify!($name)).await {
+                        super::$name($crate::helpers::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether PostgreSQL answers. In CI an unreachable server fails the test instead.
+pub async fn postgres_available(test: &str) -> bool {
+    static REACHABLE: OnceLock<bool> = OnceLock::new();
+    if REACHABLE.get().is_none() {
+        let url = postgres_base_url();
+        let ok = tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url))
+            .await
+            .is_ok_and(|c| c.is_ok());
+        let _ = REACHABLE.set(ok);
+    }
+    let ok = REACHABLE.get().copied().unwrap_or(false);
+    if !ok {
+        assert!(
+            !in_ci(),
+            "CI=true but PostgreSQL is not reachable at {}",
+            postgres_base_url()
+        );
+        eprintln!(
+            "skipped postgres::{test}: PostgreSQL not reachable (set HERALD_TEST_POSTGRES_URL)"
+        );
+    }
+    ok
+}
+
+/// A fresh database: a temporary SQLite file, or a new PostgreSQL database.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&base)
+                    .await
+                    .expect("PostgreSQL connection");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let url = match base.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("HERALD_TEST_POSTGRES_URL must name a database"),
+                };
+                Self {
+                    url,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Dropping needs async I/O, and Drop is sync: use a private runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_base_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn config_vars(database_url: &str) -> HashMap<String, String> {
+    [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("DATABASE_URL", database_url),
+        ("API_ACCESS_KEY", API_KEY),
+        ("SECRET_KEY", "test-signing-secret"),
+        ("LOG_LEVEL", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub fn config_from(vars: HashMap<String, String>) -> Config {
+    Config::from_lookup(&move |k| vars.get(k).cloned()).expect("valid test configuration")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<Stopped>>>,
+    /// Kept alive so the database outlives the app.
+    _db: TestDatabase,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}, None).await
+}
+
+/// Spawns the app with configuration changes and, optionally, extra routes.
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    extra_routes: Option<axum::Router<AppState>>,
+) -> TestApp {
+    herald::install_tls_provider();
+    let db = TestDatabase::new(backend).await;
+    let mut vars = config_vars(&db.url);
+    configure(&mut vars);
+    let mut app = Application::build(config_from(vars))
+        .await
+        .expect("application builds");
+    if let Some(routes) = extra_routes {
+        app = app.with_routes(routes);
+    }
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        state,
+        stop: Some(stop),
+        server: Some(server),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_admin(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn healthz(&self) -> reqwest::Response {
+        self.get("/healthz").await
+    }
+
+    pub async fn health(&self) -> reqwest::Response {
+        self.get("/health").await
+    }
+
+    pub async fn ready(&self) -> reqwest::Response {
+        self.get("/health/ready").await
+    }
+
+    pub async fn actors(&self) -> reqwest::Response {
+        self.get_admin("/admin/actors").await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.get("/openapi.json")
+            .await
+            .json()
+            .await
+            .expect("OpenAPI JSON")
+    }
+
+    /// Sends the shutdown signal and waits for the server to finish.
+    pub async fn stop(&mut self) -> Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = self.server.take().expect("server still running");
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("server result")
+    }
+}
+
+/// Asserts the error body of DESIGN.md: `{"error": code, "message": …}`.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"], code, "error code in {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
+    body
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real application on 127.0.0.1:0, a fresh database per test, real
+//! HTTP. Tests listed in `on_both_backends!` run on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod edge;
+mod health;
+mod store;
