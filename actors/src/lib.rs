@@ -1,1 +1,8 @@
+//! herald-actors: the domain actors and the pure engines they own.
+//!
+//! Knows nothing of HTTP or SQL: where an actor needs I/O it declares a small trait that the
+//! service implements. Each actor owns one piece of mutable state; clients talk to it
+//! through typed handles with timeouts.
 
+pub mod clock;
+pub mod limiter;

@@ -202,6 +202,13 @@ impl ChildSpec {
         self
     }
 
+    /// Uses `slot` for this child, so a spec rebuilt by a restarting parent keeps feeding
+    /// the clients that already hold the slot.
+    pub fn with_slot(mut self, slot: ChildSlot) -> Self {
+        self.slot = slot;
+        self
+    }
+
     /// A handle on this child's current incarnation, for its clients.
     pub fn slot(&self) -> ChildSlot {
         self.slot.clone()
