@@ -153,6 +153,19 @@ pub struct ClientKey {
     pub tier: String,
 }
 
+/// The limiter's defaults and sizing.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Default policy of every group until changed at runtime.
+    pub max_requests: u32,
+    pub window_seconds: u64,
+    pub shards: usize,
+    /// Hard cap of tracked clients per shard.
+    pub max_keys_per_shard: usize,
+    /// How long a check waits for its shard before the fail mode decides.
+    pub check_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub environment: Environment,
@@ -175,6 +188,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub trusted_proxies: Vec<IpBlock>,
     pub rate_limit_fail_mode: FailMode,
+    pub rate_limit: RateLimitConfig,
     pub digest_schedule: String,
     pub digest_timezone: String,
     pub metrics_token: Option<Secret>,
@@ -428,6 +442,45 @@ impl Config {
             FailMode::Open,
             &[("open", FailMode::Open), ("closed", FailMode::Closed)],
         );
+        let rate_limit = RateLimitConfig {
+            max_requests: r.parse(
+                "RATE_LIMIT_MAX_REQUESTS",
+                20u32,
+                "a whole number of requests",
+            ),
+            window_seconds: r.parse(
+                "RATE_LIMIT_WINDOW_SECONDS",
+                60u64,
+                "a whole number of seconds",
+            ),
+            shards: r.parse("RATE_LIMIT_SHARDS", 4usize, "a number of shards"),
+            max_keys_per_shard: r.parse(
+                "RATE_LIMIT_MAX_KEYS_PER_SHARD",
+                250_000usize,
+                "a number of keys",
+            ),
+            check_timeout: Duration::from_millis(r.parse(
+                "RATE_LIMIT_CHECK_TIMEOUT_MS",
+                100u64,
+                "milliseconds",
+            )),
+        };
+        if rate_limit.max_requests == 0 || rate_limit.max_requests > 1_000_000 {
+            r.problems
+                .push("RATE_LIMIT_MAX_REQUESTS: must be from 1 to 1000000".to_owned());
+        }
+        if rate_limit.window_seconds == 0 || rate_limit.window_seconds > 86_400 {
+            r.problems
+                .push("RATE_LIMIT_WINDOW_SECONDS: must be from 1 to 86400".to_owned());
+        }
+        if rate_limit.shards == 0 || rate_limit.shards > 256 {
+            r.problems
+                .push("RATE_LIMIT_SHARDS: must be from 1 to 256".to_owned());
+        }
+        if rate_limit.max_keys_per_shard == 0 {
+            r.problems
+                .push("RATE_LIMIT_MAX_KEYS_PER_SHARD: must be at least 1".to_owned());
+        }
         let hsts_max_age = r.get("HSTS_MAX_AGE").and_then(|raw| match raw.parse() {
             Ok(v) => Some(v),
             Err(_) => {
@@ -470,6 +523,7 @@ impl Config {
             cors_origins,
             trusted_proxies,
             rate_limit_fail_mode,
+            rate_limit,
             digest_schedule: r
                 .get("DIGEST_SCHEDULE")
                 .unwrap_or_else(|| "0 9 * * SUN".to_owned()),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod redact;
 pub mod secret;
 pub mod startup;

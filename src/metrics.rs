@@ -113,3 +113,23 @@ pub fn started_serving() {
         .unwrap_or_default();
     gauge!("herald_up_since_timestamp_seconds").set(now.as_secs_f64());
 }
+
+pub fn rate_limit_check(group: &'static str, admitted: bool) {
+    let decision = if admitted { "admitted" } else { "limited" };
+    counter!("rate_limit_checks_total", "group" => group, "decision" => decision).increment(1);
+    if !admitted {
+        counter!("rate_limit_hits_total", "group" => group).increment(1);
+    }
+}
+
+pub fn rate_limit_failure(group: &'static str) {
+    counter!("rate_limit_failures_total", "group" => group).increment(1);
+}
+
+pub fn rate_limit_untracked(group: &'static str) {
+    counter!("rate_limit_untracked_total", "group" => group).increment(1);
+}
+
+pub fn rate_limit_keys(count: usize) {
+    gauge!("rate_limit_keys").set(count as f64);
+}

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use herald_supervision::{Intensity, Supervisor, SupervisorRef, SupervisorSpec};
+use herald_actors::clock::{SharedClock, SystemClock};
+use herald_actors::limiter::{AtCapacity, LimiterClient, LimiterConfig, Policy};
+use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, SupervisorSpec};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, FailMode};
 use crate::http::{AppState, auth::KeyRing};
+use crate::ratelimit::Policies;
 use crate::store::Store;
 use crate::telemetry::SupervisionReporter;
 
@@ -37,13 +40,39 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with the given clock (a manual one in tests of time-based rules).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let metrics = crate::metrics::install();
         let store = Store::connect(config.database_url.expose())
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
 
-        let (root, root_join) = spawn_root(&config).await?;
+        let default_policy = Policy::per_seconds(
+            config.rate_limit.max_requests,
+            config.rate_limit.window_seconds,
+        );
+        let stored = crate::store::policies::load(&store)
+            .await
+            .context("loading rate-limit policies")?;
+        let policies = Arc::new(Policies::new(default_policy, &stored));
+        let (limiter_spec, limiter) = herald_actors::limiter::limiter(LimiterConfig {
+            shards: config.rate_limit.shards,
+            keys_per_shard: config.rate_limit.max_keys_per_shard,
+            at_capacity: match config.rate_limit_fail_mode {
+                FailMode::Open => AtCapacity::Admit,
+                FailMode::Closed => AtCapacity::Refuse,
+            },
+            check_timeout: config.rate_limit.check_timeout,
+            clock: clock.clone(),
+            observer: Some(Arc::new(SupervisionReporter)),
+        });
+
+        let (root, root_join) = spawn_root(vec![limiter_spec]).await?;
+        spawn_key_gauge(limiter.clone());
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -55,6 +84,9 @@ impl Application {
             store,
             root,
             metrics,
+            limiter,
+            policies,
+            clock,
             started: Instant::now(),
         };
         Ok(Self {
@@ -140,9 +172,20 @@ impl Application {
     }
 }
 
+/// Publishes the number of tracked rate-limit clients every few seconds.
+fn spawn_key_gauge(limiter: LimiterClient) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            crate::metrics::rate_limit_keys(limiter.tracked_keys().await);
+        }
+    });
+}
+
 /// The root of the supervision tree: one_for_one, and an escalation ends the process.
-async fn spawn_root(_config: &Config) -> anyhow::Result<(SupervisorRef, JoinHandle<()>)> {
-    let spec = SupervisorSpec::one_for_one(Vec::new())
+async fn spawn_root(children: Vec<ChildSpec>) -> anyhow::Result<(SupervisorRef, JoinHandle<()>)> {
+    let spec = SupervisorSpec::one_for_one(children)
         .intensity(Intensity::default())
         .observer(Arc::new(SupervisionReporter));
     Supervisor::spawn("root", spec, None)

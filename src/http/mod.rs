@@ -14,18 +14,25 @@ pub mod state;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::require_admin_key;
+
+use crate::ratelimit::{self, Group, LimitedGroup};
 pub use state::AppState;
 
 /// Every route herald serves, plus `extra` when given, with the edge layers applied.
 pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
     let admin = Router::new()
         .route("/admin/actors", get(routes::actors::list))
+        .route("/admin/rate_limits/reset", post(routes::rate_limits::reset))
+        .route(
+            "/api/v1/ops/rate_limits",
+            get(routes::rate_limits::list).put(routes::rate_limits::update),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin_key,
@@ -38,11 +45,31 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/metrics", get(routes::metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json));
 
-    let mut routes = public.merge(admin);
+    let stats = limited(
+        Router::new()
+            .route("/api/v1/stats/dashboard", get(routes::stats::dashboard))
+            .route("/api/v1/stats/summary", get(routes::stats::summary)),
+        &state,
+        Group::Stats,
+    );
+
+    let mut routes = public.merge(admin).merge(stats);
     if let Some(extra) = extra {
         routes = routes.merge(extra);
     }
     with_edge(routes, state)
+}
+
+/// Puts `routes` behind the rate limit of `group`.
+fn limited(routes: Router<AppState>, state: &AppState, group: Group) -> Router<AppState> {
+    let layer_state = LimitedGroup {
+        state: state.clone(),
+        group,
+    };
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        layer_state,
+        ratelimit::enforce,
+    ))
 }
 
 /// Applies the edge layers.

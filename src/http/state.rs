@@ -3,11 +3,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use herald_actors::clock::SharedClock;
+use herald_actors::limiter::LimiterClient;
 use herald_supervision::SupervisorRef;
 
 use super::auth::KeyRing;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::ratelimit::Policies;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -18,5 +21,9 @@ pub struct AppState {
     /// The root of the supervision tree, for health and `/admin/actors`.
     pub root: SupervisorRef,
     pub metrics: &'static Metrics,
+    pub limiter: LimiterClient,
+    pub policies: Arc<Policies>,
+    /// Time for rules that depend on it; a manual clock in tests.
+    pub clock: SharedClock,
     pub started: Instant,
 }

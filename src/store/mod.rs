@@ -4,8 +4,11 @@
 //! milliseconds since the epoch (UTC); ids as text UUIDs. The few real dialect differences
 //! live in [`dialect`]; no query is written twice.
 
+pub mod audit;
 pub mod dialect;
 mod migrations;
+pub mod policies;
+pub mod stats;
 
 use std::time::{Duration, Instant};
 

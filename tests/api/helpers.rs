@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use herald::config::Config;
 use herald::http::AppState;
 use herald::startup::{Application, Stopped};
+use herald_actors::clock::ManualClock;
 use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -166,10 +169,13 @@ pub fn config_from(vars: HashMap<String, String>) -> Config {
 
 pub struct TestApp {
     pub address: String,
+    /// The clock the app's time-based rules read; moves only when a test moves it.
+    pub clock: ManualClock,
     pub client: reqwest::Client,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<Stopped>>>,
+    vars: HashMap<String, String>,
     /// Kept alive so the database outlives the app.
     _db: TestDatabase,
 }
@@ -188,7 +194,16 @@ pub async fn spawn_app_with(
     let db = TestDatabase::new(backend).await;
     let mut vars = config_vars(&db.url);
     configure(&mut vars);
-    let mut app = Application::build(config_from(vars))
+    start(db, vars, extra_routes).await
+}
+
+async fn start(
+    db: TestDatabase,
+    vars: HashMap<String, String>,
+    extra_routes: Option<axum::Router<AppState>>,
+) -> TestApp {
+    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis() as u64);
+    let mut app = Application::build_with_clock(config_from(vars.clone()), Arc::new(clock.clone()))
         .await
         .expect("application builds");
     if let Some(routes) = extra_routes {
@@ -202,6 +217,7 @@ pub async fn spawn_app_with(
     }));
     TestApp {
         address,
+        clock,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -209,6 +225,7 @@ pub async fn spawn_app_with(
         state,
         stop: Some(stop),
         server: Some(server),
+        vars,
         _db: db,
     }
 }
@@ -247,6 +264,30 @@ impl TestApp {
         self.get("/health/ready").await
     }
 
+    pub async fn dashboard(&self) -> reqwest::Response {
+        self.get("/api/v1/stats/dashboard").await
+    }
+
+    pub async fn put_rate_limits(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .put(self.url("/api/v1/ops/rate_limits"))
+            .header("X-API-Key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn reset_rate_limits(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/admin/rate_limits/reset"))
+            .header("X-API-Key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn actors(&self) -> reqwest::Response {
         self.get_admin("/admin/actors").await
     }
@@ -265,6 +306,13 @@ impl TestApp {
             .json()
             .await
             .expect("OpenAPI JSON")
+    }
+
+    /// Stops this app and starts a new one on the same database and configuration.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let vars = std::mem::take(&mut self.vars);
+        start(self._db, vars, None).await
     }
 
     /// Sends the shutdown signal and waits for the server to finish.

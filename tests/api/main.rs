@@ -7,4 +7,5 @@ mod auth;
 mod cli;
 mod edge;
 mod health;
+mod rate_limit;
 mod store;

@@ -17,13 +17,21 @@ pub enum LimiterError {
     Unavailable,
 }
 
-/// A limiter key: what is limited (`group`) and who is asking (`client`).
-pub fn key(group: &str, client: &str) -> u64 {
-    // A fixed hasher, so a key's shard is stable across restarts of a shard.
+/// A limiter key: who is asking (`client`) in which group of endpoints (`group`, the low
+/// byte, so a whole group can be reset without knowing its clients).
+pub fn key(group: u8, client: &str) -> u64 {
+    // A fixed hasher, so a key's shard is the same for every incarnation of a shard.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    group.hash(&mut hasher);
     client.hash(&mut hasher);
-    hasher.finish()
+    (hasher.finish() & !0xFF) | u64::from(group)
+}
+
+/// Which windows a reset clears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetScope {
+    All,
+    Group(u8),
+    Keys(Vec<u64>),
 }
 
 #[derive(Clone)]
@@ -42,7 +50,8 @@ impl LimiterClient {
         self.shards.len()
     }
 
-    fn shard_of(&self, key: u64) -> usize {
+    /// The index of the shard that owns `key`.
+    pub fn shard_of(&self, key: u64) -> usize {
         // The high bits: the low ones also pick the bucket inside the shard's map.
         ((key >> 32) % self.shards.len() as u64) as usize
     }
@@ -73,32 +82,30 @@ impl LimiterClient {
         .await
     }
 
-    /// Clears the given keys' windows, or every window when `keys` is `None`.
-    pub async fn reset(&self, keys: Option<Vec<u64>>) -> Result<usize, LimiterError> {
+    /// Clears the windows in `scope`; returns how many were cleared.
+    pub async fn reset(&self, scope: ResetScope) -> Result<usize, LimiterError> {
         let mut cleared = 0;
-        match keys {
-            None => {
-                for shard in 0..self.shards.len() {
-                    cleared += self
-                        .ask(shard, |reply| ShardMsg::Reset { keys: None, reply })
-                        .await?;
-                }
-            }
-            Some(keys) => {
+        match scope {
+            ResetScope::Keys(keys) => {
                 let mut by_shard = vec![Vec::new(); self.shards.len()];
                 for key in keys {
                     by_shard[self.shard_of(key)].push(key);
                 }
-                for (shard, keys) in by_shard
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, k)| !k.is_empty())
-                {
+                for (shard, keys) in by_shard.into_iter().enumerate() {
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    let scope = ResetScope::Keys(keys);
                     cleared += self
-                        .ask(shard, |reply| ShardMsg::Reset {
-                            keys: Some(keys),
-                            reply,
-                        })
+                        .ask(shard, |reply| ShardMsg::Reset { scope, reply })
+                        .await?;
+                }
+            }
+            scope => {
+                for shard in 0..self.shards.len() {
+                    let scope = scope.clone();
+                    cleared += self
+                        .ask(shard, |reply| ShardMsg::Reset { scope, reply })
                         .await?;
                 }
             }

@@ -8,9 +8,11 @@ pub mod window;
 
 use std::time::Duration;
 
-use herald_supervision::{Backoff, ChildSlot, ChildSpec, Intensity, SupervisorSpec};
+use std::sync::Arc;
 
-pub use client::{LimiterClient, LimiterError, key};
+use herald_supervision::{Backoff, ChildSlot, ChildSpec, Intensity, Observer, SupervisorSpec};
+
+pub use client::{LimiterClient, LimiterError, ResetScope, key};
 pub use store::{AtCapacity, Checked};
 pub use window::{Decision, Policy};
 
@@ -26,6 +28,8 @@ pub struct LimiterConfig {
     /// How long a check waits for its shard before the fail mode decides.
     pub check_timeout: Duration,
     pub clock: SharedClock,
+    /// Told of every shard restart (metrics, error reports).
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// The limiter's supervisor child spec and the client that talks to its shards.
@@ -39,6 +43,7 @@ pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
         .map(|_| ChildSlot::default())
         .collect();
     let client = LimiterClient::new(slots.clone(), config.check_timeout);
+    let observer = config.observer;
     let child = ChildSpec::supervisor("rate_limiter", move || {
         // Rebuilt on every start of the limiter, around the same slots the client holds.
         let children = slots
@@ -50,10 +55,14 @@ pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
                     .with_slot(slot.clone())
             })
             .collect();
-        SupervisorSpec::one_for_one(children).intensity(Intensity {
+        let spec = SupervisorSpec::one_for_one(children).intensity(Intensity {
             max_restarts: 20,
             period: Duration::from_secs(10),
-        })
+        });
+        match &observer {
+            Some(observer) => spec.observer(observer.clone()),
+            None => spec,
+        }
     });
     (child, client)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use super::client::ResetScope;
 use super::store::{AtCapacity, Checked, MemoryWindows, WindowStore};
 use super::window::Policy;
 use crate::clock::SharedClock;
@@ -22,9 +23,9 @@ pub enum ShardMsg {
         policy: Policy,
         reply: RpcReplyPort<Checked>,
     },
-    /// Forget windows: all, or those whose key is in `keys`.
+    /// Forget the windows in `scope`.
     Reset {
-        keys: Option<Vec<u64>>,
+        scope: ResetScope,
         reply: RpcReplyPort<usize>,
     },
     Len(RpcReplyPort<usize>),
@@ -88,10 +89,13 @@ impl Actor for Shard {
                 let checked = state.windows.check(key, policy, self.clock.now_ms());
                 let _ = reply.send(checked);
             }
-            ShardMsg::Reset { keys, reply } => {
-                let cleared = match keys {
-                    None => state.windows.reset(None),
-                    Some(keys) => state.windows.reset(Some(&|k| keys.contains(&k))),
+            ShardMsg::Reset { scope, reply } => {
+                let cleared = match scope {
+                    ResetScope::All => state.windows.reset(None),
+                    ResetScope::Group(group) => {
+                        state.windows.reset(Some(&|k| k & 0xFF == u64::from(group)))
+                    }
+                    ResetScope::Keys(keys) => state.windows.reset(Some(&|k| keys.contains(&k))),
                 };
                 let _ = reply.send(cleared);
             }

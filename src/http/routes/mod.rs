@@ -4,3 +4,5 @@
 pub mod actors;
 pub mod health;
 pub mod metrics;
+pub mod rate_limits;
+pub mod stats;

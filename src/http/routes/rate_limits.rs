@@ -1,0 +1,260 @@
+//! Operating the rate limiter: see and change policies at runtime, clear windows.
+//! Every change is persisted and audited before it takes effect.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_actors::limiter::{self, ResetScope};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::http::error::ApiError;
+use crate::http::extract::{AdminKey, OptionalJson};
+use crate::http::state::AppState;
+use crate::ratelimit::identity::address_identity;
+use crate::ratelimit::policies::DEFAULT_TIER;
+use crate::ratelimit::{GROUPS, Group};
+use crate::store::policies::{self, PolicyRow};
+
+/// Longest window a policy may have.
+const MAX_WINDOW_SECONDS: u64 = 86_400;
+const MAX_REQUESTS: u64 = 1_000_000;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyView {
+    pub group: String,
+    pub tier: String,
+    pub max_requests: i64,
+    pub window_seconds: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PoliciesView {
+    pub policies: Vec<PolicyView>,
+    /// `open` or `closed`: what happens when the limiter cannot answer in time.
+    pub fail_mode: &'static str,
+}
+
+fn view(state: &AppState) -> PoliciesView {
+    PoliciesView {
+        policies: state
+            .policies
+            .rows()
+            .into_iter()
+            .map(|r| PolicyView {
+                group: r.group,
+                tier: r.tier,
+                max_requests: r.max_requests,
+                window_seconds: r.window_seconds,
+            })
+            .collect(),
+        fail_mode: match state.config.rate_limit_fail_mode {
+            crate::config::FailMode::Open => "open",
+            crate::config::FailMode::Closed => "closed",
+        },
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/ops/rate_limits", tag = "ops", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The policies in force", body = PoliciesView),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody)))]
+pub async fn list(State(state): State<AppState>) -> Json<PoliciesView> {
+    Json(view(&state))
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn bounded(
+    spec: &serde_json::Map<String, Value>,
+    group: &str,
+    name: &str,
+    max: u64,
+) -> Result<Option<i64>, ApiError> {
+    match spec.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|v| (1..=max).contains(v))
+            .map(|v| Some(v as i64))
+            .ok_or_else(|| {
+                invalid(
+                    format!("{group}.{name}"),
+                    format!("{group}.{name} must be a whole number from 1 to {max}"),
+                )
+            }),
+    }
+}
+
+/// Validates the whole request before anything is written.
+fn parse_changes(
+    state: &AppState,
+    body: &Value,
+) -> Result<Vec<(Option<PolicyRow>, PolicyRow)>, ApiError> {
+    let groups = body
+        .as_object()
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| invalid("body", "expected an object such as {\"stats\": {\"max_requests\": 30, \"window_seconds\": 60}}"))?;
+    let mut changes = Vec::new();
+    for (name, spec) in groups {
+        let group = Group::parse(name).ok_or_else(|| {
+            let known: Vec<_> = GROUPS.iter().map(|g| g.as_str()).collect();
+            invalid(
+                name.clone(),
+                format!(
+                    "unknown group '{name}'; expected one of {}",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let spec = spec.as_object().ok_or_else(|| {
+            invalid(
+                name.clone(),
+                format!("{name} must be an object with max_requests and/or window_seconds"),
+            )
+        })?;
+        if let Some(unknown) = spec
+            .keys()
+            .find(|k| !["max_requests", "window_seconds", "tier"].contains(&k.as_str()))
+        {
+            return Err(invalid(
+                format!("{name}.{unknown}"),
+                format!("unknown field '{unknown}'"),
+            ));
+        }
+        let tier = match spec.get("tier") {
+            None => DEFAULT_TIER.to_owned(),
+            Some(Value::String(t))
+                if !t.is_empty()
+                    && t.len() <= 32
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                t.to_ascii_lowercase()
+            }
+            Some(_) => {
+                return Err(invalid(
+                    format!("{name}.tier"),
+                    "tier must be 1-32 letters, digits, '-' or '_'",
+                ));
+            }
+        };
+        let max_requests = bounded(spec, name, "max_requests", MAX_REQUESTS)?;
+        let window_seconds = bounded(spec, name, "window_seconds", MAX_WINDOW_SECONDS)?;
+        if max_requests.is_none() && window_seconds.is_none() {
+            return Err(invalid(
+                name.clone(),
+                format!("{name} must set max_requests and/or window_seconds"),
+            ));
+        }
+        let old = state.policies.exact(group, &tier);
+        let current = state.policies.get(group, &tier);
+        let new = PolicyRow {
+            group: group.as_str().to_owned(),
+            tier,
+            max_requests: max_requests.unwrap_or(i64::from(current.max_requests)),
+            window_seconds: window_seconds.unwrap_or((current.window_ms / 1000) as i64),
+        };
+        changes.push((old, new));
+    }
+    Ok(changes)
+}
+
+#[utoipa::path(put, path = "/api/v1/ops/rate_limits", tag = "ops", security(("api_key" = [])),
+    request_body(content = Object, description = "Groups to change, e.g. {\"stats\": {\"max_requests\": 30, \"window_seconds\": 60, \"tier\": \"pro\"}}"),
+    responses(
+        (status = 200, description = "The policies now in force", body = PoliciesView),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Invalid value; `field` names it; nothing changed", body = crate::http::openapi::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    key: AdminKey,
+    body: axum::body::Bytes,
+) -> Result<Json<PoliciesView>, ApiError> {
+    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        message: format!("malformed JSON: {e}"),
+        field: None,
+    })?;
+    let changes = parse_changes(&state, &body)?;
+    policies::apply(&state.store, &key.fingerprint, &changes).await?;
+    let rows: Vec<PolicyRow> = changes.into_iter().map(|(_, new)| new).collect();
+    state.policies.replace(&rows);
+    tracing::info!(changes = rows.len(), by = %key.fingerprint, "rate-limit policies changed");
+    Ok(Json(view(&state)))
+}
+
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// `stats` or `reports`; all groups when absent.
+    pub group: Option<String>,
+    /// An address (IPv6 counts per /64) or `key:<fingerprint>`; all clients when absent.
+    pub client: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ResetResult {
+    pub cleared: usize,
+}
+
+#[utoipa::path(post, path = "/admin/rate_limits/reset", tag = "admin", security(("api_key" = [])),
+    request_body(content = ResetRequest, description = "Optional: which group and/or client to clear"),
+    responses(
+        (status = 200, description = "Windows cleared", body = ResetResult),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Unknown group or malformed client", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "A limiter shard did not answer", body = crate::http::openapi::ErrorBody)))]
+pub async fn reset(
+    State(state): State<AppState>,
+    key: AdminKey,
+    OptionalJson(request): OptionalJson<ResetRequest>,
+) -> Result<(StatusCode, Json<ResetResult>), ApiError> {
+    let group = match request.group.as_deref() {
+        None => None,
+        Some(name) => Some(
+            Group::parse(name)
+                .ok_or_else(|| invalid("group", format!("unknown group '{name}'")))?,
+        ),
+    };
+    let client = match request.client.as_deref() {
+        None => None,
+        Some(c) if c.starts_with("key:") && c.len() <= 64 => Some(c.to_owned()),
+        Some(c) => Some(address_identity(c.parse().map_err(|_| {
+            invalid(
+                "client",
+                "client must be an IP address or key:<fingerprint>",
+            )
+        })?)),
+    };
+    let scope = match (group, &client) {
+        (None, None) => ResetScope::All,
+        (Some(group), None) => ResetScope::Group(group.index()),
+        (group, Some(client)) => ResetScope::Keys(
+            group
+                .map_or_else(|| GROUPS.to_vec(), |g| vec![g])
+                .into_iter()
+                .map(|g| limiter::key(g.index(), client))
+                .collect(),
+        ),
+    };
+    let target = format!(
+        "{}/{}",
+        group.map_or("*", Group::as_str),
+        client.as_deref().unwrap_or("*")
+    );
+    policies::audit_only(&state.store, &key.fingerprint, "rate_limit.reset", &target).await?;
+    let cleared = state
+        .limiter
+        .reset(scope)
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            message: "a limiter shard did not answer; try again".to_owned(),
+            retry_after_seconds: 1,
+        })?;
+    Ok((StatusCode::OK, Json(ResetResult { cleared })))
+}

@@ -1,0 +1,59 @@
+//! `/api/v1/stats/*`: public counts and the admin statistics. Rate limited as the `stats`
+//! group.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+
+use crate::http::error::ApiError;
+use crate::http::extract::ClientKey;
+use crate::http::state::AppState;
+use crate::store::stats::{self, Dashboard, Summary};
+
+#[utoipa::path(get, path = "/api/v1/stats/dashboard", tag = "stats",
+    responses(
+        (status = 200, description = "Public counts", body = Dashboard),
+        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody),
+        (status = 500, description = "The database failed", body = crate::http::openapi::ErrorBody)))]
+pub async fn dashboard(State(state): State<AppState>) -> Result<Json<Dashboard>, ApiError> {
+    let started = std::time::Instant::now();
+    let dashboard = stats::dashboard(&state.store).await?;
+    crate::metrics::db_query("stats_dashboard", started.elapsed());
+    Ok(Json(dashboard))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SummaryQuery {
+    /// The period, in days back from now (1 to 365; default 7).
+    pub days: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/stats/summary", tag = "stats", security(("api_key" = [])),
+    params(SummaryQuery),
+    responses(
+        (status = 200, description = "Admin statistics for the period", body = Summary),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "`days` out of range", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+pub async fn summary(
+    State(state): State<AppState>,
+    _key: ClientKey,
+    Query(query): Query<SummaryQuery>,
+) -> Result<Json<Summary>, ApiError> {
+    let days = match query.days.as_deref() {
+        None => 7,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| ApiError::Unprocessable {
+                message: "days must be a whole number from 1 to 365".to_owned(),
+                field: "days".to_owned(),
+            })?,
+    };
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let started = std::time::Instant::now();
+    let summary = stats::summary(&state.store, days, now).await?;
+    crate::metrics::db_query("stats_summary", started.elapsed());
+    Ok(Json(summary))
+}

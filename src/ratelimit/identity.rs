@@ -1,0 +1,192 @@
+//! Who a request comes from, for rate limiting.
+//!
+//! A valid API key identifies its holder (only a hash of it is kept); anything else is
+//! identified by its address: the peer, or the client named in `X-Forwarded-For` when the
+//! peer is a trusted proxy. IPv6 addresses count per /64, since one host usually holds a
+//! whole /64. An invalid key or a forwarded header from an untrusted peer is ignored, so
+//! neither can be used to dodge a limit.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use http::HeaderMap;
+
+use crate::config::{IpBlock, canonical};
+use crate::http::auth::KeyRing;
+use crate::ratelimit::policies::DEFAULT_TIER;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// `key:<fingerprint>` or the (aggregated) address.
+    pub id: String,
+    pub tier: String,
+}
+
+impl Client {
+    /// A form safe for logs: key fingerprints as they are, addresses with the host part
+    /// hidden.
+    pub fn masked(&self) -> String {
+        if self.id.starts_with("key:") {
+            return self.id.clone();
+        }
+        match self.id.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => {
+                let [a, b, c, _] = v4.octets();
+                format!("{a}.{b}.{c}.x")
+            }
+            _ => self
+                .id
+                .split("::/")
+                .next()
+                .map_or_else(|| self.id.clone(), |p| format!("{p}::/64")),
+        }
+    }
+}
+
+/// The address as a limiter identity: IPv4 as is, IPv6 reduced to its /64.
+pub fn address_identity(addr: IpAddr) -> String {
+    match canonical(addr) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", Ipv6Addr::from(prefix))
+        }
+    }
+}
+
+pub fn identify(headers: &HeaderMap, peer: IpAddr, keys: &KeyRing, trusted: &[IpBlock]) -> Client {
+    if let Some(key) = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|presented| keys.identify(presented))
+    {
+        return Client {
+            id: format!("key:{}", key.fingerprint),
+            tier: key.tier,
+        };
+    }
+    Client {
+        id: address_identity(client_address(headers, peer, trusted)),
+        tier: DEFAULT_TIER.to_owned(),
+    }
+}
+
+/// The peer, or — only when the peer is a trusted proxy — the nearest address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[IpBlock]) -> IpAddr {
+    let is_trusted = |addr: IpAddr| trusted.iter().any(|block| block.contains(addr));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(addr) => {
+                client = addr;
+                if !is_trusted(addr) {
+                    break;
+                }
+            }
+            // A garbled entry: stop at the last address we could trust.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn ring() -> KeyRing {
+        let config = crate::config::Config::from_lookup(&|k| match k {
+            "API_ACCESS_KEY" => Some("admin".into()),
+            "SECRET_KEY" => Some("s".into()),
+            "API_KEYS" => Some("client-key:pro".into()),
+            _ => None,
+        })
+        .unwrap();
+        let _ = Secret::new("unused");
+        KeyRing::from_config(&config)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn a_valid_key_identifies_by_its_hash_and_tier() {
+        let client = identify(
+            &headers(&[("x-api-key", "client-key")]),
+            "10.0.0.1".parse().unwrap(),
+            &ring(),
+            &[],
+        );
+        assert!(client.id.starts_with("key:") && !client.id.contains("client-key"));
+        assert_eq!(client.tier, "pro");
+    }
+
+    #[test]
+    fn an_invalid_key_falls_back_to_the_address() {
+        let client = identify(
+            &headers(&[("x-api-key", "made-up")]),
+            "10.0.0.1".parse().unwrap(),
+            &ring(),
+            &[],
+        );
+        assert_eq!(client.id, "10.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        let client = identify(&h, "10.0.0.1".parse().unwrap(), &ring(), &[]);
+        assert_eq!(client.id, "10.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_up_to_the_first_untrusted_hop() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);
+        let client = identify(&h, "10.0.0.1".parse().unwrap(), &ring(), &trusted);
+        assert_eq!(
+            client.id, "1.2.3.4",
+            "the spoofable left part is not believed"
+        );
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let a = address_identity("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = address_identity("2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(
+            address_identity("::ffff:1.2.3.4".parse().unwrap()),
+            "1.2.3.4"
+        );
+    }
+
+    #[test]
+    fn masked_forms_hide_the_host() {
+        let v4 = Client {
+            id: "203.0.113.7".into(),
+            tier: "default".into(),
+        };
+        assert_eq!(v4.masked(), "203.0.113.x");
+    }
+}

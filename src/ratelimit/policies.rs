@@ -1,0 +1,161 @@
+//! The policies in force: defaults from configuration, overridden by rows of
+//! `rate_limit_policies`, per endpoint group and per API-key tier. Read on every limited
+//! request, so held in memory behind a `std` lock (never held across an await).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use herald_actors::limiter::Policy;
+
+use crate::store::policies::PolicyRow;
+
+/// The endpoint groups that are limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// `/api/v1/stats/*`
+    Stats,
+    /// `/api/v1/reports/*`
+    Reports,
+}
+
+pub const GROUPS: [Group; 2] = [Group::Stats, Group::Reports];
+pub const DEFAULT_TIER: &str = "default";
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stats => "stats",
+            Self::Reports => "reports",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        GROUPS.into_iter().find(|g| g.as_str() == name)
+    }
+
+    /// The low byte of this group's limiter keys.
+    pub fn index(self) -> u8 {
+        match self {
+            Self::Stats => 1,
+            Self::Reports => 2,
+        }
+    }
+}
+
+pub struct Policies {
+    default: Policy,
+    overrides: RwLock<HashMap<(Group, String), Policy>>,
+}
+
+impl Policies {
+    pub fn new(default: Policy, rows: &[PolicyRow]) -> Self {
+        let policies = Self {
+            default,
+            overrides: RwLock::new(HashMap::new()),
+        };
+        policies.replace(rows);
+        policies
+    }
+
+    /// The policy for `tier` in `group`: the tier's own, else the group's default row, else
+    /// the configured default.
+    pub fn get(&self, group: Group, tier: &str) -> Policy {
+        let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+        overrides
+            .get(&(group, tier.to_owned()))
+            .or_else(|| overrides.get(&(group, DEFAULT_TIER.to_owned())))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Every policy in force, as rows: each group's default plus each tier override.
+    pub fn rows(&self) -> Vec<PolicyRow> {
+        let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<PolicyRow> = GROUPS
+            .iter()
+            .map(|&group| {
+                to_row(
+                    group,
+                    DEFAULT_TIER,
+                    self.get_locked(&overrides, group, DEFAULT_TIER),
+                )
+            })
+            .collect();
+        for ((group, tier), policy) in overrides.iter() {
+            if tier != DEFAULT_TIER {
+                rows.push(to_row(*group, tier, *policy));
+            }
+        }
+        rows.sort_by(|a, b| (&a.group, &a.tier).cmp(&(&b.group, &b.tier)));
+        rows
+    }
+
+    fn get_locked(
+        &self,
+        overrides: &HashMap<(Group, String), Policy>,
+        group: Group,
+        tier: &str,
+    ) -> Policy {
+        overrides
+            .get(&(group, tier.to_owned()))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// The row currently stored for exactly (group, tier), if any.
+    pub fn exact(&self, group: Group, tier: &str) -> Option<PolicyRow> {
+        let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+        overrides
+            .get(&(group, tier.to_owned()))
+            .map(|p| to_row(group, tier, *p))
+    }
+
+    /// Replaces the overrides with `rows` (on start) or applies them (after an update).
+    pub fn replace(&self, rows: &[PolicyRow]) {
+        let mut overrides = self.overrides.write().unwrap_or_else(|e| e.into_inner());
+        for row in rows {
+            if let Some(group) = Group::parse(&row.group) {
+                overrides.insert(
+                    (group, row.tier.clone()),
+                    Policy::per_seconds(row.max_requests as u32, row.window_seconds as u64),
+                );
+            }
+        }
+    }
+}
+
+fn to_row(group: Group, tier: &str, policy: Policy) -> PolicyRow {
+    PolicyRow {
+        group: group.as_str().to_owned(),
+        tier: tier.to_owned(),
+        max_requests: i64::from(policy.max_requests),
+        window_seconds: (policy.window_ms / 1000) as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(group: &str, tier: &str, max: i64) -> PolicyRow {
+        PolicyRow {
+            group: group.into(),
+            tier: tier.into(),
+            max_requests: max,
+            window_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn a_tier_falls_back_to_the_group_default_then_the_configured_default() {
+        let policies = Policies::new(
+            Policy::per_seconds(20, 60),
+            &[row("stats", "default", 30), row("stats", "pro", 100)],
+        );
+        assert_eq!(policies.get(Group::Stats, "pro").max_requests, 100);
+        assert_eq!(policies.get(Group::Stats, "free").max_requests, 30);
+        assert_eq!(policies.get(Group::Reports, "pro").max_requests, 20);
+        let rows = policies.rows();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+    }
+}
