@@ -1,0 +1,140 @@
+//! Rate-limiter figures (see BENCHMARKS.md).
+//!
+//! `cargo bench --bench limiter -- micro`   one check through the shard actor vs the bare window store
+//! `cargo bench --bench limiter -- memory N`  bytes per tracked client with N requests in its window
+//! `cargo bench --bench limiter -- serve PORT`  herald with /bench/plain and /bench/limited,
+//!     the same trivial handler without and with the limiter layer, for wrk
+//!     (scripts/bench_limiter.sh drives it)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use herald::ratelimit::{Group, LimitedGroup, enforce};
+use herald::startup::Application;
+use herald_actors::clock::{Clock, SystemClock};
+use herald_actors::limiter::store::{MemoryWindows, WindowStore};
+use herald_actors::limiter::{self, AtCapacity, LimiterConfig, Policy};
+use herald_supervision::{Supervisor, SupervisorSpec};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+async fn micro() {
+    let policy = Policy::per_seconds(1_000_000, 60);
+    let (spec, client) = limiter::limiter(LimiterConfig {
+        shards: 4,
+        keys_per_shard: 1_000_000,
+        at_capacity: AtCapacity::Admit,
+        check_timeout: Duration::from_secs(1),
+        clock: Arc::new(SystemClock),
+        observer: None,
+    });
+    let (root, _join) = Supervisor::spawn("bench", SupervisorSpec::one_for_one(vec![spec]), None)
+        .await
+        .unwrap();
+    let mut direct = MemoryWindows::new(1_000_000, AtCapacity::Admit, SystemClock.now_ms());
+    let n = 50_000u64;
+    let (mut through_actor, mut bare) = (Vec::new(), Vec::new());
+    for round in 0..7 {
+        let started = Instant::now();
+        for i in 0..n {
+            client.check(limiter::key(1, &format!("c{}", i % 10_000)), policy).await.unwrap();
+        }
+        through_actor.push(started.elapsed().as_nanos() as f64 / n as f64);
+        let started = Instant::now();
+        for i in 0..n {
+            direct.check(limiter::key(1, &format!("c{}", i % 10_000)), policy, SystemClock.now_ms());
+        }
+        bare.push(started.elapsed().as_nanos() as f64 / n as f64);
+        let _ = round;
+    }
+    println!(
+        "one check, median of 7 rounds of {n}: through the shard actor {:.0} ns; bare window store {:.0} ns (same key mix, same process)",
+        median(through_actor),
+        median(bare)
+    );
+    root.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Run once per process (`memory 1`, `memory 20`) so freed memory cannot hide growth.
+fn memory(per_client: usize) {
+    let policy = Policy::per_seconds(20, 60);
+    {
+        let clients = 1_000_000u64;
+        let before = rss_bytes();
+        let mut store = MemoryWindows::new(clients as usize, AtCapacity::Admit, 0);
+        for client in 0..clients {
+            for r in 0..per_client as u64 {
+                store.check(client.wrapping_mul(0x9E37_79B9_7F4A_7C15), policy, 10 + r);
+            }
+        }
+        let after = rss_bytes();
+        println!(
+            "{clients} tracked clients with {per_client} request(s) each in the window: {:.0} bytes per client (RSS delta {:.1} MB)",
+            (after - before) as f64 / clients as f64,
+            (after - before) as f64 / 1e6
+        );
+        drop(store);
+    }
+}
+
+async fn serve(port: u16) {
+    herald::install_tls_provider();
+    let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars: std::collections::HashMap<String, String> = [
+        ("PORT", port.to_string()),
+        ("DATABASE_URL", format!("sqlite://{}/herald.db", dir.display())),
+        ("API_ACCESS_KEY", "bench-admin-key".into()),
+        ("SECRET_KEY", "bench".into()),
+        ("LOG_LEVEL", "error".into()),
+        ("TRUSTED_PROXIES", "127.0.0.1".into()),
+        ("RATE_LIMIT_MAX_REQUESTS", "1000000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let limited = Router::new()
+        .route("/bench/limited", get(|| async { "ok" }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            LimitedGroup {
+                state: app.state().clone(),
+                group: Group::Stats,
+            },
+            enforce,
+        ));
+    let routes = Router::new().route("/bench/plain", get(|| async { "ok" })).merge(limited);
+    println!("serving on 127.0.0.1:{port}");
+    app.with_routes(routes)
+        .run_until_stopped(herald::startup::shutdown_signal())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "micro".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match mode.as_str() {
+        "micro" => runtime.block_on(micro()),
+        "memory" => memory(args.iter().filter_map(|a| a.parse().ok()).next().unwrap_or(1)),
+        "serve" => {
+            let port = args.iter().filter_map(|a| a.parse().ok()).next().unwrap_or(18080);
+            runtime.block_on(serve(port));
+        }
+        other => eprintln!("unknown mode {other}; use micro, memory or serve PORT"),
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Limiter overhead over real HTTP: the same trivial handler without (/bench/plain) and with
+# (/bench/limited) the rate-limit layer, served by a release build, loaded by wrk with a
+# distinct X-Forwarded-For per request (many clients), alternating A/B rounds in one run.
+# usage: scripts/bench_limiter.sh [rounds] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-5}"
+SECS="${2:-5}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/herald-target}"
+cargo bench --bench limiter --no-run >/dev/null 2>&1
+BIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/limiter-* | grep -v '\.d$' | head -1)
+PORT=18080
+"$BIN" serve "$PORT" >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+LUA=$(mktemp)
+cat > "$LUA" <<'LUAEOF'
+local counter = 0
+local thread_base = 0
+setup = function(thread)
+  thread_base = thread_base + 1
+  thread:set("base", thread_base)
+end
+request = function()
+  counter = counter + 1
+  local ip = string.format("10.%d.%d.%d", base or 0, math.floor(counter / 256) % 256, counter % 256)
+  return wrk.format("GET", nil, { ["X-Forwarded-For"] = ip })
+end
+LUAEOF
+
+run() { # path connections -> "rps p99_ms"
+  wrk -t2 -c"$2" -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$PORT$1" 2>/dev/null \
+    | awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v} END {print rps, p99}'
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for C in 64 256; do
+  : > /tmp/plain_rps; : > /tmp/plain_p99; : > /tmp/lim_rps; : > /tmp/lim_p99; : > /tmp/ratio
+  for r in $(seq 1 "$ROUNDS"); do
+    read -r prps pp99 <<<"$(run /bench/plain "$C")"
+    read -r lrps lp99 <<<"$(run /bench/limited "$C")"
+    echo "$prps" >> /tmp/plain_rps; echo "$pp99" >> /tmp/plain_p99
+    echo "$lrps" >> /tmp/lim_rps; echo "$lp99" >> /tmp/lim_p99
+    awk -v a="$lrps" -v b="$prps" 'BEGIN {print a/b}' >> /tmp/ratio
+    echo "  c=$C round $r: plain $prps req/s p99 ${pp99} ms | limited $lrps req/s p99 ${lp99} ms"
+  done
+  echo "connections=$C medians over $ROUNDS rounds: plain $(median </tmp/plain_rps) req/s, p99 $(median </tmp/plain_p99) ms; limited $(median </tmp/lim_rps) req/s, p99 $(median </tmp/lim_p99) ms; throughput ratio $(median </tmp/ratio)"
+done
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^rate_limit_checks_total' || true
