@@ -25,7 +25,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -48,12 +52,19 @@ async fn micro() {
     for round in 0..7 {
         let started = Instant::now();
         for i in 0..n {
-            client.check(limiter::key(1, &format!("c{}", i % 10_000)), policy).await.unwrap();
+            client
+                .check(limiter::key(1, &format!("c{}", i % 10_000)), policy)
+                .await
+                .unwrap();
         }
         through_actor.push(started.elapsed().as_nanos() as f64 / n as f64);
         let started = Instant::now();
         for i in 0..n {
-            direct.check(limiter::key(1, &format!("c{}", i % 10_000)), policy, SystemClock.now_ms());
+            direct.check(
+                limiter::key(1, &format!("c{}", i % 10_000)),
+                policy,
+                SystemClock.now_ms(),
+            );
         }
         bare.push(started.elapsed().as_nanos() as f64 / n as f64);
         let _ = round;
@@ -94,7 +105,10 @@ async fn serve(port: u16) {
     std::fs::create_dir_all(&dir).unwrap();
     let vars: std::collections::HashMap<String, String> = [
         ("PORT", port.to_string()),
-        ("DATABASE_URL", format!("sqlite://{}/herald.db", dir.display())),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/herald.db", dir.display()),
+        ),
         ("API_ACCESS_KEY", "bench-admin-key".into()),
         ("SECRET_KEY", "bench".into()),
         ("LOG_LEVEL", "error".into()),
@@ -115,7 +129,9 @@ async fn serve(port: u16) {
             },
             enforce,
         ));
-    let routes = Router::new().route("/bench/plain", get(|| async { "ok" })).merge(limited);
+    let routes = Router::new()
+        .route("/bench/plain", get(|| async { "ok" }))
+        .merge(limited);
     println!("serving on 127.0.0.1:{port}");
     app.with_routes(routes)
         .run_until_stopped(herald::startup::shutdown_signal())
@@ -126,13 +142,30 @@ async fn serve(port: u16) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mode = args.iter().skip(1).find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "micro".into());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mode = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_else(|| "micro".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match mode.as_str() {
         "micro" => runtime.block_on(micro()),
-        "memory" => memory(args.iter().filter_map(|a| a.parse().ok()).next().unwrap_or(1)),
+        "memory" => memory(
+            args.iter()
+                .filter_map(|a| a.parse().ok())
+                .next()
+                .unwrap_or(1),
+        ),
         "serve" => {
-            let port = args.iter().filter_map(|a| a.parse().ok()).next().unwrap_or(18080);
+            let port = args
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .next()
+                .unwrap_or(18080);
             runtime.block_on(serve(port));
         }
         other => eprintln!("unknown mode {other}; use micro, memory or serve PORT"),

@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
+pub mod reports;
 pub mod secret;
 pub mod startup;
 pub mod store;

@@ -133,3 +133,15 @@ pub fn rate_limit_untracked(group: &'static str) {
 pub fn rate_limit_keys(count: usize) {
     gauge!("rate_limit_keys").set(count as f64);
 }
+
+pub fn session_started() {
+    counter!("sessions_started_total").increment(1);
+}
+
+pub fn session_completed() {
+    counter!("sessions_completed_total").increment(1);
+}
+
+pub fn pdf_rendered(elapsed: Duration) {
+    histogram!("report_pdf_render_duration_seconds").record(elapsed.as_secs_f64());
+}

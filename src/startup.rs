@@ -72,6 +72,7 @@ impl Application {
         });
 
         let (root, root_join) = spawn_root(vec![limiter_spec]).await?;
+        tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_key_gauge(limiter.clone());
 
         let addr = SocketAddr::new(config.host, config.port);

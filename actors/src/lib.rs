@@ -5,4 +5,5 @@
 //! through typed handles with timeouts.
 
 pub mod clock;
+pub mod email;
 pub mod limiter;

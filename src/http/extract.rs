@@ -19,18 +19,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| {
-                let v = v.trim();
-                v.eq_ignore_ascii_case("application/json")
-                    || (v.starts_with("application/") && v.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
+        if !is_json(&req) {
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(req, state)
@@ -40,25 +29,38 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     }
 }
 
-/// A body that may be absent: no body (or `{}`) gives `T::default()`.
+/// A body that may be absent: no body, or an empty one, gives `T::default()`.
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let has_body = req.headers().contains_key(header::CONTENT_TYPE)
-            || req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v != "0");
-        if !has_body {
+        let is_json = is_json(&req);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection, state.config.max_body_bytes))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| Self(v))
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(Self)
     }
+}
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json")
+                || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+        .unwrap_or(false)
 }
 
 fn body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
@@ -85,7 +87,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             // "missing field `x`" sits at the parent's path; name the field itself.
             let text = inner.to_string();
-            let field = match (path.as_str(), missing_field(&text)) {
+            let field = match (path.as_str(), named_field(&text)) {
                 (".", Some(name)) => name.to_owned(),
                 (parent, Some(name)) => format!("{parent}.{name}"),
                 (_, None) => path,
@@ -98,7 +100,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn missing_field(message: &str) -> Option<&str> {
+/// The field a "missing field `x`" message names (the error's path stops at the parent;
+/// for an unknown field the path already ends at the field).
+fn named_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
@@ -150,6 +154,25 @@ impl FromRequestParts<AppState> for AdminKey {
             } => Ok(AdminKey { fingerprint }),
             _ => Err(ApiError::Unauthorized),
         }
+    }
+}
+
+/// The `X-Session-Access-Token` header, if sent. Checking it is the handler's business,
+/// because the answer depends on the session.
+pub struct SessionToken(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("x-session-access-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .filter(|v| !v.is_empty()),
+        ))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -53,7 +54,36 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         Group::Stats,
     );
 
-    let mut routes = public.merge(admin).merge(stats);
+    let reports = limited(
+        Router::new()
+            .route(
+                "/api/v1/reports/session/{id}/summary",
+                get(routes::reports::summary),
+            )
+            .route(
+                "/api/v1/reports/session/{id}/pdf",
+                get(routes::reports::pdf),
+            ),
+        &state,
+        Group::Reports,
+    );
+
+    let sessions = Router::new()
+        .route("/api/v1/sessions/start", post(routes::sessions::start))
+        .route(
+            "/api/v1/sessions/{id}/events",
+            post(routes::sessions::add_event),
+        )
+        .route(
+            "/api/v1/sessions/{id}/complete",
+            post(routes::sessions::complete),
+        );
+
+    let mut routes = public
+        .merge(admin)
+        .merge(stats)
+        .merge(reports)
+        .merge(sessions);
     if let Some(extra) = extra {
         routes = routes.merge(extra);
     }

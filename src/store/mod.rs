@@ -8,6 +8,7 @@ pub mod audit;
 pub mod dialect;
 mod migrations;
 pub mod policies;
+pub mod sessions;
 pub mod stats;
 
 use std::time::{Duration, Instant};

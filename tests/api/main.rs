@@ -8,4 +8,5 @@ mod cli;
 mod edge;
 mod health;
 mod rate_limit;
+mod sessions;
 mod store;

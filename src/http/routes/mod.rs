@@ -5,4 +5,6 @@ pub mod actors;
 pub mod health;
 pub mod metrics;
 pub mod rate_limits;
+pub mod reports;
+pub mod sessions;
 pub mod stats;

@@ -1,0 +1,181 @@
+//! Validated value types that actor messages carry: [`Email`] and [`EmailType`].
+//!
+//! An [`Email`] is parsed once at the HTTP edge: RFC 5321 lengths, no whitespace or control
+//! characters (so no CR/LF can ever reach a header), one `@`, a dotted domain, the domain
+//! lower-cased. Its `Debug` and `Display` mask the address so it cannot leak into logs.
+
+use std::fmt;
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("an email address is at most 254 characters")]
+    TooLong,
+    #[error("the part before @ is 1 to 64 characters")]
+    LocalPart,
+    #[error("the domain must be a valid dotted host name")]
+    Domain,
+    #[error("an email address has exactly one @")]
+    Shape,
+    #[error("an email address cannot contain spaces or control characters")]
+    Forbidden,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        // Surrounding spaces are forgiven; a CR, LF or other control character anywhere is not.
+        let raw = raw.trim_matches(' ');
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(EmailError::Forbidden);
+        }
+        if raw.len() > 254 {
+            return Err(EmailError::TooLong);
+        }
+        let (local, domain) = raw.split_once('@').ok_or(EmailError::Shape)?;
+        if domain.contains('@') {
+            return Err(EmailError::Shape);
+        }
+        if local.is_empty()
+            || local.len() > 64
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+        {
+            return Err(EmailError::LocalPart);
+        }
+        if local.chars().any(|c| "<>()[]\\,;:\"".contains(c)) {
+            return Err(EmailError::LocalPart);
+        }
+        let domain = domain.to_ascii_lowercase();
+        let labels_ok = domain.len() <= 253
+            && domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+            });
+        if !labels_ok {
+            return Err(EmailError::Domain);
+        }
+        Ok(Self(format!("{local}@{domain}")))
+    }
+
+    /// The address itself, for the one place that needs it (the envelope, the ledger).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `pa***@example.com`, for logs.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
+        let keep: String = local.chars().take(2).collect();
+        format!("{keep}***@{domain}")
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({})", self.masked())
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// The kinds of email herald sends; each has its own throttle and unsubscribe switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EmailType {
+    SessionReport,
+    WeeklyDigest,
+}
+
+impl EmailType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionReport => "session_reports",
+            Self::WeeklyDigest => "weekly_digest",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_ordinary_addresses_and_lowercases_the_domain() {
+        assert_eq!(
+            Email::parse("Parent.One+x@Example.COM").unwrap().as_str(),
+            "Parent.One+x@example.com"
+        );
+        assert_eq!(Email::parse("  a@b.co ").unwrap().as_str(), "a@b.co");
+    }
+
+    #[test]
+    fn refuses_what_could_break_a_header_or_is_malformed() {
+        for bad in [
+            "a@b.com\r\nBcc: x@y.com",
+            "a@b.com\n",
+            "a b@c.com",
+            "no-at-sign",
+            "a@@b.com",
+            "a@b@c.com",
+            "@b.com",
+            "a@",
+            "a@localhost",
+            "a@-b.com",
+            "a..b@c.com",
+            ".a@c.com",
+            "a@b..com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            Email::parse(&format!("{}@b.com", "a".repeat(65))),
+            Err(EmailError::LocalPart)
+        );
+        assert_eq!(
+            Email::parse(&format!("a@{}.com", "b".repeat(250))),
+            Err(EmailError::TooLong)
+        );
+    }
+
+    #[test]
+    fn debug_and_display_mask_the_address() {
+        let email = Email::parse("parent@example.com").unwrap();
+        assert_eq!(format!("{email}"), "pa***@example.com");
+        assert!(!format!("{email:?}").contains("parent@"));
+    }
+
+    proptest! {
+        #[test]
+        fn a_parsed_address_never_holds_cr_lf_or_exceeds_rfc_5321(raw in "\\PC{0,300}") {
+            if let Ok(email) = Email::parse(&raw) {
+                prop_assert!(!email.as_str().contains(['\r', '\n']));
+                prop_assert!(email.as_str().len() <= 254);
+                let (local, domain) = email.as_str().split_once('@').unwrap();
+                prop_assert!(local.len() <= 64);
+                prop_assert_eq!(domain.to_ascii_lowercase(), domain);
+            }
+        }
+
+        #[test]
+        fn valid_shapes_parse_and_round_trip(local in "[a-z0-9]{1,20}(\\.[a-z0-9]{1,10})?", domain in "[a-z]{1,20}\\.[a-z]{2,6}") {
+            let raw = format!("{local}@{domain}");
+            let email = Email::parse(&raw).unwrap();
+            prop_assert_eq!(email.as_str(), raw.as_str());
+            prop_assert_eq!(Email::parse(email.as_str()).unwrap(), email);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `/api/v1/reports/*`: a session's learning summary as JSON (for the backend, with its
+//! API key) and as a PDF (for the session's own holder, with its access token). Rate
+//! limited as the `reports` group.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+
+use super::sessions::authorize;
+use crate::http::error::ApiError;
+use crate::http::extract::{ClientKey, SessionToken};
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::reports::{SessionSummary, pdf, summarize};
+use crate::store::sessions;
+
+async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiError> {
+    let session = sessions::get(&state.store, id)
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    let events = sessions::events(&state.store, id).await?;
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    Ok(summarize(&session.record, &events, now))
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/session/{id}/summary", tag = "reports", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The learning summary", body = SessionSummary),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+#[tracing::instrument(skip_all, fields(session_id = %raw_id))]
+pub async fn summary(
+    State(state): State<AppState>,
+    _key: ClientKey,
+    Path(raw_id): Path<String>,
+) -> Result<Json<SessionSummary>, ApiError> {
+    let id = validate::session_id(&raw_id)?;
+    Ok(Json(summary_of(&state, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/reports/session/{id}/pdf", tag = "reports",
+    params(("id" = String, Path, description = "Session id"),
+           ("X-Session-Access-Token" = String, Header, description = "The session's token")),
+    responses(
+        (status = 200, description = "The report", content_type = "application/pdf", body = Vec<u8>),
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+#[tracing::instrument(skip_all, fields(session_id = %raw_id))]
+pub async fn pdf(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    token: SessionToken,
+) -> Result<Response, ApiError> {
+    let session = authorize(&state, &raw_id, token).await?;
+    let summary = summary_of(&state, &session.record.id).await?;
+    // Rendering is CPU work of a few milliseconds: keep it off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let bytes = pdf::render(&summary);
+        crate::metrics::pdf_rendered(started.elapsed());
+        bytes
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let filename = format!("attachment; filename=\"session-{}.pdf\"", session.record.id);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&filename).unwrap_or(HeaderValue::from_static("attachment")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

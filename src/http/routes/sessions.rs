@@ -1,0 +1,264 @@
+//! `/api/v1/sessions/*`: start a session, record its events, complete it.
+//!
+//! A session's access token is random, returned once, stored only as a SHA-256 hash and
+//! compared in constant time; a token opens its own session and no other.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::extract::{Json as JsonBody, OptionalJson, SessionToken};
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::reports::{SessionSummary, summarize};
+use crate::secret::{hex, random_token};
+use crate::store::sessions::{self, EventOutcome, NewEvent, NewSession, SessionRow};
+
+const NAME_MAX: usize = 100;
+const DETAIL_MAX: usize = 2_000;
+const KIND_MAX: usize = 32;
+
+fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn instant(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn now_ms(state: &AppState) -> i64 {
+    i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX)
+}
+
+/// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
+/// 404 `SESSION_NOT_FOUND`, 403 `INVALID_SESSION_TOKEN`.
+pub async fn authorize(
+    state: &AppState,
+    raw_id: &str,
+    token: SessionToken,
+) -> Result<SessionRow, ApiError> {
+    let token = token.0.ok_or(ApiError::Forbidden {
+        code: "MISSING_SESSION_TOKEN",
+        message: "The X-Session-Access-Token header is required.".to_owned(),
+    })?;
+    let id = validate::session_id(raw_id)?;
+    let session = sessions::get(&state.store, &id)
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    let presented = hash_token(&token);
+    if !bool::from(presented.as_bytes().ct_eq(session.token_hash.as_bytes())) {
+        return Err(ApiError::Forbidden {
+            code: "INVALID_SESSION_TOKEN",
+            message: "The session access token is not valid for this session.".to_owned(),
+        });
+    }
+    Ok(session)
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSession {
+    pub learner_name: Option<String>,
+    pub subject: Option<String>,
+    /// Where the session report is sent on completion.
+    pub parent_email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionStarted {
+    pub session_id: String,
+    /// Returned once; send it as `X-Session-Access-Token` for this session.
+    pub session_access_token: String,
+    pub started_at: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/start", tag = "sessions",
+    request_body(content = StartSession, description = "Optional"),
+    responses(
+        (status = 201, description = "Started", body = SessionStarted),
+        (status = 400, description = "Malformed JSON", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "A field breaks its rule; `field` names it", body = crate::http::openapi::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn start(
+    State(state): State<AppState>,
+    OptionalJson(body): OptionalJson<StartSession>,
+) -> Result<(StatusCode, Json<SessionStarted>), ApiError> {
+    let learner_name = validate::text("learner_name", body.learner_name, NAME_MAX, false)?;
+    let subject = validate::text("subject", body.subject, NAME_MAX, false)?;
+    let parent_email = validate::email("parent_email", body.parent_email)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let token = random_token();
+    let started_at_ms = now_ms(&state);
+    sessions::insert(
+        &state.store,
+        &NewSession {
+            id: &id,
+            token_hash: &hash_token(&token),
+            learner_name: learner_name.as_deref(),
+            subject: subject.as_deref(),
+            parent_email: parent_email.as_ref().map(|e| e.as_str()),
+            started_at_ms,
+        },
+    )
+    .await?;
+    crate::metrics::session_started();
+    tracing::info!(session_id = %id, "session started");
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionStarted {
+            session_id: id,
+            session_access_token: token,
+            started_at: instant(started_at_ms),
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEventBody {
+    /// What happened: `step`, `hint`, `answer`, … (1-32 of a-z, 0-9, `_`).
+    pub kind: String,
+    pub detail: Option<String>,
+    /// For answers: whether it was right.
+    pub correct: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventRecorded {
+    pub event_id: String,
+    pub session_id: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn session_completed() -> ApiError {
+    ApiError::Conflict {
+        code: "SESSION_COMPLETED",
+        message: "The session is completed; it takes no more events.".to_owned(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/events", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"),
+           ("X-Session-Access-Token" = String, Header, description = "The session's token")),
+    request_body = NewEventBody,
+    responses(
+        (status = 201, description = "Recorded", body = EventRecorded),
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "SESSION_COMPLETED", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "A field breaks its rule", body = crate::http::openapi::ErrorBody)))]
+#[tracing::instrument(skip_all, fields(session_id = %raw_id))]
+pub async fn add_event(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    token: SessionToken,
+    JsonBody(body): JsonBody<NewEventBody>,
+) -> Result<(StatusCode, Json<EventRecorded>), ApiError> {
+    let session = authorize(&state, &raw_id, token).await?;
+    let kind = body.kind.trim().to_ascii_lowercase();
+    if kind.is_empty()
+        || kind.len() > KIND_MAX
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(validate::invalid(
+            "kind",
+            "kind is 1-32 of a-z, 0-9 and _ (e.g. step, hint, answer)",
+        ));
+    }
+    let detail = validate::text("detail", body.detail, DETAIL_MAX, true)?;
+    if session.record.completed_at_ms.is_some() {
+        return Err(session_completed());
+    }
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let at_ms = now_ms(&state);
+    let outcome = sessions::add_event(
+        &state.store,
+        &NewEvent {
+            id: &event_id,
+            session_id: &session.record.id,
+            kind: &kind,
+            detail: detail.as_deref(),
+            correct: body.correct,
+            at_ms,
+        },
+    )
+    .await?;
+    match outcome {
+        EventOutcome::Recorded => Ok((
+            StatusCode::CREATED,
+            Json(EventRecorded {
+                event_id,
+                session_id: session.record.id,
+                kind,
+                created_at: instant(at_ms),
+            }),
+        )),
+        EventOutcome::SessionCompleted => Err(session_completed()),
+        EventOutcome::SessionMissing => Err(validate::session_not_found()),
+    }
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteSession {
+    /// Overrides the address given at start, if the session is not yet completed.
+    pub parent_email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionCompleted {
+    pub session_id: String,
+    pub completed_at: DateTime<Utc>,
+    pub summary: SessionSummary,
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/complete", tag = "sessions",
+    params(("id" = String, Path, description = "Session id"),
+           ("X-Session-Access-Token" = String, Header, description = "The session's token")),
+    request_body(content = CompleteSession, description = "Optional"),
+    responses(
+        (status = 200, description = "Completed (a repeat changes nothing and returns the same)", body = SessionCompleted),
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Invalid parent_email", body = crate::http::openapi::ErrorBody)))]
+#[tracing::instrument(skip_all, fields(session_id = %raw_id))]
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    token: SessionToken,
+    OptionalJson(body): OptionalJson<CompleteSession>,
+) -> Result<Json<SessionCompleted>, ApiError> {
+    let session = authorize(&state, &raw_id, token).await?;
+    let parent_email = validate::email("parent_email", body.parent_email)?;
+    let id = session.record.id.clone();
+    if sessions::complete(
+        &state.store,
+        &id,
+        parent_email.as_ref().map(|e| e.as_str()),
+        now_ms(&state),
+    )
+    .await?
+    {
+        crate::metrics::session_completed();
+        tracing::info!("session completed");
+    }
+    let session = sessions::get(&state.store, &id)
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    let events = sessions::events(&state.store, &id).await?;
+    let summary = summarize(&session.record, &events, now_ms(&state));
+    Ok(Json(SessionCompleted {
+        session_id: id,
+        completed_at: summary.completed_at.unwrap_or_default(),
+        summary,
+    }))
+}

@@ -1,0 +1,94 @@
+//! Field rules for request bodies, each failure a 422 that names its field.
+
+use herald_actors::email::Email;
+
+use super::error::ApiError;
+
+pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Unprocessable {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Optional free text: trimmed, empty becomes absent, at most `max` characters, no control
+/// characters (newlines and tabs allowed only where `multiline`).
+pub fn text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    multiline: bool,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.chars().count() > max {
+        return Err(invalid(
+            field,
+            format!("{field} is at most {max} characters"),
+        ));
+    }
+    let allowed = |c: char| !c.is_control() || (multiline && (c == '\n' || c == '\t'));
+    if !value.chars().all(allowed) {
+        return Err(invalid(
+            field,
+            format!("{field} cannot contain control characters"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+pub fn email(field: &str, value: Option<String>) -> Result<Option<Email>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) => Email::parse(&raw)
+            .map(Some)
+            .map_err(|e| invalid(field, format!("{field}: {e}"))),
+    }
+}
+
+/// A session id: anything that is not a UUID cannot name a session.
+pub fn session_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| session_not_found())
+}
+
+pub fn session_not_found() -> ApiError {
+    ApiError::not_found("SESSION_NOT_FOUND", "Session not found.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(
+            text("f", Some("  a ".into()), 5, false).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(text("f", Some("   ".into()), 5, false).unwrap(), None);
+        assert!(text("f", Some("abcdef".into()), 5, false).is_err());
+        assert!(text("f", Some("a\nb".into()), 5, false).is_err());
+        assert!(text("f", Some("a\nb".into()), 5, true).is_ok());
+        assert_eq!(
+            text("f", Some("ééééé".into()), 5, false)
+                .unwrap()
+                .as_deref(),
+            Some("ééééé")
+        );
+    }
+
+    #[test]
+    fn session_ids_must_be_uuids() {
+        assert!(session_id("not-a-uuid").is_err());
+        let id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(session_id(&id.to_uppercase()).unwrap(), id);
+    }
+}

@@ -1,0 +1,7 @@
+//! Session reports: the learning summary (pure aggregation) and its PDF rendering. The
+//! report email is built from the same summary.
+
+pub mod pdf;
+pub mod summary;
+
+pub use summary::{EventRecord, SessionRecord, SessionSummary, summarize};

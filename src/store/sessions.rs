@@ -1,0 +1,147 @@
+//! Sessions and their events.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+use crate::reports::{EventRecord, SessionRecord};
+
+/// A session row, with the hash of its access token.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub record: SessionRecord,
+    pub token_hash: String,
+    pub parent_email: Option<String>,
+}
+
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub token_hash: &'a str,
+    pub learner_name: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub parent_email: Option<&'a str>,
+    pub started_at_ms: i64,
+}
+
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub session_id: &'a str,
+    pub kind: &'a str,
+    pub detail: Option<&'a str>,
+    pub correct: Option<bool>,
+    pub at_ms: i64,
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    Recorded,
+    SessionCompleted,
+    SessionMissing,
+}
+
+pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sessions (id, access_token_hash, learner_name, subject, parent_email, started_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(session.id)
+    .bind(session.token_hash)
+    .bind(session.learner_name)
+    .bind(session.subject)
+    .bind(session.parent_email)
+    .bind(session.started_at_ms)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+fn session_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        record: SessionRecord {
+            id: row.try_get("id")?,
+            learner_name: row.try_get("learner_name")?,
+            subject: row.try_get("subject")?,
+            started_at_ms: row.try_get("started_at")?,
+            completed_at_ms: row.try_get("completed_at")?,
+        },
+        token_hash: row.try_get("access_token_hash")?,
+        parent_email: row.try_get("parent_email")?,
+    })
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, access_token_hash, learner_name, subject, parent_email, started_at, completed_at \
+         FROM sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(store.reader())
+    .await?;
+    Ok(row.as_ref().map(session_row).transpose()?)
+}
+
+/// Records an event only while its session is open: one statement, so a completion racing
+/// with it cannot let an event in after the session closed.
+pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutcome, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO session_events (id, session_id, kind, detail, correct, created_at) \
+         SELECT $1, $2, $3, $4, $5, $6 \
+         WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND completed_at IS NULL)",
+    )
+    .bind(event.id)
+    .bind(event.session_id)
+    .bind(event.kind)
+    .bind(event.detail)
+    .bind(event.correct.map(i64::from))
+    .bind(event.at_ms)
+    .execute(store.writer())
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(EventOutcome::Recorded);
+    }
+    Ok(match get(store, event.session_id).await? {
+        Some(_) => EventOutcome::SessionCompleted,
+        None => EventOutcome::SessionMissing,
+    })
+}
+
+/// Completes the session once; returns whether this call completed it. A later call
+/// changes nothing, the parent's address included.
+pub async fn complete(
+    store: &Store,
+    id: &str,
+    parent_email: Option<&str>,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE sessions SET completed_at = $2, parent_email = COALESCE($3, parent_email) \
+         WHERE id = $1 AND completed_at IS NULL",
+    )
+    .bind(id)
+    .bind(at_ms)
+    .bind(parent_email)
+    .execute(store.writer())
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, correct FROM session_events WHERE session_id = $1 ORDER BY created_at, id",
+    )
+    .bind(session_id)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRecord {
+                kind: row.try_get(0)?,
+                correct: row.try_get::<Option<i64>, _>(1)?.map(|v| v != 0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}

@@ -1,0 +1,497 @@
+//! Sessions and reports over real HTTP on both databases.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
+use crate::on_both_backends;
+
+struct Session {
+    id: String,
+    token: String,
+}
+
+impl TestApp {
+    pub async fn start_session(&self, body: Option<Value>) -> reqwest::Response {
+        let request = self.client.post(self.url("/api/v1/sessions/start"));
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+        .send()
+        .await
+        .unwrap()
+    }
+
+    async fn new_session(&self, body: Value) -> Session {
+        let response = self.start_session(Some(body)).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        Session {
+            id: body["session_id"].as_str().unwrap().to_owned(),
+            token: body["session_access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn add_event(&self, id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1/sessions/{id}/events")))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.header("X-Session-Access-Token", token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn complete(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/v1/sessions/{id}/complete")));
+        if let Some(token) = token {
+            request = request.header("X-Session-Access-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn report_summary(&self, id: &str) -> reqwest::Response {
+        self.get_admin(&format!("/api/v1/reports/session/{id}/summary"))
+            .await
+    }
+
+    pub async fn report_pdf(&self, id: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/api/v1/reports/session/{id}/pdf")));
+        if let Some(token) = token {
+            request = request.header("X-Session-Access-Token", token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// A completed session: 754 s, 2 steps, 1 hint, 3 answers of which 2 correct.
+async fn seeded_session(app: &TestApp) -> Session {
+    let session = app
+        .new_session(json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": "Parent@Example.COM"}))
+        .await;
+    let events = [
+        json!({"kind": "step", "detail": "Read the problem"}),
+        json!({"kind": "step"}),
+        json!({"kind": "hint", "detail": "Common denominators"}),
+        json!({"kind": "answer", "correct": true}),
+        json!({"kind": "answer", "correct": false}),
+        json!({"kind": "answer", "correct": true}),
+    ];
+    for event in events {
+        app.clock.advance_ms(1_000);
+        let response = app
+            .add_event(&session.id, Some(&session.token), event)
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    app.clock.advance_ms(748_000);
+    assert_eq!(
+        app.complete(&session.id, Some(&session.token), None)
+            .await
+            .status(),
+        200
+    );
+    session
+}
+
+fn assert_seeded_numbers(summary: &Value) {
+    assert_eq!(summary["duration_seconds"], 754);
+    assert_eq!(summary["steps"], 2);
+    assert_eq!(summary["hints_used"], 1);
+    assert_eq!(summary["answers_total"], 3);
+    assert_eq!(summary["answers_correct"], 2);
+    assert_eq!(summary["events_total"], 6);
+    assert_eq!(
+        summary["events_by_kind"],
+        json!({"answer": 3, "hint": 1, "step": 2})
+    );
+    assert_eq!(summary["completed"], true);
+    assert_eq!(summary["learner_name"], "Ada");
+    assert_eq!(summary["subject"], "Fractions");
+}
+
+async fn starting_a_session_returns_its_id_token_and_time(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let bare = app.start_session(None).await;
+    assert_eq!(bare.status(), 201);
+    let body: Value = bare.json().await.unwrap();
+    assert!(uuid::Uuid::parse_str(body["session_id"].as_str().unwrap()).is_ok());
+    assert_eq!(body["session_access_token"].as_str().unwrap().len(), 64);
+    assert!(chrono::DateTime::parse_from_rfc3339(body["started_at"].as_str().unwrap()).is_ok());
+
+    let with_fields = app
+        .new_session(json!({"learner_name": "Ada", "parent_email": "Parent@Example.COM"}))
+        .await;
+    let (hash, email): (String, Option<String>) =
+        sqlx::query_as("SELECT access_token_hash, parent_email FROM sessions WHERE id = $1")
+            .bind(&with_fields.id)
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap();
+    assert_ne!(
+        hash, with_fields.token,
+        "only a hash of the token is stored"
+    );
+    assert_eq!(
+        email.as_deref(),
+        Some("Parent@example.com"),
+        "domain case normalised"
+    );
+    assert!(app.metrics().await.contains("sessions_started_total"));
+}
+
+async fn bad_session_input_is_refused_and_nothing_is_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let cases = [
+        (
+            json!({"parent_email": "a@b.com\r\nBcc: evil@x.com"}),
+            422,
+            "parent_email",
+        ),
+        (
+            json!({"parent_email": "not-an-address"}),
+            422,
+            "parent_email",
+        ),
+        (
+            json!({"parent_email": format!("{}@b.com", "a".repeat(65))}),
+            422,
+            "parent_email",
+        ),
+        (
+            json!({"learner_name": "x".repeat(101)}),
+            422,
+            "learner_name",
+        ),
+        (json!({"subject": "tab\u{7}bell"}), 422, "subject"),
+        (json!({"learner_name": 5}), 400, "learner_name"),
+        (json!({"nickname": "x"}), 400, "nickname"),
+    ];
+    for (body, status, field) in cases {
+        let response = app.start_session(Some(body.clone())).await;
+        let error = assert_error(response, status, "VALIDATION_ERROR").await;
+        assert_eq!(error["field"], field, "for {body}");
+    }
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(app.state.store.reader())
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mine = app.new_session(json!({})).await;
+    let other = app.new_session(json!({})).await;
+    let step = json!({"kind": "step"});
+
+    assert_error(
+        app.add_event(&mine.id, None, step.clone()).await,
+        403,
+        "MISSING_SESSION_TOKEN",
+    )
+    .await;
+    assert_error(
+        app.add_event(&mine.id, Some(&other.token), step.clone())
+            .await,
+        403,
+        "INVALID_SESSION_TOKEN",
+    )
+    .await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_error(
+        app.add_event(&unknown, Some(&mine.token), step.clone())
+            .await,
+        404,
+        "SESSION_NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.add_event("not-a-uuid", Some(&mine.token), step.clone())
+            .await,
+        404,
+        "SESSION_NOT_FOUND",
+    )
+    .await;
+    let bad_kind = app
+        .add_event(&mine.id, Some(&mine.token), json!({"kind": "DROP TABLE"}))
+        .await;
+    assert_eq!(
+        assert_error(bad_kind, 422, "VALIDATION_ERROR").await["field"],
+        "kind"
+    );
+    let long_detail = app
+        .add_event(
+            &mine.id,
+            Some(&mine.token),
+            json!({"kind": "step", "detail": "x".repeat(2001)}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(long_detail, 422, "VALIDATION_ERROR").await["field"],
+        "detail"
+    );
+    let wrong_type = app
+        .add_event(
+            &mine.id,
+            Some(&mine.token),
+            json!({"kind": "answer", "correct": "yes"}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(wrong_type, 400, "VALIDATION_ERROR").await["field"],
+        "correct"
+    );
+
+    let recorded = app
+        .add_event(
+            &mine.id,
+            Some(&mine.token),
+            json!({"kind": "hint", "detail": "Try halves"}),
+        )
+        .await;
+    assert_eq!(recorded.status(), 201);
+    let body: Value = recorded.json().await.unwrap();
+    assert_eq!(body["kind"], "hint");
+    assert_eq!(body["session_id"], mine.id.as_str());
+
+    assert_eq!(
+        app.complete(&mine.id, Some(&mine.token), None)
+            .await
+            .status(),
+        200
+    );
+    assert_error(
+        app.add_event(&mine.id, Some(&mine.token), step).await,
+        409,
+        "SESSION_COMPLETED",
+    )
+    .await;
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM session_events")
+        .fetch_one(app.state.store.reader())
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "only the valid event was written");
+}
+
+async fn completing_twice_changes_nothing_and_returns_the_summary(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = seeded_session(&app).await;
+    app.clock.advance_ms(30_000);
+    let again = app
+        .complete(
+            &session.id,
+            Some(&session.token),
+            Some(json!({"parent_email": "new@example.com"})),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_seeded_numbers(&body["summary"]);
+    assert_eq!(body["completed_at"], body["summary"]["completed_at"]);
+    let email: Option<String> =
+        sqlx::query_scalar("SELECT parent_email FROM sessions WHERE id = $1")
+            .bind(&session.id)
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(
+        email.as_deref(),
+        Some("Parent@example.com"),
+        "a repeat completion changes nothing"
+    );
+    assert_error(
+        app.complete(&session.id, None, None).await,
+        403,
+        "MISSING_SESSION_TOKEN",
+    )
+    .await;
+    let completed = app.metrics().await;
+    assert!(completed.contains("sessions_completed_total"));
+}
+
+async fn the_report_summary_needs_an_api_key_and_has_the_numbers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = seeded_session(&app).await;
+    let response = app.report_summary(&session.id).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().contains_key("ratelimit-policy"),
+        "reports are rate limited"
+    );
+    assert_seeded_numbers(&response.json().await.unwrap());
+
+    let no_key = app
+        .client
+        .get(app.url(&format!("/api/v1/reports/session/{}/summary", session.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(no_key, 401, "UNAUTHORIZED").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_error(app.report_summary(&unknown).await, 404, "SESSION_NOT_FOUND").await;
+}
+
+fn pdftotext_available() -> bool {
+    let found = std::process::Command::new("pdftotext")
+        .arg("-v")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install poppler-utils (pdftotext)"
+        );
+        eprintln!(
+            "skipped PDF text checks: pdftotext not installed (apt-get install poppler-utils)"
+        );
+    }
+    found
+}
+
+async fn the_pdf_report_is_readable_and_guarded_by_the_session_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = seeded_session(&app).await;
+    let other = app.new_session(json!({})).await;
+
+    assert_error(
+        app.report_pdf(&session.id, None).await,
+        403,
+        "MISSING_SESSION_TOKEN",
+    )
+    .await;
+    assert_error(
+        app.report_pdf(&session.id, Some(&other.token)).await,
+        403,
+        "INVALID_SESSION_TOKEN",
+    )
+    .await;
+    assert_error(
+        app.report_pdf(&uuid::Uuid::new_v4().to_string(), Some(&session.token))
+            .await,
+        404,
+        "SESSION_NOT_FOUND",
+    )
+    .await;
+
+    let response = app.report_pdf(&session.id, Some(&session.token)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    let bytes = response.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"%PDF-"));
+    if !pdftotext_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.pdf");
+    std::fs::write(&path, &bytes).unwrap();
+    let output = std::process::Command::new("pdftotext")
+        .args(["-layout"])
+        .arg(&path)
+        .arg("-")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let squashed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "Learning session report",
+        "Ada — Fractions",
+        "Time spent 12 min 34 s",
+        "Steps worked through 2",
+        "Hints used 1",
+        "Answers correct 2 of 3",
+        "Accuracy 67%",
+        "Events recorded 6",
+        "answer 3",
+        "hint 1",
+        "step 2",
+        &session.id,
+    ] {
+        assert!(squashed.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    let fonts = std::process::Command::new("pdffonts")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let fonts = String::from_utf8_lossy(&fonts.stdout);
+    assert!(
+        fonts.lines().skip(2).all(|l| l.contains(" yes ")),
+        "fonts embedded:\n{fonts}"
+    );
+}
+
+async fn stats_count_sessions_and_summarise_a_period(backend: Backend) {
+    let app = spawn_app(backend).await;
+    seeded_session(&app).await;
+    app.new_session(json!({})).await;
+    let dashboard: Value = app.dashboard().await.json().await.unwrap();
+    assert_eq!(dashboard["sessions_started"], 2);
+    assert_eq!(dashboard["sessions_completed"], 1);
+
+    let summary = app.get_admin("/api/v1/stats/summary?days=7").await;
+    assert_eq!(summary.status(), 200);
+    let summary: Value = summary.json().await.unwrap();
+    assert_eq!(summary["period_days"], 7);
+    assert_eq!(summary["sessions_started"], 2);
+    assert_eq!(summary["sessions_completed"], 1);
+    assert_eq!(summary["average_duration_seconds"], 754.0);
+
+    app.clock.advance_ms(8 * 86_400_000);
+    let later: Value = app
+        .get_admin("/api/v1/stats/summary?days=7")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        later["sessions_started"], 0,
+        "the period moves with the clock"
+    );
+
+    let bad = app.get_admin("/api/v1/stats/summary?days=0").await;
+    assert_eq!(
+        assert_error(bad, 422, "VALIDATION_ERROR").await["field"],
+        "days"
+    );
+    let no_key = app.get("/api/v1/stats/summary").await;
+    assert_error(no_key, 401, "UNAUTHORIZED").await;
+    let _ = API_KEY;
+}
+
+async fn stats_dashboard_fails_when_the_database_does(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.state.store.close().await;
+    let response = app.dashboard().await;
+    assert!(response.status().is_server_error(), "{}", response.status());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+on_both_backends!(
+    starting_a_session_returns_its_id_token_and_time,
+    bad_session_input_is_refused_and_nothing_is_written,
+    events_need_the_sessions_own_token_and_stop_at_completion,
+    completing_twice_changes_nothing_and_returns_the_summary,
+    the_report_summary_needs_an_api_key_and_has_the_numbers,
+    the_pdf_report_is_readable_and_guarded_by_the_session_token,
+    stats_count_sessions_and_summarise_a_period,
+    stats_dashboard_fails_when_the_database_does,
+);
