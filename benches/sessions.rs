@@ -1,0 +1,206 @@
+//! Session figures (see BENCHMARKS.md).
+//!
+//! `cargo bench --bench sessions -- flow sqlite|postgres [seconds] [workers]`
+//!     start + 3 events + complete per second, over real HTTP, release build
+//! `cargo bench --bench sessions -- pdf`  time to render one report PDF
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use herald::reports::{EventRecord, SessionRecord, pdf, summarize};
+use herald::startup::Application;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn database(backend: &str) -> (String, Option<tempfile::TempDir>) {
+    if backend == "postgres" {
+        let base = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (server, _) = base.rsplit_once('/').unwrap();
+        (format!("{server}/{name}"), None)
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        (
+            format!("sqlite://{}/herald.db", dir.path().display()),
+            Some(dir),
+        )
+    }
+}
+
+async fn one_flow(client: &reqwest::Client, base: &str) -> Result<(), reqwest::Error> {
+    let started: Value = client
+        .post(format!("{base}/api/v1/sessions/start"))
+        .json(&json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": "parent@example.com"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = started["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let token = started["session_access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for event in [
+        json!({"kind": "step"}),
+        json!({"kind": "hint"}),
+        json!({"kind": "answer", "correct": true}),
+    ] {
+        client
+            .post(format!("{base}/api/v1/sessions/{id}/events"))
+            .header("X-Session-Access-Token", &token)
+            .json(&event)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    client
+        .post(format!("{base}/api/v1/sessions/{id}/complete"))
+        .header("X-Session-Access-Token", &token)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+async fn flow(backend: &str, seconds: u64, workers: usize) {
+    herald::install_tls_provider();
+    let (url, _dir) = database(backend).await;
+    let drop_after =
+        (backend == "postgres").then(|| url.rsplit('/').next().unwrap_or_default().to_owned());
+    let vars: std::collections::HashMap<String, String> = [
+        ("PORT", "0".to_owned()),
+        ("DATABASE_URL", url),
+        ("API_ACCESS_KEY", "bench-admin-key".into()),
+        ("SECRET_KEY", "bench".into()),
+        ("LOG_LEVEL", "error".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(workers)
+        .build()
+        .unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (client, base, done, failed) =
+                (client.clone(), base.clone(), done.clone(), failed.clone());
+            tasks.spawn(async move {
+                while Instant::now() < deadline {
+                    match one_flow(&client, &base).await {
+                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        let started = Instant::now();
+        while tasks.join_next().await.is_some() {}
+        let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "  round: {rate:.0} flows/s ({} failed)",
+            failed.load(Ordering::Relaxed)
+        );
+        rounds.push(rate);
+    }
+    println!(
+        "{backend}: median {:.0} flows/s (start + 3 events + complete = 5 requests each, {workers} concurrent workers, 3 rounds of {seconds} s)",
+        median(rounds)
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    if let Some(name) = drop_after {
+        let base = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+fn pdf_render() {
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        learner_name: Some("Ada".into()),
+        subject: Some("Fractions".into()),
+        started_at_ms: 1_700_000_000_000,
+        completed_at_ms: Some(1_700_000_754_000),
+    };
+    let events: Vec<EventRecord> = ["step", "step", "hint", "answer", "answer", "explanation"]
+        .iter()
+        .map(|k| EventRecord {
+            kind: (*k).into(),
+            correct: Some(true),
+        })
+        .collect();
+    let summary = summarize(&session, &events, 0);
+    pdf::warm_up();
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..2_000 {
+        let started = Instant::now();
+        size = pdf::render(&summary).len();
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "PDF render: median {:.0} µs, p99 {:.0} µs over 2,000 renders ({size} bytes each, fonts embedded)",
+        median(times.clone()),
+        {
+            times.sort_by(f64::total_cmp);
+            times[times.len() * 99 / 100]
+        }
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.first().map(String::as_str) {
+        Some("flow") => {
+            let backend = args.get(1).map_or("sqlite", String::as_str);
+            let seconds = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+            let workers = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
+            runtime.block_on(flow(backend, seconds, workers));
+        }
+        Some("pdf") | None => pdf_render(),
+        Some(other) => eprintln!("unknown mode {other}; use flow sqlite|postgres or pdf"),
+    }
+}
