@@ -5,5 +5,8 @@
 //! through typed handles with timeouts.
 
 pub mod clock;
+pub mod dispatcher;
 pub mod email;
 pub mod limiter;
+pub mod port;
+pub mod throttle;

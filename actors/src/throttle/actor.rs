@@ -1,0 +1,181 @@
+//! The EmailThrottle actor: the one place where "may this recipient get this email now?" is
+//! decided, so concurrent requests are decided one at a time and exactly.
+//!
+//! It caches the recent sends of the recipients it has seen; the database holds the truth.
+//! Every decision is committed through the port before the reply, and after a restart the
+//! cache is rebuilt from the database on first use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::port::{LedgerState, SendRequest, ThrottlePort, Verdict};
+use super::rules::{self, ThrottleRule};
+use crate::clock::SharedClock;
+use crate::email::{Email, EmailType};
+use crate::port::PortError;
+
+/// The outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Queued,
+    Duplicate,
+    Suppressed,
+    Throttled { retry_after_ms: i64, rule: ThrottleRule },
+}
+
+/// The throttle state of one recipient and type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeState {
+    pub email_type: EmailType,
+    pub rule: ThrottleRule,
+    /// Sends inside the window, oldest first.
+    pub sends: Vec<i64>,
+}
+
+pub enum ThrottleMsg {
+    Admit(SendRequest, RpcReplyPort<Result<Admission, PortError>>),
+    State(Email, RpcReplyPort<Result<Vec<TypeState>, PortError>>),
+    Reset(Email, Option<EmailType>, RpcReplyPort<Result<u64, PortError>>),
+}
+
+pub struct EmailThrottle<P> {
+    pub port: Arc<P>,
+    pub clock: SharedClock,
+    pub session_reports: ThrottleRule,
+    pub weekly_digest: ThrottleRule,
+}
+
+impl<P> Clone for EmailThrottle<P> {
+    fn clone(&self) -> Self {
+        Self {
+            port: self.port.clone(),
+            clock: self.clock.clone(),
+            session_reports: self.session_reports,
+            weekly_digest: self.weekly_digest,
+        }
+    }
+}
+
+/// Recent sends per (recipient, type), oldest first.
+pub struct ThrottleState {
+    sends: HashMap<(Email, EmailType), Vec<i64>>,
+}
+
+/// Above this many cached recipients, entries with no send inside their window are dropped.
+const CACHE_SOFT_CAP: usize = 100_000;
+
+impl<P: ThrottlePort> EmailThrottle<P> {
+    fn rule(&self, email_type: EmailType) -> ThrottleRule {
+        match email_type {
+            EmailType::SessionReport => self.session_reports,
+            EmailType::WeeklyDigest => self.weekly_digest,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    async fn sends<'a>(
+        &self,
+        state: &'a mut ThrottleState,
+        email: &Email,
+        email_type: EmailType,
+        now: i64,
+    ) -> Result<&'a mut Vec<i64>, PortError> {
+        let rule = self.rule(email_type);
+        let key = (email.clone(), email_type);
+        if !state.sends.contains_key(&key) {
+            let loaded = self.port.sends_since(email, email_type, now - rule.window_ms).await?;
+            if state.sends.len() >= CACHE_SOFT_CAP {
+                let (session_reports, weekly_digest) = (self.session_reports, self.weekly_digest);
+                state.sends.retain(|(_, t), sends| {
+                    let rule = match t {
+                        EmailType::SessionReport => session_reports,
+                        EmailType::WeeklyDigest => weekly_digest,
+                    };
+                    !rules::in_window(sends, now, rule).is_empty()
+                });
+            }
+            state.sends.insert(key.clone(), loaded);
+        }
+        let sends = state.sends.get_mut(&key).expect("inserted above");
+        let live_from = sends.len() - rules::in_window(sends, now, rule).len();
+        sends.drain(..live_from);
+        Ok(sends)
+    }
+
+    async fn admit(&self, state: &mut ThrottleState, request: SendRequest) -> Result<Admission, PortError> {
+        let now = self.now();
+        let lookup = self.port.lookup(&request).await?;
+        if lookup.ledger == Some(LedgerState::InFlightOrSent) {
+            self.port.record(&request, &Verdict::Duplicate, now).await?;
+            return Ok(Admission::Duplicate);
+        }
+        if !lookup.enabled {
+            self.port.record(&request, &Verdict::Suppressed, now).await?;
+            return Ok(Admission::Suppressed);
+        }
+        let rule = self.rule(request.email_type);
+        let sends = self.sends(state, &request.email, request.email_type, now).await?;
+        if let Err(retry_after_ms) = rules::check(sends, now, rule) {
+            let reason = format!("{} of {} in {} used", sends.len(), rule.limit, rule.window_text());
+            self.port.record(&request, &Verdict::Throttled { reason }, now).await?;
+            return Ok(Admission::Throttled { retry_after_ms, rule });
+        }
+        self.port.enqueue(&request, now).await?;
+        sends.push(now);
+        Ok(Admission::Queued)
+    }
+}
+
+impl<P: ThrottlePort> Actor for EmailThrottle<P> {
+    type Msg = ThrottleMsg;
+    type State = ThrottleState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<ThrottleMsg>, _: ()) -> Result<ThrottleState, ActorProcessingErr> {
+        Ok(ThrottleState {
+            sends: HashMap::new(),
+        })
+    }
+
+    async fn handle(&self, _: ActorRef<ThrottleMsg>, message: ThrottleMsg, state: &mut ThrottleState) -> Result<(), ActorProcessingErr> {
+        match message {
+            ThrottleMsg::Admit(request, reply) => {
+                let result = self.admit(state, request).await;
+                if result.is_err() {
+                    // The database is the truth; after an I/O failure, trust nothing cached.
+                    state.sends.clear();
+                }
+                let _ = reply.send(result);
+            }
+            ThrottleMsg::State(email, reply) => {
+                let now = self.now();
+                let mut out = Vec::new();
+                for email_type in [EmailType::SessionReport, EmailType::WeeklyDigest] {
+                    match self.sends(state, &email, email_type, now).await {
+                        Ok(sends) => out.push(TypeState {
+                            email_type,
+                            rule: self.rule(email_type),
+                            sends: sends.clone(),
+                        }),
+                        Err(err) => {
+                            let _ = reply.send(Err(err));
+                            return Ok(());
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(out));
+            }
+            ThrottleMsg::Reset(email, email_type, reply) => {
+                let result = self.port.reset(&email, email_type).await;
+                state.sends.retain(|(e, t), _| !(e == &email && email_type.is_none_or(|only| only == *t)));
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}

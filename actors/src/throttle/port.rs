@@ -1,0 +1,59 @@
+//! The durable side of the throttle: the send ledger, preferences and `email_throttles`,
+//! implemented by the service over its database.
+
+use std::future::Future;
+
+use crate::email::{Email, EmailType};
+use crate::port::PortError;
+
+/// Ledger states that make a new request a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerState {
+    /// `pending`, `sending` or `sent`: the email is on its way or gone.
+    InFlightOrSent,
+    /// `suppressed`, `throttled` or `failed`: a new request is decided afresh.
+    Settled,
+}
+
+/// One request to send an email.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub email: Email,
+    pub email_type: EmailType,
+    pub idempotency_key: String,
+    pub session_id: Option<String>,
+    pub week_start: Option<String>,
+}
+
+/// What the ledger and preferences say about a request before the window is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    pub ledger: Option<LedgerState>,
+    /// Whether the recipient still wants this type of email.
+    pub enabled: bool,
+}
+
+/// A decision to write to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Suppressed,
+    Throttled { reason: String },
+    Duplicate,
+}
+
+pub trait ThrottlePort: Send + Sync + 'static {
+    fn lookup(&self, request: &SendRequest) -> impl Future<Output = Result<Lookup, PortError>> + Send;
+    /// Sends recorded for the recipient and type at or after `since_ms`, oldest first.
+    fn sends_since(
+        &self,
+        email: &Email,
+        email_type: EmailType,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<i64>, PortError>> + Send;
+    /// Records a decision that sends nothing.
+    fn record(&self, request: &SendRequest, verdict: &Verdict, at_ms: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Commits, in one transaction, the `pending` ledger row and the throttle slot it uses.
+    fn enqueue(&self, request: &SendRequest, at_ms: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Forgets the recorded sends of a recipient (all types when `None`); returns how many.
+    fn reset(&self, email: &Email, email_type: Option<EmailType>) -> impl Future<Output = Result<u64, PortError>> + Send;
+}

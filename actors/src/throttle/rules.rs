@@ -1,0 +1,73 @@
+//! Per-recipient throttle arithmetic: at most `limit` sends of one email type in any
+//! `window`. Pure, with the time passed in.
+
+/// How many emails of one type a recipient may get per how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    pub limit: u32,
+    pub window_ms: i64,
+}
+
+impl ThrottleRule {
+    /// "24 hours", "7 days": the seed's wording of a window.
+    pub fn window_text(&self) -> String {
+        let hours = self.window_ms / 3_600_000;
+        if hours > 24 && hours % 24 == 0 {
+            let days = hours / 24;
+            format!("{days} day{}", if days == 1 { "" } else { "s" })
+        } else if hours >= 1 {
+            format!("{hours} hour{}", if hours == 1 { "" } else { "s" })
+        } else {
+            format!("{} minutes", self.window_ms / 60_000)
+        }
+    }
+}
+
+/// The sends (oldest first) still inside the window at `now`.
+pub fn in_window(sends: &[i64], now: i64, rule: ThrottleRule) -> &[i64] {
+    let first = sends.partition_point(|&t| t + rule.window_ms <= now);
+    &sends[first..]
+}
+
+/// `Ok` when one more send is allowed at `now`, else the milliseconds until one is.
+pub fn check(sends: &[i64], now: i64, rule: ThrottleRule) -> Result<(), i64> {
+    let live = in_window(sends, now, rule);
+    if (live.len() as u64) < u64::from(rule.limit) {
+        Ok(())
+    } else {
+        let blocking = live[live.len() - rule.limit as usize];
+        Err((blocking + rule.window_ms - now).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: ThrottleRule = ThrottleRule {
+        limit: 5,
+        window_ms: 86_400_000,
+    };
+
+    #[test]
+    fn five_per_day_then_wait_for_the_oldest_to_age_out() {
+        let sends: Vec<i64> = (0..5).map(|i| i * 1_000).collect();
+        assert_eq!(check(&sends[..4], 10_000, RULE), Ok(()));
+        assert_eq!(check(&sends, 10_000, RULE), Err(86_400_000 - 10_000));
+        assert_eq!(check(&sends, 86_400_000, RULE), Ok(()));
+    }
+
+    #[test]
+    fn windows_are_worded_like_the_seed() {
+        assert_eq!(RULE.window_text(), "24 hours");
+        assert_eq!(ThrottleRule { limit: 1, window_ms: 7 * 86_400_000 }.window_text(), "7 days");
+        assert_eq!(ThrottleRule { limit: 1, window_ms: 3_600_000 }.window_text(), "1 hour");
+    }
+
+    #[test]
+    fn a_lowered_limit_waits_for_enough_sends_to_age_out() {
+        let sends = [0, 10, 20];
+        let rule = ThrottleRule { limit: 2, window_ms: 100 };
+        assert_eq!(check(&sends, 30, rule), Err(80));
+    }
+}
