@@ -145,3 +145,22 @@ pub fn session_completed() {
 pub fn pdf_rendered(elapsed: Duration) {
     histogram!("report_pdf_render_duration_seconds").record(elapsed.as_secs_f64());
 }
+
+pub fn email_decision(email_type: &'static str, outcome: &'static str) {
+    counter!("email_sends_total", "type" => email_type, "outcome" => outcome).increment(1);
+}
+
+pub fn email_attempt(email_type: &str, outcome: &'static str, elapsed: Duration) {
+    counter!("email_sends_total", "type" => email_type.to_owned(), "outcome" => outcome)
+        .increment(1);
+    histogram!("email_send_duration_seconds", "type" => email_type.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn email_outbox_depth(depth: u64) {
+    gauge!("email_outbox_depth").set(depth as f64);
+}
+
+pub fn email_provider_up(up: bool) {
+    gauge!("email_provider_up").set(if up { 1.0 } else { 0.0 });
+}

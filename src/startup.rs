@@ -15,7 +15,14 @@ use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, Superv
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use std::time::Duration;
+
+use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
+use herald_actors::throttle::{EmailThrottle, ThrottleClient, ThrottleRule};
+
 use crate::config::{Config, FailMode};
+use crate::email::ports::{MetricsObserver, OutboxPort, StoreThrottlePort};
+use crate::email::{Mailer, Signer};
 use crate::http::{AppState, auth::KeyRing};
 use crate::ratelimit::Policies;
 use crate::store::Store;
@@ -71,7 +78,63 @@ impl Application {
             observer: Some(Arc::new(SupervisionReporter)),
         });
 
-        let (root, root_join) = spawn_root(vec![limiter_spec]).await?;
+        let delivery = &config.email.delivery;
+        let throttle_spec = ChildSpec::actor(
+            "email_throttle",
+            EmailThrottle {
+                port: Arc::new(StoreThrottlePort {
+                    store: store.clone(),
+                }),
+                clock: clock.clone(),
+                session_reports: ThrottleRule {
+                    limit: delivery.session_reports_limit,
+                    window_ms: delivery.session_reports_window.as_millis() as i64,
+                },
+                weekly_digest: ThrottleRule {
+                    limit: delivery.weekly_digest_limit,
+                    window_ms: delivery.weekly_digest_window.as_millis() as i64,
+                },
+            },
+            || (),
+        );
+        let throttle = ThrottleClient::new(throttle_spec.slot(), Duration::from_secs(5));
+        let signer = Signer::from_config(&config);
+        let outbox = OutboxPort {
+            store: store.clone(),
+            mailer: Mailer::from_config(&config.email).context("configuring the email provider")?,
+            signer: signer.clone(),
+            from: config.email.from.clone(),
+            api_base_url: config.email.api_base_url.clone(),
+            clock: clock.clone(),
+        };
+        let dispatcher_spec = ChildSpec::actor(
+            "email_dispatcher",
+            Dispatcher {
+                port: Arc::new(outbox),
+                observer: Arc::new(MetricsObserver),
+                clock: clock.clone(),
+                config: DispatcherConfig {
+                    concurrency: delivery.concurrency,
+                    lease_ms: 120_000,
+                    poll_every: delivery.poll_interval,
+                    retry: RetryPolicy {
+                        max_attempts: delivery.max_attempts,
+                        max_lifetime_ms: delivery.max_lifetime.as_millis() as i64,
+                        base_delay_ms: delivery.retry_base.as_millis() as i64,
+                        max_delay_ms: 3_600_000,
+                    },
+                    breaker_threshold: 3,
+                    breaker_cooldown_ms: delivery.breaker_cooldown.as_millis() as i64,
+                    drain_timeout: config.shutdown_timeout,
+                },
+            },
+            || (),
+        )
+        .shutdown(config.shutdown_timeout + Duration::from_secs(1));
+        let dispatcher = DispatcherClient::new(dispatcher_spec.slot());
+
+        let (root, root_join) =
+            spawn_root(vec![limiter_spec, throttle_spec, dispatcher_spec]).await?;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_key_gauge(limiter.clone());
 
@@ -87,6 +150,9 @@ impl Application {
             metrics,
             limiter,
             policies,
+            throttle,
+            dispatcher,
+            signer: Arc::new(signer),
             clock,
             started: Instant::now(),
         };

@@ -46,6 +46,14 @@ pub enum ApiError {
     },
     #[error("the request took too long")]
     Timeout,
+    /// The recipient's throttle for this email type is spent (the seed's 429).
+    #[error("Too many {kind} sent. Please try again later.")]
+    EmailThrottled {
+        kind: &'static str,
+        retry_after_seconds: u64,
+        limit: u32,
+        window: String,
+    },
     /// Anything unexpected; the detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,6 +88,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::EmailThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +105,7 @@ impl ApiError {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
+            Self::EmailThrottled { .. } => "RATE_LIMIT_EXCEEDED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -124,11 +134,25 @@ impl IntoResponse for ApiError {
             } => {
                 body.insert("retry_after".into(), json!(retry_after_seconds));
             }
+            Self::EmailThrottled {
+                retry_after_seconds,
+                limit,
+                window,
+                ..
+            } => {
+                body.insert("retry_after".into(), json!(retry_after_seconds));
+                body.insert("limit".into(), json!(limit));
+                body.insert("window".into(), json!(window));
+            }
             _ => {}
         }
         let mut response = (status, Json(Value::Object(body))).into_response();
         match self {
             Self::Unavailable {
+                retry_after_seconds,
+                ..
+            }
+            | Self::EmailThrottled {
                 retry_after_seconds,
                 ..
             } => {

@@ -31,6 +31,11 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/admin/actors", get(routes::actors::list))
         .route("/admin/rate_limits/reset", post(routes::rate_limits::reset))
         .route(
+            "/admin/throttles/{email}",
+            get(routes::email_admin::throttle_state).delete(routes::email_admin::throttle_reset),
+        )
+        .route("/admin/email/logs", get(routes::email_admin::email_logs))
+        .route(
             "/api/v1/ops/rate_limits",
             get(routes::rate_limits::list).put(routes::rate_limits::update),
         )

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herald_actors::clock::SharedClock;
+use herald_actors::dispatcher::DispatcherClient;
 use herald_actors::limiter::LimiterClient;
+use herald_actors::throttle::ThrottleClient;
 use herald_supervision::SupervisorRef;
 
 use super::auth::KeyRing;
@@ -23,6 +25,10 @@ pub struct AppState {
     pub metrics: &'static Metrics,
     pub limiter: LimiterClient,
     pub policies: Arc<Policies>,
+    pub throttle: ThrottleClient,
+    pub dispatcher: DispatcherClient,
+    /// Signs and verifies unsubscribe tokens.
+    pub signer: Arc<crate::email::Signer>,
     /// Time for rules that depend on it; a manual clock in tests.
     pub clock: SharedClock,
     pub started: Instant,

@@ -33,3 +33,27 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// Records an operational action that has no row of its own to change in the same
+/// transaction (a limiter reset, a throttle reset done through its actor).
+pub async fn record_alone(
+    store: &super::Store,
+    actor: &str,
+    action: &str,
+    target: &str,
+) -> Result<(), super::StoreError> {
+    let mut tx = store.writer().begin().await?;
+    record(
+        &mut tx,
+        AuditEntry {
+            actor,
+            action,
+            target,
+            old_value: None,
+            new_value: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -12,12 +12,20 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use super::{Backend, Store, StoreError};
 
 /// (version, description, SQLite text, PostgreSQL text)
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "email pipeline",
+        include_str!("../../migrations/sqlite/0002_email_pipeline.sql"),
+        include_str!("../../migrations/postgres/0002_email_pipeline.sql"),
+    ),
+];
 
 /// One migration and whether (and when) it is applied.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -7,9 +7,12 @@
 pub mod audit;
 pub mod dialect;
 mod migrations;
+pub mod outbox;
 pub mod policies;
+pub mod preferences;
 pub mod sessions;
 pub mod stats;
+pub mod throttles;
 
 use std::time::{Duration, Instant};
 

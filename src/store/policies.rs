@@ -69,26 +69,3 @@ pub async fn apply(
     tx.commit().await?;
     Ok(())
 }
-
-/// Records an operational action that changes no table of its own (a limiter reset).
-pub async fn audit_only(
-    store: &Store,
-    actor: &str,
-    action: &str,
-    target: &str,
-) -> Result<(), StoreError> {
-    let mut tx = store.writer().begin().await?;
-    audit::record(
-        &mut tx,
-        AuditEntry {
-            actor,
-            action,
-            target,
-            old_value: None,
-            new_value: None,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}

@@ -91,7 +91,11 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
     }
 
     /// Claims and starts as many sends as the concurrency and the breaker allow.
-    async fn pump(&self, myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) -> Result<(), ActorProcessingErr> {
+    async fn pump(
+        &self,
+        myself: &ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         // Reap finished tasks so the count is right.
         while state.in_flight.try_join_next().is_some() {}
         let now = self.now();
@@ -99,7 +103,13 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         if !allowed || (probe && state.probing) {
             return Ok(());
         }
-        let free = if probe { 1 } else { self.config.concurrency.saturating_sub(state.in_flight.len()) };
+        let free = if probe {
+            1
+        } else {
+            self.config
+                .concurrency
+                .saturating_sub(state.in_flight.len())
+        };
         if free == 0 {
             return Ok(());
         }
@@ -111,7 +121,12 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         Ok(())
     }
 
-    fn spawn_send(&self, myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState, row: Claimed) {
+    fn spawn_send(
+        &self,
+        myself: &ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+        row: Claimed,
+    ) {
         let this = self.clone();
         let myself = myself.clone();
         let breaker_wait = state.breaker.cooldown_ms();
@@ -120,12 +135,19 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
             let attempt = this.port.deliver(&row).await;
             let reached = !matches!(attempt, Attempt::Unreachable(_));
             let now = this.now();
-            let mark = this.config.retry.decide(attempt, row.attempts, row.created_at, now, jitter(), breaker_wait);
+            let mark = this.config.retry.decide(
+                attempt,
+                row.attempts,
+                row.created_at,
+                now,
+                jitter(),
+                breaker_wait,
+            );
             if let Err(err) = this.port.mark(&row, &mark, now).await {
                 // The lease runs out and the row is claimed again: sent at most once more.
                 tracing::error!(error = %err, "could not record a delivery outcome");
             }
-            this.observer.attempted(&mark, started.elapsed());
+            this.observer.attempted(&row, &mark, started.elapsed());
             if let Mark::Failed { error } = &mark {
                 tracing::warn!(%error, "email failed");
             }
@@ -139,39 +161,59 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
     type State = DispatcherState;
     type Arguments = ();
 
-    async fn pre_start(&self, myself: ActorRef<DispatcherMsg>, _: ()) -> Result<DispatcherState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DispatcherMsg>,
+        _: (),
+    ) -> Result<DispatcherState, ActorProcessingErr> {
         let ticker = myself.send_interval(self.config.poll_every, || DispatcherMsg::Tick);
         // Rows left pending by a previous run start going at once.
         let _ = myself.send_message(DispatcherMsg::Tick);
         Ok(DispatcherState {
             in_flight: JoinSet::new(),
-            breaker: Breaker::new(self.config.breaker_threshold, self.config.breaker_cooldown_ms),
+            breaker: Breaker::new(
+                self.config.breaker_threshold,
+                self.config.breaker_cooldown_ms,
+            ),
             ticker: Some(ticker),
             probing: false,
         })
     }
 
-    async fn post_stop(&self, _: ActorRef<DispatcherMsg>, state: &mut DispatcherState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
-        let drain = async {
-            while state.in_flight.join_next().await.is_some() {}
-        };
-        if tokio::time::timeout(self.config.drain_timeout, drain).await.is_err() {
-            tracing::warn!("sends still in flight at shutdown; their leases will expire and they will be retried");
+        let drain = async { while state.in_flight.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "sends still in flight at shutdown; their leases will expire and they will be retried"
+            );
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<DispatcherMsg>, message: DispatcherMsg, state: &mut DispatcherState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<DispatcherMsg>,
+        message: DispatcherMsg,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             DispatcherMsg::Wake => self.pump(&myself, state).await?,
             DispatcherMsg::Tick => {
                 if let Ok(depth) = self.port.depth().await {
                     self.observer.depth(depth);
                 }
-                self.observer.provider_up(!state.breaker.is_open(self.now()));
+                self.observer
+                    .provider_up(!state.breaker.is_open(self.now()));
                 self.pump(&myself, state).await?;
             }
             DispatcherMsg::Finished { reached } => {

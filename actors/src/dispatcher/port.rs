@@ -13,23 +13,35 @@ pub struct Claimed {
     /// Attempts already counted.
     pub attempts: u32,
     pub created_at: i64,
+    /// `session_reports` or `weekly_digest`, for metrics.
+    pub email_type: String,
 }
 
 pub trait DispatchPort: Send + Sync + 'static {
     /// Claims up to `limit` rows that are due (`pending` and due, or `sending` with an
     /// expired lease), leasing them until `now + lease_ms`.
-    fn claim(&self, limit: usize, now_ms: i64, lease_ms: i64) -> impl Future<Output = Result<Vec<Claimed>, PortError>> + Send;
+    fn claim(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Claimed>, PortError>> + Send;
     /// Renders and sends one claimed email (re-checking the recipient's preference first).
     fn deliver(&self, claimed: &Claimed) -> impl Future<Output = Attempt> + Send;
     /// Writes the result of an attempt.
-    fn mark(&self, claimed: &Claimed, mark: &Mark, now_ms: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn mark(
+        &self,
+        claimed: &Claimed,
+        mark: &Mark,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Rows waiting to be sent (`pending` or `sending`).
     fn depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
 }
 
 /// What the dispatcher reports as it works (metrics hang here).
 pub trait DispatchObserver: Send + Sync + 'static {
-    fn attempted(&self, _mark: &Mark, _elapsed: std::time::Duration) {}
+    fn attempted(&self, _claimed: &Claimed, _mark: &Mark, _elapsed: std::time::Duration) {}
     fn depth(&self, _depth: u64) {}
     fn provider_up(&self, _up: bool) {}
 }

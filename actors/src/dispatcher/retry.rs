@@ -3,7 +3,9 @@
 /// How one attempt ended, as the transport saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
-    Sent { message_id: String },
+    Sent {
+        message_id: String,
+    },
     /// The recipient turned this type off between enqueue and send.
     Suppressed,
     /// 4xx or a timeout: worth trying again.
@@ -18,11 +20,19 @@ pub enum Attempt {
 /// How the ledger row changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
-    Sent { message_id: String },
+    Sent {
+        message_id: String,
+    },
     Suppressed,
     /// Back to `pending`, due at `next_attempt_at`; `counts` says whether the attempt counted.
-    Retry { next_attempt_at: i64, error: String, counts: bool },
-    Failed { error: String },
+    Retry {
+        next_attempt_at: i64,
+        error: String,
+        counts: bool,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +68,15 @@ impl RetryPolicy {
 
     /// The ledger change for `attempt`, the `attempts` already counted before it, when the
     /// email was queued, and now.
-    pub fn decide(&self, attempt: Attempt, attempts_before: u32, queued_at: i64, now: i64, jitter: f64, breaker_wait_ms: i64) -> Mark {
+    pub fn decide(
+        &self,
+        attempt: Attempt,
+        attempts_before: u32,
+        queued_at: i64,
+        now: i64,
+        jitter: f64,
+        breaker_wait_ms: i64,
+    ) -> Mark {
         match attempt {
             Attempt::Sent { message_id } => Mark::Sent { message_id },
             Attempt::Suppressed => Mark::Suppressed,
@@ -169,7 +187,10 @@ mod tests {
 
     #[test]
     fn transient_failures_stop_at_the_lifetime() {
-        let policy = RetryPolicy { max_lifetime_ms: 1_000, ..POLICY };
+        let policy = RetryPolicy {
+            max_lifetime_ms: 1_000,
+            ..POLICY
+        };
         let mark = policy.decide(Attempt::Transient("timeout".into()), 0, 0, 900, 0.0, 0);
         assert!(matches!(mark, Mark::Failed { .. }));
     }
@@ -177,11 +198,34 @@ mod tests {
     #[test]
     fn permanent_failures_fail_at_once_and_unreachable_does_not_count() {
         assert_eq!(
-            POLICY.decide(Attempt::Permanent("550 no such user".into()), 0, 0, 0, 0.0, 0),
-            Mark::Failed { error: "550 no such user".into() }
+            POLICY.decide(
+                Attempt::Permanent("550 no such user".into()),
+                0,
+                0,
+                0,
+                0.0,
+                0
+            ),
+            Mark::Failed {
+                error: "550 no such user".into()
+            }
         );
-        let mark = POLICY.decide(Attempt::Unreachable("refused".into()), 5, 0, 100, 0.0, 2_000);
-        assert_eq!(mark, Mark::Retry { next_attempt_at: 2_100, error: "refused".into(), counts: false });
+        let mark = POLICY.decide(
+            Attempt::Unreachable("refused".into()),
+            5,
+            0,
+            100,
+            0.0,
+            2_000,
+        );
+        assert_eq!(
+            mark,
+            Mark::Retry {
+                next_attempt_at: 2_100,
+                error: "refused".into(),
+                counts: false
+            }
+        );
     }
 
     #[test]

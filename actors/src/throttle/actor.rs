@@ -22,7 +22,10 @@ pub enum Admission {
     Queued,
     Duplicate,
     Suppressed,
-    Throttled { retry_after_ms: i64, rule: ThrottleRule },
+    Throttled {
+        retry_after_ms: i64,
+        rule: ThrottleRule,
+    },
 }
 
 /// The throttle state of one recipient and type.
@@ -37,7 +40,11 @@ pub struct TypeState {
 pub enum ThrottleMsg {
     Admit(SendRequest, RpcReplyPort<Result<Admission, PortError>>),
     State(Email, RpcReplyPort<Result<Vec<TypeState>, PortError>>),
-    Reset(Email, Option<EmailType>, RpcReplyPort<Result<u64, PortError>>),
+    Reset(
+        Email,
+        Option<EmailType>,
+        RpcReplyPort<Result<u64, PortError>>,
+    ),
 }
 
 pub struct EmailThrottle<P> {
@@ -88,7 +95,10 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         let rule = self.rule(email_type);
         let key = (email.clone(), email_type);
         if !state.sends.contains_key(&key) {
-            let loaded = self.port.sends_since(email, email_type, now - rule.window_ms).await?;
+            let loaded = self
+                .port
+                .sends_since(email, email_type, now - rule.window_ms)
+                .await?;
             if state.sends.len() >= CACHE_SOFT_CAP {
                 let (session_reports, weekly_digest) = (self.session_reports, self.weekly_digest);
                 state.sends.retain(|(_, t), sends| {
@@ -107,7 +117,11 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         Ok(sends)
     }
 
-    async fn admit(&self, state: &mut ThrottleState, request: SendRequest) -> Result<Admission, PortError> {
+    async fn admit(
+        &self,
+        state: &mut ThrottleState,
+        request: SendRequest,
+    ) -> Result<Admission, PortError> {
         let now = self.now();
         let lookup = self.port.lookup(&request).await?;
         if lookup.ledger == Some(LedgerState::InFlightOrSent) {
@@ -115,15 +129,29 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             return Ok(Admission::Duplicate);
         }
         if !lookup.enabled {
-            self.port.record(&request, &Verdict::Suppressed, now).await?;
+            self.port
+                .record(&request, &Verdict::Suppressed, now)
+                .await?;
             return Ok(Admission::Suppressed);
         }
         let rule = self.rule(request.email_type);
-        let sends = self.sends(state, &request.email, request.email_type, now).await?;
+        let sends = self
+            .sends(state, &request.email, request.email_type, now)
+            .await?;
         if let Err(retry_after_ms) = rules::check(sends, now, rule) {
-            let reason = format!("{} of {} in {} used", sends.len(), rule.limit, rule.window_text());
-            self.port.record(&request, &Verdict::Throttled { reason }, now).await?;
-            return Ok(Admission::Throttled { retry_after_ms, rule });
+            let reason = format!(
+                "{} of {} in {} used",
+                sends.len(),
+                rule.limit,
+                rule.window_text()
+            );
+            self.port
+                .record(&request, &Verdict::Throttled { reason }, now)
+                .await?;
+            return Ok(Admission::Throttled {
+                retry_after_ms,
+                rule,
+            });
         }
         self.port.enqueue(&request, now).await?;
         sends.push(now);
@@ -136,13 +164,22 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
     type State = ThrottleState;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<ThrottleMsg>, _: ()) -> Result<ThrottleState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ThrottleMsg>,
+        _: (),
+    ) -> Result<ThrottleState, ActorProcessingErr> {
         Ok(ThrottleState {
             sends: HashMap::new(),
         })
     }
 
-    async fn handle(&self, _: ActorRef<ThrottleMsg>, message: ThrottleMsg, state: &mut ThrottleState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ThrottleMsg>,
+        message: ThrottleMsg,
+        state: &mut ThrottleState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             ThrottleMsg::Admit(request, reply) => {
                 let result = self.admit(state, request).await;
@@ -172,7 +209,9 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
             }
             ThrottleMsg::Reset(email, email_type, reply) => {
                 let result = self.port.reset(&email, email_type).await;
-                state.sends.retain(|(e, t), _| !(e == &email && email_type.is_none_or(|only| only == *t)));
+                state
+                    .sends
+                    .retain(|(e, t), _| !(e == &email && email_type.is_none_or(|only| only == *t)));
                 let _ = reply.send(result);
             }
         }

@@ -38,7 +38,9 @@ impl ThrottleClient {
     ) -> Result<T, ThrottleError> {
         let actor = self.actor()?;
         let (tx, rx) = ractor::concurrency::oneshot();
-        actor.send_message(build(tx.into())).map_err(|_| ThrottleError::Unavailable)?;
+        actor
+            .send_message(build(tx.into()))
+            .map_err(|_| ThrottleError::Unavailable)?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(port))) => Err(ThrottleError::Port(port.0)),
@@ -54,7 +56,12 @@ impl ThrottleClient {
         self.ask(|reply| ThrottleMsg::State(email, reply)).await
     }
 
-    pub async fn reset(&self, email: Email, email_type: Option<EmailType>) -> Result<u64, ThrottleError> {
-        self.ask(|reply| ThrottleMsg::Reset(email, email_type, reply)).await
+    pub async fn reset(
+        &self,
+        email: Email,
+        email_type: Option<EmailType>,
+    ) -> Result<u64, ThrottleError> {
+        self.ask(|reply| ThrottleMsg::Reset(email, email_type, reply))
+            .await
     }
 }

@@ -42,7 +42,10 @@ pub enum Verdict {
 }
 
 pub trait ThrottlePort: Send + Sync + 'static {
-    fn lookup(&self, request: &SendRequest) -> impl Future<Output = Result<Lookup, PortError>> + Send;
+    fn lookup(
+        &self,
+        request: &SendRequest,
+    ) -> impl Future<Output = Result<Lookup, PortError>> + Send;
     /// Sends recorded for the recipient and type at or after `since_ms`, oldest first.
     fn sends_since(
         &self,
@@ -51,9 +54,22 @@ pub trait ThrottlePort: Send + Sync + 'static {
         since_ms: i64,
     ) -> impl Future<Output = Result<Vec<i64>, PortError>> + Send;
     /// Records a decision that sends nothing.
-    fn record(&self, request: &SendRequest, verdict: &Verdict, at_ms: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn record(
+        &self,
+        request: &SendRequest,
+        verdict: &Verdict,
+        at_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Commits, in one transaction, the `pending` ledger row and the throttle slot it uses.
-    fn enqueue(&self, request: &SendRequest, at_ms: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn enqueue(
+        &self,
+        request: &SendRequest,
+        at_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Forgets the recorded sends of a recipient (all types when `None`); returns how many.
-    fn reset(&self, email: &Email, email_type: Option<EmailType>) -> impl Future<Output = Result<u64, PortError>> + Send;
+    fn reset(
+        &self,
+        email: &Email,
+        email_type: Option<EmailType>,
+    ) -> impl Future<Output = Result<u64, PortError>> + Send;
 }

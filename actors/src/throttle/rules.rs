@@ -60,14 +60,31 @@ mod tests {
     #[test]
     fn windows_are_worded_like_the_seed() {
         assert_eq!(RULE.window_text(), "24 hours");
-        assert_eq!(ThrottleRule { limit: 1, window_ms: 7 * 86_400_000 }.window_text(), "7 days");
-        assert_eq!(ThrottleRule { limit: 1, window_ms: 3_600_000 }.window_text(), "1 hour");
+        assert_eq!(
+            ThrottleRule {
+                limit: 1,
+                window_ms: 7 * 86_400_000
+            }
+            .window_text(),
+            "7 days"
+        );
+        assert_eq!(
+            ThrottleRule {
+                limit: 1,
+                window_ms: 3_600_000
+            }
+            .window_text(),
+            "1 hour"
+        );
     }
 
     #[test]
     fn a_lowered_limit_waits_for_enough_sends_to_age_out() {
         let sends = [0, 10, 20];
-        let rule = ThrottleRule { limit: 2, window_ms: 100 };
+        let rule = ThrottleRule {
+            limit: 2,
+            window_ms: 100,
+        };
         assert_eq!(check(&sends, 30, rule), Err(80));
     }
 }

@@ -2,9 +2,11 @@
 //! actor's client, and shape the response.
 
 pub mod actors;
+pub mod email_admin;
 pub mod health;
 pub mod metrics;
 pub mod rate_limits;
 pub mod reports;
 pub mod sessions;
 pub mod stats;
+pub mod unsubscribe;

@@ -247,7 +247,8 @@ pub async fn reset(
         group.map_or("*", Group::as_str),
         client.as_deref().unwrap_or("*")
     );
-    policies::audit_only(&state.store, &key.fingerprint, "rate_limit.reset", &target).await?;
+    crate::store::audit::record_alone(&state.store, &key.fingerprint, "rate_limit.reset", &target)
+        .await?;
     let cleared = state
         .limiter
         .reset(scope)

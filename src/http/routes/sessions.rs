@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use herald_actors::email::{Email, EmailType};
+use herald_actors::throttle::{Admission, SendRequest, ThrottleError};
+
 use crate::http::error::ApiError;
 use crate::http::extract::{Json as JsonBody, OptionalJson, SessionToken};
 use crate::http::state::AppState;
@@ -219,6 +222,74 @@ pub struct SessionCompleted {
     pub session_id: String,
     pub completed_at: DateTime<Utc>,
     pub summary: SessionSummary,
+    /// What happened to the parent's report email: `queued`, `suppressed` (the parent
+    /// turned session reports off), `duplicate` (already queued or sent) or `none` (no
+    /// address).
+    pub report_email: &'static str,
+}
+
+/// Decides the report email of a completed session through the throttle actor.
+async fn report_email(
+    state: &AppState,
+    session_id: &str,
+    parent_email: Option<&str>,
+) -> Result<&'static str, ApiError> {
+    let Some(raw) = parent_email else {
+        return Ok("none");
+    };
+    let email = Email::parse(raw).map_err(|e| validate::invalid("parent_email", e.to_string()))?;
+    let request = SendRequest {
+        idempotency_key: format!(
+            "{}:{}:{session_id}",
+            email.as_str(),
+            EmailType::SessionReport.as_str()
+        ),
+        email: email.clone(),
+        email_type: EmailType::SessionReport,
+        session_id: Some(session_id.to_owned()),
+        week_start: None,
+    };
+    let admission = state
+        .throttle
+        .admit(request)
+        .await
+        .map_err(|err| match err {
+            ThrottleError::Unavailable => ApiError::Unavailable {
+                message: "The email service is restarting; please retry.".to_owned(),
+                retry_after_seconds: 1,
+            },
+            ThrottleError::Port(detail) => ApiError::Internal(detail),
+        })?;
+    let kind = EmailType::SessionReport.as_str();
+    let outcome = match admission {
+        Admission::Queued => {
+            state.dispatcher.wake();
+            "queued"
+        }
+        Admission::Duplicate => "duplicate",
+        Admission::Suppressed => {
+            tracing::info!(
+                "Email suppressed: session_reports disabled for {}",
+                email.masked()
+            );
+            "suppressed"
+        }
+        Admission::Throttled {
+            retry_after_ms,
+            rule,
+        } => {
+            crate::metrics::email_decision(kind, "throttled");
+            tracing::info!(recipient = %email.masked(), "session report throttled");
+            return Err(ApiError::EmailThrottled {
+                kind: "session reports",
+                retry_after_seconds: (retry_after_ms.max(1) as u64).div_ceil(1000),
+                limit: rule.limit,
+                window: rule.window_text(),
+            });
+        }
+    };
+    crate::metrics::email_decision(kind, outcome);
+    Ok(outcome)
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/complete", tag = "sessions",
@@ -229,7 +300,9 @@ pub struct SessionCompleted {
         (status = 200, description = "Completed (a repeat changes nothing and returns the same)", body = SessionCompleted),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Invalid parent_email", body = crate::http::openapi::ErrorBody)))]
+        (status = 422, description = "Invalid parent_email", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "The parent's session-report throttle is spent (`limit`, `window`, `retry_after`); retry later to send the report", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The email throttle is restarting", body = crate::http::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -254,11 +327,13 @@ pub async fn complete(
     let session = sessions::get(&state.store, &id)
         .await?
         .ok_or_else(validate::session_not_found)?;
+    let report_email = report_email(&state, &id, session.parent_email.as_deref()).await?;
     let events = sessions::events(&state.store, &id).await?;
     let summary = summarize(&session.record, &events, now_ms(&state));
     Ok(Json(SessionCompleted {
         session_id: id,
         completed_at: summary.completed_at.unwrap_or_default(),
         summary,
+        report_email,
     }))
 }

@@ -1,0 +1,121 @@
+//! Builds the MIME message of an email: multipart/alternative text and HTML, the PDF
+//! attached, a `Message-ID` derived from the idempotency key (so a resend after a crash is
+//! recognisable as the same email), and the RFC 2369 / RFC 8058 unsubscribe headers.
+
+use lettre::Message;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use sha2::{Digest, Sha256};
+
+use super::templates::Rendered;
+use crate::secret::hex;
+
+/// `List-Unsubscribe: <https://…>`
+#[derive(Debug, Clone)]
+pub struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`
+#[derive(Debug, Clone)]
+pub struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
+    }
+}
+
+/// The Message-ID of the email with this idempotency key.
+pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
+    format!(
+        "<{}@{from_domain}>",
+        hex(&Sha256::digest(idempotency_key.as_bytes())[..16])
+    )
+}
+
+pub struct Parts<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub message_id: &'a str,
+    pub unsubscribe_url: &'a str,
+    pub rendered: Rendered,
+    pub pdf: Option<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid address: {0}")]
+    Address(String),
+    #[error("could not build the message: {0}")]
+    Message(String),
+}
+
+pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
+    let from: Mailbox = parts
+        .from
+        .parse()
+        .map_err(|e| BuildError::Address(format!("from: {e}")))?;
+    let to: Mailbox = parts
+        .to
+        .parse()
+        .map_err(|_| BuildError::Address("recipient".to_owned()))?;
+    let alternative = MultiPart::alternative()
+        .singlepart(SinglePart::plain(parts.rendered.text))
+        .singlepart(SinglePart::html(parts.rendered.html));
+    let body =
+        match parts.pdf {
+            Some((filename, bytes)) => MultiPart::mixed().multipart(alternative).singlepart(
+                Attachment::new(filename).body(
+                    bytes,
+                    ContentType::parse("application/pdf").expect("valid content type"),
+                ),
+            ),
+            None => alternative,
+        };
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(parts.rendered.subject)
+        .message_id(Some(parts.message_id.to_owned()))
+        .date_now()
+        .header(ListUnsubscribe(format!("<{}>", parts.unsubscribe_url)))
+        .header(ListUnsubscribePost)
+        .multipart(body)
+        .map_err(|e| BuildError::Message(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_deterministic_per_key() {
+        let a = message_id("parent@example.com:session_reports:1", "herald.localhost");
+        assert_eq!(
+            a,
+            message_id("parent@example.com:session_reports:1", "herald.localhost")
+        );
+        assert_ne!(
+            a,
+            message_id("parent@example.com:session_reports:2", "herald.localhost")
+        );
+        assert!(a.starts_with('<') && a.ends_with("@herald.localhost>"));
+    }
+}

@@ -1,0 +1,11 @@
+//! Email: unsubscribe tokens, templates, message building, providers, and the ports the
+//! throttle and dispatcher actors use to reach the database and the mail server.
+
+pub mod message;
+pub mod ports;
+pub mod provider;
+pub mod templates;
+pub mod unsubscribe;
+
+pub use provider::Mailer;
+pub use unsubscribe::Signer;

@@ -1,0 +1,280 @@
+//! The service's side of the throttle and dispatcher ports: the database through the
+//! store, and the mail server through the [`Mailer`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_actors::clock::SharedClock;
+use herald_actors::dispatcher::{Attempt, Claimed, DispatchObserver, DispatchPort, Mark};
+use herald_actors::email::{Email, EmailType};
+use herald_actors::port::PortError;
+use herald_actors::throttle::{LedgerState, Lookup, SendRequest, ThrottlePort, Verdict};
+
+use super::message::{self, Parts};
+use super::{Mailer, Signer, templates};
+use crate::reports::{pdf, summarize};
+use crate::store::outbox::{self, LedgerKey, Outcome};
+use crate::store::{Store, preferences, sessions, throttles};
+
+fn port_error(err: impl std::fmt::Display) -> PortError {
+    PortError::new(crate::redact::mask_emails_in(&err.to_string()))
+}
+
+fn key(request: &SendRequest) -> LedgerKey<'_> {
+    LedgerKey {
+        idempotency_key: &request.idempotency_key,
+        email: request.email.as_str(),
+        email_type: request.email_type.as_str(),
+        session_id: request.session_id.as_deref(),
+        week_start: request.week_start.as_deref(),
+    }
+}
+
+/// The throttle's port: the ledger, preferences and `email_throttles`.
+pub struct StoreThrottlePort {
+    pub store: Store,
+}
+
+impl ThrottlePort for StoreThrottlePort {
+    async fn lookup(&self, request: &SendRequest) -> Result<Lookup, PortError> {
+        let (status, enabled) = outbox::lookup(&self.store, &key(request))
+            .await
+            .map_err(port_error)?;
+        Ok(Lookup {
+            ledger: status.map(|s| match s.as_str() {
+                "pending" | "sending" | "sent" => LedgerState::InFlightOrSent,
+                _ => LedgerState::Settled,
+            }),
+            enabled,
+        })
+    }
+
+    async fn sends_since(
+        &self,
+        email: &Email,
+        email_type: EmailType,
+        since_ms: i64,
+    ) -> Result<Vec<i64>, PortError> {
+        throttles::sends_since(&self.store, email.as_str(), email_type.as_str(), since_ms)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn record(
+        &self,
+        request: &SendRequest,
+        verdict: &Verdict,
+        at_ms: i64,
+    ) -> Result<(), PortError> {
+        let result = match verdict {
+            Verdict::Duplicate => {
+                outbox::record_duplicate(&self.store, &request.idempotency_key, at_ms).await
+            }
+            Verdict::Suppressed => {
+                let reason = format!("{} disabled by the recipient", request.email_type.as_str());
+                outbox::record(
+                    &self.store,
+                    &key(request),
+                    "suppressed",
+                    Some(&reason),
+                    at_ms,
+                )
+                .await
+            }
+            Verdict::Throttled { reason } => {
+                outbox::record(&self.store, &key(request), "throttled", Some(reason), at_ms).await
+            }
+        };
+        result.map_err(port_error)
+    }
+
+    async fn enqueue(&self, request: &SendRequest, at_ms: i64) -> Result<(), PortError> {
+        outbox::enqueue(&self.store, &key(request), at_ms)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn reset(&self, email: &Email, email_type: Option<EmailType>) -> Result<u64, PortError> {
+        throttles::reset(
+            &self.store,
+            email.as_str(),
+            email_type.map(EmailType::as_str),
+        )
+        .await
+        .map_err(port_error)
+    }
+}
+
+/// The dispatcher's port: the outbox, the templates and the mail provider.
+pub struct OutboxPort {
+    pub store: Store,
+    pub mailer: Mailer,
+    pub signer: Signer,
+    pub from: String,
+    pub api_base_url: String,
+    pub clock: SharedClock,
+}
+
+impl OutboxPort {
+    fn from_domain(&self) -> &str {
+        self.from
+            .rsplit('@')
+            .next()
+            .unwrap_or("herald.localhost")
+            .trim_end_matches('>')
+    }
+
+    async fn build(
+        &self,
+        claimed: &Claimed,
+    ) -> Result<Result<(lettre::Message, String), Attempt>, PortError> {
+        let Some(delivery) = outbox::delivery(&self.store, &claimed.id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(Err(Attempt::Permanent(
+                "the ledger row disappeared".to_owned(),
+            )));
+        };
+        if !preferences::enabled(&self.store, &delivery.email, &delivery.email_type)
+            .await
+            .map_err(port_error)?
+        {
+            return Ok(Err(Attempt::Suppressed));
+        }
+        let recipient_key = preferences::recipient_key(&self.store, &delivery.email)
+            .await
+            .map_err(port_error)?
+            .ok_or_else(|| PortError::new("the recipient has no preferences row"))?;
+        let unsubscribe_url = format!(
+            "{}/api/v1/email/unsubscribe/{}?type={}",
+            self.api_base_url,
+            self.signer.token(&recipient_key),
+            delivery.email_type
+        );
+        let message_id = message::message_id(&delivery.idempotency_key, self.from_domain());
+        let (rendered, attachment) = match delivery.email_type.as_str() {
+            "session_reports" => {
+                let session_id = delivery.session_id.clone().unwrap_or_default();
+                let Some(session) = sessions::get(&self.store, &session_id)
+                    .await
+                    .map_err(port_error)?
+                else {
+                    return Ok(Err(Attempt::Permanent(
+                        "the session no longer exists".to_owned(),
+                    )));
+                };
+                let events = sessions::events(&self.store, &session_id)
+                    .await
+                    .map_err(port_error)?;
+                let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+                let summary = summarize(&session.record, &events, now);
+                let rendered = templates::session_report(&summary, &unsubscribe_url);
+                let pdf_summary = summary.clone();
+                let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf_summary))
+                    .await
+                    .map_err(port_error)?;
+                (
+                    rendered,
+                    Some((format!("session-report-{session_id}.pdf"), bytes)),
+                )
+            }
+            other => {
+                return Ok(Err(Attempt::Permanent(format!(
+                    "no template for email type {other}"
+                ))));
+            }
+        };
+        let message = message::build(Parts {
+            from: &self.from,
+            to: &delivery.email,
+            message_id: &message_id,
+            unsubscribe_url: &unsubscribe_url,
+            rendered,
+            pdf: attachment,
+        })
+        .map_err(port_error)?;
+        Ok(Ok((message, message_id)))
+    }
+}
+
+impl DispatchPort for OutboxPort {
+    async fn claim(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Claimed>, PortError> {
+        let rows = outbox::claim(&self.store, limit, now_ms, lease_ms)
+            .await
+            .map_err(port_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Claimed {
+                id: row.id,
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                created_at: row.created_at,
+                email_type: row.email_type,
+            })
+            .collect())
+    }
+
+    async fn deliver(&self, claimed: &Claimed) -> Attempt {
+        match self.build(claimed).await {
+            Ok(Ok((message, message_id))) => self.mailer.send(message, &message_id).await,
+            Ok(Err(attempt)) => attempt,
+            // The database hiccupped: try again later, as for a busy mail server.
+            Err(err) => Attempt::Transient(err.0),
+        }
+    }
+
+    async fn mark(&self, claimed: &Claimed, mark: &Mark, now_ms: i64) -> Result<(), PortError> {
+        let outcome = match mark {
+            Mark::Sent { message_id } => Outcome::Sent { message_id },
+            Mark::Suppressed => Outcome::Suppressed,
+            Mark::Retry {
+                next_attempt_at,
+                error,
+                counts,
+            } => Outcome::Retry {
+                next_attempt_at: *next_attempt_at,
+                error,
+                counts: *counts,
+            },
+            Mark::Failed { error } => Outcome::Failed { error },
+        };
+        outbox::mark(&self.store, &claimed.id, outcome, now_ms)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn depth(&self) -> Result<u64, PortError> {
+        outbox::depth(&self.store).await.map_err(port_error)
+    }
+}
+
+/// Feeds the dispatcher's progress to the service metrics.
+pub struct MetricsObserver;
+
+impl DispatchObserver for MetricsObserver {
+    fn attempted(&self, claimed: &Claimed, mark: &Mark, elapsed: Duration) {
+        let outcome = match mark {
+            Mark::Sent { .. } => "sent",
+            Mark::Suppressed => "suppressed",
+            Mark::Retry { .. } => "retried",
+            Mark::Failed { .. } => "failed",
+        };
+        crate::metrics::email_attempt(&claimed.email_type, outcome, elapsed);
+    }
+
+    fn depth(&self, depth: u64) {
+        crate::metrics::email_outbox_depth(depth);
+    }
+
+    fn provider_up(&self, up: bool) {
+        crate::metrics::email_provider_up(up);
+    }
+}
+
+/// Shared so both the HTTP state and the actors can hold it.
+pub type SharedOutbox = Arc<OutboxPort>;

@@ -1,0 +1,130 @@
+//! Unsubscribe tokens: `v{version}.{recipient_key}.{mac}`.
+//!
+//! The recipient key is a random id stored with the recipient's preferences, so a token
+//! names the recipient without revealing the address and cannot be guessed from it. The
+//! MAC (HMAC-SHA256, truncated to 128 bits) is keyed by the signing key of `version`, so a
+//! token is verified without any lookup and keys can rotate: new links use the current key,
+//! old links keep working while their key is listed in `SECRET_KEY_PREVIOUS`.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::secret::{Secret, hex};
+
+#[derive(Clone)]
+pub struct Signer {
+    current: (u32, Secret),
+    previous: Vec<(u32, Secret)>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("version", &self.current.0)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mac(key: &Secret, version: u32, recipient_key: &str) -> [u8; 16] {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("herald-unsubscribe:v{version}:{recipient_key}").as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+impl Signer {
+    pub fn new(current: (u32, Secret), previous: Vec<(u32, Secret)>) -> Self {
+        Self { current, previous }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(
+            (config.secret_key_version, config.secret_key.clone()),
+            config.previous_secret_keys.clone(),
+        )
+    }
+
+    pub fn token(&self, recipient_key: &str) -> String {
+        let (version, key) = &self.current;
+        format!(
+            "v{version}.{recipient_key}.{}",
+            hex(&mac(key, *version, recipient_key))
+        )
+    }
+
+    /// The recipient key a genuine token names; `None` for anything forged or malformed.
+    pub fn verify(&self, token: &str) -> Option<String> {
+        let mut parts = token.split('.');
+        let version: u32 = parts.next()?.strip_prefix('v')?.parse().ok()?;
+        let recipient_key = parts.next()?;
+        let presented = parts.next()?;
+        if parts.next().is_some()
+            || recipient_key.len() != 32
+            || !recipient_key.bytes().all(|b| b.is_ascii_hexdigit())
+            || presented.len() != 32
+        {
+            return None;
+        }
+        let key = std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .find(|(v, _)| *v == version)
+            .map(|(_, key)| key)?;
+        let expected = hex(&mac(key, version, recipient_key));
+        bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+            .then(|| recipient_key.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_verifies_and_names_its_recipient_key() {
+        let signer = Signer::new((1, Secret::new("k1")), vec![]);
+        let token = signer.token(RID);
+        assert_eq!(signer.verify(&token).as_deref(), Some(RID));
+        assert!(!token.contains('@'));
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_refused() {
+        let signer = Signer::new((1, Secret::new("k1")), vec![]);
+        let token = signer.token(RID);
+        let other_rid = token.replacen("0123", "1123", 1);
+        assert_eq!(signer.verify(&other_rid), None);
+        let mut flipped = token.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(signer.verify(&flipped), None);
+        let stranger = Signer::new((1, Secret::new("k2")), vec![]);
+        assert_eq!(stranger.verify(&token), None);
+        for junk in [
+            "",
+            "v1",
+            "v1..",
+            "x1.a.b",
+            &format!("v9.{RID}.{}", "0".repeat(32)),
+        ] {
+            assert_eq!(signer.verify(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn old_links_keep_working_after_a_key_rotation() {
+        let old = Signer::new((1, Secret::new("k1")), vec![]);
+        let token = old.token(RID);
+        let rotated = Signer::new((2, Secret::new("k2")), vec![(1, Secret::new("k1"))]);
+        assert_eq!(rotated.verify(&token).as_deref(), Some(RID));
+        assert!(rotated.token(RID).starts_with("v2."));
+        let retired = Signer::new((2, Secret::new("k2")), vec![]);
+        assert_eq!(retired.verify(&token), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! Operating the email pipeline without SQL: a recipient's throttle state and reset, and
+//! the send ledger that says why each email was sent, suppressed, throttled, deduplicated
+//! or failed.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use herald_actors::email::{Email, EmailType};
+use herald_actors::throttle::ThrottleError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::extract::AdminKey;
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::store::outbox::{self, LedgerRow};
+
+fn instant(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn throttle_error(err: ThrottleError) -> ApiError {
+    match err {
+        ThrottleError::Unavailable => ApiError::Unavailable {
+            message: "The email throttle is restarting; please retry.".to_owned(),
+            retry_after_seconds: 1,
+        },
+        ThrottleError::Port(detail) => ApiError::Internal(detail),
+    }
+}
+
+fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| validate::invalid("email", e.to_string()))
+}
+
+fn parse_type(raw: Option<&str>) -> Result<Option<EmailType>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some("session_reports") => Ok(Some(EmailType::SessionReport)),
+        Some("weekly_digest") => Ok(Some(EmailType::WeeklyDigest)),
+        Some(_) => Err(validate::invalid(
+            "type",
+            "type must be session_reports or weekly_digest",
+        )),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Slot {
+    pub sent_at: DateTime<Utc>,
+    /// When this send leaves the window and its slot is free again.
+    pub frees_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TypeThrottle {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub limit: u32,
+    pub window: String,
+    pub used: usize,
+    pub remaining: u32,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThrottleView {
+    pub email: String,
+    pub throttles: Vec<TypeThrottle>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct TypeQuery {
+    /// `session_reports` or `weekly_digest`; both when absent.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+#[utoipa::path(get, path = "/admin/throttles/{email}", tag = "admin", security(("api_key" = [])),
+    params(("email" = String, Path, description = "The recipient")),
+    responses(
+        (status = 200, description = "Throttle state per email type, with when each slot frees up", body = ThrottleView),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::openapi::ErrorBody)))]
+pub async fn throttle_state(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ThrottleView>, ApiError> {
+    let email = parse_email(&raw)?;
+    let types = state
+        .throttle
+        .state(email.clone())
+        .await
+        .map_err(throttle_error)?;
+    Ok(Json(ThrottleView {
+        email: email.as_str().to_owned(),
+        throttles: types
+            .into_iter()
+            .map(|t| TypeThrottle {
+                kind: t.email_type.as_str(),
+                limit: t.rule.limit,
+                window: t.rule.window_text(),
+                used: t.sends.len(),
+                remaining: t.rule.limit.saturating_sub(t.sends.len() as u32),
+                slots: t
+                    .sends
+                    .iter()
+                    .map(|&at| Slot {
+                        sent_at: instant(at),
+                        frees_at: instant(at + t.rule.window_ms),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThrottleReset {
+    pub cleared: u64,
+}
+
+#[utoipa::path(delete, path = "/admin/throttles/{email}", tag = "admin", security(("api_key" = [])),
+    params(("email" = String, Path, description = "The recipient"), TypeQuery),
+    responses(
+        (status = 200, description = "Recorded sends cleared (audited)", body = ThrottleReset),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Not an email address, or an unknown type", body = crate::http::openapi::ErrorBody)))]
+pub async fn throttle_reset(
+    State(state): State<AppState>,
+    key: AdminKey,
+    Path(raw): Path<String>,
+    Query(query): Query<TypeQuery>,
+) -> Result<Json<ThrottleReset>, ApiError> {
+    let email = parse_email(&raw)?;
+    let kind = parse_type(query.kind.as_deref())?;
+    let cleared = state
+        .throttle
+        .reset(email.clone(), kind)
+        .await
+        .map_err(throttle_error)?;
+    let target = format!(
+        "{}/{}",
+        email.masked(),
+        kind.map_or("all", EmailType::as_str)
+    );
+    crate::store::audit::record_alone(
+        &state.store,
+        &key.fingerprint,
+        "email_throttle.reset",
+        &target,
+    )
+    .await?;
+    tracing::info!(recipient = %email.masked(), cleared, by = %key.fingerprint, "email throttle reset");
+    Ok(Json(ThrottleReset { cleared }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// The recipient whose ledger to show.
+    pub email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmailLogs {
+    pub email: String,
+    pub entries: Vec<LedgerRow>,
+}
+
+#[utoipa::path(get, path = "/admin/email/logs", tag = "admin", security(("api_key" = [])),
+    params(LogsQuery),
+    responses(
+        (status = 200, description = "The recipient's ledger, newest first (at most 200 rows)", body = EmailLogs),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Missing or invalid email", body = crate::http::openapi::ErrorBody)))]
+pub async fn email_logs(
+    State(state): State<AppState>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<EmailLogs>, ApiError> {
+    let raw = query
+        .email
+        .ok_or_else(|| validate::invalid("email", "email is required"))?;
+    let email = parse_email(&raw)?;
+    let entries = outbox::for_email(&state.store, email.as_str(), 200).await?;
+    Ok(Json(EmailLogs {
+        email: email.as_str().to_owned(),
+        entries,
+    }))
+}

@@ -1,0 +1,321 @@
+//! The send ledger and outbox (`email_send_logs`): one row per idempotency key, with the
+//! decision taken for it and, for emails that go out, their delivery state.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, StoreError};
+
+/// The fields of a request, as the ledger stores them.
+pub struct LedgerKey<'a> {
+    pub idempotency_key: &'a str,
+    pub email: &'a str,
+    pub email_type: &'a str,
+    pub session_id: Option<&'a str>,
+    pub week_start: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LedgerRow {
+    pub id: String,
+    pub idempotency_key: String,
+    pub email_type: String,
+    pub session_id: Option<String>,
+    pub week_start: Option<String>,
+    /// pending, sending, sent, failed, suppressed or throttled.
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub message_id: Option<String>,
+    /// How many later requests for the same key were answered `duplicate`.
+    pub duplicates: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    pub next_attempt_at_ms: Option<i64>,
+}
+
+/// The status of the key's row, and whether the recipient wants this type of email.
+pub async fn lookup(
+    store: &Store,
+    key: &LedgerKey<'_>,
+) -> Result<(Option<String>, bool), StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
+                (SELECT CASE WHEN $3 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
+                 FROM email_preferences WHERE email = $2)",
+    )
+    .bind(key.idempotency_key)
+    .bind(key.email)
+    .bind(key.email_type)
+    .fetch_one(store.reader())
+    .await?;
+    let enabled: Option<i64> = row.try_get(1)?;
+    Ok((row.try_get(0)?, enabled.is_none_or(|e| e != 0)))
+}
+
+/// Records a decision that sends nothing (`suppressed`, `throttled`) for the key.
+pub async fn record(
+    store: &Store,
+    key: &LedgerKey<'_>,
+    status: &str,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9) \
+         ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(key.idempotency_key)
+    .bind(key.email)
+    .bind(key.email_type)
+    .bind(key.session_id)
+    .bind(key.week_start)
+    .bind(status)
+    .bind(reason)
+    .bind(at_ms)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+/// Counts a duplicate request against the key's row.
+pub async fn record_duplicate(
+    store: &Store,
+    idempotency_key: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE email_send_logs SET duplicates = duplicates + 1, last_duplicate_at = $2 WHERE idempotency_key = $1")
+        .bind(idempotency_key)
+        .bind(at_ms)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+/// Queues the email: the `pending` row, the throttle slot it uses and the recipient's
+/// preferences row (with its unsubscribe key) in one transaction.
+pub async fn enqueue(store: &Store, key: &LedgerKey<'_>, at_ms: i64) -> Result<(), StoreError> {
+    let mut tx = store.writer().begin().await?;
+    sqlx::query(
+        "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+         ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
+         next_attempt_at = NULL, lease_until = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(key.idempotency_key)
+    .bind(key.email)
+    .bind(key.email_type)
+    .bind(key.session_id)
+    .bind(key.week_start)
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(key.email)
+    .bind(key.email_type)
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(key.email)
+    .bind(uuid::Uuid::new_v4().simple().to_string())
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A claimed row: what the dispatcher needs to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    pub id: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub email_type: String,
+}
+
+/// Leases up to `limit` due rows to the caller.
+pub async fn claim(
+    store: &Store,
+    limit: usize,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Vec<ClaimedRow>, StoreError> {
+    let lock = match store.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE email_send_logs SET status = 'sending', lease_until = $2, updated_at = $1 \
+         WHERE id IN (SELECT id FROM email_send_logs \
+                      WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+                         OR (status = 'sending' AND lease_until < $1) \
+                      ORDER BY created_at LIMIT $3{lock}) \
+         RETURNING id, attempts, created_at, email_type"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now_ms)
+        .bind(now_ms + lease_ms)
+        .bind(limit as i64)
+        .fetch_all(store.writer())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedRow {
+                id: row.try_get(0)?,
+                attempts: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+                email_type: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// The outcome of an attempt, as written to the row.
+pub enum Outcome<'a> {
+    Sent {
+        message_id: &'a str,
+    },
+    Suppressed,
+    Retry {
+        next_attempt_at: i64,
+        error: &'a str,
+        counts: bool,
+    },
+    Failed {
+        error: &'a str,
+    },
+}
+
+pub async fn mark(
+    store: &Store,
+    id: &str,
+    outcome: Outcome<'_>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let query = match outcome {
+        Outcome::Sent { message_id } => sqlx::query(
+            "UPDATE email_send_logs SET status = 'sent', sent_at = $2, updated_at = $2, message_id = $3, \
+             attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(message_id.to_owned()),
+        Outcome::Suppressed => sqlx::query(
+            "UPDATE email_send_logs SET status = 'suppressed', reason = 'unsubscribed before sending', \
+             updated_at = $2, lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms),
+        Outcome::Retry { next_attempt_at, error, counts } => sqlx::query(
+            "UPDATE email_send_logs SET status = 'pending', next_attempt_at = $3, last_error = $4, \
+             attempts = attempts + $5, updated_at = $2, lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(next_attempt_at)
+        .bind(error.to_owned())
+        .bind(i64::from(counts)),
+        Outcome::Failed { error } => sqlx::query(
+            "UPDATE email_send_logs SET status = 'failed', last_error = $3, attempts = attempts + 1, \
+             updated_at = $2, lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(error.to_owned()),
+    };
+    query.execute(store.writer()).await?;
+    Ok(())
+}
+
+pub async fn depth(store: &Store) -> Result<u64, StoreError> {
+    let depth: i64 =
+        sqlx::query("SELECT COUNT(*) FROM email_send_logs WHERE status IN ('pending', 'sending')")
+            .fetch_one(store.reader())
+            .await?
+            .try_get(0)?;
+    Ok(depth.max(0) as u64)
+}
+
+/// What the sender needs to build a claimed email.
+pub struct Delivery {
+    pub idempotency_key: String,
+    pub email: String,
+    pub email_type: String,
+    pub session_id: Option<String>,
+    pub week_start: Option<String>,
+}
+
+pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, StoreError> {
+    let row = sqlx::query(
+        "SELECT idempotency_key, email, email_type, session_id, week_start FROM email_send_logs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(store.writer())
+    .await?;
+    row.map(|row| {
+        Ok(Delivery {
+            idempotency_key: row.try_get(0)?,
+            email: row.try_get(1)?,
+            email_type: row.try_get(2)?,
+            session_id: row.try_get(3)?,
+            week_start: row.try_get(4)?,
+        })
+    })
+    .transpose()
+    .map_err(|e: sqlx::Error| StoreError::from(e))
+}
+
+fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
+    Ok(LedgerRow {
+        id: row.try_get("id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        email_type: row.try_get("email_type")?,
+        session_id: row.try_get("session_id")?,
+        week_start: row.try_get("week_start")?,
+        status: row.try_get("status")?,
+        reason: row.try_get("reason")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        message_id: row.try_get("message_id")?,
+        duplicates: row.try_get("duplicates")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        sent_at_ms: row.try_get("sent_at")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at")?,
+    })
+}
+
+/// The ledger of one recipient, newest first.
+pub async fn for_email(
+    store: &Store,
+    email: &str,
+    limit: i64,
+) -> Result<Vec<LedgerRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, idempotency_key, email_type, session_id, week_start, status, reason, attempts, last_error, \
+         message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at \
+         FROM email_send_logs WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2",
+    )
+    .bind(email)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(ledger_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
