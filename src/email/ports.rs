@@ -116,7 +116,7 @@ pub struct OutboxPort {
 }
 
 impl OutboxPort {
-    fn from_domain(&self) -> &str {
+    fn sender_domain(&self) -> &str {
         self.from
             .rsplit('@')
             .next()
@@ -152,7 +152,7 @@ impl OutboxPort {
             self.signer.token(&recipient_key),
             delivery.email_type
         );
-        let message_id = message::message_id(&delivery.idempotency_key, self.from_domain());
+        let message_id = message::message_id(&delivery.idempotency_key, self.sender_domain());
         let (rendered, attachment) = match delivery.email_type.as_str() {
             "session_reports" => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
