@@ -82,6 +82,10 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route(
             "/api/v1/sessions/{id}/complete",
             post(routes::sessions::complete),
+        )
+        .route(
+            "/api/v1/email/unsubscribe/{token}",
+            get(routes::unsubscribe::confirm).post(routes::unsubscribe::apply),
         );
 
     let mut routes = public

@@ -194,15 +194,17 @@ pub async fn spawn_app_with(
     let db = TestDatabase::new(backend).await;
     let mut vars = config_vars(&db.url);
     configure(&mut vars);
-    start(db, vars, extra_routes).await
+    start(db, vars, extra_routes, None).await
 }
 
 async fn start(
     db: TestDatabase,
     vars: HashMap<String, String>,
     extra_routes: Option<axum::Router<AppState>>,
+    clock: Option<ManualClock>,
 ) -> TestApp {
-    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis() as u64);
+    let clock =
+        clock.unwrap_or_else(|| ManualClock::new(chrono::Utc::now().timestamp_millis() as u64));
     let mut app = Application::build_with_clock(config_from(vars.clone()), Arc::new(clock.clone()))
         .await
         .expect("application builds");
@@ -308,11 +310,11 @@ impl TestApp {
             .expect("OpenAPI JSON")
     }
 
-    /// Stops this app and starts a new one on the same database and configuration.
+    /// Stops this app and starts a new one on the same database, configuration and clock.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let vars = std::mem::take(&mut self.vars);
-        start(self._db, vars, None).await
+        start(self._db, vars, None, Some(self.clock.clone())).await
     }
 
     /// Sends the shutdown signal and waits for the server to finish.

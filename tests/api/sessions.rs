@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
 use crate::on_both_backends;
 
-struct Session {
-    id: String,
-    token: String,
+pub struct Session {
+    pub id: String,
+    pub token: String,
 }
 
 impl TestApp {
@@ -22,7 +22,7 @@ impl TestApp {
         .unwrap()
     }
 
-    async fn new_session(&self, body: Value) -> Session {
+    pub async fn new_session(&self, body: Value) -> Session {
         let response = self.start_session(Some(body)).await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();

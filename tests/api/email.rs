@@ -1,0 +1,620 @@
+//! The email pipeline end to end: `/complete` in, a real SMTP conversation out.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app_with};
+use crate::on_both_backends;
+use crate::smtp::SmtpServer;
+
+const PARENT: &str = "parent@example.com";
+
+fn mail_config(smtp: &SmtpServer) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
+    move |vars| {
+        for (k, v) in [
+            ("EMAIL_PROVIDER", "smtp".to_owned()),
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", smtp.port.to_string()),
+            ("SMTP_TLS", "none".to_owned()),
+            ("SMTP_TIMEOUT_SECONDS", "3".to_owned()),
+            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
+            ("EMAIL_RETRY_BASE_MS", "2000".to_owned()),
+            ("EMAIL_BREAKER_COOLDOWN_MS", "1000".to_owned()),
+            ("API_BASE_URL", "https://herald.example.org".to_owned()),
+            ("EMAIL_FROM", "reports@herald.example.org".to_owned()),
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
+    }
+}
+
+async fn spawn_mail_app(backend: Backend, smtp: &SmtpServer) -> TestApp {
+    spawn_app_with(backend, mail_config(smtp), None).await
+}
+
+/// Starts, records a few events in, and completes a session for `parent`.
+async fn complete_for(app: &TestApp, parent: &str) -> (String, reqwest::Response) {
+    let session = app
+        .new_session(json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": parent}))
+        .await;
+    for event in [
+        json!({"kind": "step"}),
+        json!({"kind": "hint"}),
+        json!({"kind": "answer", "correct": true}),
+    ] {
+        app.add_event(&session.id, Some(&session.token), event)
+            .await;
+    }
+    app.clock.advance_ms(90_000);
+    let response = app.complete(&session.id, Some(&session.token), None).await;
+    (session.id, response)
+}
+
+async fn report_email(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["report_email"].as_str().unwrap().to_owned()
+}
+
+async fn ledger(app: &TestApp, email: &str) -> Vec<Value> {
+    let response = app
+        .get_admin(&format!("/admin/email/logs?email={email}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["entries"].as_array().unwrap().clone()
+}
+
+/// Polls the ledger until `check` holds (10 s at most).
+async fn wait_ledger(
+    app: &TestApp,
+    email: &str,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = ledger(app, email).await;
+        if check(&rows) {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn statuses(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["status"].as_str().unwrap()).collect()
+}
+
+fn part_of<'a>(
+    mail: &'a mailparse::ParsedMail<'a>,
+    mime: &str,
+) -> Option<&'a mailparse::ParsedMail<'a>> {
+    if mail.ctype.mimetype == mime {
+        return Some(mail);
+    }
+    mail.subparts.iter().find_map(|p| part_of(p, mime))
+}
+
+async fn a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    let (session_id, response) = complete_for(&app, "Parent@Example.COM").await;
+    assert_eq!(report_email(response).await, "queued");
+
+    let received = smtp.wait_for(1).await;
+    assert_eq!(received[0].rcpt_to, vec!["Parent@example.com".to_owned()]);
+    let mail = mailparse::parse_mail(&received[0].data).unwrap();
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value())
+    };
+    assert_eq!(
+        header("Subject").unwrap(),
+        "Ada's session report: Fractions"
+    );
+    assert!(
+        header("From")
+            .unwrap()
+            .contains("reports@herald.example.org")
+    );
+    let message_id = header("Message-ID").unwrap();
+    assert!(message_id.ends_with("@herald.example.org>"), "{message_id}");
+    // Long header values are folded; whitespace inside the brackets is not part of the URL.
+    let unsubscribe: String = header("List-Unsubscribe")
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert!(
+        unsubscribe.starts_with("<https://herald.example.org/api/v1/email/unsubscribe/v1."),
+        "{unsubscribe}"
+    );
+    assert!(
+        unsubscribe.ends_with("?type=session_reports>"),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        header("List-Unsubscribe-Post").unwrap(),
+        "List-Unsubscribe=One-Click"
+    );
+    assert!(
+        !unsubscribe.contains("example.com"),
+        "the link does not reveal the address"
+    );
+
+    let text = part_of(&mail, "text/plain")
+        .expect("plain part")
+        .get_body()
+        .unwrap();
+    assert!(
+        text.contains("Answers correct: 1 of 1") && text.contains("Hints used: 1"),
+        "{text}"
+    );
+    let html = part_of(&mail, "text/html")
+        .expect("html part")
+        .get_body()
+        .unwrap();
+    assert!(
+        html.contains("<strong>1 of 1</strong>") && html.contains("Unsubscribe"),
+        "{html}"
+    );
+    let pdf = part_of(&mail, "application/pdf")
+        .expect("pdf attachment")
+        .get_body_raw()
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    if std::process::Command::new("pdftotext")
+        .arg("-v")
+        .output()
+        .is_ok()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attached.pdf");
+        std::fs::write(&path, &pdf).unwrap();
+        let out = std::process::Command::new("pdftotext")
+            .arg(&path)
+            .arg("-")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains("Learning session report") && text.contains(&session_id),
+            "{text}"
+        );
+    }
+
+    // The domain is stored lower-cased; the local part as given.
+    let rows = wait_ledger(&app, "Parent@example.com", "sent", |rows| {
+        statuses(rows) == ["sent"]
+    })
+    .await;
+    assert_eq!(rows[0]["message_id"].as_str().unwrap(), message_id);
+    assert_eq!(rows[0]["attempts"], 1);
+    assert!(rows[0]["sent_at_ms"].is_i64());
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"email_sends_total{type="session_reports",outcome="sent"}"#)
+    );
+}
+
+async fn fifty_concurrent_identical_completes_send_one_email(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    let session = app.new_session(json!({"parent_email": PARENT})).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/sessions/{}/complete", session.id)),
+            session.token.clone(),
+        );
+        tasks.spawn(async move {
+            let response = client
+                .post(url)
+                .header("X-Session-Access-Token", token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()["report_email"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        outcomes.push(outcome.unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "queued").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.iter().filter(|o| *o == "duplicate").count(), 49);
+    let rows = wait_ledger(&app, PARENT, "sent", |rows| statuses(rows) == ["sent"]).await;
+    assert_eq!(
+        rows[0]["duplicates"], 49,
+        "the ledger says why the others sent nothing"
+    );
+    assert_eq!(smtp.received().len(), 1);
+}
+
+async fn the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(app.new_session(json!({"parent_email": PARENT})).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for session in &sessions {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/sessions/{}/complete", session.id)),
+            session.token.clone(),
+        );
+        let id = session.id.clone();
+        tasks.spawn(async move {
+            (
+                id,
+                client
+                    .post(url)
+                    .header("X-Session-Access-Token", token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+    let (mut queued, mut throttled) = (0, Vec::new());
+    while let Some(result) = tasks.join_next().await {
+        let (id, response) = result.unwrap();
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "86400");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body,
+                json!({
+                    "error": "RATE_LIMIT_EXCEEDED",
+                    "message": "Too many session reports sent. Please try again later.",
+                    "retry_after": 86400,
+                    "limit": 5,
+                    "window": "24 hours"
+                })
+            );
+            throttled.push(id);
+        } else {
+            assert_eq!(report_email(response).await, "queued");
+            queued += 1;
+        }
+    }
+    assert_eq!((queued, throttled.len()), (5, 1));
+    smtp.wait_for(5).await;
+
+    let state: Value = app
+        .get_admin(&format!("/admin/throttles/{PARENT}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reports = &state["throttles"][0];
+    assert_eq!(
+        (
+            reports["type"].as_str(),
+            reports["used"].as_u64(),
+            reports["remaining"].as_u64()
+        ),
+        (Some("session_reports"), Some(5), Some(0))
+    );
+    assert_eq!(reports["slots"].as_array().unwrap().len(), 5);
+
+    let throttled_session = sessions.iter().find(|s| s.id == throttled[0]).unwrap();
+    app.clock.advance_ms(86_400_000);
+    let retried = app
+        .complete(&throttled_session.id, Some(&throttled_session.token), None)
+        .await;
+    assert_eq!(report_email(retried).await, "queued");
+    smtp.wait_for(6).await;
+}
+
+async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    assert_eq!(
+        report_email(complete_for(&app, PARENT).await.1).await,
+        "queued"
+    );
+    let mail = smtp.wait_for(1).await.remove(0);
+    let parsed = mailparse::parse_mail(&mail.data).unwrap();
+    let link = parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "List-Unsubscribe")
+        .unwrap()
+        .get_value()
+        .split_whitespace()
+        .collect::<String>();
+    let path = link
+        .trim_matches(['<', '>'])
+        .strip_prefix("https://herald.example.org")
+        .unwrap()
+        .to_owned();
+
+    // A link scanner's GET changes nothing.
+    let page = app.get(&path).await;
+    assert_eq!(page.status(), 200, "{link} -> {path}");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\"") && html.contains("session report emails"),
+        "{html}"
+    );
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, PARENT)
+            .await
+            .unwrap(),
+        Some((true, true))
+    );
+
+    // RFC 8058 one-click POST applies it.
+    let applied = app
+        .client
+        .post(app.url(&path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 200);
+    let done = applied.text().await.unwrap();
+    assert!(done.contains("You are unsubscribed"));
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, PARENT)
+            .await
+            .unwrap(),
+        Some((true, false))
+    );
+
+    // Used again: the same page, nothing changes.
+    let again = app
+        .client
+        .post(app.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(again, done);
+    // A valid signature for nobody we know: indistinguishable.
+    let stranger = herald::email::Signer::new(
+        (1, herald::secret::Secret::new("test-signing-secret")),
+        vec![],
+    )
+    .token("00000000000000000000000000000000");
+    let unknown = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/email/unsubscribe/{stranger}?type=session_reports"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 200);
+    assert_eq!(unknown.text().await.unwrap(), done);
+    // A tampered token is refused with a clear page.
+    let tampered = path.replacen("/v1.", "/v1.f", 1);
+    let refused = app.get(&tampered).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("not valid"));
+
+    let (_, response) = complete_for(&app, PARENT).await;
+    assert_eq!(report_email(response).await, "suppressed");
+    let rows = ledger(&app, PARENT).await;
+    assert_eq!(rows[0]["status"], "suppressed");
+    assert!(
+        rows[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session_reports disabled")
+    );
+    assert_eq!(smtp.received().len(), 1);
+}
+
+async fn transient_failures_are_retried_and_permanent_ones_fail_once(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[451]);
+    let app = spawn_mail_app(backend, &smtp).await;
+    complete_for(&app, PARENT).await;
+    let rows = wait_ledger(&app, PARENT, "a retry", |rows| {
+        rows[0]["attempts"] == 1 && rows[0]["status"] == "pending"
+    })
+    .await;
+    assert!(rows[0]["last_error"].as_str().unwrap().contains("451"));
+    assert!(smtp.received().is_empty());
+    app.clock.advance_ms(2_000);
+    let rows = wait_ledger(&app, PARENT, "sent after retry", |rows| {
+        rows[0]["status"] == "sent"
+    })
+    .await;
+    assert_eq!(rows[0]["attempts"], 2);
+    assert_eq!(smtp.received().len(), 1);
+
+    smtp.script(&[550]);
+    let other = "other.parent@example.com";
+    complete_for(&app, other).await;
+    let rows = wait_ledger(&app, other, "failed", |rows| rows[0]["status"] == "failed").await;
+    assert_eq!(rows[0]["attempts"], 1);
+    assert!(
+        rows[0]["last_error"].as_str().unwrap().contains("550"),
+        "{rows:?}"
+    );
+    app.clock.advance_ms(3_600_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        smtp.received().len(),
+        1,
+        "a permanent failure is not retried"
+    );
+}
+
+async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    smtp.go_down();
+    for i in 0..3 {
+        complete_for(&app, &format!("parent{i}@example.com")).await;
+    }
+    // Attempts fail to connect until the breaker opens; none of them counts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app.metrics().await.contains("email_provider_up 0") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    wait_ledger(
+        &app,
+        "parent0@example.com",
+        "an unreachable attempt",
+        |rows| rows[0]["last_error"].is_string(),
+    )
+    .await;
+    for _ in 0..5 {
+        app.clock.advance_ms(1_000);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    for i in 0..3 {
+        let rows = ledger(&app, &format!("parent{i}@example.com")).await;
+        assert_eq!(
+            (rows[0]["status"].as_str(), rows[0]["attempts"].as_i64()),
+            (Some("pending"), Some(0)),
+            "{rows:?}"
+        );
+    }
+    smtp.come_back().await;
+    app.clock.advance_ms(5_000);
+    smtp.wait_for(3).await;
+    for i in 0..3 {
+        let rows = wait_ledger(&app, &format!("parent{i}@example.com"), "sent", |rows| {
+            rows[0]["status"] == "sent"
+        })
+        .await;
+        assert_eq!(
+            rows[0]["attempts"], 1,
+            "only the successful attempt counted"
+        );
+    }
+}
+
+async fn pending_emails_survive_a_restart_and_go_out_once(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.go_down();
+    let app = spawn_mail_app(backend, &smtp).await;
+    for i in 0..3 {
+        complete_for(&app, &format!("parent{i}@example.com")).await;
+    }
+    let app = app.restart().await;
+    smtp.come_back().await;
+    app.clock.advance_ms(10_000);
+    let received = smtp.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smtp.received().len(),
+        3,
+        "each delivered once: {received:?}"
+    );
+}
+
+async fn throttles_can_be_inspected_and_reset_and_the_reset_is_audited(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    for _ in 0..5 {
+        complete_for(&app, PARENT).await;
+    }
+    assert_eq!(complete_for(&app, PARENT).await.1.status(), 429);
+    let reset = app
+        .client
+        .delete(app.url(&format!("/admin/throttles/{PARENT}?type=session_reports")))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    assert_eq!(reset.json::<Value>().await.unwrap()["cleared"], 5);
+    assert_eq!(
+        report_email(complete_for(&app, PARENT).await.1).await,
+        "queued"
+    );
+    let audited: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, target FROM audit_log WHERE action = 'email_throttle.reset'",
+    )
+    .fetch_all(app.state.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        vec![(
+            "email_throttle.reset".to_owned(),
+            "pa***@example.com/session_reports".to_owned()
+        )]
+    );
+
+    assert_error(
+        app.get_admin("/admin/throttles/not-an-email").await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_error(
+        app.get_admin("/admin/email/logs").await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let bad_type = app
+        .client
+        .delete(app.url(&format!("/admin/throttles/{PARENT}?type=sms")))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad_type, 422, "VALIDATION_ERROR").await;
+}
+
+on_both_backends!(
+    a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers,
+    fifty_concurrent_identical_completes_send_one_email,
+    the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later,
+    a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
+    transient_failures_are_retried_and_permanent_ones_fail_once,
+    an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns,
+    pending_emails_survive_a_restart_and_go_out_once,
+    throttles_can_be_inspected_and_reset_and_the_reset_is_audited,
+);

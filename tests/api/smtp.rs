@@ -1,0 +1,182 @@
+//! A small SMTP server for the tests, on 127.0.0.1: records what it accepts, answers the
+//! end of DATA with scripted codes, and can refuse connections for a while.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub rcpt_to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    /// Replies to the next DATA ends; 250 when empty.
+    script: Mutex<VecDeque<u16>>,
+    refusing: AtomicBool,
+}
+
+pub struct SmtpServer {
+    pub port: u16,
+    shared: Arc<Shared>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared::default());
+        let handle = tokio::spawn(accept(listener, shared.clone()));
+        Self {
+            port,
+            shared,
+            listener: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// The replies the next DATA commands get, in order (e.g. `[451, 250]`).
+    pub fn script(&self, codes: &[u16]) {
+        self.shared.script.lock().unwrap().extend(codes);
+    }
+
+    /// Stops listening and drops every open connection: the server is down.
+    pub fn go_down(&self) {
+        self.shared.refusing.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.listener.lock().unwrap().take() {
+            handle.abort();
+        }
+    }
+
+    pub async fn come_back(&self) {
+        self.shared.refusing.store(false, Ordering::SeqCst);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        *self.listener.lock().unwrap() = Some(tokio::spawn(accept(listener, self.shared.clone())));
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` messages arrived (10 s at most).
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} messages, got {}",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        if let Some(handle) = self.listener.lock().unwrap().take() {
+            handle.abort();
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(serve(stream, shared.clone()));
+    }
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    if write.write_all(b"220 herald-test ESMTP\r\n").await.is_err() {
+        return;
+    }
+    let mut rcpt_to = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await.unwrap_or(0) == 0
+            || shared.refusing.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let command = line.trim_end().to_ascii_uppercase();
+        let answer = if command.starts_with("EHLO") {
+            "250-herald-test\r\n250-8BITMIME\r\n250 SIZE 20000000".to_owned()
+        } else if command.starts_with("HELO")
+            || command.starts_with("MAIL FROM")
+            || command.starts_with("RSET")
+            || command.starts_with("NOOP")
+        {
+            if command.starts_with("MAIL FROM") || command.starts_with("RSET") {
+                rcpt_to.clear();
+            }
+            "250 OK".to_owned()
+        } else if command.starts_with("RCPT TO") {
+            rcpt_to.push(
+                line.trim_end()[8..]
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned(),
+            );
+            "250 OK".to_owned()
+        } else if command.starts_with("DATA") {
+            if write.write_all(b"354 go ahead\r\n").await.is_err() {
+                return;
+            }
+            let mut data = Vec::new();
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+                let unstuffed = line
+                    .strip_prefix('.')
+                    .filter(|_| line.starts_with(".."))
+                    .unwrap_or(&line);
+                data.extend_from_slice(unstuffed.as_bytes());
+            }
+            let code = shared.script.lock().unwrap().pop_front().unwrap_or(250);
+            if code == 250 {
+                shared.received.lock().unwrap().push(Received {
+                    rcpt_to: std::mem::take(&mut rcpt_to),
+                    data,
+                });
+                "250 2.0.0 queued".to_owned()
+            } else if code >= 500 {
+                format!("{code} 5.1.1 mailbox unavailable")
+            } else {
+                format!("{code} 4.3.0 try again later")
+            }
+        } else if command.starts_with("QUIT") {
+            let _ = write.write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            "502 command not implemented".to_owned()
+        };
+        if write
+            .write_all(format!("{answer}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
