@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use std::time::Duration;
 
 use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
-use herald_actors::throttle::{EmailThrottle, ThrottleClient, ThrottleRule};
+use herald_actors::throttle::{EmailThrottle, ThrottleRule, email_throttle};
 
 use crate::config::{Config, FailMode};
 use crate::email::ports::{MetricsObserver, OutboxPort, StoreThrottlePort};
@@ -27,6 +27,9 @@ use crate::http::{AppState, auth::KeyRing};
 use crate::ratelimit::Policies;
 use crate::store::Store;
 use crate::telemetry::SupervisionReporter;
+
+/// Email throttle shards: decisions about different recipients run side by side.
+const THROTTLE_SHARDS: usize = 4;
 
 /// How the service stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +82,12 @@ impl Application {
         });
 
         let delivery = &config.email.delivery;
-        let throttle_spec = ChildSpec::actor(
-            "email_throttle",
+        let writes = crate::store::group_commit::GroupCommit::spawn(store.clone());
+        let (throttle_spec, throttle) = email_throttle(
             EmailThrottle {
                 port: Arc::new(StoreThrottlePort {
                     store: store.clone(),
+                    writes: writes.clone(),
                 }),
                 clock: clock.clone(),
                 session_reports: ThrottleRule {
@@ -95,12 +99,14 @@ impl Application {
                     window_ms: delivery.weekly_digest_window.as_millis() as i64,
                 },
             },
-            || (),
+            THROTTLE_SHARDS,
+            Duration::from_secs(5),
+            Some(Arc::new(SupervisionReporter)),
         );
-        let throttle = ThrottleClient::new(throttle_spec.slot(), Duration::from_secs(5));
         let signer = Signer::from_config(&config);
         let outbox = OutboxPort {
             store: store.clone(),
+            writes: writes.clone(),
             mailer: Mailer::from_config(&config.email).context("configuring the email provider")?,
             signer: signer.clone(),
             from: config.email.from.clone(),
@@ -146,6 +152,7 @@ impl Application {
             keys: Arc::new(KeyRing::from_config(&config)),
             config: Arc::new(config),
             store,
+            writes,
             root,
             metrics,
             limiter,

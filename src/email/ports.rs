@@ -13,6 +13,7 @@ use herald_actors::throttle::{LedgerState, Lookup, SendRequest, ThrottlePort, Ve
 use super::message::{self, Parts};
 use super::{Mailer, Signer, templates};
 use crate::reports::{pdf, summarize};
+use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey, Outcome};
 use crate::store::{Store, preferences, sessions, throttles};
 
@@ -33,6 +34,8 @@ fn key(request: &SendRequest) -> LedgerKey<'_> {
 /// The throttle's port: the ledger, preferences and `email_throttles`.
 pub struct StoreThrottlePort {
     pub store: Store,
+    /// Queues emails with group commit.
+    pub writes: GroupCommit,
 }
 
 impl ThrottlePort for StoreThrottlePort {
@@ -89,8 +92,10 @@ impl ThrottlePort for StoreThrottlePort {
     }
 
     async fn enqueue(&self, request: &SendRequest, at_ms: i64) -> Result<(), PortError> {
-        outbox::enqueue(&self.store, &key(request), at_ms)
+        self.writes
+            .run(outbox::enqueue_statements(&key(request), at_ms))
             .await
+            .map(drop)
             .map_err(port_error)
     }
 
@@ -108,6 +113,8 @@ impl ThrottlePort for StoreThrottlePort {
 /// The dispatcher's port: the outbox, the templates and the mail provider.
 pub struct OutboxPort {
     pub store: Store,
+    /// Writes delivery outcomes with group commit.
+    pub writes: GroupCommit,
     pub mailer: Mailer,
     pub signer: Signer,
     pub from: String,
@@ -229,7 +236,7 @@ impl DispatchPort for OutboxPort {
     }
 
     async fn mark(&self, claimed: &Claimed, mark: &Mark, now_ms: i64) -> Result<(), PortError> {
-        let outcome = match mark {
+        let outcome = match mark.clone() {
             Mark::Sent { message_id } => Outcome::Sent { message_id },
             Mark::Suppressed => Outcome::Suppressed,
             Mark::Retry {
@@ -237,14 +244,20 @@ impl DispatchPort for OutboxPort {
                 error,
                 counts,
             } => Outcome::Retry {
-                next_attempt_at: *next_attempt_at,
+                next_attempt_at,
                 error,
-                counts: *counts,
+                counts,
             },
             Mark::Failed { error } => Outcome::Failed { error },
         };
-        outbox::mark(&self.store, &claimed.id, outcome, now_ms)
+        self.writes
+            .run(vec![outbox::mark_statement(
+                claimed.id.clone(),
+                outcome,
+                now_ms,
+            )])
             .await
+            .map(drop)
             .map_err(port_error)
     }
 

@@ -19,6 +19,8 @@ use crate::store::Store;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Group commit for hot writes (completions, the outbox).
+    pub writes: crate::store::group_commit::GroupCommit,
     pub keys: Arc<KeyRing>,
     /// The root of the supervision tree, for health and `/admin/actors`.
     pub root: SupervisorRef,

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod dialect;
+pub mod group_commit;
 mod migrations;
 pub mod outbox;
 pub mod policies;
@@ -30,6 +31,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("database write failed: {0}")]
+    Write(String),
 }
 
 /// Connection pools for one database.

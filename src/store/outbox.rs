@@ -4,6 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::group_commit::Statement;
 use super::{Backend, Store, StoreError};
 
 /// The fields of a request, as the ledger stores them.
@@ -96,45 +97,37 @@ pub async fn record_duplicate(
     Ok(())
 }
 
-/// Queues the email: the `pending` row, the throttle slot it uses and the recipient's
-/// preferences row (with its unsubscribe key) in one transaction.
-pub async fn enqueue(store: &Store, key: &LedgerKey<'_>, at_ms: i64) -> Result<(), StoreError> {
-    let mut tx = store.writer().begin().await?;
-    sqlx::query(
-        "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
-         ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
-         next_attempt_at = NULL, lease_until = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(key.idempotency_key)
-    .bind(key.email)
-    .bind(key.email_type)
-    .bind(key.session_id)
-    .bind(key.week_start)
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(key.email)
-    .bind(key.email_type)
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (email) DO NOTHING",
-    )
-    .bind(key.email)
-    .bind(uuid::Uuid::new_v4().simple().to_string())
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
+/// The statements that queue an email: the `pending` row, the throttle slot it uses and
+/// the recipient's preferences row (with its unsubscribe key). Run them as one job of a
+/// [`GroupCommit`](super::group_commit::GroupCommit).
+pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64) -> Vec<Statement> {
+    vec![
+        sqlx::query(
+            "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+             ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
+             next_attempt_at = NULL, lease_until = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(key.idempotency_key.to_owned())
+        .bind(key.email.to_owned())
+        .bind(key.email_type.to_owned())
+        .bind(key.session_id.map(str::to_owned))
+        .bind(key.week_start.map(str::to_owned))
+        .bind(at_ms),
+        sqlx::query("INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(key.email.to_owned())
+            .bind(key.email_type.to_owned())
+            .bind(at_ms),
+        sqlx::query(
+            "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(key.email.to_owned())
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(at_ms),
+    ]
 }
 
 /// A claimed row: what the dispatcher needs to send it.
@@ -185,35 +178,32 @@ pub async fn claim(
 }
 
 /// The outcome of an attempt, as written to the row.
-pub enum Outcome<'a> {
+#[derive(Debug, Clone)]
+pub enum Outcome {
     Sent {
-        message_id: &'a str,
+        message_id: String,
     },
     Suppressed,
     Retry {
         next_attempt_at: i64,
-        error: &'a str,
+        error: String,
         counts: bool,
     },
     Failed {
-        error: &'a str,
+        error: String,
     },
 }
 
-pub async fn mark(
-    store: &Store,
-    id: &str,
-    outcome: Outcome<'_>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let query = match outcome {
+/// The statement that writes the outcome of an attempt.
+pub fn mark_statement(id: String, outcome: Outcome, now_ms: i64) -> Statement {
+    match outcome {
         Outcome::Sent { message_id } => sqlx::query(
             "UPDATE email_send_logs SET status = 'sent', sent_at = $2, updated_at = $2, message_id = $3, \
              attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
-        .bind(message_id.to_owned()),
+        .bind(message_id),
         Outcome::Suppressed => sqlx::query(
             "UPDATE email_send_logs SET status = 'suppressed', reason = 'unsubscribed before sending', \
              updated_at = $2, lease_until = NULL WHERE id = $1",
@@ -227,7 +217,7 @@ pub async fn mark(
         .bind(id)
         .bind(now_ms)
         .bind(next_attempt_at)
-        .bind(error.to_owned())
+        .bind(error)
         .bind(i64::from(counts)),
         Outcome::Failed { error } => sqlx::query(
             "UPDATE email_send_logs SET status = 'failed', last_error = $3, attempts = attempts + 1, \
@@ -235,10 +225,8 @@ pub async fn mark(
         )
         .bind(id)
         .bind(now_ms)
-        .bind(error.to_owned()),
-    };
-    query.execute(store.writer()).await?;
-    Ok(())
+        .bind(error),
+    }
 }
 
 pub async fn depth(store: &Store) -> Result<u64, StoreError> {
@@ -264,7 +252,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
         "SELECT idempotency_key, email, email_type, session_id, week_start FROM email_send_logs WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(store.writer())
+    .fetch_optional(store.reader())
     .await?;
     row.map(|row| {
         Ok(Delivery {

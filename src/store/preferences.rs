@@ -40,7 +40,7 @@ pub async fn enabled(store: &Store, email: &str, email_type: &str) -> Result<boo
     )
     .bind(email)
     .bind(email_type)
-    .fetch_optional(store.writer())
+    .fetch_optional(store.reader())
     .await?;
     Ok(match row {
         Some(row) => row.try_get::<i64, _>(0)? != 0,

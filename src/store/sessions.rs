@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::group_commit::GroupCommit;
 use super::{Store, StoreError};
 use crate::reports::{EventRecord, SessionRecord};
 
@@ -108,24 +109,26 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
 }
 
 /// Completes the session once; returns whether this call completed it. A later call
-/// changes nothing, the parent's address included.
+/// changes nothing, the parent's address included. Written through group commit, since
+/// completions come in bursts.
 pub async fn complete(
-    store: &Store,
+    writes: &GroupCommit,
     id: &str,
     parent_email: Option<&str>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
+    let statement = sqlx::query(
         "UPDATE sessions SET completed_at = $2, parent_email = COALESCE($3, parent_email) \
          WHERE id = $1 AND completed_at IS NULL",
     )
-    .bind(id)
+    .bind(id.to_owned())
     .bind(at_ms)
-    .bind(parent_email)
-    .execute(store.writer())
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .bind(parent_email.map(str::to_owned));
+    let affected = writes
+        .run(vec![statement])
+        .await
+        .map_err(StoreError::Write)?;
+    Ok(affected.first() == Some(&1))
 }
 
 pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {

@@ -16,7 +16,7 @@ pub async fn sends_since(
     .bind(email)
     .bind(email_type)
     .bind(since_ms)
-    .fetch_all(store.writer())
+    .fetch_all(store.reader())
     .await?;
     rows.iter()
         .map(|row| row.try_get(0))

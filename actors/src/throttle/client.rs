@@ -17,26 +17,34 @@ pub enum ThrottleError {
     Port(String),
 }
 
+/// Talks to the throttle shards; a recipient always goes to the same shard, so every
+/// decision about one recipient is still taken one at a time.
 #[derive(Clone)]
 pub struct ThrottleClient {
-    slot: ChildSlot,
+    shards: Vec<ChildSlot>,
     timeout: Duration,
 }
 
 impl ThrottleClient {
-    pub fn new(slot: ChildSlot, timeout: Duration) -> Self {
-        Self { slot, timeout }
+    pub fn new(shards: Vec<ChildSlot>, timeout: Duration) -> Self {
+        assert!(!shards.is_empty(), "the throttle needs at least one shard");
+        Self { shards, timeout }
     }
 
-    fn actor(&self) -> Result<ActorRef<ThrottleMsg>, ThrottleError> {
-        self.slot.get().ok_or(ThrottleError::Unavailable)
+    fn actor(&self, email: &Email) -> Result<ActorRef<ThrottleMsg>, ThrottleError> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        email.as_str().hash(&mut hasher);
+        let shard = (hasher.finish() % self.shards.len() as u64) as usize;
+        self.shards[shard].get().ok_or(ThrottleError::Unavailable)
     }
 
     async fn ask<T: Send + 'static>(
         &self,
+        email: &Email,
         build: impl FnOnce(ractor::RpcReplyPort<Result<T, crate::port::PortError>>) -> ThrottleMsg,
     ) -> Result<T, ThrottleError> {
-        let actor = self.actor()?;
+        let actor = self.actor(email)?;
         let (tx, rx) = ractor::concurrency::oneshot();
         actor
             .send_message(build(tx.into()))
@@ -49,11 +57,14 @@ impl ThrottleClient {
     }
 
     pub async fn admit(&self, request: SendRequest) -> Result<Admission, ThrottleError> {
-        self.ask(|reply| ThrottleMsg::Admit(request, reply)).await
+        let email = request.email.clone();
+        self.ask(&email, |reply| ThrottleMsg::Admit(request, reply))
+            .await
     }
 
     pub async fn state(&self, email: Email) -> Result<Vec<TypeState>, ThrottleError> {
-        self.ask(|reply| ThrottleMsg::State(email, reply)).await
+        self.ask(&email.clone(), |reply| ThrottleMsg::State(email, reply))
+            .await
     }
 
     pub async fn reset(
@@ -61,7 +72,9 @@ impl ThrottleClient {
         email: Email,
         email_type: Option<EmailType>,
     ) -> Result<u64, ThrottleError> {
-        self.ask(|reply| ThrottleMsg::Reset(email, email_type, reply))
-            .await
+        self.ask(&email.clone(), |reply| {
+            ThrottleMsg::Reset(email, email_type, reply)
+        })
+        .await
     }
 }

@@ -314,7 +314,7 @@ pub async fn complete(
     let parent_email = validate::email("parent_email", body.parent_email)?;
     let id = session.record.id.clone();
     if sessions::complete(
-        &state.store,
+        &state.writes,
         &id,
         parent_email.as_ref().map(|e| e.as_str()),
         now_ms(&state),

@@ -1,0 +1,246 @@
+//! Emails per second end to end (see BENCHMARKS.md).
+//!
+//! `cargo bench --bench emails -- [count] [workers]`
+//!
+//! Sessions are started first; then the clock runs while `POST /complete` calls go in and
+//! report emails (HTML + text + PDF) come out at an SMTP sink on 127.0.0.1, the durable
+//! ledger included. Beside it, in the same run, a bare lettre pool sends the same number of
+//! equally built messages to the same sink: the ratio is herald's cost over the transport.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use herald::email::message::{self, Parts};
+use herald::email::templates;
+use herald::reports::{EventRecord, SessionRecord, pdf, summarize};
+use herald::startup::Application;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Accepts everything, counts messages.
+async fn sink() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read);
+                let _ = write.write_all(b"220 sink\r\n").await;
+                let mut line = String::new();
+                let mut in_data = false;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            let _ = write.write_all(b"250 ok\r\n").await;
+                        }
+                        continue;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-sink\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+async fn wait_count(count: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count.load(Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let vars: std::collections::HashMap<String, String> = [
+        ("PORT", "0".to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/herald.db", dir.path().display()),
+        ),
+        ("API_ACCESS_KEY", "bench-admin-key".into()),
+        ("SECRET_KEY", "bench".into()),
+        ("LOG_LEVEL", "error".into()),
+        ("EMAIL_PROVIDER", "smtp".into()),
+        ("SMTP_HOST", "127.0.0.1".into()),
+        ("SMTP_PORT", smtp_port.to_string()),
+        ("SMTP_TLS", "none".into()),
+        ("EMAIL_POLL_INTERVAL_MS", "20".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        let started: Value = client
+            .post(format!("{base}/api/v1/sessions/start"))
+            .json(&json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": format!("parent{i}@example.com")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sessions.push((
+            started["session_id"].as_str().unwrap().to_owned(),
+            started["session_access_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let queue = Arc::new(std::sync::Mutex::new(sessions));
+    let before = count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
+        tasks.spawn(async move {
+            loop {
+                let Some((id, token)) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let response = client
+                    .post(format!("{base}/api/v1/sessions/{id}/complete"))
+                    .header("X-Session-Access-Token", token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    wait_count(&count, before + n).await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    rate
+}
+
+async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> f64 {
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(smtp_port)
+        .pool_config(PoolConfig::new().max_size(16))
+        .build();
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        learner_name: Some("Ada".into()),
+        subject: Some("Fractions".into()),
+        started_at_ms: 0,
+        completed_at_ms: Some(90_000),
+    };
+    let events: Vec<EventRecord> = ["step", "hint", "answer"]
+        .iter()
+        .map(|k| EventRecord {
+            kind: (*k).into(),
+            correct: Some(true),
+        })
+        .collect();
+    let summary = summarize(&session, &events, 0);
+    let before = count.load(Ordering::Relaxed);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (transport, next, summary) = (transport.clone(), next.clone(), summary.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                // The same work a real email needs: template, PDF, MIME, SMTP.
+                let url = format!("https://herald.example.org/api/v1/email/unsubscribe/v1.{:032x}.{:032x}?type=session_reports", i, i);
+                let rendered = templates::session_report(&summary, &url);
+                let to = format!("parent{i}@example.com");
+                let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
+                let message = message::build(Parts {
+                    from: "noreply@herald.localhost",
+                    to: &to,
+                    message_id: &id,
+                    unsubscribe_url: &url,
+                    rendered,
+                    pdf: Some(("report.pdf".into(), pdf::render(&summary))),
+                })
+                .unwrap();
+                transport.send(message).await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    wait_count(&count, before + n).await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(3_000);
+    let workers = args.get(1).copied().unwrap_or(32);
+    herald::install_tls_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        pdf::warm_up();
+        let (port, count) = sink().await;
+        let (mut herald_rates, mut bare_rates) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let bare = bare_run(n, workers, port, count.clone()).await;
+            let herald = herald_run(n, workers, port, count.clone()).await;
+            println!("  round {round}: herald {herald:.0} emails/s, bare lettre pool {bare:.0} emails/s, ratio {:.2}", herald / bare);
+            herald_rates.push(herald);
+            bare_rates.push(bare);
+        }
+        herald_rates.sort_by(f64::total_cmp);
+        bare_rates.sort_by(f64::total_cmp);
+        println!(
+            "median of 3 rounds, {n} emails each, {workers} concurrent clients: herald {:.0} emails/s (complete -> SMTP sink, SQLite ledger), bare lettre pool {:.0} emails/s, ratio {:.2}",
+            herald_rates[1],
+            bare_rates[1],
+            herald_rates[1] / bare_rates[1]
+        );
+    });
+}
