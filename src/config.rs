@@ -860,6 +860,29 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_variable_the_service_reads() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let example = include_str!("../.env.example");
+        let mut missing = Vec::new();
+        for literal in code.split('"').skip(1).step_by(2) {
+            let is_name = literal.len() > 2
+                && literal.contains('_')
+                && literal
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_name
+                && !example
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{literal}=")))
+            {
+                missing.push(literal);
+            }
+        }
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    }
+
+    #[test]
     fn ip_blocks_match_addresses_inside_them() {
         let block: IpBlock = "10.0.0.0/8".parse().unwrap();
         assert!(block.contains("10.1.2.3".parse().unwrap()));

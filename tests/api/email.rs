@@ -608,7 +608,38 @@ async fn throttles_can_be_inspected_and_reset_and_the_reset_is_audited(backend: 
     assert_error(bad_type, 422, "VALIDATION_ERROR").await;
 }
 
+async fn a_send_in_flight_at_shutdown_finishes_before_exit(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.slow(600);
+    let mut app = spawn_mail_app(backend, &smtp).await;
+    complete_for(&app, PARENT).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while smtp.data_started() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the send never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        smtp.received().is_empty(),
+        "still in flight when the shutdown begins"
+    );
+    app.stop().await;
+    assert_eq!(smtp.received().len(), 1, "the send finished before exit");
+    let store = herald::store::Store::connect(&app.database_url())
+        .await
+        .unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM email_send_logs")
+        .fetch_one(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(status, "sent", "and its outcome was recorded");
+    store.close().await;
+}
+
 on_both_backends!(
+    a_send_in_flight_at_shutdown_finishes_before_exit,
     a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers,
     fifty_concurrent_identical_completes_send_one_email,
     the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later,

@@ -233,6 +233,10 @@ async fn start(
 }
 
 impl TestApp {
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

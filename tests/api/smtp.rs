@@ -22,6 +22,10 @@ struct Shared {
     /// Replies to the next DATA ends; 250 when empty.
     script: Mutex<VecDeque<u16>>,
     refusing: AtomicBool,
+    /// Milliseconds to wait before answering the end of DATA.
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Messages whose DATA has started.
+    data_started: std::sync::atomic::AtomicUsize,
 }
 
 pub struct SmtpServer {
@@ -46,6 +50,15 @@ impl SmtpServer {
     /// The replies the next DATA commands get, in order (e.g. `[451, 250]`).
     pub fn script(&self, codes: &[u16]) {
         self.shared.script.lock().unwrap().extend(codes);
+    }
+
+    /// Makes the server take `ms` to accept each message.
+    pub fn slow(&self, ms: u64) {
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn data_started(&self) -> usize {
+        self.shared.data_started.load(Ordering::SeqCst)
     }
 
     /// Stops listening and drops every open connection: the server is down.
@@ -138,6 +151,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             if write.write_all(b"354 go ahead\r\n").await.is_err() {
                 return;
             }
+            shared.data_started.fetch_add(1, Ordering::SeqCst);
             let mut data = Vec::new();
             loop {
                 line.clear();
@@ -152,6 +166,10 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     .filter(|_| line.starts_with(".."))
                     .unwrap_or(&line);
                 data.extend_from_slice(unstuffed.as_bytes());
+            }
+            let delay = shared.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             let code = shared.script.lock().unwrap().pop_front().unwrap_or(250);
             if code == 250 {
