@@ -35,6 +35,31 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<MigrateAction>,
     },
+    /// Run the weekly digest now (queued emails are sent by the running service).
+    Digest {
+        /// Report who would get a digest and why others would not; write and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The first day of the week to report (YYYY-MM-DD); default: the seven days before today.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        start_date: Option<String>,
+    },
+    /// List the scheduled jobs, or run one now.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsAction {
+    /// Every job with its schedule, next run and last run.
+    List,
+    /// Run a job now (weekly_digest or purge_old), recorded in the job ledger.
+    Run {
+        /// weekly_digest or purge_old
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +99,11 @@ pub fn main() -> ExitCode {
             Command::Migrate {
                 action: Some(MigrateAction::Status),
             } => migrate_status(config).await,
+            Command::Digest { dry_run, start_date } => digest(config, dry_run, start_date).await,
+            Command::Jobs { action: JobsAction::List } => jobs_list(config).await,
+            Command::Jobs {
+                action: JobsAction::Run { name },
+            } => jobs_run(config, &name, None).await,
         };
         match result {
             Ok(code) => code,
@@ -146,4 +176,131 @@ async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
         println!("{pending} pending; run `herald migrate` to apply");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn digest(
+    config: Config,
+    dry_run: bool,
+    start_date: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let week = match start_date.as_deref() {
+        None => None,
+        Some(raw) => match crate::jobs::digest::parse_date(raw) {
+            Some(date) => Some(date),
+            None => {
+                eprintln!("--start-date: expected YYYY-MM-DD, got '{raw}'");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    if !dry_run {
+        let scheduled_for = week.map(|w| {
+            crate::jobs::digest::day_start_ms(
+                w + chrono::Duration::days(7),
+                &config.digest_timezone,
+            )
+        });
+        return jobs_run(config, crate::jobs::WEEKLY_DIGEST, scheduled_for).await;
+    }
+    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let report = context
+        .run(crate::jobs::WEEKLY_DIGEST, context.now_ms(), week, true)
+        .await;
+    root.shutdown(std::time::Duration::from_secs(5)).await;
+    let report = report.map_err(anyhow::Error::msg)?;
+    let pretty: serde_json::Value = serde_json::from_str(&report)?;
+    println!("{}", serde_json::to_string_pretty(&pretty)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(config.database_url.expose()).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    println!(
+        "{:<14} {:<14} {:<10} {:<26} LAST RUN",
+        "JOB", "SCHEDULE", "TIMEZONE", "NEXT RUN (UTC)"
+    );
+    for spec in crate::startup::job_specs(&config)? {
+        let next = spec
+            .schedule
+            .next_after(now)
+            .map_or_else(|| "-".to_owned(), crate::jobs::digest::format_instant);
+        let last = crate::store::jobs::runs(&store, &spec.name, 1)
+            .await
+            .unwrap_or_default();
+        let last = last.first().map_or_else(
+            || "never".to_owned(),
+            |r| {
+                format!(
+                    "{} at {} {}",
+                    r.status,
+                    crate::jobs::digest::format_instant(r.started_at_ms),
+                    r.error.clone().unwrap_or_default()
+                )
+            },
+        );
+        println!(
+            "{:<14} {:<14} {:<10} {next:<26} {last}",
+            spec.name,
+            spec.schedule.expression(),
+            spec.schedule.timezone()
+        );
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a job through the occurrence ledger, exactly as the scheduler does.
+async fn jobs_run(
+    config: Config,
+    name: &str,
+    scheduled_for: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    use herald_actors::scheduler::{RunOutcome, SchedulerPort};
+    if ![crate::jobs::WEEKLY_DIGEST, crate::jobs::PURGE_OLD].contains(&name) {
+        eprintln!("no job named {name}; jobs: weekly_digest, purge_old");
+        return Ok(ExitCode::from(2));
+    }
+    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let port = crate::jobs::JobsPort {
+        context: context.clone(),
+    };
+    let now = context.now_ms();
+    let occurrence = scheduled_for.unwrap_or(now);
+    let lease = config.jobs.lease.as_millis() as i64;
+    let code = match port
+        .try_start(name, occurrence, now, lease)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.0))?
+    {
+        None => {
+            eprintln!("{name}: that occurrence already ran or is running");
+            ExitCode::from(3)
+        }
+        Some(run_id) => {
+            let outcome = match port.run(name, occurrence).await {
+                Ok(stats) => RunOutcome::Succeeded(stats),
+                Err(error) => RunOutcome::Failed(error),
+            };
+            port.finish(name, &run_id, &outcome, context.now_ms())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.0))?;
+            match outcome {
+                RunOutcome::Succeeded(stats) => {
+                    println!("{name} succeeded (run {run_id}): {stats}");
+                    ExitCode::SUCCESS
+                }
+                RunOutcome::Failed(error) => {
+                    eprintln!(
+                        "{name} failed (run {run_id}): {}",
+                        crate::redact::mask_emails_in(&error)
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    root.shutdown(std::time::Duration::from_secs(5)).await;
+    context.store.close().await;
+    Ok(code)
 }

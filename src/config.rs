@@ -174,6 +174,21 @@ pub struct ClientKey {
     pub tier: String,
 }
 
+/// The scheduler and the retention job.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// When `purge_old` runs (cron, in `DIGEST_TIMEZONE`).
+    pub purge_schedule: String,
+    /// `true`: run the latest missed occurrence at start; `false`: skip it.
+    pub catch_up: bool,
+    pub catch_up_horizon: Duration,
+    pub lease: Duration,
+    pub retention_send_log_days: u64,
+    pub retention_session_events_days: u64,
+    /// Never below 50 days.
+    pub retention_audit_log_days: u64,
+}
+
 /// The limiter's defaults and sizing.
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
@@ -216,6 +231,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub digest_schedule: String,
     pub digest_timezone: String,
+    pub jobs: JobsConfig,
     pub metrics_token: Option<Secret>,
     /// `Strict-Transport-Security` max-age; the header is sent only when set.
     pub hsts_max_age: Option<u64>,
@@ -572,6 +588,47 @@ impl Config {
             r.problems
                 .push("RATE_LIMIT_MAX_KEYS_PER_SHARD: must be at least 1".to_owned());
         }
+        let digest_schedule = r
+            .get("DIGEST_SCHEDULE")
+            .unwrap_or_else(|| "0 9 * * SUN".to_owned());
+        let digest_timezone = r.get("DIGEST_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
+        let jobs = JobsConfig {
+            purge_schedule: r
+                .get("PURGE_SCHEDULE")
+                .unwrap_or_else(|| "30 3 * * *".to_owned()),
+            catch_up: r.choice(
+                "MISSED_RUN_POLICY",
+                true,
+                &[("catch_up", true), ("skip", false)],
+            ),
+            catch_up_horizon: Duration::from_secs(
+                3600 * r.parse("CATCH_UP_HORIZON_HOURS", 192u64, "whole hours"),
+            ),
+            lease: Duration::from_secs(r.parse("JOB_LEASE_SECONDS", 300u64, "whole seconds")),
+            retention_send_log_days: r.parse("RETENTION_SEND_LOG_DAYS", 180u64, "whole days"),
+            retention_session_events_days: r.parse(
+                "RETENTION_SESSION_EVENTS_DAYS",
+                365u64,
+                "whole days",
+            ),
+            retention_audit_log_days: r.parse("RETENTION_AUDIT_LOG_DAYS", 400u64, "whole days"),
+        };
+        for (name, expression) in [
+            ("DIGEST_SCHEDULE", &digest_schedule),
+            ("PURGE_SCHEDULE", &jobs.purge_schedule),
+        ] {
+            if let Err(problem) =
+                herald_actors::scheduler::Schedule::parse(expression, &digest_timezone)
+            {
+                r.problems
+                    .push(format!("{name}/DIGEST_TIMEZONE: {problem}"));
+            }
+        }
+        if jobs.retention_audit_log_days < 50 {
+            r.problems.push(
+                "RETENTION_AUDIT_LOG_DAYS: the audit log is kept at least 50 days".to_owned(),
+            );
+        }
         let hsts_max_age = r.get("HSTS_MAX_AGE").and_then(|raw| match raw.parse() {
             Ok(v) => Some(v),
             Err(_) => {
@@ -617,10 +674,9 @@ impl Config {
             trusted_proxies,
             rate_limit_fail_mode,
             rate_limit,
-            digest_schedule: r
-                .get("DIGEST_SCHEDULE")
-                .unwrap_or_else(|| "0 9 * * SUN".to_owned()),
-            digest_timezone: r.get("DIGEST_TIMEZONE").unwrap_or_else(|| "UTC".to_owned()),
+            digest_schedule,
+            digest_timezone,
+            jobs,
             metrics_token: r.get("METRICS_TOKEN").map(Secret::new),
             hsts_max_age,
             request_timeout,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod email;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

@@ -164,3 +164,18 @@ pub fn email_outbox_depth(depth: u64) {
 pub fn email_provider_up(up: bool) {
     gauge!("email_provider_up").set(if up { 1.0 } else { 0.0 });
 }
+
+pub fn job_finished(job: &str, succeeded: bool, duration: Option<Duration>) {
+    let outcome = if succeeded { "succeeded" } else { "failed" };
+    counter!("job_runs_total", "job" => job.to_owned(), "outcome" => outcome).increment(1);
+    if let Some(duration) = duration {
+        histogram!("job_duration_seconds", "job" => job.to_owned()).record(duration.as_secs_f64());
+    }
+    if succeeded {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge!("job_last_success_timestamp_seconds", "job" => job.to_owned())
+            .set(now.as_secs_f64());
+    }
+}

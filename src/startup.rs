@@ -18,7 +18,13 @@ use tokio::task::JoinHandle;
 use std::time::Duration;
 
 use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
+use herald_actors::scheduler::{
+    JobSpec, MissedPolicy, Schedule, Scheduler, SchedulerClient, SchedulerConfig,
+};
 use herald_actors::throttle::{EmailThrottle, ThrottleRule, email_throttle};
+
+use crate::jobs::purge::Retention;
+use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
 
 use crate::config::{Config, FailMode};
 use crate::email::ports::{MetricsObserver, OutboxPort, StoreThrottlePort};
@@ -112,6 +118,7 @@ impl Application {
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),
             clock: clock.clone(),
+            digest_timezone: config.digest_timezone.clone(),
         };
         let dispatcher_spec = ChildSpec::actor(
             "email_dispatcher",
@@ -139,8 +146,50 @@ impl Application {
         .shutdown(config.shutdown_timeout + Duration::from_secs(1));
         let dispatcher = DispatcherClient::new(dispatcher_spec.slot());
 
-        let (root, root_join) =
-            spawn_root(vec![limiter_spec, throttle_spec, dispatcher_spec]).await?;
+        let jobs = JobContext {
+            store: store.clone(),
+            throttle: throttle.clone(),
+            clock: clock.clone(),
+            digest_timezone: config.digest_timezone.clone(),
+            digest_throttle: (
+                delivery.weekly_digest_limit,
+                delivery.weekly_digest_window.as_millis() as i64,
+            ),
+            retention: Retention {
+                send_log_days: config.jobs.retention_send_log_days,
+                session_events_days: config.jobs.retention_session_events_days,
+                audit_log_days: config.jobs.retention_audit_log_days,
+                throttle_window_ms: delivery
+                    .session_reports_window
+                    .max(delivery.weekly_digest_window)
+                    .as_millis() as i64,
+            },
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        };
+        let scheduler_spec = ChildSpec::actor(
+            "scheduler",
+            Scheduler {
+                port: Arc::new(JobsPort {
+                    context: jobs.clone(),
+                }),
+                clock: clock.clone(),
+                jobs: job_specs(&config)?,
+                config: SchedulerConfig {
+                    lease_ms: config.jobs.lease.as_millis() as i64,
+                    catch_up_horizon_ms: config.jobs.catch_up_horizon.as_millis() as i64,
+                },
+            },
+            || (),
+        );
+        let scheduler = SchedulerClient::new(scheduler_spec.slot(), Duration::from_secs(5));
+
+        let (root, root_join) = spawn_root(vec![
+            limiter_spec,
+            throttle_spec,
+            dispatcher_spec,
+            scheduler_spec,
+        ])
+        .await?;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_key_gauge(limiter.clone());
 
@@ -160,6 +209,8 @@ impl Application {
             throttle,
             dispatcher,
             signer: Arc::new(signer),
+            scheduler,
+            jobs,
             clock,
             started: Instant::now(),
         };
@@ -246,6 +297,30 @@ impl Application {
     }
 }
 
+/// The jobs registered in code, with their schedules from configuration.
+pub fn job_specs(config: &Config) -> anyhow::Result<Vec<JobSpec>> {
+    let missed = if config.jobs.catch_up {
+        MissedPolicy::CatchUp
+    } else {
+        MissedPolicy::Skip
+    };
+    let schedule = |expression: &str| {
+        Schedule::parse(expression, &config.digest_timezone).map_err(anyhow::Error::msg)
+    };
+    Ok(vec![
+        JobSpec {
+            name: WEEKLY_DIGEST.to_owned(),
+            schedule: schedule(&config.digest_schedule)?,
+            missed,
+        },
+        JobSpec {
+            name: PURGE_OLD.to_owned(),
+            schedule: schedule(&config.jobs.purge_schedule)?,
+            missed,
+        },
+    ])
+}
+
 /// Publishes the number of tracked rate-limit clients every few seconds.
 fn spawn_key_gauge(limiter: LimiterClient) {
     tokio::spawn(async move {
@@ -288,4 +363,69 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// What the CLI needs to run jobs without serving: the store, the throttle actors the
+/// digest sends through, and the job bodies. The running service's dispatcher sends what
+/// these queue.
+pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, SupervisorRef)> {
+    let store = Store::connect(config.database_url.expose())
+        .await
+        .context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let delivery = &config.email.delivery;
+    let writes = crate::store::group_commit::GroupCommit::spawn(store.clone());
+    let (throttle_spec, throttle) = email_throttle(
+        EmailThrottle {
+            port: Arc::new(StoreThrottlePort {
+                store: store.clone(),
+                writes,
+            }),
+            clock: clock.clone(),
+            session_reports: ThrottleRule {
+                limit: delivery.session_reports_limit,
+                window_ms: delivery.session_reports_window.as_millis() as i64,
+            },
+            weekly_digest: ThrottleRule {
+                limit: delivery.weekly_digest_limit,
+                window_ms: delivery.weekly_digest_window.as_millis() as i64,
+            },
+        },
+        1,
+        Duration::from_secs(30),
+        None,
+    );
+    let (root, _join) = Supervisor::spawn(
+        "cli",
+        SupervisorSpec::one_for_one(vec![throttle_spec]),
+        None,
+    )
+    .await
+    .context("starting the email throttle")?;
+    let context = JobContext {
+        store,
+        throttle,
+        clock,
+        digest_timezone: config.digest_timezone.clone(),
+        digest_throttle: (
+            delivery.weekly_digest_limit,
+            delivery.weekly_digest_window.as_millis() as i64,
+        ),
+        retention: Retention {
+            send_log_days: config.jobs.retention_send_log_days,
+            session_events_days: config.jobs.retention_session_events_days,
+            audit_log_days: config.jobs.retention_audit_log_days,
+            throttle_window_ms: delivery
+                .session_reports_window
+                .max(delivery.weekly_digest_window)
+                .as_millis() as i64,
+        },
+        owner: format!(
+            "cli-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    Ok((context, root))
 }

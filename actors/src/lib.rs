@@ -9,4 +9,5 @@ pub mod dispatcher;
 pub mod email;
 pub mod limiter;
 pub mod port;
+pub mod scheduler;
 pub mod throttle;

@@ -120,6 +120,8 @@ pub struct OutboxPort {
     pub from: String,
     pub api_base_url: String,
     pub clock: SharedClock,
+    /// The zone digest weeks are counted in.
+    pub digest_timezone: String,
 }
 
 impl OutboxPort {

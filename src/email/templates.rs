@@ -99,3 +99,65 @@ mod tests {
         );
     }
 }
+
+/// The weekly digest of one recipient.
+pub fn weekly_digest(
+    week: &crate::jobs::digest::RecipientWeek,
+    week_start: &str,
+    unsubscribe_url: &str,
+) -> Rendered {
+    let plural = if week.sessions == 1 { "" } else { "s" };
+    let subject = format!(
+        "Weekly learning digest: {} session{plural} (week of {week_start})",
+        week.sessions
+    );
+    let mut highlights = vec![
+        format!(
+            "{} session{plural} completed, {} in total",
+            week.sessions,
+            minutes(week.total_seconds)
+        ),
+        format!("Longest session: {}", minutes(week.longest_seconds)),
+    ];
+    if week.answers_total > 0 {
+        highlights.push(format!(
+            "Answers correct: {} of {}",
+            week.answers_correct, week.answers_total
+        ));
+    }
+    if !week.top_subjects.is_empty() {
+        highlights.push(format!("Most practised: {}", week.top_subjects.join(", ")));
+    }
+    let kinds: Vec<String> = week
+        .events_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    if !kinds.is_empty() {
+        highlights.push(format!("Activity: {}", kinds.join(", ")));
+    }
+    let mut text = format!("Here is the week starting {week_start}.\n\n");
+    for line in &highlights {
+        text.push_str(&format!("- {line}\n"));
+    }
+    text.push_str(&format!(
+        "\nTo stop weekly digests, open: {unsubscribe_url}\n"
+    ));
+    let items: String = highlights
+        .iter()
+        .map(|h| format!("<li>{}</li>", escape(h)))
+        .collect();
+    let html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;color:#222\"><h1 style=\"font-size:20px\">{title}</h1>\
+         <ul>{items}</ul>\
+         <p style=\"font-size:12px;color:#666\"><a href=\"{url}\">Unsubscribe from weekly digests</a></p></body></html>",
+        title = escape(&subject),
+        url = escape(unsubscribe_url),
+    );
+    Rendered {
+        subject,
+        text,
+        html,
+    }
+}

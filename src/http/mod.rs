@@ -35,6 +35,9 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
             get(routes::email_admin::throttle_state).delete(routes::email_admin::throttle_reset),
         )
         .route("/admin/email/logs", get(routes::email_admin::email_logs))
+        .route("/admin/jobs", get(routes::jobs::list))
+        .route("/admin/jobs/{name}/run", post(routes::jobs::run))
+        .route("/admin/jobs/{name}/runs", get(routes::jobs::runs))
         .route(
             "/api/v1/ops/rate_limits",
             get(routes::rate_limits::list).put(routes::rate_limits::update),

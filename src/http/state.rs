@@ -29,6 +29,9 @@ pub struct AppState {
     pub policies: Arc<Policies>,
     pub throttle: ThrottleClient,
     pub dispatcher: DispatcherClient,
+    pub scheduler: herald_actors::scheduler::SchedulerClient,
+    /// The job bodies, for manual and dry runs.
+    pub jobs: crate::jobs::JobContext,
     /// Signs and verifies unsubscribe tokens.
     pub signer: Arc<crate::email::Signer>,
     /// Time for rules that depend on it; a manual clock in tests.

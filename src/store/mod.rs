@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod dialect;
 pub mod group_commit;
+pub mod jobs;
 mod migrations;
 pub mod outbox;
 pub mod policies;

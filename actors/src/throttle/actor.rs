@@ -128,7 +128,7 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             self.port.record(&request, &Verdict::Duplicate, now).await?;
             return Ok(Admission::Duplicate);
         }
-        if !lookup.enabled {
+        if request.check_preference && !lookup.enabled {
             self.port
                 .record(&request, &Verdict::Suppressed, now)
                 .await?;

@@ -23,6 +23,9 @@ pub struct SendRequest {
     pub idempotency_key: String,
     pub session_id: Option<String>,
     pub week_start: Option<String>,
+    /// Whether an unsubscribed recipient is suppressed now. Batch jobs leave it to the
+    /// dispatcher, which checks again at send time anyway.
+    pub check_preference: bool,
 }
 
 /// What the ledger and preferences say about a request before the window is checked.

@@ -40,7 +40,7 @@ pub struct Health {
     pub db_latency_ms: Option<f64>,
     /// The configured email provider.
     pub email: &'static str,
-    /// The digest scheduler; `not_configured` until a scheduler is supervised.
+    /// The job scheduler: `ok` or `down`.
     pub scheduler: &'static str,
     /// `ok`, or `degraded` when a supervised actor is not running.
     pub actors: &'static str,
@@ -120,7 +120,11 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         db: if db_ok { "ok" } else { "error" },
         db_latency_ms: checks.db_latency.map(|d| d.as_secs_f64() * 1000.0),
         email: state.config.email.provider.as_str(),
-        scheduler: "not_configured",
+        scheduler: if state.scheduler.is_running() {
+            "ok"
+        } else {
+            "down"
+        },
         actors: if actors_ok { "ok" } else { "degraded" },
         uptime_seconds: state.started.elapsed().as_secs(),
         version: env!("CARGO_PKG_VERSION"),

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod email_admin;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod rate_limits;
 pub mod reports;

@@ -248,6 +248,7 @@ async fn report_email(
         email_type: EmailType::SessionReport,
         session_id: Some(session_id.to_owned()),
         week_start: None,
+        check_preference: true,
     };
     let admission = state
         .throttle

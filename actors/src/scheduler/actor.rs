@@ -1,0 +1,314 @@
+//! The scheduler actor: sleeps until each job's next occurrence (a timer, not a polling
+//! loop), starts it through the occurrence ledger so it runs once across processes, runs
+//! it in its own task with a lease heartbeat, and records the outcome. A job that fails or
+//! panics is recorded as failed and the schedule goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::calendar::{MissedPolicy, Schedule, catch_up};
+use super::port::{RunOutcome, SchedulerPort};
+use crate::clock::SharedClock;
+use crate::port::PortError;
+
+/// A job registered in code.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub schedule: Schedule,
+    pub missed: MissedPolicy,
+}
+
+/// What `/admin/jobs` shows of a job.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_run_ms: Option<i64>,
+    /// The run in progress in this process, if any.
+    pub running: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("no job named {0}")]
+    UnknownJob(String),
+    #[error("{0} is already running")]
+    AlreadyRunning(String),
+    #[error("that occurrence already ran")]
+    AlreadyRan,
+    #[error("{0}")]
+    Port(String),
+}
+
+pub enum SchedulerMsg {
+    /// The timer of `job` went off for the occurrence `scheduled_for`.
+    Fire {
+        job: usize,
+        scheduled_for: i64,
+    },
+    /// Re-evaluates due occurrences now (after the clock jumped, in tests and drills).
+    Wake,
+    /// Runs a job now, as an occurrence of its own (at `scheduled_for`, or now); replies
+    /// with the run id.
+    RunNow(String, Option<i64>, RpcReplyPort<Result<String, RunError>>),
+    Finished {
+        job: usize,
+    },
+    List(RpcReplyPort<Vec<JobStatus>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub lease_ms: i64,
+    /// Missed occurrences older than this are not caught up.
+    pub catch_up_horizon_ms: i64,
+}
+
+pub struct Scheduler<P> {
+    pub port: Arc<P>,
+    pub clock: SharedClock,
+    pub jobs: Vec<JobSpec>,
+    pub config: SchedulerConfig,
+}
+
+impl<P> Clone for Scheduler<P> {
+    fn clone(&self) -> Self {
+        Self {
+            port: self.port.clone(),
+            clock: self.clock.clone(),
+            jobs: self.jobs.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+struct JobState {
+    next: Option<i64>,
+    timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
+    running: Option<String>,
+    /// The latest occurrence this process started or saw in the ledger.
+    last_scheduled: Option<i64>,
+}
+
+pub struct SchedulerState {
+    jobs: Vec<JobState>,
+}
+
+impl<P: SchedulerPort> Scheduler<P> {
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Arms the timer for the job's next occurrence after `after`.
+    fn arm(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        after: i64,
+    ) {
+        let entry = &mut state.jobs[job];
+        if let Some(timer) = entry.timer.take() {
+            timer.abort();
+        }
+        entry.next = self.jobs[job].schedule.next_after(after);
+        if let Some(next) = entry.next {
+            let delay = Duration::from_millis(u64::try_from(next - self.now()).unwrap_or(0));
+            entry.timer = Some(myself.send_after(delay, move || SchedulerMsg::Fire {
+                job,
+                scheduled_for: next,
+            }));
+        }
+    }
+
+    /// Starts the occurrence through the ledger and runs it in its own task.
+    async fn start(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        scheduled_for: i64,
+    ) -> Result<String, RunError> {
+        let name = self.jobs[job].name.clone();
+        if state.jobs[job].running.is_some() {
+            return Err(RunError::AlreadyRunning(name));
+        }
+        let now = self.now();
+        let run_id = self
+            .port
+            .try_start(&name, scheduled_for, now, self.config.lease_ms)
+            .await
+            .map_err(|e: PortError| RunError::Port(e.0))?
+            .ok_or(RunError::AlreadyRan)?;
+        let entry = &mut state.jobs[job];
+        entry.running = Some(run_id.clone());
+        entry.last_scheduled = Some(
+            entry
+                .last_scheduled
+                .map_or(scheduled_for, |l| l.max(scheduled_for)),
+        );
+        tracing::info!(job = %name, run_id = %run_id, scheduled_for, "job started");
+
+        let (port, clock, lease_ms, myself, id) = (
+            self.port.clone(),
+            self.clock.clone(),
+            self.config.lease_ms,
+            myself.clone(),
+            run_id.clone(),
+        );
+        tokio::spawn(async move {
+            let heartbeat = {
+                let (port, clock, id) = (port.clone(), clock.clone(), id.clone());
+                tokio::spawn(async move {
+                    let every =
+                        Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000).max(10));
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let until = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX) + lease_ms;
+                        let _ = port.renew(&id, until).await;
+                    }
+                })
+            };
+            // A panicking job is caught here, so it is recorded like any other failure.
+            let body = {
+                let (port, name) = (port.clone(), name.clone());
+                tokio::spawn(async move { port.run(&name, scheduled_for).await })
+            };
+            let outcome = match body.await {
+                Ok(Ok(stats)) => RunOutcome::Succeeded(stats),
+                Ok(Err(error)) => RunOutcome::Failed(error),
+                Err(join) => RunOutcome::Failed(format!("the job panicked: {join}")),
+            };
+            heartbeat.abort();
+            let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+            if let Err(err) = port.finish(&name, &id, &outcome, now).await {
+                tracing::error!(job = %name, error = %err, "could not record the end of a job run");
+            }
+            let _ = myself.send_message(SchedulerMsg::Finished { job });
+        });
+        Ok(run_id)
+    }
+
+    /// Runs the latest due occurrence of each job that has not run (at start, and on Wake).
+    async fn catch_up_all(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+        let now = self.now();
+        for job in 0..self.jobs.len() {
+            let spec = &self.jobs[job];
+            let last = match self.port.last_scheduled(&spec.name).await {
+                Ok(last) => last.max(state.jobs[job].last_scheduled),
+                Err(err) => {
+                    tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger");
+                    continue;
+                }
+            };
+            state.jobs[job].last_scheduled = last;
+            if let Some(occurrence) = catch_up(
+                &spec.schedule,
+                now,
+                last,
+                spec.missed,
+                self.config.catch_up_horizon_ms,
+            ) {
+                match self.start(myself, state, job, occurrence).await {
+                    Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::AlreadyRunning(_)) => {}
+                    Err(err) => {
+                        tracing::error!(job = %spec.name, error = %err, "could not start a missed run")
+                    }
+                }
+            }
+            self.arm(myself, state, job, now);
+        }
+    }
+}
+
+impl<P: SchedulerPort> Actor for Scheduler<P> {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        _: (),
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        let _ = myself.send_message(SchedulerMsg::Wake);
+        Ok(SchedulerState {
+            jobs: self
+                .jobs
+                .iter()
+                .map(|_| JobState {
+                    next: None,
+                    timer: None,
+                    running: None,
+                    last_scheduled: None,
+                })
+                .collect(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        for job in &mut state.jobs {
+            if let Some(timer) = job.timer.take() {
+                timer.abort();
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        message: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SchedulerMsg::Fire { job, scheduled_for } => {
+                if self.now() < scheduled_for {
+                    // Woken early (timers are coarse): sleep again until it is due.
+                    self.arm(&myself, state, job, scheduled_for - 1);
+                    return Ok(());
+                }
+                if let Err(err) = self.start(&myself, state, job, scheduled_for).await {
+                    tracing::warn!(job = %self.jobs[job].name, error = %err, "occurrence not started");
+                }
+                self.arm(&myself, state, job, scheduled_for);
+            }
+            SchedulerMsg::Wake => self.catch_up_all(&myself, state).await,
+            SchedulerMsg::RunNow(name, scheduled_for, reply) => {
+                let result = match self.jobs.iter().position(|j| j.name == name) {
+                    None => Err(RunError::UnknownJob(name)),
+                    Some(job) => {
+                        let at = scheduled_for.unwrap_or_else(|| self.now());
+                        self.start(&myself, state, job, at).await
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::Finished { job } => state.jobs[job].running = None,
+            SchedulerMsg::List(reply) => {
+                let list = self
+                    .jobs
+                    .iter()
+                    .zip(&state.jobs)
+                    .map(|(spec, job)| JobStatus {
+                        name: spec.name.clone(),
+                        schedule: spec.schedule.expression().to_owned(),
+                        timezone: spec.schedule.timezone().to_owned(),
+                        next_run_ms: job.next,
+                        running: job.running.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+        }
+        Ok(())
+    }
+}

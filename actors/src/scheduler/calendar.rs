@@ -1,0 +1,203 @@
+//! When jobs run: cron expressions evaluated in a time zone, and which missed occurrence to
+//! catch up after downtime. Pure: instants are passed in as epoch milliseconds.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// A parsed schedule: a cron expression and the zone its wall-clock times are in.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    tz: Tz,
+    expression: String,
+}
+
+impl Schedule {
+    pub fn parse(expression: &str, timezone: &str) -> Result<Self, String> {
+        let cron = Cron::from_str(expression)
+            .map_err(|e| format!("'{expression}' is not a cron expression: {e}"))?;
+        let tz = Tz::from_str(timezone).map_err(|_| {
+            format!("'{timezone}' is not a time zone name (e.g. UTC, Europe/Berlin)")
+        })?;
+        Ok(Self {
+            cron,
+            tz,
+            expression: expression.to_owned(),
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn timezone(&self) -> &str {
+        self.tz.name()
+    }
+
+    fn local(&self, ms: i64) -> Option<DateTime<Tz>> {
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.with_timezone(&self.tz))
+    }
+
+    /// The first occurrence strictly after `after_ms`.
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        let start = self.local(after_ms)?;
+        self.cron
+            .find_next_occurrence(&start, false)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    /// The latest occurrence at or before `at_ms`.
+    pub fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
+        let start = self.local(at_ms)?;
+        self.cron
+            .find_previous_occurrence(&start, true)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+/// What to do with occurrences missed while herald was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissedPolicy {
+    /// Run the latest missed occurrence once.
+    CatchUp,
+    /// Wait for the next one.
+    Skip,
+}
+
+/// The occurrence to run at start, if any: the latest one at or before `now`, when it has
+/// not run yet (`last_scheduled` is the latest occurrence in the ledger), is within
+/// `horizon_ms`, and the policy says to catch up. Never more than one.
+pub fn catch_up(
+    schedule: &Schedule,
+    now_ms: i64,
+    last_scheduled: Option<i64>,
+    policy: MissedPolicy,
+    horizon_ms: i64,
+) -> Option<i64> {
+    if policy == MissedPolicy::Skip {
+        return None;
+    }
+    let latest = schedule.latest_at_or_before(now_ms)?;
+    let already = last_scheduled.is_some_and(|last| last >= latest);
+    (!already && now_ms - latest <= horizon_ms).then_some(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(rfc3339: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    fn utc(ms: i64) -> String {
+        Utc.timestamp_millis_opt(ms).unwrap().to_rfc3339()
+    }
+
+    #[test]
+    fn sunday_nine_in_utc() {
+        let schedule = Schedule::parse("0 9 * * SUN", "UTC").unwrap();
+        // 2026-11-21 is a Saturday.
+        let next = schedule.next_after(ms("2026-11-21T12:00:00Z")).unwrap();
+        assert_eq!(utc(next), "2026-11-22T09:00:00+00:00");
+        assert_eq!(
+            utc(schedule.next_after(next).unwrap()),
+            "2026-11-29T09:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn next_occurrences_follow_local_time_across_daylight_saving() {
+        let schedule = Schedule::parse("0 9 * * SUN", "Europe/Berlin").unwrap();
+        // Summer time starts on Sunday 2026-03-29 at 02:00 local.
+        let before = schedule.next_after(ms("2026-03-20T00:00:00Z")).unwrap();
+        assert_eq!(utc(before), "2026-03-22T08:00:00+00:00", "09:00 CET");
+        let after = schedule.next_after(before).unwrap();
+        assert_eq!(
+            utc(after),
+            "2026-03-29T07:00:00+00:00",
+            "09:00 CEST, one week of 167 hours"
+        );
+        // And back in autumn: 2026-10-25.
+        let autumn = schedule.next_after(ms("2026-10-20T00:00:00Z")).unwrap();
+        assert_eq!(utc(autumn), "2026-10-25T08:00:00+00:00", "09:00 CET again");
+    }
+
+    #[test]
+    fn a_time_that_does_not_exist_on_the_spring_forward_day_is_not_run_twice() {
+        let schedule = Schedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
+        let mut at = ms("2026-03-27T12:00:00Z");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            at = schedule.next_after(at).unwrap();
+            seen.push(utc(at));
+        }
+        let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(unique.len(), 4, "{seen:?}");
+    }
+
+    #[test]
+    fn after_three_missed_weeks_exactly_the_latest_occurrence_is_caught_up() {
+        let schedule = Schedule::parse("0 9 * * SUN", "UTC").unwrap();
+        let last_run = ms("2026-11-01T09:00:00Z");
+        let now = ms("2026-11-24T10:00:00Z");
+        let horizon = 8 * 86_400_000;
+        assert_eq!(
+            catch_up(
+                &schedule,
+                now,
+                Some(last_run),
+                MissedPolicy::CatchUp,
+                horizon
+            )
+            .map(utc)
+            .as_deref(),
+            Some("2026-11-22T09:00:00+00:00")
+        );
+        let caught = ms("2026-11-22T09:00:00Z");
+        assert_eq!(
+            catch_up(&schedule, now, Some(caught), MissedPolicy::CatchUp, horizon),
+            None,
+            "once"
+        );
+        assert_eq!(
+            catch_up(&schedule, now, Some(last_run), MissedPolicy::Skip, horizon),
+            None
+        );
+        let long_after = ms("2026-12-05T10:00:00Z");
+        assert_eq!(
+            catch_up(
+                &schedule,
+                long_after,
+                Some(last_run),
+                MissedPolicy::CatchUp,
+                3_600_000
+            ),
+            None,
+            "beyond the horizon"
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_are_refused_with_a_reason() {
+        assert!(
+            Schedule::parse("every sunday", "UTC")
+                .unwrap_err()
+                .contains("cron")
+        );
+        assert!(
+            Schedule::parse("0 9 * * SUN", "Mars/Olympus")
+                .unwrap_err()
+                .contains("time zone")
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The scheduler: job calendars, the actor that runs each occurrence once, its port to the
+//! occurrence ledger and the job bodies, and the client HTTP code uses.
+
+pub mod actor;
+pub mod calendar;
+pub mod client;
+pub mod port;
+
+pub use actor::{JobSpec, JobStatus, RunError, Scheduler, SchedulerConfig, SchedulerMsg};
+pub use calendar::{MissedPolicy, Schedule, catch_up};
+pub use client::SchedulerClient;
+pub use port::{RunOutcome, SchedulerPort};

@@ -1,0 +1,51 @@
+//! The scheduler's side effects: the occurrence ledger (`job_runs`) and the job bodies,
+//! implemented by the service.
+
+use std::future::Future;
+
+use crate::port::PortError;
+
+/// How a run ended, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// With the job's statistics as JSON.
+    Succeeded(String),
+    Failed(String),
+}
+
+pub trait SchedulerPort: Send + Sync + 'static {
+    /// Starts the occurrence `(job, scheduled_for)` unless it already ran or is running
+    /// under a live lease; returns the new run's id. A run whose lease expired (its process
+    /// died) is taken over.
+    fn try_start(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    /// Extends a running run's lease.
+    fn renew(
+        &self,
+        run_id: &str,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn finish(
+        &self,
+        job: &str,
+        run_id: &str,
+        outcome: &RunOutcome,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The latest occurrence of `job` in the ledger, whatever its status.
+    fn last_scheduled(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Option<i64>, PortError>> + Send;
+    /// The job's body for one occurrence; returns its statistics as JSON.
+    fn run(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}

@@ -1,0 +1,221 @@
+//! `/admin/jobs`: see the scheduled jobs, run one now (or dry), read its history.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use herald_actors::scheduler::RunError;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::extract::OptionalJson;
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::jobs::{WEEKLY_DIGEST, digest};
+use crate::store::jobs::{self, JobRun};
+
+fn instant(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LastRun {
+    pub run_id: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub stats: Option<serde_json::Value>,
+}
+
+impl From<JobRun> for LastRun {
+    fn from(run: JobRun) -> Self {
+        Self {
+            duration_ms: run.finished_at_ms.map(|f| f - run.started_at_ms),
+            run_id: run.id,
+            scheduled_for: instant(run.scheduled_for_ms),
+            status: run.status,
+            started_at: instant(run.started_at_ms),
+            finished_at: run.finished_at_ms.map(instant),
+            error: run.error,
+            stats: run.stats.and_then(|s| serde_json::from_str(&s).ok()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub next_run: Option<DateTime<Utc>>,
+    pub running_now: bool,
+    pub last_run: Option<LastRun>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Unavailable {
+        message: "The scheduler is restarting; please retry.".to_owned(),
+        retry_after_seconds: 1,
+    }
+}
+
+#[utoipa::path(get, path = "/admin/jobs", tag = "jobs", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every job: schedule, next run, last run", body = JobList),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The scheduler is restarting", body = crate::http::openapi::ErrorBody)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
+    let statuses = state.scheduler.list().await.ok_or_else(unavailable)?;
+    let mut views = Vec::with_capacity(statuses.len());
+    for status in statuses {
+        let last = jobs::runs(&state.store, &status.name, 1)
+            .await?
+            .into_iter()
+            .next();
+        views.push(JobView {
+            running_now: status.running.is_some()
+                || last.as_ref().is_some_and(|r| r.status == "running"),
+            name: status.name,
+            schedule: status.schedule,
+            timezone: status.timezone,
+            next_run: status.next_run_ms.map(instant),
+            last_run: last.map(LastRun::from),
+        });
+    }
+    Ok(Json(JobList { jobs: views }))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Report what would happen; write and send nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The digest's week (YYYY-MM-DD); default: the seven days before today.
+    pub start_date: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunStarted {
+    pub job: String,
+    pub run_id: String,
+    pub status: &'static str,
+}
+
+#[utoipa::path(post, path = "/admin/jobs/{name}/run", tag = "jobs", security(("api_key" = [])),
+    params(("name" = String, Path, description = "weekly_digest or purge_old")),
+    request_body(content = RunRequest, description = "Optional"),
+    responses(
+        (status = 202, description = "Started; follow it in /admin/jobs/{name}/runs", body = RunStarted),
+        (status = 200, description = "A dry run's report (nothing written, nothing sent)", body = crate::jobs::digest::DigestReport),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::openapi::ErrorBody),
+        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "Bad start_date, or a dry run of a job that has none", body = crate::http::openapi::ErrorBody)))]
+pub async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    OptionalJson(request): OptionalJson<RunRequest>,
+) -> Result<Response, ApiError> {
+    let known = [WEEKLY_DIGEST, crate::jobs::PURGE_OLD];
+    if !known.contains(&name.as_str()) {
+        return Err(ApiError::not_found(
+            "JOB_NOT_FOUND",
+            format!("No job named {name}."),
+        ));
+    }
+    let week = match request.start_date.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            digest::parse_date(raw)
+                .ok_or_else(|| validate::invalid("start_date", "start_date must be YYYY-MM-DD"))?,
+        ),
+    };
+    if request.dry_run {
+        if name != WEEKLY_DIGEST {
+            return Err(validate::invalid(
+                "dry_run",
+                format!("{name} has no dry run"),
+            ));
+        }
+        let now = state.jobs.now_ms();
+        let report = state
+            .jobs
+            .run(&name, now, week, true)
+            .await
+            .map_err(ApiError::Internal)?;
+        let body: serde_json::Value = serde_json::from_str(&report).map_err(ApiError::internal)?;
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    // A chosen week runs as the occurrence whose digest covers it.
+    let scheduled_for = week
+        .map(|w| digest::day_start_ms(w + chrono::Duration::days(7), &state.jobs.digest_timezone));
+    match state
+        .scheduler
+        .run_now(&name, scheduled_for)
+        .await
+        .ok_or_else(unavailable)?
+    {
+        Ok(run_id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(RunStarted {
+                job: name,
+                run_id,
+                status: "running",
+            }),
+        )
+            .into_response()),
+        Err(RunError::AlreadyRunning(_)) => Err(ApiError::Conflict {
+            code: "JOB_RUNNING",
+            message: format!("{name} is running; wait for it to finish."),
+        }),
+        Err(RunError::AlreadyRan) => Err(ApiError::Conflict {
+            code: "ALREADY_RAN",
+            message: "That occurrence already ran; see its runs.".to_owned(),
+        }),
+        Err(RunError::UnknownJob(job)) => Err(ApiError::not_found(
+            "JOB_NOT_FOUND",
+            format!("No job named {job}."),
+        )),
+        Err(RunError::Port(detail)) => Err(ApiError::Internal(detail)),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunHistory {
+    pub job: String,
+    pub runs: Vec<LastRun>,
+}
+
+#[utoipa::path(get, path = "/admin/jobs/{name}/runs", tag = "jobs", security(("api_key" = [])),
+    params(("name" = String, Path, description = "weekly_digest or purge_old")),
+    responses(
+        (status = 200, description = "The job's runs, newest occurrence first (at most 100)", body = RunHistory),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::openapi::ErrorBody)))]
+pub async fn runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<RunHistory>, ApiError> {
+    if ![WEEKLY_DIGEST, crate::jobs::PURGE_OLD].contains(&name.as_str()) {
+        return Err(ApiError::not_found(
+            "JOB_NOT_FOUND",
+            format!("No job named {name}."),
+        ));
+    }
+    let runs = jobs::runs(&state.store, &name, 100).await?;
+    Ok(Json(RunHistory {
+        job: name,
+        runs: runs.into_iter().map(LastRun::from).collect(),
+    }))
+}

@@ -1,0 +1,170 @@
+//! Scheduled jobs: the weekly digest and retention. [`JobsPort`] is the scheduler actor's
+//! way to the occurrence ledger and to these bodies; the admin API and the CLI call the same
+//! bodies.
+
+pub mod digest;
+pub mod purge;
+
+use std::time::Instant;
+
+use herald_actors::clock::SharedClock;
+use herald_actors::port::PortError;
+use herald_actors::scheduler::{RunOutcome, SchedulerPort};
+use herald_actors::throttle::ThrottleClient;
+
+use crate::store::{Store, jobs};
+
+pub const WEEKLY_DIGEST: &str = "weekly_digest";
+pub const PURGE_OLD: &str = "purge_old";
+
+/// Everything the job bodies need.
+#[derive(Clone)]
+pub struct JobContext {
+    pub store: Store,
+    pub throttle: ThrottleClient,
+    pub clock: SharedClock,
+    pub digest_timezone: String,
+    pub digest_throttle: (u32, i64),
+    pub retention: purge::Retention,
+    /// Names this process in the ledger's `owner` column.
+    pub owner: String,
+}
+
+impl JobContext {
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Runs `job` for the occurrence at `scheduled_for`; `week_start` overrides the digest's
+    /// week. Returns the statistics as JSON.
+    pub async fn run(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+        week_start: Option<chrono::NaiveDate>,
+        dry_run: bool,
+    ) -> Result<String, String> {
+        match job {
+            WEEKLY_DIGEST => {
+                let report = digest::run(digest::DigestRun {
+                    store: &self.store,
+                    throttle: Some(&self.throttle),
+                    week_start: week_start.unwrap_or_else(|| {
+                        digest::week_before(scheduled_for, &self.digest_timezone)
+                    }),
+                    timezone: &self.digest_timezone,
+                    dry_run,
+                    now_ms: self.now_ms(),
+                    throttle_rule: self.digest_throttle,
+                })
+                .await?;
+                serde_json::to_string(&report).map_err(|e| e.to_string())
+            }
+            PURGE_OLD => {
+                if dry_run {
+                    return Err("purge_old has no dry run".to_owned());
+                }
+                let report = purge::run(&self.store, &self.retention, self.now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                serde_json::to_string(&report).map_err(|e| e.to_string())
+            }
+            other => Err(format!("no job named {other}")),
+        }
+    }
+}
+
+/// The scheduler's port.
+pub struct JobsPort {
+    pub context: JobContext,
+}
+
+fn port_error(err: impl std::fmt::Display) -> PortError {
+    PortError::new(err)
+}
+
+impl SchedulerPort for JobsPort {
+    async fn try_start(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<String>, PortError> {
+        jobs::try_start(
+            &self.context.store,
+            job,
+            scheduled_for,
+            now_ms,
+            lease_ms,
+            &self.context.owner,
+        )
+        .await
+        .map_err(port_error)
+    }
+
+    async fn renew(&self, run_id: &str, until_ms: i64) -> Result<(), PortError> {
+        jobs::renew(&self.context.store, run_id, until_ms)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn finish(
+        &self,
+        job: &str,
+        run_id: &str,
+        outcome: &RunOutcome,
+        now_ms: i64,
+    ) -> Result<(), PortError> {
+        let (succeeded, detail) = match outcome {
+            RunOutcome::Succeeded(stats) => (true, stats.as_str()),
+            RunOutcome::Failed(error) => (false, error.as_str()),
+        };
+        let started = jobs::runs(&self.context.store, job, 50)
+            .await
+            .ok()
+            .and_then(|runs| runs.into_iter().find(|r| r.id == run_id))
+            .map(|r| r.started_at_ms);
+        let duration = started
+            .map(|s| std::time::Duration::from_millis(u64::try_from(now_ms - s).unwrap_or(0)));
+        crate::metrics::job_finished(job, succeeded, duration);
+        if succeeded {
+            tracing::info!(job, run_id, stats = detail, "job succeeded");
+        } else {
+            let detail = crate::redact::mask_emails_in(detail);
+            tracing::error!(job, run_id, error = %detail, "job failed");
+            sentry::with_scope(
+                |scope| {
+                    scope.set_tag("job", job);
+                    scope.set_tag("run_id", run_id);
+                },
+                || {
+                    sentry::capture_message(
+                        &format!("job {job} failed: {detail}"),
+                        sentry::Level::Error,
+                    )
+                },
+            );
+        }
+        jobs::finish(&self.context.store, run_id, succeeded, detail, now_ms)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn last_scheduled(&self, job: &str) -> Result<Option<i64>, PortError> {
+        jobs::last_scheduled(&self.context.store, job)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn run(&self, job: &str, scheduled_for: i64) -> Result<String, String> {
+        let started = Instant::now();
+        let result = self.context.run(job, scheduled_for, None, false).await;
+        tracing::debug!(
+            job,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "job body finished"
+        );
+        result
+    }
+}

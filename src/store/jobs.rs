@@ -1,0 +1,123 @@
+//! The occurrence ledger (`job_runs`): one row per (job, scheduled_for), so an occurrence
+//! runs once however often and from however many processes it is triggered.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JobRun {
+    pub id: String,
+    pub job: String,
+    pub scheduled_for_ms: i64,
+    /// running, succeeded or failed.
+    pub status: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// The job's statistics (JSON text).
+    pub stats: Option<String>,
+    /// Until when a `running` row is vouched for by a live process.
+    pub lease_until_ms: Option<i64>,
+}
+
+/// Starts the occurrence unless it exists; takes over a `running` row whose lease expired.
+pub async fn try_start(
+    store: &Store,
+    job: &str,
+    scheduled_for: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    owner: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) \
+         VALUES ($1, $2, $3, 'running', $4, $5, $6) \
+         ON CONFLICT (job, scheduled_for) DO UPDATE SET id = excluded.id, started_at = excluded.started_at, \
+           lease_until = excluded.lease_until, owner = excluded.owner, error = NULL \
+         WHERE job_runs.status = 'running' AND job_runs.lease_until < $4 \
+         RETURNING id",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(job)
+    .bind(scheduled_for)
+    .bind(now_ms)
+    .bind(now_ms + lease_ms)
+    .bind(owner)
+    .fetch_optional(store.writer())
+    .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+pub async fn renew(store: &Store, run_id: &str, until_ms: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE job_runs SET lease_until = $2 WHERE id = $1 AND status = 'running'")
+        .bind(run_id)
+        .bind(until_ms)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+pub async fn finish(
+    store: &Store,
+    run_id: &str,
+    succeeded: bool,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let (status, error, stats) = if succeeded {
+        ("succeeded", None, Some(detail))
+    } else {
+        ("failed", Some(detail), None)
+    };
+    sqlx::query(
+        "UPDATE job_runs SET status = $2, finished_at = $3, error = $4, stats = $5, lease_until = NULL WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(status)
+    .bind(now_ms)
+    .bind(error)
+    .bind(stats)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+pub async fn last_scheduled(store: &Store, job: &str) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT MAX(scheduled_for) FROM job_runs WHERE job = $1")
+        .bind(job)
+        .fetch_one(store.reader())
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
+    Ok(JobRun {
+        id: row.try_get("id")?,
+        job: row.try_get("job")?,
+        scheduled_for_ms: row.try_get("scheduled_for")?,
+        status: row.try_get("status")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+        stats: row.try_get("stats")?,
+        lease_until_ms: row.try_get("lease_until")?,
+    })
+}
+
+/// The runs of a job, newest occurrence first.
+pub async fn runs(store: &Store, job: &str, limit: i64) -> Result<Vec<JobRun>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until \
+         FROM job_runs WHERE job = $1 ORDER BY scheduled_for DESC LIMIT $2",
+    )
+    .bind(job)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(job_run)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
