@@ -87,19 +87,6 @@ pub fn session_report(summary: &SessionSummary, unsubscribe_url: &str) -> Render
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_text_is_escaped_in_html() {
-        assert_eq!(
-            escape("<b>\"Tom & Jerry\"</b>"),
-            "&lt;b&gt;&quot;Tom &amp; Jerry&quot;&lt;/b&gt;"
-        );
-    }
-}
-
 /// The weekly digest of one recipient.
 pub fn weekly_digest(
     week: &crate::jobs::digest::RecipientWeek,
@@ -159,5 +146,18 @@ pub fn weekly_digest(
         subject,
         text,
         html,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_is_escaped_in_html() {
+        assert_eq!(
+            escape("<b>\"Tom & Jerry\"</b>"),
+            "&lt;b&gt;&quot;Tom &amp; Jerry&quot;&lt;/b&gt;"
+        );
     }
 }
