@@ -75,6 +75,75 @@ fn describe() {
         "herald_up_since_timestamp_seconds",
         "When this process started serving, as Unix time."
     );
+    let counters = [
+        (
+            "rate_limit_checks_total",
+            "Rate-limit checks, by endpoint group and decision (admitted or limited).",
+        ),
+        (
+            "rate_limit_hits_total",
+            "Requests refused with 429 by the rate limiter, by endpoint group.",
+        ),
+        (
+            "rate_limit_failures_total",
+            "Checks the limiter could not answer in time (fail mode applied), by group.",
+        ),
+        (
+            "rate_limit_untracked_total",
+            "Checks for new clients while a shard was at its key cap, by group.",
+        ),
+        ("sessions_started_total", "Learning sessions started."),
+        (
+            "sessions_completed_total",
+            "Learning sessions completed (each counted once).",
+        ),
+        (
+            "email_sends_total",
+            "Email decisions and delivery outcomes, by type and outcome (queued, duplicate, suppressed, throttled, sent, retried, failed).",
+        ),
+        (
+            "job_runs_total",
+            "Scheduled job runs, by job and outcome (succeeded, failed).",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    let gauges = [
+        (
+            "rate_limit_keys",
+            "Clients currently tracked by the rate limiter.",
+        ),
+        (
+            "email_outbox_depth",
+            "Emails waiting to be sent (pending or sending).",
+        ),
+        (
+            "email_provider_up",
+            "1 while the mail provider is reachable, 0 while sends are paused.",
+        ),
+        (
+            "job_last_success_timestamp_seconds",
+            "When each job last succeeded, as Unix time.",
+        ),
+    ];
+    for (name, help) in gauges {
+        describe_gauge!(name, help);
+    }
+    let histograms = [
+        (
+            "report_pdf_render_duration_seconds",
+            "Time to render one session report PDF.",
+        ),
+        (
+            "email_send_duration_seconds",
+            "Time to build and hand one email to the provider, by type.",
+        ),
+        ("job_duration_seconds", "How long job runs take, by job."),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, metrics::Unit::Seconds, help);
+    }
     gauge!("herald_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

@@ -37,6 +37,11 @@ impl ManualClock {
     pub fn set_ms(&self, ms: u64) {
         self.0.store(ms, Ordering::SeqCst);
     }
+
+    /// The time as signed milliseconds, as the store keeps it.
+    pub fn now_ms_i64(&self) -> i64 {
+        i64::try_from(self.0.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
+    }
 }
 
 impl Clock for ManualClock {

@@ -188,6 +188,31 @@ impl OutboxPort {
                     Some((format!("session-report-{session_id}.pdf"), bytes)),
                 )
             }
+            "weekly_digest" => {
+                let raw_week = delivery.week_start.clone().unwrap_or_default();
+                let Some(week_start) = crate::jobs::digest::parse_date(&raw_week) else {
+                    return Ok(Err(Attempt::Permanent(format!(
+                        "bad week_start '{raw_week}'"
+                    ))));
+                };
+                let week = crate::jobs::digest::recipient_week(
+                    &self.store,
+                    &delivery.email,
+                    week_start,
+                    &self.digest_timezone,
+                )
+                .await
+                .map_err(port_error)?;
+                let Some(week) = week else {
+                    return Ok(Err(Attempt::Permanent(
+                        "no activity left for that week".to_owned(),
+                    )));
+                };
+                (
+                    templates::weekly_digest(&week, &raw_week, &unsubscribe_url),
+                    None,
+                )
+            }
             other => {
                 return Ok(Err(Attempt::Permanent(format!(
                     "no template for email type {other}"

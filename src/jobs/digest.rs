@@ -74,13 +74,13 @@ where
 {
     let one = only.is_some();
     let sessions_sql = format!(
-        "SELECT s.parent_email, COUNT(*), SUM(s.completed_at - s.started_at), MAX(s.completed_at - s.started_at) \
+        "SELECT s.parent_email, COUNT(*), CAST(SUM(s.completed_at - s.started_at) AS BIGINT), MAX(s.completed_at - s.started_at) \
          FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
          GROUP BY s.parent_email ORDER BY s.parent_email",
         filter(one)
     );
     let events_sql = format!(
-        "SELECT s.parent_email, e.kind, COUNT(*), SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END) \
+        "SELECT s.parent_email, e.kind, COUNT(*), CAST(SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END) AS BIGINT) \
          FROM session_events e JOIN sessions s ON s.id = e.session_id \
          WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
          GROUP BY s.parent_email, e.kind ORDER BY s.parent_email, e.kind",

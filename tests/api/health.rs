@@ -105,6 +105,24 @@ async fn metrics_are_labelled_by_matched_route_and_can_require_a_token() {
     );
     assert!(text.contains("herald_build_info{version="));
     assert!(text.contains("process_resident_memory_bytes"));
+    app.client
+        .post(app.url("/api/v1/sessions/start"))
+        .send()
+        .await
+        .unwrap();
+    app.dashboard().await;
+    let text = app.metrics().await;
+    for name in [
+        "sessions_started_total",
+        "rate_limit_checks_total",
+        "rate_limit_keys",
+        "http_request_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+    }
 
     let guarded = crate::helpers::spawn_app_with(
         Backend::Sqlite,

@@ -157,6 +157,8 @@ pub fn config_vars(database_url: &str) -> HashMap<String, String> {
         ("API_ACCESS_KEY", API_KEY),
         ("SECRET_KEY", "test-signing-secret"),
         ("LOG_LEVEL", "warn"),
+        // A loaded CI machine must not turn slow checks into fail-open admissions.
+        ("RATE_LIMIT_CHECK_TIMEOUT_MS", "5000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -195,6 +197,16 @@ pub async fn spawn_app_with(
     let mut vars = config_vars(&db.url);
     configure(&mut vars);
     start(db, vars, extra_routes, None).await
+}
+
+/// Spawns the app on a database the test prepared.
+pub async fn spawn_app_on(
+    db: TestDatabase,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let mut vars = config_vars(&db.url);
+    configure(&mut vars);
+    start(db, vars, None, None).await
 }
 
 async fn start(

@@ -8,6 +8,7 @@ mod cli;
 mod edge;
 mod email;
 mod health;
+mod jobs;
 mod rate_limit;
 mod sessions;
 mod smtp;

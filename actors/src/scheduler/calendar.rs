@@ -84,9 +84,10 @@ pub fn catch_up(
     if policy == MissedPolicy::Skip {
         return None;
     }
+    // A job that never ran has missed nothing: a fresh install waits for its first occurrence.
+    let last = last_scheduled?;
     let latest = schedule.latest_at_or_before(now_ms)?;
-    let already = last_scheduled.is_some_and(|last| last >= latest);
-    (!already && now_ms - latest <= horizon_ms).then_some(latest)
+    (last < latest && now_ms - latest <= horizon_ms).then_some(latest)
 }
 
 #[cfg(test)]
@@ -172,6 +173,11 @@ mod tests {
         assert_eq!(
             catch_up(&schedule, now, Some(last_run), MissedPolicy::Skip, horizon),
             None
+        );
+        assert_eq!(
+            catch_up(&schedule, now, None, MissedPolicy::CatchUp, horizon),
+            None,
+            "a fresh install"
         );
         let long_after = ms("2026-12-05T10:00:00Z");
         assert_eq!(

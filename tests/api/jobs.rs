@@ -1,0 +1,493 @@
+//! The scheduler and its jobs over real HTTP, with the hand-driven clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    API_KEY, Backend, TestApp, TestDatabase, assert_error, spawn_app_on, spawn_app_with,
+};
+use crate::on_both_backends;
+use crate::smtp::SmtpServer;
+
+const TABLES: &[&str] = &[
+    "sessions",
+    "session_events",
+    "email_preferences",
+    "email_send_logs",
+    "email_throttles",
+    "job_runs",
+    "rate_limit_policies",
+    "audit_log",
+    "leases",
+];
+
+fn ms(rfc3339: &str) -> u64 {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis() as u64
+}
+
+async fn run_job(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/admin/jobs/{name}/run")))
+        .header("X-API-Key", API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn runs(app: &TestApp, name: &str) -> Vec<Value> {
+    let body: Value = app
+        .get_admin(&format!("/admin/jobs/{name}/runs"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["runs"].as_array().unwrap().clone()
+}
+
+/// Waits until no run of `name` is running and at least `n` exist.
+async fn wait_runs(app: &TestApp, name: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = runs(app, name).await;
+        if runs.len() >= n && runs.iter().all(|r| r["status"] != "running") {
+            return runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs of {name}: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn counts(app: &TestApp) -> Vec<i64> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap();
+        out.push(n);
+    }
+    out
+}
+
+/// A completed session for `parent`, with `answers` answers of which `correct` right,
+/// lasting `minutes`, completed at the clock's current time.
+async fn session(
+    app: &TestApp,
+    parent: &str,
+    subject: &str,
+    minutes: u64,
+    answers: usize,
+    correct: usize,
+) {
+    let s = app
+        .new_session(json!({"parent_email": parent, "learner_name": "Ada", "subject": subject}))
+        .await;
+    for i in 0..answers {
+        app.add_event(
+            &s.id,
+            Some(&s.token),
+            json!({"kind": "answer", "correct": i < correct}),
+        )
+        .await;
+    }
+    app.add_event(&s.id, Some(&s.token), json!({"kind": "hint"}))
+        .await;
+    app.clock.advance_ms(minutes * 60_000);
+    let done = app.complete(&s.id, Some(&s.token), Some(json!({}))).await;
+    assert!(
+        done.status() == 200 || done.status() == 429,
+        "{}",
+        done.status()
+    );
+}
+
+/// Two parents active in the week of 2026-11-09 and one only the week before. They turned
+/// session reports off, so only digests go out.
+async fn seed(app: &TestApp) {
+    for (i, parent) in [
+        "early@example.com",
+        "ada.parent@example.com",
+        "bo.parent@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO email_preferences (email, recipient_key, session_reports_enabled, created_at, updated_at) VALUES ($1, $2, 0, 0, 0)",
+        )
+        .bind(*parent)
+        .bind(format!("{i:032x}"))
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    }
+    app.clock.set_ms(ms("2026-11-03T10:00:00Z"));
+    session(app, "early@example.com", "Fractions", 10, 1, 1).await;
+    app.clock.set_ms(ms("2026-11-10T10:00:00Z"));
+    session(app, "ada.parent@example.com", "Fractions", 30, 4, 3).await;
+    session(app, "ada.parent@example.com", "Decimals", 15, 2, 1).await;
+    app.clock.set_ms(ms("2026-11-12T18:00:00Z"));
+    session(app, "ada.parent@example.com", "Fractions", 5, 0, 0).await;
+    session(app, "bo.parent@example.com", "Reading", 20, 1, 0).await;
+    app.clock.set_ms(ms("2026-11-17T10:00:00Z"));
+}
+
+fn mail_vars(
+    smtp: &SmtpServer,
+) -> impl FnOnce(&mut std::collections::HashMap<String, String>) + '_ {
+    move |vars| {
+        for (k, v) in [
+            ("EMAIL_PROVIDER", "smtp".to_owned()),
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", smtp.port.to_string()),
+            ("SMTP_TLS", "none".to_owned()),
+            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
+            ("SESSION_REPORT_LIMIT", "100".to_owned()),
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
+    }
+}
+
+async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
+    seed(&app).await;
+    let reports = 0;
+
+    let started = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})).await;
+    assert_eq!(started.status(), 202);
+    let run_id = started.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runs = wait_runs(&app, "weekly_digest", 1).await;
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+    let stats = &runs[0]["stats"];
+    assert_eq!(stats["week_start"], "2026-11-09");
+    assert_eq!(stats["recipients_with_activity"], 2);
+    assert_eq!(stats["queued"], 2);
+    assert_eq!(
+        stats["skipped_no_activity"], 1,
+        "early@ had nothing that week"
+    );
+
+    let received = smtp.wait_for(reports + 2).await;
+    let digests: Vec<_> = received[reports..]
+        .iter()
+        .map(|m| mailparse::parse_mail(&m.data).unwrap())
+        .collect();
+    let ada = digests
+        .iter()
+        .find(|m| {
+            m.headers
+                .iter()
+                .any(|h| h.get_key() == "To" && h.get_value().contains("ada.parent"))
+        })
+        .expect("ada's digest");
+    let subject = ada
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "Subject")
+        .unwrap()
+        .get_value();
+    assert_eq!(
+        subject,
+        "Weekly learning digest: 3 sessions (week of 2026-11-09)"
+    );
+    let text = ada.subparts[0].get_body().unwrap();
+    for expected in [
+        "3 sessions completed, 50 min 0 s in total",
+        "Longest session: 30 min 0 s",
+        "Answers correct: 4 of 6",
+        "Most practised: Fractions, Decimals",
+        "answer: 6, hint: 3",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+    let unsubscribe = ada
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "List-Unsubscribe")
+        .unwrap()
+        .get_value();
+    assert!(
+        unsubscribe
+            .split_whitespace()
+            .collect::<String>()
+            .ends_with("?type=weekly_digest>")
+    );
+
+    // The same week again: each digest is a duplicate, nothing more is sent.
+    assert_eq!(
+        run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"}))
+            .await
+            .status(),
+        409
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"job_runs_total{job="weekly_digest",outcome="succeeded"} "#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"job_last_success_timestamp_seconds{job="weekly_digest"}"#));
+}
+
+async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
+    seed(&app).await;
+    // Bo turned digests off: a dry run says so.
+    sqlx::query("UPDATE email_preferences SET weekly_digest_enabled = 0 WHERE email = 'bo.parent@example.com'")
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    let before = counts(&app).await;
+    let response = run_job(
+        &app,
+        "weekly_digest",
+        json!({"dry_run": true, "start_date": "2026-11-09"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["recipients_with_activity"], 2);
+    assert_eq!(report["queued"], 1);
+    assert_eq!(report["unsubscribed"], 1);
+    assert_eq!(
+        report["sample"]["unsubscribed"],
+        json!(["bo***@example.com"])
+    );
+    assert_eq!(counts(&app).await, before, "a dry run writes nothing");
+    let bad = run_job(
+        &app,
+        "weekly_digest",
+        json!({"dry_run": true, "start_date": "09/11/2026"}),
+    )
+    .await;
+    assert_eq!(
+        assert_error(bad, 422, "VALIDATION_ERROR").await["field"],
+        "start_date"
+    );
+    assert_error(
+        run_job(&app, "nightly_backup", json!({})).await,
+        404,
+        "JOB_NOT_FOUND",
+    )
+    .await;
+}
+
+async fn two_simultaneous_triggers_run_once(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}, None).await;
+    let (a, b) = tokio::join!(
+        run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})),
+        run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409]);
+    let runs = wait_runs(&app, "weekly_digest", 1).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+}
+
+async fn after_three_missed_weeks_exactly_one_catch_up_runs(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = herald::store::Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let schedule = herald_actors::scheduler::Schedule::parse("0 9 * * SUN", "UTC").unwrap();
+    let latest = schedule.latest_at_or_before(now).unwrap();
+    let three_weeks_ago = latest - 3 * 7 * 86_400_000;
+    sqlx::query(
+        "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, finished_at) VALUES ('old', 'weekly_digest', $1, 'succeeded', $1, $1)",
+    )
+    .bind(three_weeks_ago)
+    .execute(store.writer())
+    .await
+    .unwrap();
+    store.close().await;
+
+    let app = spawn_app_on(db, |_| {}).await;
+    let runs = wait_runs(&app, "weekly_digest", 2).await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        DateTime::parse_from_rfc3339(runs[0]["scheduled_for"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis(),
+        latest,
+        "the latest missed occurrence"
+    );
+    // Starting again catches up nothing more.
+    let app = app.restart().await;
+    app.state.scheduler.wake();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runs_len(&app).await, 2);
+    let listed: Value = app.get_admin("/admin/jobs").await.json().await.unwrap();
+    let digest = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "weekly_digest")
+        .unwrap()
+        .clone();
+    assert_eq!(digest["schedule"], "0 9 * * SUN");
+    assert_eq!(digest["timezone"], "UTC");
+    assert!(digest["next_run"].as_str().unwrap() > runs[0]["scheduled_for"].as_str().unwrap());
+    assert_eq!(digest["last_run"]["status"], "succeeded");
+}
+
+async fn runs_len(app: &TestApp) -> usize {
+    runs(app, "weekly_digest").await.len()
+}
+
+async fn a_failing_job_is_recorded_and_the_next_one_still_runs(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}, None).await;
+    sqlx::query("DROP TABLE audit_log")
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
+    let failed = wait_runs(&app, "purge_old", 1).await;
+    assert_eq!(failed[0]["status"], "failed");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("audit_log"),
+        "{failed:?}"
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"job_runs_total{job="purge_old",outcome="failed"} "#)
+    );
+
+    app.clock.advance_ms(1);
+    assert_eq!(
+        run_job(&app, "weekly_digest", json!({})).await.status(),
+        202
+    );
+    assert_eq!(
+        wait_runs(&app, "weekly_digest", 1).await[0]["status"],
+        "succeeded"
+    );
+}
+
+async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}, None).await;
+    let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+    let occurrence = herald::jobs::digest::day_start_ms(week + chrono::Duration::days(7), "UTC");
+    let now = app.clock.now_ms_i64();
+    for (id, lease) in [("dead", now - 1_000), ("alive", now + 600_000)] {
+        let at = if id == "dead" {
+            occurrence
+        } else {
+            occurrence + 7 * 86_400_000
+        };
+        sqlx::query(
+            "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) VALUES ($1, 'weekly_digest', $2, 'running', $3, $4, 'gone')",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(now - 60_000)
+        .bind(lease)
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    }
+    let taken = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})).await;
+    assert_eq!(taken.status(), 202, "an expired lease is not a live run");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !runs(&app, "weekly_digest")
+        .await
+        .iter()
+        .any(|r| r["status"] == "succeeded")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the taken-over run never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let live = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-16"})).await;
+    assert_error(live, 409, "ALREADY_RAN").await;
+}
+
+on_both_backends!(
+    the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox,
+    a_dry_run_reports_and_changes_no_table,
+    two_simultaneous_triggers_run_once,
+    after_three_missed_weeks_exactly_one_catch_up_runs,
+    a_failing_job_is_recorded_and_the_next_one_still_runs,
+    a_run_left_running_by_a_dead_process_is_taken_over,
+);
+
+#[test]
+fn the_cli_lists_runs_and_dry_runs_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let herald = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &url)
+            .env("LOG_LEVEL", "error");
+        command
+    };
+    let dry = herald()
+        .args(["digest", "--dry-run", "--start-date", "2026-11-09"])
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        (report["dry_run"].as_bool(), report["week_start"].as_str()),
+        (Some(true), Some("2026-11-09"))
+    );
+
+    let run = herald()
+        .args(["jobs", "run", "purge_old"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("purge_old succeeded"));
+
+    let list = herald().args(["jobs", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("weekly_digest") && text.contains("0 9 * * SUN"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("purge_old") && l.contains("succeeded")),
+        "{text}"
+    );
+
+    let unknown = herald()
+        .args(["jobs", "run", "nightly_backup"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let bad_date = herald()
+        .args(["digest", "--dry-run", "--start-date", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_date.status.code(), Some(2));
+}
