@@ -6,6 +6,7 @@
 //! process collector. `/metrics` serves both.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -18,6 +19,26 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     handle: PrometheusHandle,
     process: prometheus::Registry,
+}
+
+/// Running totals for the JSON snapshot (`/api/v1/ops/metrics`), kept beside the
+/// Prometheus series because a recorder cannot be read back.
+static RATE_LIMIT_HITS: AtomicU64 = AtomicU64::new(0);
+static SQL_MICROS: AtomicU64 = AtomicU64::new(0);
+static SQL_QUERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Requests refused by the rate limiter since start.
+pub fn rate_limit_hits() -> u64 {
+    RATE_LIMIT_HITS.load(Ordering::Relaxed)
+}
+
+/// Mean latency of the timed database round trips since start, in milliseconds.
+pub fn avg_sql_latency_ms() -> f64 {
+    let queries = SQL_QUERIES.load(Ordering::Relaxed);
+    if queries == 0 {
+        return 0.0;
+    }
+    SQL_MICROS.load(Ordering::Relaxed) as f64 / queries as f64 / 1000.0
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -173,6 +194,8 @@ pub fn actor_meltdown(supervisor: &str) {
 }
 
 pub fn db_query(operation: &'static str, elapsed: Duration) {
+    SQL_QUERIES.fetch_add(1, Ordering::Relaxed);
+    SQL_MICROS.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     histogram!("db_query_duration_seconds", "operation" => operation).record(elapsed.as_secs_f64());
 }
 
@@ -187,6 +210,7 @@ pub fn rate_limit_check(group: &'static str, admitted: bool) {
     let decision = if admitted { "admitted" } else { "limited" };
     counter!("rate_limit_checks_total", "group" => group, "decision" => decision).increment(1);
     if !admitted {
+        RATE_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
         counter!("rate_limit_hits_total", "group" => group).increment(1);
     }
 }

@@ -36,6 +36,7 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         )
         .route("/admin/email/logs", get(routes::email_admin::email_logs))
         .route("/admin/jobs", get(routes::jobs::list))
+        .route("/api/v1/ops/metrics", get(routes::ops::snapshot))
         .route("/admin/jobs/{name}/run", post(routes::jobs::run))
         .route("/admin/jobs/{name}/runs", get(routes::jobs::runs))
         .route(

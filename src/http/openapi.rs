@@ -57,6 +57,7 @@ impl Modify for Security {
         routes::email_admin::throttle_reset,
         routes::email_admin::email_logs,
         routes::jobs::list,
+        routes::ops::snapshot,
         routes::jobs::run,
         routes::jobs::runs,
         openapi_json,

@@ -67,6 +67,16 @@ async fn write(
     store: &Store,
     batch: &mut [Job],
 ) -> Result<Vec<Result<Affected, String>>, StoreError> {
+    let started = std::time::Instant::now();
+    let results = write_batch(store, batch).await;
+    crate::metrics::db_query("group_commit", started.elapsed());
+    results
+}
+
+async fn write_batch(
+    store: &Store,
+    batch: &mut [Job],
+) -> Result<Vec<Result<Affected, String>>, StoreError> {
     let mut tx = store.writer().begin().await?;
     let mut results = Vec::with_capacity(batch.len());
     for (statements, _) in batch.iter_mut() {

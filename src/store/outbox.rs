@@ -158,12 +158,14 @@ pub async fn claim(
                       ORDER BY created_at LIMIT $3{lock}) \
          RETURNING id, attempts, created_at, email_type"
     );
+    let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
         .bind(now_ms)
         .bind(now_ms + lease_ms)
         .bind(limit as i64)
         .fetch_all(store.writer())
         .await?;
+    crate::metrics::db_query("outbox_claim", started.elapsed());
     rows.iter()
         .map(|row| {
             Ok(ClaimedRow {

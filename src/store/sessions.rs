@@ -72,6 +72,7 @@ fn session_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    let started = std::time::Instant::now();
     let row = sqlx::query(
         "SELECT id, access_token_hash, learner_name, subject, parent_email, started_at, completed_at \
          FROM sessions WHERE id = $1",
@@ -79,6 +80,7 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreErr
     .bind(id)
     .fetch_optional(store.reader())
     .await?;
+    crate::metrics::db_query("session_get", started.elapsed());
     Ok(row.as_ref().map(session_row).transpose()?)
 }
 

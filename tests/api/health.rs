@@ -170,3 +170,39 @@ async fn the_openapi_document_lists_every_route() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn the_ops_snapshot_has_the_seed_shape() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let started: serde_json::Value = app
+        .client
+        .post(app.url("/api/v1/sessions/start"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = app.get_admin("/api/v1/ops/metrics?days=7").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["timestamp"].is_string());
+    let metrics = &body["metrics"];
+    for key in [
+        "period_days",
+        "sessions_started",
+        "sessions_completed",
+        "emails_sent",
+        "emails_suppressed",
+        "emails_throttled",
+        "emails_failed",
+        "rate_limit_hits",
+        "avg_sql_latency_ms",
+    ] {
+        assert!(metrics.get(key).is_some(), "{key} missing from {body}");
+    }
+    assert_eq!(metrics["period_days"], 7);
+    assert_eq!(metrics["sessions_started"], 1, "{started}");
+    let bad = app.get_admin("/api/v1/ops/metrics?days=999").await;
+    crate::helpers::assert_error(bad, 422, "VALIDATION_ERROR").await;
+}

@@ -9,6 +9,7 @@ mod edge;
 mod email;
 mod health;
 mod jobs;
+mod observability;
 mod rate_limit;
 mod sessions;
 mod smtp;

@@ -6,6 +6,7 @@ pub mod email_admin;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+pub mod ops;
 pub mod rate_limits;
 pub mod reports;
 pub mod sessions;

@@ -1,0 +1,74 @@
+//! `GET /api/v1/ops/metrics?days=N`: the seed's JSON snapshot of the service's health
+//! numbers, for scripts and humans who do not read Prometheus.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::stats::SummaryQuery;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::store::stats;
+
+#[derive(Serialize, ToSchema)]
+pub struct OpsNumbers {
+    pub period_days: i64,
+    pub sessions_started: i64,
+    pub sessions_completed: i64,
+    pub emails_sent: i64,
+    pub emails_suppressed: i64,
+    pub emails_throttled: i64,
+    pub emails_failed: i64,
+    /// Requests refused by the rate limiter since this process started.
+    pub rate_limit_hits: u64,
+    /// Mean latency of timed database round trips since this process started.
+    pub avg_sql_latency_ms: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpsMetrics {
+    pub timestamp: DateTime<Utc>,
+    pub metrics: OpsNumbers,
+}
+
+#[utoipa::path(get, path = "/api/v1/ops/metrics", tag = "ops", security(("api_key" = [])),
+    params(SummaryQuery),
+    responses(
+        (status = 200, description = "The snapshot", body = OpsMetrics),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
+        (status = 422, description = "`days` out of range", body = crate::http::openapi::ErrorBody)))]
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Query(query): Query<SummaryQuery>,
+) -> Result<Json<OpsMetrics>, ApiError> {
+    let days = match query.days.as_deref() {
+        None => 7,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| {
+                validate::invalid("days", "days must be a whole number from 1 to 365")
+            })?,
+    };
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let summary = stats::summary(&state.store, days, now).await?;
+    let emails = |status: &str| summary.emails_by_outcome.get(status).copied().unwrap_or(0);
+    Ok(Json(OpsMetrics {
+        timestamp: DateTime::from_timestamp_millis(now).unwrap_or_default(),
+        metrics: OpsNumbers {
+            period_days: days,
+            sessions_started: summary.sessions_started,
+            sessions_completed: summary.sessions_completed,
+            emails_sent: emails("sent"),
+            emails_suppressed: emails("suppressed"),
+            emails_throttled: emails("throttled"),
+            emails_failed: emails("failed"),
+            rate_limit_hits: crate::metrics::rate_limit_hits(),
+            avg_sql_latency_ms: crate::metrics::avg_sql_latency_ms(),
+        },
+    }))
+}
