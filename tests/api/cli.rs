@@ -89,3 +89,122 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
     // Development secrets are kept beside the database.
     assert!(dir.path().join(".herald-secrets").exists());
 }
+
+/// Starts the real binary on a free port; stops it when dropped.
+pub struct Running {
+    child: std::process::Child,
+    pub base: String,
+    /// Holds the database for as long as the process runs.
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_binary(extra: &[(&str, &str)]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = herald();
+    command
+        .env("PORT", port.to_string())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/herald.db", dir.path().display()),
+        )
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "herald did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Running {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_mask_addresses() {
+    let mut running = start_binary(&[
+        ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "info"),
+        ("EMAIL_POLL_INTERVAL_MS", "50"),
+    ]);
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    let started: serde_json::Value = client
+        .post(format!("{}/api/v1/sessions/start", running.base))
+        .header("X-Request-ID", "req-log-1")
+        .json(&serde_json::json!({"parent_email": "parent@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["session_id"].as_str().unwrap();
+    let token = started["session_access_token"].as_str().unwrap();
+    let done = client
+        .post(format!("{}/api/v1/sessions/{id}/complete", running.base))
+        .header("X-Session-Access-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    // The console provider logs the email once the dispatcher has sent it.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _ = running.child.kill();
+    let output = running.child.wait_with_output_ref();
+    let stdout = String::from_utf8_lossy(&output);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == "req-log-1" && l["route"] == "/api/v1/sessions/start")
+        .unwrap_or_else(|| panic!("no access line:\n{stdout}"));
+    assert_eq!(access["status"], 201);
+    assert!(access["duration_ms"].is_number() && access["method"] == "POST");
+    assert!(
+        stdout.contains("pa***@example.com"),
+        "the console email is logged, masked:\n{stdout}"
+    );
+    for secret in ["parent@example.com", crate::helpers::API_KEY, token] {
+        assert!(!stdout.contains(secret), "{secret} in the logs");
+    }
+}
+
+trait OutputRef {
+    fn wait_with_output_ref(&mut self) -> Vec<u8>;
+}
+
+impl OutputRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let _ = self.wait();
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            let _ = stdout.read_to_end(&mut out);
+        }
+        out
+    }
+}
