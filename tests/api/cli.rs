@@ -98,6 +98,12 @@ pub struct Running {
     _dir: tempfile::TempDir,
 }
 
+impl Running {
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}/herald.db", self._dir.path().display())
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();

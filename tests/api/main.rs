@@ -11,6 +11,7 @@ mod health;
 mod jobs;
 mod observability;
 mod rate_limit;
+mod runbook;
 mod sessions;
 mod smtp;
 mod store;

@@ -1,0 +1,98 @@
+//! Every command in RUNBOOK.md runs against a live herald and succeeds.
+
+use serde_json::json;
+
+use crate::cli::start_binary;
+use crate::helpers::API_KEY;
+
+/// The shell commands of the runbook's `sh` blocks, without the `export` lines.
+fn commands() -> Vec<String> {
+    let text = include_str!("../../RUNBOOK.md");
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if in_block
+            && !line.trim().is_empty()
+            && !line.starts_with("export ")
+            && !line.starts_with('#')
+        {
+            out.push(line.to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_in_the_runbook_runs() {
+    let running = start_binary(&[("LOG_LEVEL", "error"), ("EMAIL_POLL_INTERVAL_MS", "50")]);
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    // Something to look at: a completed session with a report email.
+    let started: serde_json::Value = client
+        .post(format!("{}/api/v1/sessions/start", running.base))
+        .json(&json!({"parent_email": "parent@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, token) = (
+        started["session_id"].as_str().unwrap(),
+        started["session_access_token"].as_str().unwrap(),
+    );
+    client
+        .post(format!("{}/api/v1/sessions/{id}/complete", running.base))
+        .header("X-Session-Access-Token", token)
+        .send()
+        .await
+        .unwrap();
+
+    let commands = commands();
+    assert!(commands.len() >= 15, "{commands:?}");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_herald"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for command in commands {
+        let output = tokio::task::spawn_blocking({
+            let (command, path, base, url) = (
+                command.clone(),
+                path.clone(),
+                running.base.clone(),
+                running.database_url(),
+            );
+            move || {
+                std::process::Command::new("bash")
+                    .args(["-c", &format!("set -euo pipefail; {command}")])
+                    .env("PATH", path)
+                    .env("HERALD", base)
+                    .env("KEY", API_KEY)
+                    .env("EMAIL", "parent@example.com")
+                    .env("DATABASE_URL", url)
+                    .env("API_ACCESS_KEY", API_KEY)
+                    .env("SECRET_KEY", "binary-test-secret")
+                    .env("LOG_LEVEL", "error")
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "runbook command failed: {command}\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
