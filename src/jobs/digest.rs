@@ -7,6 +7,7 @@
 //! nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -226,98 +227,166 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
     report.skipped_no_activity = skipped.max(0) as u64;
 
     // A std Mutex: it is never held across an await.
-    let report_cell = std::sync::Mutex::new(report);
-    let result = for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
-        let report = &report_cell;
-        let week = week.clone();
-        let job = &job;
-        async move {
-            report
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recipients_with_activity += 1;
-            let Ok(email) = Email::parse(&recipient.email) else {
-                return Ok(());
-            };
-            let key = format!(
-                "{}:{}:{week}",
-                email.as_str(),
-                EmailType::WeeklyDigest.as_str()
-            );
-            let outcome = if job.dry_run {
-                dry_outcome(job, &email, &key).await?
-            } else {
-                let throttle = job
-                    .throttle
-                    .ok_or_else(|| StoreError::Write("no throttle to send through".into()))?;
-                let request = SendRequest {
-                    email: email.clone(),
-                    email_type: EmailType::WeeklyDigest,
-                    idempotency_key: key,
-                    session_id: None,
-                    week_start: Some(week.clone()),
-                    check_preference: false,
-                };
-                match throttle
-                    .admit(request)
+    let decider = Decider {
+        store: job.store.clone(),
+        throttle: job.throttle.cloned(),
+        dry_run: job.dry_run,
+        now_ms: job.now_ms,
+        throttle_rule: job.throttle_rule,
+        week: week.clone(),
+    };
+    // Shared with the concurrent deciders; std Mutexes, never held across an await.
+    let report = Arc::new(std::sync::Mutex::new(report));
+    let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    // The query streams recipients into a small channel; up to DIGEST_CONCURRENCY of them
+    // are decided at once, so their ledger writes share transactions (group commit) while
+    // memory stays bounded by the channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<RecipientWeek>(256);
+    let producer = async move {
+        let result = for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
+            let tx = tx.clone();
+            async move {
+                tx.send(recipient)
                     .await
-                    .map_err(|e| StoreError::Write(e.to_string()))?
-                {
-                    Admission::Queued => "queued",
-                    Admission::Duplicate => "duplicate",
-                    Admission::Throttled { .. } => "throttled",
-                    Admission::Suppressed => "unsubscribed",
-                }
-            };
-            let mut report = report.lock().unwrap_or_else(|e| e.into_inner());
-            match outcome {
-                "queued" => report.queued += 1,
-                "duplicate" => report.duplicate += 1,
-                "throttled" => report.throttled += 1,
-                _ => report.unsubscribed += 1,
+                    .map_err(|_| StoreError::Write("the digest stopped".to_owned()))
             }
-            report.note(outcome, email.as_str());
-            Ok(())
-        }
-    })
-    .await;
-    result.map_err(|e| e.to_string())?;
-    Ok(report_cell.into_inner().unwrap_or_else(|e| e.into_inner()))
+        })
+        .await;
+        drop(tx);
+        result
+    };
+    let consumer =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) })
+            .for_each_concurrent(DIGEST_CONCURRENCY, {
+                let (report, first_error) = (report.clone(), first_error.clone());
+                move |recipient| {
+                    let (report, first_error, decider) =
+                        (report.clone(), first_error.clone(), decider.clone());
+                    async move {
+                        lock(&report).recipients_with_activity += 1;
+                        match decider.decide(&recipient.email).await {
+                            Ok(Some((outcome, email))) => {
+                                let mut report = lock(&report);
+                                match outcome {
+                                    "queued" => report.queued += 1,
+                                    "duplicate" => report.duplicate += 1,
+                                    "throttled" => report.throttled += 1,
+                                    _ => report.unsubscribed += 1,
+                                }
+                                report.note(outcome, &email);
+                            }
+                            Ok(None) => {}
+                            Err(err) => {
+                                lock(&first_error).get_or_insert(err.to_string());
+                            }
+                        }
+                    }
+                }
+            });
+    let (produced, ()) = tokio::join!(producer, consumer);
+    produced.map_err(|e| e.to_string())?;
+    if let Some(err) = lock(&first_error).take() {
+        return Err(err);
+    }
+    let report = lock(&report).clone();
+    Ok(report)
 }
 
-/// What a real run would decide for this recipient, read without writing anything.
-async fn dry_outcome(
-    job: &DigestRun<'_>,
-    email: &Email,
-    key: &str,
-) -> Result<&'static str, StoreError> {
-    let ledger_key = outbox::LedgerKey {
-        idempotency_key: key,
-        email: email.as_str(),
-        email_type: EmailType::WeeklyDigest.as_str(),
-        session_id: None,
-        week_start: None,
-    };
-    let (status, _) = outbox::lookup(job.store, &ledger_key).await?;
-    if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
-        return Ok("duplicate");
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Recipients decided at once by a digest run.
+const DIGEST_CONCURRENCY: usize = 64;
+
+/// What deciding one recipient needs, owned so many decisions can run at once.
+#[derive(Clone)]
+struct Decider {
+    store: Store,
+    throttle: Option<ThrottleClient>,
+    dry_run: bool,
+    now_ms: i64,
+    throttle_rule: (u32, i64),
+    week: String,
+}
+
+impl Decider {
+    /// One recipient's digest: queued (or, for a dry run, what a real run would do).
+    async fn decide(&self, raw_email: &str) -> Result<Option<(&'static str, String)>, StoreError> {
+        let Ok(email) = Email::parse(raw_email) else {
+            return Ok(None);
+        };
+        let key = format!(
+            "{}:{}:{}",
+            email.as_str(),
+            EmailType::WeeklyDigest.as_str(),
+            self.week
+        );
+        let outcome = if self.dry_run {
+            self.dry_outcome(&email, &key).await?
+        } else {
+            let throttle = self
+                .throttle
+                .as_ref()
+                .ok_or_else(|| StoreError::Write("no throttle to send through".into()))?;
+            let request = SendRequest {
+                email: email.clone(),
+                email_type: EmailType::WeeklyDigest,
+                idempotency_key: key,
+                session_id: None,
+                week_start: Some(self.week.clone()),
+                check_preference: false,
+            };
+            match throttle
+                .admit(request)
+                .await
+                .map_err(|e| StoreError::Write(e.to_string()))?
+            {
+                Admission::Queued => "queued",
+                Admission::Duplicate => "duplicate",
+                Admission::Throttled { .. } => "throttled",
+                Admission::Suppressed => "unsubscribed",
+            }
+        };
+        Ok(Some((outcome, email.as_str().to_owned())))
     }
-    if !preferences::enabled(job.store, email.as_str(), EmailType::WeeklyDigest.as_str()).await? {
-        return Ok("unsubscribed");
+
+    /// What a real run would decide for this recipient, read without writing anything.
+    async fn dry_outcome(&self, email: &Email, key: &str) -> Result<&'static str, StoreError> {
+        let ledger_key = outbox::LedgerKey {
+            idempotency_key: key,
+            email: email.as_str(),
+            email_type: EmailType::WeeklyDigest.as_str(),
+            session_id: None,
+            week_start: None,
+        };
+        let (status, _) = outbox::lookup(&self.store, &ledger_key).await?;
+        if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
+            return Ok("duplicate");
+        }
+        if !preferences::enabled(
+            &self.store,
+            email.as_str(),
+            EmailType::WeeklyDigest.as_str(),
+        )
+        .await?
+        {
+            return Ok("unsubscribed");
+        }
+        let (limit, window) = self.throttle_rule;
+        let recent = throttles::sends_since(
+            &self.store,
+            email.as_str(),
+            EmailType::WeeklyDigest.as_str(),
+            self.now_ms - window,
+        )
+        .await?;
+        Ok(if recent.len() as u64 >= u64::from(limit) {
+            "throttled"
+        } else {
+            "queued"
+        })
     }
-    let (limit, window) = job.throttle_rule;
-    let recent = throttles::sends_since(
-        job.store,
-        email.as_str(),
-        EmailType::WeeklyDigest.as_str(),
-        job.now_ms - window,
-    )
-    .await?;
-    Ok(if recent.len() as u64 >= u64::from(limit) {
-        "throttled"
-    } else {
-        "queued"
-    })
 }
 
 /// A date given on the command line or in an admin request.
