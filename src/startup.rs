@@ -392,7 +392,7 @@ pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, Superv
                 window_ms: delivery.weekly_digest_window.as_millis() as i64,
             },
         },
-        1,
+        THROTTLE_SHARDS,
         Duration::from_secs(30),
         None,
     );

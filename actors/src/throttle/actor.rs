@@ -45,6 +45,8 @@ pub enum ThrottleMsg {
         Option<EmailType>,
         RpcReplyPort<Result<u64, PortError>>,
     ),
+    /// A queued email's ledger row is committed (or failed to be).
+    Committed { key: String, email: Email, ok: bool },
 }
 
 pub struct EmailThrottle<P> {
@@ -68,6 +70,9 @@ impl<P> Clone for EmailThrottle<P> {
 /// Recent sends per (recipient, type), oldest first.
 pub struct ThrottleState {
     sends: HashMap<(Email, EmailType), Vec<i64>>,
+    /// Keys decided `queued` whose ledger rows are still being committed, with the
+    /// duplicates that arrived meanwhile (counted in the ledger once the row exists).
+    committing: HashMap<String, (SendRequest, u32)>,
 }
 
 /// Above this many cached recipients, entries with no send inside their window are dropped.
@@ -123,6 +128,10 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         request: SendRequest,
     ) -> Result<Admission, PortError> {
         let now = self.now();
+        if let Some((_, duplicates)) = state.committing.get_mut(&request.idempotency_key) {
+            *duplicates += 1;
+            return Ok(Admission::Duplicate);
+        }
         let lookup = self.port.lookup(&request).await?;
         if lookup.ledger == Some(LedgerState::InFlightOrSent) {
             self.port.record(&request, &Verdict::Duplicate, now).await?;
@@ -153,8 +162,10 @@ impl<P: ThrottlePort> EmailThrottle<P> {
                 rule,
             });
         }
-        self.port.enqueue(&request, now).await?;
+        // Counted now; committed by a task of its own so that queued emails of many
+        // recipients share a transaction (see `handle`).
         sends.push(now);
+        state.committing.insert(request.idempotency_key.clone(), (request, 0));
         Ok(Admission::Queued)
     }
 }
@@ -171,23 +182,61 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
     ) -> Result<ThrottleState, ActorProcessingErr> {
         Ok(ThrottleState {
             sends: HashMap::new(),
+            committing: HashMap::new(),
         })
     }
 
     async fn handle(
         &self,
-        _: ActorRef<ThrottleMsg>,
+        myself: ActorRef<ThrottleMsg>,
         message: ThrottleMsg,
         state: &mut ThrottleState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ThrottleMsg::Admit(request, reply) => {
-                let result = self.admit(state, request).await;
-                if result.is_err() {
-                    // The database is the truth; after an I/O failure, trust nothing cached.
-                    state.sends.clear();
+                let result = self.admit(state, request.clone()).await;
+                match result {
+                    Ok(Admission::Queued) => {
+                        // The reply waits for the commit; the actor does not, so the next
+                        // decisions go on and their commits can share a transaction. Until
+                        // the commit lands, the key answers `duplicate`.
+                        let (port, now) = (self.port.clone(), self.now());
+                        tokio::spawn(async move {
+                            let committed = port.enqueue(&request, now).await;
+                            let ok = committed.is_ok();
+                            let _ = reply.send(committed.map(|()| Admission::Queued));
+                            let _ = myself.send_message(ThrottleMsg::Committed {
+                                key: request.idempotency_key,
+                                email: request.email,
+                                ok,
+                            });
+                        });
+                    }
+                    other => {
+                        if other.is_err() {
+                            // The database is the truth; after an I/O failure, trust nothing cached.
+                            state.sends.clear();
+                        }
+                        let _ = reply.send(other);
+                    }
                 }
-                let _ = reply.send(result);
+            }
+            ThrottleMsg::Committed { key, email, ok } => {
+                if let Some((request, duplicates)) = state.committing.remove(&key)
+                    && ok
+                    && duplicates > 0
+                {
+                    let (port, now) = (self.port.clone(), self.now());
+                    tokio::spawn(async move {
+                        for _ in 0..duplicates {
+                            let _ = port.record(&request, &Verdict::Duplicate, now).await;
+                        }
+                    });
+                }
+                if !ok {
+                    // The send was counted but not committed: reload this recipient.
+                    state.sends.retain(|(e, _), _| e != &email);
+                }
             }
             ThrottleMsg::State(email, reply) => {
                 let now = self.now();

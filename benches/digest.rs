@@ -1,0 +1,115 @@
+//! Weekly digest at scale (see BENCHMARKS.md).
+//!
+//! `cargo bench --bench digest -- [recipients] [sessions_per_recipient]`
+//!
+//! Seeds a fresh SQLite database with the recipients' completed sessions (one answer event
+//! each) in one week, then, in the same run: the bare SQL aggregate the digest is built on
+//! (fully fetched), and the digest run itself (aggregate, decide, queue every digest through
+//! the throttle and the outbox ledger). Reports wall times and the process's peak RSS.
+
+use std::time::{Duration, Instant};
+
+use herald::jobs::digest::{self, DigestRun};
+use herald::store::Store;
+use sqlx::Row;
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let recipients = args.first().copied().unwrap_or(100_000);
+    let per = args.get(1).copied().unwrap_or(10);
+    herald::install_tls_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let week = digest::parse_date("2026-11-09").unwrap();
+        let from = digest::day_start_ms(week, "UTC");
+
+        let seeding = Instant::now();
+        let total = recipients * per;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+             INSERT INTO sessions (id, access_token_hash, learner_name, subject, parent_email, started_at, completed_at) \
+             SELECT printf('s%09d', i), 'x', 'Ada', CASE i % 3 WHEN 0 THEN 'Fractions' WHEN 1 THEN 'Decimals' ELSE 'Reading' END, \
+                    printf('parent%07d@example.com', i % $2), $3 + (i % 500000) * 1000, $3 + (i % 500000) * 1000 + 600000 FROM n",
+        )
+        .bind(total as i64)
+        .bind(recipients as i64)
+        .bind(from)
+        .execute(store.writer())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO session_events (id, session_id, kind, correct, created_at) \
+             SELECT 'e' || substr(id, 2), id, 'answer', (CAST(substr(id, 2) AS INTEGER) % 2), started_at FROM sessions",
+        )
+        .execute(store.writer())
+        .await
+        .unwrap();
+        println!("seeded {recipients} recipients, {total} sessions and {total} events in {:.1} s", seeding.elapsed().as_secs_f64());
+
+        let rss_before = status_kb("VmRSS:");
+        let bare = Instant::now();
+        let rows = sqlx::query(
+            "SELECT s.parent_email, COUNT(*), CAST(SUM(s.completed_at - s.started_at) AS BIGINT), MAX(s.completed_at - s.started_at) \
+             FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL \
+             GROUP BY s.parent_email ORDER BY s.parent_email",
+        )
+        .bind(from)
+        .bind(from + digest::WEEK_MS)
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+        let bare_time = bare.elapsed();
+        let groups = rows.len();
+        let first: i64 = rows.first().map(|r| r.try_get(1).unwrap()).unwrap_or(0);
+        drop(rows);
+
+        let config = herald::config::Config::from_lookup(&|k| match k {
+            "DATABASE_URL" => Some(url.clone()),
+            "API_ACCESS_KEY" => Some("bench".into()),
+            "SECRET_KEY" => Some("bench".into()),
+            _ => None,
+        })
+        .unwrap();
+        let (context, root) = herald::startup::offline_jobs(&config).await.unwrap();
+        let run = Instant::now();
+        let report = digest::run(DigestRun {
+            store: &context.store,
+            throttle: Some(&context.throttle),
+            week_start: week,
+            timezone: "UTC",
+            dry_run: false,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            throttle_rule: context.digest_throttle,
+        })
+        .await
+        .unwrap();
+        let run_time = run.elapsed();
+        root.shutdown(Duration::from_secs(5)).await;
+        println!(
+            "bare SQL aggregate (sessions per recipient, fully fetched): {:.2} s for {groups} groups ({first} sessions in the first)",
+            bare_time.as_secs_f64()
+        );
+        println!(
+            "digest run (aggregate + decide + queue): {:.2} s; {} recipients, {} queued; RSS before {:.0} MB, peak RSS of the process {:.0} MB",
+            run_time.as_secs_f64(),
+            report.recipients_with_activity,
+            report.queued,
+            rss_before as f64 / 1024.0,
+            status_kb("VmHWM:") as f64 / 1024.0
+        );
+    });
+}
