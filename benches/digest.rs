@@ -85,6 +85,23 @@ fn main() {
         })
         .unwrap();
         let (context, root) = herald::startup::offline_jobs(&config).await.unwrap();
+        let dry = Instant::now();
+        let dry_report = digest::run(DigestRun {
+            store: &context.store,
+            throttle: Some(&context.throttle),
+            week_start: week,
+            timezone: "UTC",
+            dry_run: true,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            throttle_rule: context.digest_throttle,
+        })
+        .await
+        .unwrap();
+        println!(
+            "dry run (aggregate + read-only decisions, writes nothing): {:.2} s for {} recipients",
+            dry.elapsed().as_secs_f64(),
+            dry_report.recipients_with_activity
+        );
         let run = Instant::now();
         let report = digest::run(DigestRun {
             store: &context.store,

@@ -297,7 +297,7 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Recipients decided at once by a digest run.
-const DIGEST_CONCURRENCY: usize = 64;
+const DIGEST_CONCURRENCY: usize = 256;
 
 /// What deciding one recipient needs, owned so many decisions can run at once.
 #[derive(Clone)]

@@ -68,7 +68,7 @@ impl Store {
                     .connect_with(url.parse::<AnyConnectOptions>()?)
                     .await?;
                 let reader = AnyPoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move { dialect::sqlite_session_pragmas(conn).await })

@@ -97,13 +97,29 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         email_type: EmailType,
         now: i64,
     ) -> Result<&'a mut Vec<i64>, PortError> {
+        self.sends_with(state, email, email_type, now, None).await
+    }
+
+    /// The recipient's sends in the window, from the cache or `preloaded` or the database.
+    async fn sends_with<'a>(
+        &self,
+        state: &'a mut ThrottleState,
+        email: &Email,
+        email_type: EmailType,
+        now: i64,
+        preloaded: Option<Vec<i64>>,
+    ) -> Result<&'a mut Vec<i64>, PortError> {
         let rule = self.rule(email_type);
         let key = (email.clone(), email_type);
         if !state.sends.contains_key(&key) {
-            let loaded = self
-                .port
-                .sends_since(email, email_type, now - rule.window_ms)
-                .await?;
+            let loaded = match preloaded {
+                Some(loaded) => loaded,
+                None => {
+                    self.port
+                        .sends_since(email, email_type, now - rule.window_ms)
+                        .await?
+                }
+            };
             if state.sends.len() >= CACHE_SOFT_CAP {
                 let (session_reports, weekly_digest) = (self.session_reports, self.weekly_digest);
                 state.sends.retain(|(_, t), sends| {
@@ -132,7 +148,19 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             *duplicates += 1;
             return Ok(Admission::Duplicate);
         }
-        let lookup = self.port.lookup(&request).await?;
+        // A recipient not in the cache needs both reads: issue them together.
+        let rule = self.rule(request.email_type);
+        let cached = state.sends.contains_key(&(request.email.clone(), request.email_type));
+        let (lookup, preloaded) = if cached {
+            (self.port.lookup(&request).await?, None)
+        } else {
+            let since = now - rule.window_ms;
+            let (lookup, sends) = tokio::join!(
+                self.port.lookup(&request),
+                self.port.sends_since(&request.email, request.email_type, since)
+            );
+            (lookup?, Some(sends?))
+        };
         if lookup.ledger == Some(LedgerState::InFlightOrSent) {
             self.port.record(&request, &Verdict::Duplicate, now).await?;
             return Ok(Admission::Duplicate);
@@ -143,9 +171,8 @@ impl<P: ThrottlePort> EmailThrottle<P> {
                 .await?;
             return Ok(Admission::Suppressed);
         }
-        let rule = self.rule(request.email_type);
         let sends = self
-            .sends(state, &request.email, request.email_type, now)
+            .sends_with(state, &request.email, request.email_type, now, preloaded)
             .await?;
         if let Err(retry_after_ms) = rules::check(sends, now, rule) {
             let reason = format!(
