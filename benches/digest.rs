@@ -24,11 +24,17 @@ fn status_kb(field: &str) -> u64 {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let recipients = args.first().copied().unwrap_or(100_000);
     let per = args.get(1).copied().unwrap_or(10);
     herald::install_tls_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/herald.db", dir.path().display());

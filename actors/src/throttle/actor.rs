@@ -46,7 +46,11 @@ pub enum ThrottleMsg {
         RpcReplyPort<Result<u64, PortError>>,
     ),
     /// A queued email's ledger row is committed (or failed to be).
-    Committed { key: String, email: Email, ok: bool },
+    Committed {
+        key: String,
+        email: Email,
+        ok: bool,
+    },
 }
 
 pub struct EmailThrottle<P> {
@@ -150,14 +154,17 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         }
         // A recipient not in the cache needs both reads: issue them together.
         let rule = self.rule(request.email_type);
-        let cached = state.sends.contains_key(&(request.email.clone(), request.email_type));
+        let cached = state
+            .sends
+            .contains_key(&(request.email.clone(), request.email_type));
         let (lookup, preloaded) = if cached {
             (self.port.lookup(&request).await?, None)
         } else {
             let since = now - rule.window_ms;
             let (lookup, sends) = tokio::join!(
                 self.port.lookup(&request),
-                self.port.sends_since(&request.email, request.email_type, since)
+                self.port
+                    .sends_since(&request.email, request.email_type, since)
             );
             (lookup?, Some(sends?))
         };
@@ -192,7 +199,9 @@ impl<P: ThrottlePort> EmailThrottle<P> {
         // Counted now; committed by a task of its own so that queued emails of many
         // recipients share a transaction (see `handle`).
         sends.push(now);
-        state.committing.insert(request.idempotency_key.clone(), (request, 0));
+        state
+            .committing
+            .insert(request.idempotency_key.clone(), (request, 0));
         Ok(Admission::Queued)
     }
 }
