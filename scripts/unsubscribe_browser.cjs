@@ -1,0 +1,32 @@
+// Opens an unsubscribe link in headless Chromium as a parent would: sees the confirmation,
+// clicks the button, sees the result. Exits non-zero on any mismatch.
+// usage: PLAYWRIGHT_CORE=/path/to/node_modules/playwright-core node unsubscribe_browser.cjs URL
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+
+(async () => {
+  const url = process.argv[2];
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage({ javaScriptEnabled: false });
+    await page.goto(url);
+    const question = await page.textContent('body');
+    if (!question.includes('Stop receiving session report emails?')) {
+      throw new Error(`no confirmation on the page: ${question}`);
+    }
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    const result = await page.textContent('body');
+    if (!result.includes('You are unsubscribed')) {
+      throw new Error(`no result on the page: ${result}`);
+    }
+    console.log('confirmed and unsubscribed');
+  } finally {
+    await browser.close();
+  }
+})().catch((err) => {
+  console.error(err.message || err);
+  process.exit(1);
+});

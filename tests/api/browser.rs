@@ -1,0 +1,115 @@
+//! The unsubscribe page in a real browser (headless Chromium), from the link of a real
+//! received email.
+
+use serde_json::json;
+
+use crate::helpers::{Backend, spawn_app_with};
+use crate::smtp::SmtpServer;
+
+fn browser_kit() -> Option<(String, String)> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let playwright = std::env::var("PLAYWRIGHT_CORE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/herald-browser/node_modules/playwright-core",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if node
+        && std::path::Path::new(&chromium).exists()
+        && std::path::Path::new(&playwright).exists()
+    {
+        return Some((chromium, playwright));
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must install chromium, node and playwright-core (see .ci/run)"
+    );
+    eprintln!("skipped: headless Chromium kit not installed (see .ci/run)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() {
+    let Some((chromium, playwright)) = browser_kit() else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    // The links must point at this very instance, so its port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        |vars| {
+            for (k, v) in [
+                ("PORT", port.to_string()),
+                ("API_BASE_URL", format!("http://127.0.0.1:{port}")),
+                ("EMAIL_PROVIDER", "smtp".to_owned()),
+                ("SMTP_HOST", "127.0.0.1".to_owned()),
+                ("SMTP_PORT", smtp.port.to_string()),
+                ("SMTP_TLS", "none".to_owned()),
+                ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
+            ] {
+                vars.insert(k.to_owned(), v);
+            }
+        },
+        None,
+    )
+    .await;
+    let session = app
+        .new_session(json!({"parent_email": "parent@example.com"}))
+        .await;
+    app.complete(&session.id, Some(&session.token), None).await;
+    let mail = smtp.wait_for(1).await.remove(0);
+    let parsed = mailparse::parse_mail(&mail.data).unwrap();
+    let link: String = parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "List-Unsubscribe")
+        .unwrap()
+        .get_value()
+        .split_whitespace()
+        .collect();
+    let url = link.trim_matches(['<', '>']).to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "http://127.0.0.1:{port}/api/v1/email/unsubscribe/"
+        )),
+        "{url}"
+    );
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/unsubscribe_browser.cjs"
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(&url)
+            .env("CHROMIUM", chromium)
+            .env("PLAYWRIGHT_CORE", playwright)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, "parent@example.com")
+            .await
+            .unwrap(),
+        Some((true, false)),
+        "session reports are off, digests still on"
+    );
+}
