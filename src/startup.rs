@@ -21,7 +21,7 @@ use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, 
 use herald_actors::scheduler::{
     JobSpec, MissedPolicy, Schedule, Scheduler, SchedulerClient, SchedulerConfig,
 };
-use herald_actors::throttle::{EmailThrottle, ThrottleRule, email_throttle};
+use herald_actors::throttle::{EmailThrottle, ThrottleClient, ThrottleRule, email_throttle};
 
 use crate::jobs::purge::Retention;
 use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
@@ -32,6 +32,7 @@ use crate::email::{Mailer, Signer};
 use crate::http::{AppState, auth::KeyRing};
 use crate::ratelimit::Policies;
 use crate::store::Store;
+use crate::store::group_commit::GroupCommit;
 use crate::telemetry::SupervisionReporter;
 
 /// Email throttle shards: decisions about different recipients run side by side.
@@ -88,23 +89,9 @@ impl Application {
         });
 
         let delivery = &config.email.delivery;
-        let writes = crate::store::group_commit::GroupCommit::spawn(store.clone());
+        let writes = GroupCommit::spawn(store.clone());
         let (throttle_spec, throttle) = email_throttle(
-            EmailThrottle {
-                port: Arc::new(StoreThrottlePort {
-                    store: store.clone(),
-                    writes: writes.clone(),
-                }),
-                clock: clock.clone(),
-                session_reports: ThrottleRule {
-                    limit: delivery.session_reports_limit,
-                    window_ms: delivery.session_reports_window.as_millis() as i64,
-                },
-                weekly_digest: ThrottleRule {
-                    limit: delivery.weekly_digest_limit,
-                    window_ms: delivery.weekly_digest_window.as_millis() as i64,
-                },
-            },
+            throttle_actor(&config, &store, &writes, &clock),
             THROTTLE_SHARDS,
             Duration::from_secs(5),
             Some(Arc::new(SupervisionReporter)),
@@ -146,26 +133,7 @@ impl Application {
         .shutdown(config.shutdown_timeout + Duration::from_secs(1));
         let dispatcher = DispatcherClient::new(dispatcher_spec.slot());
 
-        let jobs = JobContext {
-            store: store.clone(),
-            throttle: throttle.clone(),
-            clock: clock.clone(),
-            digest_timezone: config.digest_timezone.clone(),
-            digest_throttle: (
-                delivery.weekly_digest_limit,
-                delivery.weekly_digest_window.as_millis() as i64,
-            ),
-            retention: Retention {
-                send_log_days: config.jobs.retention_send_log_days,
-                session_events_days: config.jobs.retention_session_events_days,
-                audit_log_days: config.jobs.retention_audit_log_days,
-                throttle_window_ms: delivery
-                    .session_reports_window
-                    .max(delivery.weekly_digest_window)
-                    .as_millis() as i64,
-            },
-            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-        };
+        let jobs = job_context(&config, &store, &throttle, &clock, "");
         let scheduler_spec = ChildSpec::actor(
             "scheduler",
             Scheduler {
@@ -297,6 +265,66 @@ impl Application {
     }
 }
 
+/// The email throttle actor over the database, with the limits from configuration.
+fn throttle_actor(
+    config: &Config,
+    store: &Store,
+    writes: &GroupCommit,
+    clock: &SharedClock,
+) -> EmailThrottle<StoreThrottlePort> {
+    let delivery = &config.email.delivery;
+    EmailThrottle {
+        port: Arc::new(StoreThrottlePort {
+            store: store.clone(),
+            writes: writes.clone(),
+        }),
+        clock: clock.clone(),
+        session_reports: ThrottleRule {
+            limit: delivery.session_reports_limit,
+            window_ms: delivery.session_reports_window.as_millis() as i64,
+        },
+        weekly_digest: ThrottleRule {
+            limit: delivery.weekly_digest_limit,
+            window_ms: delivery.weekly_digest_window.as_millis() as i64,
+        },
+    }
+}
+
+/// What the job bodies need; `owner` prefixes the name this process has in the job ledger.
+fn job_context(
+    config: &Config,
+    store: &Store,
+    throttle: &ThrottleClient,
+    clock: &SharedClock,
+    owner: &str,
+) -> JobContext {
+    let delivery = &config.email.delivery;
+    JobContext {
+        store: store.clone(),
+        throttle: throttle.clone(),
+        clock: clock.clone(),
+        digest_timezone: config.digest_timezone.clone(),
+        digest_throttle: (
+            delivery.weekly_digest_limit,
+            delivery.weekly_digest_window.as_millis() as i64,
+        ),
+        retention: Retention {
+            send_log_days: config.jobs.retention_send_log_days,
+            session_events_days: config.jobs.retention_session_events_days,
+            audit_log_days: config.jobs.retention_audit_log_days,
+            throttle_window_ms: delivery
+                .session_reports_window
+                .max(delivery.weekly_digest_window)
+                .as_millis() as i64,
+        },
+        owner: format!(
+            "{owner}{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    }
+}
+
 /// The jobs registered in code, with their schedules from configuration.
 pub fn job_specs(config: &Config) -> anyhow::Result<Vec<JobSpec>> {
     let missed = if config.jobs.catch_up {
@@ -374,24 +402,9 @@ pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, Superv
         .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let delivery = &config.email.delivery;
-    let writes = crate::store::group_commit::GroupCommit::spawn(store.clone());
+    let writes = GroupCommit::spawn(store.clone());
     let (throttle_spec, throttle) = email_throttle(
-        EmailThrottle {
-            port: Arc::new(StoreThrottlePort {
-                store: store.clone(),
-                writes,
-            }),
-            clock: clock.clone(),
-            session_reports: ThrottleRule {
-                limit: delivery.session_reports_limit,
-                window_ms: delivery.session_reports_window.as_millis() as i64,
-            },
-            weekly_digest: ThrottleRule {
-                limit: delivery.weekly_digest_limit,
-                window_ms: delivery.weekly_digest_window.as_millis() as i64,
-            },
-        },
+        throttle_actor(config, &store, &writes, &clock),
         THROTTLE_SHARDS,
         Duration::from_secs(30),
         None,
@@ -403,29 +416,6 @@ pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, Superv
     )
     .await
     .context("starting the email throttle")?;
-    let context = JobContext {
-        store,
-        throttle,
-        clock,
-        digest_timezone: config.digest_timezone.clone(),
-        digest_throttle: (
-            delivery.weekly_digest_limit,
-            delivery.weekly_digest_window.as_millis() as i64,
-        ),
-        retention: Retention {
-            send_log_days: config.jobs.retention_send_log_days,
-            session_events_days: config.jobs.retention_session_events_days,
-            audit_log_days: config.jobs.retention_audit_log_days,
-            throttle_window_ms: delivery
-                .session_reports_window
-                .max(delivery.weekly_digest_window)
-                .as_millis() as i64,
-        },
-        owner: format!(
-            "cli-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ),
-    };
+    let context = job_context(config, &store, &throttle, &clock, "cli-");
     Ok((context, root))
 }

@@ -59,6 +59,18 @@ pub fn session_id(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| session_not_found())
 }
 
+/// A reporting period in days: 1 to 365, 7 when absent.
+pub fn days(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(7),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| invalid("days", "days must be a whole number from 1 to 365")),
+    }
+}
+
 pub fn session_not_found() -> ApiError {
     ApiError::not_found("SESSION_NOT_FOUND", "Session not found.")
 }

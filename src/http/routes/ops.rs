@@ -44,16 +44,7 @@ pub async fn snapshot(
     State(state): State<AppState>,
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<OpsMetrics>, ApiError> {
-    let days = match query.days.as_deref() {
-        None => 7,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| {
-                validate::invalid("days", "days must be a whole number from 1 to 365")
-            })?,
-    };
+    let days = validate::days(query.days.as_deref())?;
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
     let summary = stats::summary(&state.store, days, now).await?;
     let emails = |status: &str| summary.emails_by_outcome.get(status).copied().unwrap_or(0);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::http::error::ApiError;
 use crate::http::extract::ClientKey;
 use crate::http::state::AppState;
+use crate::http::validate;
 use crate::store::stats::{self, Dashboard, Summary};
 
 #[utoipa::path(get, path = "/api/v1/stats/dashboard", tag = "stats",
@@ -40,17 +41,7 @@ pub async fn summary(
     _key: ClientKey,
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
-    let days = match query.days.as_deref() {
-        None => 7,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| ApiError::Unprocessable {
-                message: "days must be a whole number from 1 to 365".to_owned(),
-                field: "days".to_owned(),
-            })?,
-    };
+    let days = validate::days(query.days.as_deref())?;
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
     let started = std::time::Instant::now();
     let summary = stats::summary(&state.store, days, now).await?;

@@ -3,12 +3,17 @@
 //!
 //! Secrets are held as [`Secret`] so no `Debug` of the configuration can leak them.
 
+mod dev_secrets;
+mod ip;
+
+pub use ip::{IpBlock, canonical};
+
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::secret::{Secret, random_token};
+use crate::secret::Secret;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db?mode=rwc";
 /// Where generated development secrets are kept, beside the SQLite database.
@@ -64,68 +69,6 @@ pub enum SmtpTls {
 pub enum FailMode {
     Open,
     Closed,
-}
-
-/// An address or a CIDR block, e.g. for `TRUSTED_PROXIES`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpBlock {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl IpBlock {
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.network, canonical(addr)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-impl FromStr for IpBlock {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let network = canonical(
-            addr.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| format!("'{s}' is not an IP address or CIDR block"))?,
-        );
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("'{s}' has an invalid prefix length"))?,
-        };
-        Ok(Self { network, prefix })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -698,81 +641,6 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose().starts_with("sqlite:")
     }
-
-    /// The directory of the SQLite file, where development secrets are kept.
-    fn secrets_dir(&self) -> Option<PathBuf> {
-        let url = self.database_url.expose();
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))?;
-        let path = path.split('?').next().unwrap_or_default();
-        if path.is_empty() || path.contains(":memory:") {
-            return None;
-        }
-        Some(
-            Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        )
-    }
-
-    /// Development only: reuse the secrets kept beside the database, or generate and keep
-    /// them, so links and keys survive restarts.
-    fn load_dev_secrets(&mut self) -> Result<(), String> {
-        let dir = self.secrets_dir().unwrap_or_else(|| PathBuf::from("."));
-        let file = dir.join(DEV_SECRETS_FILE);
-        let mut stored = std::collections::HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            for line in text.lines() {
-                if let Some((k, v)) = line.split_once('=') {
-                    stored.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
-            }
-        }
-        let mut generated = false;
-        for (name, slot) in [
-            ("API_ACCESS_KEY", &mut self.api_access_key),
-            ("SECRET_KEY", &mut self.secret_key),
-        ] {
-            if !slot.expose().is_empty() {
-                continue;
-            }
-            let value = stored.entry(name.to_owned()).or_insert_with(|| {
-                generated = true;
-                random_token()
-            });
-            *slot = Secret::new(value.clone());
-        }
-        if generated {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("{}: cannot create directory: {e}", dir.display()))?;
-            let text: String = stored.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            write_private(&file, &text).map_err(|e| {
-                format!("{}: cannot write development secrets: {e}", file.display())
-            })?;
-            self.generated_secrets = Some(file);
-        }
-        Ok(())
-    }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 #[cfg(test)]
@@ -917,9 +785,9 @@ mod tests {
 
     #[test]
     fn env_example_lists_every_variable_the_service_reads() {
-        let source = include_str!("config.rs");
+        let source = include_str!("mod.rs");
         let code = &source[..source.find("#[cfg(test)]").unwrap()];
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
         let mut missing = Vec::new();
         for literal in code.split('"').skip(1).step_by(2) {
             let is_name = literal.len() > 2

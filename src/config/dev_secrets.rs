@@ -1,0 +1,85 @@
+//! Development secrets: generated on first start and kept beside the SQLite database, so
+//! keys and unsubscribe links survive restarts. Production never gets here (it refuses to
+//! start without its secrets).
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, DEV_SECRETS_FILE};
+use crate::secret::{Secret, random_token};
+
+impl Config {
+    /// The directory of the SQLite file, where development secrets are kept.
+    fn secrets_dir(&self) -> Option<PathBuf> {
+        let url = self.database_url.expose();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path.contains(":memory:") {
+            return None;
+        }
+        Some(
+            Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        )
+    }
+
+    /// Development only: reuse the secrets kept beside the database, or generate and keep
+    /// them, so links and keys survive restarts.
+    pub(super) fn load_dev_secrets(&mut self) -> Result<(), String> {
+        let dir = self.secrets_dir().unwrap_or_else(|| PathBuf::from("."));
+        let file = dir.join(DEV_SECRETS_FILE);
+        let mut stored = std::collections::HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    stored.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+            }
+        }
+        let mut generated = false;
+        for (name, slot) in [
+            ("API_ACCESS_KEY", &mut self.api_access_key),
+            ("SECRET_KEY", &mut self.secret_key),
+        ] {
+            if !slot.expose().is_empty() {
+                continue;
+            }
+            let value = stored.entry(name.to_owned()).or_insert_with(|| {
+                generated = true;
+                random_token()
+            });
+            *slot = Secret::new(value.clone());
+        }
+        if generated {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("{}: cannot create directory: {e}", dir.display()))?;
+            let text: String = stored.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            write_private(&file, &text).map_err(|e| {
+                format!("{}: cannot write development secrets: {e}", file.display())
+            })?;
+            self.generated_secrets = Some(file);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
