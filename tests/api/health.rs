@@ -206,3 +206,53 @@ async fn the_ops_snapshot_has_the_seed_shape() {
     let bad = app.get_admin("/api/v1/ops/metrics?days=999").await;
     crate::helpers::assert_error(bad, 422, "VALIDATION_ERROR").await;
 }
+
+#[tokio::test]
+async fn an_actor_that_keeps_failing_degrades_health_then_escalates_to_a_non_zero_exit() {
+    let mut app = crate::helpers::spawn_app_with(
+        Backend::Sqlite,
+        |v| {
+            v.insert("EMAIL_POLL_INTERVAL_MS".into(), "50".into());
+        },
+        None,
+    )
+    .await;
+    // The dispatcher cannot claim without its table: it fails on every tick.
+    sqlx::query("DROP TABLE email_send_logs")
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut saw_restarts = false;
+    loop {
+        if let Ok(response) = app
+            .client
+            .get(app.url("/admin/actors"))
+            .header("X-API-Key", crate::helpers::API_KEY)
+            .send()
+            .await
+        {
+            let tree: serde_json::Value = response.json().await.unwrap_or_default();
+            let restarts = tree["children"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["id"] == "email_dispatcher")
+                .and_then(|c| c["restarts"].as_u64())
+                .unwrap_or(0);
+            saw_restarts |= restarts > 0;
+        } else {
+            break; // the server has stopped
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the root supervisor never gave up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        saw_restarts,
+        "the dispatcher was restarted before the escalation"
+    );
+    assert_eq!(app.stop().await, herald::startup::Stopped::Escalated);
+}
