@@ -109,7 +109,8 @@ impl Mailer {
 /// The server's reply decides: 5xx is permanent, 4xx and timeouts transient; no reply at
 /// all means the server could not be reached.
 fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
-    let text = err.to_string();
+    // Servers quote the recipient in their replies; the text reaches logs and the ledger.
+    let text = crate::redact::mask_emails_in(&err.to_string());
     if err.is_permanent() {
         Attempt::Permanent(text)
     } else if err.is_transient() || err.is_timeout() {
