@@ -100,6 +100,7 @@ impl Application {
         let outbox = OutboxPort {
             store: store.clone(),
             writes: writes.clone(),
+            claimed: Default::default(),
             mailer: Mailer::from_config(&config.email).context("configuring the email provider")?,
             signer: signer.clone(),
             from: config.email.from.clone(),

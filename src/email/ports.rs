@@ -17,6 +17,10 @@ use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey, Outcome};
 use crate::store::{Store, preferences, sessions, throttles};
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn port_error(err: impl std::fmt::Display) -> PortError {
     PortError::new(crate::redact::mask_emails_in(&err.to_string()))
 }
@@ -115,6 +119,8 @@ pub struct OutboxPort {
     pub store: Store,
     /// Writes delivery outcomes with group commit.
     pub writes: GroupCommit,
+    /// Rows handed from `claim` to `deliver`, so the row is not read twice.
+    pub claimed: std::sync::Mutex<std::collections::HashMap<String, outbox::Delivery>>,
     pub mailer: Mailer,
     pub signer: Signer,
     pub from: String,
@@ -137,24 +143,33 @@ impl OutboxPort {
         &self,
         claimed: &Claimed,
     ) -> Result<Result<(lettre::Message, String), Attempt>, PortError> {
-        let Some(delivery) = outbox::delivery(&self.store, &claimed.id)
-            .await
-            .map_err(port_error)?
-        else {
-            return Ok(Err(Attempt::Permanent(
-                "the ledger row disappeared".to_owned(),
-            )));
+        // The claim returned the row's fields; a row claimed by an earlier incarnation (or
+        // missing from the hand-off for any reason) is read back.
+        let handed_over = lock(&self.claimed).remove(&claimed.id);
+        let delivery = match handed_over {
+            Some(delivery) => delivery,
+            None => match outbox::delivery(&self.store, &claimed.id)
+                .await
+                .map_err(port_error)?
+            {
+                Some(delivery) => delivery,
+                None => {
+                    return Ok(Err(Attempt::Permanent(
+                        "the ledger row disappeared".to_owned(),
+                    )));
+                }
+            },
         };
-        if !preferences::enabled(&self.store, &delivery.email, &delivery.email_type)
-            .await
-            .map_err(port_error)?
-        {
+        let (enabled, recipient_key) =
+            preferences::for_sending(&self.store, &delivery.email, &delivery.email_type)
+                .await
+                .map_err(port_error)?
+                .unwrap_or((true, None));
+        if !enabled {
             return Ok(Err(Attempt::Suppressed));
         }
-        let recipient_key = preferences::recipient_key(&self.store, &delivery.email)
-            .await
-            .map_err(port_error)?
-            .ok_or_else(|| PortError::new("the recipient has no preferences row"))?;
+        let recipient_key =
+            recipient_key.ok_or_else(|| PortError::new("the recipient has no preferences row"))?;
         let unsubscribe_url = format!(
             "{}/api/v1/email/unsubscribe/{}?type={}",
             self.api_base_url,
@@ -242,6 +257,16 @@ impl DispatchPort for OutboxPort {
         let rows = outbox::claim(&self.store, limit, now_ms, lease_ms)
             .await
             .map_err(port_error)?;
+        {
+            let mut handed = lock(&self.claimed);
+            if handed.len() > 10_000 {
+                // Left behind by sends that never started; `deliver` reads those back.
+                handed.clear();
+            }
+            for row in &rows {
+                handed.insert(row.id.clone(), row.delivery.clone());
+            }
+        }
         Ok(rows
             .into_iter()
             .map(|row| Claimed {

@@ -137,6 +137,8 @@ pub struct ClaimedRow {
     pub attempts: i64,
     pub created_at: i64,
     pub email_type: String,
+    /// Everything needed to build the email, returned by the claim itself.
+    pub delivery: Delivery,
 }
 
 /// Leases up to `limit` due rows to the caller.
@@ -156,7 +158,7 @@ pub async fn claim(
                       WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
                          OR (status = 'sending' AND lease_until < $1) \
                       ORDER BY created_at LIMIT $3{lock}) \
-         RETURNING id, attempts, created_at, email_type"
+         RETURNING id, attempts, created_at, email_type, idempotency_key, email, session_id, week_start"
     );
     let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
@@ -173,6 +175,13 @@ pub async fn claim(
                 attempts: row.try_get(1)?,
                 created_at: row.try_get(2)?,
                 email_type: row.try_get(3)?,
+                delivery: Delivery {
+                    idempotency_key: row.try_get(4)?,
+                    email: row.try_get(5)?,
+                    email_type: row.try_get(3)?,
+                    session_id: row.try_get(6)?,
+                    week_start: row.try_get(7)?,
+                },
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -241,6 +250,7 @@ pub async fn depth(store: &Store) -> Result<u64, StoreError> {
 }
 
 /// What the sender needs to build a claimed email.
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub idempotency_key: String,
     pub email: String,

@@ -48,6 +48,25 @@ pub async fn enabled(store: &Store, email: &str, email_type: &str) -> Result<boo
     })
 }
 
+/// Whether the recipient wants `email_type`, and their unsubscribe key, in one read.
+pub async fn for_sending(
+    store: &Store,
+    email: &str,
+    email_type: &str,
+) -> Result<Option<(bool, Option<String>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT CASE WHEN $2 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END, recipient_key \
+         FROM email_preferences WHERE email = $1",
+    )
+    .bind(email)
+    .bind(email_type)
+    .fetch_optional(store.reader())
+    .await?;
+    row.map(|row| Ok((row.try_get::<i64, _>(0)? != 0, row.try_get(1)?)))
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+}
+
 /// The recipient's unsubscribe key (rows are made when their first email is queued).
 pub async fn recipient_key(store: &Store, email: &str) -> Result<Option<String>, StoreError> {
     Ok(

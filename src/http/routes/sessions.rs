@@ -314,20 +314,30 @@ pub async fn complete(
     let session = authorize(&state, &raw_id, token).await?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
     let id = session.record.id.clone();
-    if sessions::complete(
+    let completed_at = now_ms(&state);
+    let completed_now = sessions::complete(
         &state.writes,
         &id,
         parent_email.as_ref().map(|e| e.as_str()),
-        now_ms(&state),
+        completed_at,
     )
-    .await?
-    {
+    .await?;
+    let session = if completed_now {
         crate::metrics::session_completed();
         tracing::info!("session completed");
-    }
-    let session = sessions::get(&state.store, &id)
-        .await?
-        .ok_or_else(validate::session_not_found)?;
+        // What was just written, without reading it back.
+        let mut session = session;
+        session.record.completed_at_ms = Some(completed_at);
+        if let Some(email) = &parent_email {
+            session.parent_email = Some(email.as_str().to_owned());
+        }
+        session
+    } else {
+        // Completed earlier, perhaps by a concurrent call: the stored state is the answer.
+        sessions::get(&state.store, &id)
+            .await?
+            .ok_or_else(validate::session_not_found)?
+    };
     let report_email = report_email(&state, &id, session.parent_email.as_deref()).await?;
     let events = sessions::events(&state.store, &id).await?;
     let summary = summarize(&session.record, &events, now_ms(&state));
