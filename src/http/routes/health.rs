@@ -182,3 +182,37 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(id: &str, state: ChildState, children: Vec<ChildStatus>) -> ChildStatus {
+        ChildStatus {
+            id: id.to_owned(),
+            state,
+            restarts: 0,
+            last_failure: None,
+            children,
+        }
+    }
+
+    #[test]
+    fn a_child_waiting_to_restart_anywhere_in_the_tree_is_reported_down() {
+        let tree = vec![
+            child(
+                "rate_limiter",
+                ChildState::Running,
+                vec![
+                    child("shard-0", ChildState::Running, vec![]),
+                    child("shard-1", ChildState::Restarting, vec![]),
+                ],
+            ),
+            child("email_dispatcher", ChildState::Restarting, vec![]),
+            child("finished", ChildState::Stopped, vec![]),
+        ];
+        let mut down = Vec::new();
+        collect_down("", &tree, &mut down);
+        assert_eq!(down, vec!["rate_limiter/shard-1", "email_dispatcher"]);
+    }
+}
