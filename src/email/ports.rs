@@ -14,7 +14,7 @@ use super::message::{self, Parts};
 use super::{Mailer, Signer, templates};
 use crate::reports::{pdf, summarize};
 use crate::store::group_commit::GroupCommit;
-use crate::store::outbox::{self, LedgerKey, Outcome};
+use crate::store::outbox::{self, LedgerKey};
 use crate::store::{Store, preferences, sessions, throttles};
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,24 +288,10 @@ impl DispatchPort for OutboxPort {
     }
 
     async fn mark(&self, claimed: &Claimed, mark: &Mark, now_ms: i64) -> Result<(), PortError> {
-        let outcome = match mark.clone() {
-            Mark::Sent { message_id } => Outcome::Sent { message_id },
-            Mark::Suppressed => Outcome::Suppressed,
-            Mark::Retry {
-                next_attempt_at,
-                error,
-                counts,
-            } => Outcome::Retry {
-                next_attempt_at,
-                error,
-                counts,
-            },
-            Mark::Failed { error } => Outcome::Failed { error },
-        };
         self.writes
             .run(vec![outbox::mark_statement(
                 claimed.id.clone(),
-                outcome,
+                mark.clone(),
                 now_ms,
             )])
             .await

@@ -4,6 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use herald_actors::dispatcher::Mark;
+
 use super::group_commit::Statement;
 use super::{Backend, Store, StoreError};
 
@@ -188,40 +190,23 @@ pub async fn claim(
         .map_err(StoreError::from)
 }
 
-/// The outcome of an attempt, as written to the row.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Sent {
-        message_id: String,
-    },
-    Suppressed,
-    Retry {
-        next_attempt_at: i64,
-        error: String,
-        counts: bool,
-    },
-    Failed {
-        error: String,
-    },
-}
-
 /// The statement that writes the outcome of an attempt.
-pub fn mark_statement(id: String, outcome: Outcome, now_ms: i64) -> Statement {
-    match outcome {
-        Outcome::Sent { message_id } => sqlx::query(
+pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
+    match mark {
+        Mark::Sent { message_id } => sqlx::query(
             "UPDATE email_send_logs SET status = 'sent', sent_at = $2, updated_at = $2, message_id = $3, \
              attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
         .bind(message_id),
-        Outcome::Suppressed => sqlx::query(
+        Mark::Suppressed => sqlx::query(
             "UPDATE email_send_logs SET status = 'suppressed', reason = 'unsubscribed before sending', \
              updated_at = $2, lease_until = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms),
-        Outcome::Retry { next_attempt_at, error, counts } => sqlx::query(
+        Mark::Retry { next_attempt_at, error, counts } => sqlx::query(
             "UPDATE email_send_logs SET status = 'pending', next_attempt_at = $3, last_error = $4, \
              attempts = attempts + $5, updated_at = $2, lease_until = NULL WHERE id = $1",
         )
@@ -230,7 +215,7 @@ pub fn mark_statement(id: String, outcome: Outcome, now_ms: i64) -> Statement {
         .bind(next_attempt_at)
         .bind(error)
         .bind(i64::from(counts)),
-        Outcome::Failed { error } => sqlx::query(
+        Mark::Failed { error } => sqlx::query(
             "UPDATE email_send_logs SET status = 'failed', last_error = $3, attempts = attempts + 1, \
              updated_at = $2, lease_until = NULL WHERE id = $1",
         )

@@ -67,18 +67,6 @@ pub async fn for_sending(
         .map_err(|e: sqlx::Error| StoreError::from(e))
 }
 
-/// The recipient's unsubscribe key (rows are made when their first email is queued).
-pub async fn recipient_key(store: &Store, email: &str) -> Result<Option<String>, StoreError> {
-    Ok(
-        sqlx::query("SELECT recipient_key FROM email_preferences WHERE email = $1")
-            .bind(email)
-            .fetch_optional(store.reader())
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?,
-    )
-}
-
 /// Applies an unsubscribe; returns whether anything changed. The seed's effects: each type
 /// turns its switch off and stamps its time; `all` does both.
 pub async fn unsubscribe(
