@@ -187,6 +187,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<herald_actors::throttle::ThrottleError> for ApiError {
+    fn from(err: herald_actors::throttle::ThrottleError) -> Self {
+        match err {
+            herald_actors::throttle::ThrottleError::Unavailable => Self::Unavailable {
+                message: "The email throttle is restarting; please retry.".to_owned(),
+                retry_after_seconds: 1,
+            },
+            herald_actors::throttle::ThrottleError::Port(detail) => Self::Internal(detail),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         StoreError::from(err).into()

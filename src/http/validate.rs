@@ -4,9 +4,9 @@ use herald_actors::email::Email;
 
 use super::error::ApiError;
 
-pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::Unprocessable {
-        field: field.to_owned(),
+        field: field.into(),
         message: message.into(),
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use futures_util::StreamExt;
 use herald_actors::email::{Email, EmailType};
@@ -400,9 +400,7 @@ pub fn default_week(now_ms: i64, timezone: &str) -> NaiveDate {
 }
 
 pub fn format_instant(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+    crate::store::instant(ms).to_rfc3339()
 }
 
 #[cfg(test)]
@@ -411,7 +409,7 @@ mod tests {
 
     #[test]
     fn the_sunday_digest_reports_the_seven_days_before_it() {
-        let sunday = DateTime::parse_from_rfc3339("2026-11-22T09:00:00Z")
+        let sunday = chrono::DateTime::parse_from_rfc3339("2026-11-22T09:00:00Z")
             .unwrap()
             .timestamp_millis();
         assert_eq!(week_before(sunday, "UTC").to_string(), "2026-11-15");

@@ -151,6 +151,11 @@ impl Store {
     }
 }
 
+/// An instant as the store keeps it (epoch milliseconds), as a UTC time.
+pub fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 /// Milliseconds since the epoch, the store's representation of an instant.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use herald_actors::email::{Email, EmailType};
-use herald_actors::throttle::ThrottleError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,21 +13,8 @@ use crate::http::error::ApiError;
 use crate::http::extract::AdminKey;
 use crate::http::state::AppState;
 use crate::http::validate;
+use crate::store::instant;
 use crate::store::outbox::{self, LedgerRow};
-
-fn instant(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn throttle_error(err: ThrottleError) -> ApiError {
-    match err {
-        ThrottleError::Unavailable => ApiError::Unavailable {
-            message: "The email throttle is restarting; please retry.".to_owned(),
-            retry_after_seconds: 1,
-        },
-        ThrottleError::Port(detail) => ApiError::Internal(detail),
-    }
-}
 
 fn parse_email(raw: &str) -> Result<Email, ApiError> {
     Email::parse(raw).map_err(|e| validate::invalid("email", e.to_string()))
@@ -88,11 +74,7 @@ pub async fn throttle_state(
     Path(raw): Path<String>,
 ) -> Result<Json<ThrottleView>, ApiError> {
     let email = parse_email(&raw)?;
-    let types = state
-        .throttle
-        .state(email.clone())
-        .await
-        .map_err(throttle_error)?;
+    let types = state.throttle.state(email.clone()).await?;
     Ok(Json(ThrottleView {
         email: email.as_str().to_owned(),
         throttles: types
@@ -135,11 +117,7 @@ pub async fn throttle_reset(
 ) -> Result<Json<ThrottleReset>, ApiError> {
     let email = parse_email(&raw)?;
     let kind = parse_type(query.kind.as_deref())?;
-    let cleared = state
-        .throttle
-        .reset(email.clone(), kind)
-        .await
-        .map_err(throttle_error)?;
+    let cleared = state.throttle.reset(email.clone(), kind).await?;
     let target = format!(
         "{}/{}",
         email.masked(),

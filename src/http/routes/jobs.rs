@@ -14,11 +14,8 @@ use crate::http::extract::OptionalJson;
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::jobs::{WEEKLY_DIGEST, digest};
+use crate::store::instant;
 use crate::store::jobs::{self, JobRun};
-
-fn instant(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct LastRun {

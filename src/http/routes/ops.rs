@@ -49,7 +49,7 @@ pub async fn snapshot(
     let summary = stats::summary(&state.store, days, now).await?;
     let emails = |status: &str| summary.emails_by_outcome.get(status).copied().unwrap_or(0);
     Ok(Json(OpsMetrics {
-        timestamp: DateTime::from_timestamp_millis(now).unwrap_or_default(),
+        timestamp: crate::store::instant(now),
         metrics: OpsNumbers {
             period_days: days,
             sessions_started: summary.sessions_started,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminKey, OptionalJson};
 use crate::http::state::AppState;
+use crate::http::validate::invalid;
 use crate::ratelimit::identity::address_identity;
 use crate::ratelimit::policies::DEFAULT_TIER;
 use crate::ratelimit::{GROUPS, Group};
@@ -61,13 +62,6 @@ fn view(state: &AppState) -> PoliciesView {
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Json<PoliciesView> {
     Json(view(&state))
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::Unprocessable {
-        field: field.into(),
-        message: message.into(),
-    }
 }
 
 fn bounded(

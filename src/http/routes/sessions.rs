@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use herald_actors::email::{Email, EmailType};
-use herald_actors::throttle::{Admission, SendRequest, ThrottleError};
+use herald_actors::throttle::{Admission, SendRequest};
 
 use crate::http::error::ApiError;
 use crate::http::extract::{Json as JsonBody, OptionalJson, SessionToken};
@@ -21,6 +21,7 @@ use crate::http::state::AppState;
 use crate::http::validate;
 use crate::reports::{SessionSummary, summarize};
 use crate::secret::{hex, random_token};
+use crate::store::instant;
 use crate::store::sessions::{self, EventOutcome, NewEvent, NewSession, SessionRow};
 
 const NAME_MAX: usize = 100;
@@ -29,10 +30,6 @@ const KIND_MAX: usize = 32;
 
 fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn instant(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 fn now_ms(state: &AppState) -> i64 {
@@ -250,17 +247,7 @@ async fn report_email(
         week_start: None,
         check_preference: true,
     };
-    let admission = state
-        .throttle
-        .admit(request)
-        .await
-        .map_err(|err| match err {
-            ThrottleError::Unavailable => ApiError::Unavailable {
-                message: "The email service is restarting; please retry.".to_owned(),
-                retry_after_seconds: 1,
-            },
-            ThrottleError::Port(detail) => ApiError::Internal(detail),
-        })?;
+    let admission = state.throttle.admit(request).await?;
     let kind = EmailType::SessionReport.as_str();
     let outcome = match admission {
         Admission::Queued => {
