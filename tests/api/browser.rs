@@ -47,17 +47,12 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
     let app = spawn_app_with(
         Backend::Sqlite,
         |vars| {
-            for (k, v) in [
-                ("PORT", port.to_string()),
-                ("API_BASE_URL", format!("http://127.0.0.1:{port}")),
-                ("EMAIL_PROVIDER", "smtp".to_owned()),
-                ("SMTP_HOST", "127.0.0.1".to_owned()),
-                ("SMTP_PORT", smtp.port.to_string()),
-                ("SMTP_TLS", "none".to_owned()),
-                ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
-            ] {
-                vars.insert(k.to_owned(), v);
-            }
+            smtp.configure(vars);
+            vars.insert("PORT".to_owned(), port.to_string());
+            vars.insert(
+                "API_BASE_URL".to_owned(),
+                format!("http://127.0.0.1:{port}"),
+            );
         },
         None,
     )

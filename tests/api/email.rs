@@ -13,13 +13,9 @@ const PARENT: &str = "parent@example.com";
 
 fn mail_config(smtp: &SmtpServer) -> impl FnOnce(&mut HashMap<String, String>) + '_ {
     move |vars| {
+        smtp.configure(vars);
         for (k, v) in [
-            ("EMAIL_PROVIDER", "smtp".to_owned()),
-            ("SMTP_HOST", "127.0.0.1".to_owned()),
-            ("SMTP_PORT", smtp.port.to_string()),
-            ("SMTP_TLS", "none".to_owned()),
             ("SMTP_TIMEOUT_SECONDS", "3".to_owned()),
-            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
             ("EMAIL_RETRY_BASE_MS", "2000".to_owned()),
             ("EMAIL_BREAKER_COOLDOWN_MS", "1000".to_owned()),
             ("API_BASE_URL", "https://herald.example.org".to_owned()),

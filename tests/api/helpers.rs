@@ -14,6 +14,19 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Every table the migrations create.
+pub const TABLES: &[&str] = &[
+    "sessions",
+    "session_events",
+    "email_preferences",
+    "email_send_logs",
+    "email_throttles",
+    "job_runs",
+    "rate_limit_policies",
+    "audit_log",
+    "leases",
+];
+
 pub const API_KEY: &str = "test-admin-key-0123456789abcdef0123";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

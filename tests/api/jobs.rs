@@ -6,22 +6,10 @@ use chrono::{DateTime, NaiveDate};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    API_KEY, Backend, TestApp, TestDatabase, assert_error, spawn_app_on, spawn_app_with,
+    API_KEY, Backend, TABLES, TestApp, TestDatabase, assert_error, spawn_app_on, spawn_app_with,
 };
 use crate::on_both_backends;
 use crate::smtp::SmtpServer;
-
-const TABLES: &[&str] = &[
-    "sessions",
-    "session_events",
-    "email_preferences",
-    "email_send_logs",
-    "email_throttles",
-    "job_runs",
-    "rate_limit_policies",
-    "audit_log",
-    "leases",
-];
 
 fn ms(rfc3339: &str) -> u64 {
     DateTime::parse_from_rfc3339(rfc3339)
@@ -144,16 +132,8 @@ fn mail_vars(
     smtp: &SmtpServer,
 ) -> impl FnOnce(&mut std::collections::HashMap<String, String>) + '_ {
     move |vars| {
-        for (k, v) in [
-            ("EMAIL_PROVIDER", "smtp".to_owned()),
-            ("SMTP_HOST", "127.0.0.1".to_owned()),
-            ("SMTP_PORT", smtp.port.to_string()),
-            ("SMTP_TLS", "none".to_owned()),
-            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
-            ("SESSION_REPORT_LIMIT", "100".to_owned()),
-        ] {
-            vars.insert(k.to_owned(), v);
-        }
+        smtp.configure(vars);
+        vars.insert("SESSION_REPORT_LIMIT".to_owned(), "100".to_owned());
     }
 }
 

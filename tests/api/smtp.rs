@@ -47,6 +47,19 @@ impl SmtpServer {
         }
     }
 
+    /// Configuration that sends herald's email here, polling the outbox every 50 ms.
+    pub fn configure(&self, vars: &mut std::collections::HashMap<String, String>) {
+        for (k, v) in [
+            ("EMAIL_PROVIDER", "smtp".to_owned()),
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", self.port.to_string()),
+            ("SMTP_TLS", "none".to_owned()),
+            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
+    }
+
     /// The replies the next DATA commands get, in order (e.g. `[451, 250]`).
     pub fn script(&self, codes: &[u16]) {
         self.shared.script.lock().unwrap().extend(codes);

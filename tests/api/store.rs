@@ -1,19 +1,7 @@
 use herald::store::{Backend as StoreBackend, Store};
 
-use crate::helpers::{Backend, TestDatabase};
+use crate::helpers::{Backend, TABLES, TestDatabase};
 use crate::on_both_backends;
-
-const TABLES: &[&str] = &[
-    "sessions",
-    "session_events",
-    "email_preferences",
-    "email_send_logs",
-    "email_throttles",
-    "job_runs",
-    "rate_limit_policies",
-    "audit_log",
-    "leases",
-];
 
 async fn migrations_create_every_table_and_record_when(backend: Backend) {
     let db = TestDatabase::new(backend).await;
