@@ -61,17 +61,7 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
         .new_session(json!({"parent_email": "parent@example.com"}))
         .await;
     app.complete(&session.id, Some(&session.token), None).await;
-    let mail = smtp.wait_for(1).await.remove(0);
-    let parsed = mailparse::parse_mail(&mail.data).unwrap();
-    let link: String = parsed
-        .headers
-        .iter()
-        .find(|h| h.get_key() == "List-Unsubscribe")
-        .unwrap()
-        .get_value()
-        .split_whitespace()
-        .collect();
-    let url = link.trim_matches(['<', '>']).to_owned();
+    let url = smtp.wait_for(1).await.remove(0).unsubscribe_url();
     assert!(
         url.starts_with(&format!(
             "http://127.0.0.1:{port}/api/v1/email/unsubscribe/"

@@ -341,18 +341,8 @@ async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_pe
         report_email(complete_for(&app, PARENT).await.1).await,
         "queued"
     );
-    let mail = smtp.wait_for(1).await.remove(0);
-    let parsed = mailparse::parse_mail(&mail.data).unwrap();
-    let link = parsed
-        .headers
-        .iter()
-        .find(|h| h.get_key() == "List-Unsubscribe")
-        .unwrap()
-        .get_value()
-        .split_whitespace()
-        .collect::<String>();
+    let link = smtp.wait_for(1).await.remove(0).unsubscribe_url();
     let path = link
-        .trim_matches(['<', '>'])
         .strip_prefix("https://herald.example.org")
         .unwrap()
         .to_owned();

@@ -16,6 +16,22 @@ pub struct Received {
     pub data: Vec<u8>,
 }
 
+impl Received {
+    /// The URL of the `List-Unsubscribe` header, unfolded and without its angle brackets.
+    pub fn unsubscribe_url(&self) -> String {
+        let parsed = mailparse::parse_mail(&self.data).expect("a parsable message");
+        let header: String = parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key() == "List-Unsubscribe")
+            .expect("a List-Unsubscribe header")
+            .get_value()
+            .split_whitespace()
+            .collect();
+        header.trim_matches(['<', '>']).to_owned()
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
