@@ -41,7 +41,7 @@ for C in 64 256; do
   : > /tmp/plain_rps; : > /tmp/plain_p99; : > /tmp/lim_rps; : > /tmp/lim_p99; : > /tmp/ratio
   for r in $(seq 1 "$ROUNDS"); do
     read -r prps pp99 <<<"$(run /bench/plain "$C")"
-    read -r lrps lp99 <<<"$(run /bench/limited "$C")"
+    read -r lrps lp99 <<<"$(run "${B_PATH:-/bench/limited}" "$C")"
     echo "$prps" >> /tmp/plain_rps; echo "$pp99" >> /tmp/plain_p99
     echo "$lrps" >> /tmp/lim_rps; echo "$lp99" >> /tmp/lim_p99
     awk -v a="$lrps" -v b="$prps" 'BEGIN {print a/b}' >> /tmp/ratio

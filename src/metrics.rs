@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -178,6 +180,13 @@ impl Metrics {
         }
         text
     }
+
+    /// Folds recorded histogram samples into their buckets. Until this runs (or a scrape
+    /// renders), samples are kept one by one, so it must run periodically even when
+    /// nothing scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -206,12 +215,48 @@ pub fn started_serving() {
     gauge!("herald_up_since_timestamp_seconds").set(now.as_secs_f64());
 }
 
+/// One limited group's check counters, registered once: a check is on every request of
+/// the group, and looking a labelled series up costs more than the check itself.
+struct GroupChecks {
+    group: &'static str,
+    admitted: Counter,
+    limited: Counter,
+    hits: Counter,
+}
+
+fn group_checks(group: &'static str) -> Option<&'static GroupChecks> {
+    static CHECKS: OnceLock<Vec<GroupChecks>> = OnceLock::new();
+    CHECKS
+        .get_or_init(|| {
+            install();
+            crate::ratelimit::GROUPS
+                .iter()
+                .map(|g| {
+                    let group = g.as_str();
+                    GroupChecks {
+                        group,
+                        admitted: counter!("rate_limit_checks_total", "group" => group, "decision" => "admitted"),
+                        limited: counter!("rate_limit_checks_total", "group" => group, "decision" => "limited"),
+                        hits: counter!("rate_limit_hits_total", "group" => group),
+                    }
+                })
+                .collect()
+        })
+        .iter()
+        .find(|checks| checks.group == group)
+}
+
 pub fn rate_limit_check(group: &'static str, admitted: bool) {
-    let decision = if admitted { "admitted" } else { "limited" };
-    counter!("rate_limit_checks_total", "group" => group, "decision" => decision).increment(1);
     if !admitted {
         RATE_LIMIT_HITS.fetch_add(1, Ordering::Relaxed);
-        counter!("rate_limit_hits_total", "group" => group).increment(1);
+    }
+    if let Some(checks) = group_checks(group) {
+        if admitted {
+            checks.admitted.increment(1);
+        } else {
+            checks.limited.increment(1);
+            checks.hits.increment(1);
+        }
     }
 }
 

@@ -29,6 +29,7 @@ use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
 use crate::config::{Config, FailMode};
 use crate::email::ports::{MetricsObserver, OutboxPort, StoreThrottlePort};
 use crate::email::{Mailer, Signer};
+use crate::http::state::Shared;
 use crate::http::{AppState, auth::KeyRing};
 use crate::ratelimit::Policies;
 use crate::store::Store;
@@ -160,13 +161,13 @@ impl Application {
         ])
         .await?;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
-        spawn_key_gauge(limiter.clone());
+        spawn_metrics_upkeep(metrics, limiter.clone());
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             keys: Arc::new(KeyRing::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -182,7 +183,7 @@ impl Application {
             jobs,
             clock,
             started: Instant::now(),
-        };
+        });
         Ok(Self {
             listener,
             state,
@@ -350,12 +351,14 @@ pub fn job_specs(config: &Config) -> anyhow::Result<Vec<JobSpec>> {
     ])
 }
 
-/// Publishes the number of tracked rate-limit clients every few seconds.
-fn spawn_key_gauge(limiter: LimiterClient) {
+/// Every few seconds: publishes the number of tracked rate-limit clients and folds
+/// histogram samples into buckets (bounded memory when nothing scrapes `/metrics`).
+fn spawn_metrics_upkeep(metrics: &'static crate::metrics::Metrics, limiter: LimiterClient) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             every.tick().await;
+            metrics.run_upkeep();
             crate::metrics::rate_limit_keys(limiter.tracked_keys().await);
         }
     });

@@ -141,7 +141,7 @@ pub struct RateLimitConfig {
     pub shards: usize,
     /// Hard cap of tracked clients per shard.
     pub max_keys_per_shard: usize,
-    /// How long a check waits for its shard before the fail mode decides.
+    /// How long a reset or a count of tracked clients waits for a shard.
     pub check_timeout: Duration,
 }
 

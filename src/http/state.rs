@@ -15,8 +15,26 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Policies;
 use crate::store::Store;
 
+/// Cheap to clone (one reference count): axum clones the state for every request and
+/// every extractor that asks for it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     /// Group commit for hot writes (completions, the outbox).

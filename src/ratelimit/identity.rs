@@ -6,7 +6,11 @@
 //! whole /64. An invalid key or a forwarded header from an untrusted peer is ignored, so
 //! neither can be used to dodge a limit.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+
+use herald_actors::limiter;
 
 use http::HeaderMap;
 
@@ -14,43 +18,67 @@ use crate::config::{IpBlock, canonical};
 use crate::http::auth::KeyRing;
 use crate::ratelimit::policies::DEFAULT_TIER;
 
+/// Who is limited. Displays as `key:<fingerprint>`, an IPv4 address, or an IPv6 /64
+/// (`2001:db8:1:2::/64`): the form operators use to reset a client, and the form its
+/// limiter key is hashed from (see [`ClientId::key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientId {
+    Key(String),
+    /// IPv4 as is; IPv6 already reduced to its /64.
+    Addr(IpAddr),
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(fingerprint) => write!(f, "key:{fingerprint}"),
+            Self::Addr(IpAddr::V4(v4)) => v4.fmt(f),
+            Self::Addr(IpAddr::V6(prefix)) => write!(f, "{prefix}/64"),
+        }
+    }
+}
+
+impl PartialEq<&str> for ClientId {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string().as_str() == *other
+    }
+}
+
+impl ClientId {
+    /// The limiter key of this client in `group`: the same as
+    /// `limiter::key(group, &self.to_string())`, without building the string.
+    pub fn key(&self, group: u8) -> u64 {
+        limiter::key_of(group, self)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    /// `key:<fingerprint>` or the (aggregated) address.
-    pub id: String,
-    pub tier: String,
+    pub id: ClientId,
+    pub tier: Cow<'static, str>,
 }
 
 impl Client {
     /// A form safe for logs: key fingerprints as they are, addresses with the host part
     /// hidden.
     pub fn masked(&self) -> String {
-        if self.id.starts_with("key:") {
-            return self.id.clone();
-        }
-        match self.id.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v4)) => {
+        match &self.id {
+            ClientId::Key(_) => self.id.to_string(),
+            ClientId::Addr(IpAddr::V4(v4)) => {
                 let [a, b, c, _] = v4.octets();
                 format!("{a}.{b}.{c}.x")
             }
-            _ => self
-                .id
-                .split("::/")
-                .next()
-                .map_or_else(|| self.id.clone(), |p| format!("{p}::/64")),
+            ClientId::Addr(IpAddr::V6(_)) => self.id.to_string(),
         }
     }
 }
 
 /// The address as a limiter identity: IPv4 as is, IPv6 reduced to its /64.
-pub fn address_identity(addr: IpAddr) -> String {
-    match canonical(addr) {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(prefix))
-        }
-    }
+pub fn address_identity(addr: IpAddr) -> ClientId {
+    ClientId::Addr(match canonical(addr) {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+    })
 }
 
 pub fn identify(headers: &HeaderMap, peer: IpAddr, keys: &KeyRing, trusted: &[IpBlock]) -> Client {
@@ -60,13 +88,13 @@ pub fn identify(headers: &HeaderMap, peer: IpAddr, keys: &KeyRing, trusted: &[Ip
         .and_then(|presented| keys.identify(presented))
     {
         return Client {
-            id: format!("key:{}", key.fingerprint),
-            tier: key.tier,
+            id: ClientId::Key(key.fingerprint),
+            tier: Cow::Owned(key.tier),
         };
     }
     Client {
         id: address_identity(client_address(headers, peer, trusted)),
-        tier: DEFAULT_TIER.to_owned(),
+        tier: Cow::Borrowed(DEFAULT_TIER),
     }
 }
 
@@ -83,9 +111,8 @@ fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[IpBlock]) -> IpA
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
+        .map(str::trim);
+    for hop in hops.rev() {
         match hop.parse::<IpAddr>() {
             Ok(addr) => {
                 client = addr;
@@ -136,7 +163,8 @@ mod tests {
             &ring(),
             &[],
         );
-        assert!(client.id.starts_with("key:") && !client.id.contains("client-key"));
+        let id = client.id.to_string();
+        assert!(id.starts_with("key:") && !id.contains("client-key"));
         assert_eq!(client.tier, "pro");
     }
 
@@ -182,9 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn a_clients_key_is_the_key_of_its_reset_form() {
+        for id in [
+            address_identity("203.0.113.7".parse().unwrap()),
+            address_identity("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            ClientId::Key("ab12cd".into()),
+        ] {
+            assert_eq!(id.key(1), limiter::key(1, &id.to_string()), "{id}");
+        }
+    }
+
+    #[test]
     fn masked_forms_hide_the_host() {
         let v4 = Client {
-            id: "203.0.113.7".into(),
+            id: address_identity("203.0.113.7".parse().unwrap()),
             tier: "default".into(),
         };
         assert_eq!(v4.masked(), "203.0.113.x");

@@ -10,8 +10,8 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use herald_actors::limiter::{self, Decision, Policy};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use herald_actors::limiter::{Decision, Policy};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use super::identity::identify;
 use super::policies::Group;
@@ -31,6 +31,16 @@ fn seconds_ceil(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
+/// A header value formatted on the stack (these are on every response of a limited group).
+fn header_value(args: std::fmt::Arguments) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buffer = [0u8; 96];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    cursor.write_fmt(args).ok()?;
+    let written = cursor.position() as usize;
+    HeaderValue::from_bytes(&buffer[..written]).ok()
+}
+
 fn limit_headers(headers: &mut HeaderMap, group: Group, policy: Policy, decision: &Decision) {
     let name = group.as_str();
     let window = policy.window_ms / 1000;
@@ -39,17 +49,18 @@ fn limit_headers(headers: &mut HeaderMap, group: Group, policy: Policy, decision
     } else {
         seconds_ceil(decision.retry_after_ms).max(1)
     };
-    if let Ok(value) =
-        HeaderValue::from_str(&format!("\"{name}\";q={};w={window}", policy.max_requests))
-    {
-        headers.insert("ratelimit-policy", value);
+    let max = policy.max_requests;
+    if let Some(value) = header_value(format_args!("\"{name}\";q={max};w={window}")) {
+        headers.insert(RATELIMIT_POLICY, value);
     }
-    if let Ok(value) =
-        HeaderValue::from_str(&format!("\"{name}\";r={};t={reset}", decision.remaining))
-    {
-        headers.insert("ratelimit", value);
+    let remaining = decision.remaining;
+    if let Some(value) = header_value(format_args!("\"{name}\";r={remaining};t={reset}")) {
+        headers.insert(RATELIMIT, value);
     }
 }
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The 429 body and headers.
 pub fn too_many_requests(group: Group, policy: Policy, decision: &Decision) -> Response {
@@ -83,9 +94,9 @@ pub async fn enforce(
         &state.config.trusted_proxies,
     );
     let policy = state.policies.get(group, &client.tier);
-    let key = limiter::key(group.index(), &client.id);
+    let key = client.id.key(group.index());
 
-    let decision = match state.limiter.check(key, policy).await {
+    let decision = match state.limiter.check(key, policy) {
         Ok(checked) => {
             if !checked.tracked {
                 crate::metrics::rate_limit_untracked(group.as_str());

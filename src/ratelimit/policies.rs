@@ -42,9 +42,13 @@ impl Group {
     }
 }
 
+/// Stored policies by tier, then group: looked up by `&str` on every limited request,
+/// without building a key.
+type Overrides = HashMap<String, HashMap<Group, Policy>>;
+
 pub struct Policies {
     default: Policy,
-    overrides: RwLock<HashMap<(Group, String), Policy>>,
+    overrides: RwLock<Overrides>,
 }
 
 impl Policies {
@@ -61,10 +65,8 @@ impl Policies {
     /// the configured default.
     pub fn get(&self, group: Group, tier: &str) -> Policy {
         let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
-        overrides
-            .get(&(group, tier.to_owned()))
-            .or_else(|| overrides.get(&(group, DEFAULT_TIER.to_owned())))
-            .copied()
+        stored(&overrides, group, tier)
+            .or_else(|| stored(&overrides, group, DEFAULT_TIER))
             .unwrap_or(self.default)
     }
 
@@ -74,15 +76,12 @@ impl Policies {
         let mut rows: Vec<PolicyRow> = GROUPS
             .iter()
             .map(|&group| {
-                to_row(
-                    group,
-                    DEFAULT_TIER,
-                    self.get_locked(&overrides, group, DEFAULT_TIER),
-                )
+                let policy = stored(&overrides, group, DEFAULT_TIER).unwrap_or(self.default);
+                to_row(group, DEFAULT_TIER, policy)
             })
             .collect();
-        for ((group, tier), policy) in overrides.iter() {
-            if tier != DEFAULT_TIER {
+        for (tier, groups) in overrides.iter().filter(|(tier, _)| *tier != DEFAULT_TIER) {
+            for (group, policy) in groups {
                 rows.push(to_row(*group, tier, *policy));
             }
         }
@@ -90,24 +89,10 @@ impl Policies {
         rows
     }
 
-    fn get_locked(
-        &self,
-        overrides: &HashMap<(Group, String), Policy>,
-        group: Group,
-        tier: &str,
-    ) -> Policy {
-        overrides
-            .get(&(group, tier.to_owned()))
-            .copied()
-            .unwrap_or(self.default)
-    }
-
     /// The row currently stored for exactly (group, tier), if any.
     pub fn exact(&self, group: Group, tier: &str) -> Option<PolicyRow> {
         let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
-        overrides
-            .get(&(group, tier.to_owned()))
-            .map(|p| to_row(group, tier, *p))
+        stored(&overrides, group, tier).map(|p| to_row(group, tier, p))
     }
 
     /// Replaces the overrides with `rows` (on start) or applies them (after an update).
@@ -115,13 +100,17 @@ impl Policies {
         let mut overrides = self.overrides.write().unwrap_or_else(|e| e.into_inner());
         for row in rows {
             if let Some(group) = Group::parse(&row.group) {
-                overrides.insert(
-                    (group, row.tier.clone()),
+                overrides.entry(row.tier.clone()).or_default().insert(
+                    group,
                     Policy::per_seconds(row.max_requests as u32, row.window_seconds as u64),
                 );
             }
         }
     }
+}
+
+fn stored(overrides: &Overrides, group: Group, tier: &str) -> Option<Policy> {
+    overrides.get(tier)?.get(&group).copied()
 }
 
 fn to_row(group: Group, tier: &str, policy: Policy) -> PolicyRow {

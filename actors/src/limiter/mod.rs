@@ -1,5 +1,5 @@
 //! The rate limiter: a supervisor of shard actors, each owning the sliding windows of the
-//! keys that hash to it.
+//! keys that hash to it and lending them to the tasks that check requests.
 
 pub mod client;
 pub mod shard;
@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use herald_supervision::{Backoff, ChildSlot, ChildSpec, Intensity, Observer, SupervisorSpec};
 
-pub use client::{LimiterClient, LimiterError, ResetScope, key};
+pub use client::{LimiterClient, LimiterError, ResetScope, key, key_of};
+pub use shard::Loan;
 pub use store::{AtCapacity, Checked};
 pub use window::{Decision, Policy};
 
@@ -25,7 +26,7 @@ pub struct LimiterConfig {
     /// Hard cap of tracked keys per shard.
     pub keys_per_shard: usize,
     pub at_capacity: AtCapacity,
-    /// How long a check waits for its shard before the fail mode decides.
+    /// How long a reset or a count waits for a shard.
     pub check_timeout: Duration,
     pub clock: SharedClock,
     /// Told of every shard restart (metrics, error reports).
@@ -34,23 +35,26 @@ pub struct LimiterConfig {
 
 /// The limiter's supervisor child spec and the client that talks to its shards.
 pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
-    let shard = shard::Shard {
-        clock: config.clock.clone(),
-        capacity: config.keys_per_shard,
-        at_capacity: config.at_capacity,
-    };
-    let slots: Vec<ChildSlot> = (0..config.shards.max(1))
-        .map(|_| ChildSlot::default())
+    let shards: Vec<(ChildSlot, Loan)> = (0..config.shards.max(1))
+        .map(|_| (ChildSlot::default(), Loan::default()))
         .collect();
-    let client = LimiterClient::new(slots.clone(), config.check_timeout);
+    let client = LimiterClient::new(shards.clone(), config.check_timeout, config.clock.clone());
+    let (clock, capacity, at_capacity) = (config.clock, config.keys_per_shard, config.at_capacity);
     let observer = config.observer;
     let child = ChildSpec::supervisor("rate_limiter", move || {
-        // Rebuilt on every start of the limiter, around the same slots the client holds.
-        let children = slots
+        // Rebuilt on every start of the limiter, around the same slots and loans the client
+        // holds.
+        let children = shards
             .iter()
             .enumerate()
-            .map(|(i, slot)| {
-                ChildSpec::actor(format!("shard-{i}"), shard.clone(), || ())
+            .map(|(i, (slot, loan))| {
+                let shard = shard::Shard {
+                    clock: clock.clone(),
+                    capacity,
+                    at_capacity,
+                    loan: loan.clone(),
+                };
+                ChildSpec::actor(format!("shard-{i}"), shard, || ())
                     .backoff(Backoff::none())
                     .with_slot(slot.clone())
             })

@@ -3,14 +3,21 @@
 //! Thin by design: the arithmetic lives in [`super::window`] and the storage behind
 //! [`super::store::WindowStore`]. A shard never does I/O of its own; if it crashes, only
 //! its keys' windows are lost and it starts empty.
+//!
+//! The shard creates its store when it starts, sweeps it, resets it and drops it when it
+//! fails; between those, it *lends* the store to the tasks that check requests (a lock
+//! held for the ~150 ns of window arithmetic), so a check is not a message and a reply.
+//! A loan is honoured only while the lending shard lives: a failed or stopped shard's
+//! store answers no check (the fail mode decides), and its successor starts with a
+//! fresh one.
 
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 
 use super::client::ResetScope;
-use super::store::{AtCapacity, Checked, MemoryWindows, WindowStore};
-use super::window::Policy;
+use super::store::{AtCapacity, MemoryWindows, WindowStore};
 use crate::clock::SharedClock;
 
 /// How often a shard sweeps idle windows, and how many keys one sweep may examine.
@@ -18,11 +25,6 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const SWEEP_BUDGET: usize = 2_048;
 
 pub enum ShardMsg {
-    Check {
-        key: u64,
-        policy: Policy,
-        reply: RpcReplyPort<Checked>,
-    },
     /// Forget the windows in `scope`.
     Reset {
         scope: ResetScope,
@@ -34,16 +36,56 @@ pub enum ShardMsg {
     Crash,
 }
 
+type SharedStore = Arc<Mutex<Box<dyn WindowStore>>>;
+
+/// Where a shard lends its store: the running shard and the store it owns.
+#[derive(Clone, Default)]
+pub struct Loan(Arc<RwLock<Option<(ActorCell, SharedStore)>>>);
+
+impl Loan {
+    /// Runs `f` on the lent store while its shard lives; `None` if the shard has failed or
+    /// stopped (and no successor has lent a new store yet), or the store was poisoned by a
+    /// panic mid-check.
+    pub fn with<T>(&self, f: impl FnOnce(&mut dyn WindowStore) -> T) -> Option<T> {
+        let loan = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let (shard, store) = loan.as_ref()?;
+        if matches!(
+            shard.get_status(),
+            ActorStatus::Stopping | ActorStatus::Stopped
+        ) {
+            return None;
+        }
+        let mut store = store.lock().ok()?;
+        Some(f(store.as_mut()))
+    }
+
+    fn lend(&self, shard: ActorCell, store: SharedStore) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some((shard, store));
+    }
+}
+
 #[derive(Clone)]
 pub struct Shard {
     pub clock: SharedClock,
     pub capacity: usize,
     pub at_capacity: AtCapacity,
+    /// Where this shard lends its store to the checking tasks.
+    pub loan: Loan,
 }
 
 pub struct ShardState {
-    windows: Box<dyn WindowStore>,
+    windows: SharedStore,
     sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ShardState {
+    fn windows(&self) -> Result<MutexGuard<'_, Box<dyn WindowStore>>, ActorProcessingErr> {
+        // A check panicked while holding the lock: fail, so the supervisor starts a fresh
+        // store.
+        self.windows
+            .lock()
+            .map_err(|_| "window store poisoned by a panic".into())
+    }
 }
 
 impl Actor for Shard {
@@ -57,12 +99,15 @@ impl Actor for Shard {
         _: (),
     ) -> Result<ShardState, ActorProcessingErr> {
         let sweeper = myself.send_interval(SWEEP_EVERY, || ShardMsg::Sweep);
+        let windows: SharedStore = Arc::new(Mutex::new(Box::new(MemoryWindows::new(
+            self.capacity,
+            self.at_capacity,
+            self.clock.now_ms(),
+        ))));
+        // Honoured from here until ractor marks this shard stopping (failed or stopped).
+        self.loan.lend(myself.get_cell(), windows.clone());
         Ok(ShardState {
-            windows: Box::new(MemoryWindows::new(
-                self.capacity,
-                self.at_capacity,
-                self.clock.now_ms(),
-            )),
+            windows,
             sweeper: Some(sweeper),
         })
     }
@@ -85,28 +130,55 @@ impl Actor for Shard {
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMsg::Check { key, policy, reply } => {
-                let checked = state.windows.check(key, policy, self.clock.now_ms());
-                let _ = reply.send(checked);
-            }
             ShardMsg::Reset { scope, reply } => {
+                let mut windows = state.windows()?;
                 let cleared = match scope {
-                    ResetScope::All => state.windows.reset(None),
+                    ResetScope::All => windows.reset(None),
                     ResetScope::Group(group) => {
-                        state.windows.reset(Some(&|k| k & 0xFF == u64::from(group)))
+                        windows.reset(Some(&|k| k & 0xFF == u64::from(group)))
                     }
-                    ResetScope::Keys(keys) => state.windows.reset(Some(&|k| keys.contains(&k))),
+                    ResetScope::Keys(keys) => windows.reset(Some(&|k| keys.contains(&k))),
                 };
                 let _ = reply.send(cleared);
             }
             ShardMsg::Len(reply) => {
-                let _ = reply.send(state.windows.len());
+                let _ = reply.send(state.windows()?.len());
             }
             ShardMsg::Sweep => {
-                state.windows.sweep(self.clock.now_ms(), SWEEP_BUDGET);
+                state.windows()?.sweep(self.clock.now_ms(), SWEEP_BUDGET);
             }
             ShardMsg::Crash => return Err("shard crash requested".into()),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::limiter::window::Policy;
+
+    #[tokio::test]
+    async fn a_loan_is_honoured_only_while_its_shard_runs() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let loan = Loan::default();
+        assert!(loan.with(|w| w.len()).is_none(), "nothing lent yet");
+        let shard = Shard {
+            clock: clock.clone(),
+            capacity: 10,
+            at_capacity: AtCapacity::Admit,
+            loan: loan.clone(),
+        };
+        let (actor, join) = Actor::spawn(None, shard, ()).await.unwrap();
+        let policy = Policy::per_seconds(1, 60);
+        let check = || loan.with(|w| w.check(7, policy, 1_000).decision.admitted);
+        assert_eq!(check(), Some(true));
+        assert_eq!(check(), Some(false), "the lent store is the shard's own");
+
+        // The shard fails: its store answers no more checks.
+        actor.send_message(ShardMsg::Crash).unwrap();
+        join.await.unwrap();
+        assert!(check().is_none());
     }
 }

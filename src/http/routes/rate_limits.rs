@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_actors::limiter::{self, ResetScope};
+use herald_actors::limiter::ResetScope;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{AdminKey, OptionalJson};
 use crate::http::state::AppState;
 use crate::http::validate::invalid;
-use crate::ratelimit::identity::address_identity;
+use crate::ratelimit::identity::{ClientId, address_identity};
 use crate::ratelimit::policies::DEFAULT_TIER;
 use crate::ratelimit::{GROUPS, Group};
 use crate::store::policies::{self, PolicyRow};
@@ -217,7 +217,9 @@ pub async fn reset(
     };
     let client = match request.client.as_deref() {
         None => None,
-        Some(c) if c.starts_with("key:") && c.len() <= 64 => Some(c.to_owned()),
+        Some(c) if c.starts_with("key:") && c.len() <= 64 => {
+            Some(ClientId::Key(c["key:".len()..].to_owned()))
+        }
         Some(c) => Some(address_identity(c.parse().map_err(|_| {
             invalid(
                 "client",
@@ -232,14 +234,16 @@ pub async fn reset(
             group
                 .map_or_else(|| GROUPS.to_vec(), |g| vec![g])
                 .into_iter()
-                .map(|g| limiter::key(g.index(), client))
+                .map(|g| client.key(g.index()))
                 .collect(),
         ),
     };
     let target = format!(
         "{}/{}",
         group.map_or("*", Group::as_str),
-        client.as_deref().unwrap_or("*")
+        client
+            .as_ref()
+            .map_or_else(|| "*".to_owned(), ToString::to_string)
     );
     crate::store::audit::record_alone(&state.store, &key.fingerprint, "rate_limit.reset", &target)
         .await?;
