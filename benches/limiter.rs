@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use herald::ratelimit::{Group, LimitedGroup, enforce};
+use herald::ratelimit::{Group, RateLimitLayer};
 use herald::startup::Application;
 use herald_actors::clock::{Clock, SystemClock};
 use herald_actors::limiter::store::{MemoryWindows, WindowStore};
@@ -179,13 +179,7 @@ fn bench_routes(
     let plain = Router::new().route("/bench/plain", get(|| async { "ok" }));
     let limited = Router::new()
         .route("/bench/limited", get(|| async { "ok" }))
-        .route_layer(axum::middleware::from_fn_with_state(
-            LimitedGroup {
-                state: state.clone(),
-                group: Group::Stats,
-            },
-            enforce,
-        ));
+        .route_layer(RateLimitLayer::new(state.clone(), Group::Stats));
     (plain, limited)
 }
 

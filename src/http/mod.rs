@@ -22,7 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::require_admin_key;
 
-use crate::ratelimit::{self, Group, LimitedGroup};
+use crate::ratelimit::{Group, RateLimitLayer};
 pub use state::AppState;
 
 /// Every route herald serves, plus `extra` when given, with the edge layers applied.
@@ -105,14 +105,7 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
 
 /// Puts `routes` behind the rate limit of `group`.
 fn limited(routes: Router<AppState>, state: &AppState, group: Group) -> Router<AppState> {
-    let layer_state = LimitedGroup {
-        state: state.clone(),
-        group,
-    };
-    routes.route_layer(axum::middleware::from_fn_with_state(
-        layer_state,
-        ratelimit::enforce,
-    ))
+    routes.route_layer(RateLimitLayer::new(state.clone(), group))
 }
 
 /// Applies the edge layers.

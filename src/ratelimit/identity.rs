@@ -48,7 +48,28 @@ impl ClientId {
     /// The limiter key of this client in `group`: the same as
     /// `limiter::key(group, &self.to_string())`, without building the string.
     pub fn key(&self, group: u8) -> u64 {
-        limiter::key_of(group, self)
+        match self {
+            // The common case, written out without the formatting machinery.
+            Self::Addr(IpAddr::V4(v4)) => {
+                let mut dotted = [0u8; 15];
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        dotted[len] = b'.';
+                        len += 1;
+                    }
+                    let mut buffer = itoa::Buffer::new();
+                    let digits = buffer.format(octet).as_bytes();
+                    dotted[len..len + digits.len()].copy_from_slice(digits);
+                    len += digits.len();
+                }
+                limiter::key(
+                    group,
+                    std::str::from_utf8(&dotted[..len]).unwrap_or_default(),
+                )
+            }
+            _ => limiter::key_of(group, self),
+        }
     }
 }
 

@@ -1,14 +1,21 @@
-//! The axum layer in front of each limited group of endpoints.
+//! The tower layer in front of each limited group of endpoints.
 //!
 //! Every response of a limited group carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers); a refused request gets the 429 of DESIGN.md with
 //! a `Retry-After` that is never earlier than the moment a request would be admitted.
+//!
+//! The check never waits (see the limiter shards), so it runs inside `call`: a refused
+//! request is answered without reaching the route, an admitted one is passed on as is and
+//! its response gets the headers.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use herald_actors::limiter::{Decision, Policy};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -19,11 +26,101 @@ use crate::config::FailMode;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
-/// The state of one group's layer.
+/// Limits the routes it wraps as `group`.
 #[derive(Clone)]
-pub struct LimitedGroup {
-    pub state: AppState,
-    pub group: Group,
+pub struct RateLimitLayer {
+    state: AppState,
+    group: Group,
+}
+
+impl RateLimitLayer {
+    pub fn new(state: AppState, group: Group) -> Self {
+        Self { state, group }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            state: self.state.clone(),
+            group: self.group,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    state: AppState,
+    group: Group,
+}
+
+impl<S> tower::Service<Request> for RateLimit<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Limited<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match decide(&self.state, self.group, &request) {
+            Verdict::Answer(response) => Limited::Answered {
+                response: Some(response),
+            },
+            Verdict::Pass(headers) => Limited::Passed {
+                future: self.inner.call(request),
+                headers,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a limited route: answered by the limiter, or the route's own.
+    #[project = LimitedProj]
+    pub enum Limited<F> {
+        Answered { response: Option<Response> },
+        Passed {
+            #[pin]
+            future: F,
+            headers: Option<(Group, Policy, Decision)>,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Limited<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitedProj::Answered { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            LimitedProj::Passed { future, headers } => {
+                let Ok(mut response) = std::task::ready!(future.poll(cx));
+                if let Some((group, policy, decision)) = headers.take() {
+                    limit_headers(response.headers_mut(), group, policy, &decision);
+                }
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+enum Verdict {
+    /// Answered here (429, or 503 when failing closed).
+    Answer(Response),
+    /// Passed to the route; the decision's headers go on its response (none when the
+    /// limiter could not answer and the fail mode is open).
+    Pass(Option<(Group, Policy, Decision)>),
 }
 
 /// Whole seconds, rounded up, so a client that waits exactly that long is admitted.
@@ -31,30 +128,46 @@ fn seconds_ceil(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-/// A header value formatted on the stack (these are on every response of a limited group).
-fn header_value(args: std::fmt::Arguments) -> Option<HeaderValue> {
-    use std::io::Write;
-    let mut buffer = [0u8; 96];
-    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-    cursor.write_fmt(args).ok()?;
-    let written = cursor.position() as usize;
-    HeaderValue::from_bytes(&buffer[..written]).ok()
+/// `"<group>";<a>=<x>;<b>=<y>`, the shape of both headers, written without the
+/// formatting machinery: they are on every response of a limited group.
+fn header_value(group: Group, a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
+    let mut numbers = (itoa::Buffer::new(), itoa::Buffer::new());
+    let parts = [
+        "\"",
+        group.as_str(),
+        "\";",
+        a,
+        "=",
+        numbers.0.format(x),
+        ";",
+        b,
+        "=",
+        numbers.1.format(y),
+    ];
+    let mut value = [0u8; 96];
+    let mut len = 0;
+    for part in parts {
+        value
+            .get_mut(len..len + part.len())?
+            .copy_from_slice(part.as_bytes());
+        len += part.len();
+    }
+    HeaderValue::from_bytes(&value[..len]).ok()
 }
 
 fn limit_headers(headers: &mut HeaderMap, group: Group, policy: Policy, decision: &Decision) {
-    let name = group.as_str();
     let window = policy.window_ms / 1000;
     let reset = if decision.admitted {
         seconds_ceil(decision.reset_ms)
     } else {
         seconds_ceil(decision.retry_after_ms).max(1)
     };
-    let max = policy.max_requests;
-    if let Some(value) = header_value(format_args!("\"{name}\";q={max};w={window}")) {
+    let max = u64::from(policy.max_requests);
+    if let Some(value) = header_value(group, "q", max, "w", window) {
         headers.insert(RATELIMIT_POLICY, value);
     }
-    let remaining = decision.remaining;
-    if let Some(value) = header_value(format_args!("\"{name}\";r={remaining};t={reset}")) {
+    let remaining = u64::from(decision.remaining);
+    if let Some(value) = header_value(group, "r", remaining, "t", reset) {
         headers.insert(RATELIMIT, value);
     }
 }
@@ -77,12 +190,7 @@ pub fn too_many_requests(group: Group, policy: Policy, decision: &Decision) -> R
     response
 }
 
-pub async fn enforce(
-    State(limited): State<LimitedGroup>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let LimitedGroup { state, group } = limited;
+fn decide(state: &AppState, group: Group, request: &Request) -> Verdict {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -111,18 +219,20 @@ pub async fn enforce(
                         group = group.as_str(),
                         "rate limiter did not answer; failing open"
                     );
-                    return next.run(request).await;
+                    return Verdict::Pass(None);
                 }
                 FailMode::Closed => {
                     tracing::warn!(
                         group = group.as_str(),
                         "rate limiter did not answer; failing closed"
                     );
-                    return ApiError::Unavailable {
-                        message: "Rate limiting is temporarily unavailable.".to_owned(),
-                        retry_after_seconds: 1,
-                    }
-                    .into_response();
+                    return Verdict::Answer(
+                        ApiError::Unavailable {
+                            message: "Rate limiting is temporarily unavailable.".to_owned(),
+                            retry_after_seconds: 1,
+                        }
+                        .into_response(),
+                    );
                 }
             }
         }
@@ -136,11 +246,9 @@ pub async fn enforce(
             retry_after_ms = decision.retry_after_ms,
             "rate_limit_exceeded"
         );
-        return too_many_requests(group, policy, &decision);
+        return Verdict::Answer(too_many_requests(group, policy, &decision));
     }
-    let mut response = next.run(request).await;
-    limit_headers(response.headers_mut(), group, policy, &decision);
-    response
+    Verdict::Pass(Some((group, policy, decision)))
 }
 
 #[cfg(test)]

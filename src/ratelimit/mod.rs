@@ -6,5 +6,5 @@ pub mod identity;
 pub mod layer;
 pub mod policies;
 
-pub use layer::{LimitedGroup, enforce};
+pub use layer::RateLimitLayer;
 pub use policies::{GROUPS, Group, Policies};
