@@ -11,7 +11,7 @@
 //! store answers no check (the fail mode decides), and its successor starts with a
 //! fresh one.
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
@@ -36,31 +36,49 @@ pub enum ShardMsg {
     Crash,
 }
 
-type SharedStore = Arc<Mutex<Box<dyn WindowStore>>>;
+/// The store a shard lends, and the shard that owns it.
+struct Lent {
+    shard: ActorCell,
+    windows: Box<dyn WindowStore>,
+}
 
-/// Where a shard lends its store: the running shard and the store it owns.
+/// Where a shard lends its store: one lock, taken by each check for the window arithmetic
+/// and by the shard for its sweeps and resets.
 #[derive(Clone, Default)]
-pub struct Loan(Arc<RwLock<Option<(ActorCell, SharedStore)>>>);
+pub struct Loan(Arc<Mutex<Option<Lent>>>);
 
 impl Loan {
     /// Runs `f` on the lent store while its shard lives; `None` if the shard has failed or
     /// stopped (and no successor has lent a new store yet), or the store was poisoned by a
     /// panic mid-check.
     pub fn with<T>(&self, f: impl FnOnce(&mut dyn WindowStore) -> T) -> Option<T> {
-        let loan = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let (shard, store) = loan.as_ref()?;
+        let mut loan = self.0.lock().ok()?;
+        let lent = loan.as_mut()?;
         if matches!(
-            shard.get_status(),
+            lent.shard.get_status(),
             ActorStatus::Stopping | ActorStatus::Stopped
         ) {
             return None;
         }
-        let mut store = store.lock().ok()?;
-        Some(f(store.as_mut()))
+        Some(f(lent.windows.as_mut()))
     }
 
-    fn lend(&self, shard: ActorCell, store: SharedStore) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some((shard, store));
+    /// The owning shard's own use of its store.
+    fn owner<T>(&self, f: impl FnOnce(&mut dyn WindowStore) -> T) -> Result<T, ActorProcessingErr> {
+        // A check panicked while holding the lock: fail, so the supervisor starts a fresh
+        // store.
+        let mut loan = self
+            .0
+            .lock()
+            .map_err(|_| "window store poisoned by a panic")?;
+        let lent = loan.as_mut().ok_or("window store not lent")?;
+        Ok(f(lent.windows.as_mut()))
+    }
+
+    /// Lends a fresh store, replacing whatever a failed predecessor left.
+    fn lend(&self, shard: ActorCell, windows: Box<dyn WindowStore>) {
+        self.0.clear_poison();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Lent { shard, windows });
     }
 }
 
@@ -74,18 +92,7 @@ pub struct Shard {
 }
 
 pub struct ShardState {
-    windows: SharedStore,
     sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl ShardState {
-    fn windows(&self) -> Result<MutexGuard<'_, Box<dyn WindowStore>>, ActorProcessingErr> {
-        // A check panicked while holding the lock: fail, so the supervisor starts a fresh
-        // store.
-        self.windows
-            .lock()
-            .map_err(|_| "window store poisoned by a panic".into())
-    }
 }
 
 impl Actor for Shard {
@@ -99,15 +106,10 @@ impl Actor for Shard {
         _: (),
     ) -> Result<ShardState, ActorProcessingErr> {
         let sweeper = myself.send_interval(SWEEP_EVERY, || ShardMsg::Sweep);
-        let windows: SharedStore = Arc::new(Mutex::new(Box::new(MemoryWindows::new(
-            self.capacity,
-            self.at_capacity,
-            self.clock.now_ms(),
-        ))));
+        let windows = MemoryWindows::new(self.capacity, self.at_capacity, self.clock.now_ms());
         // Honoured from here until ractor marks this shard stopping (failed or stopped).
-        self.loan.lend(myself.get_cell(), windows.clone());
+        self.loan.lend(myself.get_cell(), Box::new(windows));
         Ok(ShardState {
-            windows,
             sweeper: Some(sweeper),
         })
     }
@@ -127,25 +129,26 @@ impl Actor for Shard {
         &self,
         _: ActorRef<ShardMsg>,
         message: ShardMsg,
-        state: &mut ShardState,
+        _: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardMsg::Reset { scope, reply } => {
-                let mut windows = state.windows()?;
-                let cleared = match scope {
+                let cleared = self.loan.owner(|windows| match scope {
                     ResetScope::All => windows.reset(None),
                     ResetScope::Group(group) => {
                         windows.reset(Some(&|k| k & 0xFF == u64::from(group)))
                     }
                     ResetScope::Keys(keys) => windows.reset(Some(&|k| keys.contains(&k))),
-                };
+                })?;
                 let _ = reply.send(cleared);
             }
             ShardMsg::Len(reply) => {
-                let _ = reply.send(state.windows()?.len());
+                let _ = reply.send(self.loan.owner(|windows| windows.len())?);
             }
             ShardMsg::Sweep => {
-                state.windows()?.sweep(self.clock.now_ms(), SWEEP_BUDGET);
+                let now_ms = self.clock.now_ms();
+                self.loan
+                    .owner(|windows| windows.sweep(now_ms, SWEEP_BUDGET))?;
             }
             ShardMsg::Crash => return Err("shard crash requested".into()),
         }
