@@ -3,12 +3,6 @@
 //! The service's library: `main` only calls [`cli::main`]. Data flows one way:
 //! `cli` → `startup` → `http` / `store` → the actor crates.
 
-/// mimalloc instead of the system allocator: request-scoped allocations interleave with
-/// long-lived ones (limiter windows, throttle state, pooled buffers), and glibc's malloc
-/// fragments under that mix until every request pays for it (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod cli;
 pub mod config;
 pub mod email;
