@@ -389,3 +389,78 @@ async fn a_crashed_shard_loses_only_its_own_windows_and_is_restarted() {
             .contains("actor_restarts_total{actor=\"shard-")
     );
 }
+
+/// The app's state with a limiter whose only shard never started: every check finds no
+/// shard to answer it.
+fn with_unanswering_limiter(app: &TestApp) -> herald::http::AppState {
+    use herald::http::state::Shared;
+    let s = &app.state;
+    let limiter = limiter::LimiterClient::new(
+        vec![(Default::default(), limiter::Loan::default())],
+        Duration::from_millis(10),
+        s.clock.clone(),
+    );
+    herald::http::AppState::new(Shared {
+        config: s.config.clone(),
+        store: s.store.clone(),
+        writes: s.writes.clone(),
+        keys: s.keys.clone(),
+        root: s.root.clone(),
+        metrics: s.metrics,
+        limiter,
+        policies: s.policies.clone(),
+        throttle: s.throttle.clone(),
+        dispatcher: s.dispatcher.clone(),
+        scheduler: s.scheduler.clone(),
+        jobs: s.jobs.clone(),
+        signer: s.signer.clone(),
+        clock: s.clock.clone(),
+        started: s.started,
+    })
+}
+
+#[tokio::test]
+async fn a_check_no_shard_answers_fails_open_or_closed_at_once_and_is_counted() {
+    use tower::ServiceExt;
+    for (mode, expected) in [("open", 200), ("closed", 503)] {
+        let app = spawn_app_with(
+            Backend::Sqlite,
+            |v| {
+                v.insert("RATE_LIMIT_FAIL_MODE".into(), mode.into());
+            },
+            None,
+        )
+        .await;
+        let state = with_unanswering_limiter(&app);
+        let router = axum::Router::new()
+            .route("/limited", axum::routing::get(|| async { "ok" }))
+            .route_layer(herald::ratelimit::RateLimitLayer::new(
+                state.clone(),
+                herald::ratelimit::Group::Stats,
+            ))
+            .with_state(state);
+        let mut request = http::Request::get("/limited")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [203, 0, 113, 9],
+                40000,
+            ))));
+        let response = tokio::time::timeout(Duration::from_secs(1), router.oneshot(request))
+            .await
+            .expect("a check never waits for a missing shard")
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "fail mode {mode}");
+        if mode == "closed" {
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        assert!(
+            app.metrics()
+                .await
+                .contains(r#"rate_limit_failures_total{group="stats"}"#),
+            "fail mode {mode}: the failure is counted"
+        );
+    }
+}
