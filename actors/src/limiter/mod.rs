@@ -2,6 +2,7 @@
 //! keys that hash to it and lending them to the tasks that check requests.
 
 pub mod client;
+pub mod instants;
 pub mod shard;
 pub mod store;
 pub mod window;
