@@ -11,7 +11,6 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use herald_actors::limiter;
-
 use http::HeaderMap;
 
 use crate::config::{IpBlock, canonical};
