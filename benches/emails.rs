@@ -7,6 +7,8 @@
 //! ledger included. Beside it, in the same run, a bare lettre pool sends the same number of
 //! equally built messages to the same sink: the ratio is herald's cost over the transport.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +16,6 @@ use std::time::{Duration, Instant};
 use herald::email::message::{self, Parts};
 use herald::email::templates;
 use herald::reports::{EventRecord, SessionRecord, pdf, summarize};
-use herald::startup::Application;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};
@@ -85,31 +86,20 @@ async fn wait_count(count: &AtomicUsize, n: usize) {
 
 async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let vars: std::collections::HashMap<String, String> = [
-        ("PORT", "0".to_owned()),
+    let app = common::build(&[
         (
             "DATABASE_URL",
             format!("sqlite://{}/herald.db", dir.path().display()),
         ),
-        ("API_ACCESS_KEY", "bench-admin-key".into()),
-        ("SECRET_KEY", "bench".into()),
-        ("LOG_LEVEL", "error".into()),
         ("EMAIL_PROVIDER", "smtp".into()),
         ("SMTP_HOST", "127.0.0.1".into()),
         ("SMTP_PORT", smtp_port.to_string()),
         ("SMTP_TLS", "none".into()),
         ("EMAIL_POLL_INTERVAL_MS", "20".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
-    let app = Application::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    ])
+    .await;
+    let serving = common::Serving::start(app);
+    let base = serving.base.clone();
     let client = reqwest::Client::new();
     let mut sessions = Vec::with_capacity(n);
     for i in 0..n {
@@ -151,8 +141,7 @@ async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicU
     while tasks.join_next().await.is_some() {}
     wait_count(&count, before + n).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    serving.stop().await;
     rate
 }
 

@@ -7,6 +7,8 @@
 //!     the same trivial handler without and with the limiter layer, for wrk
 //!     (scripts/bench_limiter.sh drives it)
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,27 +151,19 @@ async fn layer() {
 }
 
 async fn bench_app(port: u16, dir: &std::path::Path) -> Application {
-    herald::install_tls_provider();
-    let vars: std::collections::HashMap<String, String> = [
+    common::build(&[
         ("PORT", port.to_string()),
         (
             "DATABASE_URL",
             format!("sqlite://{}/herald.db", dir.display()),
         ),
-        ("API_ACCESS_KEY", "bench-admin-key".into()),
-        ("SECRET_KEY", "bench".into()),
-        ("LOG_LEVEL", "error".into()),
         ("TRUSTED_PROXIES", "127.0.0.1".into()),
         (
             "RATE_LIMIT_MAX_REQUESTS",
             std::env::var("BENCH_MAX_REQUESTS").unwrap_or_else(|_| "1000000".into()),
         ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
-    Application::build(config).await.unwrap()
+    ])
+    .await
 }
 
 /// The trivial handler without and with the limiter layer.

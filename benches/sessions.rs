@@ -4,12 +4,13 @@
 //!     start + 3 events + complete per second, over real HTTP, release build
 //! `cargo bench --bench sessions -- pdf`  time to render one report PDF
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use herald::reports::{EventRecord, SessionRecord, pdf, summarize};
-use herald::startup::Application;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -85,23 +86,8 @@ async fn flow(backend: &str, seconds: u64, workers: usize) {
     let (url, _dir) = database(backend).await;
     let drop_after =
         (backend == "postgres").then(|| url.rsplit('/').next().unwrap_or_default().to_owned());
-    let vars: std::collections::HashMap<String, String> = [
-        ("PORT", "0".to_owned()),
-        ("DATABASE_URL", url),
-        ("API_ACCESS_KEY", "bench-admin-key".into()),
-        ("SECRET_KEY", "bench".into()),
-        ("LOG_LEVEL", "error".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
-    let app = Application::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let serving = common::Serving::start(common::build(&[("DATABASE_URL", url)]).await);
+    let base = serving.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(workers)
         .build()
@@ -137,8 +123,7 @@ async fn flow(backend: &str, seconds: u64, workers: usize) {
         "{backend}: median {:.0} flows/s (start + 3 events + complete = 5 requests each, {workers} concurrent workers, 3 rounds of {seconds} s)",
         median(rounds)
     );
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    serving.stop().await;
     if let Some(name) = drop_after {
         let base = std::env::var("HERALD_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
