@@ -58,6 +58,8 @@ impl Store {
                 let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    // A local file does not drop connections: no ping before every query.
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -69,6 +71,7 @@ impl Store {
                     .await?;
                 let reader = AnyPoolOptions::new()
                     .max_connections(8)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move { dialect::sqlite_session_pragmas(conn).await })

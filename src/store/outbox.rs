@@ -104,29 +104,29 @@ pub async fn record_duplicate(
 /// [`GroupCommit`](super::group_commit::GroupCommit).
 pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64) -> Vec<Statement> {
     vec![
-        sqlx::query(
+        Statement::new(
             "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
              ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
              next_attempt_at = NULL, lease_until = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
         )
         .bind(uuid::Uuid::new_v4().to_string())
-        .bind(key.idempotency_key.to_owned())
-        .bind(key.email.to_owned())
-        .bind(key.email_type.to_owned())
-        .bind(key.session_id.map(str::to_owned))
-        .bind(key.week_start.map(str::to_owned))
+        .bind(key.idempotency_key)
+        .bind(key.email)
+        .bind(key.email_type)
+        .bind(key.session_id)
+        .bind(key.week_start)
         .bind(at_ms),
-        sqlx::query("INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)")
+        Statement::new("INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)")
             .bind(uuid::Uuid::new_v4().to_string())
-            .bind(key.email.to_owned())
-            .bind(key.email_type.to_owned())
+            .bind(key.email)
+            .bind(key.email_type)
             .bind(at_ms),
-        sqlx::query(
+        Statement::new(
             "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
              ON CONFLICT (email) DO NOTHING",
         )
-        .bind(key.email.to_owned())
+        .bind(key.email)
         .bind(uuid::Uuid::new_v4().simple().to_string())
         .bind(at_ms),
     ]
@@ -193,20 +193,20 @@ pub async fn claim(
 /// The statement that writes the outcome of an attempt.
 pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
     match mark {
-        Mark::Sent { message_id } => sqlx::query(
+        Mark::Sent { message_id } => Statement::new(
             "UPDATE email_send_logs SET status = 'sent', sent_at = $2, updated_at = $2, message_id = $3, \
              attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms)
         .bind(message_id),
-        Mark::Suppressed => sqlx::query(
+        Mark::Suppressed => Statement::new(
             "UPDATE email_send_logs SET status = 'suppressed', reason = 'unsubscribed before sending', \
              updated_at = $2, lease_until = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(now_ms),
-        Mark::Retry { next_attempt_at, error, counts } => sqlx::query(
+        Mark::Retry { next_attempt_at, error, counts } => Statement::new(
             "UPDATE email_send_logs SET status = 'pending', next_attempt_at = $3, last_error = $4, \
              attempts = attempts + $5, updated_at = $2, lease_until = NULL WHERE id = $1",
         )
@@ -215,7 +215,7 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
         .bind(next_attempt_at)
         .bind(error)
         .bind(i64::from(counts)),
-        Mark::Failed { error } => sqlx::query(
+        Mark::Failed { error } => Statement::new(
             "UPDATE email_send_logs SET status = 'failed', last_error = $3, attempts = attempts + 1, \
              updated_at = $2, lease_until = NULL WHERE id = $1",
         )

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::group_commit::GroupCommit;
+use super::group_commit::{GroupCommit, Statement};
 use super::{Store, StoreError};
 use crate::reports::{EventRecord, SessionRecord};
 
@@ -119,13 +119,13 @@ pub async fn complete(
     parent_email: Option<&str>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
-    let statement = sqlx::query(
+    let statement = Statement::new(
         "UPDATE sessions SET completed_at = $2, parent_email = COALESCE($3, parent_email) \
          WHERE id = $1 AND completed_at IS NULL",
     )
-    .bind(id.to_owned())
+    .bind(id)
     .bind(at_ms)
-    .bind(parent_email.map(str::to_owned));
+    .bind(parent_email);
     let affected = writes
         .run(vec![statement])
         .await
