@@ -27,7 +27,7 @@ use crate::jobs::purge::Retention;
 use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
 
 use crate::config::{Config, FailMode};
-use crate::email::ports::{MetricsObserver, OutboxPort, StoreThrottlePort};
+use crate::email::ports::{MetricsObserver, OutboxPort, Reports, StoreThrottlePort};
 use crate::email::{Mailer, Signer};
 use crate::http::state::Shared;
 use crate::http::{AppState, auth::KeyRing};
@@ -98,10 +98,12 @@ impl Application {
             Some(Arc::new(SupervisionReporter)),
         );
         let signer = Signer::from_config(&config);
+        let reports = Arc::new(Reports::default());
         let outbox = OutboxPort {
             store: store.clone(),
             writes: writes.clone(),
             claimed: Default::default(),
+            reports: reports.clone(),
             mailer: Mailer::from_config(&config.email).context("configuring the email provider")?,
             signer: signer.clone(),
             from: config.email.from.clone(),
@@ -179,6 +181,7 @@ impl Application {
             throttle,
             dispatcher,
             signer: Arc::new(signer),
+            reports,
             scheduler,
             jobs,
             clock,

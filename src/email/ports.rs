@@ -12,14 +12,43 @@ use herald_actors::throttle::{LedgerState, Lookup, SendRequest, ThrottlePort, Ve
 
 use super::message::{self, Parts};
 use super::{Mailer, Signer, templates};
-use crate::reports::{pdf, summarize};
+use crate::reports::{SessionSummary, pdf, summarize};
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey};
-use crate::store::{Store, preferences, sessions, throttles};
+use crate::store::{Store, sessions, throttles};
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Values one step passes in memory to a later step, so the later step need not read them
+/// back. Bounded: a value nobody takes only costs the later step its shortcut.
+pub struct HandOff<V>(std::sync::Mutex<std::collections::HashMap<String, V>>);
+
+impl<V> Default for HandOff<V> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<V> HandOff<V> {
+    const CAPACITY: usize = 10_000;
+
+    pub fn put(&self, key: String, value: V) {
+        let mut values = lock(&self.0);
+        if values.len() >= Self::CAPACITY {
+            values.clear();
+        }
+        values.insert(key, value);
+    }
+
+    pub fn take(&self, key: &str) -> Option<V> {
+        lock(&self.0).remove(key)
+    }
+}
+
+/// Session summaries computed by `/complete`, by idempotency key, for the report email.
+pub type Reports = HandOff<SessionSummary>;
 
 fn port_error(err: impl std::fmt::Display) -> PortError {
     PortError::new(crate::redact::mask_emails_in(&err.to_string()))
@@ -43,11 +72,16 @@ pub struct StoreThrottlePort {
 }
 
 impl ThrottlePort for StoreThrottlePort {
-    async fn lookup(&self, request: &SendRequest) -> Result<Lookup, PortError> {
-        let (status, enabled) = outbox::lookup(&self.store, &key(request))
+    async fn lookup(
+        &self,
+        request: &SendRequest,
+        sends_since: Option<i64>,
+    ) -> Result<Lookup, PortError> {
+        let (status, enabled, sends) = outbox::lookup(&self.store, &key(request), sends_since)
             .await
             .map_err(port_error)?;
         Ok(Lookup {
+            sends,
             ledger: status.map(|s| match s.as_str() {
                 "pending" | "sending" | "sent" => LedgerState::InFlightOrSent,
                 _ => LedgerState::Settled,
@@ -120,7 +154,9 @@ pub struct OutboxPort {
     /// Writes delivery outcomes with group commit.
     pub writes: GroupCommit,
     /// Rows handed from `claim` to `deliver`, so the row is not read twice.
-    pub claimed: std::sync::Mutex<std::collections::HashMap<String, outbox::Delivery>>,
+    pub claimed: HandOff<outbox::Delivery>,
+    /// Summaries handed over by `/complete`, so the session is not read again.
+    pub reports: Arc<Reports>,
     pub mailer: Mailer,
     pub signer: Signer,
     pub from: String,
@@ -139,13 +175,28 @@ impl OutboxPort {
             .trim_end_matches('>')
     }
 
+    /// A session's summary as the database has it.
+    async fn summary(&self, session_id: &str) -> Result<Option<SessionSummary>, PortError> {
+        let Some(session) = sessions::get(&self.store, session_id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        let events = sessions::events(&self.store, session_id)
+            .await
+            .map_err(port_error)?;
+        let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        Ok(Some(summarize(&session.record, &events, now)))
+    }
+
     async fn build(
         &self,
         claimed: &Claimed,
     ) -> Result<Result<(lettre::Message, String), Attempt>, PortError> {
         // The claim returned the row's fields; a row claimed by an earlier incarnation (or
         // missing from the hand-off for any reason) is read back.
-        let handed_over = lock(&self.claimed).remove(&claimed.id);
+        let handed_over = self.claimed.take(&claimed.id);
         let delivery = match handed_over {
             Some(delivery) => delivery,
             None => match outbox::delivery(&self.store, &claimed.id)
@@ -160,11 +211,7 @@ impl OutboxPort {
                 }
             },
         };
-        let (enabled, recipient_key) =
-            preferences::for_sending(&self.store, &delivery.email, &delivery.email_type)
-                .await
-                .map_err(port_error)?
-                .unwrap_or((true, None));
+        let (enabled, recipient_key) = delivery.preference.clone().unwrap_or((true, None));
         if !enabled {
             return Ok(Err(Attempt::Suppressed));
         }
@@ -180,27 +227,24 @@ impl OutboxPort {
         let (rendered, attachment) = match delivery.email_type.as_str() {
             "session_reports" => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
-                let Some(session) = sessions::get(&self.store, &session_id)
-                    .await
-                    .map_err(port_error)?
-                else {
-                    return Ok(Err(Attempt::Permanent(
-                        "the session no longer exists".to_owned(),
-                    )));
+                let summary = match self.reports.take(&delivery.idempotency_key) {
+                    Some(summary) => summary,
+                    None => match self.summary(&session_id).await? {
+                        Some(summary) => summary,
+                        None => {
+                            return Ok(Err(Attempt::Permanent(
+                                "the session no longer exists".to_owned(),
+                            )));
+                        }
+                    },
                 };
-                let events = sessions::events(&self.store, &session_id)
-                    .await
-                    .map_err(port_error)?;
-                let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
-                let summary = summarize(&session.record, &events, now);
-                let rendered = templates::session_report(&summary, &unsubscribe_url);
-                let pdf_summary = summary.clone();
-                let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf_summary))
-                    .await
-                    .map_err(port_error)?;
+                // A report renders in tens of microseconds: no need for a blocking thread.
                 (
-                    rendered,
-                    Some((format!("session-report-{session_id}.pdf"), bytes)),
+                    templates::session_report(&summary, &unsubscribe_url),
+                    Some((
+                        format!("session-report-{session_id}.pdf"),
+                        pdf::render(&summary),
+                    )),
                 )
             }
             "weekly_digest" => {
@@ -257,15 +301,8 @@ impl DispatchPort for OutboxPort {
         let rows = outbox::claim(&self.store, limit, now_ms, lease_ms)
             .await
             .map_err(port_error)?;
-        {
-            let mut handed = lock(&self.claimed);
-            if handed.len() > 10_000 {
-                // Left behind by sends that never started; `deliver` reads those back.
-                handed.clear();
-            }
-            for row in &rows {
-                handed.insert(row.id.clone(), row.delivery.clone());
-            }
+        for row in &rows {
+            self.claimed.put(row.id.clone(), row.delivery.clone());
         }
         Ok(rows
             .into_iter()
@@ -274,8 +311,22 @@ impl DispatchPort for OutboxPort {
                 attempts: u32::try_from(row.attempts).unwrap_or(0),
                 created_at: row.created_at,
                 email_type: row.email_type,
+                lease_until: row.lease_until,
             })
             .collect())
+    }
+
+    async fn release(&self, claimed: &[Claimed]) -> Result<(), PortError> {
+        for row in claimed {
+            self.claimed.take(&row.id);
+        }
+        let leases: Vec<(&str, i64)> = claimed
+            .iter()
+            .map(|row| (row.id.as_str(), row.lease_until))
+            .collect();
+        outbox::release(&self.store, &leases)
+            .await
+            .map_err(port_error)
     }
 
     async fn deliver(&self, claimed: &Claimed) -> Attempt {

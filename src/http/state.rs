@@ -50,6 +50,8 @@ pub struct Shared {
     pub scheduler: herald_actors::scheduler::SchedulerClient,
     /// The job bodies, for manual and dry runs.
     pub jobs: crate::jobs::JobContext,
+    /// Summaries `/complete` hands to the dispatcher for the report email.
+    pub reports: Arc<crate::email::ports::Reports>,
     /// Signs and verifies unsubscribe tokens.
     pub signer: Arc<crate::email::Signer>,
     /// Time for rules that depend on it; a manual clock in tests.

@@ -17,7 +17,7 @@ use herald_actors::throttle::{Admission, SendRequest, ThrottleClient};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::store::{Store, StoreError, outbox, preferences, throttles};
+use crate::store::{Store, StoreError, outbox};
 
 pub const WEEK_MS: i64 = 7 * 86_400_000;
 
@@ -360,27 +360,16 @@ impl Decider {
             session_id: None,
             week_start: None,
         };
-        let (status, _) = outbox::lookup(&self.store, &ledger_key).await?;
+        let (limit, window) = self.throttle_rule;
+        let (status, enabled, recent) =
+            outbox::lookup(&self.store, &ledger_key, Some(self.now_ms - window)).await?;
         if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
             return Ok("duplicate");
         }
-        if !preferences::enabled(
-            &self.store,
-            email.as_str(),
-            EmailType::WeeklyDigest.as_str(),
-        )
-        .await?
-        {
+        if !enabled {
             return Ok("unsubscribed");
         }
-        let (limit, window) = self.throttle_rule;
-        let recent = throttles::sends_since(
-            &self.store,
-            email.as_str(),
-            EmailType::WeeklyDigest.as_str(),
-            self.now_ms - window,
-        )
-        .await?;
+        let recent = recent.unwrap_or_default();
         Ok(if recent.len() as u64 >= u64::from(limit) {
             "throttled"
         } else {

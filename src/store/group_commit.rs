@@ -153,7 +153,7 @@ async fn write_batch(
     for (statements, _) in batch {
         let mut affected = Vec::with_capacity(statements.len());
         for statement in statements {
-            match statement.execute(&mut *tx).await {
+            match statement.execute(&mut tx).await {
                 Ok(rows) => affected.push(rows),
                 Err(_) => {
                     tx.rollback().await?;
@@ -178,7 +178,7 @@ async fn write_isolated(
         (&mut *tx).execute("SAVEPOINT job").await?;
         let mut outcome = Ok(Vec::with_capacity(statements.len()));
         for statement in statements {
-            match statement.execute(&mut *tx).await {
+            match statement.execute(&mut tx).await {
                 Ok(rows) => {
                     if let Ok(affected) = outcome.as_mut() {
                         affected.push(rows);

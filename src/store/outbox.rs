@@ -39,23 +39,53 @@ pub struct LedgerRow {
     pub next_attempt_at_ms: Option<i64>,
 }
 
-/// The status of the key's row, and whether the recipient wants this type of email.
+/// The status of the key's row, whether the recipient wants this type of email and, given
+/// `sends_since`, the recipient's throttle slots of this type from then on (oldest first).
+/// One query: the first row answers the first two, any further rows are the slots.
 pub async fn lookup(
     store: &Store,
     key: &LedgerKey<'_>,
-) -> Result<(Option<String>, bool), StoreError> {
-    let row = sqlx::query(
-        "SELECT (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
-                (SELECT CASE WHEN $3 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
-                 FROM email_preferences WHERE email = $2)",
-    )
-    .bind(key.idempotency_key)
-    .bind(key.email)
-    .bind(key.email_type)
-    .fetch_one(store.reader())
-    .await?;
-    let enabled: Option<i64> = row.try_get(1)?;
-    Ok((row.try_get(0)?, enabled.is_none_or(|e| e != 0)))
+    sends_since: Option<i64>,
+) -> Result<(Option<String>, bool, Option<Vec<i64>>), StoreError> {
+    macro_rules! head {
+        () => {
+            "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
+                    (SELECT CASE WHEN $3 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
+                     FROM email_preferences WHERE email = $2), NULL"
+        };
+    }
+    let sql = match sends_since {
+        None => head!(),
+        Some(_) => concat!(
+            head!(),
+            " UNION ALL SELECT 1, NULL, NULL, sent_at FROM email_throttles \
+             WHERE email = $2 AND email_type = $3 AND sent_at >= $4 ORDER BY 1, 4"
+        ),
+    };
+    let mut query = sqlx::query(sql)
+        .bind(key.idempotency_key)
+        .bind(key.email)
+        .bind(key.email_type);
+    if let Some(since) = sends_since {
+        query = query.bind(since);
+    }
+    let rows = query.fetch_all(store.reader()).await?;
+    let Some((head, slots)) = rows.split_first() else {
+        return Err(StoreError::Write(
+            "the ledger lookup returned no row".to_owned(),
+        ));
+    };
+    let enabled: Option<i64> = head.try_get(2)?;
+    let sends = match sends_since {
+        None => None,
+        Some(_) => Some(
+            slots
+                .iter()
+                .map(|row| row.try_get(3))
+                .collect::<Result<_, sqlx::Error>>()?,
+        ),
+    };
+    Ok((head.try_get(1)?, enabled.is_none_or(|e| e != 0), sends))
 }
 
 /// Records a decision that sends nothing (`suppressed`, `throttled`) for the key.
@@ -139,6 +169,7 @@ pub struct ClaimedRow {
     pub attempts: i64,
     pub created_at: i64,
     pub email_type: String,
+    pub lease_until: i64,
     /// Everything needed to build the email, returned by the claim itself.
     pub delivery: Delivery,
 }
@@ -160,7 +191,11 @@ pub async fn claim(
                       WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
                          OR (status = 'sending' AND lease_until < $1) \
                       ORDER BY created_at LIMIT $3{lock}) \
-         RETURNING id, attempts, created_at, email_type, idempotency_key, email, session_id, week_start"
+         RETURNING id, attempts, created_at, email_type, idempotency_key, email, session_id, week_start, \
+                   (SELECT CASE WHEN email_send_logs.email_type = 'weekly_digest' THEN p.weekly_digest_enabled \
+                           ELSE p.session_reports_enabled END \
+                    FROM email_preferences p WHERE p.email = email_send_logs.email), \
+                   (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email)"
     );
     let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
@@ -177,17 +212,41 @@ pub async fn claim(
                 attempts: row.try_get(1)?,
                 created_at: row.try_get(2)?,
                 email_type: row.try_get(3)?,
+                lease_until: now_ms + lease_ms,
                 delivery: Delivery {
                     idempotency_key: row.try_get(4)?,
                     email: row.try_get(5)?,
                     email_type: row.try_get(3)?,
                     session_id: row.try_get(6)?,
                     week_start: row.try_get(7)?,
+                    preference: preference(row.try_get(8)?, row.try_get(9)?),
                 },
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
+}
+
+/// Puts claimed rows back in the queue, as if their leases had run out: each given as its
+/// id and the lease its claim set, so a row claimed again since is left alone.
+pub async fn release(store: &Store, leases: &[(&str, i64)]) -> Result<(), StoreError> {
+    if leases.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..leases.len())
+        .map(|i| format!("(id = ${} AND lease_until = ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "UPDATE email_send_logs SET status = 'pending', lease_until = NULL \
+         WHERE status = 'sending' AND ({})",
+        rows.join(" OR ")
+    );
+    let mut query = sqlx::query(&sql);
+    for (id, lease_until) in leases {
+        query = query.bind(*id).bind(*lease_until);
+    }
+    query.execute(store.writer()).await?;
+    Ok(())
 }
 
 /// The statement that writes the outcome of an attempt.
@@ -242,11 +301,24 @@ pub struct Delivery {
     pub email_type: String,
     pub session_id: Option<String>,
     pub week_start: Option<String>,
+    /// The recipient's preference as the claim read it: whether they want this type, and
+    /// their unsubscribe key. `None` when they have no preferences row.
+    pub preference: Option<(bool, Option<String>)>,
+}
+
+fn preference(
+    enabled: Option<i64>,
+    recipient_key: Option<String>,
+) -> Option<(bool, Option<String>)> {
+    enabled.map(|enabled| (enabled != 0, recipient_key))
 }
 
 pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, StoreError> {
     let row = sqlx::query(
-        "SELECT idempotency_key, email, email_type, session_id, week_start FROM email_send_logs WHERE id = $1",
+        "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
+                CASE WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
+                p.recipient_key \
+         FROM email_send_logs l LEFT JOIN email_preferences p ON p.email = l.email WHERE l.id = $1",
     )
     .bind(id)
     .fetch_optional(store.reader())
@@ -258,6 +330,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
             email_type: row.try_get(2)?,
             session_id: row.try_get(3)?,
             week_start: row.try_get(4)?,
+            preference: preference(row.try_get(5)?, row.try_get(6)?),
         })
     })
     .transpose()

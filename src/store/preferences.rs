@@ -32,41 +32,6 @@ impl Unsubscribe {
     }
 }
 
-/// Whether the recipient wants `email_type` (`true` when they have no row yet).
-pub async fn enabled(store: &Store, email: &str, email_type: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "SELECT CASE WHEN $2 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
-         FROM email_preferences WHERE email = $1",
-    )
-    .bind(email)
-    .bind(email_type)
-    .fetch_optional(store.reader())
-    .await?;
-    Ok(match row {
-        Some(row) => row.try_get::<i64, _>(0)? != 0,
-        None => true,
-    })
-}
-
-/// Whether the recipient wants `email_type`, and their unsubscribe key, in one read.
-pub async fn for_sending(
-    store: &Store,
-    email: &str,
-    email_type: &str,
-) -> Result<Option<(bool, Option<String>)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT CASE WHEN $2 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END, recipient_key \
-         FROM email_preferences WHERE email = $1",
-    )
-    .bind(email)
-    .bind(email_type)
-    .fetch_optional(store.reader())
-    .await?;
-    row.map(|row| Ok((row.try_get::<i64, _>(0)? != 0, row.try_get(1)?)))
-        .transpose()
-        .map_err(|e: sqlx::Error| StoreError::from(e))
-}
-
 /// Applies an unsubscribe; returns whether anything changed. The seed's effects: each type
 /// turns its switch off and stamps its time; `all` does both.
 pub async fn unsubscribe(

@@ -414,6 +414,7 @@ fn with_unanswering_limiter(app: &TestApp) -> herald::http::AppState {
         scheduler: s.scheduler.clone(),
         jobs: s.jobs.clone(),
         signer: s.signer.clone(),
+        reports: s.reports.clone(),
         clock: s.clock.clone(),
         started: s.started,
     })

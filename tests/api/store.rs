@@ -113,7 +113,86 @@ async fn sqlite_runs_in_wal_mode_with_full_sync() {
     store.close().await;
 }
 
+async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backend) {
+    use herald::store::group_commit::GroupCommit;
+    use herald::store::outbox::{self, LedgerKey};
+
+    let db = TestDatabase::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let writes = GroupCommit::spawn(store.clone());
+    for i in 0..3 {
+        let key = LedgerKey {
+            idempotency_key: &format!("key{i}"),
+            email: &format!("parent{i}@example.com"),
+            email_type: "session_reports",
+            session_id: Some("session"),
+            week_start: None,
+        };
+        writes
+            .run(outbox::enqueue_statements(&key, 1_000 + i))
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE email_preferences SET session_reports_enabled = 0 WHERE email = $1")
+        .bind("parent1@example.com")
+        .execute(store.writer())
+        .await
+        .unwrap();
+
+    let claimed = outbox::claim(&store, 10, 2_000, 60_000).await.unwrap();
+    let mut seen: Vec<(String, bool)> = claimed
+        .iter()
+        .map(|row| {
+            let (enabled, key) = row.delivery.preference.clone().expect("a preferences row");
+            assert!(key.is_some_and(|k| !k.is_empty()), "an unsubscribe key");
+            (row.delivery.email.clone(), enabled)
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("parent0@example.com".to_owned(), true),
+            ("parent1@example.com".to_owned(), false),
+            ("parent2@example.com".to_owned(), true),
+        ]
+    );
+    assert!(
+        outbox::claim(&store, 10, 2_001, 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased rows are not claimed twice"
+    );
+
+    let back: Vec<(&str, i64)> = claimed
+        .iter()
+        .filter(|row| row.delivery.email != "parent1@example.com")
+        .map(|row| (row.id.as_str(), row.lease_until))
+        .collect();
+    // A lease that is not the row's (it ran out and the row was claimed again) changes nothing.
+    let parent1 = claimed
+        .iter()
+        .find(|row| row.delivery.email == "parent1@example.com")
+        .unwrap();
+    outbox::release(&store, &[(parent1.id.as_str(), parent1.lease_until - 1)])
+        .await
+        .unwrap();
+    outbox::release(&store, &back).await.unwrap();
+    let mut again: Vec<String> = outbox::claim(&store, 10, 2_002, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.delivery.email)
+        .collect();
+    again.sort();
+    assert_eq!(again, ["parent0@example.com", "parent2@example.com"]);
+    store.close().await;
+}
+
 on_both_backends!(
+    claimed_rows_carry_the_preference_and_can_be_handed_back,
     migrations_create_every_table_and_record_when,
     the_same_sql_round_trips_on_both_backends,
     foreign_keys_are_enforced,

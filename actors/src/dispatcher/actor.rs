@@ -1,10 +1,17 @@
 //! The dispatcher actor: claims due outbox rows, sends each through the port with bounded
 //! concurrency, writes the outcome, and holds the circuit breaker.
 //!
+//! Rows are claimed a round at a time (as many as the concurrency) and wait in a queue of
+//! their own until a send slot frees up, so a busy outbox costs one claim per round rather
+//! than one per email. A queued row is sent only while more than half its lease is left;
+//! an older one is handed back to the database and claimed afresh, as is the whole queue
+//! when the breaker opens or the actor stops.
+//!
 //! Each send runs in its own task that writes its own outcome to the ledger, so a send in
 //! flight when the dispatcher stops still finishes and is recorded; `post_stop` waits for
 //! them. The actor only keeps counts and the breaker.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +77,8 @@ impl<P, O> Clone for Dispatcher<P, O> {
 
 pub struct DispatcherState {
     in_flight: JoinSet<()>,
+    /// Claimed rows waiting for a send slot, oldest claim first.
+    ready: VecDeque<Claimed>,
     breaker: Breaker,
     ticker: Option<tokio::task::JoinHandle<()>>,
     /// A probe is out while the breaker is half-open.
@@ -113,12 +122,41 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         if free == 0 {
             return Ok(());
         }
-        let claimed = self.port.claim(free, now, self.config.lease_ms).await?;
-        state.probing = probe && !claimed.is_empty();
-        for row in claimed {
-            self.spawn_send(myself, state, row);
+        // A row that waited through half its lease goes back and is claimed afresh (with a
+        // new lease, and the preference read again). Claims come in order, so those lead.
+        let fresh_from = state
+            .ready
+            .iter()
+            .position(|row| row.lease_until - now > self.config.lease_ms / 2)
+            .unwrap_or(state.ready.len());
+        let stale: Vec<Claimed> = state.ready.drain(..fresh_from).collect();
+        self.release(stale).await;
+        if state.ready.is_empty() {
+            let round = if probe { 1 } else { self.config.concurrency };
+            let claimed = self.port.claim(round, now, self.config.lease_ms).await?;
+            state.ready.extend(claimed);
         }
+        let mut started = 0;
+        while started < free {
+            let Some(row) = state.ready.pop_front() else {
+                break;
+            };
+            self.spawn_send(myself, state, row);
+            started += 1;
+        }
+        state.probing = probe && started > 0;
         Ok(())
+    }
+
+    /// Hands claimed rows back to the database.
+    async fn release(&self, rows: Vec<Claimed>) {
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(err) = self.port.release(&rows).await {
+            // Their leases run out and they are claimed again.
+            tracing::warn!(error = %err, "could not hand queued emails back");
+        }
     }
 
     fn spawn_send(
@@ -171,6 +209,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         let _ = myself.send_message(DispatcherMsg::Tick);
         Ok(DispatcherState {
             in_flight: JoinSet::new(),
+            ready: VecDeque::new(),
             breaker: Breaker::new(
                 self.config.breaker_threshold,
                 self.config.breaker_cooldown_ms,
@@ -188,6 +227,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
+        self.release(state.ready.drain(..).collect()).await;
         let drain = async { while state.in_flight.join_next().await.is_some() {} };
         if tokio::time::timeout(self.config.drain_timeout, drain)
             .await
@@ -226,6 +266,8 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
                     self.observer.provider_up(!open);
                     if open {
                         tracing::warn!("mail server unreachable; pausing sends");
+                        // Claimed again, preference and all, when the server is back.
+                        self.release(state.ready.drain(..).collect()).await;
                     }
                 }
                 if !open && reached {
@@ -234,5 +276,184 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::port::PortError;
+
+    /// An outbox in memory whose sends wait for a permit.
+    struct Outbox {
+        pending: Mutex<VecDeque<Claimed>>,
+        claims: Mutex<Vec<usize>>,
+        sent: Mutex<Vec<String>>,
+        released: Mutex<Vec<String>>,
+        gate: Semaphore,
+    }
+
+    impl Outbox {
+        fn with_rows(n: usize) -> Arc<Self> {
+            let rows = (0..n).map(|i| Claimed {
+                id: format!("row{i}"),
+                attempts: 0,
+                created_at: 0,
+                email_type: "session_reports".into(),
+                lease_until: i64::MAX,
+            });
+            Arc::new(Self {
+                pending: Mutex::new(rows.collect()),
+                claims: Mutex::default(),
+                sent: Mutex::default(),
+                released: Mutex::default(),
+                gate: Semaphore::new(0),
+            })
+        }
+    }
+
+    impl Outbox {
+        /// Waits for the first round of claims, lets one send through, and waits until its
+        /// free slot has claimed the next round.
+        async fn second_round(&self) {
+            let claims = || self.claims.lock().unwrap().len();
+            until("the first round", || claims() == 1).await;
+            self.gate.add_permits(1);
+            until("the second round", || claims() == 2).await;
+        }
+    }
+
+    impl DispatchPort for Outbox {
+        async fn claim(
+            &self,
+            limit: usize,
+            now: i64,
+            lease_ms: i64,
+        ) -> Result<Vec<Claimed>, PortError> {
+            let mut pending = self.pending.lock().unwrap();
+            let take = limit.min(pending.len());
+            self.claims.lock().unwrap().push(take);
+            Ok(pending
+                .drain(..take)
+                .map(|row| Claimed {
+                    lease_until: now + lease_ms,
+                    ..row
+                })
+                .collect())
+        }
+
+        async fn release(&self, claimed: &[Claimed]) -> Result<(), PortError> {
+            let mut released = self.released.lock().unwrap();
+            released.extend(claimed.iter().map(|row| row.id.clone()));
+            let mut pending = self.pending.lock().unwrap();
+            for row in claimed.iter().rev() {
+                pending.push_front(row.clone());
+            }
+            Ok(())
+        }
+
+        async fn deliver(&self, claimed: &Claimed) -> Attempt {
+            self.gate.acquire().await.unwrap().forget();
+            Attempt::Sent {
+                message_id: claimed.id.clone(),
+            }
+        }
+
+        async fn mark(&self, claimed: &Claimed, _: &Mark, _: i64) -> Result<(), PortError> {
+            self.sent.lock().unwrap().push(claimed.id.clone());
+            Ok(())
+        }
+
+        async fn depth(&self) -> Result<u64, PortError> {
+            Ok(self.pending.lock().unwrap().len() as u64)
+        }
+    }
+
+    struct Quiet;
+    impl DispatchObserver for Quiet {}
+
+    async fn start(outbox: &Arc<Outbox>, concurrency: usize) -> ActorRef<DispatcherMsg> {
+        start_with_clock(outbox, concurrency, ManualClock::new(1_000_000)).await
+    }
+
+    async fn start_with_clock(
+        outbox: &Arc<Outbox>,
+        concurrency: usize,
+        clock: ManualClock,
+    ) -> ActorRef<DispatcherMsg> {
+        let dispatcher = Dispatcher {
+            port: outbox.clone(),
+            observer: Arc::new(Quiet),
+            clock: Arc::new(clock),
+            config: DispatcherConfig {
+                concurrency,
+                poll_every: Duration::from_secs(3600),
+                drain_timeout: Duration::from_millis(50),
+                ..DispatcherConfig::default()
+            },
+        };
+        Actor::spawn(None, dispatcher, ()).await.unwrap().0
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_outbox_is_claimed_a_round_at_a_time_not_a_row_at_a_time() {
+        let outbox = Outbox::with_rows(40);
+        outbox.gate.add_permits(1_000);
+        let actor = start(&outbox, 4).await;
+        until("every row sent", || outbox.sent.lock().unwrap().len() == 40).await;
+        let claims = outbox.claims.lock().unwrap().clone();
+        // Ten full rounds of four, then at most one empty look per slot as the last finish.
+        let (full, empty): (Vec<usize>, Vec<usize>) = claims.iter().partition(|&&n| n > 0);
+        assert_eq!(full, [4; 10], "{claims:?}");
+        assert!(empty.len() <= 4, "{claims:?}");
+        actor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rows_waiting_for_a_slot_are_handed_back_when_the_dispatcher_stops() {
+        let outbox = Outbox::with_rows(10);
+        let actor = start(&outbox, 4).await;
+        // Four sends hang; one is let through, so its slot claims a new round of four,
+        // starts one of them and queues three.
+        outbox.second_round().await;
+        actor.stop_and_wait(None, None).await.unwrap();
+        let released = outbox.released.lock().unwrap().clone();
+        assert_eq!(released, ["row5", "row6", "row7"]);
+        assert_eq!(outbox.sent.lock().unwrap().clone(), ["row0"]);
+    }
+
+    #[tokio::test]
+    async fn a_row_that_waited_through_half_its_lease_is_handed_back_and_claimed_afresh() {
+        let outbox = Outbox::with_rows(4);
+        let clock = ManualClock::new(1_000_000);
+        let actor = start_with_clock(&outbox, 2, clock.clone()).await;
+        // One send went out; its slot claimed row2 and row3, started row2 and queued row3.
+        outbox.second_round().await;
+        clock.advance_ms(DispatcherConfig::default().lease_ms as u64 / 2);
+        outbox.gate.add_permits(1);
+        until("row3 handed back", || {
+            !outbox.released.lock().unwrap().is_empty()
+        })
+        .await;
+        assert_eq!(outbox.released.lock().unwrap().clone(), ["row3"]);
+        outbox.gate.add_permits(10);
+        until("every row sent", || outbox.sent.lock().unwrap().len() == 4).await;
+        let mut sent = outbox.sent.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent, ["row0", "row1", "row2", "row3"], "each once");
+        actor.stop_and_wait(None, None).await.unwrap();
     }
 }

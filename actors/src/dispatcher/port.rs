@@ -15,6 +15,8 @@ pub struct Claimed {
     pub created_at: i64,
     /// `session_reports` or `weekly_digest`, for metrics.
     pub email_type: String,
+    /// When the claim's lease runs out and another claim may take the row.
+    pub lease_until: i64,
 }
 
 pub trait DispatchPort: Send + Sync + 'static {
@@ -26,6 +28,9 @@ pub trait DispatchPort: Send + Sync + 'static {
         now_ms: i64,
         lease_ms: i64,
     ) -> impl Future<Output = Result<Vec<Claimed>, PortError>> + Send;
+    /// Hands claimed rows that will not be sent now back to the queue; a row whose lease
+    /// ran out and was claimed again since is left alone.
+    fn release(&self, claimed: &[Claimed]) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Renders and sends one claimed email (re-checking the recipient's preference first).
     fn deliver(&self, claimed: &Claimed) -> impl Future<Output = Attempt> + Send;
     /// Writes the result of an attempt.

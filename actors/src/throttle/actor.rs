@@ -152,22 +152,13 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             *duplicates += 1;
             return Ok(Admission::Duplicate);
         }
-        // A recipient not in the cache needs both reads: issue them together.
+        // A recipient not in the cache has its sends read with the ledger.
         let rule = self.rule(request.email_type);
         let cached = state
             .sends
             .contains_key(&(request.email.clone(), request.email_type));
-        let (lookup, preloaded) = if cached {
-            (self.port.lookup(&request).await?, None)
-        } else {
-            let since = now - rule.window_ms;
-            let (lookup, sends) = tokio::join!(
-                self.port.lookup(&request),
-                self.port
-                    .sends_since(&request.email, request.email_type, since)
-            );
-            (lookup?, Some(sends?))
-        };
+        let since = (!cached).then_some(now - rule.window_ms);
+        let lookup = self.port.lookup(&request, since).await?;
         if lookup.ledger == Some(LedgerState::InFlightOrSent) {
             self.port.record(&request, &Verdict::Duplicate, now).await?;
             return Ok(Admission::Duplicate);
@@ -179,7 +170,7 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             return Ok(Admission::Suppressed);
         }
         let sends = self
-            .sends_with(state, &request.email, request.email_type, now, preloaded)
+            .sends_with(state, &request.email, request.email_type, now, lookup.sends)
             .await?;
         if let Err(retry_after_ms) = rules::check(sends, now, rule) {
             let reason = format!(

@@ -29,11 +29,13 @@ pub struct SendRequest {
 }
 
 /// What the ledger and preferences say about a request before the window is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
     pub ledger: Option<LedgerState>,
     /// Whether the recipient still wants this type of email.
     pub enabled: bool,
+    /// The recipient's sends of this type since the instant asked for, oldest first.
+    pub sends: Option<Vec<i64>>,
 }
 
 /// A decision to write to the ledger.
@@ -45,9 +47,12 @@ pub enum Verdict {
 }
 
 pub trait ThrottlePort: Send + Sync + 'static {
+    /// The ledger and preference for `request`, and, given `sends_since`, the recipient's
+    /// sends of its type at or after that instant: one read.
     fn lookup(
         &self,
         request: &SendRequest,
+        sends_since: Option<i64>,
     ) -> impl Future<Output = Result<Lookup, PortError>> + Send;
     /// Sends recorded for the recipient and type at or after `since_ms`, oldest first.
     fn sends_since(

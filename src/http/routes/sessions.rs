@@ -230,6 +230,7 @@ async fn report_email(
     state: &AppState,
     session_id: &str,
     parent_email: Option<&str>,
+    summary: &SessionSummary,
 ) -> Result<&'static str, ApiError> {
     let Some(raw) = parent_email else {
         return Ok("none");
@@ -247,7 +248,14 @@ async fn report_email(
         week_start: None,
         check_preference: true,
     };
-    let admission = state.throttle.admit(request).await?;
+    // Handed to the dispatcher with the email, so it need not read the session again.
+    let key = request.idempotency_key.clone();
+    state.reports.put(key.clone(), summary.clone());
+    let admission = state.throttle.admit(request).await;
+    if !matches!(admission, Ok(Admission::Queued)) {
+        state.reports.take(&key);
+    }
+    let admission = admission?;
     let kind = EmailType::SessionReport.as_str();
     let outcome = match admission {
         Admission::Queued => {
@@ -325,9 +333,9 @@ pub async fn complete(
             .await?
             .ok_or_else(validate::session_not_found)?
     };
-    let report_email = report_email(&state, &id, session.parent_email.as_deref()).await?;
     let events = sessions::events(&state.store, &id).await?;
     let summary = summarize(&session.record, &events, now_ms(&state));
+    let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
     Ok(Json(SessionCompleted {
         session_id: id,
         completed_at: summary.completed_at.unwrap_or_default(),
