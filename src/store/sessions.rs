@@ -84,6 +84,38 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreErr
     Ok(row.as_ref().map(session_row).transpose()?)
 }
 
+/// A session with its events in order, in one read.
+pub async fn with_events(
+    store: &Store,
+    id: &str,
+) -> Result<Option<(SessionRow, Vec<EventRecord>)>, StoreError> {
+    let started = std::time::Instant::now();
+    let rows = sqlx::query(
+        "SELECT s.id, s.access_token_hash, s.learner_name, s.subject, s.parent_email, s.started_at, \
+                s.completed_at, e.kind, e.correct \
+         FROM sessions s LEFT JOIN session_events e ON e.session_id = s.id \
+         WHERE s.id = $1 ORDER BY e.created_at, e.id",
+    )
+    .bind(id)
+    .fetch_all(store.reader())
+    .await?;
+    crate::metrics::db_query("session_with_events", started.elapsed());
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let session = session_row(first)?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(kind) = row.try_get::<Option<String>, _>("kind")? {
+            events.push(EventRecord {
+                kind,
+                correct: row.try_get::<Option<i64>, _>("correct")?.map(|v| v != 0),
+            });
+        }
+    }
+    Ok(Some((session, events)))
+}
+
 /// Records an event only while its session is open: one statement, so a completion racing
 /// with it cannot let an event in after the session closed.
 pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutcome, StoreError> {
@@ -111,21 +143,36 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
 }
 
 /// Completes the session once; returns whether this call completed it. A later call
-/// changes nothing, the parent's address included. Written through group commit, since
-/// completions come in bursts.
+/// changes nothing, the parent's address included. Given `events_seen`, completes it only
+/// if it still has that many events, so that a summary computed from them is the whole
+/// session. Written through group commit, since completions come in bursts.
 pub async fn complete(
     writes: &GroupCommit,
     id: &str,
     parent_email: Option<&str>,
     at_ms: i64,
+    events_seen: Option<usize>,
 ) -> Result<bool, StoreError> {
-    let statement = Statement::new(
-        "UPDATE sessions SET completed_at = $2, parent_email = COALESCE($3, parent_email) \
-         WHERE id = $1 AND completed_at IS NULL",
-    )
+    macro_rules! complete {
+        () => {
+            "UPDATE sessions SET completed_at = $2, parent_email = COALESCE($3, parent_email) \
+             WHERE id = $1 AND completed_at IS NULL"
+        };
+    }
+    let statement = match events_seen {
+        None => Statement::new(complete!()),
+        Some(_) => Statement::new(concat!(
+            complete!(),
+            " AND (SELECT COUNT(*) FROM session_events WHERE session_id = $1) = $4"
+        )),
+    }
     .bind(id)
     .bind(at_ms)
     .bind(parent_email);
+    let statement = match events_seen {
+        None => statement,
+        Some(n) => statement.bind(i64::try_from(n).unwrap_or(i64::MAX)),
+    };
     let affected = writes
         .run(vec![statement])
         .await

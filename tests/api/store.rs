@@ -191,7 +191,70 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
     store.close().await;
 }
 
+async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
+    use herald::store::group_commit::GroupCommit;
+    use herald::store::sessions::{self, NewEvent, NewSession};
+
+    let db = TestDatabase::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let writes = GroupCommit::spawn(store.clone());
+    let session = NewSession {
+        id: "s1",
+        token_hash: "hash",
+        learner_name: Some("Ada"),
+        subject: None,
+        parent_email: None,
+        started_at_ms: 1_000,
+    };
+    sessions::insert(&store, &session).await.unwrap();
+    for (i, kind) in ["step", "answer"].iter().enumerate() {
+        let event = NewEvent {
+            id: &format!("e{i}"),
+            session_id: "s1",
+            kind,
+            detail: None,
+            correct: Some(true),
+            at_ms: 2_000 + i as i64,
+        };
+        sessions::add_event(&store, &event).await.unwrap();
+    }
+    let (row, events) = sessions::with_events(&store, "s1").await.unwrap().unwrap();
+    assert_eq!(row.record.learner_name.as_deref(), Some("Ada"));
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["step", "answer"]);
+    assert!(
+        sessions::with_events(&store, "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An event arrived after the read that saw one: no completion.
+    assert!(
+        !sessions::complete(&writes, "s1", None, 3_000, Some(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        sessions::complete(&writes, "s1", Some("p@example.com"), 3_000, Some(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !sessions::complete(&writes, "s1", None, 4_000, None)
+            .await
+            .unwrap(),
+        "once only"
+    );
+    let (row, _) = sessions::with_events(&store, "s1").await.unwrap().unwrap();
+    assert_eq!(row.record.completed_at_ms, Some(3_000));
+    assert_eq!(row.parent_email.as_deref(), Some("p@example.com"));
+    store.close().await;
+}
+
 on_both_backends!(
+    a_completion_closes_only_over_the_events_it_saw,
     claimed_rows_carry_the_preference_and_can_be_handed_back,
     migrations_create_every_table_and_record_when,
     the_same_sql_round_trips_on_both_backends,

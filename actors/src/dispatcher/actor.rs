@@ -27,7 +27,8 @@ pub enum DispatcherMsg {
     Wake,
     /// Periodic: due retries, expired leases, depth gauge.
     Tick,
-    /// A send task finished; `reached` is false when the server could not be reached.
+    /// A send is over (its outcome may still be being written); `reached` is false when
+    /// the server could not be reached.
     Finished { reached: bool },
 }
 
@@ -76,7 +77,10 @@ impl<P, O> Clone for Dispatcher<P, O> {
 }
 
 pub struct DispatcherState {
+    /// Send tasks, until their outcome is written.
     in_flight: JoinSet<()>,
+    /// Sends talking to the server: what the concurrency bounds.
+    sending: usize,
     /// Claimed rows waiting for a send slot, oldest claim first.
     ready: VecDeque<Claimed>,
     breaker: Breaker,
@@ -115,9 +119,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         let free = if probe {
             1
         } else {
-            self.config
-                .concurrency
-                .saturating_sub(state.in_flight.len())
+            self.config.concurrency.saturating_sub(state.sending)
         };
         if free == 0 {
             return Ok(());
@@ -171,7 +173,11 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         state.in_flight.spawn(async move {
             let started = Instant::now();
             let attempt = this.port.deliver(&row).await;
+            let elapsed = started.elapsed();
             let reached = !matches!(attempt, Attempt::Unreachable(_));
+            // The slot is free once the server has answered; the outcome is written after,
+            // in a transaction shared with other writes, without holding the slot.
+            let _ = myself.send_message(DispatcherMsg::Finished { reached });
             let now = this.now();
             let mark = this.config.retry.decide(
                 attempt,
@@ -185,12 +191,12 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 // The lease runs out and the row is claimed again: sent at most once more.
                 tracing::error!(error = %err, "could not record a delivery outcome");
             }
-            this.observer.attempted(&row, &mark, started.elapsed());
+            this.observer.attempted(&row, &mark, elapsed);
             if let Mark::Failed { error } = &mark {
                 tracing::warn!(%error, "email failed");
             }
-            let _ = myself.send_message(DispatcherMsg::Finished { reached });
         });
+        state.sending += 1;
     }
 }
 
@@ -209,6 +215,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         let _ = myself.send_message(DispatcherMsg::Tick);
         Ok(DispatcherState {
             in_flight: JoinSet::new(),
+            sending: 0,
             ready: VecDeque::new(),
             breaker: Breaker::new(
                 self.config.breaker_threshold,
@@ -257,6 +264,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
                 self.pump(&myself, state).await?;
             }
             DispatcherMsg::Finished { reached } => {
+                state.sending = state.sending.saturating_sub(1);
                 let now = self.now();
                 let was_open = state.breaker.is_open(now);
                 state.breaker.record(reached, now);
@@ -289,14 +297,18 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::port::PortError;
 
-    /// An outbox in memory whose sends wait for a permit.
+    /// An outbox in memory whose sends wait for a permit, as do the writes of outcomes.
     struct Outbox {
         pending: Mutex<VecDeque<Claimed>>,
         claims: Mutex<Vec<usize>>,
+        delivered: Mutex<Vec<String>>,
         sent: Mutex<Vec<String>>,
         released: Mutex<Vec<String>>,
         gate: Semaphore,
+        mark_gate: Semaphore,
     }
+
+    const OPEN: usize = 1_000_000;
 
     impl Outbox {
         fn with_rows(n: usize) -> Arc<Self> {
@@ -310,9 +322,11 @@ mod tests {
             Arc::new(Self {
                 pending: Mutex::new(rows.collect()),
                 claims: Mutex::default(),
+                delivered: Mutex::default(),
                 sent: Mutex::default(),
                 released: Mutex::default(),
                 gate: Semaphore::new(0),
+                mark_gate: Semaphore::new(OPEN),
             })
         }
     }
@@ -359,12 +373,14 @@ mod tests {
 
         async fn deliver(&self, claimed: &Claimed) -> Attempt {
             self.gate.acquire().await.unwrap().forget();
+            self.delivered.lock().unwrap().push(claimed.id.clone());
             Attempt::Sent {
                 message_id: claimed.id.clone(),
             }
         }
 
         async fn mark(&self, claimed: &Claimed, _: &Mark, _: i64) -> Result<(), PortError> {
+            drop(self.mark_gate.acquire().await.unwrap());
             self.sent.lock().unwrap().push(claimed.id.clone());
             Ok(())
         }
@@ -454,6 +470,26 @@ mod tests {
         let mut sent = outbox.sent.lock().unwrap().clone();
         sent.sort();
         assert_eq!(sent, ["row0", "row1", "row2", "row3"], "each once");
+        actor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_free_once_the_server_answered_while_the_outcome_is_written() {
+        let outbox = Outbox::with_rows(6);
+        let closed = outbox.mark_gate.acquire_many(OPEN as u32).await.unwrap();
+        outbox.gate.add_permits(OPEN);
+        let actor = start(&outbox, 2).await;
+        // Two slots, and no outcome written yet: every email still goes out.
+        until("every row delivered", || {
+            outbox.delivered.lock().unwrap().len() == 6
+        })
+        .await;
+        assert!(outbox.sent.lock().unwrap().is_empty());
+        drop(closed);
+        until("every outcome written", || {
+            outbox.sent.lock().unwrap().len() == 6
+        })
+        .await;
         actor.stop_and_wait(None, None).await.unwrap();
     }
 }

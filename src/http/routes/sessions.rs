@@ -43,22 +43,32 @@ pub async fn authorize(
     raw_id: &str,
     token: SessionToken,
 ) -> Result<SessionRow, ApiError> {
+    let (id, token) = credentials(raw_id, token)?;
+    let session = sessions::get(&state.store, &id)
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    check_token(&session, &token)?;
+    Ok(session)
+}
+
+/// The session id and the presented token, before anything is read.
+fn credentials(raw_id: &str, token: SessionToken) -> Result<(String, String), ApiError> {
     let token = token.0.ok_or(ApiError::Forbidden {
         code: "MISSING_SESSION_TOKEN",
         message: "The X-Session-Access-Token header is required.".to_owned(),
     })?;
-    let id = validate::session_id(raw_id)?;
-    let session = sessions::get(&state.store, &id)
-        .await?
-        .ok_or_else(validate::session_not_found)?;
-    let presented = hash_token(&token);
+    Ok((validate::session_id(raw_id)?, token))
+}
+
+fn check_token(session: &SessionRow, token: &str) -> Result<(), ApiError> {
+    let presented = hash_token(token);
     if !bool::from(presented.as_bytes().ct_eq(session.token_hash.as_bytes())) {
         return Err(ApiError::Forbidden {
             code: "INVALID_SESSION_TOKEN",
             message: "The session access token is not valid for this session.".to_owned(),
         });
     }
-    Ok(session)
+    Ok(())
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -306,34 +316,47 @@ pub async fn complete(
     token: SessionToken,
     OptionalJson(body): OptionalJson<CompleteSession>,
 ) -> Result<Json<SessionCompleted>, ApiError> {
-    let session = authorize(&state, &raw_id, token).await?;
+    let (id, token) = credentials(&raw_id, token)?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
-    let id = session.record.id.clone();
-    let completed_at = now_ms(&state);
-    let completed_now = sessions::complete(
-        &state.writes,
-        &id,
-        parent_email.as_ref().map(|e| e.as_str()),
-        completed_at,
-    )
-    .await?;
-    let session = if completed_now {
-        crate::metrics::session_completed();
-        tracing::info!("session completed");
-        // What was just written, without reading it back.
-        let mut session = session;
-        session.record.completed_at_ms = Some(completed_at);
-        if let Some(email) = &parent_email {
-            session.parent_email = Some(email.as_str().to_owned());
-        }
-        session
-    } else {
-        // Completed earlier, perhaps by a concurrent call: the stored state is the answer.
-        sessions::get(&state.store, &id)
+    // The session is read with its events and completed only if no event arrived since, so
+    // the summary covers exactly what the completion closed; if one did, read again. After
+    // two such races the completion goes ahead and the events are read after it.
+    let mut races = 0;
+    let (session, events) = loop {
+        let (mut session, events) = sessions::with_events(&state.store, &id)
             .await?
-            .ok_or_else(validate::session_not_found)?
+            .ok_or_else(validate::session_not_found)?;
+        check_token(&session, &token)?;
+        if session.record.completed_at_ms.is_some() {
+            // Completed earlier, perhaps by a concurrent call: the stored state is the answer.
+            break (session, events);
+        }
+        let events_seen = (races < 2).then_some(events.len());
+        let completed_at = now_ms(&state);
+        let completed_now = sessions::complete(
+            &state.writes,
+            &id,
+            parent_email.as_ref().map(|e| e.as_str()),
+            completed_at,
+            events_seen,
+        )
+        .await?;
+        if completed_now {
+            crate::metrics::session_completed();
+            tracing::info!("session completed");
+            // What was just written, without reading it back.
+            session.record.completed_at_ms = Some(completed_at);
+            if let Some(email) = &parent_email {
+                session.parent_email = Some(email.as_str().to_owned());
+            }
+            let events = match events_seen {
+                Some(_) => events,
+                None => sessions::events(&state.store, &id).await?,
+            };
+            break (session, events);
+        }
+        races += 1;
     };
-    let events = sessions::events(&state.store, &id).await?;
     let summary = summarize(&session.record, &events, now_ms(&state));
     let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
     Ok(Json(SessionCompleted {
