@@ -19,7 +19,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Json as JsonBody, OptionalJson, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
-use crate::reports::{SessionSummary, summarize};
+use crate::reports::{EventRecord, SessionSummary, summarize};
 use crate::secret::{hex, random_token};
 use crate::store::instant;
 use crate::store::sessions::{self, EventOutcome, NewEvent, NewSession, SessionRow};
@@ -58,6 +58,19 @@ fn credentials(raw_id: &str, token: SessionToken) -> Result<(String, String), Ap
         message: "The X-Session-Access-Token header is required.".to_owned(),
     })?;
     Ok((validate::session_id(raw_id)?, token))
+}
+
+/// The session with its events, once `token` is checked against it.
+async fn with_events(
+    state: &AppState,
+    id: &str,
+    token: &str,
+) -> Result<(SessionRow, Vec<EventRecord>), ApiError> {
+    let (session, events) = sessions::with_events(&state.store, id)
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    check_token(&session, token)?;
+    Ok((session, events))
 }
 
 fn check_token(session: &SessionRow, token: &str) -> Result<(), ApiError> {
@@ -317,16 +330,14 @@ pub async fn complete(
     OptionalJson(body): OptionalJson<CompleteSession>,
 ) -> Result<Json<SessionCompleted>, ApiError> {
     let (id, token) = credentials(&raw_id, token)?;
+    let mut loaded = with_events(&state, &id, &token).await?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
     // The session is read with its events and completed only if no event arrived since, so
     // the summary covers exactly what the completion closed; if one did, read again. After
     // two such races the completion goes ahead and the events are read after it.
     let mut races = 0;
     let (session, events) = loop {
-        let (mut session, events) = sessions::with_events(&state.store, &id)
-            .await?
-            .ok_or_else(validate::session_not_found)?;
-        check_token(&session, &token)?;
+        let (mut session, events) = loaded;
         if session.record.completed_at_ms.is_some() {
             // Completed earlier, perhaps by a concurrent call: the stored state is the answer.
             break (session, events);
@@ -356,6 +367,7 @@ pub async fn complete(
             break (session, events);
         }
         races += 1;
+        loaded = with_events(&state, &id, &token).await?;
     };
     let summary = summarize(&session.record, &events, now_ms(&state));
     let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
