@@ -70,11 +70,8 @@ pub async fn lookup(
         query = query.bind(since);
     }
     let rows = query.fetch_all(store.reader()).await?;
-    let Some((head, slots)) = rows.split_first() else {
-        return Err(StoreError::Write(
-            "the ledger lookup returned no row".to_owned(),
-        ));
-    };
+    // The head row has no FROM: it is always there.
+    let (head, slots) = rows.split_first().ok_or(sqlx::Error::RowNotFound)?;
     let enabled: Option<i64> = head.try_get(2)?;
     let sends = match sends_since {
         None => None,

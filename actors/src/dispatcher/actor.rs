@@ -9,7 +9,7 @@
 //!
 //! Each send runs in its own task that writes its own outcome to the ledger, so a send in
 //! flight when the dispatcher stops still finishes and is recorded; `post_stop` waits for
-//! them. The actor only keeps counts and the breaker.
+//! them. The actor keeps only counts, the queue of claimed rows and the breaker.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
