@@ -46,6 +46,73 @@ pub struct Store {
     backend: Backend,
     writer: AnyPool,
     reader: AnyPool,
+    /// SQLite connections kept out of the pools for the hottest reads (see [`Kept`]).
+    kept: Option<std::sync::Arc<Kept>>,
+}
+
+/// Connections lent without a pool. sqlx 0.8 pings every connection a pool takes back, one
+/// more round trip to the connection's thread per query; a local SQLite file does not drop
+/// connections, so the reads made for every email borrow from here instead.
+#[derive(Debug)]
+pub struct Kept {
+    idle: std::sync::Mutex<Vec<sqlx::AnyConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// A connection borrowed from [`Kept`], returned when dropped.
+pub struct KeptConnection<'a> {
+    kept: &'a Kept,
+    conn: Option<sqlx::AnyConnection>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for KeptConnection<'_> {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        self.conn.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for KeptConnection<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        self.conn.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for KeptConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.kept
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+impl Kept {
+    async fn from_pool(pool: &AnyPool, n: usize) -> Result<Self, StoreError> {
+        let mut idle = Vec::with_capacity(n);
+        for _ in 0..n {
+            idle.push(pool.acquire().await?.detach());
+        }
+        Ok(Self {
+            idle: std::sync::Mutex::new(idle),
+            permits: tokio::sync::Semaphore::new(n),
+        })
+    }
+
+    async fn borrow(&self) -> KeptConnection<'_> {
+        let permit = self.permits.acquire().await.expect("never closed");
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        KeptConnection {
+            kept: self,
+            conn,
+            _permit: permit,
+        }
+    }
 }
 
 impl Store {
@@ -78,10 +145,12 @@ impl Store {
                     })
                     .connect_with(url.parse::<AnyConnectOptions>()?)
                     .await?;
+                let kept = Kept::from_pool(&reader, 4).await?;
                 Ok(Self {
                     backend,
                     writer,
                     reader,
+                    kept: Some(std::sync::Arc::new(kept)),
                 })
             }
             Backend::Postgres => {
@@ -94,6 +163,7 @@ impl Store {
                     backend,
                     writer: pool.clone(),
                     reader: pool,
+                    kept: None,
                 })
             }
         }
@@ -111,6 +181,16 @@ impl Store {
     /// The pool for reads; on SQLite these never wait for the writer.
     pub fn reader(&self) -> &AnyPool {
         &self.reader
+    }
+
+    /// A kept connection for a hot read, on SQLite; `None` means read through [`reader`].
+    ///
+    /// [`reader`]: Store::reader
+    pub async fn kept(&self) -> Option<KeptConnection<'_>> {
+        match &self.kept {
+            Some(kept) => Some(kept.borrow().await),
+            None => None,
+        }
     }
 
     /// Applies every pending migration.
@@ -149,6 +229,12 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(kept) = &self.kept {
+            let idle = std::mem::take(&mut *kept.idle.lock().unwrap_or_else(|e| e.into_inner()));
+            for conn in idle {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -162,4 +248,42 @@ pub fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
 /// Milliseconds since the epoch, the store's representation of an instant.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn kept_connections_are_lent_one_borrower_at_a_time_and_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/herald.db", dir.path().display()))
+            .await
+            .unwrap();
+        let mut lent = Vec::new();
+        for _ in 0..4 {
+            lent.push(store.kept().await.expect("SQLite keeps connections"));
+        }
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *lent[0])
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        // All four are out: the next borrower waits until one comes back.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), store.kept()).await;
+        assert!(waiting.is_err(), "a fifth borrower got a connection");
+        lent.pop();
+        let mut again = tokio::time::timeout(Duration::from_secs(5), store.kept())
+            .await
+            .expect("a returned connection is lent again")
+            .unwrap();
+        let two: i64 = sqlx::query_scalar("SELECT 2")
+            .fetch_one(&mut *again)
+            .await
+            .unwrap();
+        assert_eq!(two, 2);
+        drop(again);
+        drop(lent);
+        store.close().await;
+    }
 }

@@ -69,7 +69,10 @@ pub async fn lookup(
     if let Some(since) = sends_since {
         query = query.bind(since);
     }
-    let rows = query.fetch_all(store.reader()).await?;
+    let rows = match store.kept().await {
+        Some(mut conn) => query.fetch_all(&mut *conn).await?,
+        None => query.fetch_all(store.reader()).await?,
+    };
     // The head row has no FROM: it is always there.
     let (head, slots) = rows.split_first().ok_or(sqlx::Error::RowNotFound)?;
     let enabled: Option<i64> = head.try_get(2)?;

@@ -90,15 +90,17 @@ pub async fn with_events(
     id: &str,
 ) -> Result<Option<(SessionRow, Vec<EventRecord>)>, StoreError> {
     let started = std::time::Instant::now();
-    let rows = sqlx::query(
+    let query = sqlx::query(
         "SELECT s.id, s.access_token_hash, s.learner_name, s.subject, s.parent_email, s.started_at, \
                 s.completed_at, e.kind, e.correct \
          FROM sessions s LEFT JOIN session_events e ON e.session_id = s.id \
          WHERE s.id = $1 ORDER BY e.created_at, e.id",
     )
-    .bind(id)
-    .fetch_all(store.reader())
-    .await?;
+    .bind(id);
+    let rows = match store.kept().await {
+        Some(mut conn) => query.fetch_all(&mut *conn).await?,
+        None => query.fetch_all(store.reader()).await?,
+    };
     crate::metrics::db_query("session_with_events", started.elapsed());
     let Some(first) = rows.first() else {
         return Ok(None);
