@@ -241,20 +241,9 @@ async fn write_isolated(
     let mut results = Vec::with_capacity(batch.len());
     for (statements, _) in batch {
         (&mut *tx).execute("SAVEPOINT job").await?;
-        let mut outcome = Ok(Vec::with_capacity(statements.len()));
-        for statement in statements {
-            match statement.execute(&mut tx).await {
-                Ok(rows) => {
-                    if let Ok(affected) = outcome.as_mut() {
-                        affected.push(rows);
-                    }
-                }
-                Err(err) => {
-                    outcome = Err(err.to_string());
-                    break;
-                }
-            }
-        }
+        let outcome = run_job(&mut tx, store.backend(), statements)
+            .await
+            .map_err(|err| err.to_string());
         if outcome.is_err() {
             (&mut *tx).execute("ROLLBACK TO SAVEPOINT job").await?;
         }

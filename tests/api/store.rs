@@ -3,6 +3,14 @@ use herald::store::{Backend as StoreBackend, Store};
 use crate::helpers::{Backend, TABLES, TestDatabase};
 use crate::on_both_backends;
 
+/// A migrated store on a database of its own, which lives as long as the first value.
+async fn migrated(backend: Backend) -> (TestDatabase, Store) {
+    let db = TestDatabase::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
 async fn migrations_create_every_table_and_record_when(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = Store::connect(&db.url).await.unwrap();
@@ -38,9 +46,7 @@ async fn migrations_create_every_table_and_record_when(backend: Backend) {
 }
 
 async fn the_same_sql_round_trips_on_both_backends(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = migrated(backend).await;
     let now = herald::store::now_ms();
     sqlx::query(
         "INSERT INTO rate_limit_policies (group_name, tier, max_requests, window_seconds, updated_at) \
@@ -76,9 +82,7 @@ async fn the_same_sql_round_trips_on_both_backends(backend: Backend) {
 }
 
 async fn foreign_keys_are_enforced(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = migrated(backend).await;
     let orphan = sqlx::query(
         "INSERT INTO session_events (id, session_id, kind, created_at) VALUES ('e1', 'missing', 'step', 0)",
     )
@@ -117,9 +121,7 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
     use herald::store::group_commit::GroupCommit;
     use herald::store::outbox::{self, LedgerKey};
 
-    let db = TestDatabase::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = migrated(backend).await;
     let writes = GroupCommit::spawn(store.clone());
     for i in 0..3 {
         let key = LedgerKey {
@@ -195,9 +197,7 @@ async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
     use herald::store::group_commit::GroupCommit;
     use herald::store::sessions::{self, NewEvent, NewSession};
 
-    let db = TestDatabase::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_db, store) = migrated(backend).await;
     let writes = GroupCommit::spawn(store.clone());
     let session = NewSession {
         id: "s1",
