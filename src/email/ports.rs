@@ -12,7 +12,7 @@ use herald_actors::throttle::{LedgerState, Lookup, SendRequest, ThrottlePort, Ve
 
 use super::message::{self, Parts};
 use super::{Mailer, Signer, templates};
-use crate::reports::{SessionSummary, pdf, summarize};
+use crate::reports::{SessionSummary, pdf};
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey};
 use crate::store::{Store, sessions, throttles};
@@ -175,21 +175,6 @@ impl OutboxPort {
             .trim_end_matches('>')
     }
 
-    /// A session's summary as the database has it.
-    async fn summary(&self, session_id: &str) -> Result<Option<SessionSummary>, PortError> {
-        let Some(session) = sessions::get(&self.store, session_id)
-            .await
-            .map_err(port_error)?
-        else {
-            return Ok(None);
-        };
-        let events = sessions::events(&self.store, session_id)
-            .await
-            .map_err(port_error)?;
-        let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
-        Ok(Some(summarize(&session.record, &events, now)))
-    }
-
     async fn build(
         &self,
         claimed: &Claimed,
@@ -227,9 +212,13 @@ impl OutboxPort {
         let (rendered, attachment) = match delivery.email_type.as_str() {
             "session_reports" => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
+                let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
                 let summary = match self.reports.take(&delivery.idempotency_key) {
                     Some(summary) => summary,
-                    None => match self.summary(&session_id).await? {
+                    None => match sessions::summary(&self.store, &session_id, now)
+                        .await
+                        .map_err(port_error)?
+                    {
                         Some(summary) => summary,
                         None => {
                             return Ok(Err(Attempt::Permanent(

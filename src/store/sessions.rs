@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::group_commit::{GroupCommit, Statement};
 use super::{Store, StoreError};
-use crate::reports::{EventRecord, SessionRecord};
+use crate::reports::{EventRecord, SessionRecord, SessionSummary, summarize};
 
 /// A session row, with the hash of its access token.
 #[derive(Debug, Clone)]
@@ -116,6 +116,17 @@ pub async fn with_events(
         }
     }
     Ok(Some((session, events)))
+}
+
+/// A session's summary as the database has it, `now_ms` timing a session still open.
+pub async fn summary(
+    store: &Store,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<SessionSummary>, StoreError> {
+    Ok(with_events(store, id)
+        .await?
+        .map(|(session, events)| summarize(&session.record, &events, now_ms)))
 }
 
 /// Records an event only while its session is open: one statement, so a completion racing

@@ -12,16 +12,14 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ClientKey, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
-use crate::reports::{SessionSummary, pdf, summarize};
+use crate::reports::{SessionSummary, pdf};
 use crate::store::sessions;
 
 async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiError> {
-    let session = sessions::get(&state.store, id)
-        .await?
-        .ok_or_else(validate::session_not_found)?;
-    let events = sessions::events(&state.store, id).await?;
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
-    Ok(summarize(&session.record, &events, now))
+    sessions::summary(&state.store, id, now)
+        .await?
+        .ok_or_else(validate::session_not_found)
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/summary", tag = "reports", security(("api_key" = [])),
