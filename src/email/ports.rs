@@ -153,8 +153,9 @@ pub struct OutboxPort {
     pub store: Store,
     /// Writes delivery outcomes with group commit.
     pub writes: GroupCommit,
-    /// Rows handed from `claim` to `deliver`, so the row is not read twice.
-    pub claimed: HandOff<outbox::Delivery>,
+    /// Rows handed from `claim` to `deliver`, with the instant of the claim, so the row is
+    /// not read twice.
+    pub claimed: HandOff<(outbox::Delivery, i64)>,
     /// Summaries handed over by `/complete`, so the session is not read again.
     pub reports: Arc<Reports>,
     pub mailer: Mailer,
@@ -166,7 +167,16 @@ pub struct OutboxPort {
     pub digest_timezone: String,
 }
 
+/// How long the preference a claim read is trusted. A row that waited longer for a send
+/// slot (sends queued behind a slow server) reads it again, so an unsubscribe stops a queued
+/// email that has not started within a second.
+pub const CLAIMED_PREFERENCE_TRUSTED_MS: i64 = 1_000;
+
 impl OutboxPort {
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
     fn sender_domain(&self) -> &str {
         self.from
             .rsplit('@')
@@ -179,9 +189,14 @@ impl OutboxPort {
         &self,
         claimed: &Claimed,
     ) -> Result<Result<(lettre::Message, String), Attempt>, PortError> {
-        // The claim returned the row's fields; a row claimed by an earlier incarnation (or
-        // missing from the hand-off for any reason) is read back.
-        let handed_over = self.claimed.take(&claimed.id);
+        // The claim returned the row's fields; a row claimed by an earlier incarnation, one
+        // that waited too long for the preference its claim read, or one missing from the
+        // hand-off for any reason, is read back.
+        let handed_over = self
+            .claimed
+            .take(&claimed.id)
+            .filter(|(_, claimed_at)| self.now_ms() - claimed_at <= CLAIMED_PREFERENCE_TRUSTED_MS)
+            .map(|(delivery, _)| delivery);
         let delivery = match handed_over {
             Some(delivery) => delivery,
             None => match outbox::delivery(&self.store, &claimed.id)
@@ -212,7 +227,7 @@ impl OutboxPort {
         let (rendered, attachment) = match delivery.email_type.as_str() {
             "session_reports" => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
-                let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+                let now = self.now_ms();
                 let summary = match self.reports.take(&delivery.idempotency_key) {
                     Some(summary) => summary,
                     None => match sessions::summary(&self.store, &session_id, now)
@@ -291,7 +306,8 @@ impl DispatchPort for OutboxPort {
             .await
             .map_err(port_error)?;
         for row in &rows {
-            self.claimed.put(row.id.clone(), row.delivery.clone());
+            self.claimed
+                .put(row.id.clone(), (row.delivery.clone(), now_ms));
         }
         Ok(rows
             .into_iter()
@@ -369,3 +385,130 @@ impl DispatchObserver for MetricsObserver {
 
 /// Shared so both the HTTP state and the actors can hold it.
 pub type SharedOutbox = Arc<OutboxPort>;
+
+#[cfg(test)]
+mod tests {
+    use herald_actors::clock::ManualClock;
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::reports::{SessionRecord, summarize};
+    use crate::secret::Secret;
+    use crate::store::preferences::{self, Unsubscribe};
+
+    const START_MS: i64 = 1_700_000_000_000;
+    const LEASE_MS: i64 = 120_000;
+
+    /// An outbox port over a fresh SQLite store, mailing to the console, on a clock the test
+    /// moves.
+    async fn port(dir: &tempfile::TempDir) -> (OutboxPort, ManualClock) {
+        let store = Store::connect(&format!("sqlite://{}/herald.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let clock = ManualClock::new(START_MS as u64);
+        let port = OutboxPort {
+            writes: GroupCommit::spawn(store.clone()),
+            store,
+            claimed: HandOff::default(),
+            reports: Arc::default(),
+            mailer: Mailer::Console,
+            signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
+            from: "reports@herald.example.org".to_owned(),
+            api_base_url: "https://herald.example.org".to_owned(),
+            clock: Arc::new(clock.clone()),
+            digest_timezone: "UTC".to_owned(),
+        };
+        (port, clock)
+    }
+
+    /// Queues a session report for `email`, its summary handed over as `/complete` does.
+    async fn queue_report(port: &OutboxPort, email: &str) {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let idempotency_key = format!("{email}:session_reports:{session_id}");
+        let key = LedgerKey {
+            idempotency_key: &idempotency_key,
+            email,
+            email_type: "session_reports",
+            session_id: Some(&session_id),
+            week_start: None,
+        };
+        port.writes
+            .run(outbox::enqueue_statements(&key, START_MS))
+            .await
+            .unwrap();
+        let session = SessionRecord {
+            id: session_id.clone(),
+            learner_name: Some("Ada".to_owned()),
+            subject: Some("Fractions".to_owned()),
+            started_at_ms: START_MS - 90_000,
+            completed_at_ms: Some(START_MS),
+        };
+        port.reports
+            .put(idempotency_key, summarize(&session, &[], START_MS));
+    }
+
+    async fn unsubscribe(port: &OutboxPort, email: &str) {
+        let recipient_key: String =
+            sqlx::query_scalar("SELECT recipient_key FROM email_preferences WHERE email = $1")
+                .bind(email)
+                .fetch_one(port.store.reader())
+                .await
+                .unwrap();
+        let now = port.now_ms();
+        assert!(
+            preferences::unsubscribe(
+                &port.store,
+                &recipient_key,
+                Unsubscribe::SessionReports,
+                now
+            )
+            .await
+            .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_email_that_waited_past_the_claims_reading_checks_the_preference_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, clock) = port(&dir).await;
+        let (gone, quick, stays) = ("gone@example.com", "quick@example.com", "stays@example.com");
+        for email in [gone, quick, stays] {
+            queue_report(&port, email).await;
+        }
+        let claimed = port.claim(3, START_MS, LEASE_MS).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let mut rows = HashMap::new();
+        for row in claimed {
+            let email: String =
+                sqlx::query_scalar("SELECT email FROM email_send_logs WHERE id = $1")
+                    .bind(&row.id)
+                    .fetch_one(port.store.reader())
+                    .await
+                    .unwrap();
+            rows.insert(email, row);
+        }
+        let row = |email: &str| &rows[email];
+        // Both unsubscribe after the claim read their preference.
+        unsubscribe(&port, gone).await;
+        unsubscribe(&port, quick).await;
+
+        // Within the trusted second the claim's reading stands: no read for the send.
+        clock.advance_ms(CLAIMED_PREFERENCE_TRUSTED_MS as u64);
+        assert!(matches!(
+            port.deliver(row(quick)).await,
+            Attempt::Sent { .. }
+        ));
+
+        // Past it, the preference is read again: the unsubscribe stops the email, and a
+        // recipient who did not unsubscribe is still sent theirs, read back whole.
+        clock.advance_ms(1);
+        assert_eq!(port.deliver(row(gone)).await, Attempt::Suppressed);
+        assert!(matches!(
+            port.deliver(row(stays)).await,
+            Attempt::Sent { .. }
+        ));
+        port.store.close().await;
+    }
+}
