@@ -388,9 +388,9 @@ pub type SharedOutbox = Arc<OutboxPort>;
 
 #[cfg(test)]
 mod tests {
-    use herald_actors::clock::ManualClock;
-
     use std::collections::HashMap;
+
+    use herald_actors::clock::ManualClock;
 
     use super::*;
     use crate::reports::{SessionRecord, summarize};
