@@ -198,18 +198,15 @@ impl OutboxPort {
             .filter(|(_, claimed_at)| self.now_ms() - claimed_at <= CLAIMED_PREFERENCE_TRUSTED_MS)
             .map(|(delivery, _)| delivery);
         let delivery = match handed_over {
-            Some(delivery) => delivery,
-            None => match outbox::delivery(&self.store, &claimed.id)
+            Some(delivery) => Some(delivery),
+            None => outbox::delivery(&self.store, &claimed.id)
                 .await
-                .map_err(port_error)?
-            {
-                Some(delivery) => delivery,
-                None => {
-                    return Ok(Err(Attempt::Permanent(
-                        "the ledger row disappeared".to_owned(),
-                    )));
-                }
-            },
+                .map_err(port_error)?,
+        };
+        let Some(delivery) = delivery else {
+            return Ok(Err(Attempt::Permanent(
+                "the ledger row disappeared".to_owned(),
+            )));
         };
         let (enabled, recipient_key) = delivery.preference.clone().unwrap_or((true, None));
         if !enabled {
@@ -229,18 +226,15 @@ impl OutboxPort {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
                 let now = self.now_ms();
                 let summary = match self.reports.take(&delivery.idempotency_key) {
-                    Some(summary) => summary,
-                    None => match sessions::summary(&self.store, &session_id, now)
+                    Some(summary) => Some(summary),
+                    None => sessions::summary(&self.store, &session_id, now)
                         .await
-                        .map_err(port_error)?
-                    {
-                        Some(summary) => summary,
-                        None => {
-                            return Ok(Err(Attempt::Permanent(
-                                "the session no longer exists".to_owned(),
-                            )));
-                        }
-                    },
+                        .map_err(port_error)?,
+                };
+                let Some(summary) = summary else {
+                    return Ok(Err(Attempt::Permanent(
+                        "the session no longer exists".to_owned(),
+                    )));
                 };
                 // A report renders in tens of microseconds: no need for a blocking thread.
                 (
