@@ -97,6 +97,7 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// How long sends pause after the mail server is found unreachable.
     pub breaker_cooldown: Duration,
+    /// The longest one SMTP attempt may take, connecting included.
     pub smtp_timeout: Duration,
 }
 
@@ -434,6 +435,7 @@ impl Config {
             ("EMAIL_SEND_CONCURRENCY", delivery.concurrency == 0),
             ("EMAIL_MAX_ATTEMPTS", delivery.max_attempts == 0),
             ("EMAIL_POLL_INTERVAL_MS", delivery.poll_interval.is_zero()),
+            ("SMTP_TIMEOUT_SECONDS", delivery.smtp_timeout.is_zero()),
         ] {
             if zero {
                 r.problems.push(format!("{name}: must be at least 1"));
@@ -738,6 +740,14 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("EMAIL_PROVIDER: expected one of console, smtp, file"))
         );
+    }
+
+    #[test]
+    fn a_zero_smtp_timeout_is_refused() {
+        let mut vars = dev_vars();
+        vars.push(("SMTP_TIMEOUT_SECONDS", "0"));
+        let errors = load(&vars).unwrap_err().0;
+        assert_eq!(errors, ["SMTP_TIMEOUT_SECONDS: must be at least 1"]);
     }
 
     #[test]

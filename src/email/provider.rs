@@ -1,15 +1,18 @@
-//! Mail providers: `console` (logs the email, recipient masked), `smtp` (lettre, pooled),
-//! `file` (writes `.eml` files). Each reports how an attempt ended in the dispatcher's
-//! terms: sent, transient (retry), permanent (fail) or unreachable (pause, not counted).
+//! Mail providers: `console` (logs the email, recipient masked), `smtp` (lettre's SMTP
+//! connections, pooled), `file` (writes `.eml` files). Each reports how an attempt ended in
+//! the dispatcher's terms: sent, transient (retry), permanent (fail) or unreachable (pause,
+//! not counted).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use herald_actors::dispatcher::Attempt;
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::{EmailConfig, EmailProvider, SmtpTls};
 use crate::redact::mask_email;
@@ -17,7 +20,7 @@ use crate::redact::mask_email;
 #[derive(Clone)]
 pub enum Mailer {
     Console,
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Arc<Smtp>),
     File(PathBuf),
 }
 
@@ -26,36 +29,7 @@ impl Mailer {
         Ok(match config.provider {
             EmailProvider::Console => Self::Console,
             EmailProvider::File => Self::File(config.file_dir.clone()),
-            EmailProvider::Smtp => {
-                let smtp = &config.smtp;
-                let host = smtp.host.clone().unwrap_or_default();
-                let builder = match smtp.tls {
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                    }
-                    SmtpTls::StartTls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                            .tls(Tls::Required(TlsParameters::new(host.clone())?))
-                    }
-                    SmtpTls::Tls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                            .tls(Tls::Wrapper(TlsParameters::new(host.clone())?))
-                    }
-                };
-                let mut builder = builder
-                    .port(smtp.port)
-                    .timeout(Some(config.delivery.smtp_timeout))
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(config.delivery.concurrency as u32)
-                            .idle_timeout(Duration::from_secs(60)),
-                    );
-                if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
-                    builder = builder
-                        .credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-                }
-                Self::Smtp(builder.build())
-            }
+            EmailProvider::Smtp => Self::Smtp(Arc::new(Smtp::from_config(config)?)),
         })
     }
 
@@ -98,11 +72,122 @@ impl Mailer {
                     Err(err) => Attempt::Transient(format!("writing {}: {err}", path.display())),
                 }
             }
-            Self::Smtp(transport) => match transport.send(message).await {
-                Ok(_) => sent,
-                Err(err) => classify(&err),
+            Self::Smtp(smtp) => match smtp.send(message.envelope(), &message.formatted()).await {
+                Ok(()) => sent,
+                Err(failed) => failed,
             },
         }
+    }
+}
+
+/// SMTP over lettre's connections, pooled here so that every attempt, connecting included,
+/// is bounded by `SMTP_TIMEOUT_SECONDS`. lettre's own pool bounds only the connect, so a
+/// server that stops answering would hold a send slot for ever; and a connection given up on
+/// mid-conversation would be lent again with the late reply still to come, so the next
+/// message would read the last one's answer. A connection that timed out or failed is closed,
+/// never reused.
+pub struct Smtp {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    timeout: Duration,
+    /// Connections between sends, each with when it was last used; most recent last.
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    max_idle: usize,
+}
+
+/// An idle connection older than this is closed rather than reused: servers drop them.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Smtp {
+    fn from_config(config: &EmailConfig) -> anyhow::Result<Self> {
+        let smtp = &config.smtp;
+        let host = smtp.host.clone().unwrap_or_default();
+        let tls = match smtp.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::StartTls => Tls::Required(TlsParameters::new(host.clone())?),
+            SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.clone())?),
+        };
+        let credentials = match (&smtp.user, &smtp.password) {
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user.clone(), password.expose().to_owned()))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            host,
+            port: smtp.port,
+            tls,
+            credentials,
+            hello: ClientId::default(),
+            timeout: config.delivery.smtp_timeout,
+            idle: std::sync::Mutex::default(),
+            max_idle: config.delivery.concurrency,
+        })
+    }
+
+    /// One attempt at `email`, bounded by the timeout; `Err` says how it failed.
+    async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), Attempt> {
+        match tokio::time::timeout(self.timeout, self.attempt(envelope, email)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(classify(&err)),
+            // The attempt, and the connection it held, were dropped: the socket is closed.
+            Err(_) => Err(Attempt::Transient(format!(
+                "timed out: no answer from the mail server within {} s",
+                self.timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        envelope: &Envelope,
+        email: &[u8],
+    ) -> Result<(), lettre::transport::smtp::Error> {
+        let mut conn = match self.reuse().await {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        conn.send(envelope, email).await?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((conn, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// The most recently used idle connection that still answers, if any.
+    async fn reuse(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if since.elapsed() < IDLE_TIMEOUT && conn.test_connected().await {
+                return Some(conn);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapped = match &self.tls {
+            Tls::Wrapper(parameters) => Some(parameters.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            wrapped,
+            None,
+        )
+        .await?;
+        if let Tls::Required(parameters) = &self.tls {
+            conn.starttls(parameters.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
     }
 }
 

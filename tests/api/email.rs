@@ -471,6 +471,48 @@ async fn transient_failures_are_retried_and_permanent_ones_fail_once(backend: Ba
     );
 }
 
+async fn a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    smtp.stall(1);
+    let config = mail_config(&smtp);
+    let app = spawn_app_with(
+        backend,
+        |vars| {
+            config(vars);
+            vars.insert("SMTP_TIMEOUT_SECONDS".into(), "1".into());
+        },
+        None,
+    )
+    .await;
+    complete_for(&app, PARENT).await;
+    let rows = wait_ledger(&app, PARENT, "the attempt to time out", |rows| {
+        rows[0]["attempts"] == 1
+    })
+    .await;
+    assert_eq!(
+        rows[0]["status"], "pending",
+        "a timeout is retried: {rows:?}"
+    );
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{rows:?}"
+    );
+    // The stalled connection still hangs: a retry sent over it would time out again.
+    app.clock.advance_ms(2_000);
+    let rows = wait_ledger(&app, PARENT, "sent after the timeout", |rows| {
+        rows[0]["status"] == "sent"
+    })
+    .await;
+    assert_eq!(rows[0]["attempts"], 2);
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(smtp.data_started(), 2);
+}
+
 async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns(
     backend: Backend,
 ) {
@@ -644,6 +686,7 @@ on_both_backends!(
     the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later,
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
     transient_failures_are_retried_and_permanent_ones_fail_once,
+    a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,
     an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns,
     pending_emails_survive_a_restart_and_go_out_once,
     throttles_can_be_inspected_and_reset_and_the_reset_is_audited,

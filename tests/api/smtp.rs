@@ -42,6 +42,8 @@ struct Shared {
     delay_ms: std::sync::atomic::AtomicU64,
     /// Messages whose DATA has started.
     data_started: std::sync::atomic::AtomicUsize,
+    /// How many of the next DATA ends get no answer at all.
+    stalls: std::sync::atomic::AtomicUsize,
 }
 
 pub struct SmtpServer {
@@ -84,6 +86,12 @@ impl SmtpServer {
     /// Makes the server take `ms` to accept each message.
     pub fn slow(&self, ms: u64) {
         self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The next `n` messages get no answer after their DATA: the server reads on and says
+    /// nothing until the client closes the connection, and keeps none of them.
+    pub fn stall(&self, n: usize) {
+        self.shared.stalls.store(n, Ordering::SeqCst);
     }
 
     pub fn data_started(&self) -> usize {
@@ -195,6 +203,16 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     .filter(|_| line.starts_with(".."))
                     .unwrap_or(&line);
                 data.extend_from_slice(unstuffed.as_bytes());
+            }
+            let stalled = shared
+                .stalls
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if stalled {
+                while lines.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    line.clear();
+                }
+                return;
             }
             let delay = shared.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
