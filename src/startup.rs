@@ -119,7 +119,7 @@ impl Application {
                 clock: clock.clone(),
                 config: DispatcherConfig {
                     concurrency: delivery.concurrency,
-                    lease_ms: 120_000,
+                    lease_ms: crate::config::OUTBOX_LEASE.as_millis() as i64,
                     poll_every: delivery.poll_interval,
                     retry: RetryPolicy {
                         max_attempts: delivery.max_attempts,

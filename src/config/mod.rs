@@ -97,9 +97,15 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// How long sends pause after the mail server is found unreachable.
     pub breaker_cooldown: Duration,
-    /// The longest one SMTP attempt may take, connecting included.
+    /// The longest one SMTP attempt may take, connecting included; at most half of
+    /// [`OUTBOX_LEASE`].
     pub smtp_timeout: Duration,
 }
+
+/// How long a claimed outbox row is the claimer's. A row starts sending only while more than
+/// half its lease is left, so an attempt that ends within half a lease ends before anyone
+/// else may claim the row.
+pub const OUTBOX_LEASE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
@@ -441,6 +447,12 @@ impl Config {
                 r.problems.push(format!("{name}: must be at least 1"));
             }
         }
+        if delivery.smtp_timeout > OUTBOX_LEASE / 2 {
+            r.problems.push(format!(
+                "SMTP_TIMEOUT_SECONDS: at most {} (an attempt must end while its outbox lease holds)",
+                (OUTBOX_LEASE / 2).as_secs()
+            ));
+        }
         let email = EmailConfig {
             delivery,
             provider,
@@ -743,11 +755,21 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_smtp_timeout_is_refused() {
-        let mut vars = dev_vars();
-        vars.push(("SMTP_TIMEOUT_SECONDS", "0"));
-        let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors, ["SMTP_TIMEOUT_SECONDS: must be at least 1"]);
+    fn an_smtp_timeout_must_fit_inside_the_outbox_lease() {
+        let with = |seconds| {
+            let mut vars = dev_vars();
+            vars.push(("SMTP_TIMEOUT_SECONDS", seconds));
+            load(&vars).map(|c| c.email.delivery.smtp_timeout)
+        };
+        assert_eq!(
+            with("0").unwrap_err().0,
+            ["SMTP_TIMEOUT_SECONDS: must be at least 1"]
+        );
+        assert_eq!(with("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            with("61").unwrap_err().0,
+            ["SMTP_TIMEOUT_SECONDS: at most 60 (an attempt must end while its outbox lease holds)"]
+        );
     }
 
     #[test]
