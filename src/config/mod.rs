@@ -371,6 +371,12 @@ impl Config {
                 ],
             ),
         };
+        if smtp.user.is_some() != smtp.password.is_some() {
+            r.problems.push(
+                "SMTP_USER, SMTP_PASS: set both to log in to the mail server, or neither"
+                    .to_owned(),
+            );
+        }
         if provider == EmailProvider::Smtp && smtp.host.is_none() {
             r.problems
                 .push("SMTP_HOST: required when EMAIL_PROVIDER=smtp".to_owned());
@@ -773,9 +779,25 @@ mod tests {
     }
 
     #[test]
+    fn an_smtp_login_needs_both_user_and_password() {
+        for half in ["SMTP_USER", "SMTP_PASS"] {
+            let mut vars = dev_vars();
+            vars.push((half, "x"));
+            assert_eq!(
+                load(&vars).unwrap_err().0,
+                ["SMTP_USER, SMTP_PASS: set both to log in to the mail server, or neither"]
+            );
+        }
+        let mut vars = dev_vars();
+        vars.extend([("SMTP_USER", "herald"), ("SMTP_PASS", "x")]);
+        assert!(load(&vars).is_ok());
+    }
+
+    #[test]
     fn secrets_never_appear_in_debug_output() {
         let mut vars = dev_vars();
         vars.extend([
+            ("SMTP_USER", "herald"),
             ("SMTP_PASS", "smtp-password-value"),
             ("DATABASE_URL", "postgres://u:db-password-value@h/d"),
         ]);

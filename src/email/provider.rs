@@ -131,8 +131,7 @@ impl Smtp {
     /// One attempt at `email`, bounded by the timeout; `Err` says how it failed.
     async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), Attempt> {
         match tokio::time::timeout(self.timeout, self.attempt(envelope, email)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(classify(&err)),
+            Ok(outcome) => outcome,
             // The attempt, and the connection it held, were dropped: the socket is closed.
             Err(_) => Err(Attempt::Transient(format!(
                 "timed out: no answer from the mail server within {} s",
@@ -141,16 +140,20 @@ impl Smtp {
         }
     }
 
-    async fn attempt(
-        &self,
-        envelope: &Envelope,
-        email: &[u8],
-    ) -> Result<(), lettre::transport::smtp::Error> {
+    /// A server that cannot be connected to, greeted or logged in to says nothing about the
+    /// message: sending pauses (the breaker), no attempt is counted, and the email goes out
+    /// once the server or its login is fixed. Replies to the message itself decide its fate.
+    async fn attempt(&self, envelope: &Envelope, email: &[u8]) -> Result<(), Attempt> {
         let mut conn = match self.reuse().await {
             Some(conn) => conn,
-            None => self.connect().await?,
+            None => self
+                .connect()
+                .await
+                .map_err(|err| Attempt::Unreachable(describe(&err)))?,
         };
-        conn.send(envelope, email).await?;
+        conn.send(envelope, email)
+            .await
+            .map_err(|err| classify(&err))?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push((conn, Instant::now()));
@@ -191,11 +194,15 @@ impl Smtp {
     }
 }
 
+/// Servers quote the recipient in their replies; the text reaches logs and the ledger.
+fn describe(err: &lettre::transport::smtp::Error) -> String {
+    crate::redact::mask_emails_in(&err.to_string())
+}
+
 /// The server's reply decides: 5xx is permanent, 4xx and timeouts transient; no reply at
 /// all means the server could not be reached.
 fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
-    // Servers quote the recipient in their replies; the text reaches logs and the ledger.
-    let text = crate::redact::mask_emails_in(&err.to_string());
+    let text = describe(err);
     if err.is_permanent() {
         Attempt::Permanent(text)
     } else if err.is_transient() || err.is_timeout() {

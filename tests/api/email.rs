@@ -27,7 +27,23 @@ fn mail_config(smtp: &SmtpServer) -> impl FnOnce(&mut HashMap<String, String>) +
 }
 
 async fn spawn_mail_app(backend: Backend, smtp: &SmtpServer) -> TestApp {
-    spawn_app_with(backend, mail_config(smtp), None).await
+    spawn_mail_app_with(backend, smtp, &[]).await
+}
+
+/// The mail configuration with `extra` variables on top.
+async fn spawn_mail_app_with(
+    backend: Backend,
+    smtp: &SmtpServer,
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let config = mail_config(smtp);
+    let configure = |vars: &mut HashMap<String, String>| {
+        config(vars);
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+    };
+    spawn_app_with(backend, configure, None).await
 }
 
 /// Starts, records a few events in, and completes a session for `parent`.
@@ -79,6 +95,18 @@ async fn wait_ledger(
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `/metrics` until it shows `line` (10 s at most).
+async fn wait_metrics(app: &TestApp, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !app.metrics().await.contains(line) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/metrics never showed {line}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -476,16 +504,7 @@ async fn a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_conn
 ) {
     let smtp = SmtpServer::start().await;
     smtp.stall(1);
-    let config = mail_config(&smtp);
-    let app = spawn_app_with(
-        backend,
-        |vars| {
-            config(vars);
-            vars.insert("SMTP_TIMEOUT_SECONDS".into(), "1".into());
-        },
-        None,
-    )
-    .await;
+    let app = spawn_mail_app_with(backend, &smtp, &[("SMTP_TIMEOUT_SECONDS", "1")]).await;
     complete_for(&app, PARENT).await;
     let rows = wait_ledger(&app, PARENT, "the attempt to time out", |rows| {
         rows[0]["attempts"] == 1
@@ -513,6 +532,38 @@ async fn a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_conn
     assert_eq!(smtp.data_started(), 2);
 }
 
+async fn the_mail_server_login_is_used_and_a_refused_one_pauses_sending_without_failing_email(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    smtp.require_login("herald", "new-password");
+    let login = [("SMTP_USER", "herald"), ("SMTP_PASS", "old-password")];
+    let app = spawn_mail_app_with(backend, &smtp, &login).await;
+    complete_for(&app, PARENT).await;
+    // The server refuses the login: a problem of the server's, not the message's, so the
+    // email waits for the breaker's cool-down and the attempt does not count.
+    let rows = wait_ledger(&app, PARENT, "a refused login", |rows| {
+        rows[0]["status"] == "pending" && rows[0]["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(rows[0]["attempts"], 0, "{rows:?}");
+    assert!(
+        rows[0]["last_error"].as_str().unwrap().contains("535"),
+        "{rows:?}"
+    );
+    assert!(smtp.logins().is_empty());
+    // The server now takes the password herald has, as when either side is corrected.
+    smtp.require_login("herald", "old-password");
+    app.clock.advance_ms(5_000);
+    let rows = wait_ledger(&app, PARENT, "sent once the login works", |rows| {
+        rows[0]["status"] == "sent"
+    })
+    .await;
+    assert_eq!(rows[0]["attempts"], 1);
+    assert_eq!(smtp.logins(), ["herald"]);
+    assert_eq!(smtp.received().len(), 1);
+}
+
 async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns(
     backend: Backend,
 ) {
@@ -523,14 +574,7 @@ async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_ret
         complete_for(&app, &format!("parent{i}@example.com")).await;
     }
     // Attempts fail to connect until the breaker opens; none of them counts.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app.metrics().await.contains("email_provider_up 0") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the breaker never opened"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_metrics(&app, "email_provider_up 0").await;
     wait_ledger(
         &app,
         "parent0@example.com",
@@ -687,6 +731,7 @@ on_both_backends!(
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
     transient_failures_are_retried_and_permanent_ones_fail_once,
     a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,
+    the_mail_server_login_is_used_and_a_refused_one_pauses_sending_without_failing_email,
     an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns,
     pending_emails_survive_a_restart_and_go_out_once,
     throttles_can_be_inspected_and_reset_and_the_reset_is_audited,

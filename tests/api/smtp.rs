@@ -44,6 +44,10 @@ struct Shared {
     data_started: std::sync::atomic::AtomicUsize,
     /// How many of the next DATA ends get no answer at all.
     stalls: std::sync::atomic::AtomicUsize,
+    /// The login (user, password) a client must give before sending, if any.
+    login: Mutex<Option<(String, String)>>,
+    /// Users who logged in, in order.
+    logins: Mutex<Vec<String>>,
 }
 
 pub struct SmtpServer {
@@ -94,6 +98,17 @@ impl SmtpServer {
         self.shared.stalls.store(n, Ordering::SeqCst);
     }
 
+    /// From now on a client must log in (AUTH PLAIN or LOGIN) as `user` with `password`
+    /// before sending.
+    pub fn require_login(&self, user: &str, password: &str) {
+        *self.shared.login.lock().unwrap() = Some((user.to_owned(), password.to_owned()));
+    }
+
+    /// Users who logged in successfully, in order.
+    pub fn logins(&self) -> Vec<String> {
+        self.shared.logins.lock().unwrap().clone()
+    }
+
     pub fn data_started(&self) -> usize {
         self.shared.data_started.load(Ordering::SeqCst)
     }
@@ -142,6 +157,40 @@ impl Drop for SmtpServer {
     }
 }
 
+/// The user and password of an `AUTH PLAIN` (initial response) or `AUTH LOGIN` exchange.
+async fn read_login(
+    line: &str,
+    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> Option<(String, String)> {
+    use base64::Engine;
+    let decode = |text: &str| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let mut words = line.split_whitespace().skip(1);
+    let mechanism = words.next()?.to_ascii_uppercase();
+    if mechanism == "PLAIN" {
+        let plain = decode(words.next()?);
+        let mut parts = plain.split('\0').skip(1);
+        return Some((parts.next()?.to_owned(), parts.next()?.to_owned()));
+    }
+    let mut answers = Vec::new();
+    for prompt in ["VXNlcm5hbWU6", "UGFzc3dvcmQ6"] {
+        write
+            .write_all(format!("334 {prompt}\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = String::new();
+        lines.read_line(&mut answer).await.ok()?;
+        answers.push(decode(&answer));
+    }
+    let password = answers.pop()?;
+    Some((answers.pop()?, password))
+}
+
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(serve(stream, shared.clone()));
@@ -155,6 +204,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         return;
     }
     let mut rcpt_to = Vec::new();
+    let mut logged_in = false;
     let mut line = String::new();
     loop {
         line.clear();
@@ -164,8 +214,27 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
         let command = line.trim_end().to_ascii_uppercase();
+        let login = shared.login.lock().unwrap().clone();
         let answer = if command.starts_with("EHLO") {
-            "250-herald-test\r\n250-8BITMIME\r\n250 SIZE 20000000".to_owned()
+            let auth = if login.is_some() {
+                "250-AUTH PLAIN LOGIN\r\n"
+            } else {
+                ""
+            };
+            format!("250-herald-test\r\n250-8BITMIME\r\n{auth}250 SIZE 20000000")
+        } else if command.starts_with("AUTH") {
+            let Some((user, given)) = read_login(&line, &mut lines, &mut write).await else {
+                return;
+            };
+            if login.as_ref() == Some(&(user.clone(), given)) {
+                logged_in = true;
+                shared.logins.lock().unwrap().push(user);
+                "235 2.7.0 Authentication successful".to_owned()
+            } else {
+                "535 5.7.8 Authentication credentials invalid".to_owned()
+            }
+        } else if command.starts_with("MAIL FROM") && login.is_some() && !logged_in {
+            "530 5.7.0 Authentication required".to_owned()
         } else if command.starts_with("HELO")
             || command.starts_with("MAIL FROM")
             || command.starts_with("RSET")
