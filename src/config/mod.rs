@@ -78,6 +78,9 @@ pub struct SmtpConfig {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub tls: SmtpTls,
+    /// PEM certificates trusted for the server's TLS besides the usual public roots (a
+    /// relay with a private CA).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Throttles and delivery behaviour of the email pipeline.
@@ -370,6 +373,7 @@ impl Config {
                     ("none", SmtpTls::None),
                 ],
             ),
+            tls_ca_file: r.get("SMTP_TLS_CA_FILE").map(PathBuf::from),
         };
         if smtp.user.is_some() != smtp.password.is_some() {
             r.problems.push(

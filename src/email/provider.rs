@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use herald_actors::dispatcher::Attempt;
 use lettre::Message;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::config::{EmailConfig, EmailProvider, SmtpTls};
+use crate::config::{EmailConfig, EmailProvider, SmtpConfig, SmtpTls};
 use crate::redact::mask_email;
 
 #[derive(Clone)]
@@ -107,8 +108,8 @@ impl Smtp {
         let host = smtp.host.clone().unwrap_or_default();
         let tls = match smtp.tls {
             SmtpTls::None => Tls::None,
-            SmtpTls::StartTls => Tls::Required(TlsParameters::new(host.clone())?),
-            SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.clone())?),
+            SmtpTls::StartTls => Tls::Required(tls_parameters(&host, smtp)?),
+            SmtpTls::Tls => Tls::Wrapper(tls_parameters(&host, smtp)?),
         };
         let credentials = match (&smtp.user, &smtp.password) {
             (Some(user), Some(password)) => {
@@ -194,6 +195,26 @@ impl Smtp {
     }
 }
 
+/// TLS towards `host`: the public roots, and the certificates of `SMTP_TLS_CA_FILE`.
+fn tls_parameters(host: &str, smtp: &SmtpConfig) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = &smtp.tls_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("SMTP_TLS_CA_FILE: reading {}", path.display()))?;
+        let certificates = Certificate::from_pem(&pem)
+            .ok()
+            .filter(|_| pem.windows(17).any(|w| w == b"BEGIN CERTIFICATE"))
+            .with_context(|| {
+                format!(
+                    "SMTP_TLS_CA_FILE: no PEM certificates in {}",
+                    path.display()
+                )
+            })?;
+        builder = builder.add_root_certificate(certificates);
+    }
+    Ok(builder.build()?)
+}
+
 /// Servers quote the recipient in their replies; the text reaches logs and the ledger.
 fn describe(err: &lettre::transport::smtp::Error) -> String {
     crate::redact::mask_emails_in(&err.to_string())
@@ -209,5 +230,45 @@ fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
         Attempt::Transient(text)
     } else {
         Attempt::Unreachable(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smtp_with_ca_file(path: &std::path::Path) -> anyhow::Result<Mailer> {
+        let path = path.display().to_string();
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("API_ACCESS_KEY", "key"),
+            ("SECRET_KEY", "secret"),
+            ("EMAIL_PROVIDER", "smtp"),
+            ("SMTP_HOST", "mail.example.org"),
+            ("SMTP_TLS", "starttls"),
+            ("SMTP_TLS_CA_FILE", &path),
+        ]
+        .into();
+        let config = crate::config::Config::from_lookup(&|k| vars.get(k).map(|v| v.to_string()))
+            .expect("a valid configuration");
+        Mailer::from_config(&config.email)
+    }
+
+    #[test]
+    fn a_missing_or_certificate_less_ca_file_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = smtp_with_ca_file(&missing).err().expect("refused");
+        assert!(
+            format!("{err:#}").contains("SMTP_TLS_CA_FILE: reading"),
+            "{err:#}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let err = smtp_with_ca_file(&empty).err().expect("refused");
+        assert!(
+            format!("{err:#}").contains("no PEM certificates"),
+            "{err:#}"
+        );
     }
 }

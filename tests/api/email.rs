@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app_with};
 use crate::on_both_backends;
-use crate::smtp::SmtpServer;
+use crate::smtp::{SmtpServer, TlsMode};
 
 const PARENT: &str = "parent@example.com";
 
@@ -721,6 +721,48 @@ async fn a_send_in_flight_at_shutdown_finishes_before_exit(backend: Backend) {
         .unwrap();
     assert_eq!(status, "sent", "and its outcome was recorded");
     store.close().await;
+}
+
+/// The transport is the same on either database: these run on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_go_out_over_starttls_and_over_tls_checked_against_the_configured_ca() {
+    for mode in [TlsMode::StartTls, TlsMode::Implicit] {
+        let smtp = SmtpServer::start_tls(mode).await;
+        let app = spawn_mail_app(Backend::Sqlite, &smtp).await;
+        complete_for(&app, PARENT).await;
+        let received = smtp.wait_for(1).await;
+        assert!(received[0].secure, "{mode:?}: not over TLS");
+        assert_eq!(received[0].rcpt_to, [PARENT]);
+        wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_an_unknown_ca_is_refused() {
+    let smtp = SmtpServer::start_tls(TlsMode::StartTls).await;
+    let config = mail_config(&smtp);
+    let configure = |vars: &mut HashMap<String, String>| {
+        config(vars);
+        vars.remove("SMTP_TLS_CA_FILE");
+    };
+    let app = spawn_app_with(Backend::Sqlite, configure, None).await;
+    complete_for(&app, PARENT).await;
+    let rows = wait_ledger(&app, PARENT, "a refused certificate", |rows| {
+        rows[0]["status"] == "pending" && rows[0]["last_error"].is_string()
+    })
+    .await;
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[0]["attempts"], 0,
+        "the server's problem, not the message's"
+    );
+    assert!(smtp.received().is_empty());
 }
 
 on_both_backends!(

@@ -1,12 +1,13 @@
 //! A small SMTP server for the tests, on 127.0.0.1: records what it accepts, answers the
-//! end of DATA with scripted codes, and can refuse connections for a while.
+//! end of DATA with scripted codes, can refuse connections for a while, ask for a login,
+//! and speak TLS (STARTTLS or from the first byte) with a certificate from its own CA.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -14,6 +15,51 @@ use tokio::task::JoinHandle;
 pub struct Received {
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
+    /// Whether the message came over TLS.
+    pub secure: bool,
+}
+
+/// How the server offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `STARTTLS` after the greeting (`SMTP_TLS=starttls`).
+    StartTls,
+    /// TLS from the first byte (`SMTP_TLS=tls`).
+    Implicit,
+}
+
+/// The server's TLS: a certificate for 127.0.0.1 signed by a CA made for this server, whose
+/// certificate is written to a file for `SMTP_TLS_CA_FILE`.
+struct Tls {
+    mode: TlsMode,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_file: tempfile::NamedTempFile,
+}
+
+impl Tls {
+    fn new(mode: TlsMode) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let certificate = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.der().clone()], key)
+            .unwrap();
+        let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
+        Self {
+            mode,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            ca_file,
+        }
+    }
 }
 
 impl Received {
@@ -48,6 +94,7 @@ struct Shared {
     login: Mutex<Option<(String, String)>>,
     /// Users who logged in, in order.
     logins: Mutex<Vec<String>>,
+    tls: Option<Tls>,
 }
 
 pub struct SmtpServer {
@@ -58,9 +105,22 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that speaks TLS as `mode` says.
+    pub async fn start_tls(mode: TlsMode) -> Self {
+        herald::install_tls_provider();
+        Self::start_with(Some(Tls::new(mode))).await
+    }
+
+    async fn start_with(tls: Option<Tls>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            tls,
+            ..Shared::default()
+        });
         let handle = tokio::spawn(accept(listener, shared.clone()));
         Self {
             port,
@@ -69,16 +129,26 @@ impl SmtpServer {
         }
     }
 
-    /// Configuration that sends herald's email here, polling the outbox every 50 ms.
+    /// Configuration that sends herald's email here (trusting the server's CA if it speaks
+    /// TLS), polling the outbox every 50 ms.
     pub fn configure(&self, vars: &mut std::collections::HashMap<String, String>) {
+        let tls = match self.shared.tls.as_ref().map(|tls| tls.mode) {
+            None => "none",
+            Some(TlsMode::StartTls) => "starttls",
+            Some(TlsMode::Implicit) => "tls",
+        };
         for (k, v) in [
             ("EMAIL_PROVIDER", "smtp".to_owned()),
             ("SMTP_HOST", "127.0.0.1".to_owned()),
             ("SMTP_PORT", self.port.to_string()),
-            ("SMTP_TLS", "none".to_owned()),
+            ("SMTP_TLS", tls.to_owned()),
             ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
         ] {
             vars.insert(k.to_owned(), v);
+        }
+        if let Some(tls) = &self.shared.tls {
+            let ca_file = tls.ca_file.path().display().to_string();
+            vars.insert("SMTP_TLS_CA_FILE".to_owned(), ca_file);
         }
     }
 
@@ -160,8 +230,8 @@ impl Drop for SmtpServer {
 /// The user and password of an `AUTH PLAIN` (initial response) or `AUTH LOGIN` exchange.
 async fn read_login(
     line: &str,
-    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    lines: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    write: &mut (impl AsyncWrite + Unpin),
 ) -> Option<(String, String)> {
     use base64::Engine;
     let decode = |text: &str| {
@@ -198,11 +268,38 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    if write.write_all(b"220 herald-test ESMTP\r\n").await.is_err() {
+    let Some(tls) = &shared.tls else {
+        converse(stream, &shared, false).await;
         return;
+    };
+    let plain = match tls.mode {
+        TlsMode::Implicit => Some(stream),
+        TlsMode::StartTls => converse(stream, &shared, false).await,
+    };
+    let Some(plain) = plain else {
+        return;
+    };
+    // The client asked for TLS (or starts with it): the conversation goes on encrypted.
+    if let Ok(stream) = tls.acceptor.accept(plain).await {
+        converse(stream, &shared, true).await;
     }
+}
+
+/// One SMTP conversation over `stream`, greeted unless it continues after `STARTTLS`;
+/// returns the stream when the client asks for `STARTTLS`.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    shared: &Shared,
+    secure: bool,
+) -> Option<S> {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read);
+    let continued = secure && shared.tls.as_ref().map(|tls| tls.mode) == Some(TlsMode::StartTls);
+    if !continued && write.write_all(b"220 herald-test ESMTP\r\n").await.is_err() {
+        return None;
+    }
+    let offers_starttls =
+        !secure && shared.tls.as_ref().map(|tls| tls.mode) == Some(TlsMode::StartTls);
     let mut rcpt_to = Vec::new();
     let mut logged_in = false;
     let mut line = String::new();
@@ -211,7 +308,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         if lines.read_line(&mut line).await.unwrap_or(0) == 0
             || shared.refusing.load(Ordering::SeqCst)
         {
-            return;
+            return None;
         }
         let command = line.trim_end().to_ascii_uppercase();
         let login = shared.login.lock().unwrap().clone();
@@ -221,11 +318,20 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             } else {
                 ""
             };
-            format!("250-herald-test\r\n250-8BITMIME\r\n{auth}250 SIZE 20000000")
-        } else if command.starts_with("AUTH") {
-            let Some((user, given)) = read_login(&line, &mut lines, &mut write).await else {
-                return;
+            let starttls = if offers_starttls {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
             };
+            format!("250-herald-test\r\n250-8BITMIME\r\n{starttls}{auth}250 SIZE 20000000")
+        } else if command.starts_with("STARTTLS") && offers_starttls {
+            write
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await
+                .ok()?;
+            return Some(lines.into_inner().unsplit(write));
+        } else if command.starts_with("AUTH") {
+            let (user, given) = read_login(&line, &mut lines, &mut write).await?;
             if login.as_ref() == Some(&(user.clone(), given)) {
                 logged_in = true;
                 shared.logins.lock().unwrap().push(user);
@@ -255,14 +361,14 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             "250 OK".to_owned()
         } else if command.starts_with("DATA") {
             if write.write_all(b"354 go ahead\r\n").await.is_err() {
-                return;
+                return None;
             }
             shared.data_started.fetch_add(1, Ordering::SeqCst);
             let mut data = Vec::new();
             loop {
                 line.clear();
                 if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
+                    return None;
                 }
                 if line == ".\r\n" || line == ".\n" {
                     break;
@@ -281,7 +387,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 while lines.read_line(&mut line).await.unwrap_or(0) > 0 {
                     line.clear();
                 }
-                return;
+                return None;
             }
             let delay = shared.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
@@ -292,6 +398,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 shared.received.lock().unwrap().push(Received {
                     rcpt_to: std::mem::take(&mut rcpt_to),
                     data,
+                    secure,
                 });
                 "250 2.0.0 queued".to_owned()
             } else if code >= 500 {
@@ -301,7 +408,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             }
         } else if command.starts_with("QUIT") {
             let _ = write.write_all(b"221 bye\r\n").await;
-            return;
+            return None;
         } else {
             "502 command not implemented".to_owned()
         };
@@ -310,7 +417,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             .await
             .is_err()
         {
-            return;
+            return None;
         }
     }
 }
