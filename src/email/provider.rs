@@ -201,15 +201,14 @@ fn tls_parameters(host: &str, smtp: &SmtpConfig) -> anyhow::Result<TlsParameters
     if let Some(path) = &smtp.tls_ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("SMTP_TLS_CA_FILE: reading {}", path.display()))?;
+        if !pem.windows(17).any(|w| w == b"BEGIN CERTIFICATE") {
+            anyhow::bail!(
+                "SMTP_TLS_CA_FILE: no PEM certificates in {}",
+                path.display()
+            );
+        }
         let certificates = Certificate::from_pem(&pem)
-            .ok()
-            .filter(|_| pem.windows(17).any(|w| w == b"BEGIN CERTIFICATE"))
-            .with_context(|| {
-                format!(
-                    "SMTP_TLS_CA_FILE: no PEM certificates in {}",
-                    path.display()
-                )
-            })?;
+            .with_context(|| format!("SMTP_TLS_CA_FILE: unreadable PEM in {}", path.display()))?;
         builder = builder.add_root_certificate(certificates);
     }
     Ok(builder.build()?)
