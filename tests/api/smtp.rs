@@ -19,6 +19,22 @@ pub struct Received {
     pub secure: bool,
 }
 
+impl Received {
+    /// The URL of the `List-Unsubscribe` header, unfolded and without its angle brackets.
+    pub fn unsubscribe_url(&self) -> String {
+        let parsed = mailparse::parse_mail(&self.data).expect("a parsable message");
+        let header: String = parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key() == "List-Unsubscribe")
+            .expect("a List-Unsubscribe header")
+            .get_value()
+            .split_whitespace()
+            .collect();
+        header.trim_matches(['<', '>']).to_owned()
+    }
+}
+
 /// How the server offers TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -59,22 +75,6 @@ impl Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             ca_file,
         }
-    }
-}
-
-impl Received {
-    /// The URL of the `List-Unsubscribe` header, unfolded and without its angle brackets.
-    pub fn unsubscribe_url(&self) -> String {
-        let parsed = mailparse::parse_mail(&self.data).expect("a parsable message");
-        let header: String = parsed
-            .headers
-            .iter()
-            .find(|h| h.get_key() == "List-Unsubscribe")
-            .expect("a List-Unsubscribe header")
-            .get_value()
-            .split_whitespace()
-            .collect();
-        header.trim_matches(['<', '>']).to_owned()
     }
 }
 
@@ -294,12 +294,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<S> {
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read);
-    let continued = secure && shared.tls.as_ref().map(|tls| tls.mode) == Some(TlsMode::StartTls);
+    let starttls = shared.tls.as_ref().map(|tls| tls.mode) == Some(TlsMode::StartTls);
+    // A conversation that goes on after STARTTLS is not greeted again.
+    let continued = secure && starttls;
     if !continued && write.write_all(b"220 herald-test ESMTP\r\n").await.is_err() {
         return None;
     }
-    let offers_starttls =
-        !secure && shared.tls.as_ref().map(|tls| tls.mode) == Some(TlsMode::StartTls);
+    let offers_starttls = starttls && !secure;
     let mut rcpt_to = Vec::new();
     let mut logged_in = false;
     let mut line = String::new();
