@@ -199,6 +199,84 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
     }
 }
 
+/// Starts and completes a session for `parent` on the running binary; the completion's body.
+pub async fn complete_session(
+    client: &reqwest::Client,
+    base: &str,
+    parent: &str,
+) -> serde_json::Value {
+    let started: serde_json::Value = client
+        .post(format!("{base}/api/v1/sessions/start"))
+        .json(&serde_json::json!({"parent_email": parent}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["session_id"].as_str().unwrap();
+    let done = client
+        .post(format!("{base}/api/v1/sessions/{id}/complete"))
+        .header(
+            "X-Session-Access-Token",
+            started["session_access_token"].as_str().unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    done.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_suppressed_report_is_logged_with_the_address_masked() {
+    let outbox = tempfile::tempdir().unwrap();
+    let outbox_dir = outbox.path().display().to_string();
+    let mut running = start_binary(&[
+        ("LOG_LEVEL", "info"),
+        ("EMAIL_PROVIDER", "file"),
+        ("EMAIL_FILE_DIR", &outbox_dir),
+        ("EMAIL_POLL_INTERVAL_MS", "50"),
+    ]);
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    let first = complete_session(&client, &running.base, "parent@example.com").await;
+    assert_eq!(first["report_email"], "queued");
+    // The parent unsubscribes from session reports with the link of the email written out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let eml = loop {
+        let written = std::fs::read_dir(outbox.path())
+            .unwrap()
+            .flatten()
+            .find(|entry| entry.path().extension().is_some_and(|e| e == "eml"));
+        if let Some(entry) = written {
+            break std::fs::read(entry.path()).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no .eml written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let link = crate::smtp::unsubscribe_url(&eml);
+    let path = &link[link.find("/api/").expect("an API link")..];
+    let unsubscribed = client
+        .post(format!("{}{path}", running.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsubscribed.status(), 200);
+    let second = complete_session(&client, &running.base, "parent@example.com").await;
+    assert_eq!(second["report_email"], "suppressed");
+    let _ = running.child.kill();
+    let output = running.child.wait_with_output_ref();
+    let stdout = String::from_utf8_lossy(&output);
+    assert!(
+        stdout.contains("Email suppressed: session_reports disabled for pa***@example.com"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("parent@example.com"), "{stdout}");
+}
+
 trait OutputRef {
     fn wait_with_output_ref(&mut self) -> Vec<u8>;
 }

@@ -1,8 +1,6 @@
 //! Every command in RUNBOOK.md runs against a live herald and succeeds.
 
-use serde_json::json;
-
-use crate::cli::start_binary;
+use crate::cli::{complete_session, start_binary};
 use crate::helpers::API_KEY;
 
 /// The shell commands of the runbook's `sh` blocks, without the `export` lines.
@@ -32,25 +30,7 @@ async fn every_command_in_the_runbook_runs() {
     herald::install_tls_provider();
     let client = reqwest::Client::new();
     // Something to look at: a completed session with a report email.
-    let started: serde_json::Value = client
-        .post(format!("{}/api/v1/sessions/start", running.base))
-        .json(&json!({"parent_email": "parent@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, token) = (
-        started["session_id"].as_str().unwrap(),
-        started["session_access_token"].as_str().unwrap(),
-    );
-    client
-        .post(format!("{}/api/v1/sessions/{id}/complete", running.base))
-        .header("X-Session-Access-Token", token)
-        .send()
-        .await
-        .unwrap();
+    complete_session(&client, &running.base, "parent@example.com").await;
 
     let commands = commands();
     assert!(commands.len() >= 15, "{commands:?}");

@@ -20,19 +20,24 @@ pub struct Received {
 }
 
 impl Received {
-    /// The URL of the `List-Unsubscribe` header, unfolded and without its angle brackets.
+    /// The URL of the `List-Unsubscribe` header.
     pub fn unsubscribe_url(&self) -> String {
-        let parsed = mailparse::parse_mail(&self.data).expect("a parsable message");
-        let header: String = parsed
-            .headers
-            .iter()
-            .find(|h| h.get_key() == "List-Unsubscribe")
-            .expect("a List-Unsubscribe header")
-            .get_value()
-            .split_whitespace()
-            .collect();
-        header.trim_matches(['<', '>']).to_owned()
+        unsubscribe_url(&self.data)
     }
+}
+
+/// The URL of a message's `List-Unsubscribe` header, unfolded and without its angle brackets.
+pub fn unsubscribe_url(message: &[u8]) -> String {
+    let parsed = mailparse::parse_mail(message).expect("a parsable message");
+    let header: String = parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key() == "List-Unsubscribe")
+        .expect("a List-Unsubscribe header")
+        .get_value()
+        .split_whitespace()
+        .collect();
+    header.trim_matches(['<', '>']).to_owned()
 }
 
 /// How the server offers TLS.
