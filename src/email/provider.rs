@@ -229,17 +229,18 @@ async fn transfer(
 /// a `.` that begins a line (at the very start, or right after CRLF) is doubled, and CRLF
 /// `.` CRLF ends it.
 fn data_body(email: &str) -> String {
-    let mut body = String::with_capacity(email.len() + email.len() / 64 + 8);
-    if email.starts_with('.') {
-        body.push('.');
+    let bytes = email.as_bytes();
+    let mut body = String::with_capacity(email.len() + 8);
+    let mut copied = 0;
+    // Dots are rare (base64 has none): find each, then look behind it.
+    for dot in memchr::memchr_iter(b'.', bytes) {
+        if dot == 0 || bytes[..dot].ends_with(b"\r\n") {
+            body.push_str(&email[copied..dot]);
+            body.push('.');
+            copied = dot;
+        }
     }
-    let mut rest = email;
-    while let Some(at) = rest.find("\r\n.") {
-        body.push_str(&rest[..at + 2]);
-        body.push('.');
-        rest = &rest[at + 2..];
-    }
-    body.push_str(rest);
+    body.push_str(&email[copied..]);
     body.push_str("\r\n.\r\n");
     body
 }
