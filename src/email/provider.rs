@@ -74,7 +74,7 @@ impl Mailer {
                     Err(err) => Attempt::Transient(format!("writing {}: {err}", path.display())),
                 }
             }
-            Self::Smtp(smtp) => match smtp.send(message.envelope(), &message.formatted()).await {
+            Self::Smtp(smtp) => match smtp.send(message.envelope(), message.formatted()).await {
                 Ok(()) => sent,
                 Err(failed) => failed,
             },
@@ -131,8 +131,9 @@ impl Smtp {
     }
 
     /// One attempt at `email`, bounded by the timeout; `Err` says how it failed.
-    async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), Attempt> {
-        match tokio::time::timeout(self.timeout, self.attempt(envelope, email)).await {
+    async fn send(&self, envelope: &Envelope, email: Vec<u8>) -> Result<(), Attempt> {
+        let payload = Payload::new(envelope, email);
+        match tokio::time::timeout(self.timeout, self.attempt(envelope, &payload)).await {
             Ok(outcome) => outcome,
             // The attempt, and the connection it held, were dropped: the socket is closed.
             Err(_) => Err(Attempt::Transient(format!(
@@ -145,7 +146,7 @@ impl Smtp {
     /// A server that cannot be connected to, greeted or logged in to says nothing about the
     /// message: sending pauses (the breaker), no attempt is counted, and the email goes out
     /// once the server or its login is fixed. Replies to the message itself decide its fate.
-    async fn attempt(&self, envelope: &Envelope, email: &[u8]) -> Result<(), Attempt> {
+    async fn attempt(&self, envelope: &Envelope, payload: &Payload) -> Result<(), Attempt> {
         let mut conn = match self.reuse().await {
             Some(conn) => conn,
             None => self
@@ -153,7 +154,7 @@ impl Smtp {
                 .await
                 .map_err(|err| Attempt::Unreachable(describe(&err)))?,
         };
-        transfer(&mut conn, envelope, email)
+        transfer(&mut conn, envelope, payload)
             .await
             .map_err(|err| classify(&err))?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,23 +197,40 @@ impl Smtp {
     }
 }
 
-/// One message's SMTP transaction on `conn`: lettre's own (`AsyncSmtpConnection::send`),
-/// except that an all-ASCII message (every message herald builds: its parts are base64 or
-/// quoted-printable) goes out dot-stuffed here, in one write. lettre's codec stuffs the body
-/// one byte at a time, about a fifth of all the CPU herald spends on a report email with its
-/// PDF; a message or address that is not ASCII takes lettre's path, with its checks for
-/// 8BITMIME and SMTPUTF8.
+/// A message ready for the DATA phase, prepared once for all the attempts it may take.
+///
+/// An all-ASCII message (every message herald builds: its parts are base64 or
+/// quoted-printable) is dot-stuffed here and goes out in one write: lettre's codec stuffs the
+/// body one byte at a time, about a fifth of all the CPU herald spent on a report email with
+/// its PDF. A message or address that is not ASCII takes lettre's own `send`, with its checks
+/// for 8BITMIME and SMTPUTF8.
+enum Payload {
+    Stuffed(String),
+    Raw(Vec<u8>),
+}
+
+impl Payload {
+    fn new(envelope: &Envelope, email: Vec<u8>) -> Self {
+        let ascii = |address: &Address| AsRef::<str>::as_ref(address).is_ascii();
+        let addresses_ascii = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
+        match String::from_utf8(email) {
+            Ok(text) if text.is_ascii() && addresses_ascii => Self::Stuffed(data_body(text)),
+            Ok(text) => Self::Raw(text.into_bytes()),
+            Err(err) => Self::Raw(err.into_bytes()),
+        }
+    }
+}
+
+/// One message's SMTP transaction on `conn`: lettre's commands and replies (MAIL, RCPT,
+/// DATA), then a stuffed body written as it is.
 async fn transfer(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
-    email: &[u8],
+    payload: &Payload,
 ) -> Result<(), lettre::transport::smtp::Error> {
-    let ascii = |address: &Address| AsRef::<str>::as_ref(address).is_ascii();
-    let text = std::str::from_utf8(email).ok().filter(|text| {
-        text.is_ascii() && envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii)
-    });
-    let Some(text) = text else {
-        return conn.send(envelope, email).await.map(drop);
+    let body = match payload {
+        Payload::Stuffed(body) => body,
+        Payload::Raw(email) => return conn.send(envelope, email).await.map(drop),
     };
     conn.command(Mail::new(envelope.from().cloned(), Vec::new()))
         .await?;
@@ -221,26 +239,31 @@ async fn transfer(
     }
     conn.command(Data).await?;
     // A command's text is written as it is, and the reply read: here the body and its end.
-    conn.command(data_body(text)).await?;
+    conn.command(body).await?;
     Ok(())
 }
 
 /// `email` as the DATA phase sends it (RFC 5321 §4.5.2), exactly as lettre's codec would:
 /// a `.` that begins a line (at the very start, or right after CRLF) is doubled, and CRLF
-/// `.` CRLF ends it.
-fn data_body(email: &str) -> String {
+/// `.` CRLF ends it. Dots are rare (base64 has none), so most messages are kept as they are.
+fn data_body(email: String) -> String {
     let bytes = email.as_bytes();
-    let mut body = String::with_capacity(email.len() + 8);
-    let mut copied = 0;
-    // Dots are rare (base64 has none): find each, then look behind it.
-    for dot in memchr::memchr_iter(b'.', bytes) {
-        if dot == 0 || bytes[..dot].ends_with(b"\r\n") {
+    let doubled: Vec<usize> = memchr::memchr_iter(b'.', bytes)
+        .filter(|&dot| dot == 0 || bytes[..dot].ends_with(b"\r\n"))
+        .collect();
+    let mut body = if doubled.is_empty() {
+        email
+    } else {
+        let mut body = String::with_capacity(email.len() + doubled.len() + 5);
+        let mut copied = 0;
+        for dot in doubled {
             body.push_str(&email[copied..dot]);
             body.push('.');
             copied = dot;
         }
-    }
-    body.push_str(&email[copied..]);
+        body.push_str(&email[copied..]);
+        body
+    };
     body.push_str("\r\n.\r\n");
     body
 }
@@ -343,8 +366,31 @@ mod tests {
             "ends with CRLF\r\n",
             "dots.in.the.middle\r\n. \r\n",
         ] {
-            assert_eq!(data_body(email), stuffed_by_lettre(email), "{email:?}");
+            assert_eq!(
+                data_body(email.to_owned()),
+                stuffed_by_lettre(email),
+                "{email:?}"
+            );
         }
+    }
+
+    #[test]
+    fn only_ascii_messages_to_ascii_addresses_are_stuffed_here() {
+        let address = |text: &str| text.parse::<Address>().unwrap();
+        let envelope = Envelope::new(
+            Some(address("a@example.org")),
+            vec![address("b@example.org")],
+        )
+        .unwrap();
+        let stuffed = Payload::new(&envelope, b"a\r\n.b".to_vec());
+        assert!(matches!(&stuffed, Payload::Stuffed(body) if body == "a\r\n..b\r\n.\r\n"));
+        let eight_bit = Payload::new(&envelope, "caf\u{e9}".as_bytes().to_vec());
+        assert!(matches!(eight_bit, Payload::Raw(raw) if raw == "caf\u{e9}".as_bytes()));
+        let international = Envelope::new(None, vec![address("j\u{fc}rgen@example.org")]).unwrap();
+        assert!(matches!(
+            Payload::new(&international, b"a".to_vec()),
+            Payload::Raw(_)
+        ));
     }
 
     #[test]
