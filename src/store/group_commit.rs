@@ -1,5 +1,7 @@
 //! Group commit: writes that arrive while the writer is busy share one transaction, so a
-//! burst costs one durable flush instead of one per write. A job that fails is rolled back
+//! burst costs one durable flush instead of one per write. On SQLite the jobs of a batch go
+//! to the database in runs of the same kind, one text per run, so a batch costs a few round
+//! trips to the connection's thread rather than one per job. A job that fails is rolled back
 //! alone and the others still commit: the batch first runs as it is, and only if a statement
 //! fails is it rolled back and run again with a savepoint around each job. A caller returns
 //! only once its job is committed.
@@ -108,28 +110,71 @@ async fn run_job(
         }
         return Ok(affected);
     }
+    run_joined(conn, statements.iter()).await
+}
+
+/// Rows affected by each of `statements`, sent to SQLite as one text: one round trip.
+async fn run_joined<'s>(
+    conn: &mut sqlx::AnyConnection,
+    statements: impl Iterator<Item = &'s Statement>,
+) -> Result<Affected, sqlx::Error> {
     let mut sql = String::new();
     let mut args = Vec::new();
+    let mut count = 0;
     for statement in statements {
         renumber(statement.sql, args.len(), &mut sql);
         sql.push_str(";\n");
         args.extend(&statement.args);
+        count += 1;
     }
     let mut results = conn.fetch_many(bind_all(sqlx::query(&sql), args));
-    let mut affected = Vec::with_capacity(statements.len());
+    let mut affected = Vec::with_capacity(count);
     while let Some(item) = results.try_next().await? {
         if let sqlx::Either::Left(done) = item {
             affected.push(done.rows_affected());
         }
     }
-    if affected.len() != statements.len() {
+    if affected.len() != count {
         return Err(sqlx::Error::Protocol(format!(
-            "{} results for {} statements",
-            affected.len(),
-            statements.len()
+            "{} results for {count} statements",
+            affected.len()
         )));
     }
     Ok(affected)
+}
+
+/// Most jobs of one kind sent to SQLite in one text.
+const RUN: usize = 8;
+
+/// On SQLite, the jobs of `batch` in runs of the same kind (the same statements), each run
+/// one text of 1, 2, 4 or 8 jobs: a few round trips per batch instead of one per job, and
+/// few enough different texts that their prepared statements stay cached. Jobs of a kind
+/// keep their order; the callers' jobs were concurrent, so no order between kinds is owed.
+async fn run_runs(
+    conn: &mut sqlx::AnyConnection,
+    batch: &[Job],
+) -> Result<Vec<Affected>, sqlx::Error> {
+    let kind = |job: usize| -> Vec<&'static str> { batch[job].0.iter().map(|s| s.sql).collect() };
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_cached_key(|&job| kind(job));
+    let mut results = vec![Vec::new(); batch.len()];
+    let mut rest = order.as_slice();
+    while let Some(&first) = rest.first() {
+        let same = rest
+            .iter()
+            .take_while(|&&job| kind(job) == kind(first))
+            .count();
+        // The largest power of two that fits, so a kind has at most four texts.
+        let take = 1 << same.min(RUN).ilog2();
+        let (run, after) = rest.split_at(take);
+        let statements = run.iter().flat_map(|&job| &batch[job].0);
+        let mut affected = run_joined(conn, statements).await?.into_iter();
+        for &job in run {
+            results[job] = affected.by_ref().take(batch[job].0.len()).collect();
+        }
+        rest = after;
+    }
+    Ok(results)
 }
 
 /// Appends `sql` with every `$n` outside string literals turned into `$(n + offset)`.
@@ -218,18 +263,33 @@ async fn write_batch(
     batch: &[Job],
 ) -> Result<Vec<Result<Affected, String>>, StoreError> {
     let mut tx = store.writer().begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (statements, _) in batch {
-        match run_job(&mut tx, store.backend(), statements).await {
-            Ok(affected) => results.push(Ok(affected)),
-            Err(_) => {
-                tx.rollback().await?;
-                return write_isolated(store, batch).await;
-            }
+    match run_all(&mut tx, store.backend(), batch).await {
+        Ok(all) => {
+            tx.commit().await?;
+            Ok(all.into_iter().map(Ok).collect())
+        }
+        Err(_) => {
+            tx.rollback().await?;
+            write_isolated(store, batch).await
         }
     }
-    tx.commit().await?;
-    Ok(results)
+}
+
+/// Every job of `batch` on one connection: on SQLite in runs of a kind ([`run_runs`]), on
+/// PostgreSQL one job after another.
+async fn run_all(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    batch: &[Job],
+) -> Result<Vec<Affected>, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        return run_runs(conn, batch).await;
+    }
+    let mut all = Vec::with_capacity(batch.len());
+    for (statements, _) in batch {
+        all.push(run_job(conn, backend, statements).await?);
+    }
+    Ok(all)
 }
 
 /// Runs each job of `batch` inside its own savepoint, so a failing job is rolled back alone.
@@ -316,6 +376,43 @@ mod tests {
             Some("s"),
             "the third statement had its own argument"
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn jobs_of_mixed_kinds_in_long_runs_each_hear_their_own_counts_in_order() {
+        let (_dir, store) = migrated().await;
+        let touch =
+            |id: &str| Statement::new("UPDATE sessions SET subject = $2 WHERE id = $1").bind(id);
+        write_batch(&store, &[job(vec![insert_session("base")])])
+            .await
+            .unwrap();
+        // Thirteen inserts (runs of 8, 4 and 1) between which come two-statement jobs
+        // touching one session that exists and one that does not.
+        let mut batch = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..13 {
+            batch.push(job(vec![insert_session(&format!("s{i:02}"))]));
+            expected.push(vec![1]);
+            if i % 4 == 0 {
+                batch.push(job(vec![
+                    touch("base").bind(format!("t{i}")),
+                    touch("nobody").bind("x"),
+                ]));
+                expected.push(vec![1, 0]);
+            }
+        }
+        let results = write_batch(&store, &batch).await.unwrap();
+        let results: Vec<Affected> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(results, expected);
+        assert_eq!(ids(&store).await.len(), 14);
+        // Jobs of a kind run in their order: the last touch's subject stands.
+        let subject: Option<String> =
+            sqlx::query_scalar("SELECT subject FROM sessions WHERE id = 'base'")
+                .fetch_one(store.reader())
+                .await
+                .unwrap();
+        assert_eq!(subject.as_deref(), Some("t12"));
         store.close().await;
     }
 
