@@ -127,6 +127,9 @@ async fn run_joined<'s>(
         args.extend(&statement.args);
         count += 1;
     }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let mut results = conn.fetch_many(bind_all(sqlx::query(&sql), args));
     let mut affected = Vec::with_capacity(count);
     while let Some(item) = results.try_next().await? {
@@ -154,15 +157,18 @@ async fn run_runs(
     conn: &mut sqlx::AnyConnection,
     batch: &[Job],
 ) -> Result<Vec<Affected>, sqlx::Error> {
-    let kind = |job: usize| -> Vec<&'static str> { batch[job].0.iter().map(|s| s.sql).collect() };
+    let kinds: Vec<Vec<&'static str>> = batch
+        .iter()
+        .map(|(statements, _)| statements.iter().map(|s| s.sql).collect())
+        .collect();
     let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_cached_key(|&job| kind(job));
+    order.sort_by(|&a, &b| kinds[a].cmp(&kinds[b]));
     let mut results = vec![Vec::new(); batch.len()];
     let mut rest = order.as_slice();
     while let Some(&first) = rest.first() {
         let same = rest
             .iter()
-            .take_while(|&&job| kind(job) == kind(first))
+            .take_while(|&&job| kinds[job] == kinds[first])
             .count();
         // The largest power of two that fits, so a kind has at most four texts.
         let take = 1 << same.min(RUN).ilog2();
@@ -402,6 +408,9 @@ mod tests {
                 expected.push(vec![1, 0]);
             }
         }
+        // A job without statements commits nothing and hears as much.
+        batch.push(job(Vec::new()));
+        expected.push(Vec::new());
         let results = write_batch(&store, &batch).await.unwrap();
         let results: Vec<Affected> = results.into_iter().map(Result::unwrap).collect();
         assert_eq!(results, expected);
