@@ -93,24 +93,24 @@ fn bind_all<'q>(mut query: Query<'q>, args: impl IntoIterator<Item = &'q Arg>) -
     query
 }
 
-/// Rows affected by each statement of a job. On SQLite a job of several statements goes to
-/// the database as one text, each `$n` moved past the arguments of the statements before it:
-/// one round trip to the connection's thread instead of one per statement, and the same
-/// text (so the same cached statements) every time for jobs of the same kind. PostgreSQL
-/// does not take several statements with arguments at once.
+/// Rows affected by each statement of a job. On SQLite the job goes to the database as one
+/// text, each `$n` moved past the arguments of the statements before it: one round trip to
+/// the connection's thread instead of one per statement, and the same text (so the same
+/// cached statements) as a run of one job of its kind. PostgreSQL does not take several
+/// statements with arguments at once.
 async fn run_job(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     statements: &[Statement],
 ) -> Result<Affected, sqlx::Error> {
-    if backend == Backend::Postgres || statements.len() < 2 {
-        let mut affected = Vec::with_capacity(statements.len());
-        for statement in statements {
-            affected.push(statement.execute(conn).await?);
-        }
-        return Ok(affected);
+    if backend == Backend::Sqlite {
+        return run_joined(conn, statements.iter()).await;
     }
-    run_joined(conn, statements.iter()).await
+    let mut affected = Vec::with_capacity(statements.len());
+    for statement in statements {
+        affected.push(statement.execute(conn).await?);
+    }
+    Ok(affected)
 }
 
 /// Rows affected by each of `statements`, sent to SQLite as one text: one round trip.
