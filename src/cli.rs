@@ -55,10 +55,11 @@ pub enum Command {
 pub enum JobsAction {
     /// Every job with its schedule, next run and last run.
     List,
-    /// Run a job now (weekly_digest or purge_old), recorded in the job ledger.
+    /// Run a job now, recorded in the job ledger; its lease is renewed while it runs, so a
+    /// serving replica never takes it over.
     Run {
-        /// weekly_digest or purge_old
-        name: String,
+        #[arg(value_enum)]
+        name: crate::jobs::JobName,
     },
 }
 
@@ -103,7 +104,7 @@ pub fn main() -> ExitCode {
             Command::Jobs { action: JobsAction::List } => jobs_list(config).await,
             Command::Jobs {
                 action: JobsAction::Run { name },
-            } => jobs_run(config, &name, None).await,
+            } => jobs_run(config, name.as_str(), None).await,
         };
         match result {
             Ok(code) => code,
@@ -250,54 +251,38 @@ async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a job through the occurrence ledger, exactly as the scheduler does.
+/// Runs a job through the occurrence ledger, by the scheduler's own path (claim, lease
+/// heartbeat, panic capture, outcome).
 async fn jobs_run(
     config: Config,
     name: &str,
     scheduled_for: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
-    use herald_actors::scheduler::{RunOutcome, SchedulerPort};
-    if ![crate::jobs::WEEKLY_DIGEST, crate::jobs::PURGE_OLD].contains(&name) {
-        eprintln!("no job named {name}; jobs: weekly_digest, purge_old");
-        return Ok(ExitCode::from(2));
-    }
+    use herald_actors::scheduler::{RunOutcome, run_occurrence};
     let (context, root) = crate::startup::offline_jobs(&config).await?;
-    let port = crate::jobs::JobsPort {
+    let port = std::sync::Arc::new(crate::jobs::JobsPort {
         context: context.clone(),
-    };
-    let now = context.now_ms();
-    let occurrence = scheduled_for.unwrap_or(now);
-    let lease = config.jobs.lease.as_millis() as i64;
-    let code = match port
-        .try_start(name, occurrence, now, lease)
+    });
+    let occurrence = scheduled_for.unwrap_or_else(|| context.now_ms());
+    let lease = i64::try_from(config.jobs.lease.as_millis()).unwrap_or(i64::MAX);
+    let ran = run_occurrence(port, context.clock.clone(), lease, name, occurrence)
         .await
-        .map_err(|e| anyhow::anyhow!(e.0))?
-    {
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+    let code = match ran {
         None => {
             eprintln!("{name}: that occurrence already ran or is running");
             ExitCode::from(3)
         }
-        Some(run_id) => {
-            let outcome = match port.run(name, occurrence).await {
-                Ok(stats) => RunOutcome::Succeeded(stats),
-                Err(error) => RunOutcome::Failed(error),
-            };
-            port.finish(name, &run_id, &outcome, context.now_ms())
-                .await
-                .map_err(|e| anyhow::anyhow!(e.0))?;
-            match outcome {
-                RunOutcome::Succeeded(stats) => {
-                    println!("{name} succeeded (run {run_id}): {stats}");
-                    ExitCode::SUCCESS
-                }
-                RunOutcome::Failed(error) => {
-                    eprintln!(
-                        "{name} failed (run {run_id}): {}",
-                        crate::redact::mask_emails_in(&error)
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+        Some((run_id, RunOutcome::Succeeded(stats))) => {
+            println!("{name} succeeded (run {run_id}): {stats}");
+            ExitCode::SUCCESS
+        }
+        Some((run_id, RunOutcome::Failed(error))) => {
+            eprintln!(
+                "{name} failed (run {run_id}): {}",
+                crate::redact::mask_emails_in(&error)
+            );
+            ExitCode::FAILURE
         }
     };
     root.shutdown(std::time::Duration::from_secs(5)).await;

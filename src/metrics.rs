@@ -112,6 +112,10 @@ fn describe() {
             "Checks the limiter could not answer in time (fail mode applied), by group.",
         ),
         (
+            "rate_limit_backend_errors_total",
+            "Checks the shared windows (Redis) failed or did not answer within their timeout.",
+        ),
+        (
             "rate_limit_untracked_total",
             "Checks for new clients while a shard was at its key cap, by group.",
         ),
@@ -142,6 +146,10 @@ fn describe() {
             "Emails waiting to be sent (pending or sending).",
         ),
         (
+            "rate_limit_backend_up",
+            "1 while the shared rate-limit windows (Redis) are reachable, 0 while the fail mode applies.",
+        ),
+        (
             "email_provider_up",
             "1 while the mail provider is reachable, 0 while sends are paused.",
         ),
@@ -163,6 +171,10 @@ fn describe() {
             "Time to build and hand one email to the provider, by type.",
         ),
         ("job_duration_seconds", "How long job runs take, by job."),
+        (
+            "rate_limit_backend_check_duration_seconds",
+            "Rate-limit checks against the shared windows (Redis), by outcome (answered, failed).",
+        ),
     ];
     for (name, help) in histograms {
         describe_histogram!(name, metrics::Unit::Seconds, help);
@@ -262,6 +274,21 @@ pub fn rate_limit_check(group: &'static str, admitted: bool) {
 
 pub fn rate_limit_failure(group: &'static str) {
     counter!("rate_limit_failures_total", "group" => group).increment(1);
+}
+
+pub fn rate_limit_backend_error() {
+    counter!("rate_limit_backend_errors_total").increment(1);
+}
+
+/// A check that went to the shared windows: how long it took, answered or not.
+pub fn rate_limit_backend_check(elapsed: Duration, answered: bool) {
+    let outcome = if answered { "answered" } else { "failed" };
+    histogram!("rate_limit_backend_check_duration_seconds", "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn rate_limit_backend_up(up: bool) {
+    gauge!("rate_limit_backend_up").set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn rate_limit_untracked(group: &'static str) {

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use herald_actors::clock::{SharedClock, SystemClock};
-use herald_actors::limiter::{AtCapacity, LimiterClient, LimiterConfig, Policy};
+use herald_actors::limiter::{
+    AtCapacity, BreakerPolicy, LimiterClient, LimiterConfig, Policy, SharedConfig,
+};
 use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, SupervisorSpec};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -32,8 +34,10 @@ use crate::email::{Mailer, Signer};
 use crate::http::state::Shared;
 use crate::http::{AppState, auth::KeyRing};
 use crate::ratelimit::Policies;
-use crate::store::Store;
+use crate::ratelimit::redis::RedisWindows;
 use crate::store::group_commit::GroupCommit;
+use crate::store::serve_lock::ServeLock;
+use crate::store::{Backend, Store};
 use crate::telemetry::SupervisionReporter;
 
 /// Email throttle shards: decisions about different recipients run side by side.
@@ -54,6 +58,8 @@ pub struct Application {
     root_join: JoinHandle<()>,
     /// Routes mounted beside herald's own, behind the same edge layers.
     extra_routes: Option<axum::Router<AppState>>,
+    /// On SQLite: this process's claim to serve the file, released when it stops.
+    serve_lock: Option<ServeLock>,
 }
 
 impl Application {
@@ -64,6 +70,10 @@ impl Application {
     /// Builds with the given clock (a manual one in tests of time-based rules).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let metrics = crate::metrics::install();
+        let serve_lock = config
+            .sqlite_file()
+            .map(|file| ServeLock::acquire(&file))
+            .transpose()?;
         let store = Store::connect(config.database_url.expose())
             .await
             .context("connecting to the database")?;
@@ -87,6 +97,7 @@ impl Application {
             check_timeout: config.rate_limit.check_timeout,
             clock: clock.clone(),
             observer: Some(Arc::new(SupervisionReporter)),
+            shared: shared_windows(&config)?,
         });
 
         let delivery = &config.email.delivery;
@@ -164,6 +175,13 @@ impl Application {
         .await?;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_metrics_upkeep(metrics, limiter.clone());
+        if store.backend() == Backend::Postgres {
+            spawn_policy_refresh(
+                store.clone(),
+                policies.clone(),
+                config.rate_limit.policy_refresh,
+            );
+        }
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -192,6 +210,7 @@ impl Application {
             state,
             root_join,
             extra_routes: None,
+            serve_lock,
         })
     }
 
@@ -224,6 +243,7 @@ impl Application {
             state,
             root_join,
             extra_routes,
+            serve_lock,
         } = self;
         let root = state.root.clone();
         let store = state.store.clone();
@@ -266,8 +286,24 @@ impl Application {
             root.shutdown(shutdown_timeout).await;
         }
         store.close().await;
+        drop(serve_lock);
         Ok(stopped)
     }
+}
+
+/// The shared rate-limit windows, when `REDIS_URL` is set.
+fn shared_windows(config: &Config) -> anyhow::Result<Option<SharedConfig>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let limits = &config.rate_limit;
+    let backend = RedisWindows::new(url.expose(), &limits.redis_key_prefix, limits.redis_timeout)
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+    Ok(Some(SharedConfig {
+        backend: Arc::new(backend),
+        timeout: limits.redis_timeout,
+        breaker: BreakerPolicy::default(),
+    }))
 }
 
 /// The email throttle actor over the database, with the limits from configuration.
@@ -363,6 +399,30 @@ fn spawn_metrics_upkeep(metrics: &'static crate::metrics::Metrics, limiter: Limi
             every.tick().await;
             metrics.run_upkeep();
             crate::metrics::rate_limit_keys(limiter.tracked_keys().await);
+            if let Some(up) = limiter.shared_up() {
+                crate::metrics::rate_limit_backend_up(up);
+            }
+        }
+    });
+}
+
+/// Several replicas share one PostgreSQL database: each reloads the stored policies every
+/// `every`, so a change made through any replica is in force on all of them within that
+/// time (plus one query). The table holds a row per group and tier: a reload is one small
+/// read. On SQLite one process serves, and its own changes apply at once.
+fn spawn_policy_refresh(store: Store, policies: Arc<Policies>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if store.is_closed() {
+                return;
+            }
+            match crate::store::policies::load(&store).await {
+                Ok(rows) => policies.replace(&rows),
+                Err(err) => tracing::debug!(error = %err, "could not reload rate-limit policies"),
+            }
         }
     });
 }

@@ -8,8 +8,8 @@ use super::{Config, DEV_SECRETS_FILE};
 use crate::secret::{Secret, random_token};
 
 impl Config {
-    /// The directory of the SQLite file, where development secrets are kept.
-    fn secrets_dir(&self) -> Option<PathBuf> {
+    /// The SQLite database file, unless the database is PostgreSQL or in memory.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
         let url = self.database_url.expose();
         let path = url
             .strip_prefix("sqlite://")
@@ -18,9 +18,14 @@ impl Config {
         if path.is_empty() || path.contains(":memory:") {
             return None;
         }
+        Some(PathBuf::from(path))
+    }
+
+    /// The directory of the SQLite file, where development secrets are kept.
+    fn secrets_dir(&self) -> Option<PathBuf> {
+        let path = self.sqlite_file()?;
         Some(
-            Path::new(path)
-                .parent()
+            path.parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         )

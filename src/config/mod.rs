@@ -153,6 +153,13 @@ pub struct RateLimitConfig {
     pub max_keys_per_shard: usize,
     /// How long a reset or a count of tracked clients waits for a shard.
     pub check_timeout: Duration,
+    /// Prefix of every Redis key herald writes (`REDIS_KEY_PREFIX`).
+    pub redis_key_prefix: String,
+    /// The longest a check waits for Redis before the fail mode applies.
+    pub redis_timeout: Duration,
+    /// How often each replica reloads the stored policies (on PostgreSQL), so a change made
+    /// on one replica is in force on all within this time.
+    pub policy_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -538,7 +545,47 @@ impl Config {
                 100u64,
                 "milliseconds",
             )),
+            redis_key_prefix: r
+                .get("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "herald:".to_owned()),
+            redis_timeout: Duration::from_millis(r.parse(
+                "RATE_LIMIT_REDIS_TIMEOUT_MS",
+                50u64,
+                "milliseconds",
+            )),
+            policy_refresh: Duration::from_millis(r.parse(
+                "POLICY_REFRESH_MS",
+                1_000u64,
+                "milliseconds",
+            )),
         };
+        if rate_limit.redis_timeout.is_zero() || rate_limit.redis_timeout > Duration::from_secs(5) {
+            r.problems
+                .push("RATE_LIMIT_REDIS_TIMEOUT_MS: must be from 1 to 5000".to_owned());
+        }
+        if rate_limit.policy_refresh < Duration::from_millis(100) {
+            r.problems
+                .push("POLICY_REFRESH_MS: must be at least 100".to_owned());
+        }
+        if rate_limit
+            .redis_key_prefix
+            .contains(['{', '}', '*', '?', '[', ']'])
+        {
+            r.problems.push(
+                "REDIS_KEY_PREFIX: cannot contain braces or glob characters ({ } * ? [ ])"
+                    .to_owned(),
+            );
+        }
+        let redis_url = r.get("REDIS_URL");
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+        {
+            r.problems.push(
+                "REDIS_URL: expected redis://host:port[/db], rediss://… or unix://…".to_owned(),
+            );
+        }
         if rate_limit.max_requests == 0 || rate_limit.max_requests > 1_000_000 {
             r.problems
                 .push("RATE_LIMIT_MAX_REQUESTS: must be from 1 to 1000000".to_owned());
@@ -632,7 +679,7 @@ impl Config {
             previous_secret_keys,
             generated_secrets: None,
             email,
-            redis_url: r.get("REDIS_URL").map(Secret::new),
+            redis_url: redis_url.map(Secret::new),
             sentry_dsn: r.get("SENTRY_DSN").map(Secret::new),
             sentry_traces_sample_rate,
             log_level,

@@ -8,7 +8,9 @@ use herald_actors::clock::SharedClock;
 use herald_actors::dispatcher::{Attempt, Claimed, DispatchObserver, DispatchPort, Mark};
 use herald_actors::email::{Email, EmailType};
 use herald_actors::port::PortError;
-use herald_actors::throttle::{LedgerState, Lookup, SendRequest, ThrottlePort, Verdict};
+use herald_actors::throttle::{
+    Admission, LedgerState, Lookup, SendRequest, ThrottlePort, ThrottleRule, Verdict, rules,
+};
 
 use super::message::{self, Parts};
 use super::{Mailer, Signer, templates};
@@ -72,6 +74,43 @@ pub struct StoreThrottlePort {
 }
 
 impl ThrottlePort for StoreThrottlePort {
+    /// On PostgreSQL several replicas may decide for one recipient.
+    fn shared(&self) -> bool {
+        self.store.backend() == crate::store::Backend::Postgres
+    }
+
+    async fn decide(
+        &self,
+        request: &SendRequest,
+        rule: ThrottleRule,
+        now_ms: i64,
+    ) -> Result<Admission, PortError> {
+        let decided = throttles::decide_serialised(
+            &self.store,
+            &key(request),
+            request.check_preference,
+            now_ms - rule.window_ms,
+            now_ms,
+            |sends| {
+                rules::check(sends, now_ms, rule).map_err(|retry_after_ms| {
+                    let used = rules::in_window(sends, now_ms, rule).len();
+                    (retry_after_ms, rules::throttled_reason(used, rule))
+                })
+            },
+        )
+        .await
+        .map_err(port_error)?;
+        Ok(match decided {
+            throttles::Decided::Duplicate => Admission::Duplicate,
+            throttles::Decided::Suppressed => Admission::Suppressed,
+            throttles::Decided::Queued => Admission::Queued,
+            throttles::Decided::Throttled { retry_after_ms } => Admission::Throttled {
+                retry_after_ms,
+                rule,
+            },
+        })
+    }
+
     async fn lookup(
         &self,
         request: &SendRequest,

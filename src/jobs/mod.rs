@@ -17,6 +17,30 @@ use crate::store::{Store, jobs};
 pub const WEEKLY_DIGEST: &str = "weekly_digest";
 pub const PURGE_OLD: &str = "purge_old";
 
+/// The jobs herald runs, by the names the ledger, the admin API and the CLI use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobName {
+    #[value(name = "weekly_digest")]
+    WeeklyDigest,
+    #[value(name = "purge_old")]
+    PurgeOld,
+}
+
+impl JobName {
+    pub const ALL: [JobName; 2] = [JobName::WeeklyDigest, JobName::PurgeOld];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WeeklyDigest => WEEKLY_DIGEST,
+            Self::PurgeOld => PURGE_OLD,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|job| job.as_str() == name)
+    }
+}
+
 /// Everything the job bodies need.
 #[derive(Clone)]
 pub struct JobContext {

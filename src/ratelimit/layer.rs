@@ -4,9 +4,11 @@
 //! (draft-ietf-httpapi-ratelimit-headers); a refused request gets the 429 of DESIGN.md with
 //! a `Retry-After` that is never earlier than the moment a request would be admitted.
 //!
-//! The check never waits (see the limiter shards), so it runs inside `call`: a refused
-//! request is answered without reaching the route, an admitted one is passed on as is and
-//! its response gets the headers.
+//! In memory the check never waits (see the limiter shards), so it runs inside `call`: a
+//! refused request is answered without reaching the route, an admitted one is passed on as
+//! is and its response gets the headers. With the windows in Redis the check is awaited
+//! (bounded by the backend timeout, or answered at once while the breaker is open), and the
+//! route is called after it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,10 +19,10 @@ use std::task::{Context, Poll};
 use axum::Json;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use herald_actors::limiter::{Decision, Policy};
+use herald_actors::limiter::{Check, Checked, Decision, LimiterError, Policy};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use super::identity::identify;
+use super::identity::{Client, identify};
 use super::policies::Group;
 use crate::config::FailMode;
 use crate::http::AppState;
@@ -60,7 +62,8 @@ pub struct RateLimit<S> {
 
 impl<S> tower::Service<Request> for RateLimit<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -71,7 +74,34 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        match decide(&self.state, self.group, &request) {
+        let (client, policy, key) = subject(&self.state, self.group, &request);
+        let verdict = match self.state.limiter.check(key, policy) {
+            Check::Ready(result) => decide(&self.state, self.group, policy, &client, result),
+            Check::Pending(pending) => {
+                // The route is called after the check: take the service that is ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let (state, group) = (self.state.clone(), self.group);
+                return Limited::Awaiting {
+                    future: Box::pin(async move {
+                        let started = std::time::Instant::now();
+                        let result = pending.await;
+                        crate::metrics::rate_limit_backend_check(started.elapsed(), result.is_ok());
+                        match decide(&state, group, policy, &client, result) {
+                            Verdict::Answer(response) => Ok(response),
+                            Verdict::Pass(headers) => {
+                                let Ok(mut response) = inner.call(request).await;
+                                if let Some((group, policy, decision)) = headers {
+                                    limit_headers(response.headers_mut(), group, policy, &decision);
+                                }
+                                Ok(response)
+                            }
+                        }
+                    }),
+                };
+            }
+        };
+        match verdict {
             Verdict::Answer(response) => Limited::Answered {
                 response: Some(response),
             },
@@ -93,6 +123,10 @@ pin_project_lite::pin_project! {
             future: F,
             headers: Option<(Group, Policy, Decision)>,
         },
+        /// The check goes to Redis; the route is called once it answered.
+        Awaiting {
+            future: Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+        },
     }
 }
 
@@ -111,6 +145,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Limited<F> {
                 }
                 Poll::Ready(Ok(response))
             }
+            LimitedProj::Awaiting { future } => future.as_mut().poll(cx),
         }
     }
 }
@@ -190,7 +225,8 @@ pub fn too_many_requests(group: Group, policy: Policy, decision: &Decision) -> R
     response
 }
 
-fn decide(state: &AppState, group: Group, request: &Request) -> Verdict {
+/// Who is asking, the policy that applies to them and their limiter key.
+fn subject(state: &AppState, group: Group, request: &Request) -> (Client, Policy, u64) {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -203,26 +239,40 @@ fn decide(state: &AppState, group: Group, request: &Request) -> Verdict {
     );
     let policy = state.policies.get(group, &client.tier);
     let key = client.id.key(group.index());
+    (client, policy, key)
+}
 
-    let decision = match state.limiter.check(key, policy) {
+fn decide(
+    state: &AppState,
+    group: Group,
+    policy: Policy,
+    client: &Client,
+    checked: Result<Checked, LimiterError>,
+) -> Verdict {
+    let decision = match checked {
         Ok(checked) => {
             if !checked.tracked {
                 crate::metrics::rate_limit_untracked(group.as_str());
             }
             checked.decision
         }
-        Err(_) => {
+        Err(error) => {
             crate::metrics::rate_limit_failure(group.as_str());
+            if error == LimiterError::Backend {
+                crate::metrics::rate_limit_backend_error();
+            }
             match state.config.rate_limit_fail_mode {
+                // At debug level: while a backend is down this runs for every request; the
+                // breaker and the metrics say it once.
                 FailMode::Open => {
-                    tracing::warn!(
+                    tracing::debug!(
                         group = group.as_str(),
                         "rate limiter did not answer; failing open"
                     );
                     return Verdict::Pass(None);
                 }
                 FailMode::Closed => {
-                    tracing::warn!(
+                    tracing::debug!(
                         group = group.as_str(),
                         "rate limiter did not answer; failing closed"
                     );

@@ -5,6 +5,7 @@
 pub mod identity;
 pub mod layer;
 pub mod policies;
+pub mod redis;
 
 pub use layer::RateLimitLayer;
 pub use policies::{GROUPS, Group, Policies};

@@ -75,7 +75,7 @@ impl Statement {
         self
     }
 
-    async fn execute(&self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
+    pub(crate) async fn execute(&self, conn: &mut sqlx::AnyConnection) -> Result<u64, sqlx::Error> {
         let query = bind_all(sqlx::query(self.sql), &self.args);
         Ok(query.execute(conn).await?.rows_affected())
     }

@@ -12,6 +12,7 @@ mod migrations;
 pub mod outbox;
 pub mod policies;
 pub mod preferences;
+pub mod serve_lock;
 pub mod sessions;
 pub mod stats;
 pub mod throttles;
@@ -171,6 +172,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether [`Store::close`] was called: background loops over the store stop then.
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed()
     }
 
     /// The pool for statements that write.

@@ -47,6 +47,18 @@ pub async fn lookup(
     key: &LedgerKey<'_>,
     sends_since: Option<i64>,
 ) -> Result<(Option<String>, bool, Option<Vec<i64>>), StoreError> {
+    match store.kept().await {
+        Some(mut conn) => lookup_on(&mut *conn, key, sends_since).await,
+        None => lookup_on(store.reader(), key, sends_since).await,
+    }
+}
+
+/// [`lookup`] on a given connection (inside a transaction, say).
+pub(crate) async fn lookup_on<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    key: &LedgerKey<'_>,
+    sends_since: Option<i64>,
+) -> Result<(Option<String>, bool, Option<Vec<i64>>), StoreError> {
     macro_rules! head {
         () => {
             "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
@@ -69,10 +81,7 @@ pub async fn lookup(
     if let Some(since) = sends_since {
         query = query.bind(since);
     }
-    let rows = match store.kept().await {
-        Some(mut conn) => query.fetch_all(&mut *conn).await?,
-        None => query.fetch_all(store.reader()).await?,
-    };
+    let rows = query.fetch_all(executor).await?;
     // The head row has no FROM: it is always there.
     let (head, slots) = rows.split_first().ok_or(sqlx::Error::RowNotFound)?;
     let enabled: Option<i64> = head.try_get(2)?;
@@ -96,6 +105,17 @@ pub async fn record(
     reason: Option<&str>,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    record_on(store.writer(), key, status, reason, at_ms).await
+}
+
+/// [`record`] on a given connection.
+pub(crate) async fn record_on<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    key: &LedgerKey<'_>,
+    status: &str,
+    reason: Option<&str>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9) \
@@ -110,7 +130,7 @@ pub async fn record(
     .bind(status)
     .bind(reason)
     .bind(at_ms)
-    .execute(store.writer())
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -121,10 +141,19 @@ pub async fn record_duplicate(
     idempotency_key: &str,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    record_duplicate_on(store.writer(), idempotency_key, at_ms).await
+}
+
+/// [`record_duplicate`] on a given connection.
+pub(crate) async fn record_duplicate_on<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    idempotency_key: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE email_send_logs SET duplicates = duplicates + 1, last_duplicate_at = $2 WHERE idempotency_key = $1")
         .bind(idempotency_key)
         .bind(at_ms)
-        .execute(store.writer())
+        .execute(executor)
         .await?;
     Ok(())
 }

@@ -47,3 +47,64 @@ pub async fn reset(
     };
     Ok(result.rows_affected())
 }
+
+/// What [`decide_serialised`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    Duplicate,
+    Suppressed,
+    /// One more is allowed in `retry_after_ms`.
+    Throttled {
+        retry_after_ms: i64,
+    },
+    Queued,
+}
+
+/// Decides a request in one transaction on PostgreSQL that first takes a transaction-scoped
+/// advisory lock on the recipient, so the decisions about one recipient are taken one at a
+/// time whichever replica takes them: the ledger row (duplicate?), the preference, the
+/// recipient's sends since `window_start_ms` judged by `check` (the throttle rule: `Err`
+/// with the wait and the ledger's reason), and the outcome's write, all committed before
+/// the lock is released.
+pub async fn decide_serialised(
+    store: &Store,
+    key: &super::outbox::LedgerKey<'_>,
+    check_preference: bool,
+    window_start_ms: i64,
+    now_ms: i64,
+    check: impl FnOnce(&[i64]) -> Result<(), (i64, String)>,
+) -> Result<Decided, StoreError> {
+    use super::outbox;
+    let mut tx = store.writer().begin().await?;
+    // The lock's key: the recipient's address hashed by PostgreSQL; a collision only
+    // serialises two recipients' decisions.
+    sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked")
+        .bind(key.email)
+        .execute(&mut *tx)
+        .await?;
+    let (status, enabled, sends) = outbox::lookup_on(&mut *tx, key, Some(window_start_ms)).await?;
+    let decided = if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
+        outbox::record_duplicate_on(&mut *tx, key.idempotency_key, now_ms).await?;
+        Decided::Duplicate
+    } else if check_preference && !enabled {
+        let reason = format!("{} disabled by the recipient", key.email_type);
+        outbox::record_on(&mut *tx, key, "suppressed", Some(&reason), now_ms).await?;
+        Decided::Suppressed
+    } else {
+        let sends = sends.unwrap_or_default();
+        match check(&sends) {
+            Err((retry_after_ms, reason)) => {
+                outbox::record_on(&mut *tx, key, "throttled", Some(&reason), now_ms).await?;
+                Decided::Throttled { retry_after_ms }
+            }
+            Ok(()) => {
+                for statement in outbox::enqueue_statements(key, now_ms) {
+                    statement.execute(&mut tx).await?;
+                }
+                Decided::Queued
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(decided)
+}

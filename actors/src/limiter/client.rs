@@ -9,15 +9,34 @@ use std::time::Duration;
 use herald_supervision::ChildSlot;
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::shard::{Loan, ShardMsg};
+use super::shard::{Loan, Route, ShardMsg};
+use super::shared::BoxFuture;
 use super::store::Checked;
 use super::window::Policy;
 use crate::clock::SharedClock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimiterError {
-    /// The shard is restarting, or did not answer within the deadline.
+    /// The shard is restarting, or did not answer within the deadline, or its shared
+    /// backend's breaker is open.
     Unavailable,
+    /// The shared backend failed this check or did not answer within its timeout.
+    Backend,
+}
+
+/// A check's answer: at once (in memory, or refused without asking a backend that is
+/// down), or from the shared backend.
+pub enum Check {
+    Ready(Result<Checked, LimiterError>),
+    Pending(BoxFuture<Result<Checked, LimiterError>>),
+}
+
+/// How checks use the shared backend: their deadline, and the failures that open a
+/// shard's breaker.
+#[derive(Debug, Clone, Copy)]
+struct SharedChecks {
+    timeout: Duration,
+    threshold: u32,
 }
 
 /// A limiter key: who is asking (`client`) in which group of endpoints (`group`, the low
@@ -58,6 +77,7 @@ pub struct LimiterClient {
     loans: Vec<Loan>,
     timeout: Duration,
     clock: SharedClock,
+    shared: Option<SharedChecks>,
 }
 
 impl LimiterClient {
@@ -69,7 +89,22 @@ impl LimiterClient {
             loans,
             timeout,
             clock,
+            shared: None,
         }
+    }
+
+    /// Checks go to a shared backend, each bounded by `timeout`; `threshold` failures in a
+    /// row open a shard's breaker.
+    pub fn with_shared(mut self, timeout: Duration, threshold: u32) -> Self {
+        self.shared = Some(SharedChecks { timeout, threshold });
+        self
+    }
+
+    /// With a shared backend, whether every shard reaches it; `None` when the windows are
+    /// in memory.
+    pub fn shared_up(&self) -> Option<bool> {
+        self.shared?;
+        Some(self.loans.iter().all(|loan| loan.shared_up() == Some(true)))
     }
 
     pub fn shard_count(&self) -> usize {
@@ -82,30 +117,71 @@ impl LimiterClient {
         ((key >> 32) % self.shards.len() as u64) as usize
     }
 
-    async fn ask<T: Send + 'static>(
+    async fn ask(
         &self,
         shard: usize,
-        build: impl FnOnce(RpcReplyPort<T>) -> ShardMsg,
-    ) -> Result<T, LimiterError> {
+        build: impl FnOnce(RpcReplyPort<Option<usize>>) -> ShardMsg,
+    ) -> Result<usize, LimiterError> {
         let actor: ActorRef<ShardMsg> =
             self.shards[shard].get().ok_or(LimiterError::Unavailable)?;
         let (tx, rx) = ractor::concurrency::oneshot();
         actor
             .send_message(build(tx.into()))
             .map_err(|_| LimiterError::Unavailable)?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(value)) => Ok(value),
+        // A shared backend's own timeout bounds the shard's work; the reply waits for both.
+        let deadline = self.timeout + self.shared.map_or(Duration::ZERO, |s| s.timeout);
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(Some(value))) => Ok(value),
+            Ok(Ok(None)) => Err(LimiterError::Backend),
             _ => Err(LimiterError::Unavailable),
         }
     }
 
-    /// Counts a request of `key` under `policy` and decides it. Never waits for more than
-    /// the window arithmetic of another check on the same shard.
-    pub fn check(&self, key: u64, policy: Policy) -> Result<Checked, LimiterError> {
+    /// Counts a request of `key` under `policy` and decides it. In memory it never waits
+    /// for more than the window arithmetic of another check on the same shard; with a
+    /// shared backend it waits at most the backend timeout, and not at all while the
+    /// shard's breaker is open.
+    pub fn check(&self, key: u64, policy: Policy) -> Check {
         let now_ms = self.clock.now_ms();
-        self.loans[self.shard_of(key)]
-            .with(|windows| windows.check(key, policy, now_ms))
-            .ok_or(LimiterError::Unavailable)
+        match self.loans[self.shard_of(key)].route(key, policy, now_ms) {
+            None => Check::Ready(Err(LimiterError::Unavailable)),
+            Some(Route::Decided(checked)) => Check::Ready(Ok(checked)),
+            Some(Route::Shared(conn, breaker)) => {
+                let SharedChecks { timeout, threshold } = self.shared.unwrap_or(SharedChecks {
+                    timeout: self.timeout,
+                    threshold: 1,
+                });
+                Check::Pending(Box::pin(async move {
+                    match tokio::time::timeout(timeout, conn.check(key, policy)).await {
+                        Ok(Ok(decision)) => {
+                            breaker.succeeded();
+                            Ok(Checked {
+                                decision,
+                                tracked: true,
+                            })
+                        }
+                        failed => {
+                            let why = match failed {
+                                Ok(Err(err)) => err.0,
+                                _ => format!("no answer within {timeout:?}"),
+                            };
+                            if breaker.failed(threshold) {
+                                tracing::warn!(error = %why, "shared rate-limit windows failing; breaker open");
+                            }
+                            Err(LimiterError::Backend)
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    /// [`Self::check`], awaited.
+    pub async fn check_now(&self, key: u64, policy: Policy) -> Result<Checked, LimiterError> {
+        match self.check(key, policy) {
+            Check::Ready(result) => result,
+            Check::Pending(pending) => pending.await,
+        }
     }
 
     /// Clears the windows in `scope`; returns how many were cleared.
@@ -127,6 +203,12 @@ impl LimiterClient {
                         .await?;
                 }
             }
+            // The shared windows are one keyspace: one shard clears them for all.
+            scope if self.shared.is_some() => {
+                cleared += self
+                    .ask(0, |reply| ShardMsg::Reset { scope, reply })
+                    .await?;
+            }
             scope => {
                 for shard in 0..self.shards.len() {
                     let scope = scope.clone();
@@ -141,6 +223,9 @@ impl LimiterClient {
 
     /// Tracked keys across the shards that answered.
     pub async fn tracked_keys(&self) -> usize {
+        if self.shared.is_some() {
+            return self.ask(0, ShardMsg::Len).await.unwrap_or(0);
+        }
         let mut total = 0;
         for shard in 0..self.shards.len() {
             total += self.ask(shard, ShardMsg::Len).await.unwrap_or(0);

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod instants;
 pub mod shard;
+pub mod shared;
 pub mod store;
 pub mod window;
 
@@ -13,8 +14,9 @@ use std::sync::Arc;
 
 use herald_supervision::{Backoff, ChildSlot, ChildSpec, Intensity, Observer, SupervisorSpec};
 
-pub use client::{LimiterClient, LimiterError, ResetScope, key, key_of};
+pub use client::{Check, LimiterClient, LimiterError, ResetScope, key, key_of};
 pub use shard::Loan;
+pub use shared::{BoxFuture, BreakerPolicy, SharedBackend, SharedConfig, SharedWindows};
 pub use store::{AtCapacity, Checked};
 pub use window::{Decision, Policy};
 
@@ -32,6 +34,8 @@ pub struct LimiterConfig {
     pub clock: SharedClock,
     /// Told of every shard restart (metrics, error reports).
     pub observer: Option<Arc<dyn Observer>>,
+    /// Windows kept by a backend every replica shares, instead of in memory.
+    pub shared: Option<SharedConfig>,
 }
 
 /// The limiter's supervisor child spec and the client that talks to its shards.
@@ -39,7 +43,11 @@ pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
     let shards: Vec<(ChildSlot, Loan)> = (0..config.shards.max(1))
         .map(|_| (ChildSlot::default(), Loan::default()))
         .collect();
-    let client = LimiterClient::new(shards.clone(), config.check_timeout, config.clock.clone());
+    let mut client = LimiterClient::new(shards.clone(), config.check_timeout, config.clock.clone());
+    if let Some(shared) = &config.shared {
+        client = client.with_shared(shared.timeout, shared.breaker.threshold);
+    }
+    let shared = config.shared;
     let (clock, capacity, at_capacity) = (config.clock, config.keys_per_shard, config.at_capacity);
     let observer = config.observer;
     let child = ChildSpec::supervisor("rate_limiter", move || {
@@ -54,6 +62,7 @@ pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
                     capacity,
                     at_capacity,
                     loan: loan.clone(),
+                    shared: shared.clone(),
                 };
                 ChildSpec::actor(format!("shard-{i}"), shard, || ())
                     .backoff(Backoff::none())

@@ -10,6 +10,11 @@
 //! A loan is honoured only while the lending shard lives: a failed or stopped shard's
 //! store answers no check (the fail mode decides), and its successor starts with a
 //! fresh one.
+//!
+//! With a shared backend ([`super::shared`]) the shard lends a connection and its breaker
+//! instead of a store: it opens the connection when it starts, and while the breaker is open
+//! it probes with a fresh connection until the backend answers again. Its keys' windows then
+//! live in the backend and survive the shard.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +22,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 
 use super::client::ResetScope;
-use super::store::{AtCapacity, MemoryWindows, WindowStore};
+use super::shared::{Breaker, SharedConfig, SharedWindows};
+use super::store::{AtCapacity, Checked, MemoryWindows, WindowStore};
+use super::window::Policy;
 use crate::clock::SharedClock;
 
 /// How often a shard sweeps idle windows, and how many keys one sweep may examine.
@@ -25,13 +32,15 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const SWEEP_BUDGET: usize = 2_048;
 
 pub enum ShardMsg {
-    /// Forget the windows in `scope`.
+    /// Forget the windows in `scope`; `None` when the shared backend failed.
     Reset {
         scope: ResetScope,
-        reply: RpcReplyPort<usize>,
+        reply: RpcReplyPort<Option<usize>>,
     },
-    Len(RpcReplyPort<usize>),
+    Len(RpcReplyPort<Option<usize>>),
     Sweep,
+    /// With a shared backend: reconnect if the breaker is open.
+    Probe,
     /// Fails the shard on purpose (operations drills and tests).
     Crash,
 }
@@ -39,7 +48,27 @@ pub enum ShardMsg {
 /// The store a shard lends, and the shard that owns it.
 struct Lent {
     shard: ActorCell,
-    windows: Box<dyn WindowStore>,
+    windows: Windows,
+}
+
+enum Windows {
+    Memory(Box<dyn WindowStore>),
+    Shared {
+        /// `None` until the first connection succeeds.
+        conn: Option<Arc<dyn SharedWindows>>,
+        breaker: Arc<Breaker>,
+    },
+}
+
+/// The shared connection (`None` before the first) and the breaker a shard lends.
+type SharedLent = (Option<Arc<dyn SharedWindows>>, Arc<Breaker>);
+
+/// Where a check goes.
+pub enum Route {
+    /// Decided in memory, under the loan's lock.
+    Decided(Checked),
+    /// To be decided by the shared backend over this connection.
+    Shared(Arc<dyn SharedWindows>, Arc<Breaker>),
 }
 
 /// Where a shard lends its store: one lock, taken by each check for the window arithmetic
@@ -60,7 +89,41 @@ impl Loan {
         ) {
             return None;
         }
-        Some(f(lent.windows.as_mut()))
+        match &mut lent.windows {
+            Windows::Memory(windows) => Some(f(windows.as_mut())),
+            Windows::Shared { .. } => None,
+        }
+    }
+
+    /// Where a check of `key` goes: decided in memory at once, or the shared backend's
+    /// connection. `None` when the shard is not running or its breaker is open.
+    pub fn route(&self, key: u64, policy: Policy, now_ms: u64) -> Option<Route> {
+        let mut loan = self.0.lock().ok()?;
+        let lent = loan.as_mut()?;
+        if matches!(
+            lent.shard.get_status(),
+            ActorStatus::Stopping | ActorStatus::Stopped
+        ) {
+            return None;
+        }
+        match &mut lent.windows {
+            Windows::Memory(windows) => Some(Route::Decided(windows.check(key, policy, now_ms))),
+            Windows::Shared { conn, breaker } => {
+                if breaker.is_open() {
+                    return None;
+                }
+                Some(Route::Shared(conn.clone()?, breaker.clone()))
+            }
+        }
+    }
+
+    /// With a shared backend, whether its breaker is closed; `None` in memory.
+    pub fn shared_up(&self) -> Option<bool> {
+        let loan = self.0.lock().ok()?;
+        match &loan.as_ref()?.windows {
+            Windows::Memory(_) => None,
+            Windows::Shared { conn, breaker } => Some(conn.is_some() && !breaker.is_open()),
+        }
     }
 
     /// The owning shard's own use of its store.
@@ -72,11 +135,36 @@ impl Loan {
             .lock()
             .map_err(|_| "window store poisoned by a panic")?;
         let lent = loan.as_mut().ok_or("window store not lent")?;
-        Ok(f(lent.windows.as_mut()))
+        match &mut lent.windows {
+            Windows::Memory(windows) => Ok(f(windows.as_mut())),
+            Windows::Shared { .. } => Err("no window store in memory".into()),
+        }
+    }
+
+    /// The shared connection and breaker this shard lends.
+    fn shared(&self) -> Option<SharedLent> {
+        let loan = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &loan.as_ref()?.windows {
+            Windows::Shared { conn, breaker } => Some((conn.clone(), breaker.clone())),
+            Windows::Memory(_) => None,
+        }
+    }
+
+    /// Replaces the shared connection (after a successful probe).
+    fn reconnected(&self, fresh: Arc<dyn SharedWindows>) {
+        let mut loan = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Lent {
+            windows: Windows::Shared { conn, breaker },
+            ..
+        }) = loan.as_mut()
+        {
+            *conn = Some(fresh);
+            breaker.close();
+        }
     }
 
     /// Lends a fresh store, replacing whatever a failed predecessor left.
-    fn lend(&self, shard: ActorCell, windows: Box<dyn WindowStore>) {
+    fn lend(&self, shard: ActorCell, windows: Windows) {
         self.0.clear_poison();
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Lent { shard, windows });
     }
@@ -89,6 +177,8 @@ pub struct Shard {
     pub at_capacity: AtCapacity,
     /// Where this shard lends its store to the checking tasks.
     pub loan: Loan,
+    /// Windows kept by a shared backend instead of this process.
+    pub shared: Option<SharedConfig>,
 }
 
 pub struct ShardState {
@@ -105,10 +195,29 @@ impl Actor for Shard {
         myself: ActorRef<ShardMsg>,
         _: (),
     ) -> Result<ShardState, ActorProcessingErr> {
+        if let Some(shared) = &self.shared {
+            // Open until the first connection answers; the probe runs at once and then on
+            // its timer, so start-up never waits on the backend.
+            let breaker = Arc::new(Breaker::default());
+            breaker.trip();
+            self.loan.lend(
+                myself.get_cell(),
+                Windows::Shared {
+                    conn: None,
+                    breaker,
+                },
+            );
+            let _ = myself.send_message(ShardMsg::Probe);
+            let prober = myself.send_interval(shared.breaker.probe_every, || ShardMsg::Probe);
+            return Ok(ShardState {
+                sweeper: Some(prober),
+            });
+        }
         let sweeper = myself.send_interval(SWEEP_EVERY, || ShardMsg::Sweep);
         let windows = MemoryWindows::new(self.capacity, self.at_capacity, self.clock.now_ms());
         // Honoured from here until ractor marks this shard stopping (failed or stopped).
-        self.loan.lend(myself.get_cell(), Box::new(windows));
+        self.loan
+            .lend(myself.get_cell(), Windows::Memory(Box::new(windows)));
         Ok(ShardState {
             sweeper: Some(sweeper),
         })
@@ -131,6 +240,9 @@ impl Actor for Shard {
         message: ShardMsg,
         _: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(shared) = &self.shared {
+            return self.handle_shared(shared, message).await;
+        }
         match message {
             ShardMsg::Reset { scope, reply } => {
                 let cleared = self.loan.owner(|windows| match scope {
@@ -140,16 +252,71 @@ impl Actor for Shard {
                     }
                     ResetScope::Keys(keys) => windows.reset(Some(&|k| keys.contains(&k))),
                 })?;
-                let _ = reply.send(cleared);
+                let _ = reply.send(Some(cleared));
             }
             ShardMsg::Len(reply) => {
-                let _ = reply.send(self.loan.owner(|windows| windows.len())?);
+                let _ = reply.send(Some(self.loan.owner(|windows| windows.len())?));
             }
             ShardMsg::Sweep => {
                 let now_ms = self.clock.now_ms();
                 self.loan
                     .owner(|windows| windows.sweep(now_ms, SWEEP_BUDGET))?;
             }
+            ShardMsg::Probe => {}
+            ShardMsg::Crash => return Err("shard crash requested".into()),
+        }
+        Ok(())
+    }
+}
+
+impl Shard {
+    /// A shard over a shared backend: resets and counts go to the backend (bounded by its
+    /// timeout); probes reconnect while the breaker is open. The backend failing never
+    /// fails the shard: the breaker and the caller's fail mode handle it.
+    async fn handle_shared(
+        &self,
+        shared: &SharedConfig,
+        message: ShardMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some((conn, breaker)) = self.loan.shared() else {
+            return Err("shared windows not lent".into());
+        };
+        let timeout = shared.timeout;
+        match message {
+            ShardMsg::Probe => {
+                if conn.is_some() && !breaker.is_open() {
+                    return Ok(());
+                }
+                match tokio::time::timeout(timeout, shared.backend.connect()).await {
+                    Ok(Ok(fresh)) => {
+                        self.loan.reconnected(fresh);
+                        tracing::info!("shared rate-limit windows reachable");
+                    }
+                    Ok(Err(err)) => tracing::debug!(error = %err, "shared windows probe failed"),
+                    Err(_) => tracing::debug!("shared windows probe timed out"),
+                }
+            }
+            ShardMsg::Reset { scope, reply } => {
+                let cleared = match conn {
+                    Some(conn) => match tokio::time::timeout(timeout, conn.reset(scope)).await {
+                        Ok(Ok(cleared)) => Some(cleared),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let _ = reply.send(cleared);
+            }
+            ShardMsg::Len(reply) => {
+                let count = match conn {
+                    Some(conn) => tokio::time::timeout(timeout, conn.tracked())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    None => None,
+                };
+                let _ = reply.send(count);
+            }
+            ShardMsg::Sweep => {}
             ShardMsg::Crash => return Err("shard crash requested".into()),
         }
         Ok(())
@@ -172,6 +339,7 @@ mod tests {
             capacity: 10,
             at_capacity: AtCapacity::Admit,
             loan: loan.clone(),
+            shared: None,
         };
         let (actor, join) = Actor::spawn(None, shard, ()).await.unwrap();
         let policy = Policy::per_seconds(1, 60);

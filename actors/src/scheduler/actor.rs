@@ -1,7 +1,8 @@
 //! The scheduler actor: sleeps until each job's next occurrence (a timer, not a polling
 //! loop), starts it through the occurrence ledger so it runs once across processes, runs
-//! it in its own task with a lease heartbeat, and records the outcome. A job that fails or
-//! panics is recorded as failed and the schedule goes on.
+//! it in its own task with a lease heartbeat, and records the outcome ([`super::run`], the
+//! same path the CLI takes). A job that fails or panics is recorded as failed and the
+//! schedule goes on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::calendar::{MissedPolicy, Schedule, catch_up};
-use super::port::{RunOutcome, SchedulerPort};
+use super::port::SchedulerPort;
 use crate::clock::SharedClock;
 use crate::port::PortError;
 
@@ -161,33 +162,7 @@ impl<P: SchedulerPort> Scheduler<P> {
             run_id.clone(),
         );
         tokio::spawn(async move {
-            let heartbeat = {
-                let (port, clock, id) = (port.clone(), clock.clone(), id.clone());
-                tokio::spawn(async move {
-                    let every =
-                        Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1_000).max(10));
-                    loop {
-                        tokio::time::sleep(every).await;
-                        let until = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX) + lease_ms;
-                        let _ = port.renew(&id, until).await;
-                    }
-                })
-            };
-            // A panicking job is caught here, so it is recorded like any other failure.
-            let body = {
-                let (port, name) = (port.clone(), name.clone());
-                tokio::spawn(async move { port.run(&name, scheduled_for).await })
-            };
-            let outcome = match body.await {
-                Ok(Ok(stats)) => RunOutcome::Succeeded(stats),
-                Ok(Err(error)) => RunOutcome::Failed(error),
-                Err(join) => RunOutcome::Failed(format!("the job panicked: {join}")),
-            };
-            heartbeat.abort();
-            let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
-            if let Err(err) = port.finish(&name, &id, &outcome, now).await {
-                tracing::error!(job = %name, error = %err, "could not record the end of a job run");
-            }
+            super::run::run_started(port, clock, lease_ms, name, id, scheduled_for).await;
             let _ = myself.send_message(SchedulerMsg::Finished { job });
         });
         Ok(run_id)

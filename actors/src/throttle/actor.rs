@@ -4,6 +4,10 @@
 //! It caches the recent sends of the recipients it has seen; the database holds the truth.
 //! Every decision is committed through the port before the reply, and after a restart the
 //! cache is rebuilt from the database on first use.
+//!
+//! When other processes share the database ([`ThrottlePort::shared`], PostgreSQL with
+//! several replicas) the cache could be stale: then each decision is taken by the port in
+//! one transaction serialised per recipient in the database, and the actor keeps nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,22 +15,11 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::port::{LedgerState, SendRequest, ThrottlePort, Verdict};
+pub use super::rules::Admission;
 use super::rules::{self, ThrottleRule};
 use crate::clock::SharedClock;
 use crate::email::{Email, EmailType};
 use crate::port::PortError;
-
-/// The outcome of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    Queued,
-    Duplicate,
-    Suppressed,
-    Throttled {
-        retry_after_ms: i64,
-        rule: ThrottleRule,
-    },
-}
 
 /// The throttle state of one recipient and type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,12 +166,7 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             .sends_with(state, &request.email, request.email_type, now, lookup.sends)
             .await?;
         if let Err(retry_after_ms) = rules::check(sends, now, rule) {
-            let reason = format!(
-                "{} of {} in {} used",
-                sends.len(),
-                rule.limit,
-                rule.window_text()
-            );
+            let reason = rules::throttled_reason(sends.len(), rule);
             self.port
                 .record(&request, &Verdict::Throttled { reason }, now)
                 .await?;
@@ -194,6 +182,51 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             .committing
             .insert(request.idempotency_key.clone(), (request, 0));
         Ok(Admission::Queued)
+    }
+}
+
+impl<P: ThrottlePort> EmailThrottle<P> {
+    /// Several processes share the database: every question goes to it. Decisions run in
+    /// tasks of their own, so recipients do not wait for one another; the database
+    /// serialises the decisions about one recipient.
+    async fn handle_shared(&self, message: ThrottleMsg) -> Result<(), ActorProcessingErr> {
+        match message {
+            ThrottleMsg::Admit(request, reply) => {
+                let (port, rule, now) =
+                    (self.port.clone(), self.rule(request.email_type), self.now());
+                tokio::spawn(async move {
+                    let _ = reply.send(port.decide(&request, rule, now).await);
+                });
+            }
+            ThrottleMsg::State(email, reply) => {
+                let now = self.now();
+                let mut out = Vec::new();
+                for email_type in [EmailType::SessionReport, EmailType::WeeklyDigest] {
+                    let rule = self.rule(email_type);
+                    match self
+                        .port
+                        .sends_since(&email, email_type, now - rule.window_ms)
+                        .await
+                    {
+                        Ok(sends) => out.push(TypeState {
+                            email_type,
+                            rule,
+                            sends: rules::in_window(&sends, now, rule).to_vec(),
+                        }),
+                        Err(err) => {
+                            let _ = reply.send(Err(err));
+                            return Ok(());
+                        }
+                    }
+                }
+                let _ = reply.send(Ok(out));
+            }
+            ThrottleMsg::Reset(email, email_type, reply) => {
+                let _ = reply.send(self.port.reset(&email, email_type).await);
+            }
+            ThrottleMsg::Committed { .. } => {}
+        }
+        Ok(())
     }
 }
 
@@ -219,6 +252,9 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
         message: ThrottleMsg,
         state: &mut ThrottleState,
     ) -> Result<(), ActorProcessingErr> {
+        if self.port.shared() {
+            return self.handle_shared(message).await;
+        }
         match message {
             ThrottleMsg::Admit(request, reply) => {
                 let result = self.admit(state, request.clone()).await;

@@ -9,7 +9,7 @@ pub mod rules;
 pub use actor::{Admission, EmailThrottle, ThrottleMsg, TypeState};
 pub use client::{ThrottleClient, ThrottleError};
 pub use port::{LedgerState, Lookup, SendRequest, ThrottlePort, Verdict};
-pub use rules::ThrottleRule;
+pub use rules::{ThrottleRule, throttled_reason};
 
 use std::sync::Arc;
 use std::time::Duration;

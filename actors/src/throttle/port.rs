@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use super::rules::{Admission, ThrottleRule};
 use crate::email::{Email, EmailType};
 use crate::port::PortError;
 
@@ -47,6 +48,22 @@ pub enum Verdict {
 }
 
 pub trait ThrottlePort: Send + Sync + 'static {
+    /// Whether other processes decide over the same database (PostgreSQL, several
+    /// replicas): then what an actor caches may be stale, and every request is decided by
+    /// [`ThrottlePort::decide`] instead.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Decides `request` in the database, in one transaction that holds a lock on the
+    /// recipient: the ledger (duplicate), the preference, the window under `rule` (with
+    /// [`super::rules::check`]), and the write of the outcome. Decisions about one
+    /// recipient are so serialised across processes.
+    fn decide(
+        &self,
+        request: &SendRequest,
+        rule: ThrottleRule,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Admission, PortError>> + Send;
     /// The ledger and preference for `request`, and, given `sends_since`, the recipient's
     /// sends of its type at or after that instant: one read.
     fn lookup(

@@ -23,6 +23,23 @@ impl ThrottleRule {
     }
 }
 
+/// The outcome of a request to send an email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Queued,
+    Duplicate,
+    Suppressed,
+    Throttled {
+        retry_after_ms: i64,
+        rule: ThrottleRule,
+    },
+}
+
+/// The ledger's reason for a throttled request, `used` sends being inside the window.
+pub fn throttled_reason(used: usize, rule: ThrottleRule) -> String {
+    format!("{used} of {} in {} used", rule.limit, rule.window_text())
+}
+
 /// The sends (oldest first) still inside the window at `now`.
 pub fn in_window(sends: &[i64], now: i64, rule: ThrottleRule) -> &[i64] {
     let first = sends.partition_point(|&t| t + rule.window_ms <= now);

@@ -38,6 +38,10 @@ pub struct Health {
     /// `ok` or `error`.
     pub db: &'static str,
     pub db_latency_ms: Option<f64>,
+    /// With `REDIS_URL`: `ok`, or `error` while the shared rate-limit windows are
+    /// unreachable (the fail mode applies). Absent when the windows are in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
     /// The configured email provider.
     pub email: &'static str,
     /// The job scheduler: `ok` or `down`.
@@ -114,11 +118,13 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let applied = checks.migrations_applied.unwrap_or(0);
     let db_ok = checks.db_latency.is_some();
     let actors_ok = checks.actors_down.is_empty();
-    let healthy = db_ok && actors_ok && applied == expected;
+    let redis_up = state.limiter.shared_up();
+    let healthy = db_ok && actors_ok && applied == expected && redis_up != Some(false);
     let body = Health {
         status: if healthy { "ok" } else { "degraded" },
         db: if db_ok { "ok" } else { "error" },
         db_latency_ms: checks.db_latency.map(|d| d.as_secs_f64() * 1000.0),
+        redis: redis_up.map(|up| if up { "ok" } else { "error" }),
         email: state.config.email.provider.as_str(),
         scheduler: if state.scheduler.is_running() {
             "ok"
