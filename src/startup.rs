@@ -130,7 +130,7 @@ impl Application {
                 clock: clock.clone(),
                 config: DispatcherConfig {
                     concurrency: delivery.concurrency,
-                    lease_ms: crate::config::OUTBOX_LEASE.as_millis() as i64,
+                    lease_ms: delivery.outbox_lease.as_millis() as i64,
                     poll_every: delivery.poll_interval,
                     retry: RetryPolicy {
                         max_attempts: delivery.max_attempts,

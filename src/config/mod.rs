@@ -101,8 +101,11 @@ pub struct DeliveryConfig {
     /// How long sends pause after the mail server is found unreachable.
     pub breaker_cooldown: Duration,
     /// The longest one SMTP attempt may take, connecting included; at most half of
-    /// [`OUTBOX_LEASE`].
+    /// `outbox_lease`.
     pub smtp_timeout: Duration,
+    /// How long a claimed outbox row is the claimer's (default [`OUTBOX_LEASE`]): after a
+    /// replica dies, the emails it had claimed wait this long before another sends them.
+    pub outbox_lease: Duration,
 }
 
 /// How long a claimed outbox row is the claimer's. A row starts sending only while more than
@@ -443,6 +446,11 @@ impl Config {
                 10u64,
                 "whole seconds",
             )),
+            outbox_lease: Duration::from_secs(r.parse(
+                "EMAIL_OUTBOX_LEASE_SECONDS",
+                OUTBOX_LEASE.as_secs(),
+                "whole seconds",
+            )),
         };
         for (name, zero) in [
             ("SESSION_REPORT_LIMIT", delivery.session_reports_limit == 0),
@@ -464,10 +472,13 @@ impl Config {
                 r.problems.push(format!("{name}: must be at least 1"));
             }
         }
-        if delivery.smtp_timeout > OUTBOX_LEASE / 2 {
+        if delivery.outbox_lease < Duration::from_secs(2) {
+            r.problems
+                .push("EMAIL_OUTBOX_LEASE_SECONDS: must be at least 2".to_owned());
+        } else if delivery.smtp_timeout > delivery.outbox_lease / 2 {
             r.problems.push(format!(
                 "SMTP_TIMEOUT_SECONDS: at most {} (an attempt must end while its outbox lease holds)",
-                (OUTBOX_LEASE / 2).as_secs()
+                (delivery.outbox_lease / 2).as_secs()
             ));
         }
         let email = EmailConfig {

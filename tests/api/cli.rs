@@ -292,3 +292,53 @@ impl OutputRef for std::process::Child {
         out
     }
 }
+
+#[test]
+fn a_second_serve_on_one_sqlite_file_refuses_to_start_while_jobs_still_run_beside_it() {
+    let first = start_binary(&[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut second = herald()
+        .env("PORT", port.to_string())
+        .env("DATABASE_URL", first.database_url())
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second herald serve kept running on the same SQLite file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another herald is already serving") && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+
+    let job = herald()
+        .args(["jobs", "run", "purge_old"])
+        .env("DATABASE_URL", first.database_url())
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .output()
+        .unwrap();
+    assert!(
+        job.status.success(),
+        "{}",
+        String::from_utf8_lossy(&job.stderr)
+    );
+}

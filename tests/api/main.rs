@@ -12,6 +12,7 @@ mod health;
 mod jobs;
 mod observability;
 mod rate_limit;
+mod replicas;
 mod runbook;
 mod sessions;
 mod smtp;

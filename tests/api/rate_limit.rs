@@ -465,3 +465,129 @@ async fn a_check_no_shard_answers_fails_open_or_closed_at_once_and_is_counted() 
         );
     }
 }
+
+/// A `redis-server` of the test's own on a free port, so stopping it leaves the machine's
+/// Redis alone.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn redis_health(app: &TestApp) -> String {
+    let body: serde_json::Value = app.health().await.json().await.unwrap();
+    body["redis"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn wait_for_redis(app: &TestApp, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while redis_health(app).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health never said redis: {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_flowing_while_redis_is_down_and_the_shared_limit_returns_with_it() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but redis-server is not installed"
+        );
+        eprintln!("skipped rate_limit::redis outage: redis-server not installed");
+        return;
+    }
+    let port = crate::replicas::free_port();
+    let mut redis = OwnRedis::start(port);
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        |vars| {
+            for (k, v) in [
+                ("REDIS_URL", format!("redis://127.0.0.1:{port}")),
+                ("RATE_LIMIT_MAX_REQUESTS", "5".to_owned()),
+                ("RATE_LIMIT_FAIL_MODE", "open".to_owned()),
+                ("RATE_LIMIT_REDIS_TIMEOUT_MS", "50".to_owned()),
+            ] {
+                vars.insert(k.to_owned(), v);
+            }
+        },
+        None,
+    )
+    .await;
+    wait_for_redis(&app, "ok").await;
+    let limited = async || {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(app.dashboard().await.status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(limited().await, [200, 200, 200, 200, 200, 429]);
+
+    redis.stop();
+    // Every request is answered within the timeout, the fail mode (open) applied.
+    for i in 0..30 {
+        let started = std::time::Instant::now();
+        let response = app.dashboard().await;
+        let took = started.elapsed();
+        assert_eq!(response.status(), 200, "request {i} while Redis is down");
+        assert!(
+            took < Duration::from_millis(750),
+            "request {i} took {took:?}"
+        );
+    }
+    wait_for_redis(&app, "error").await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("rate_limit_backend_errors_total"),
+        "backend errors are counted"
+    );
+
+    // Redis comes back (empty: it kept nothing): herald returns to it by itself and the
+    // shared limit holds again.
+    let _back = OwnRedis::start(redis.port);
+    wait_for_redis(&app, "ok").await;
+    assert_eq!(limited().await, [200, 200, 200, 200, 200, 429]);
+}

@@ -1,0 +1,470 @@
+//! Several herald processes on one PostgreSQL database and one Redis: every guarantee holds
+//! across them. Each test starts the real binary three times on loopback ports. Skipped,
+//! with a note, without PostgreSQL or Redis outside CI; in CI they must run.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{API_KEY, Backend, TestDatabase, postgres_available};
+use crate::smtp::SmtpServer;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Whether the machine's Redis answers; in CI it must.
+pub fn redis_available(test: &str) -> bool {
+    let ok = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but Redis is not reachable at 127.0.0.1:6379"
+        );
+        eprintln!("skipped replicas::{test}: Redis not reachable at 127.0.0.1:6379");
+    }
+    ok
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One herald process; killed when dropped.
+pub struct Replica {
+    child: Child,
+    pub base: String,
+}
+
+impl Replica {
+    /// Starts `herald serve` on a free port with `vars`, and waits until it is ready.
+    pub async fn start(vars: &HashMap<String, String>) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("API_ACCESS_KEY", API_KEY)
+            .env("SECRET_KEY", "replica-test-secret")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("herald starts");
+        let replica = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", replica.base))
+                .send()
+                .await
+                && r.status() == 200
+            {
+                return replica;
+            }
+            assert!(Instant::now() < deadline, "a replica did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no clean-up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The settings every replica of one test shares: the database, Redis under a prefix of
+/// the test's own, and quick policy reloads.
+fn shared_vars(db: &TestDatabase) -> HashMap<String, String> {
+    let prefix = format!("herald-test-{}:", uuid::Uuid::new_v4().simple());
+    [
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", REDIS_URL),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("POLICY_REFRESH_MS", "200"),
+        ("RATE_LIMIT_FAIL_MODE", "closed"),
+        ("RATE_LIMIT_REDIS_TIMEOUT_MS", "1000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Three replicas on one fresh PostgreSQL database; the first migrates it alone.
+async fn three(vars: &HashMap<String, String>) -> Vec<Replica> {
+    let first = Replica::start(vars).await;
+    let (b, c) = tokio::join!(Replica::start(vars), Replica::start(vars));
+    vec![first, b, c]
+}
+
+async fn ready(test: &str) -> bool {
+    postgres_available(test).await && redis_available(test)
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_requests_over_three_replicas_share_one_window() {
+    if !ready("one_clients_requests_over_three_replicas_share_one_window").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let replicas = three(&shared_vars(&db)).await;
+    let client = reqwest::Client::new();
+    let get = |i: usize| {
+        client
+            .get(format!("{}/api/v1/stats/dashboard", replicas[i % 3].base))
+            .send()
+    };
+    let started = Instant::now();
+    for i in 0..20 {
+        let response = get(i).await.unwrap();
+        assert_eq!(response.status(), 200, "request {i} on replica {}", i % 3);
+    }
+    let refused = get(20).await.unwrap();
+    assert_eq!(refused.status(), 429, "the 21st of 20 per 60 s");
+    // What one process would say: the first admission leaves the window 60 s after it.
+    let waited = started.elapsed().as_secs();
+    let after = retry_after(&refused);
+    assert!(
+        (60 - waited - 1..=60).contains(&after),
+        "Retry-After {after} after {waited} s"
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(body["retry_after"], after);
+    for i in 0..3 {
+        assert_eq!(get(i).await.unwrap().status(), 429, "replica {i} agrees");
+    }
+
+    // A reset on one replica clears the shared window for all.
+    let reset = client
+        .post(format!("{}/admin/rate_limits/reset", replicas[1].base))
+        .header("X-API-Key", API_KEY)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    assert_eq!(get(2).await.unwrap().status(), 200);
+
+    // A policy changed on one replica is in force on the others within the refresh time.
+    let changed = Instant::now();
+    let put = client
+        .put(format!("{}/api/v1/ops/rate_limits", replicas[0].base))
+        .header("X-API-Key", API_KEY)
+        .json(&serde_json::json!({"stats": {"max_requests": 7, "window_seconds": 30}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    loop {
+        let response = get(2).await.unwrap();
+        if response.headers()["ratelimit-policy"] == "\"stats\";q=7;w=30" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "replica 2 still serves the old policy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "policy change seen by another replica after {} ms",
+        changed.elapsed().as_millis()
+    );
+}
+
+/// Starts a session for `parent` on `base`; returns its id and access token.
+async fn start_session(client: &reqwest::Client, base: &str, parent: &str) -> (String, String) {
+    let started: serde_json::Value = client
+        .post(format!("{base}/api/v1/sessions/start"))
+        .json(&serde_json::json!({"parent_email": parent, "learner_name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        started["session_id"].as_str().unwrap().to_owned(),
+        started["session_access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn complete(
+    client: &reqwest::Client,
+    base: &str,
+    (id, token): &(String, String),
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(format!("{base}/api/v1/sessions/{id}/complete"))
+        .header("X-Session-Access-Token", token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_email_throttle_is_exact_across_replicas() {
+    if !ready("the_email_throttle_is_exact_across_replicas").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let replicas = three(&shared_vars(&db)).await;
+    let client = reqwest::Client::new();
+    let parent = "new.parent@example.com";
+
+    // Six sessions of one new parent, completed at once over the three replicas.
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        sessions.push(start_session(&client, &replicas[i % 3].base, parent).await);
+    }
+    let outcomes = futures_util::future::join_all(
+        sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| complete(&client, &replicas[i % 3].base, s)),
+    )
+    .await;
+    let queued = outcomes
+        .iter()
+        .filter(|(status, body)| *status == 200 && body["report_email"] == "queued")
+        .count();
+    let refused: Vec<_> = outcomes
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert_eq!((queued, refused.len()), (5, 1), "{outcomes:?}");
+    assert_eq!(refused[0].1["limit"], 5);
+
+    // A reset on one replica is honoured by another at once.
+    let reset = client
+        .delete(format!("{}/admin/throttles/{parent}", replicas[0].base))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    let again = start_session(&client, &replicas[2].base, parent).await;
+    let (status, body) = complete(&client, &replicas[2].base, &again).await;
+    assert_eq!(
+        (status, body["report_email"].as_str()),
+        (200, Some("queued"))
+    );
+
+    // Fifty identical completions of one session over the three replicas: one email.
+    let other = "identical@example.com";
+    let session = start_session(&client, &replicas[1].base, other).await;
+    let outcomes = futures_util::future::join_all(
+        (0..50).map(|i| complete(&client, &replicas[i % 3].base, &session)),
+    )
+    .await;
+    assert!(
+        outcomes.iter().all(|(status, _)| *status == 200),
+        "{outcomes:?}"
+    );
+    let queued = outcomes
+        .iter()
+        .filter(|(_, body)| body["report_email"] == "queued")
+        .count();
+    assert_eq!(queued, 1, "{outcomes:?}");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let (rows, slots): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM email_send_logs WHERE email = $1), \
+                (SELECT COUNT(*) FROM email_throttles WHERE email = $1)",
+    )
+    .bind(other)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((rows, slots), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occurrence_triggered_on_every_replica_runs_once() {
+    if !ready("an_occurrence_triggered_on_every_replica_runs_once").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let replicas = three(&shared_vars(&db)).await;
+    let client = reqwest::Client::new();
+    let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
+        client
+            .post(format!("{}/admin/jobs/weekly_digest/run", replica.base))
+            .header("X-API-Key", API_KEY)
+            .json(&serde_json::json!({"start_date": "2026-11-02"}))
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [202, 409].contains(s)),
+        "{statuses:?}"
+    );
+}
+
+/// Sends report emails through three replicas to one SMTP server taking ~5 ms a message,
+/// SIGKILLs one replica midway when `kill` is set, and counts what arrived as a
+/// total-queue checker does: none lost, and no duplicate unless it carries the same
+/// Message-ID (a message in flight at the kill).
+async fn deliver_over_three(total: usize, kill: bool) {
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let smtp = SmtpServer::start().await;
+    smtp.slow(5);
+    let mut vars = shared_vars(&db);
+    let mut smtp_vars = HashMap::new();
+    smtp.configure(&mut smtp_vars);
+    vars.extend(smtp_vars);
+    for (k, v) in [
+        ("SESSION_REPORT_LIMIT", "1000000"),
+        ("EMAIL_OUTBOX_LEASE_SECONDS", "6"),
+        ("SMTP_TIMEOUT_SECONDS", "3"),
+        ("EMAIL_SEND_CONCURRENCY", "8"),
+    ] {
+        vars.insert(k.to_owned(), v.to_owned());
+    }
+    let mut replicas = three(&vars).await;
+    let client = reqwest::Client::new();
+    let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    // Queued in parallel, 16 at a time, round robin over the replicas.
+    let mut queued = 0;
+    let mut killed = false;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(16) {
+        // Once one is killed, only the survivors take completions.
+        let live = if killed { &bases[1..] } else { &bases[..] };
+        let outcomes = futures_util::future::join_all(chunk.iter().map(|i| {
+            let (client, base) = (&client, &live[i % live.len()]);
+            async move {
+                let parent = format!("parent{i}@example.com");
+                let session = start_session(client, base, &parent).await;
+                complete(client, base, &session).await
+            }
+        }))
+        .await;
+        for (status, body) in &outcomes {
+            // A completion sent to the replica just killed may fail; the others queue.
+            if *status == 200 && body["report_email"] == "queued" {
+                queued += 1;
+            }
+        }
+        if kill && !killed && smtp.received().len() > total / 4 {
+            replicas[0].kill();
+            killed = true;
+        }
+    }
+    assert!(!kill || killed, "the kill happened while sending");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ids: HashSet<String> = smtp.received().iter().map(message_id).collect();
+        if ids.len() >= queued {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {queued} distinct messages arrived",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Anything still in flight lands; then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = smtp.received();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for message in &received {
+        *per_id.entry(message_id(message)).or_default() += 1;
+    }
+    let duplicated: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(
+        per_id.len(),
+        queued,
+        "every queued email arrived, once per id"
+    );
+    if kill {
+        // Only what the killed replica had in flight may go twice: at most its
+        // concurrency.
+        assert!(duplicated.len() <= 8, "{} duplicated", duplicated.len());
+    } else {
+        assert!(duplicated.is_empty(), "{duplicated:?}");
+    }
+    eprintln!(
+        "{queued} queued, {} received, {} distinct, {} sent twice (kill: {kill})",
+        received.len(),
+        per_id.len(),
+        duplicated.len()
+    );
+    drop(replicas);
+}
+
+fn message_id(message: &crate::smtp::Received) -> String {
+    let parsed = mailparse::parse_mail(&message.data).expect("a parsable message");
+    parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key().eq_ignore_ascii_case("Message-ID"))
+        .expect("a Message-ID")
+        .get_value()
+}
+
+/// How many emails the delivery tests send (2,000 by default; `HERALD_REPLICA_EMAILS`).
+fn emails() -> usize {
+    std::env::var("HERALD_REPLICA_EMAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_deliver_every_email_once() {
+    if !ready("three_replicas_deliver_every_email_once").await {
+        return;
+    }
+    deliver_over_three(emails(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_send_loses_nothing() {
+    if !ready("a_replica_killed_mid_send_loses_nothing").await {
+        return;
+    }
+    deliver_over_three(emails(), true).await;
+}
