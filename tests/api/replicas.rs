@@ -119,6 +119,7 @@ async fn three(vars: &HashMap<String, String>) -> Vec<Replica> {
 }
 
 async fn ready(test: &str) -> bool {
+    herald::install_tls_provider();
     postgres_available(test).await && redis_available(test)
 }
 
@@ -357,13 +358,16 @@ async fn deliver_over_three(total: usize, kill: bool) {
     vars.extend(smtp_vars);
     for (k, v) in [
         ("SESSION_REPORT_LIMIT", "1000000"),
-        ("EMAIL_OUTBOX_LEASE_SECONDS", "6"),
-        ("SMTP_TIMEOUT_SECONDS", "3"),
+        // Short enough that the killed replica's emails are taken over within the test,
+        // long enough that a loaded machine's attempts end inside their lease.
+        ("EMAIL_OUTBOX_LEASE_SECONDS", "20"),
+        ("SMTP_TIMEOUT_SECONDS", "5"),
         ("EMAIL_SEND_CONCURRENCY", "8"),
     ] {
         vars.insert(k.to_owned(), v.to_owned());
     }
     let mut replicas = three(&vars).await;
+    let started = Instant::now();
     let client = reqwest::Client::new();
     let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
     // Queued in parallel, 16 at a time, round robin over the replicas.
@@ -427,10 +431,11 @@ async fn deliver_over_three(total: usize, kill: bool) {
         assert!(duplicated.is_empty(), "{duplicated:?}");
     }
     eprintln!(
-        "{queued} queued, {} received, {} distinct, {} sent twice (kill: {kill})",
+        "{queued} queued, {} received, {} distinct, {} sent twice (kill: {kill}) in {:.1} s",
         received.len(),
         per_id.len(),
-        duplicated.len()
+        duplicated.len(),
+        started.elapsed().as_secs_f64()
     );
     drop(replicas);
 }
@@ -453,18 +458,13 @@ fn emails() -> usize {
         .unwrap_or(2_000)
 }
 
+/// One test, two runs one after the other: three replicas on a 2-core machine already
+/// contend for it, and six would turn the leases' margins into the thing measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_deliver_every_email_once() {
-    if !ready("three_replicas_deliver_every_email_once").await {
+async fn three_replicas_deliver_every_email_once_even_when_one_is_killed() {
+    if !ready("three_replicas_deliver_every_email_once_even_when_one_is_killed").await {
         return;
     }
     deliver_over_three(emails(), false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_replica_killed_mid_send_loses_nothing() {
-    if !ready("a_replica_killed_mid_send_loses_nothing").await {
-        return;
-    }
     deliver_over_three(emails(), true).await;
 }
