@@ -154,19 +154,36 @@ async fn layer() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `BENCH_REDIS_URL` keeps the windows in that Redis (under a prefix of this run's own).
 async fn bench_app(port: u16, dir: &std::path::Path) -> Application {
-    common::build(&[
-        ("PORT", port.to_string()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/herald.db", dir.display()),
-        ),
-        ("TRUSTED_PROXIES", "127.0.0.1".into()),
-        (
-            "RATE_LIMIT_MAX_REQUESTS",
-            std::env::var("BENCH_MAX_REQUESTS").unwrap_or_else(|_| "1000000".into()),
-        ),
-    ])
+    let mut redis = Vec::new();
+    if let Ok(url) = std::env::var("BENCH_REDIS_URL") {
+        redis.push(("REDIS_URL", url));
+        redis.push((
+            "REDIS_KEY_PREFIX",
+            format!("herald-bench-{}:", std::process::id()),
+        ));
+        // Generous, so an overloaded machine measures waiting, not failing open.
+        redis.push(("RATE_LIMIT_REDIS_TIMEOUT_MS", "2000".into()));
+    }
+    common::build(
+        &[
+            redis,
+            vec![
+                ("PORT", port.to_string()),
+                (
+                    "DATABASE_URL",
+                    format!("sqlite://{}/herald.db", dir.display()),
+                ),
+                ("TRUSTED_PROXIES", "127.0.0.1".into()),
+                (
+                    "RATE_LIMIT_MAX_REQUESTS",
+                    std::env::var("BENCH_MAX_REQUESTS").unwrap_or_else(|_| "1000000".into()),
+                ),
+            ],
+        ]
+        .concat(),
+    )
     .await
 }
 

@@ -25,6 +25,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_email_pipeline.sql"),
         include_str!("../../migrations/postgres/0002_email_pipeline.sql"),
     ),
+    (
+        3,
+        "drop leases",
+        include_str!("../../migrations/sqlite/0003_drop_leases.sql"),
+        include_str!("../../migrations/postgres/0003_drop_leases.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.
