@@ -1,6 +1,9 @@
 //! Emails per second end to end (see BENCHMARKS.md).
 //!
 //! `cargo bench --bench emails -- [count] [workers] [rounds]`
+//! `cargo bench --bench emails -- replicas [count] [workers] [rounds]`: one herald against
+//! three on one PostgreSQL database (`HERALD_BENCH_POSTGRES_URL`, default the local `test`),
+//! completions spread over them, alternating rounds: the cost of coordinating replicas.
 //!
 //! Sessions are started first; then the clock runs while `POST /complete` calls go in and
 //! report emails (HTML + text + PDF) come out at an SMTP sink on 127.0.0.1, the durable
@@ -175,23 +178,37 @@ async fn wait_count(count: &AtomicUsize, n: usize) {
 
 async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let app = common::build(&[
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/herald.db", dir.path().display()),
-        ),
-        ("EMAIL_PROVIDER", "smtp".into()),
-        ("SMTP_HOST", "127.0.0.1".into()),
-        ("SMTP_PORT", smtp_port.to_string()),
-        ("SMTP_TLS", "none".into()),
-        ("EMAIL_POLL_INTERVAL_MS", "20".into()),
-    ])
-    .await;
-    let serving = common::Serving::start(app);
-    let base = serving.base.clone();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    herald_on(&url, 1, n, workers, smtp_port, count).await
+}
+
+/// `replicas` heralds on the database at `url`, completions spread over them.
+async fn herald_on(
+    url: &str,
+    replicas: usize,
+    n: usize,
+    workers: usize,
+    smtp_port: u16,
+    count: Arc<AtomicUsize>,
+) -> Run {
+    let mut servings = Vec::new();
+    for _ in 0..replicas {
+        let app = common::build(&[
+            ("DATABASE_URL", url.to_owned()),
+            ("EMAIL_PROVIDER", "smtp".into()),
+            ("SMTP_HOST", "127.0.0.1".into()),
+            ("SMTP_PORT", smtp_port.to_string()),
+            ("SMTP_TLS", "none".into()),
+            ("EMAIL_POLL_INTERVAL_MS", "20".into()),
+        ])
+        .await;
+        servings.push(common::Serving::start(app));
+    }
+    let bases: Vec<String> = servings.iter().map(|s| s.base.clone()).collect();
     let client = reqwest::Client::new();
     let mut sessions = Vec::with_capacity(n);
     for i in 0..n {
+        let base = &bases[i % bases.len()];
         let started: Value = client
             .post(format!("{base}/api/v1/sessions/start"))
             .json(&json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": format!("parent{i}@example.com")}))
@@ -202,6 +219,7 @@ async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicU
             .await
             .unwrap();
         sessions.push((
+            base.clone(),
             started["session_id"].as_str().unwrap().to_owned(),
             started["session_access_token"].as_str().unwrap().to_owned(),
         ));
@@ -212,10 +230,10 @@ async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicU
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
+        let (client, queue) = (client.clone(), queue.clone());
         tasks.spawn(async move {
             loop {
-                let Some((id, token)) = queue.lock().unwrap().pop() else {
+                let Some((base, id, token)) = queue.lock().unwrap().pop() else {
                     break;
                 };
                 let response = client
@@ -231,8 +249,56 @@ async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicU
     while tasks.join_next().await.is_some() {}
     wait_count(&count, before + n).await;
     let run = Run::measure(n, started, used);
-    serving.stop().await;
+    for serving in servings {
+        serving.stop().await;
+    }
     run
+}
+
+/// A fresh PostgreSQL database for one run; dropped by the next run's clean-up.
+async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("HERALD_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("herald_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+async fn replicas(n: usize, workers: usize, rounds: usize) {
+    let (port, count) = sink().await;
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a = herald_on(&fresh_postgres().await, 1, n, workers, port, count.clone()).await;
+        let b = herald_on(&fresh_postgres().await, 3, n, workers, port, count.clone()).await;
+        println!(
+            "  round {round}: one replica {}, three replicas {}, ratio {:.2}",
+            a.describe(),
+            b.describe(),
+            b.rate / a.rate
+        );
+        one.push(a);
+        three.push(b);
+    }
+    let mut ratios: Vec<f64> = three
+        .iter()
+        .zip(&one)
+        .map(|(b, a)| b.rate / a.rate)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (a, b) = (median(&one), median(&three));
+    println!(
+        "median of {rounds} rounds, {n} emails each, {workers} concurrent clients, PostgreSQL: one replica {}, three replicas {}, ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
+        a.describe(),
+        b.describe(),
+        b.rate / a.rate,
+        ratios[ratios.len() / 2]
+    );
 }
 
 async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> Run {
@@ -292,6 +358,7 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
 }
 
 fn main() {
+    let replicas_mode = std::env::args().any(|a| a == "replicas");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -304,6 +371,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if replicas_mode {
+        pdf::warm_up();
+        runtime.block_on(replicas(n, workers, rounds));
+        return;
+    }
     runtime.block_on(async {
         pdf::warm_up();
         let (port, count) = sink().await;

@@ -1,4 +1,5 @@
-//! Validated value types that actor messages carry: [`Email`] and [`EmailType`].
+//! Validated value types that actor messages carry: [`Email`], [`EmailType`] and the
+//! [`IdempotencyKey`] of one email.
 //!
 //! An [`Email`] is parsed once at the HTTP edge: RFC 5321 lengths, no whitespace or control
 //! characters (so no CR/LF can ever reach a header), one `@`, a dotted domain, the domain
@@ -108,10 +109,65 @@ impl EmailType {
     }
 }
 
+/// The send ledger's key of one email: at most one email per (recipient, type, session or
+/// week). Built only by its constructors, from the address itself (an [`Email`]'s `Display`
+/// is masked, so a key formatted from it would be wrong). Keys are stored: the format may
+/// never change, or stored keys stop matching.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The report of one session to one recipient.
+    pub fn session_report(email: &Email, session_id: &str) -> Self {
+        Self(format!(
+            "{}:{}:{session_id}",
+            email.as_str(),
+            EmailType::SessionReport.as_str()
+        ))
+    }
+
+    /// The digest of the week starting `week_start` (YYYY-MM-DD) to one recipient.
+    pub fn weekly_digest(email: &Email, week_start: &str) -> Self {
+        Self(format!(
+            "{}:{}:{week_start}",
+            email.as_str(),
+            EmailType::WeeklyDigest.as_str()
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key holds the address: mask it as an `Email` is masked.
+        let (address, rest) = self.0.split_once(':').unwrap_or((&self.0, ""));
+        let masked = Email::parse(address).map_or_else(|_| "***".to_owned(), |e| e.masked());
+        write!(f, "IdempotencyKey({masked}:{rest})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn idempotency_keys_keep_the_stored_format() {
+        let email = Email::parse("Parent@Example.com").unwrap();
+        assert_eq!(
+            IdempotencyKey::session_report(&email, "3f2a").as_str(),
+            "Parent@example.com:session_reports:3f2a"
+        );
+        assert_eq!(
+            IdempotencyKey::weekly_digest(&email, "2026-11-23").as_str(),
+            "Parent@example.com:weekly_digest:2026-11-23"
+        );
+        let debug = format!("{:?}", IdempotencyKey::session_report(&email, "3f2a"));
+        assert!(!debug.contains("Parent@"), "{debug}");
+    }
 
     #[test]
     fn accepts_ordinary_addresses_and_lowercases_the_domain() {

@@ -58,7 +58,7 @@ fn port_error(err: impl std::fmt::Display) -> PortError {
 
 fn key(request: &SendRequest) -> LedgerKey<'_> {
     LedgerKey {
-        idempotency_key: &request.idempotency_key,
+        idempotency_key: request.idempotency_key.as_str(),
         email: request.email.as_str(),
         email_type: request.email_type.as_str(),
         session_id: request.session_id.as_deref(),
@@ -148,7 +148,7 @@ impl ThrottlePort for StoreThrottlePort {
     ) -> Result<(), PortError> {
         let result = match verdict {
             Verdict::Duplicate => {
-                outbox::record_duplicate(&self.store, &request.idempotency_key, at_ms).await
+                outbox::record_duplicate(&self.store, request.idempotency_key.as_str(), at_ms).await
             }
             Verdict::Suppressed => {
                 let reason = format!("{} disabled by the recipient", request.email_type.as_str());
@@ -459,7 +459,12 @@ mod tests {
     /// Queues a session report for `email`, its summary handed over as `/complete` does.
     async fn queue_report(port: &OutboxPort, email: &str) {
         let session_id = uuid::Uuid::new_v4().to_string();
-        let idempotency_key = format!("{email}:session_reports:{session_id}");
+        let idempotency_key = herald_actors::email::IdempotencyKey::session_report(
+            &Email::parse(email).unwrap(),
+            &session_id,
+        )
+        .as_str()
+        .to_owned();
         let key = LedgerKey {
             idempotency_key: &idempotency_key,
             email,

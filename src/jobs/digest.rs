@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use futures_util::StreamExt;
-use herald_actors::email::{Email, EmailType};
+use herald_actors::email::{Email, EmailType, IdempotencyKey};
 use herald_actors::throttle::{Admission, SendRequest, ThrottleClient};
 use serde::Serialize;
 use sqlx::Row;
@@ -316,14 +316,9 @@ impl Decider {
         let Ok(email) = Email::parse(raw_email) else {
             return Ok(None);
         };
-        let key = format!(
-            "{}:{}:{}",
-            email.as_str(),
-            EmailType::WeeklyDigest.as_str(),
-            self.week
-        );
+        let key = IdempotencyKey::weekly_digest(&email, &self.week);
         let outcome = if self.dry_run {
-            self.dry_outcome(&email, &key).await?
+            self.dry_outcome(&email, key.as_str()).await?
         } else {
             let throttle = self
                 .throttle
@@ -369,12 +364,18 @@ impl Decider {
         if !enabled {
             return Ok("unsubscribed");
         }
+        // The throttle actor's own rule, so the dry run and a real run cannot disagree.
+        let rule = herald_actors::throttle::ThrottleRule {
+            limit,
+            window_ms: window,
+        };
         let recent = recent.unwrap_or_default();
-        Ok(if recent.len() as u64 >= u64::from(limit) {
-            "throttled"
-        } else {
-            "queued"
-        })
+        Ok(
+            match herald_actors::throttle::rules::check(&recent, self.now_ms, rule) {
+                Ok(()) => "queued",
+                Err(_) => "throttled",
+            },
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use super::port::{LedgerState, SendRequest, ThrottlePort, Verdict};
 pub use super::rules::Admission;
 use super::rules::{self, ThrottleRule};
 use crate::clock::SharedClock;
-use crate::email::{Email, EmailType};
+use crate::email::{Email, EmailType, IdempotencyKey};
 use crate::port::PortError;
 
 /// The throttle state of one recipient and type.
@@ -40,7 +40,7 @@ pub enum ThrottleMsg {
     ),
     /// A queued email's ledger row is committed (or failed to be).
     Committed {
-        key: String,
+        key: IdempotencyKey,
         email: Email,
         ok: bool,
     },
@@ -69,7 +69,7 @@ pub struct ThrottleState {
     sends: HashMap<(Email, EmailType), Vec<i64>>,
     /// Keys decided `queued` whose ledger rows are still being committed, with the
     /// duplicates that arrived meanwhile (counted in the ledger once the row exists).
-    committing: HashMap<String, (SendRequest, u32)>,
+    committing: HashMap<IdempotencyKey, (SendRequest, u32)>,
 }
 
 /// Above this many cached recipients, entries with no send inside their window are dropped.

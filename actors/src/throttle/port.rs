@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use super::rules::{Admission, ThrottleRule};
-use crate::email::{Email, EmailType};
+use crate::email::{Email, EmailType, IdempotencyKey};
 use crate::port::PortError;
 
 /// Ledger states that make a new request a duplicate.
@@ -21,7 +21,7 @@ pub enum LedgerState {
 pub struct SendRequest {
     pub email: Email,
     pub email_type: EmailType,
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
     pub session_id: Option<String>,
     pub week_start: Option<String>,
     /// Whether an unsubscribed recipient is suppressed now. Batch jobs leave it to the

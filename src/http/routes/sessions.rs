@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use herald_actors::email::{Email, EmailType};
+use herald_actors::email::{Email, EmailType, IdempotencyKey};
 use herald_actors::throttle::{Admission, SendRequest};
 
 use crate::http::error::ApiError;
@@ -260,11 +260,7 @@ async fn report_email(
     };
     let email = Email::parse(raw).map_err(|e| validate::invalid("parent_email", e.to_string()))?;
     let request = SendRequest {
-        idempotency_key: format!(
-            "{}:{}:{session_id}",
-            email.as_str(),
-            EmailType::SessionReport.as_str()
-        ),
+        idempotency_key: IdempotencyKey::session_report(&email, session_id),
         email: email.clone(),
         email_type: EmailType::SessionReport,
         session_id: Some(session_id.to_owned()),
@@ -272,7 +268,7 @@ async fn report_email(
         check_preference: true,
     };
     // Handed to the dispatcher with the email, so it need not read the session again.
-    let key = request.idempotency_key.clone();
+    let key = request.idempotency_key.as_str().to_owned();
     state.reports.put(key.clone(), summary.clone());
     let admission = state.throttle.admit(request).await;
     if !matches!(admission, Ok(Admission::Queued)) {
