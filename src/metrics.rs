@@ -1,9 +1,9 @@
 //! Every service-level metric is declared here, with its help text, and recorded only
 //! through these functions: no metric name appears anywhere else.
 //!
-//! Recording goes through the `metrics` facade into a Prometheus recorder; process
-//! metrics (CPU, memory, file descriptors, start time) come from the `prometheus` crate's
-//! process collector. `/metrics` serves both.
+//! Recording goes through the `metrics` facade into one Prometheus recorder; process
+//! metrics (CPU, memory, file descriptors, start time) are recorded into it by
+//! `metrics-process` at each scrape. `/metrics` renders that one registry.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     handle: PrometheusHandle,
-    process: prometheus::Registry,
+    /// CPU, memory, file descriptors, threads of this process, recorded into the same
+    /// registry at each scrape.
+    process: metrics_process::Collector,
 }
 
 /// Running totals for the JSON snapshot (`/api/v1/ops/metrics`), kept beside the
@@ -57,12 +59,9 @@ pub fn install() -> &'static Metrics {
         let _ = metrics::set_global_recorder(recorder);
         describe();
 
-        let process = prometheus::Registry::new();
-        #[cfg(target_os = "linux")]
-        {
-            let collector = prometheus::process_collector::ProcessCollector::for_self();
-            let _ = process.register(Box::new(collector));
-        }
+        let process = metrics_process::Collector::default();
+        process.describe();
+        process.collect();
         Metrics { handle, process }
     })
 }
@@ -185,12 +184,8 @@ fn describe() {
 impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut text = self.handle.render();
-        let families = self.process.gather();
-        if let Ok(process) = prometheus::TextEncoder::new().encode_to_string(&families) {
-            text.push_str(&process);
-        }
-        text
+        self.process.collect();
+        self.handle.render()
     }
 
     /// Folds recorded histogram samples into their buckets. Until this runs (or a scrape

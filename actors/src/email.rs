@@ -109,6 +109,82 @@ impl EmailType {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown email type '{0}' (session_reports or weekly_digest)")]
+pub struct UnknownEmailType(pub String);
+
+impl std::str::FromStr for EmailType {
+    type Err = UnknownEmailType;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        [Self::SessionReport, Self::WeeklyDigest]
+            .into_iter()
+            .find(|t| t.as_str() == raw)
+            .ok_or_else(|| UnknownEmailType(raw.to_owned()))
+    }
+}
+
+/// Where an email stands in the send ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Queued, waiting for a send slot or a retry.
+    Pending,
+    /// Claimed by a dispatcher under a lease.
+    Sending,
+    Sent,
+    Failed,
+    /// Not sent: the recipient does not want this type.
+    Suppressed,
+    /// Not sent: the recipient's window was spent.
+    Throttled,
+}
+
+impl OutboxStatus {
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Sending,
+        Self::Sent,
+        Self::Failed,
+        Self::Suppressed,
+        Self::Throttled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Suppressed => "suppressed",
+            Self::Throttled => "throttled",
+        }
+    }
+
+    /// Whether a new request for the same key is a duplicate: the email is on its way or
+    /// gone. Otherwise (suppressed, throttled, failed) a new request is decided afresh.
+    pub fn in_flight_or_sent(self) -> bool {
+        matches!(self, Self::Pending | Self::Sending | Self::Sent)
+    }
+}
+
+impl std::str::FromStr for OutboxStatus {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| format!("unknown outbox status '{raw}'"))
+    }
+}
+
+/// Whether a stored status (as text) makes a new request a duplicate.
+pub fn in_flight_or_sent(status: Option<&str>) -> bool {
+    status
+        .and_then(|s| s.parse::<OutboxStatus>().ok())
+        .is_some_and(OutboxStatus::in_flight_or_sent)
+}
+
 /// The send ledger's key of one email: at most one email per (recipient, type, session or
 /// week). Built only by its constructors, from the address itself (an [`Email`]'s `Display`
 /// is masked, so a key formatted from it would be wrong). Keys are stored: the format may
@@ -153,6 +229,20 @@ impl fmt::Debug for IdempotencyKey {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn types_and_statuses_round_trip_through_their_stored_names() {
+        for t in [EmailType::SessionReport, EmailType::WeeklyDigest] {
+            assert_eq!(t.as_str().parse::<EmailType>(), Ok(t));
+        }
+        assert!("reports".parse::<EmailType>().is_err());
+        for s in OutboxStatus::ALL {
+            assert_eq!(s.as_str().parse::<OutboxStatus>(), Ok(s));
+        }
+        assert!(in_flight_or_sent(Some("sending")));
+        assert!(!in_flight_or_sent(Some("throttled")));
+        assert!(!in_flight_or_sent(None));
+    }
 
     #[test]
     fn idempotency_keys_keep_the_stored_format() {

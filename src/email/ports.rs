@@ -121,9 +121,12 @@ impl ThrottlePort for StoreThrottlePort {
             .map_err(port_error)?;
         Ok(Lookup {
             sends,
-            ledger: status.map(|s| match s.as_str() {
-                "pending" | "sending" | "sent" => LedgerState::InFlightOrSent,
-                _ => LedgerState::Settled,
+            ledger: status.map(|s| {
+                if herald_actors::email::in_flight_or_sent(Some(&s)) {
+                    LedgerState::InFlightOrSent
+                } else {
+                    LedgerState::Settled
+                }
             }),
             enabled,
         })
@@ -260,8 +263,12 @@ impl OutboxPort {
             delivery.email_type
         );
         let message_id = message::message_id(&delivery.idempotency_key, self.sender_domain());
-        let (rendered, attachment) = match delivery.email_type.as_str() {
-            "session_reports" => {
+        let email_type = match delivery.email_type.parse::<EmailType>() {
+            Ok(email_type) => email_type,
+            Err(unknown) => return Ok(Err(Attempt::Permanent(unknown.to_string()))),
+        };
+        let (rendered, attachment) = match email_type {
+            EmailType::SessionReport => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
                 let now = self.now_ms();
                 let summary = match self.reports.take(&delivery.idempotency_key) {
@@ -284,7 +291,7 @@ impl OutboxPort {
                     )),
                 )
             }
-            "weekly_digest" => {
+            EmailType::WeeklyDigest => {
                 let raw_week = delivery.week_start.clone().unwrap_or_default();
                 let Some(week_start) = crate::jobs::digest::parse_date(&raw_week) else {
                     return Ok(Err(Attempt::Permanent(format!(
@@ -308,11 +315,6 @@ impl OutboxPort {
                     templates::weekly_digest(&week, &raw_week, &unsubscribe_url),
                     None,
                 )
-            }
-            other => {
-                return Ok(Err(Attempt::Permanent(format!(
-                    "no template for email type {other}"
-                ))));
             }
         };
         let message = message::build(Parts {
@@ -415,9 +417,6 @@ impl DispatchObserver for MetricsObserver {
         crate::metrics::email_provider_up(up);
     }
 }
-
-/// Shared so both the HTTP state and the actors can hold it.
-pub type SharedOutbox = Arc<OutboxPort>;
 
 #[cfg(test)]
 mod tests {

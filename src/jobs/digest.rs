@@ -358,7 +358,7 @@ impl Decider {
         let (limit, window) = self.throttle_rule;
         let (status, enabled, recent) =
             outbox::lookup(&self.store, &ledger_key, Some(self.now_ms - window)).await?;
-        if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
+        if herald_actors::email::in_flight_or_sent(status.as_deref()) {
             return Ok("duplicate");
         }
         if !enabled {

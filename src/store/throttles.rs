@@ -83,7 +83,7 @@ pub async fn decide_serialised(
         .execute(&mut *tx)
         .await?;
     let (status, enabled, sends) = outbox::lookup_on(&mut *tx, key, Some(window_start_ms)).await?;
-    let decided = if matches!(status.as_deref(), Some("pending" | "sending" | "sent")) {
+    let decided = if herald_actors::email::in_flight_or_sent(status.as_deref()) {
         outbox::record_duplicate_on(&mut *tx, key.idempotency_key, now_ms).await?;
         Decided::Duplicate
     } else if check_preference && !enabled {

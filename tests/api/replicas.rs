@@ -468,3 +468,102 @@ async fn three_replicas_deliver_every_email_once_even_when_one_is_killed() {
     deliver_over_three(emails(), false).await;
     deliver_over_three(emails(), true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_is_never_taken_over_and_a_dead_ones_is_finished_once() {
+    if !ready("a_live_run_is_never_taken_over_and_a_dead_ones_is_finished_once").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let replicas = three(&shared_vars(&db)).await;
+    let client = reqwest::Client::new();
+    let parents = ["a@example.com", "b@example.com", "c@example.com"];
+    for (i, parent) in parents.iter().enumerate() {
+        let session = start_session(&client, &replicas[i % 3].base, parent).await;
+        assert_eq!(
+            complete(&client, &replicas[i % 3].base, &session).await.0,
+            200
+        );
+    }
+    // The week that includes today; its occurrence is the midnight (UTC) after it.
+    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(6);
+    let occurrence = (start + chrono::Duration::days(7))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    // A replica is running this occurrence and renewing its lease.
+    sqlx::query(
+        "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) \
+         VALUES ('dead-run', 'weekly_digest', $1, 'running', $2, $3, 'replica-killed')",
+    )
+    .bind(occurrence)
+    .bind(now - 10_000)
+    .bind(now + 60_000)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let run_everywhere = async || {
+        let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
+            client
+                .post(format!("{}/admin/jobs/weekly_digest/run", replica.base))
+                .header("X-API-Key", API_KEY)
+                .json(&serde_json::json!({"start_date": start.to_string()}))
+                .send()
+        }))
+        .await;
+        answers
+            .into_iter()
+            .map(|r| r.unwrap().status().as_u16())
+            .collect::<Vec<u16>>()
+    };
+    assert_eq!(
+        run_everywhere().await,
+        [409, 409, 409],
+        "a live run is not taken over"
+    );
+
+    // It was killed: its lease runs out without a renewal. One replica takes it over.
+    sqlx::query("UPDATE job_runs SET lease_until = $1 WHERE id = 'dead-run'")
+        .bind(now - 1)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let statuses = run_everywhere().await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: String = sqlx::query_scalar(
+            "SELECT status FROM job_runs WHERE job = 'weekly_digest' AND scheduled_for = $1",
+        )
+        .bind(occurrence)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if status == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the digest run ended {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let digests: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT email, COUNT(*) FROM email_send_logs WHERE email_type = 'weekly_digest' \
+         GROUP BY email ORDER BY email",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        digests,
+        parents.map(|p| (p.to_owned(), 1)).to_vec(),
+        "one digest per recipient"
+    );
+}

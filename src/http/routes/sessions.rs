@@ -242,10 +242,32 @@ pub struct SessionCompleted {
     pub session_id: String,
     pub completed_at: DateTime<Utc>,
     pub summary: SessionSummary,
-    /// What happened to the parent's report email: `queued`, `suppressed` (the parent
-    /// turned session reports off), `duplicate` (already queued or sent) or `none` (no
-    /// address).
-    pub report_email: &'static str,
+    pub report_email: ReportEmail,
+}
+
+/// What happened to the parent's report email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportEmail {
+    /// On its way.
+    Queued,
+    /// The parent turned session reports off.
+    Suppressed,
+    /// Already queued or sent.
+    Duplicate,
+    /// The session has no parent address.
+    None,
+}
+
+impl ReportEmail {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Suppressed => "suppressed",
+            Self::Duplicate => "duplicate",
+            Self::None => "none",
+        }
+    }
 }
 
 /// Decides the report email of a completed session through the throttle actor.
@@ -254,9 +276,9 @@ async fn report_email(
     session_id: &str,
     parent_email: Option<&str>,
     summary: &SessionSummary,
-) -> Result<&'static str, ApiError> {
+) -> Result<ReportEmail, ApiError> {
     let Some(raw) = parent_email else {
-        return Ok("none");
+        return Ok(ReportEmail::None);
     };
     let email = Email::parse(raw).map_err(|e| validate::invalid("parent_email", e.to_string()))?;
     let request = SendRequest {
@@ -279,15 +301,15 @@ async fn report_email(
     let outcome = match admission {
         Admission::Queued => {
             state.dispatcher.wake();
-            "queued"
+            ReportEmail::Queued
         }
-        Admission::Duplicate => "duplicate",
+        Admission::Duplicate => ReportEmail::Duplicate,
         Admission::Suppressed => {
             tracing::info!(
                 "Email suppressed: session_reports disabled for {}",
                 email.masked()
             );
-            "suppressed"
+            ReportEmail::Suppressed
         }
         Admission::Throttled {
             retry_after_ms,
@@ -303,7 +325,7 @@ async fn report_email(
             });
         }
     };
-    crate::metrics::email_decision(kind, outcome);
+    crate::metrics::email_decision(kind, outcome.as_str());
     Ok(outcome)
 }
 
