@@ -35,10 +35,42 @@ const SENSITIVE_PARAMS: &[&str] = &[
     "email",
 ];
 
+/// Set once Sentry runs with a non-zero `SENTRY_TRACES_SAMPLE_RATE`: without it no
+/// transaction is even built, so requests pay nothing for tracing.
+static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A Sentry transaction for one request or job run, sampled by the client at
+/// `SENTRY_TRACES_SAMPLE_RATE`; `None` while performance monitoring is off. Named by the
+/// route's template or the job, never by a raw URL (which could hold an address).
+pub fn transaction(name: &str, op: &str) -> Option<sentry::Transaction> {
+    if !TRACING.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    Some(sentry::start_transaction(sentry::TransactionContext::new(
+        name, op,
+    )))
+}
+
+/// Ends a transaction with whether its work succeeded.
+pub fn finish_transaction(transaction: Option<sentry::Transaction>, ok: bool) {
+    if let Some(transaction) = transaction {
+        transaction.set_status(if ok {
+            sentry::protocol::SpanStatus::Ok
+        } else {
+            sentry::protocol::SpanStatus::InternalError
+        });
+        transaction.finish();
+    }
+}
+
 /// Starts Sentry when a DSN is configured. Keep the guard alive until exit: dropping it
 /// flushes pending events.
 pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
     let dsn = config.sentry_dsn.as_ref()?;
+    TRACING.store(
+        config.sentry_traces_sample_rate > 0.0,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let options = sentry::ClientOptions::new()
         .dsn(dsn.expose())
         .maybe_release(sentry::release_name!())

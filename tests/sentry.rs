@@ -106,6 +106,9 @@ async fn panics_actor_failures_job_failures_and_5xx_reach_sentry_scrubbed() {
         .await
         .unwrap();
     assert_eq!(failed.status(), 500);
+    // Performance monitoring: requests and job runs become transactions (sampled at 1.0 in
+    // development), named by route template and job.
+    assert_eq!(app.healthz().await.status(), 200);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let wanted = [
@@ -113,6 +116,9 @@ async fn panics_actor_failures_job_failures_and_5xx_reach_sentry_scrubbed() {
         "actor shard-",
         "job purge_old failed",
         "GET /api/v1/stats/dashboard",
+        "\"type\":\"transaction\"",
+        "\"transaction\":\"GET /healthz\"",
+        "\"transaction\":\"job purge_old\"",
     ];
     loop {
         guard.flush(Some(Duration::from_millis(500)));

@@ -49,10 +49,16 @@ pub async fn request_context(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     request.extensions_mut().insert(RequestId(id.clone()));
 
+    let transaction = crate::telemetry::transaction(&format!("{method} {route}"), "http.server");
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     let elapsed = started.elapsed();
+    if let Some(transaction) = &transaction {
+        transaction.set_tag("http.status_code", status.as_u16());
+        transaction.set_tag("request_id", &id);
+    }
+    crate::telemetry::finish_transaction(transaction, !status.is_server_error());
 
     span.in_scope(|| {
         if let Some(InternalDetail(detail)) = response.extensions_mut().remove::<InternalDetail>() {

@@ -183,7 +183,9 @@ impl SchedulerPort for JobsPort {
 
     async fn run(&self, job: &str, scheduled_for: i64) -> Result<String, String> {
         let started = Instant::now();
+        let transaction = crate::telemetry::transaction(&format!("job {job}"), "job.run");
         let result = self.context.run(job, scheduled_for, None, false).await;
+        crate::telemetry::finish_transaction(transaction, result.is_ok());
         tracing::debug!(
             job,
             elapsed_ms = started.elapsed().as_millis() as u64,
