@@ -293,12 +293,12 @@ impl OutboxPort {
             }
             EmailType::WeeklyDigest => {
                 let raw_week = delivery.week_start.clone().unwrap_or_default();
-                let Some(week_start) = crate::jobs::digest::parse_date(&raw_week) else {
+                let Some(week_start) = crate::reports::week::parse_date(&raw_week) else {
                     return Ok(Err(Attempt::Permanent(format!(
                         "bad week_start '{raw_week}'"
                     ))));
                 };
-                let week = crate::jobs::digest::recipient_week(
+                let week = crate::store::activity::recipient_week(
                     &self.store,
                     &delivery.email,
                     week_start,

@@ -89,7 +89,7 @@ pub fn session_report(summary: &SessionSummary, unsubscribe_url: &str) -> Render
 
 /// The weekly digest of one recipient.
 pub fn weekly_digest(
-    week: &crate::jobs::digest::RecipientWeek,
+    week: &crate::reports::week::RecipientWeek,
     week_start: &str,
     unsubscribe_url: &str,
 ) -> Rendered {

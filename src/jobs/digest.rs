@@ -9,164 +9,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::NaiveDate;
 use futures_util::StreamExt;
 use herald_actors::email::{Email, EmailType, IdempotencyKey};
 use herald_actors::throttle::{Admission, SendRequest, ThrottleClient};
 use serde::Serialize;
-use sqlx::Row;
 
-use crate::store::{Store, StoreError, outbox};
+use crate::store::{Store, StoreError, activity, outbox};
 
-pub const WEEK_MS: i64 = 7 * 86_400_000;
-
-/// One recipient's week.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RecipientWeek {
-    pub email: String,
-    pub sessions: i64,
-    pub total_seconds: i64,
-    pub longest_seconds: i64,
-    pub events_by_kind: BTreeMap<String, i64>,
-    pub answers_correct: i64,
-    pub answers_total: i64,
-    /// The most practised subjects, most sessions first (at most three).
-    pub top_subjects: Vec<String>,
-}
-
-/// The week that the occurrence at `scheduled_for` reports: the seven days before the
-/// occurrence's local date.
-pub fn week_before(scheduled_for_ms: i64, timezone: &str) -> NaiveDate {
-    let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
-    let local = Utc
-        .timestamp_millis_opt(scheduled_for_ms)
-        .single()
-        .unwrap_or_default()
-        .with_timezone(&tz);
-    local.date_naive() - chrono::Duration::days(7)
-}
-
-/// Midnight of `date` in `timezone`, as epoch milliseconds.
-pub fn day_start_ms(date: NaiveDate, timezone: &str) -> i64 {
-    let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
-    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    tz.from_local_datetime(&midnight).earliest().map_or_else(
-        || midnight.and_utc().timestamp_millis(),
-        |t| t.timestamp_millis(),
-    )
-}
-
-fn filter(one: bool) -> &'static str {
-    if one { " AND s.parent_email = $3" } else { "" }
-}
-
-/// Streams every active recipient's week, in one order, calling `each` for each.
-pub async fn for_each_recipient<F, Fut>(
-    store: &Store,
-    from_ms: i64,
-    to_ms: i64,
-    only: Option<&str>,
-    mut each: F,
-) -> Result<(), StoreError>
-where
-    F: FnMut(RecipientWeek) -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
-{
-    let one = only.is_some();
-    let sessions_sql = format!(
-        "SELECT s.parent_email, COUNT(*), CAST(SUM(s.completed_at - s.started_at) AS BIGINT), MAX(s.completed_at - s.started_at) \
-         FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
-         GROUP BY s.parent_email ORDER BY s.parent_email",
-        filter(one)
-    );
-    let events_sql = format!(
-        "SELECT s.parent_email, e.kind, COUNT(*), CAST(SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END) AS BIGINT) \
-         FROM session_events e JOIN sessions s ON s.id = e.session_id \
-         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
-         GROUP BY s.parent_email, e.kind ORDER BY s.parent_email, e.kind",
-        filter(one)
-    );
-    let subjects_sql = format!(
-        "SELECT s.parent_email, s.subject, COUNT(*) AS n FROM sessions s \
-         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL AND s.subject IS NOT NULL{} \
-         GROUP BY s.parent_email, s.subject ORDER BY s.parent_email, n DESC, s.subject",
-        filter(one)
-    );
-    fn bind<'q>(
-        sql: &'q str,
-        from_ms: i64,
-        to_ms: i64,
-        only: Option<&str>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        let q = sqlx::query(sql).bind(from_ms).bind(to_ms);
-        match only {
-            Some(email) => q.bind(email.to_owned()),
-            None => q,
-        }
-    }
-    let (sessions_q, events_q, subjects_q) = (
-        bind(&sessions_sql, from_ms, to_ms, only),
-        bind(&events_sql, from_ms, to_ms, only),
-        bind(&subjects_sql, from_ms, to_ms, only),
-    );
-    let mut sessions = sessions_q.fetch(store.reader());
-    let mut events = events_q.fetch(store.reader()).peekable();
-    let mut subjects = subjects_q.fetch(store.reader()).peekable();
-    while let Some(row) = sessions.next().await {
-        let row = row?;
-        let email: String = row.try_get(0)?;
-        let mut week = RecipientWeek {
-            email: email.clone(),
-            sessions: row.try_get(1)?,
-            total_seconds: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0) / 1000,
-            longest_seconds: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0) / 1000,
-            ..Default::default()
-        };
-        // The other streams hold only recipients of this one, in the same order.
-        while let Some(Ok(next)) = std::pin::Pin::new(&mut events).peek().await {
-            if next.try_get::<String, _>(0)? != email {
-                break;
-            }
-            let next = events.next().await.expect("peeked")?;
-            let kind: String = next.try_get(1)?;
-            let count: i64 = next.try_get(2)?;
-            if kind == "answer" {
-                week.answers_total += count;
-                week.answers_correct += next.try_get::<Option<i64>, _>(3)?.unwrap_or(0);
-            }
-            week.events_by_kind.insert(kind, count);
-        }
-        while let Some(Ok(next)) = std::pin::Pin::new(&mut subjects).peek().await {
-            if next.try_get::<String, _>(0)? != email {
-                break;
-            }
-            let next = subjects.next().await.expect("peeked")?;
-            if week.top_subjects.len() < 3 {
-                week.top_subjects.push(next.try_get(1)?);
-            }
-        }
-        each(week).await?;
-    }
-    Ok(())
-}
-
-/// One recipient's week, for rendering their digest at send time.
-pub async fn recipient_week(
-    store: &Store,
-    email: &str,
-    week_start: NaiveDate,
-    timezone: &str,
-) -> Result<Option<RecipientWeek>, StoreError> {
-    let from = day_start_ms(week_start, timezone);
-    let mut found = None;
-    for_each_recipient(store, from, from + WEEK_MS, Some(email), |week| {
-        found = Some(week);
-        async { Ok(()) }
-    })
-    .await?;
-    Ok(found)
-}
+pub use crate::reports::week::{RecipientWeek, WEEK_MS, day_start_ms, parse_date, week_before};
 
 /// What a digest run did, or would do.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -214,16 +65,9 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
         dry_run: job.dry_run,
         ..Default::default()
     };
-    let skipped: i64 = sqlx::query(
-        "SELECT COUNT(*) FROM email_preferences p WHERE NOT EXISTS (SELECT 1 FROM sessions s \
-         WHERE s.parent_email = p.email AND s.completed_at >= $1 AND s.completed_at < $2)",
-    )
-    .bind(from)
-    .bind(from + WEEK_MS)
-    .fetch_one(job.store.reader())
-    .await
-    .and_then(|r| r.try_get(0))
-    .map_err(|e| e.to_string())?;
+    let skipped = activity::inactive_recipients(job.store, from, from + WEEK_MS)
+        .await
+        .map_err(|e| e.to_string())?;
     report.skipped_no_activity = skipped.max(0) as u64;
 
     // A std Mutex: it is never held across an await.
@@ -243,15 +87,16 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
     // memory stays bounded by the channel.
     let (tx, rx) = tokio::sync::mpsc::channel::<RecipientWeek>(256);
     let producer = async move {
-        let result = for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
-            let tx = tx.clone();
-            async move {
-                tx.send(recipient)
-                    .await
-                    .map_err(|_| StoreError::Write("the digest stopped".to_owned()))
-            }
-        })
-        .await;
+        let result =
+            activity::for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(recipient)
+                        .await
+                        .map_err(|_| StoreError::Write("the digest stopped".to_owned()))
+                }
+            })
+            .await;
         drop(tx);
         result
     };
@@ -377,11 +222,6 @@ impl Decider {
             },
         )
     }
-}
-
-/// A date given on the command line or in an admin request.
-pub fn parse_date(raw: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
 }
 
 /// The week a manual run reports when no date is given: the seven days before today.

@@ -105,13 +105,19 @@ struct RedisConnection {
 }
 
 impl RedisConnection {
-    /// Deletes every key matching `pattern`, a `SCAN` page at a time.
-    async fn delete_matching(
+    /// Calls `page` with each `SCAN` page of the keys matching `pattern`; returns the sum of
+    /// what it returned.
+    async fn scan<F, Fut>(
         mut conn: MultiplexedConnection,
         pattern: String,
-    ) -> redis::RedisResult<usize> {
+        mut page: F,
+    ) -> redis::RedisResult<usize>
+    where
+        F: FnMut(MultiplexedConnection, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<usize>>,
+    {
         let mut cursor = 0u64;
-        let mut deleted = 0;
+        let mut total = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
@@ -122,17 +128,24 @@ impl RedisConnection {
                 .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
-                let n: usize = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await?;
-                deleted += n;
+                total += page(conn.clone(), keys).await?;
             }
             if next == 0 {
-                return Ok(deleted);
+                return Ok(total);
             }
             cursor = next;
         }
+    }
+
+    /// Deletes every key matching `pattern`.
+    async fn delete_matching(
+        conn: MultiplexedConnection,
+        pattern: String,
+    ) -> redis::RedisResult<usize> {
+        Self::scan(conn, pattern, |mut conn, keys| async move {
+            redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await
+        })
+        .await
     }
 }
 
@@ -188,27 +201,12 @@ impl SharedWindows for RedisConnection {
     }
 
     fn tracked(&self) -> BoxFuture<Result<usize, PortError>> {
-        let mut conn = self.conn.clone();
+        let conn = self.conn.clone();
         let pattern = format!("{}rl:{{*}}", self.prefix);
         Box::pin(async move {
-            let mut cursor = 0u64;
-            let mut count = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| PortError::new(redacted(&e)))?;
-                count += keys.len();
-                if next == 0 {
-                    return Ok(count);
-                }
-                cursor = next;
-            }
+            Self::scan(conn, pattern, |_, keys| async move { Ok(keys.len()) })
+                .await
+                .map_err(|e| PortError::new(redacted(&e)))
         })
     }
 }

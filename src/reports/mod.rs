@@ -3,5 +3,6 @@
 
 pub mod pdf;
 pub mod summary;
+pub mod week;
 
 pub use summary::{EventRecord, SessionRecord, SessionSummary, summarize};

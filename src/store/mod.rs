@@ -4,6 +4,7 @@
 //! milliseconds since the epoch (UTC); ids as text UUIDs. The few real dialect differences
 //! live in [`dialect`]; no query is written twice.
 
+pub mod activity;
 pub mod audit;
 pub mod dialect;
 pub mod group_commit;
@@ -12,6 +13,7 @@ mod migrations;
 pub mod outbox;
 pub mod policies;
 pub mod preferences;
+pub mod retention;
 pub mod serve_lock;
 pub mod sessions;
 pub mod stats;

@@ -11,7 +11,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use super::shard::{Loan, Route, ShardMsg};
 use super::shared::BoxFuture;
-use super::store::Checked;
+use super::store::{Checked, ResetScope};
 use super::window::Policy;
 use crate::clock::SharedClock;
 
@@ -60,14 +60,6 @@ pub fn key_of(group: u8, client: impl std::fmt::Display) -> u64 {
     // What `str`'s `Hash` appends, so a key is the hash of the client's string.
     feed.0.write_u8(0xFF);
     (feed.0.finish() & !0xFF) | u64::from(group)
-}
-
-/// Which windows a reset clears.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResetScope {
-    All,
-    Group(u8),
-    Keys(Vec<u64>),
 }
 
 #[derive(Clone)]

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use herald_supervision::{Backoff, ChildSlot, ChildSpec, Intensity, Observer, SupervisorSpec};
 
-pub use client::{Check, LimiterClient, LimiterError, ResetScope, key, key_of};
+pub use client::{Check, LimiterClient, LimiterError, key, key_of};
 pub use shard::Loan;
 pub use shared::{BoxFuture, BreakerPolicy, SharedBackend, SharedConfig, SharedWindows};
-pub use store::{AtCapacity, Checked};
+pub use store::{AtCapacity, Checked, ResetScope};
 pub use window::{Decision, Policy};
 
 use crate::clock::SharedClock;

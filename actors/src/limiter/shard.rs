@@ -21,9 +21,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 
-use super::client::ResetScope;
 use super::shared::{Breaker, SharedConfig, SharedWindows};
-use super::store::{AtCapacity, Checked, MemoryWindows, WindowStore};
+use super::store::{AtCapacity, Checked, MemoryWindows, ResetScope, WindowStore};
 use super::window::Policy;
 use crate::clock::SharedClock;
 
@@ -81,6 +80,14 @@ impl Loan {
     /// stopped (and no successor has lent a new store yet), or the store was poisoned by a
     /// panic mid-check.
     pub fn with<T>(&self, f: impl FnOnce(&mut dyn WindowStore) -> T) -> Option<T> {
+        self.live(|windows| match windows {
+            Windows::Memory(windows) => Some(f(windows.as_mut())),
+            Windows::Shared { .. } => None,
+        })
+    }
+
+    /// Runs `f` on what the shard lends, while the shard lives.
+    fn live<T>(&self, f: impl FnOnce(&mut Windows) -> Option<T>) -> Option<T> {
         let mut loan = self.0.lock().ok()?;
         let lent = loan.as_mut()?;
         if matches!(
@@ -89,24 +96,13 @@ impl Loan {
         ) {
             return None;
         }
-        match &mut lent.windows {
-            Windows::Memory(windows) => Some(f(windows.as_mut())),
-            Windows::Shared { .. } => None,
-        }
+        f(&mut lent.windows)
     }
 
     /// Where a check of `key` goes: decided in memory at once, or the shared backend's
     /// connection. `None` when the shard is not running or its breaker is open.
     pub fn route(&self, key: u64, policy: Policy, now_ms: u64) -> Option<Route> {
-        let mut loan = self.0.lock().ok()?;
-        let lent = loan.as_mut()?;
-        if matches!(
-            lent.shard.get_status(),
-            ActorStatus::Stopping | ActorStatus::Stopped
-        ) {
-            return None;
-        }
-        match &mut lent.windows {
+        self.live(|windows| match windows {
             Windows::Memory(windows) => Some(Route::Decided(windows.check(key, policy, now_ms))),
             Windows::Shared { conn, breaker } => {
                 if breaker.is_open() {
@@ -114,7 +110,7 @@ impl Loan {
                 }
                 Some(Route::Shared(conn.clone()?, breaker.clone()))
             }
-        }
+        })
     }
 
     /// With a shared backend, whether its breaker is closed; `None` in memory.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::client::ResetScope;
+use super::store::ResetScope;
 use super::window::{Decision, Policy};
 use crate::port::PortError;
 

@@ -6,6 +6,14 @@ use std::collections::{HashMap, VecDeque};
 
 use super::window::{Decision, Policy, Window};
 
+/// Which windows a reset clears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetScope {
+    All,
+    Group(u8),
+    Keys(Vec<u64>),
+}
+
 /// What a check does for a new key when the store is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtCapacity {

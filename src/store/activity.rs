@@ -1,0 +1,136 @@
+//! Recipients' activity for the weekly digest: three ordered queries over sessions and
+//! their events, merged as they stream, so memory does not grow with the recipients.
+
+use futures_util::StreamExt;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::reports::week::{RecipientWeek, WEEK_MS, day_start_ms};
+
+fn filter(one: bool) -> &'static str {
+    if one { " AND s.parent_email = $3" } else { "" }
+}
+
+/// Streams every active recipient's week, in one order, calling `each` for each.
+pub async fn for_each_recipient<F, Fut>(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+    only: Option<&str>,
+    mut each: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut(RecipientWeek) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let one = only.is_some();
+    let sessions_sql = format!(
+        "SELECT s.parent_email, COUNT(*), CAST(SUM(s.completed_at - s.started_at) AS BIGINT), MAX(s.completed_at - s.started_at) \
+         FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
+         GROUP BY s.parent_email ORDER BY s.parent_email",
+        filter(one)
+    );
+    let events_sql = format!(
+        "SELECT s.parent_email, e.kind, COUNT(*), CAST(SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM session_events e JOIN sessions s ON s.id = e.session_id \
+         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
+         GROUP BY s.parent_email, e.kind ORDER BY s.parent_email, e.kind",
+        filter(one)
+    );
+    let subjects_sql = format!(
+        "SELECT s.parent_email, s.subject, COUNT(*) AS n FROM sessions s \
+         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL AND s.subject IS NOT NULL{} \
+         GROUP BY s.parent_email, s.subject ORDER BY s.parent_email, n DESC, s.subject",
+        filter(one)
+    );
+    fn bind<'q>(
+        sql: &'q str,
+        from_ms: i64,
+        to_ms: i64,
+        only: Option<&str>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let q = sqlx::query(sql).bind(from_ms).bind(to_ms);
+        match only {
+            Some(email) => q.bind(email.to_owned()),
+            None => q,
+        }
+    }
+    let (sessions_q, events_q, subjects_q) = (
+        bind(&sessions_sql, from_ms, to_ms, only),
+        bind(&events_sql, from_ms, to_ms, only),
+        bind(&subjects_sql, from_ms, to_ms, only),
+    );
+    let mut sessions = sessions_q.fetch(store.reader());
+    let mut events = events_q.fetch(store.reader()).peekable();
+    let mut subjects = subjects_q.fetch(store.reader()).peekable();
+    while let Some(row) = sessions.next().await {
+        let row = row?;
+        let email: String = row.try_get(0)?;
+        let mut week = RecipientWeek {
+            email: email.clone(),
+            sessions: row.try_get(1)?,
+            total_seconds: row.try_get::<Option<i64>, _>(2)?.unwrap_or(0) / 1000,
+            longest_seconds: row.try_get::<Option<i64>, _>(3)?.unwrap_or(0) / 1000,
+            ..Default::default()
+        };
+        // The other streams hold only recipients of this one, in the same order.
+        while let Some(Ok(next)) = std::pin::Pin::new(&mut events).peek().await {
+            if next.try_get::<String, _>(0)? != email {
+                break;
+            }
+            let next = events.next().await.expect("peeked")?;
+            let kind: String = next.try_get(1)?;
+            let count: i64 = next.try_get(2)?;
+            if kind == "answer" {
+                week.answers_total += count;
+                week.answers_correct += next.try_get::<Option<i64>, _>(3)?.unwrap_or(0);
+            }
+            week.events_by_kind.insert(kind, count);
+        }
+        while let Some(Ok(next)) = std::pin::Pin::new(&mut subjects).peek().await {
+            if next.try_get::<String, _>(0)? != email {
+                break;
+            }
+            let next = subjects.next().await.expect("peeked")?;
+            if week.top_subjects.len() < 3 {
+                week.top_subjects.push(next.try_get(1)?);
+            }
+        }
+        each(week).await?;
+    }
+    Ok(())
+}
+
+/// One recipient's week, for rendering their digest at send time.
+pub async fn recipient_week(
+    store: &Store,
+    email: &str,
+    week_start: chrono::NaiveDate,
+    timezone: &str,
+) -> Result<Option<RecipientWeek>, StoreError> {
+    let from = day_start_ms(week_start, timezone);
+    let mut found = None;
+    for_each_recipient(store, from, from + WEEK_MS, Some(email), |week| {
+        found = Some(week);
+        async { Ok(()) }
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Recipients known to herald with no completed session in `[from_ms, to_ms)`.
+pub async fn inactive_recipients(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM email_preferences p WHERE NOT EXISTS (SELECT 1 FROM sessions s \
+         WHERE s.parent_email = p.email AND s.completed_at >= $1 AND s.completed_at < $2)",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_one(store.reader())
+    .await?;
+    Ok(row.try_get(0)?)
+}

@@ -1,0 +1,61 @@
+//! Retention's deletes: what is past its keeping time, table by table, each given its
+//! cut-off instant by the purge job.
+
+use super::{Store, StoreError};
+
+/// The instants before which each table's rows go.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    /// Settled send-ledger rows (sent, suppressed, throttled, failed); queued ones stay.
+    pub send_log: i64,
+    pub session_events: i64,
+    pub throttles: i64,
+    pub audit_log: i64,
+    /// Finished job runs; a running one stays.
+    pub job_runs: i64,
+}
+
+/// Rows deleted per table.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Deleted {
+    pub email_send_logs: u64,
+    pub session_events: u64,
+    pub email_throttles: u64,
+    pub audit_log: u64,
+    pub job_runs: u64,
+}
+
+pub async fn delete_before(store: &Store, cutoffs: Cutoffs) -> Result<Deleted, StoreError> {
+    let delete = |sql: &'static str, cutoff: i64| async move {
+        Ok::<u64, StoreError>(
+            sqlx::query(sql)
+                .bind(cutoff)
+                .execute(store.writer())
+                .await?
+                .rows_affected(),
+        )
+    };
+    Ok(Deleted {
+        email_send_logs: delete(
+            "DELETE FROM email_send_logs WHERE created_at < $1 AND status IN ('sent', 'suppressed', 'throttled', 'failed')",
+            cutoffs.send_log,
+        )
+        .await?,
+        session_events: delete(
+            "DELETE FROM session_events WHERE created_at < $1",
+            cutoffs.session_events,
+        )
+        .await?,
+        email_throttles: delete(
+            "DELETE FROM email_throttles WHERE sent_at < $1",
+            cutoffs.throttles,
+        )
+        .await?,
+        audit_log: delete("DELETE FROM audit_log WHERE at < $1", cutoffs.audit_log).await?,
+        job_runs: delete(
+            "DELETE FROM job_runs WHERE status <> 'running' AND finished_at < $1",
+            cutoffs.job_runs,
+        )
+        .await?,
+    })
+}
