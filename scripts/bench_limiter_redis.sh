@@ -23,28 +23,9 @@ for port in 18080 18081; do
 done
 for _ in $(seq 1 100); do curl -s "http://127.0.0.1:18081/health" | grep -q '"redis":"ok"' && break; sleep 0.1; done
 
-LUA=$(mktemp)
-cat > "$LUA" <<LUAEOF
-local clients = $CLIENTS
-local counter = 0
-local thread_base = 0
-setup = function(thread)
-  thread_base = thread_base + 1
-  thread:set("base", thread_base)
-end
-request = function()
-  counter = counter + 1
-  local n = (base or 0) * clients + counter % clients
-  local ip = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-  return wrk.format("GET", nil, { ["X-Forwarded-For"] = ip })
-end
-LUAEOF
-
-run() { # port connections -> "rps p99_ms"
-  wrk -t2 -c"$2" -d"${SECS}s" --latency -s "$LUA" "http://127.0.0.1:$1/bench/limited" 2>/dev/null \
-    | awk '/requests in/ {n=$1} /Non-2xx/ {refused=$5} /Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p99=v} END {if (refused > 0) rps = rps * (n - refused) / n; print rps, p99}'
-}
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. scripts/wrk_clients.sh
+LUA=$(clients_lua "$CLIENTS")
+run() { wrk_run "http://127.0.0.1:$1/bench/limited" "$2" "$SECS" "$LUA"; } # port connections
 
 for C in 64; do
   : > /tmp/m_rps; : > /tmp/m_p99; : > /tmp/r_rps; : > /tmp/r_p99; : > /tmp/ratio
