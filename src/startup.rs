@@ -130,17 +130,17 @@ impl Application {
                 clock: clock.clone(),
                 config: DispatcherConfig {
                     concurrency: delivery.concurrency,
-                    lease_ms: delivery.outbox_lease.as_millis() as i64,
+                    lease: delivery.outbox_lease,
                     poll_every: delivery.poll_interval,
                     retry: RetryPolicy {
                         max_attempts: delivery.max_attempts,
-                        max_lifetime_ms: delivery.max_lifetime.as_millis() as i64,
-                        base_delay_ms: delivery.retry_base.as_millis() as i64,
-                        max_delay_ms: 3_600_000,
+                        max_lifetime: delivery.max_lifetime,
+                        base_delay: delivery.retry_base,
+                        ..RetryPolicy::default()
                     },
-                    breaker_threshold: 3,
-                    breaker_cooldown_ms: delivery.breaker_cooldown.as_millis() as i64,
+                    breaker_cooldown: delivery.breaker_cooldown,
                     drain_timeout: config.shutdown_timeout,
+                    ..DispatcherConfig::default()
                 },
             },
             || (),
@@ -158,8 +158,8 @@ impl Application {
                 clock: clock.clone(),
                 jobs: job_specs(&config)?,
                 config: SchedulerConfig {
-                    lease_ms: config.jobs.lease.as_millis() as i64,
-                    catch_up_horizon_ms: config.jobs.catch_up_horizon.as_millis() as i64,
+                    lease: config.jobs.lease,
+                    catch_up_horizon: config.jobs.catch_up_horizon,
                 },
             },
             || (),

@@ -565,7 +565,11 @@ async fn requests_keep_flowing_while_redis_is_down_and_the_shared_limit_returns_
         statuses
     };
     assert_eq!(limited().await, [200, 200, 200, 200, 200, 429]);
-    assert_eq!(app.state.limiter.tracked_keys().await, 1, "one client's window in Redis");
+    assert_eq!(
+        app.state.limiter.tracked_keys().await,
+        1,
+        "one client's window in Redis"
+    );
 
     redis.stop();
     // Every request is answered within the timeout, the fail mode (open) applied.

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::port::{Claimed, DispatchObserver, DispatchPort};
 use super::retry::{Attempt, Breaker, Mark, RetryPolicy};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, millis};
 
 pub enum DispatcherMsg {
     /// New rows were queued.
@@ -35,11 +35,13 @@ pub enum DispatcherMsg {
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub concurrency: usize,
-    pub lease_ms: i64,
+    /// How long a claimed row is this dispatcher's.
+    pub lease: Duration,
     pub poll_every: Duration,
     pub retry: RetryPolicy,
+    /// Failed connections in a row that pause sending.
     pub breaker_threshold: u32,
-    pub breaker_cooldown_ms: i64,
+    pub breaker_cooldown: Duration,
     /// How long `post_stop` waits for sends in flight.
     pub drain_timeout: Duration,
 }
@@ -48,11 +50,11 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             concurrency: 8,
-            lease_ms: 120_000,
+            lease: Duration::from_secs(120),
             poll_every: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             breaker_threshold: 3,
-            breaker_cooldown_ms: 5_000,
+            breaker_cooldown: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -129,13 +131,16 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         let fresh_from = state
             .ready
             .iter()
-            .position(|row| row.lease_until - now > self.config.lease_ms / 2)
+            .position(|row| row.lease_until - now > millis(self.config.lease) / 2)
             .unwrap_or(state.ready.len());
         let stale: Vec<Claimed> = state.ready.drain(..fresh_from).collect();
         self.release(stale).await;
         if state.ready.is_empty() {
             let round = if probe { 1 } else { self.config.concurrency };
-            let claimed = self.port.claim(round, now, self.config.lease_ms).await?;
+            let claimed = self
+                .port
+                .claim(round, now, millis(self.config.lease))
+                .await?;
             state.ready.extend(claimed);
         }
         let mut started = 0;
@@ -219,7 +224,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
             ready: VecDeque::new(),
             breaker: Breaker::new(
                 self.config.breaker_threshold,
-                self.config.breaker_cooldown_ms,
+                millis(self.config.breaker_cooldown),
             ),
             ticker: Some(ticker),
             probing: false,
@@ -458,7 +463,7 @@ mod tests {
         let actor = start_with_clock(&outbox, 2, clock.clone()).await;
         // One send went out; its slot claimed row2 and row3, started row2 and queued row3.
         outbox.second_round().await;
-        clock.advance_ms(DispatcherConfig::default().lease_ms as u64 / 2);
+        clock.advance_ms(DispatcherConfig::default().lease.as_millis() as u64 / 2);
         outbox.gate.add_permits(1);
         until("row3 handed back", || {
             !outbox.released.lock().unwrap().is_empty()

@@ -1,5 +1,9 @@
 //! What to do after a delivery attempt, and the circuit breaker. Pure.
 
+use std::time::Duration;
+
+use crate::clock::millis;
+
 /// How one attempt ended, as the transport saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -39,18 +43,19 @@ pub enum Mark {
 pub struct RetryPolicy {
     pub max_attempts: u32,
     /// After this long since the email was queued, a transient failure is final.
-    pub max_lifetime_ms: i64,
-    pub base_delay_ms: i64,
-    pub max_delay_ms: i64,
+    pub max_lifetime: Duration,
+    /// The first retry's delay; it doubles per attempt up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 6,
-            max_lifetime_ms: 24 * 3_600_000,
-            base_delay_ms: 30_000,
-            max_delay_ms: 3_600_000,
+            max_lifetime: Duration::from_secs(24 * 3_600),
+            base_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(3_600),
         }
     }
 }
@@ -59,10 +64,9 @@ impl RetryPolicy {
     /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
     /// emails after an outage spread out instead of arriving together. `jitter` is in [0, 1).
     pub fn delay_ms(&self, attempts_so_far: u32, jitter: f64) -> i64 {
-        let exp = self
-            .base_delay_ms
+        let exp = millis(self.base_delay)
             .saturating_mul(1i64 << attempts_so_far.saturating_sub(1).min(30))
-            .min(self.max_delay_ms);
+            .min(millis(self.max_delay));
         exp / 2 + ((exp / 2) as f64 * jitter.clamp(0.0, 1.0)) as i64
     }
 
@@ -89,7 +93,7 @@ impl RetryPolicy {
             Attempt::Transient(error) => {
                 let attempts = attempts_before + 1;
                 let next = now + self.delay_ms(attempts, jitter);
-                if attempts >= self.max_attempts || next - queued_at > self.max_lifetime_ms {
+                if attempts >= self.max_attempts || next - queued_at > millis(self.max_lifetime) {
                     Mark::Failed {
                         error: format!("gave up after {attempts} attempts: {error}"),
                     }
@@ -162,9 +166,9 @@ mod tests {
 
     const POLICY: RetryPolicy = RetryPolicy {
         max_attempts: 3,
-        max_lifetime_ms: 10_000_000,
-        base_delay_ms: 1_000,
-        max_delay_ms: 60_000,
+        max_lifetime: Duration::from_millis(10_000_000),
+        base_delay: Duration::from_millis(1_000),
+        max_delay: Duration::from_millis(60_000),
     };
 
     #[test]
@@ -188,7 +192,7 @@ mod tests {
     #[test]
     fn transient_failures_stop_at_the_lifetime() {
         let policy = RetryPolicy {
-            max_lifetime_ms: 1_000,
+            max_lifetime: Duration::from_millis(1_000),
             ..POLICY
         };
         let mark = policy.decide(Attempt::Transient("timeout".into()), 0, 0, 900, 0.0, 0);

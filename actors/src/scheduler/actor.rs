@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::calendar::{MissedPolicy, Schedule, catch_up};
 use super::port::SchedulerPort;
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
 
 /// A job registered in code.
@@ -64,9 +64,10 @@ pub enum SchedulerMsg {
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    pub lease_ms: i64,
+    /// How long a run is vouched for without a renewal.
+    pub lease: Duration,
     /// Missed occurrences older than this are not caught up.
-    pub catch_up_horizon_ms: i64,
+    pub catch_up_horizon: Duration,
 }
 
 pub struct Scheduler<P> {
@@ -141,7 +142,7 @@ impl<P: SchedulerPort> Scheduler<P> {
         let now = self.now();
         let run_id = self
             .port
-            .try_start(&name, scheduled_for, now, self.config.lease_ms)
+            .try_start(&name, scheduled_for, now, millis(self.config.lease))
             .await
             .map_err(|e: PortError| RunError::Port(e.0))?
             .ok_or(RunError::AlreadyRan)?;
@@ -157,7 +158,7 @@ impl<P: SchedulerPort> Scheduler<P> {
         let (port, clock, lease_ms, myself, id) = (
             self.port.clone(),
             self.clock.clone(),
-            self.config.lease_ms,
+            millis(self.config.lease),
             myself.clone(),
             run_id.clone(),
         );
@@ -186,7 +187,7 @@ impl<P: SchedulerPort> Scheduler<P> {
                 now,
                 last,
                 spec.missed,
-                self.config.catch_up_horizon_ms,
+                millis(self.config.catch_up_horizon),
             ) {
                 match self.start(myself, state, job, occurrence).await {
                     Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::AlreadyRunning(_)) => {}
