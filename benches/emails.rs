@@ -199,7 +199,10 @@ async fn herald_on(
             ("SMTP_HOST", "127.0.0.1".into()),
             ("SMTP_PORT", smtp_port.to_string()),
             ("SMTP_TLS", "none".into()),
-            ("EMAIL_POLL_INTERVAL_MS", "20".into()),
+            (
+                "EMAIL_POLL_INTERVAL_MS",
+                std::env::var("BENCH_POLL_MS").unwrap_or_else(|_| "20".into()),
+            ),
         ])
         .await;
         servings.push(common::Serving::start(app));

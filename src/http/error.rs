@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use serde_json::{Map, Value, json};
 
 use crate::store::StoreError;
 
@@ -111,6 +110,26 @@ impl ApiError {
     }
 }
 
+/// The body of every error response, as the OpenAPI document describes it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code such as `UNAUTHORIZED` or `VALIDATION_ERROR`.
+    pub error: String,
+    pub message: String,
+    /// The offending field, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Seconds to wait, for 429 and 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// For a spent email throttle: how many emails the window allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// For a spent email throttle: the window, e.g. `24 hours`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -118,35 +137,34 @@ impl IntoResponse for ApiError {
             Self::Internal(_) => "An internal error occurred.".to_owned(),
             other => other.to_string(),
         };
-        let mut body = Map::new();
-        body.insert("error".into(), json!(self.code()));
-        body.insert("message".into(), json!(message));
+        let mut body = ErrorBody {
+            error: self.code().to_owned(),
+            message,
+            field: None,
+            retry_after: None,
+            limit: None,
+            window: None,
+        };
         match &self {
-            Self::BadRequest { field, .. } => {
-                body.insert("field".into(), json!(field));
-            }
-            Self::Unprocessable { field, .. } => {
-                body.insert("field".into(), json!(field));
-            }
+            Self::BadRequest { field, .. } => body.field = field.clone(),
+            Self::Unprocessable { field, .. } => body.field = Some(field.clone()),
             Self::Unavailable {
                 retry_after_seconds,
                 ..
-            } => {
-                body.insert("retry_after".into(), json!(retry_after_seconds));
-            }
+            } => body.retry_after = Some(*retry_after_seconds),
             Self::EmailThrottled {
                 retry_after_seconds,
                 limit,
                 window,
                 ..
             } => {
-                body.insert("retry_after".into(), json!(retry_after_seconds));
-                body.insert("limit".into(), json!(limit));
-                body.insert("window".into(), json!(window));
+                body.retry_after = Some(*retry_after_seconds);
+                body.limit = Some(*limit);
+                body.window = Some(window.clone());
             }
             _ => {}
         }
-        let mut response = (status, Json(Value::Object(body))).into_response();
+        let mut response = (status, Json(body)).into_response();
         match self {
             Self::Unavailable {
                 retry_after_seconds,

@@ -2,23 +2,12 @@
 //! `/openapi.json`. A route is added here in the same change that adds it to the router.
 
 use axum::Json;
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::routes;
 
-/// The body of every error response.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable code such as `UNAUTHORIZED` or `VALIDATION_ERROR`.
-    pub error: String,
-    pub message: String,
-    /// The offending field, for validation errors.
-    pub field: Option<String>,
-    /// Seconds to wait, for 429 and 503.
-    pub retry_after: Option<u64>,
-}
+pub use super::error::ErrorBody;
 
 struct Security;
 

@@ -26,7 +26,7 @@ use super::identity::{Client, identify};
 use super::policies::Group;
 use crate::config::FailMode;
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 
 /// Limits the routes it wraps as `group`.
 #[derive(Clone)]
@@ -213,11 +213,14 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// The 429 body and headers.
 pub fn too_many_requests(group: Group, policy: Policy, decision: &Decision) -> Response {
     let retry_after = seconds_ceil(decision.retry_after_ms).max(1);
-    let body = serde_json::json!({
-        "error": "RATE_LIMIT_EXCEEDED",
-        "message": format!("Too many requests. Please try again in {retry_after} seconds."),
-        "retry_after": retry_after,
-    });
+    let body = ErrorBody {
+        error: "RATE_LIMIT_EXCEEDED".to_owned(),
+        message: format!("Too many requests. Please try again in {retry_after} seconds."),
+        field: None,
+        retry_after: Some(retry_after),
+        limit: None,
+        window: None,
+    };
     let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

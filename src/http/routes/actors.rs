@@ -51,8 +51,8 @@ fn to_view(status: ChildStatus) -> ActorStatus {
 #[utoipa::path(get, path = "/admin/actors", tag = "admin", security(("api_key" = [])),
     responses(
         (status = 200, description = "The supervision tree", body = SupervisionTree),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "The root supervisor did not answer", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The root supervisor did not answer", body = crate::http::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SupervisionTree>, ApiError> {
     let children = state
         .root

@@ -67,8 +67,8 @@ pub struct TypeQuery {
     params(("email" = String, Path, description = "The recipient")),
     responses(
         (status = 200, description = "Throttle state per email type, with when each slot frees up", body = ThrottleView),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Not an email address", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
 pub async fn throttle_state(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -107,8 +107,8 @@ pub struct ThrottleReset {
     params(("email" = String, Path, description = "The recipient"), TypeQuery),
     responses(
         (status = 200, description = "Recorded sends cleared (audited)", body = ThrottleReset),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Not an email address, or an unknown type", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address, or an unknown type", body = crate::http::error::ErrorBody)))]
 pub async fn throttle_reset(
     State(state): State<AppState>,
     key: AdminKey,
@@ -150,8 +150,8 @@ pub struct EmailLogs {
     params(LogsQuery),
     responses(
         (status = 200, description = "The recipient's ledger, newest first (at most 200 rows)", body = EmailLogs),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Missing or invalid email", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Missing or invalid email", body = crate::http::error::ErrorBody)))]
 pub async fn email_logs(
     State(state): State<AppState>,
     Query(query): Query<LogsQuery>,

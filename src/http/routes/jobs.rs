@@ -69,8 +69,8 @@ fn unavailable() -> ApiError {
 #[utoipa::path(get, path = "/admin/jobs", tag = "jobs", security(("api_key" = [])),
     responses(
         (status = 200, description = "Every job: schedule, next run, last run", body = JobList),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "The scheduler is restarting", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The scheduler is restarting", body = crate::http::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
     let statuses = state.scheduler.list().await.ok_or_else(unavailable)?;
     let mut views = Vec::with_capacity(statuses.len());
@@ -115,10 +115,10 @@ pub struct RunStarted {
     responses(
         (status = 202, description = "Started; follow it in /admin/jobs/{name}/runs", body = RunStarted),
         (status = 200, description = "A dry run's report (nothing written, nothing sent)", body = crate::jobs::digest::DigestReport),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Bad start_date, or a dry run of a job that has none", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Bad start_date, or a dry run of a job that has none", body = crate::http::error::ErrorBody)))]
 pub async fn run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -198,8 +198,8 @@ pub struct RunHistory {
     params(("name" = String, Path, description = "weekly_digest or purge_old")),
     responses(
         (status = 200, description = "The job's runs, newest occurrence first (at most 100)", body = RunHistory),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody)))]
 pub async fn runs(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -10,7 +10,7 @@ use crate::http::state::AppState;
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-        (status = 401, description = "METRICS_TOKEN is set and the bearer token is missing or wrong", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "METRICS_TOKEN is set and the bearer token is missing or wrong", body = crate::http::error::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.config.metrics_token {
         let presented = headers

@@ -38,8 +38,8 @@ pub struct OpsMetrics {
     params(SummaryQuery),
     responses(
         (status = 200, description = "The snapshot", body = OpsMetrics),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "`days` out of range", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`days` out of range", body = crate::http::error::ErrorBody)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Query(query): Query<SummaryQuery>,

@@ -59,7 +59,7 @@ fn view(state: &AppState) -> PoliciesView {
 #[utoipa::path(get, path = "/api/v1/ops/rate_limits", tag = "ops", security(("api_key" = [])),
     responses(
         (status = 200, description = "The policies in force", body = PoliciesView),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Json<PoliciesView> {
     Json(view(&state))
 }
@@ -163,8 +163,8 @@ fn parse_changes(
     request_body(content = Object, description = "Groups to change, e.g. {\"stats\": {\"max_requests\": 30, \"window_seconds\": 60, \"tier\": \"pro\"}}"),
     responses(
         (status = 200, description = "The policies now in force", body = PoliciesView),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Invalid value; `field` names it; nothing changed", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Invalid value; `field` names it; nothing changed", body = crate::http::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     key: AdminKey,
@@ -200,9 +200,9 @@ pub struct ResetResult {
     request_body(content = ResetRequest, description = "Optional: which group and/or client to clear"),
     responses(
         (status = 200, description = "Windows cleared", body = ResetResult),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Unknown group or malformed client", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "A limiter shard did not answer", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Unknown group or malformed client", body = crate::http::error::ErrorBody),
+        (status = 503, description = "A limiter shard did not answer", body = crate::http::error::ErrorBody)))]
 pub async fn reset(
     State(state): State<AppState>,
     key: AdminKey,

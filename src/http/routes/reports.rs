@@ -26,9 +26,9 @@ async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiErr
     params(("id" = String, Path, description = "Session id")),
     responses(
         (status = 200, description = "The learning summary", body = SessionSummary),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn summary(
     State(state): State<AppState>,
@@ -44,9 +44,9 @@ pub async fn summary(
            ("X-Session-Access-Token" = String, Header, description = "The session's token")),
     responses(
         (status = 200, description = "The report", content_type = "application/pdf", body = Vec<u8>),
-        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn pdf(
     State(state): State<AppState>,

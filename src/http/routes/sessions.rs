@@ -105,8 +105,8 @@ pub struct SessionStarted {
     request_body(content = StartSession, description = "Optional"),
     responses(
         (status = 201, description = "Started", body = SessionStarted),
-        (status = 400, description = "Malformed JSON", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "A field breaks its rule; `field` names it", body = crate::http::openapi::ErrorBody)))]
+        (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
+        (status = 422, description = "A field breaks its rule; `field` names it", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn start(
     State(state): State<AppState>,
@@ -173,10 +173,10 @@ fn session_completed() -> ApiError {
     request_body = NewEventBody,
     responses(
         (status = 201, description = "Recorded", body = EventRecorded),
-        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 409, description = "SESSION_COMPLETED", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "A field breaks its rule", body = crate::http::openapi::ErrorBody)))]
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 409, description = "SESSION_COMPLETED", body = crate::http::error::ErrorBody),
+        (status = 422, description = "A field breaks its rule", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn add_event(
     State(state): State<AppState>,
@@ -335,11 +335,11 @@ async fn report_email(
     request_body(content = CompleteSession, description = "Optional"),
     responses(
         (status = 200, description = "Completed (a repeat changes nothing and returns the same)", body = SessionCompleted),
-        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::openapi::ErrorBody),
-        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "Invalid parent_email", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "The parent's session-report throttle is spent (`limit`, `window`, `retry_after`); retry later to send the report", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "The email throttle is restarting", body = crate::http::openapi::ErrorBody)))]
+        (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Invalid parent_email", body = crate::http::error::ErrorBody),
+        (status = 429, description = "The parent's session-report throttle is spent (`limit`, `window`, `retry_after`); retry later to send the report", body = crate::http::error::ErrorBody),
+        (status = 503, description = "The email throttle is restarting", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn complete(
     State(state): State<AppState>,

@@ -14,8 +14,8 @@ use crate::store::stats::{self, Dashboard, Summary};
 #[utoipa::path(get, path = "/api/v1/stats/dashboard", tag = "stats",
     responses(
         (status = 200, description = "Public counts", body = Dashboard),
-        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody),
-        (status = 500, description = "The database failed", body = crate::http::openapi::ErrorBody)))]
+        (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody),
+        (status = 500, description = "The database failed", body = crate::http::error::ErrorBody)))]
 pub async fn dashboard(State(state): State<AppState>) -> Result<Json<Dashboard>, ApiError> {
     let started = std::time::Instant::now();
     let dashboard = stats::dashboard(&state.store).await?;
@@ -33,9 +33,9 @@ pub struct SummaryQuery {
     params(SummaryQuery),
     responses(
         (status = 200, description = "Admin statistics for the period", body = Summary),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::openapi::ErrorBody),
-        (status = 422, description = "`days` out of range", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "Rate limited", body = crate::http::openapi::ErrorBody)))]
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`days` out of range", body = crate::http::error::ErrorBody),
+        (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody)))]
 pub async fn summary(
     State(state): State<AppState>,
     _key: ClientKey,
