@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use herald::ratelimit::{Group, RateLimitLayer};
+use herald::http::RateLimitLayer;
+use herald::ratelimit::Group;
 use herald::startup::Application;
 use herald_actors::clock::{Clock, SystemClock};
 use herald_actors::limiter::store::{MemoryWindows, WindowStore};

@@ -8,6 +8,7 @@ pub mod config;
 pub mod email;
 pub mod http;
 pub mod jobs;
+pub mod keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

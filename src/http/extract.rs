@@ -118,13 +118,7 @@ pub struct AdminKey {
     pub fingerprint: String,
 }
 
-/// A client or admin key (`X-API-Key`), with the tier it belongs to.
-#[derive(Debug, Clone)]
-pub struct ClientKey {
-    pub fingerprint: String,
-    pub tier: String,
-    pub admin: bool,
-}
+pub use crate::keys::ClientKey;
 
 impl FromRequestParts<AppState> for ClientKey {
     type Rejection = ApiError;

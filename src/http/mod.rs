@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -22,7 +23,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::require_admin_key;
 
-use crate::ratelimit::{Group, RateLimitLayer};
+use crate::ratelimit::Group;
+pub use limit::RateLimitLayer;
 pub use state::AppState;
 
 /// Every route herald serves, plus `extra` when given, with the edge layers applied.

@@ -9,8 +9,8 @@ use herald_actors::limiter::LimiterClient;
 use herald_actors::throttle::ThrottleClient;
 use herald_supervision::SupervisorRef;
 
-use super::auth::KeyRing;
 use crate::config::Config;
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::ratelimit::Policies;
 use crate::store::Store;

@@ -14,7 +14,7 @@ use herald_actors::limiter;
 use http::HeaderMap;
 
 use crate::config::{IpBlock, canonical};
-use crate::http::auth::KeyRing;
+use crate::keys::KeyRing;
 use crate::ratelimit::policies::DEFAULT_TIER;
 
 /// Who is limited. Displays as `key:<fingerprint>`, an IPv4 address, or an IPv6 /64

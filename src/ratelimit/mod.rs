@@ -1,11 +1,10 @@
 //! Rate limiting of herald's own endpoints: which policy applies to whom (policies,
-//! identity) and the axum layer that asks the limiter actors. The windows themselves live
-//! in the `herald-actors` limiter shards.
+//! identity) and the shared windows in Redis. The windows themselves are owned by the
+//! `herald-actors` limiter shards; the axum layer that asks them is `http::limit`. Nothing
+//! here knows of HTTP routing.
 
 pub mod identity;
-pub mod layer;
 pub mod policies;
 pub mod redis;
 
-pub use layer::RateLimitLayer;
 pub use policies::{GROUPS, Group, Policies};

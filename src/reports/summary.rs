@@ -7,8 +7,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::instant;
-
 /// A session as stored.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
@@ -44,6 +42,11 @@ pub struct SessionSummary {
     pub answers_correct: i64,
     /// `answers_correct / answers_total`, absent when nothing was answered.
     pub accuracy: Option<f64>,
+}
+
+/// An instant kept as epoch milliseconds, as a UTC time.
+fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 pub fn summarize(session: &SessionRecord, events: &[EventRecord], now_ms: i64) -> SessionSummary {

@@ -435,7 +435,7 @@ async fn a_check_no_shard_answers_fails_open_or_closed_at_once_and_is_counted() 
         let state = with_unanswering_limiter(&app);
         let router = axum::Router::new()
             .route("/limited", axum::routing::get(|| async { "ok" }))
-            .route_layer(herald::ratelimit::RateLimitLayer::new(
+            .route_layer(herald::http::RateLimitLayer::new(
                 state.clone(),
                 herald::ratelimit::Group::Stats,
             ))

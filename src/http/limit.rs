@@ -22,11 +22,11 @@ use axum::response::{IntoResponse, Response};
 use herald_actors::limiter::{Check, Checked, Decision, LimiterError, Policy};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use super::identity::{Client, identify};
-use super::policies::Group;
 use crate::config::FailMode;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::ratelimit::Group;
+use crate::ratelimit::identity::{Client, identify};
 
 /// Limits the routes it wraps as `group`.
 #[derive(Clone)]
