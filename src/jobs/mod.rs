@@ -175,6 +175,12 @@ impl SchedulerPort for JobsPort {
             .map_err(port_error)
     }
 
+    async fn is_running(&self, job: &str, scheduled_for: i64) -> Result<bool, PortError> {
+        jobs::is_running(&self.context.store, job, scheduled_for)
+            .await
+            .map_err(port_error)
+    }
+
     async fn last_scheduled(&self, job: &str) -> Result<Option<i64>, PortError> {
         jobs::last_scheduled(&self.context.store, job)
             .await

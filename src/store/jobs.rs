@@ -84,6 +84,17 @@ pub async fn finish(
     Ok(())
 }
 
+pub async fn is_running(store: &Store, job: &str, scheduled_for: i64) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM job_runs WHERE job = $1 AND scheduled_for = $2 AND status = 'running'",
+    )
+    .bind(job)
+    .bind(scheduled_for)
+    .fetch_one(store.reader())
+    .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0)
+}
+
 pub async fn last_scheduled(store: &Store, job: &str) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query("SELECT MAX(scheduled_for) FROM job_runs WHERE job = $1")
         .bind(job)

@@ -81,6 +81,10 @@ impl Replica {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no clean-up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -567,5 +571,109 @@ async fn a_live_run_is_never_taken_over_and_a_dead_ones_is_finished_once() {
         digests,
         parents.map(|p| (p.to_owned(), 1)).to_vec(),
         "one digest per recipient"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_running_the_digest_is_killed_and_another_finishes_it() {
+    if !ready("the_replica_running_the_digest_is_killed_and_another_finishes_it").await {
+        return;
+    }
+    const RECIPIENTS: usize = 1_500;
+    let db = TestDatabase::new(Backend::Postgres).await;
+    // Sessions of last week, written straight into the database: the digest has work to do.
+    {
+        let replica = Replica::start(&shared_vars(&db)).await; // migrates the database
+        drop(replica);
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let done = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+    for chunk in (0..RECIPIENTS).collect::<Vec<_>>().chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO sessions (id, access_token_hash, learner_name, parent_email, started_at, completed_at) VALUES ",
+        );
+        for (n, i) in chunk.iter().enumerate() {
+            if n > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "('s{i}', 'x', 'Ada', 'parent{i}@example.com', {}, {done})",
+                done - 60_000
+            ));
+        }
+        sqlx::query(&sql).execute(&mut conn).await.unwrap();
+    }
+    // Every replica wakes for the digest every minute; a run is vouched for 2 s at a time.
+    let mut vars = shared_vars(&db);
+    vars.insert("DIGEST_SCHEDULE".into(), "* * * * *".into());
+    vars.insert("JOB_LEASE_SECONDS".into(), "2".into());
+    let mut replicas = three(&vars).await;
+
+    // Wait for the occurrence and see which replica runs it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (scheduled_for, owner) = loop {
+        let running: Option<(i64, String)> = sqlx::query_as(
+            "SELECT scheduled_for, owner FROM job_runs WHERE job = 'weekly_digest' AND status = 'running'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        if let Some(running) = running {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "no digest run started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pid: u32 = owner.split('-').next().unwrap().parse().unwrap();
+    let runner = replicas
+        .iter()
+        .position(|r| r.pid() == pid)
+        .expect("the run's owner is one of the replicas");
+    // Let it get going, then kill it mid-run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replicas[runner].kill();
+    let queued_at_kill: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_send_logs WHERE email_type = 'weekly_digest'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        (queued_at_kill as usize) < RECIPIENTS,
+        "the digest was already done when its replica was killed"
+    );
+
+    // Another replica takes the run over once its lease has run out, and finishes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, now_owner): (String, String) = sqlx::query_as(
+            "SELECT status, owner FROM job_runs WHERE job = 'weekly_digest' AND scheduled_for = $1",
+        )
+        .bind(scheduled_for)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if status == "succeeded" {
+            assert_ne!(now_owner, owner, "finished by another replica");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run was not finished: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (rows, recipients): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT email) FROM email_send_logs WHERE email_type = 'weekly_digest'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows, recipients),
+        (RECIPIENTS as i64, RECIPIENTS as i64),
+        "one digest for each recipient ({queued_at_kill} queued when the runner was killed)"
     );
 }

@@ -53,6 +53,12 @@ pub enum SchedulerMsg {
     },
     /// Re-evaluates due occurrences now (after the clock jumped, in tests and drills).
     Wake,
+    /// Another process runs `(job, scheduled_for)`: look again once its lease could have
+    /// run out, and take the run over if it did (that process died).
+    Recheck {
+        job: usize,
+        scheduled_for: i64,
+    },
     /// Runs a job now, as an occurrence of its own (at `scheduled_for`, or now); replies
     /// with the run id.
     RunNow(String, Option<i64>, RpcReplyPort<Result<String, RunError>>),
@@ -169,6 +175,13 @@ impl<P: SchedulerPort> Scheduler<P> {
         Ok(run_id)
     }
 
+    /// Looks at `(job, scheduled_for)` again just after a lease could have run out.
+    fn recheck_later(&self, myself: &ActorRef<SchedulerMsg>, job: usize, scheduled_for: i64) {
+        let after = self.config.lease + Duration::from_millis(500);
+        // The timer's handle is not kept: a Recheck that finds nothing to do ends the watch.
+        drop(myself.send_after(after, move || SchedulerMsg::Recheck { job, scheduled_for }));
+    }
+
     /// Runs the latest due occurrence of each job that has not run (at start, and on Wake).
     async fn catch_up_all(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
         let now = self.now();
@@ -252,10 +265,40 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     self.arm(&myself, state, job, scheduled_for - 1);
                     return Ok(());
                 }
-                if let Err(err) = self.start(&myself, state, job, scheduled_for).await {
-                    tracing::warn!(job = %self.jobs[job].name, error = %err, "occurrence not started");
+                match self.start(&myself, state, job, scheduled_for).await {
+                    Ok(_) => {}
+                    // Run elsewhere (or already done): watch it in case its process dies.
+                    Err(RunError::AlreadyRan) => self.recheck_later(&myself, job, scheduled_for),
+                    Err(err) => {
+                        tracing::warn!(job = %self.jobs[job].name, error = %err, "occurrence not started")
+                    }
                 }
                 self.arm(&myself, state, job, scheduled_for);
+            }
+            SchedulerMsg::Recheck { job, scheduled_for } => {
+                let name = self.jobs[job].name.clone();
+                match self.start(&myself, state, job, scheduled_for).await {
+                    Ok(run_id) => tracing::warn!(
+                        job = %name, run_id = %run_id, scheduled_for,
+                        "took over a run whose process stopped renewing its lease"
+                    ),
+                    Err(RunError::AlreadyRan) => {
+                        match self.port.is_running(&name, scheduled_for).await {
+                            Ok(true) => self.recheck_later(&myself, job, scheduled_for),
+                            Ok(false) => {}
+                            Err(err) => {
+                                tracing::warn!(job = %name, error = %err, "cannot read the job ledger");
+                                self.recheck_later(&myself, job, scheduled_for);
+                            }
+                        }
+                    }
+                    // This process runs it now.
+                    Err(RunError::AlreadyRunning(_)) => {}
+                    Err(err) => {
+                        tracing::warn!(job = %name, error = %err, "could not re-check a run");
+                        self.recheck_later(&myself, job, scheduled_for);
+                    }
+                }
             }
             SchedulerMsg::Wake => self.catch_up_all(&myself, state).await,
             SchedulerMsg::RunNow(name, scheduled_for, reply) => {

@@ -37,6 +37,12 @@ pub trait SchedulerPort: Send + Sync + 'static {
         outcome: &RunOutcome,
         now_ms: i64,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Whether the occurrence is `running` in the ledger (under a live lease or not).
+    fn is_running(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// The latest occurrence of `job` in the ledger, whatever its status.
     fn last_scheduled(
         &self,

@@ -136,6 +136,9 @@ mod tests {
         async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
             Ok(None)
         }
+        async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
+            Ok(false)
+        }
         async fn run(&self, _: &str, _: i64) -> Result<String, String> {
             tokio::time::sleep(Duration::from_millis(self.body_ms)).await;
             if self.panics {
