@@ -289,6 +289,37 @@ async fn the_email_throttle_is_exact_across_replicas() {
         (200, Some("queued"))
     );
 
+    // An unsubscribe through one replica is honoured by another at once.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let recipient_key: String =
+        sqlx::query_scalar("SELECT recipient_key FROM email_preferences WHERE email = $1")
+            .bind(parent)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let signer = herald::email::Signer::new(
+        (1, herald::secret::Secret::new("replica-test-secret")),
+        Vec::new(),
+    );
+    let unsubscribed = client
+        .post(format!(
+            "{}/api/v1/email/unsubscribe/{}?type=session_reports",
+            replicas[1].base,
+            signer.token(&recipient_key)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsubscribed.status(), 200);
+    let after = start_session(&client, &replicas[0].base, parent).await;
+    let (status, body) = complete(&client, &replicas[0].base, &after).await;
+    assert_eq!(
+        (status, body["report_email"].as_str()),
+        (200, Some("suppressed"))
+    );
+
     // Fifty identical completions of one session over the three replicas: one email.
     let other = "identical@example.com";
     let session = start_session(&client, &replicas[1].base, other).await;
