@@ -41,7 +41,7 @@ fn main() {
         let store = Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let week = digest::parse_date("2026-11-09").unwrap();
-        let from = digest::day_start_ms(week, "UTC");
+        let from = digest::day_start_ms(week, chrono_tz::UTC);
 
         let seeding = Instant::now();
         let total = recipients * per;
@@ -96,7 +96,7 @@ fn main() {
             store: &context.store,
             throttle: Some(&context.throttle),
             week_start: week,
-            timezone: "UTC",
+            timezone: chrono_tz::UTC,
             dry_run: true,
             now_ms: chrono::Utc::now().timestamp_millis(),
             throttle_rule: context.digest_throttle,
@@ -113,7 +113,7 @@ fn main() {
             store: &context.store,
             throttle: Some(&context.throttle),
             week_start: week,
-            timezone: "UTC",
+            timezone: chrono_tz::UTC,
             dry_run: false,
             now_ms: chrono::Utc::now().timestamp_millis(),
             throttle_rule: context.digest_throttle,

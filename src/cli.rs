@@ -196,10 +196,7 @@ async fn digest(
     };
     if !dry_run {
         let scheduled_for = week.map(|w| {
-            crate::jobs::digest::day_start_ms(
-                w + chrono::Duration::days(7),
-                &config.digest_timezone,
-            )
+            crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), config.digest_timezone)
         });
         return jobs_run(config, crate::jobs::WEEKLY_DIGEST, scheduled_for).await;
     }

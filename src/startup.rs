@@ -121,7 +121,7 @@ impl Application {
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),
             clock: clock.clone(),
-            digest_timezone: config.digest_timezone.clone(),
+            digest_timezone: config.digest_timezone,
         };
         let dispatcher_spec = ChildSpec::actor(
             "email_dispatcher",
@@ -345,7 +345,7 @@ fn job_context(
         store: store.clone(),
         throttle: throttle.clone(),
         clock: clock.clone(),
-        digest_timezone: config.digest_timezone.clone(),
+        digest_timezone: config.digest_timezone,
         digest_throttle: (
             delivery.weekly_digest_limit,
             delivery.weekly_digest_window.as_millis() as i64,
@@ -375,7 +375,7 @@ pub fn job_specs(config: &Config) -> anyhow::Result<Vec<JobSpec>> {
         MissedPolicy::Skip
     };
     let schedule = |expression: &str| {
-        Schedule::parse(expression, &config.digest_timezone).map_err(anyhow::Error::msg)
+        Schedule::parse(expression, config.digest_timezone.name()).map_err(anyhow::Error::msg)
     };
     Ok(vec![
         JobSpec {

@@ -193,7 +193,8 @@ pub struct Config {
     pub rate_limit_fail_mode: FailMode,
     pub rate_limit: RateLimitConfig,
     pub digest_schedule: String,
-    pub digest_timezone: String,
+    /// The zone digest weeks and job schedules are read in, parsed once here.
+    pub digest_timezone: chrono_tz::Tz,
     pub jobs: JobsConfig,
     pub metrics_token: Option<Secret>,
     /// `Strict-Transport-Security` max-age; the header is sent only when set.
@@ -616,7 +617,7 @@ impl Config {
         let digest_schedule = r
             .get("DIGEST_SCHEDULE")
             .unwrap_or_else(|| "0 9 * * SUN".to_owned());
-        let digest_timezone = r.get("DIGEST_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
+        let digest_timezone_name = r.get("DIGEST_TIMEZONE").unwrap_or_else(|| "UTC".to_owned());
         let jobs = JobsConfig {
             purge_schedule: r
                 .get("PURGE_SCHEDULE")
@@ -643,7 +644,7 @@ impl Config {
             ("PURGE_SCHEDULE", &jobs.purge_schedule),
         ] {
             if let Err(problem) =
-                herald_actors::scheduler::Schedule::parse(expression, &digest_timezone)
+                herald_actors::scheduler::Schedule::parse(expression, &digest_timezone_name)
             {
                 r.problems
                     .push(format!("{name}/DIGEST_TIMEZONE: {problem}"));
@@ -700,7 +701,8 @@ impl Config {
             rate_limit_fail_mode,
             rate_limit,
             digest_schedule,
-            digest_timezone,
+            // An unknown zone was reported by the schedules' check above.
+            digest_timezone: digest_timezone_name.parse().unwrap_or(chrono_tz::UTC),
             jobs,
             metrics_token: r.get("METRICS_TOKEN").map(Secret::new),
             hsts_max_age,

@@ -206,7 +206,7 @@ pub struct OutboxPort {
     pub api_base_url: String,
     pub clock: SharedClock,
     /// The zone digest weeks are counted in.
-    pub digest_timezone: String,
+    pub digest_timezone: chrono_tz::Tz,
 }
 
 /// How long the preference a claim read is trusted. A row that waited longer for a send
@@ -302,7 +302,7 @@ impl OutboxPort {
                     &self.store,
                     &delivery.email,
                     week_start,
-                    &self.digest_timezone,
+                    self.digest_timezone,
                 )
                 .await
                 .map_err(port_error)?;
@@ -450,7 +450,7 @@ mod tests {
             from: "reports@herald.example.org".to_owned(),
             api_base_url: "https://herald.example.org".to_owned(),
             clock: Arc::new(clock.clone()),
-            digest_timezone: "UTC".to_owned(),
+            digest_timezone: chrono_tz::UTC,
         };
         (port, clock)
     }

@@ -50,7 +50,7 @@ pub struct DigestRun<'a> {
     pub store: &'a Store,
     pub throttle: Option<&'a ThrottleClient>,
     pub week_start: NaiveDate,
-    pub timezone: &'a str,
+    pub timezone: chrono_tz::Tz,
     pub dry_run: bool,
     pub now_ms: i64,
     /// The weekly digest throttle (limit, window), for dry runs.
@@ -225,7 +225,7 @@ impl Decider {
 }
 
 /// The week a manual run reports when no date is given: the seven days before today.
-pub fn default_week(now_ms: i64, timezone: &str) -> NaiveDate {
+pub fn default_week(now_ms: i64, timezone: chrono_tz::Tz) -> NaiveDate {
     week_before(now_ms, timezone)
 }
 
@@ -242,10 +242,13 @@ mod tests {
         let sunday = chrono::DateTime::parse_from_rfc3339("2026-11-22T09:00:00Z")
             .unwrap()
             .timestamp_millis();
-        assert_eq!(week_before(sunday, "UTC").to_string(), "2026-11-15");
+        assert_eq!(
+            week_before(sunday, chrono_tz::UTC).to_string(),
+            "2026-11-15"
+        );
         let start = day_start_ms(
             NaiveDate::from_ymd_opt(2026, 11, 15).unwrap(),
-            "Europe/Berlin",
+            chrono_tz::Europe::Berlin,
         );
         assert_eq!(format_instant(start), "2026-11-14T23:00:00+00:00");
     }

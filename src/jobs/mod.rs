@@ -47,7 +47,7 @@ pub struct JobContext {
     pub store: Store,
     pub throttle: ThrottleClient,
     pub clock: SharedClock,
-    pub digest_timezone: String,
+    pub digest_timezone: chrono_tz::Tz,
     pub digest_throttle: (u32, i64),
     pub retention: purge::Retention,
     /// Names this process in the ledger's `owner` column.
@@ -74,9 +74,9 @@ impl JobContext {
                     store: &self.store,
                     throttle: Some(&self.throttle),
                     week_start: week_start.unwrap_or_else(|| {
-                        digest::week_before(scheduled_for, &self.digest_timezone)
+                        digest::week_before(scheduled_for, self.digest_timezone)
                     }),
-                    timezone: &self.digest_timezone,
+                    timezone: self.digest_timezone,
                     dry_run,
                     now_ms: self.now_ms(),
                     throttle_rule: self.digest_throttle,

@@ -25,8 +25,7 @@ pub struct RecipientWeek {
 
 /// The week that the occurrence at `scheduled_for` reports: the seven days before the
 /// occurrence's local date.
-pub fn week_before(scheduled_for_ms: i64, timezone: &str) -> NaiveDate {
-    let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+pub fn week_before(scheduled_for_ms: i64, tz: Tz) -> NaiveDate {
     let local = Utc
         .timestamp_millis_opt(scheduled_for_ms)
         .single()
@@ -36,8 +35,7 @@ pub fn week_before(scheduled_for_ms: i64, timezone: &str) -> NaiveDate {
 }
 
 /// Midnight of `date` in `timezone`, as epoch milliseconds.
-pub fn day_start_ms(date: NaiveDate, timezone: &str) -> i64 {
-    let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+pub fn day_start_ms(date: NaiveDate, tz: Tz) -> i64 {
     let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
     tz.from_local_datetime(&midnight).earliest().map_or_else(
         || midnight.and_utc().timestamp_millis(),

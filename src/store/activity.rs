@@ -106,7 +106,7 @@ pub async fn recipient_week(
     store: &Store,
     email: &str,
     week_start: chrono::NaiveDate,
-    timezone: &str,
+    timezone: chrono_tz::Tz,
 ) -> Result<Option<RecipientWeek>, StoreError> {
     let from = day_start_ms(week_start, timezone);
     let mut found = None;

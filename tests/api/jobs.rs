@@ -372,7 +372,8 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     )
     .await;
     let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
-    let occurrence = herald::jobs::digest::day_start_ms(week + chrono::Duration::days(7), "UTC");
+    let occurrence =
+        herald::jobs::digest::day_start_ms(week + chrono::Duration::days(7), chrono_tz::UTC);
     let now = app.clock.now_ms_i64();
     for (id, lease) in [("dead", now - 1_000), ("alive", now + 600_000)] {
         let at = if id == "dead" {

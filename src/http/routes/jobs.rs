@@ -156,7 +156,7 @@ pub async fn run(
     }
     // A chosen week runs as the occurrence whose digest covers it.
     let scheduled_for = week
-        .map(|w| digest::day_start_ms(w + chrono::Duration::days(7), &state.jobs.digest_timezone));
+        .map(|w| digest::day_start_ms(w + chrono::Duration::days(7), state.jobs.digest_timezone));
     match state
         .scheduler
         .run_now(&name, scheduled_for)
