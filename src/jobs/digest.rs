@@ -102,7 +102,7 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
     };
     let consumer =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) })
-            .for_each_concurrent(DIGEST_CONCURRENCY, {
+            .for_each_concurrent(digest_concurrency(job.store), {
                 let (report, first_error) = (report.clone(), first_error.clone());
                 move |recipient| {
                     let (report, first_error, decider) =
@@ -141,8 +141,17 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Recipients decided at once by a digest run.
-const DIGEST_CONCURRENCY: usize = 256;
+/// Recipients decided at once by a digest run. On SQLite the throttle actor decides from
+/// its cache and group-commits, so many decisions in flight fill its batches. On
+/// PostgreSQL each decision is a transaction holding a pooled connection: more in flight
+/// than the pool holds only queue, and a decision queued past the throttle client's
+/// deadline would fail the run.
+fn digest_concurrency(store: &Store) -> usize {
+    match store.backend() {
+        crate::store::Backend::Sqlite => 256,
+        crate::store::Backend::Postgres => 8,
+    }
+}
 
 /// What deciding one recipient needs, owned so many decisions can run at once.
 #[derive(Clone)]

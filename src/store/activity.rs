@@ -60,9 +60,27 @@ where
         bind(&events_sql, from_ms, to_ms, only),
         bind(&subjects_sql, from_ms, to_ms, only),
     );
-    let mut sessions = sessions_q.fetch(store.reader());
-    let mut events = events_q.fetch(store.reader()).peekable();
-    let mut subjects = subjects_q.fetch(store.reader()).peekable();
+    type Rows<'r> = futures_util::stream::BoxStream<'r, Result<sqlx::any::AnyRow, sqlx::Error>>;
+    let (mut sessions, events, subjects): (Rows<'_>, Rows<'_>, Rows<'_>) = if one {
+        // One recipient (an email being built, many at once): a few rows each, read one
+        // query after the other, so a build holds one connection at a time, not three.
+        let rows = |rows: Vec<sqlx::any::AnyRow>| {
+            futures_util::stream::iter(rows.into_iter().map(Ok)).boxed()
+        };
+        (
+            rows(sessions_q.fetch_all(store.reader()).await?),
+            rows(events_q.fetch_all(store.reader()).await?),
+            rows(subjects_q.fetch_all(store.reader()).await?),
+        )
+    } else {
+        (
+            sessions_q.fetch(store.reader()),
+            events_q.fetch(store.reader()),
+            subjects_q.fetch(store.reader()),
+        )
+    };
+    let mut events = events.peekable();
+    let mut subjects = subjects.peekable();
     while let Some(row) = sessions.next().await {
         let row = row?;
         let email: String = row.try_get(0)?;
