@@ -303,6 +303,8 @@ fn shared_windows(config: &Config) -> anyhow::Result<Option<SharedConfig>> {
     Ok(Some(SharedConfig {
         backend: Arc::new(backend),
         timeout: limits.redis_timeout,
+        // Resets and counts walk every window: seconds, not a check's milliseconds.
+        bulk_timeout: Duration::from_secs(5),
         breaker: BreakerPolicy::default(),
     }))
 }

@@ -31,12 +31,13 @@ pub enum Check {
     Pending(BoxFuture<Result<Checked, LimiterError>>),
 }
 
-/// How checks use the shared backend: their deadline, and the failures that open a
-/// shard's breaker.
+/// How checks use the shared backend: their deadline, the failures that open a shard's
+/// breaker, and the deadline of resets and counts.
 #[derive(Debug, Clone, Copy)]
 struct SharedChecks {
     timeout: Duration,
     threshold: u32,
+    bulk_timeout: Duration,
 }
 
 /// A limiter key: who is asking (`client`) in which group of endpoints (`group`, the low
@@ -86,9 +87,18 @@ impl LimiterClient {
     }
 
     /// Checks go to a shared backend, each bounded by `timeout`; `threshold` failures in a
-    /// row open a shard's breaker.
-    pub fn with_shared(mut self, timeout: Duration, threshold: u32) -> Self {
-        self.shared = Some(SharedChecks { timeout, threshold });
+    /// row open a shard's breaker; resets and counts are bounded by `bulk_timeout`.
+    pub fn with_shared(
+        mut self,
+        timeout: Duration,
+        threshold: u32,
+        bulk_timeout: Duration,
+    ) -> Self {
+        self.shared = Some(SharedChecks {
+            timeout,
+            threshold,
+            bulk_timeout,
+        });
         self
     }
 
@@ -121,7 +131,7 @@ impl LimiterClient {
             .send_message(build(tx.into()))
             .map_err(|_| LimiterError::Unavailable)?;
         // A shared backend's own timeout bounds the shard's work; the reply waits for both.
-        let deadline = self.timeout + self.shared.map_or(Duration::ZERO, |s| s.timeout);
+        let deadline = self.timeout + self.shared.map_or(Duration::ZERO, |s| s.bulk_timeout);
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(Some(value))) => Ok(value),
             Ok(Ok(None)) => Err(LimiterError::Backend),
@@ -139,9 +149,12 @@ impl LimiterClient {
             None => Check::Ready(Err(LimiterError::Unavailable)),
             Some(Route::Decided(checked)) => Check::Ready(Ok(checked)),
             Some(Route::Shared(conn, breaker)) => {
-                let SharedChecks { timeout, threshold } = self.shared.unwrap_or(SharedChecks {
+                let SharedChecks {
+                    timeout, threshold, ..
+                } = self.shared.unwrap_or(SharedChecks {
                     timeout: self.timeout,
                     threshold: 1,
+                    bulk_timeout: self.timeout,
                 });
                 Check::Pending(Box::pin(async move {
                     match tokio::time::timeout(timeout, conn.check(key, policy)).await {

@@ -45,7 +45,11 @@ pub fn limiter(config: LimiterConfig) -> (ChildSpec, LimiterClient) {
         .collect();
     let mut client = LimiterClient::new(shards.clone(), config.check_timeout, config.clock.clone());
     if let Some(shared) = &config.shared {
-        client = client.with_shared(shared.timeout, shared.breaker.threshold);
+        client = client.with_shared(
+            shared.timeout,
+            shared.breaker.threshold,
+            shared.bulk_timeout,
+        );
     }
     let shared = config.shared;
     let (clock, capacity, at_capacity) = (config.clock, config.keys_per_shard, config.at_capacity);

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 
-use super::shared::{Breaker, SharedConfig, SharedWindows};
+use super::shared::{BoxFuture, Breaker, SharedConfig, SharedWindows};
 use super::store::{AtCapacity, Checked, MemoryWindows, ResetScope, WindowStore};
 use super::window::Policy;
 use crate::clock::SharedClock;
@@ -293,30 +293,39 @@ impl Shard {
                 }
             }
             ShardMsg::Reset { scope, reply } => {
-                let cleared = match conn {
-                    Some(conn) => match tokio::time::timeout(timeout, conn.reset(scope)).await {
-                        Ok(Ok(cleared)) => Some(cleared),
-                        _ => None,
-                    },
-                    None => None,
-                };
-                let _ = reply.send(cleared);
+                beside(conn, shared.bulk_timeout, reply, move |conn| {
+                    conn.reset(scope)
+                });
             }
-            ShardMsg::Len(reply) => {
-                let count = match conn {
-                    Some(conn) => tokio::time::timeout(timeout, conn.tracked())
-                        .await
-                        .ok()
-                        .and_then(Result::ok),
-                    None => None,
-                };
-                let _ = reply.send(count);
-            }
+            ShardMsg::Len(reply) => beside(conn, shared.bulk_timeout, reply, |conn| conn.tracked()),
             ShardMsg::Sweep => {}
             ShardMsg::Crash => return Err("shard crash requested".into()),
         }
         Ok(())
     }
+}
+
+/// Runs `work` on the shared connection beside the shard, so a long walk of the keyspace
+/// never holds up its probes, bounded by `within`; replies `None` when it failed, timed out
+/// or there is no connection.
+fn beside<T: Send + 'static>(
+    conn: Option<Arc<dyn SharedWindows>>,
+    within: Duration,
+    reply: RpcReplyPort<Option<T>>,
+    work: impl FnOnce(Arc<dyn SharedWindows>) -> BoxFuture<Result<T, crate::port::PortError>>
+    + Send
+    + 'static,
+) {
+    tokio::spawn(async move {
+        let answer = match conn {
+            Some(conn) => tokio::time::timeout(within, work(conn))
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        let _ = reply.send(answer);
+    });
 }
 
 #[cfg(test)]

@@ -41,8 +41,11 @@ pub trait SharedBackend: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SharedConfig {
     pub backend: Arc<dyn SharedBackend>,
-    /// The longest a check, reset or connection attempt may take.
+    /// The longest a check or a connection attempt may take.
     pub timeout: Duration,
+    /// The longest a reset or a count may take: they walk the keyspace, a page of keys a
+    /// round trip, so they get longer than a check and run beside the shard, not in it.
+    pub bulk_timeout: Duration,
     pub breaker: BreakerPolicy,
 }
 
