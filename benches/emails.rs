@@ -258,6 +258,18 @@ async fn herald_on(
     run
 }
 
+/// The median of each round's own ratio of `runs` to `baseline` (the steadier figure when
+/// the machine's speed drifts during a run).
+fn median_ratio(runs: &[Run], baseline: &[Run]) -> f64 {
+    let mut ratios: Vec<f64> = runs
+        .iter()
+        .zip(baseline)
+        .map(|(r, b)| r.rate / b.rate)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
 /// A fresh PostgreSQL database for one run; dropped by the next run's clean-up.
 async fn fresh_postgres() -> String {
     use sqlx::Connection;
@@ -288,19 +300,13 @@ async fn replicas(n: usize, workers: usize, rounds: usize) {
         one.push(a);
         three.push(b);
     }
-    let mut ratios: Vec<f64> = three
-        .iter()
-        .zip(&one)
-        .map(|(b, a)| b.rate / a.rate)
-        .collect();
-    ratios.sort_by(f64::total_cmp);
     let (a, b) = (median(&one), median(&three));
     println!(
         "median of {rounds} rounds, {n} emails each, {workers} concurrent clients, PostgreSQL: one replica {}, three replicas {}, ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
         a.describe(),
         b.describe(),
         b.rate / a.rate,
-        ratios[ratios.len() / 2]
+        median_ratio(&three, &one)
     );
 }
 
@@ -396,18 +402,12 @@ fn main() {
             bare_runs.push(bare);
         }
         let (herald, bare) = (median(&herald_runs), median(&bare_runs));
-        let mut ratios: Vec<f64> = herald_runs
-            .iter()
-            .zip(&bare_runs)
-            .map(|(h, b)| h.rate / b.rate)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
         println!(
             "median of {rounds} rounds, {n} emails each, {workers} concurrent clients: herald {} (complete -> SMTP sink, SQLite ledger), bare lettre pool {}, ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
             herald.describe(),
             bare.describe(),
             herald.rate / bare.rate,
-            ratios[ratios.len() / 2]
+            median_ratio(&herald_runs, &bare_runs)
         );
     });
 }

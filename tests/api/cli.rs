@@ -199,12 +199,8 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
     }
 }
 
-/// Starts and completes a session for `parent` on the running binary; the completion's body.
-pub async fn complete_session(
-    client: &reqwest::Client,
-    base: &str,
-    parent: &str,
-) -> serde_json::Value {
+/// Starts a session for `parent` at `base`; returns its id and access token.
+pub async fn start_session(client: &reqwest::Client, base: &str, parent: &str) -> (String, String) {
     let started: serde_json::Value = client
         .post(format!("{base}/api/v1/sessions/start"))
         .json(&serde_json::json!({"parent_email": parent}))
@@ -214,18 +210,38 @@ pub async fn complete_session(
         .json()
         .await
         .unwrap();
-    let id = started["session_id"].as_str().unwrap();
-    let done = client
+    (
+        started["session_id"].as_str().unwrap().to_owned(),
+        started["session_access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Completes a session at `base`; the status and the body.
+pub async fn complete(
+    client: &reqwest::Client,
+    base: &str,
+    (id, token): &(String, String),
+) -> (u16, serde_json::Value) {
+    let response = client
         .post(format!("{base}/api/v1/sessions/{id}/complete"))
-        .header(
-            "X-Session-Access-Token",
-            started["session_access_token"].as_str().unwrap(),
-        )
+        .header("X-Session-Access-Token", token)
         .send()
         .await
         .unwrap();
-    assert_eq!(done.status(), 200);
-    done.json().await.unwrap()
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Starts and completes a session for `parent` on the running binary; the completion's body.
+pub async fn complete_session(
+    client: &reqwest::Client,
+    base: &str,
+    parent: &str,
+) -> serde_json::Value {
+    let session = start_session(client, base, parent).await;
+    let (status, body) = complete(client, base, &session).await;
+    assert_eq!(status, 200);
+    body
 }
 
 #[tokio::test]

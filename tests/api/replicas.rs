@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cli::{complete, start_session};
 use crate::helpers::{API_KEY, Backend, TestDatabase, postgres_available};
 use crate::smtp::SmtpServer;
 
@@ -209,38 +210,6 @@ async fn one_clients_requests_over_three_replicas_share_one_window() {
     );
 }
 
-/// Starts a session for `parent` on `base`; returns its id and access token.
-async fn start_session(client: &reqwest::Client, base: &str, parent: &str) -> (String, String) {
-    let started: serde_json::Value = client
-        .post(format!("{base}/api/v1/sessions/start"))
-        .json(&serde_json::json!({"parent_email": parent, "learner_name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        started["session_id"].as_str().unwrap().to_owned(),
-        started["session_access_token"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn complete(
-    client: &reqwest::Client,
-    base: &str,
-    (id, token): &(String, String),
-) -> (u16, serde_json::Value) {
-    let response = client
-        .post(format!("{base}/api/v1/sessions/{id}/complete"))
-        .header("X-Session-Access-Token", token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_email_throttle_is_exact_across_replicas() {
     if !ready("the_email_throttle_is_exact_across_replicas").await {
@@ -336,9 +305,6 @@ async fn the_email_throttle_is_exact_across_replicas() {
         .filter(|(_, body)| body["report_email"] == "queued")
         .count();
     assert_eq!(queued, 1, "{outcomes:?}");
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-        .await
-        .unwrap();
     let (rows, slots): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM email_send_logs WHERE email = $1), \
                 (SELECT COUNT(*) FROM email_throttles WHERE email = $1)",
