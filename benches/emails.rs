@@ -330,13 +330,20 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
         })
         .collect();
     let summary = summarize(&session, &events, 0);
+    // Parsed once, as herald's configuration does.
+    let from: lettre::message::Mailbox = "noreply@herald.localhost".parse().unwrap();
     let before = count.load(Ordering::Relaxed);
     let next = Arc::new(AtomicUsize::new(0));
     let used = usage();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (transport, next, summary) = (transport.clone(), next.clone(), summary.clone());
+        let (transport, next, summary, from) = (
+            transport.clone(),
+            next.clone(),
+            summary.clone(),
+            from.clone(),
+        );
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -349,7 +356,7 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
                 let to = format!("parent{i}@example.com");
                 let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
                 let message = message::build(Parts {
-                    from: "noreply@herald.localhost",
+                    from: &from,
                     to: &to,
                     message_id: &id,
                     unsubscribe_url: &url,

@@ -123,11 +123,11 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    if let Some(file) = &config.generated_secrets {
+    if let Some(file) = &config.keys.generated_secrets {
         // Printed once, on the start that generated it; kept in the file afterwards.
         println!(
             "Generated development API key (X-API-Key): {}\n  kept in {}",
-            config.api_access_key.expose(),
+            config.keys.api_access_key.expose(),
             file.display()
         );
     }
@@ -143,7 +143,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.database_url.expose()).await?;
+    let store = Store::connect(config.storage.database_url.expose()).await?;
     store.migrate().await?;
     let applied = store.migration_status().await?;
     println!(
@@ -155,7 +155,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.database_url.expose()).await?;
+    let store = Store::connect(config.storage.database_url.expose()).await?;
     let migrations = store.migration_status().await?;
     println!("{:<8} {:<24} APPLIED AT (UTC)", "VERSION", "DESCRIPTION");
     let mut pending = 0;
@@ -196,7 +196,7 @@ async fn digest(
     };
     if !dry_run {
         let scheduled_for = week.map(|w| {
-            crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), config.digest_timezone)
+            crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), config.jobs.timezone)
         });
         return jobs_run(config, crate::jobs::WEEKLY_DIGEST, scheduled_for).await;
     }
@@ -205,20 +205,20 @@ async fn digest(
         .run(crate::jobs::WEEKLY_DIGEST, context.now_ms(), week, true)
         .await;
     root.shutdown(std::time::Duration::from_secs(5)).await;
-    let report = report.map_err(anyhow::Error::msg)?;
+    let report = report?;
     let pretty: serde_json::Value = serde_json::from_str(&report)?;
     println!("{}", serde_json::to_string_pretty(&pretty)?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.database_url.expose()).await?;
+    let store = Store::connect(config.storage.database_url.expose()).await?;
     let now = chrono::Utc::now().timestamp_millis();
     println!(
         "{:<14} {:<14} {:<10} {:<26} LAST RUN",
         "JOB", "SCHEDULE", "TIMEZONE", "NEXT RUN (UTC)"
     );
-    for spec in crate::startup::job_specs(&config)? {
+    for spec in crate::startup::job_specs(&config) {
         let next = spec
             .schedule
             .next_after(now)

@@ -22,8 +22,8 @@ pub struct KeyRing {
 impl KeyRing {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            admin: config.api_access_key.clone(),
-            clients: config.api_keys.clone(),
+            admin: config.keys.api_access_key.clone(),
+            clients: config.keys.api_keys.clone(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use herald_actors::clock::{SharedClock, SystemClock};
 use herald_actors::limiter::{
-    AtCapacity, BreakerPolicy, LimiterClient, LimiterConfig, Policy, SharedConfig,
+    AtCapacity, BreakerPolicy, LimiterClient, LimiterConfig, SharedConfig,
 };
 use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, SupervisorSpec};
 use tokio::net::TcpListener;
@@ -20,10 +20,8 @@ use tokio::task::JoinHandle;
 use std::time::Duration;
 
 use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
-use herald_actors::scheduler::{
-    JobSpec, MissedPolicy, Schedule, Scheduler, SchedulerClient, SchedulerConfig,
-};
-use herald_actors::throttle::{EmailThrottle, ThrottleClient, ThrottleRule, email_throttle};
+use herald_actors::scheduler::{JobSpec, Scheduler, SchedulerClient, SchedulerConfig};
+use herald_actors::throttle::{EmailThrottle, ThrottleClient, email_throttle};
 
 use crate::jobs::purge::Retention;
 use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
@@ -72,26 +70,23 @@ impl Application {
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let metrics = crate::metrics::install();
         let serve_lock = config
+            .storage
             .sqlite_file()
             .map(|file| ServeLock::acquire(&file))
             .transpose()?;
-        let store = Store::connect(config.database_url.expose())
+        let store = Store::connect(config.storage.database_url.expose())
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
 
-        let default_policy = Policy::per_seconds(
-            config.rate_limit.max_requests,
-            config.rate_limit.window_seconds,
-        );
         let stored = crate::store::policies::load(&store)
             .await
             .context("loading rate-limit policies")?;
-        let policies = Arc::new(Policies::new(default_policy, &stored));
+        let policies = Arc::new(Policies::new(config.rate_limit.default_policy, &stored));
         let (limiter_spec, limiter) = herald_actors::limiter::limiter(LimiterConfig {
             shards: config.rate_limit.shards,
             keys_per_shard: config.rate_limit.max_keys_per_shard,
-            at_capacity: match config.rate_limit_fail_mode {
+            at_capacity: match config.rate_limit.fail_mode {
                 FailMode::Open => AtCapacity::Admit,
                 FailMode::Closed => AtCapacity::Refuse,
             },
@@ -121,7 +116,7 @@ impl Application {
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),
             clock: clock.clone(),
-            digest_timezone: config.digest_timezone,
+            digest_timezone: config.jobs.timezone,
         };
         let dispatcher_spec = ChildSpec::actor(
             "email_dispatcher",
@@ -140,13 +135,13 @@ impl Application {
                         ..RetryPolicy::default()
                     },
                     breaker_cooldown: delivery.breaker_cooldown,
-                    drain_timeout: config.shutdown_timeout,
+                    drain_timeout: config.server.shutdown_timeout,
                     ..DispatcherConfig::default()
                 },
             },
             || (),
         )
-        .shutdown(config.shutdown_timeout + Duration::from_secs(1));
+        .shutdown(config.server.shutdown_timeout + Duration::from_secs(1));
         let dispatcher = DispatcherClient::new(dispatcher_spec.slot());
 
         let jobs = job_context(&config, &store, &throttle, &clock, "");
@@ -157,7 +152,7 @@ impl Application {
                     context: jobs.clone(),
                 }),
                 clock: clock.clone(),
-                jobs: job_specs(&config)?,
+                jobs: job_specs(&config),
                 config: SchedulerConfig {
                     lease: config.jobs.lease,
                     catch_up_horizon: config.jobs.catch_up_horizon,
@@ -184,7 +179,7 @@ impl Application {
             );
         }
 
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -248,7 +243,7 @@ impl Application {
         } = self;
         let root = state.root.clone();
         let store = state.store.clone();
-        let shutdown_timeout = state.config.shutdown_timeout;
+        let shutdown_timeout = state.config.server.shutdown_timeout;
         let app = crate::http::router(state, extra_routes);
 
         let (escalated_tx, escalated_rx) = tokio::sync::oneshot::channel::<()>();
@@ -294,7 +289,7 @@ impl Application {
 
 /// The shared rate-limit windows, when `REDIS_URL` is set.
 fn shared_windows(config: &Config) -> anyhow::Result<Option<SharedConfig>> {
-    let Some(url) = &config.redis_url else {
+    let Some(url) = &config.storage.redis_url else {
         return Ok(None);
     };
     let limits = &config.rate_limit;
@@ -323,14 +318,8 @@ fn throttle_actor(
             writes: writes.clone(),
         }),
         clock: clock.clone(),
-        session_reports: ThrottleRule {
-            limit: delivery.session_reports_limit,
-            window_ms: delivery.session_reports_window.as_millis() as i64,
-        },
-        weekly_digest: ThrottleRule {
-            limit: delivery.weekly_digest_limit,
-            window_ms: delivery.weekly_digest_window.as_millis() as i64,
-        },
+        session_reports: delivery.session_reports,
+        weekly_digest: delivery.weekly_digest,
     }
 }
 
@@ -347,19 +336,16 @@ fn job_context(
         store: store.clone(),
         throttle: throttle.clone(),
         clock: clock.clone(),
-        digest_timezone: config.digest_timezone,
-        digest_throttle: (
-            delivery.weekly_digest_limit,
-            delivery.weekly_digest_window.as_millis() as i64,
-        ),
+        digest_timezone: config.jobs.timezone,
+        digest_throttle: delivery.weekly_digest,
         retention: Retention {
-            send_log_days: config.jobs.retention_send_log_days,
-            session_events_days: config.jobs.retention_session_events_days,
-            audit_log_days: config.jobs.retention_audit_log_days,
+            send_log_days: config.jobs.retention.send_log_days,
+            session_events_days: config.jobs.retention.session_events_days,
+            audit_log_days: config.jobs.retention.audit_log_days,
             throttle_window_ms: delivery
-                .session_reports_window
-                .max(delivery.weekly_digest_window)
-                .as_millis() as i64,
+                .session_reports
+                .window_ms
+                .max(delivery.weekly_digest.window_ms),
         },
         owner: format!(
             "{owner}{}-{}",
@@ -370,27 +356,20 @@ fn job_context(
 }
 
 /// The jobs registered in code, with their schedules from configuration.
-pub fn job_specs(config: &Config) -> anyhow::Result<Vec<JobSpec>> {
-    let missed = if config.jobs.catch_up {
-        MissedPolicy::CatchUp
-    } else {
-        MissedPolicy::Skip
-    };
-    let schedule = |expression: &str| {
-        Schedule::parse(expression, config.digest_timezone.name()).map_err(anyhow::Error::msg)
-    };
-    Ok(vec![
+pub fn job_specs(config: &Config) -> Vec<JobSpec> {
+    let jobs = &config.jobs;
+    vec![
         JobSpec {
             name: WEEKLY_DIGEST.to_owned(),
-            schedule: schedule(&config.digest_schedule)?,
-            missed,
+            schedule: jobs.digest.clone(),
+            missed: jobs.missed,
         },
         JobSpec {
             name: PURGE_OLD.to_owned(),
-            schedule: schedule(&config.jobs.purge_schedule)?,
-            missed,
+            schedule: jobs.purge.clone(),
+            missed: jobs.missed,
         },
-    ])
+    ]
 }
 
 /// Every few seconds: publishes the number of tracked rate-limit clients and folds
@@ -467,7 +446,7 @@ pub async fn shutdown_signal() {
 /// digest sends through, and the job bodies. The running service's dispatcher sends what
 /// these queue.
 pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, SupervisorRef)> {
-    let store = Store::connect(config.database_url.expose())
+    let store = Store::connect(config.storage.database_url.expose())
         .await
         .context("connecting to the database")?;
     store.migrate().await.context("applying migrations")?;

@@ -66,16 +66,16 @@ pub fn finish_transaction(transaction: Option<sentry::Transaction>, ok: bool) {
 /// Starts Sentry when a DSN is configured. Keep the guard alive until exit: dropping it
 /// flushes pending events.
 pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
-    let dsn = config.sentry_dsn.as_ref()?;
+    let dsn = config.telemetry.sentry_dsn.as_ref()?;
     TRACING.store(
-        config.sentry_traces_sample_rate > 0.0,
+        config.telemetry.traces_sample_rate > 0.0,
         std::sync::atomic::Ordering::Relaxed,
     );
     let options = sentry::ClientOptions::new()
         .dsn(dsn.expose())
         .maybe_release(sentry::release_name!())
         .environment(config.environment.as_str())
-        .traces_sample_rate(config.sentry_traces_sample_rate)
+        .traces_sample_rate(config.telemetry.traces_sample_rate)
         .send_default_pii(false)
         .before_send(|event| Some(scrub_event(event)));
     Some(sentry::init(options))
@@ -85,8 +85,9 @@ pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
 /// `LOG_LEVEL`. Reports to Sentry are sent explicitly where a failure is handled (5xx,
 /// actor restarts), so nothing is reported twice.
 pub fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt_layer = match config.log_format {
+    let filter =
+        EnvFilter::try_new(&config.telemetry.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = match config.telemetry.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

@@ -185,6 +185,40 @@ pub fn in_flight_or_sent(status: Option<&str>) -> bool {
         .is_some_and(OutboxStatus::in_flight_or_sent)
 }
 
+/// A learning session's id: a UUID, kept in its hyphenated lower-case form (the form the
+/// store holds), parsed once where it enters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+/// A text that cannot name a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a session id is a UUID")]
+pub struct NotASessionId;
+
+impl SessionId {
+    /// Any form of UUID; anything else names no session.
+    pub fn parse(raw: &str) -> Result<Self, NotASessionId> {
+        uuid::Uuid::parse_str(raw)
+            .map(|id| Self(id.hyphenated().to_string()))
+            .map_err(|_| NotASessionId)
+    }
+
+    /// A fresh random id, for a new session.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The send ledger's key of one email: at most one email per (recipient, type, session or
 /// week). Built only by its constructors, from the address itself (an [`Email`]'s `Display`
 /// is masked, so a key formatted from it would be wrong). Keys are stored: the format may
@@ -194,7 +228,7 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     /// The report of one session to one recipient.
-    pub fn session_report(email: &Email, session_id: &str) -> Self {
+    pub fn session_report(email: &Email, session_id: &SessionId) -> Self {
         Self(format!(
             "{}:{}:{session_id}",
             email.as_str(),
@@ -247,16 +281,34 @@ mod tests {
     #[test]
     fn idempotency_keys_keep_the_stored_format() {
         let email = Email::parse("Parent@Example.com").unwrap();
+        let session = SessionId::parse("{3F2A0000-0000-4000-8000-00000000000A}").unwrap();
         assert_eq!(
-            IdempotencyKey::session_report(&email, "3f2a").as_str(),
-            "Parent@example.com:session_reports:3f2a"
+            IdempotencyKey::session_report(&email, &session).as_str(),
+            "Parent@example.com:session_reports:3f2a0000-0000-4000-8000-00000000000a"
         );
         assert_eq!(
             IdempotencyKey::weekly_digest(&email, "2026-11-23").as_str(),
             "Parent@example.com:weekly_digest:2026-11-23"
         );
-        let debug = format!("{:?}", IdempotencyKey::session_report(&email, "3f2a"));
+        let debug = format!("{:?}", IdempotencyKey::session_report(&email, &session));
         assert!(!debug.contains("Parent@"), "{debug}");
+    }
+
+    #[test]
+    fn a_session_id_is_a_uuid_in_its_stored_form() {
+        let id = SessionId::parse("3F2A0000000040008000000000000000").unwrap();
+        assert_eq!(id.as_str(), "3f2a0000-0000-4000-8000-000000000000");
+        assert_eq!(id.to_string(), id.as_str());
+        for bad in [
+            "",
+            "0",
+            "3f2a",
+            "../etc/passwd",
+            "3f2a0000-0000-4000-8000-00000000000g",
+        ] {
+            assert_eq!(SessionId::parse(bad), Err(NotASessionId), "{bad}");
+        }
+        assert_ne!(SessionId::random(), SessionId::random());
     }
 
     #[test]

@@ -4,37 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, DEV_SECRETS_FILE};
+use super::DEV_SECRETS_FILE;
+use super::keys::KeysConfig;
 use crate::secret::{Secret, random_token};
 
-impl Config {
-    /// The SQLite database file, unless the database is PostgreSQL or in memory.
-    pub fn sqlite_file(&self) -> Option<PathBuf> {
-        let url = self.database_url.expose();
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))?;
-        let path = path.split('?').next().unwrap_or_default();
-        if path.is_empty() || path.contains(":memory:") {
-            return None;
-        }
-        Some(PathBuf::from(path))
-    }
-
-    /// The directory of the SQLite file, where development secrets are kept.
-    fn secrets_dir(&self) -> Option<PathBuf> {
-        let path = self.sqlite_file()?;
-        Some(
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        )
-    }
-
+impl KeysConfig {
     /// Development only: reuse the secrets kept beside the database, or generate and keep
     /// them, so links and keys survive restarts.
-    pub(super) fn load_dev_secrets(&mut self) -> Result<(), String> {
-        let dir = self.secrets_dir().unwrap_or_else(|| PathBuf::from("."));
+    pub(super) fn load_dev_secrets(&mut self, dir: PathBuf) -> Result<(), String> {
         let file = dir.join(DEV_SECRETS_FILE);
         let mut stored = std::collections::HashMap::new();
         if let Ok(text) = std::fs::read_to_string(&file) {

@@ -51,7 +51,7 @@ pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
 }
 
 pub struct Parts<'a> {
-    pub from: &'a str,
+    pub from: &'a Mailbox,
     pub to: &'a str,
     pub message_id: &'a str,
     pub unsubscribe_url: &'a str,
@@ -68,10 +68,7 @@ pub enum BuildError {
 }
 
 pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
-    let from: Mailbox = parts
-        .from
-        .parse()
-        .map_err(|e| BuildError::Address(format!("from: {e}")))?;
+    let from = parts.from.clone();
     let to: Mailbox = parts
         .to
         .parse()

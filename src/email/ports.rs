@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::dispatcher::{Attempt, Claimed, DispatchObserver, DispatchPort, Mark};
-use herald_actors::email::{Email, EmailType};
+use herald_actors::email::{Email, EmailType, SessionId};
 use herald_actors::port::PortError;
 use herald_actors::throttle::{
     Admission, LedgerState, Lookup, SendRequest, ThrottlePort, ThrottleRule, Verdict, rules,
@@ -61,7 +61,7 @@ fn key(request: &SendRequest) -> LedgerKey<'_> {
         idempotency_key: request.idempotency_key.as_str(),
         email: request.email.as_str(),
         email_type: request.email_type.as_str(),
-        session_id: request.session_id.as_deref(),
+        session_id: request.session_id.as_ref().map(SessionId::as_str),
         week_start: request.week_start.as_deref(),
     }
 }
@@ -202,7 +202,8 @@ pub struct OutboxPort {
     pub reports: Arc<Reports>,
     pub mailer: Mailer,
     pub signer: Signer,
-    pub from: String,
+    /// The sender, parsed once at start.
+    pub from: lettre::message::Mailbox,
     pub api_base_url: String,
     pub clock: SharedClock,
     /// The zone digest weeks are counted in.
@@ -220,11 +221,7 @@ impl OutboxPort {
     }
 
     fn sender_domain(&self) -> &str {
-        self.from
-            .rsplit('@')
-            .next()
-            .unwrap_or("herald.localhost")
-            .trim_end_matches('>')
+        self.from.email.domain()
     }
 
     async fn build(
@@ -447,7 +444,7 @@ mod tests {
             reports: Arc::default(),
             mailer: Mailer::Console,
             signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
-            from: "reports@herald.example.org".to_owned(),
+            from: "reports@herald.example.org".parse().unwrap(),
             api_base_url: "https://herald.example.org".to_owned(),
             clock: Arc::new(clock.clone()),
             digest_timezone: chrono_tz::UTC,
@@ -457,10 +454,11 @@ mod tests {
 
     /// Queues a session report for `email`, its summary handed over as `/complete` does.
     async fn queue_report(port: &OutboxPort, email: &str) {
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session = SessionId::random();
+        let session_id = session.to_string();
         let idempotency_key = herald_actors::email::IdempotencyKey::session_report(
             &Email::parse(email).unwrap(),
-            &session_id,
+            &session,
         )
         .as_str()
         .to_owned();

@@ -44,8 +44,11 @@ impl Signer {
 
     pub fn from_config(config: &Config) -> Self {
         Self::new(
-            (config.secret_key_version, config.secret_key.clone()),
-            config.previous_secret_keys.clone(),
+            (
+                config.keys.secret_key_version,
+                config.keys.secret_key.clone(),
+            ),
+            config.keys.previous_secret_keys.clone(),
         )
     }
 

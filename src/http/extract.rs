@@ -24,7 +24,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|rejection| body_rejection(rejection, state.config.max_body_bytes))?;
+            .map_err(|rejection| body_rejection(rejection, state.config.server.max_body_bytes))?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -39,7 +39,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         let is_json = is_json(&req);
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|rejection| body_rejection(rejection, state.config.max_body_bytes))?;
+            .map_err(|rejection| body_rejection(rejection, state.config.server.max_body_bytes))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }

@@ -238,7 +238,7 @@ fn subject(state: &AppState, group: Group, request: &Request) -> (Client, Policy
         request.headers(),
         peer,
         &state.keys,
-        &state.config.trusted_proxies,
+        &state.config.server.trusted_proxies,
     );
     let policy = state.policies.get(group, &client.tier);
     let key = client.id.key(group.index());
@@ -264,7 +264,7 @@ fn decide(
             if error == LimiterError::Backend {
                 crate::metrics::rate_limit_backend_error();
             }
-            match state.config.rate_limit_fail_mode {
+            match state.config.rate_limit.fail_mode {
                 // At debug level: while a backend is down this runs for every request; the
                 // breaker and the metrics say it once.
                 FailMode::Open => {

@@ -93,7 +93,7 @@ pub async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID.clone(), value);
     }
-    security_headers(headers, state.config.hsts_max_age);
+    security_headers(headers, state.config.server.hsts_max_age);
     response
 }
 
@@ -131,10 +131,10 @@ fn security_headers(headers: &mut http::HeaderMap, hsts_max_age: Option<u64>) {
 
 /// Bounds every handler; one that overruns gets a 504 and its future is dropped.
 pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(state.config.server.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(timeout = ?state.config.request_timeout, "handler timed out");
+            tracing::warn!(timeout = ?state.config.server.request_timeout, "handler timed out");
             ApiError::Timeout.into_response()
         }
     }

@@ -115,13 +115,13 @@ fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
     let mut router = routes
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::timeout,
         ));
-    if let Some(cors) = cors(&state.config.cors_origins) {
+    if let Some(cors) = cors(&state.config.server.cors_origins) {
         router = router.layer(cors);
     }
     router

@@ -1,6 +1,6 @@
 //! Field rules for request bodies, each failure a 422 that names its field.
 
-use herald_actors::email::Email;
+use herald_actors::email::{Email, SessionId};
 
 use super::error::ApiError;
 
@@ -53,10 +53,8 @@ pub fn email(field: &str, value: Option<String>) -> Result<Option<Email>, ApiErr
 }
 
 /// A session id: anything that is not a UUID cannot name a session.
-pub fn session_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.hyphenated().to_string())
-        .map_err(|_| session_not_found())
+pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).map_err(|_| session_not_found())
 }
 
 /// A reporting period in days: 1 to 365, 7 when absent.
@@ -101,6 +99,6 @@ mod tests {
     fn session_ids_must_be_uuids() {
         assert!(session_id("not-a-uuid").is_err());
         let id = uuid::Uuid::new_v4().to_string();
-        assert_eq!(session_id(&id.to_uppercase()).unwrap(), id);
+        assert_eq!(session_id(&id.to_uppercase()).unwrap().as_str(), id);
     }
 }

@@ -12,10 +12,42 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use futures_util::StreamExt;
 use herald_actors::email::{Email, EmailType, IdempotencyKey};
-use herald_actors::throttle::{Admission, SendRequest, ThrottleClient};
+use herald_actors::throttle::{Admission, SendRequest, ThrottleClient, ThrottleRule};
 use serde::Serialize;
 
 use crate::store::{Store, StoreError, activity, outbox};
+
+/// Why a digest run stopped before deciding every recipient.
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the email throttle did not answer: {0}")]
+    Throttle(String),
+    #[error("a real run needs the email throttle to send through")]
+    NoThrottle,
+}
+
+/// What the digest did, or would do, for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Queued,
+    Duplicate,
+    Throttled,
+    /// Dry runs only: a real run leaves these to the dispatcher.
+    Unsubscribed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Duplicate => "duplicate",
+            Self::Throttled => "throttled",
+            Self::Unsubscribed => "unsubscribed",
+        }
+    }
+}
 
 pub use crate::reports::week::{RecipientWeek, WEEK_MS, day_start_ms, parse_date, week_before};
 
@@ -38,8 +70,14 @@ pub struct DigestReport {
 }
 
 impl DigestReport {
-    fn note(&mut self, outcome: &str, email: &str) {
-        let sample = self.sample.entry(outcome.to_owned()).or_default();
+    fn count(&mut self, outcome: Outcome, email: &str) {
+        *match outcome {
+            Outcome::Queued => &mut self.queued,
+            Outcome::Duplicate => &mut self.duplicate,
+            Outcome::Throttled => &mut self.throttled,
+            Outcome::Unsubscribed => &mut self.unsubscribed,
+        } += 1;
+        let sample = self.sample.entry(outcome.as_str().to_owned()).or_default();
         if sample.len() < 5 {
             sample.push(crate::redact::mask_email(email));
         }
@@ -53,11 +91,11 @@ pub struct DigestRun<'a> {
     pub timezone: chrono_tz::Tz,
     pub dry_run: bool,
     pub now_ms: i64,
-    /// The weekly digest throttle (limit, window), for dry runs.
-    pub throttle_rule: (u32, i64),
+    /// The weekly digest throttle, for dry runs.
+    pub throttle_rule: ThrottleRule,
 }
 
-pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
+pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, DigestError> {
     let from = day_start_ms(job.week_start, job.timezone);
     let week = job.week_start.format("%Y-%m-%d").to_string();
     let mut report = DigestReport {
@@ -65,9 +103,7 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
         dry_run: job.dry_run,
         ..Default::default()
     };
-    let skipped = activity::inactive_recipients(job.store, from, from + WEEK_MS)
-        .await
-        .map_err(|e| e.to_string())?;
+    let skipped = activity::inactive_recipients(job.store, from, from + WEEK_MS).await?;
     report.skipped_no_activity = skipped.max(0) as u64;
 
     // A std Mutex: it is never held across an await.
@@ -81,7 +117,7 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
     };
     // Shared with the concurrent deciders; std Mutexes, never held across an await.
     let report = Arc::new(std::sync::Mutex::new(report));
-    let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let first_error: Arc<std::sync::Mutex<Option<DigestError>>> = Arc::default();
     // The query streams recipients into a small channel; up to DIGEST_CONCURRENCY of them
     // are decided at once, so their ledger writes share transactions (group commit) while
     // memory stays bounded by the channel.
@@ -91,9 +127,9 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
             activity::for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
                 let tx = tx.clone();
                 async move {
-                    tx.send(recipient)
-                        .await
-                        .map_err(|_| StoreError::Write("the digest stopped".to_owned()))
+                    // The consumer only stops with the run; nothing is left to hand over.
+                    let _ = tx.send(recipient).await;
+                    Ok(())
                 }
             })
             .await;
@@ -110,26 +146,17 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, String> {
                     async move {
                         lock(&report).recipients_with_activity += 1;
                         match decider.decide(&recipient.email).await {
-                            Ok(Some((outcome, email))) => {
-                                let mut report = lock(&report);
-                                match outcome {
-                                    "queued" => report.queued += 1,
-                                    "duplicate" => report.duplicate += 1,
-                                    "throttled" => report.throttled += 1,
-                                    _ => report.unsubscribed += 1,
-                                }
-                                report.note(outcome, &email);
-                            }
+                            Ok(Some((outcome, email))) => lock(&report).count(outcome, &email),
                             Ok(None) => {}
                             Err(err) => {
-                                lock(&first_error).get_or_insert(err.to_string());
+                                lock(&first_error).get_or_insert(err);
                             }
                         }
                     }
                 }
             });
     let (produced, ()) = tokio::join!(producer, consumer);
-    produced.map_err(|e| e.to_string())?;
+    produced?;
     if let Some(err) = lock(&first_error).take() {
         return Err(err);
     }
@@ -160,13 +187,13 @@ struct Decider {
     throttle: Option<ThrottleClient>,
     dry_run: bool,
     now_ms: i64,
-    throttle_rule: (u32, i64),
+    throttle_rule: ThrottleRule,
     week: String,
 }
 
 impl Decider {
     /// One recipient's digest: queued (or, for a dry run, what a real run would do).
-    async fn decide(&self, raw_email: &str) -> Result<Option<(&'static str, String)>, StoreError> {
+    async fn decide(&self, raw_email: &str) -> Result<Option<(Outcome, String)>, DigestError> {
         let Ok(email) = Email::parse(raw_email) else {
             return Ok(None);
         };
@@ -174,10 +201,7 @@ impl Decider {
         let outcome = if self.dry_run {
             self.dry_outcome(&email, key.as_str()).await?
         } else {
-            let throttle = self
-                .throttle
-                .as_ref()
-                .ok_or_else(|| StoreError::Write("no throttle to send through".into()))?;
+            let throttle = self.throttle.as_ref().ok_or(DigestError::NoThrottle)?;
             let request = SendRequest {
                 email: email.clone(),
                 email_type: EmailType::WeeklyDigest,
@@ -189,19 +213,19 @@ impl Decider {
             match throttle
                 .admit(request)
                 .await
-                .map_err(|e| StoreError::Write(e.to_string()))?
+                .map_err(|e| DigestError::Throttle(e.to_string()))?
             {
-                Admission::Queued => "queued",
-                Admission::Duplicate => "duplicate",
-                Admission::Throttled { .. } => "throttled",
-                Admission::Suppressed => "unsubscribed",
+                Admission::Queued => Outcome::Queued,
+                Admission::Duplicate => Outcome::Duplicate,
+                Admission::Throttled { .. } => Outcome::Throttled,
+                Admission::Suppressed => Outcome::Unsubscribed,
             }
         };
         Ok(Some((outcome, email.as_str().to_owned())))
     }
 
     /// What a real run would decide for this recipient, read without writing anything.
-    async fn dry_outcome(&self, email: &Email, key: &str) -> Result<&'static str, StoreError> {
+    async fn dry_outcome(&self, email: &Email, key: &str) -> Result<Outcome, StoreError> {
         let ledger_key = outbox::LedgerKey {
             idempotency_key: key,
             email: email.as_str(),
@@ -209,25 +233,21 @@ impl Decider {
             session_id: None,
             week_start: None,
         };
-        let (limit, window) = self.throttle_rule;
+        let rule = self.throttle_rule;
         let (status, enabled, recent) =
-            outbox::lookup(&self.store, &ledger_key, Some(self.now_ms - window)).await?;
+            outbox::lookup(&self.store, &ledger_key, Some(self.now_ms - rule.window_ms)).await?;
         if herald_actors::email::in_flight_or_sent(status.as_deref()) {
-            return Ok("duplicate");
+            return Ok(Outcome::Duplicate);
         }
         if !enabled {
-            return Ok("unsubscribed");
+            return Ok(Outcome::Unsubscribed);
         }
         // The throttle actor's own rule, so the dry run and a real run cannot disagree.
-        let rule = herald_actors::throttle::ThrottleRule {
-            limit,
-            window_ms: window,
-        };
         let recent = recent.unwrap_or_default();
         Ok(
             match herald_actors::throttle::rules::check(&recent, self.now_ms, rule) {
-                Ok(()) => "queued",
-                Err(_) => "throttled",
+                Ok(()) => Outcome::Queued,
+                Err(_) => Outcome::Throttled,
             },
         )
     }

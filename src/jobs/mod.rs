@@ -41,6 +41,21 @@ impl JobName {
     }
 }
 
+/// Why a job body failed; its text is what the run ledger records.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no job named {0}")]
+    Unknown(String),
+    #[error("{0} has no dry run")]
+    NoDryRun(&'static str),
+    #[error(transparent)]
+    Digest(#[from] digest::DigestError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("could not encode the job's statistics: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Everything the job bodies need.
 #[derive(Clone)]
 pub struct JobContext {
@@ -48,7 +63,7 @@ pub struct JobContext {
     pub throttle: ThrottleClient,
     pub clock: SharedClock,
     pub digest_timezone: chrono_tz::Tz,
-    pub digest_throttle: (u32, i64),
+    pub digest_throttle: herald_actors::throttle::ThrottleRule,
     pub retention: purge::Retention,
     /// Names this process in the ledger's `owner` column.
     pub owner: String,
@@ -67,7 +82,7 @@ impl JobContext {
         scheduled_for: i64,
         week_start: Option<chrono::NaiveDate>,
         dry_run: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, JobError> {
         match job {
             WEEKLY_DIGEST => {
                 let report = digest::run(digest::DigestRun {
@@ -82,18 +97,16 @@ impl JobContext {
                     throttle_rule: self.digest_throttle,
                 })
                 .await?;
-                serde_json::to_string(&report).map_err(|e| e.to_string())
+                Ok(serde_json::to_string(&report)?)
             }
             PURGE_OLD => {
                 if dry_run {
-                    return Err("purge_old has no dry run".to_owned());
+                    return Err(JobError::NoDryRun(PURGE_OLD));
                 }
-                let report = purge::run(&self.store, &self.retention, self.now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                serde_json::to_string(&report).map_err(|e| e.to_string())
+                let report = purge::run(&self.store, &self.retention, self.now_ms()).await?;
+                Ok(serde_json::to_string(&report)?)
             }
-            other => Err(format!("no job named {other}")),
+            other => Err(JobError::Unknown(other.to_owned())),
         }
     }
 }
@@ -197,6 +210,6 @@ impl SchedulerPort for JobsPort {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "job body finished"
         );
-        result
+        result.map_err(|err| err.to_string())
     }
 }

@@ -12,6 +12,7 @@ fn filter(one: bool) -> &'static str {
 }
 
 /// Streams every active recipient's week, in one order, calling `each` for each.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn for_each_recipient<F, Fut>(
     store: &Store,
     from_ms: i64,
@@ -120,6 +121,7 @@ where
 }
 
 /// One recipient's week, for rendering their digest at send time.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn recipient_week(
     store: &Store,
     email: &str,
@@ -137,6 +139,7 @@ pub async fn recipient_week(
 }
 
 /// Recipients known to herald with no completed session in `[from_ms, to_ms)`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn inactive_recipients(
     store: &Store,
     from_ms: i64,

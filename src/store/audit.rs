@@ -14,6 +14,7 @@ pub struct AuditEntry<'a> {
     pub new_value: Option<String>,
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(
     tx: &mut Transaction<'_, Any>,
     entry: AuditEntry<'_>,
@@ -36,6 +37,7 @@ pub async fn record(
 
 /// Records an operational action that has no row of its own to change in the same
 /// transaction (a limiter reset, a throttle reset done through its actor).
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn record_alone(
     store: &super::Store,
     actor: &str,

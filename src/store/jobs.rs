@@ -23,6 +23,7 @@ pub struct JobRun {
 }
 
 /// Starts the occurrence unless it exists; takes over a `running` row whose lease expired.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn try_start(
     store: &Store,
     job: &str,
@@ -50,6 +51,7 @@ pub async fn try_start(
     Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn renew(store: &Store, run_id: &str, until_ms: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE job_runs SET lease_until = $2 WHERE id = $1 AND status = 'running'")
         .bind(run_id)
@@ -59,6 +61,7 @@ pub async fn renew(store: &Store, run_id: &str, until_ms: i64) -> Result<(), Sto
     Ok(())
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn finish(
     store: &Store,
     run_id: &str,
@@ -84,6 +87,7 @@ pub async fn finish(
     Ok(())
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn is_running(store: &Store, job: &str, scheduled_for: i64) -> Result<bool, StoreError> {
     let row = sqlx::query(
         "SELECT COUNT(*) FROM job_runs WHERE job = $1 AND scheduled_for = $2 AND status = 'running'",
@@ -95,6 +99,7 @@ pub async fn is_running(store: &Store, job: &str, scheduled_for: i64) -> Result<
     Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn last_scheduled(store: &Store, job: &str) -> Result<Option<i64>, StoreError> {
     let row = sqlx::query("SELECT MAX(scheduled_for) FROM job_runs WHERE job = $1")
         .bind(job)
@@ -118,6 +123,7 @@ fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
 }
 
 /// The runs of a job, newest occurrence first.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn runs(store: &Store, job: &str, limit: i64) -> Result<Vec<JobRun>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until \

@@ -36,7 +36,7 @@ pub enum StoreError {
     #[error("database did not answer within {0:?}")]
     Timeout(Duration),
     #[error("database write failed: {0}")]
-    Write(String),
+    Batch(#[from] group_commit::WriteError),
 }
 
 /// Connection pools for one database.

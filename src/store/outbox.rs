@@ -39,14 +39,19 @@ pub struct LedgerRow {
     pub next_attempt_at_ms: Option<i64>,
 }
 
+/// What [`lookup`] reads: the key's row status, whether the recipient wants this type, and
+/// the throttle slots since the instant asked for.
+pub type Lookup = (Option<String>, bool, Option<Vec<i64>>);
+
 /// The status of the key's row, whether the recipient wants this type of email and, given
 /// `sends_since`, the recipient's throttle slots of this type from then on (oldest first).
 /// One query: the first row answers the first two, any further rows are the slots.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn lookup(
     store: &Store,
     key: &LedgerKey<'_>,
     sends_since: Option<i64>,
-) -> Result<(Option<String>, bool, Option<Vec<i64>>), StoreError> {
+) -> Result<Lookup, StoreError> {
     match store.kept().await {
         Some(mut conn) => lookup_on(&mut *conn, key, sends_since).await,
         None => lookup_on(store.reader(), key, sends_since).await,
@@ -54,11 +59,12 @@ pub async fn lookup(
 }
 
 /// [`lookup`] on a given connection (inside a transaction, say).
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn lookup_on<'c>(
     executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     key: &LedgerKey<'_>,
     sends_since: Option<i64>,
-) -> Result<(Option<String>, bool, Option<Vec<i64>>), StoreError> {
+) -> Result<Lookup, StoreError> {
     macro_rules! head {
         () => {
             "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
@@ -98,6 +104,7 @@ pub(crate) async fn lookup_on<'c>(
 }
 
 /// Records a decision that sends nothing (`suppressed`, `throttled`) for the key.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn record(
     store: &Store,
     key: &LedgerKey<'_>,
@@ -109,6 +116,7 @@ pub async fn record(
 }
 
 /// [`record`] on a given connection.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn record_on<'c>(
     executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     key: &LedgerKey<'_>,
@@ -136,6 +144,7 @@ pub(crate) async fn record_on<'c>(
 }
 
 /// Counts a duplicate request against the key's row.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn record_duplicate(
     store: &Store,
     idempotency_key: &str,
@@ -145,6 +154,7 @@ pub async fn record_duplicate(
 }
 
 /// [`record_duplicate`] on a given connection.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn record_duplicate_on<'c>(
     executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
     idempotency_key: &str,
@@ -204,6 +214,7 @@ pub struct ClaimedRow {
 }
 
 /// Leases up to `limit` due rows to the caller.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim(
     store: &Store,
     limit: usize,
@@ -258,6 +269,7 @@ pub async fn claim(
 
 /// Puts claimed rows back in the queue, as if their leases had run out: each given as its
 /// id and the lease its claim set, so a row claimed again since is left alone.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn release(store: &Store, leases: &[(&str, i64)]) -> Result<(), StoreError> {
     if leases.is_empty() {
         return Ok(());
@@ -313,6 +325,7 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn depth(store: &Store) -> Result<u64, StoreError> {
     let depth: i64 =
         sqlx::query("SELECT COUNT(*) FROM email_send_logs WHERE status IN ('pending', 'sending')")
@@ -342,6 +355,7 @@ fn preference(
     enabled.map(|enabled| (enabled != 0, recipient_key))
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, StoreError> {
     let row = sqlx::query(
         "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
@@ -387,6 +401,7 @@ fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
 }
 
 /// The ledger of one recipient, newest first.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn for_email(
     store: &Store,
     email: &str,

@@ -13,6 +13,7 @@ pub struct PolicyRow {
     pub window_seconds: i64,
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn load(store: &Store) -> Result<Vec<PolicyRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT group_name, tier, max_requests, window_seconds FROM rate_limit_policies \
@@ -34,6 +35,7 @@ pub async fn load(store: &Store) -> Result<Vec<PolicyRow>, StoreError> {
 }
 
 /// Writes every change and its audit row in one transaction: all or nothing.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn apply(
     store: &Store,
     actor: &str,

@@ -34,6 +34,7 @@ impl Unsubscribe {
 
 /// Applies an unsubscribe; returns whether anything changed. The seed's effects: each type
 /// turns its switch off and stamps its time; `all` does both.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn unsubscribe(
     store: &Store,
     recipient_key: &str,
@@ -65,6 +66,7 @@ pub async fn unsubscribe(
 }
 
 /// The two switches of a recipient, for tests and the admin view.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn switches(store: &Store, email: &str) -> Result<Option<(bool, bool)>, StoreError> {
     let row = sqlx::query("SELECT weekly_digest_enabled, session_reports_enabled FROM email_preferences WHERE email = $1")
         .bind(email)

@@ -25,6 +25,7 @@ pub struct Deleted {
     pub job_runs: u64,
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete_before(store: &Store, cutoffs: Cutoffs) -> Result<Deleted, StoreError> {
     let delete = |sql: &'static str, cutoff: i64| async move {
         Ok::<u64, StoreError>(

@@ -41,6 +41,7 @@ pub enum EventOutcome {
     SessionMissing,
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO sessions (id, access_token_hash, learner_name, subject, parent_email, started_at) \
@@ -71,6 +72,7 @@ fn session_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreError> {
     let started = std::time::Instant::now();
     let row = sqlx::query(
@@ -85,6 +87,7 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<SessionRow>, StoreErr
 }
 
 /// A session with its events in order, in one read.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn with_events(
     store: &Store,
     id: &str,
@@ -119,6 +122,7 @@ pub async fn with_events(
 }
 
 /// A session's summary as the database has it, `now_ms` timing a session still open.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn summary(
     store: &Store,
     id: &str,
@@ -131,6 +135,7 @@ pub async fn summary(
 
 /// Records an event only while its session is open: one statement, so a completion racing
 /// with it cannot let an event in after the session closed.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutcome, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO session_events (id, session_id, kind, detail, correct, created_at) \
@@ -159,6 +164,7 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
 /// changes nothing, the parent's address included. Given `events_seen`, completes it only
 /// if it still has that many events, so that a summary computed from them is the whole
 /// session. Written through group commit, since completions come in bursts.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn complete(
     writes: &GroupCommit,
     id: &str,
@@ -189,10 +195,11 @@ pub async fn complete(
     let affected = writes
         .run(vec![statement])
         .await
-        .map_err(StoreError::Write)?;
+        .map_err(StoreError::from)?;
     Ok(affected.first() == Some(&1))
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT kind, correct FROM session_events WHERE session_id = $1 ORDER BY created_at, id",

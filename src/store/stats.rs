@@ -22,6 +22,7 @@ pub struct Summary {
     pub emails_by_outcome: std::collections::BTreeMap<String, i64>,
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn dashboard(store: &Store) -> Result<Dashboard, StoreError> {
     let row = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM sessions), \
@@ -37,6 +38,7 @@ pub async fn dashboard(store: &Store) -> Result<Dashboard, StoreError> {
     })
 }
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn summary(store: &Store, days: i64, now_ms: i64) -> Result<Summary, StoreError> {
     let since = now_ms - days * 86_400_000;
     let row = sqlx::query(

@@ -4,6 +4,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn sends_since(
     store: &Store,
     email: &str,
@@ -25,6 +26,7 @@ pub async fn sends_since(
 }
 
 /// Deletes a recipient's recorded sends (of one type, or all); returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn reset(
     store: &Store,
     email: &str,
@@ -66,6 +68,7 @@ pub enum Decided {
 /// recipient's sends since `window_start_ms` judged by `check` (the throttle rule: `Err`
 /// with the wait and the ledger's reason), and the outcome's write, all committed before
 /// the lock is released.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn decide_serialised(
     store: &Store,
     key: &super::outbox::LedgerKey<'_>,

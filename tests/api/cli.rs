@@ -174,8 +174,30 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
         .await
         .unwrap();
     assert_eq!(done.status(), 200);
-    // The console provider logs the email once the dispatcher has sent it.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The console provider logs the email as it sends it; the ledger says sent after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs: serde_json::Value = client
+            .get(format!(
+                "{}/admin/email/logs?email=parent@example.com",
+                running.base
+            ))
+            .header("X-API-Key", crate::helpers::API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if logs.to_string().contains("\"sent\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report was never sent: {logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let _ = running.child.kill();
     let output = running.child.wait_with_output_ref();
     let stdout = String::from_utf8_lossy(&output);

@@ -413,8 +413,25 @@ async fn deliver_over_three(total: usize, kill: bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Anything still in flight lands; then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Count once no row is pending or sending: every attempt has ended (a row is marked
+    // only after its SMTP transaction), so no message is still on its way.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM email_send_logs WHERE status IN ('pending', 'sending')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} emails never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let received = smtp.received();
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for message in &received {
@@ -630,8 +647,21 @@ async fn the_replica_running_the_digest_is_killed_and_another_finishes_it() {
         .iter()
         .position(|r| r.pid() == pid)
         .expect("the run's owner is one of the replicas");
-    // Let it get going, then kill it mid-run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill it mid-run, as soon as it has queued its first digests.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM email_send_logs WHERE email_type = 'weekly_digest'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if queued > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the digest queued nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     replicas[runner].kill();
     let queued_at_kill: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM email_send_logs WHERE email_type = 'weekly_digest'",

@@ -252,6 +252,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "email_dispatcher"))]
     async fn handle(
         &self,
         myself: ActorRef<DispatcherMsg>,

@@ -230,6 +230,7 @@ impl Actor for Shard {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "rate_limiter"))]
     async fn handle(
         &self,
         _: ActorRef<ShardMsg>,
@@ -269,6 +270,7 @@ impl Shard {
     /// A shard over a shared backend: resets and counts go to the backend (bounded by its
     /// timeout); probes reconnect while the breaker is open. The backend failing never
     /// fails the shard: the breaker and the caller's fail mode handle it.
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "rate_limiter"))]
     async fn handle_shared(
         &self,
         shared: &SharedConfig,

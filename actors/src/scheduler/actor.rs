@@ -252,6 +252,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "scheduler"))]
     async fn handle(
         &self,
         myself: ActorRef<SchedulerMsg>,

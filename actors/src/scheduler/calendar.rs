@@ -15,18 +15,37 @@ pub struct Schedule {
     expression: String,
 }
 
+/// Why a schedule could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("'{expression}' is not a cron expression: {reason}")]
+    Cron { expression: String, reason: String },
+    #[error("'{0}' is not a time zone name (e.g. UTC, Europe/Berlin)")]
+    Zone(String),
+}
+
 impl Schedule {
-    pub fn parse(expression: &str, timezone: &str) -> Result<Self, String> {
-        let cron = Cron::from_str(expression)
-            .map_err(|e| format!("'{expression}' is not a cron expression: {e}"))?;
-        let tz = Tz::from_str(timezone).map_err(|_| {
-            format!("'{timezone}' is not a time zone name (e.g. UTC, Europe/Berlin)")
+    /// A schedule in an already parsed zone.
+    pub fn new(expression: &str, tz: Tz) -> Result<Self, ScheduleError> {
+        let cron = Cron::from_str(expression).map_err(|e| ScheduleError::Cron {
+            expression: expression.to_owned(),
+            reason: e.to_string(),
         })?;
         Ok(Self {
             cron,
             tz,
             expression: expression.to_owned(),
         })
+    }
+
+    /// A schedule from a cron expression and an IANA zone name.
+    pub fn parse(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
+        let tz = Tz::from_str(timezone).map_err(|_| ScheduleError::Zone(timezone.to_owned()))?;
+        Self::new(expression, tz)
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.tz
     }
 
     pub fn expression(&self) -> &str {
@@ -198,11 +217,13 @@ mod tests {
         assert!(
             Schedule::parse("every sunday", "UTC")
                 .unwrap_err()
+                .to_string()
                 .contains("cron")
         );
         assert!(
             Schedule::parse("0 9 * * SUN", "Mars/Olympus")
                 .unwrap_err()
+                .to_string()
                 .contains("time zone")
         );
     }

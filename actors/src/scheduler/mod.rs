@@ -8,7 +8,7 @@ pub mod port;
 pub mod run;
 
 pub use actor::{JobSpec, JobStatus, RunError, Scheduler, SchedulerConfig, SchedulerMsg};
-pub use calendar::{MissedPolicy, Schedule, catch_up};
+pub use calendar::{MissedPolicy, Schedule, ScheduleError, catch_up};
 pub use client::SchedulerClient;
 pub use port::{RunOutcome, SchedulerPort};
 pub use run::{run_occurrence, run_started};

@@ -189,6 +189,7 @@ impl<P: ThrottlePort> EmailThrottle<P> {
     /// Several processes share the database: every question goes to it. Decisions run in
     /// tasks of their own, so recipients do not wait for one another; the database
     /// serialises the decisions about one recipient.
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "email_throttle"))]
     async fn handle_shared(&self, message: ThrottleMsg) -> Result<(), ActorProcessingErr> {
         match message {
             ThrottleMsg::Admit(request, reply) => {
@@ -246,6 +247,7 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(actor = "email_throttle"))]
     async fn handle(
         &self,
         myself: ActorRef<ThrottleMsg>,

@@ -22,7 +22,7 @@ pub struct SendRequest {
     pub email: Email,
     pub email_type: EmailType,
     pub idempotency_key: IdempotencyKey,
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::email::SessionId>,
     pub week_start: Option<String>,
     /// Whether an unsubscribed recipient is suppressed now. Batch jobs leave it to the
     /// dispatcher, which checks again at send time anyway.

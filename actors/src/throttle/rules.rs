@@ -9,6 +9,19 @@ pub struct ThrottleRule {
 }
 
 impl ThrottleRule {
+    /// `limit` sends per `window` (milliseconds beyond `i64` are clamped: no window is
+    /// that long).
+    pub fn new(limit: u32, window: std::time::Duration) -> Self {
+        Self {
+            limit,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub fn window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.window_ms).unwrap_or(0))
+    }
+
     /// "24 hours", "7 days": the seed's wording of a window.
     pub fn window_text(&self) -> String {
         let hours = self.window_ms / 3_600_000;

@@ -53,6 +53,7 @@ fn to_view(status: ChildStatus) -> ActorStatus {
         (status = 200, description = "The supervision tree", body = SupervisionTree),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 503, description = "The root supervisor did not answer", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<SupervisionTree>, ApiError> {
     let children = state
         .root

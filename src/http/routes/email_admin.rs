@@ -69,6 +69,7 @@ pub struct TypeQuery {
         (status = 200, description = "Throttle state per email type, with when each slot frees up", body = ThrottleView),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn throttle_state(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -109,6 +110,7 @@ pub struct ThrottleReset {
         (status = 200, description = "Recorded sends cleared (audited)", body = ThrottleReset),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Not an email address, or an unknown type", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn throttle_reset(
     State(state): State<AppState>,
     key: AdminKey,
@@ -152,6 +154,7 @@ pub struct EmailLogs {
         (status = 200, description = "The recipient's ledger, newest first (at most 200 rows)", body = EmailLogs),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Missing or invalid email", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn email_logs(
     State(state): State<AppState>,
     Query(query): Query<LogsQuery>,

@@ -20,6 +20,7 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "The process is serving", body = String, content_type = "text/plain")))]
+#[tracing::instrument(skip_all)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
@@ -112,6 +113,7 @@ fn collect_down(prefix: &str, children: &[ChildStatus], down: &mut Vec<String>) 
     responses(
         (status = 200, description = "Everything works", body = Health),
         (status = 503, description = "The database or a supervised actor is down", body = Health)))]
+#[tracing::instrument(skip_all)]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let checks = run_checks(&state).await;
     let expected = crate::store::expected_migrations();
@@ -152,6 +154,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "Ready for traffic", body = Readiness),
         (status = 503, description = "Not ready, with the reasons", body = Readiness)))]
+#[tracing::instrument(skip_all)]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let checks = run_checks(&state).await;
     let mut reasons = Vec::new();

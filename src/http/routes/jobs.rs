@@ -71,6 +71,7 @@ fn unavailable() -> ApiError {
         (status = 200, description = "Every job: schedule, next run, last run", body = JobList),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 503, description = "The scheduler is restarting", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
     let statuses = state.scheduler.list().await.ok_or_else(unavailable)?;
     let mut views = Vec::with_capacity(statuses.len());
@@ -119,6 +120,7 @@ pub struct RunStarted {
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::error::ErrorBody),
         (status = 422, description = "Bad start_date, or a dry run of a job that has none", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -150,7 +152,7 @@ pub async fn run(
             .jobs
             .run(&name, now, week, true)
             .await
-            .map_err(ApiError::Internal)?;
+            .map_err(ApiError::internal)?;
         let body: serde_json::Value = serde_json::from_str(&report).map_err(ApiError::internal)?;
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
@@ -200,6 +202,7 @@ pub struct RunHistory {
         (status = 200, description = "The job's runs, newest occurrence first (at most 100)", body = RunHistory),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn runs(
     State(state): State<AppState>,
     Path(name): Path<String>,

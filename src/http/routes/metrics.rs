@@ -11,8 +11,9 @@ use crate::http::state::AppState;
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
         (status = 401, description = "METRICS_TOKEN is set and the bearer token is missing or wrong", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.config.metrics_token {
+    if let Some(token) = &state.config.telemetry.metrics_token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -40,6 +40,7 @@ pub struct OpsMetrics {
         (status = 200, description = "The snapshot", body = OpsMetrics),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "`days` out of range", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn snapshot(
     State(state): State<AppState>,
     Query(query): Query<SummaryQuery>,

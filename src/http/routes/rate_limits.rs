@@ -49,10 +49,7 @@ fn view(state: &AppState) -> PoliciesView {
                 window_seconds: r.window_seconds,
             })
             .collect(),
-        fail_mode: match state.config.rate_limit_fail_mode {
-            crate::config::FailMode::Open => "open",
-            crate::config::FailMode::Closed => "closed",
-        },
+        fail_mode: state.config.rate_limit.fail_mode.as_str(),
     }
 }
 
@@ -60,6 +57,7 @@ fn view(state: &AppState) -> PoliciesView {
     responses(
         (status = 200, description = "The policies in force", body = PoliciesView),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> Json<PoliciesView> {
     Json(view(&state))
 }
@@ -165,6 +163,7 @@ fn parse_changes(
         (status = 200, description = "The policies now in force", body = PoliciesView),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Invalid value; `field` names it; nothing changed", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn update(
     State(state): State<AppState>,
     key: AdminKey,
@@ -203,6 +202,7 @@ pub struct ResetResult {
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Unknown group or malformed client", body = crate::http::error::ErrorBody),
         (status = 503, description = "A limiter shard did not answer", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn reset(
     State(state): State<AppState>,
     key: AdminKey,

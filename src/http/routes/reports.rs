@@ -36,7 +36,7 @@ pub async fn summary(
     Path(raw_id): Path<String>,
 ) -> Result<Json<SessionSummary>, ApiError> {
     let id = validate::session_id(&raw_id)?;
-    Ok(Json(summary_of(&state, &id).await?))
+    Ok(Json(summary_of(&state, id.as_str()).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/pdf", tag = "reports",

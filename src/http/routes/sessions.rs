@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use herald_actors::email::{Email, EmailType, IdempotencyKey};
+use herald_actors::email::{Email, EmailType, IdempotencyKey, SessionId};
 use herald_actors::throttle::{Admission, SendRequest};
 
 use crate::http::error::ApiError;
@@ -38,13 +38,14 @@ fn now_ms(state: &AppState) -> i64 {
 
 /// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
 /// 404 `SESSION_NOT_FOUND`, 403 `INVALID_SESSION_TOKEN`.
+#[tracing::instrument(skip_all)]
 pub async fn authorize(
     state: &AppState,
     raw_id: &str,
     token: SessionToken,
 ) -> Result<SessionRow, ApiError> {
     let (id, token) = credentials(raw_id, token)?;
-    let session = sessions::get(&state.store, &id)
+    let session = sessions::get(&state.store, id.as_str())
         .await?
         .ok_or_else(validate::session_not_found)?;
     check_token(&session, &token)?;
@@ -52,7 +53,7 @@ pub async fn authorize(
 }
 
 /// The session id and the presented token, before anything is read.
-fn credentials(raw_id: &str, token: SessionToken) -> Result<(String, String), ApiError> {
+fn credentials(raw_id: &str, token: SessionToken) -> Result<(SessionId, String), ApiError> {
     let token = token.0.ok_or(ApiError::Forbidden {
         code: "MISSING_SESSION_TOKEN",
         message: "The X-Session-Access-Token header is required.".to_owned(),
@@ -63,10 +64,10 @@ fn credentials(raw_id: &str, token: SessionToken) -> Result<(String, String), Ap
 /// The session with its events, once `token` is checked against it.
 async fn with_events(
     state: &AppState,
-    id: &str,
+    id: &SessionId,
     token: &str,
 ) -> Result<(SessionRow, Vec<EventRecord>), ApiError> {
-    let (session, events) = sessions::with_events(&state.store, id)
+    let (session, events) = sessions::with_events(&state.store, id.as_str())
         .await?
         .ok_or_else(validate::session_not_found)?;
     check_token(&session, token)?;
@@ -115,13 +116,13 @@ pub async fn start(
     let learner_name = validate::text("learner_name", body.learner_name, NAME_MAX, false)?;
     let subject = validate::text("subject", body.subject, NAME_MAX, false)?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = SessionId::random();
     let token = random_token();
     let started_at_ms = now_ms(&state);
     sessions::insert(
         &state.store,
         &NewSession {
-            id: &id,
+            id: id.as_str(),
             token_hash: &hash_token(&token),
             learner_name: learner_name.as_deref(),
             subject: subject.as_deref(),
@@ -135,7 +136,7 @@ pub async fn start(
     Ok((
         StatusCode::CREATED,
         Json(SessionStarted {
-            session_id: id,
+            session_id: id.to_string(),
             session_access_token: token,
             started_at: instant(started_at_ms),
         }),
@@ -273,7 +274,7 @@ impl ReportEmail {
 /// Decides the report email of a completed session through the throttle actor.
 async fn report_email(
     state: &AppState,
-    session_id: &str,
+    session_id: &SessionId,
     parent_email: Option<&str>,
     summary: &SessionSummary,
 ) -> Result<ReportEmail, ApiError> {
@@ -285,7 +286,7 @@ async fn report_email(
         idempotency_key: IdempotencyKey::session_report(&email, session_id),
         email: email.clone(),
         email_type: EmailType::SessionReport,
-        session_id: Some(session_id.to_owned()),
+        session_id: Some(session_id.clone()),
         week_start: None,
         check_preference: true,
     };
@@ -364,7 +365,7 @@ pub async fn complete(
         let completed_at = now_ms(&state);
         let completed_now = sessions::complete(
             &state.writes,
-            &id,
+            id.as_str(),
             parent_email.as_ref().map(|e| e.as_str()),
             completed_at,
             events_seen,
@@ -380,7 +381,7 @@ pub async fn complete(
             }
             let events = match events_seen {
                 Some(_) => events,
-                None => sessions::events(&state.store, &id).await?,
+                None => sessions::events(&state.store, id.as_str()).await?,
             };
             break (session, events);
         }
@@ -390,7 +391,7 @@ pub async fn complete(
     let summary = summarize(&session.record, &events, now_ms(&state));
     let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
     Ok(Json(SessionCompleted {
-        session_id: id,
+        session_id: id.to_string(),
         completed_at: summary.completed_at.unwrap_or_default(),
         summary,
         report_email,

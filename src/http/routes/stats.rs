@@ -16,6 +16,7 @@ use crate::store::stats::{self, Dashboard, Summary};
         (status = 200, description = "Public counts", body = Dashboard),
         (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody),
         (status = 500, description = "The database failed", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn dashboard(State(state): State<AppState>) -> Result<Json<Dashboard>, ApiError> {
     let started = std::time::Instant::now();
     let dashboard = stats::dashboard(&state.store).await?;
@@ -36,6 +37,7 @@ pub struct SummaryQuery {
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "`days` out of range", body = crate::http::error::ErrorBody),
         (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
 pub async fn summary(
     State(state): State<AppState>,
     _key: ClientKey,

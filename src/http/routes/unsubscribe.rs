@@ -60,6 +60,7 @@ fn parse(state: &AppState, token: &str, kind: Option<&str>) -> Option<(String, U
     responses(
         (status = 200, description = "A page asking to confirm (changes nothing)", content_type = "text/html", body = String),
         (status = 400, description = "A malformed or altered link", content_type = "text/html", body = String)))]
+#[tracing::instrument(skip_all)]
 pub async fn confirm(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -90,6 +91,7 @@ pub async fn confirm(
     responses(
         (status = 200, description = "Unsubscribed (also for a recipient already unsubscribed or unknown)", content_type = "text/html", body = String),
         (status = 400, description = "A malformed or altered link", content_type = "text/html", body = String)))]
+#[tracing::instrument(skip_all)]
 pub async fn apply(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -1,0 +1,209 @@
+//! Email: the provider and its connection, the sender, the per-recipient throttles and how
+//! the dispatcher retries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald_actors::throttle::ThrottleRule;
+use lettre::message::Mailbox;
+
+use super::reader::Reader;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailProvider {
+    Console,
+    Smtp,
+    File,
+}
+
+impl EmailProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Console => "console",
+            Self::Smtp => "smtp",
+            Self::File => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: SmtpTls,
+    /// PEM certificates trusted for the server's TLS besides the usual public roots (a
+    /// relay with a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Throttles and delivery behaviour of the email pipeline.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub session_reports: ThrottleRule,
+    pub weekly_digest: ThrottleRule,
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub max_lifetime: Duration,
+    /// First retry delay; doubles per attempt (with jitter) up to the dispatcher's longest.
+    pub retry_base: Duration,
+    /// How often the dispatcher looks for due retries and expired leases.
+    pub poll_interval: Duration,
+    /// How long sends pause after the mail server is found unreachable.
+    pub breaker_cooldown: Duration,
+    /// The longest one SMTP attempt may take, connecting included; at most half of
+    /// `outbox_lease`.
+    pub smtp_timeout: Duration,
+    /// How long a claimed outbox row is the claimer's (default [`OUTBOX_LEASE`]): after a
+    /// replica dies, the emails it had claimed wait this long before another sends them.
+    pub outbox_lease: Duration,
+}
+
+/// How long a claimed outbox row is the claimer's. A row starts sending only while more than
+/// half its lease is left, so an attempt that ends within half a lease ends before anyone
+/// else may claim the row.
+pub const OUTBOX_LEASE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub delivery: DeliveryConfig,
+    pub provider: EmailProvider,
+    /// The sender, parsed once (`EMAIL_FROM`, optionally with a display name).
+    pub from: Mailbox,
+    /// Base of the links in emails, without a trailing slash.
+    pub api_base_url: String,
+    pub smtp: SmtpConfig,
+    pub file_dir: PathBuf,
+}
+
+const DEFAULT_FROM: &str = "noreply@herald.localhost";
+
+impl EmailConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        let provider = r.choice(
+            "EMAIL_PROVIDER",
+            EmailProvider::Console,
+            &[
+                ("console", EmailProvider::Console),
+                ("smtp", EmailProvider::Smtp),
+                ("file", EmailProvider::File),
+            ],
+        );
+        let smtp = read_smtp(r);
+        if provider == EmailProvider::Smtp && smtp.host.is_none() {
+            r.problem("SMTP_HOST: required when EMAIL_PROVIDER=smtp");
+        }
+        let from = r.get_or("EMAIL_FROM", DEFAULT_FROM);
+        let from = match from.parse::<Mailbox>() {
+            Ok(mailbox) if !from.contains(['\r', '\n']) => mailbox,
+            _ => {
+                r.problem(format!(
+                    "EMAIL_FROM: expected an email address, got '{from}'"
+                ));
+                DEFAULT_FROM
+                    .parse()
+                    .expect("the default sender is an address")
+            }
+        };
+        let api_base_url = r
+            .get_or("API_BASE_URL", "http://localhost:8000")
+            .trim_end_matches('/')
+            .to_owned();
+        if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://")) {
+            r.problem("API_BASE_URL: expected an http:// or https:// URL");
+        }
+        Self {
+            delivery: read_delivery(r),
+            provider,
+            from,
+            api_base_url,
+            smtp,
+            file_dir: PathBuf::from(r.get_or("EMAIL_FILE_DIR", "./outbox")),
+        }
+    }
+
+    /// The domain of the sender, which Message-IDs carry.
+    pub fn sender_domain(&self) -> &str {
+        self.from.email.domain()
+    }
+}
+
+fn read_smtp(r: &mut Reader<'_>) -> SmtpConfig {
+    let smtp = SmtpConfig {
+        host: r.get("SMTP_HOST"),
+        port: r.parse("SMTP_PORT", 587u16, "a port number (0-65535)"),
+        user: r.get("SMTP_USER"),
+        password: r.get("SMTP_PASS").map(Secret::new),
+        tls: r.choice(
+            "SMTP_TLS",
+            SmtpTls::StartTls,
+            &[
+                ("starttls", SmtpTls::StartTls),
+                ("tls", SmtpTls::Tls),
+                ("none", SmtpTls::None),
+            ],
+        ),
+        tls_ca_file: r.get("SMTP_TLS_CA_FILE").map(PathBuf::from),
+    };
+    if smtp.user.is_some() != smtp.password.is_some() {
+        r.problem("SMTP_USER, SMTP_PASS: set both to log in to the mail server, or neither");
+    }
+    smtp
+}
+
+fn read_delivery(r: &mut Reader<'_>) -> DeliveryConfig {
+    let session_reports = ThrottleRule::new(
+        r.parse("SESSION_REPORT_LIMIT", 5u32, "a whole number"),
+        r.hours("SESSION_REPORT_WINDOW_HOURS", 24),
+    );
+    let weekly_digest = ThrottleRule::new(
+        r.parse("WEEKLY_DIGEST_LIMIT", 1u32, "a whole number"),
+        r.days("WEEKLY_DIGEST_WINDOW_DAYS", 7),
+    );
+    let delivery = DeliveryConfig {
+        session_reports,
+        weekly_digest,
+        concurrency: r.parse("EMAIL_SEND_CONCURRENCY", 16usize, "a whole number"),
+        max_attempts: r.parse("EMAIL_MAX_ATTEMPTS", 6u32, "a whole number"),
+        max_lifetime: r.hours("EMAIL_MAX_LIFETIME_HOURS", 24),
+        retry_base: r.millis("EMAIL_RETRY_BASE_MS", 30_000),
+        poll_interval: r.millis("EMAIL_POLL_INTERVAL_MS", 1_000),
+        breaker_cooldown: r.millis("EMAIL_BREAKER_COOLDOWN_MS", 5_000),
+        smtp_timeout: r.seconds("SMTP_TIMEOUT_SECONDS", 10),
+        outbox_lease: r.seconds("EMAIL_OUTBOX_LEASE_SECONDS", OUTBOX_LEASE.as_secs()),
+    };
+    for (name, zero) in [
+        ("SESSION_REPORT_LIMIT", session_reports.limit == 0),
+        (
+            "SESSION_REPORT_WINDOW_HOURS",
+            session_reports.window_ms == 0,
+        ),
+        ("WEEKLY_DIGEST_LIMIT", weekly_digest.limit == 0),
+        ("WEEKLY_DIGEST_WINDOW_DAYS", weekly_digest.window_ms == 0),
+        ("EMAIL_SEND_CONCURRENCY", delivery.concurrency == 0),
+        ("EMAIL_MAX_ATTEMPTS", delivery.max_attempts == 0),
+        ("EMAIL_POLL_INTERVAL_MS", delivery.poll_interval.is_zero()),
+        ("SMTP_TIMEOUT_SECONDS", delivery.smtp_timeout.is_zero()),
+    ] {
+        r.nonzero(name, zero);
+    }
+    if delivery.outbox_lease < Duration::from_secs(2) {
+        r.problem("EMAIL_OUTBOX_LEASE_SECONDS: must be at least 2");
+    } else if delivery.smtp_timeout > delivery.outbox_lease / 2 {
+        r.problem(format!(
+            "SMTP_TIMEOUT_SECONDS: at most {} (an attempt must end while its outbox lease holds)",
+            (delivery.outbox_lease / 2).as_secs()
+        ));
+    }
+    delivery
+}

@@ -1,0 +1,123 @@
+//! Reading variables: each read either yields a value or records one line naming the variable
+//! and what was wrong, so start-up reports every problem at once instead of the first.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Reads variables and collects problems instead of stopping at the first.
+pub(super) struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            lookup,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The trimmed value, unless unset or blank.
+    pub(super) fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(super) fn get_or(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Records a problem: one line, starting with the variable's name.
+    pub(super) fn problem(&mut self, line: impl Into<String>) {
+        self.problems.push(line.into());
+    }
+
+    pub(super) fn parse<T: FromStr>(&mut self, name: &str, default: T, expected: &str) -> T {
+        match self.get(name) {
+            None => default,
+            Some(raw) => raw.parse().unwrap_or_else(|_| {
+                self.problem(format!("{name}: expected {expected}, got '{raw}'"));
+                default
+            }),
+        }
+    }
+
+    /// A number from `min` to `max` (a whole number of `unit`).
+    pub(super) fn ranged<T>(&mut self, name: &str, default: T, (min, max): (T, T), unit: &str) -> T
+    where
+        T: FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let value = self.parse(name, default, &format!("a whole number of {unit}"));
+        if value < min || value > max {
+            self.problem(format!("{name}: must be from {min} to {max}"));
+        }
+        value
+    }
+
+    pub(super) fn seconds(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_secs(self.parse(name, default, "whole seconds"))
+    }
+
+    pub(super) fn millis(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_millis(self.parse(name, default, "milliseconds"))
+    }
+
+    pub(super) fn hours(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_secs(3600 * self.parse(name, default, "whole hours"))
+    }
+
+    pub(super) fn days(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_secs(86_400 * self.parse(name, default, "whole days"))
+    }
+
+    pub(super) fn choice<T: Copy>(&mut self, name: &str, default: T, options: &[(&str, T)]) -> T {
+        let Some(raw) = self.get(name) else {
+            return default;
+        };
+        match options
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(&raw))
+        {
+            Some((_, value)) => *value,
+            None => {
+                let names: Vec<_> = options.iter().map(|(k, _)| *k).collect();
+                self.problem(format!(
+                    "{name}: expected one of {}, got '{raw}'",
+                    names.join(", ")
+                ));
+                default
+            }
+        }
+    }
+
+    /// A comma-separated list, blanks dropped.
+    pub(super) fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records `name: must be at least 1` when `zero`.
+    pub(super) fn nonzero(&mut self, name: &str, zero: bool) {
+        if zero {
+            self.problem(format!("{name}: must be at least 1"));
+        }
+    }
+
+    /// Every problem recorded, if any.
+    pub(super) fn finish(self) -> Result<(), Vec<String>> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.problems)
+        }
+    }
+}

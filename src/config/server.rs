@@ -1,0 +1,75 @@
+//! The HTTP server: where it listens, how long a request may take, how large its body may
+//! be, which origins and proxies it trusts.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::IpBlock;
+use super::reader::Reader;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    /// The longest one request may take before a 503.
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// How long in-flight work may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpBlock>,
+    /// `Strict-Transport-Security` max-age; the header is sent only when set.
+    pub hsts_max_age: Option<u64>,
+}
+
+impl ServerConfig {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        let host = r.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address");
+        let port = r.parse("PORT", 8000u16, "a port number (0-65535)");
+        let request_timeout = Duration::from_secs(r.parse(
+            "REQUEST_TIMEOUT_SECONDS",
+            30u64,
+            "a whole number of seconds",
+        ));
+        r.nonzero("REQUEST_TIMEOUT_SECONDS", request_timeout.is_zero());
+        let shutdown_timeout = Duration::from_secs(r.parse(
+            "SHUTDOWN_TIMEOUT_SECONDS",
+            30u64,
+            "a whole number of seconds",
+        ));
+        let max_body_bytes = r.parse("MAX_BODY_BYTES", 64 * 1024usize, "a number of bytes");
+        let cors_origins = r.list("CORS_ORIGINS");
+        for origin in &cors_origins {
+            if http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+                r.problem(format!(
+                    "CORS_ORIGINS: '{origin}' is not an origin like https://app.example.com"
+                ));
+            }
+        }
+        let mut trusted_proxies = Vec::new();
+        for entry in r.list("TRUSTED_PROXIES") {
+            match entry.parse() {
+                Ok(block) => trusted_proxies.push(block),
+                Err(problem) => r.problem(format!("TRUSTED_PROXIES: {problem}")),
+            }
+        }
+        let hsts_max_age = r.get("HSTS_MAX_AGE").and_then(|raw| match raw.parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                r.problem(format!("HSTS_MAX_AGE: expected seconds, got '{raw}'"));
+                None
+            }
+        });
+        Self {
+            host,
+            port,
+            request_timeout,
+            max_body_bytes,
+            shutdown_timeout,
+            cors_origins,
+            trusted_proxies,
+            hsts_max_age,
+        }
+    }
+}
