@@ -1,16 +1,24 @@
 //! Group commit: writes that arrive while the writer is busy share one transaction, so a
-//! burst costs one durable flush instead of one per write. Every statement is its own
-//! prepared query with bound arguments (sqlx does not support several statements with
-//! arguments in one text), so each kind of statement is prepared once per connection and
-//! cached. A job that fails is rolled back alone and the others still commit: the batch
-//! first runs as it is, and only if a statement fails is it rolled back and run again with a
-//! savepoint around each job. A caller returns only once its job is committed.
+//! burst costs one durable flush instead of one per write.
+//!
+//! On SQLite a batch goes to the connection's thread as raw SQL texts of many statements
+//! (`sqlx::raw_sql`, sqlx's supported way to run several statements at once), each value
+//! written into the text as a literal that cannot be anything else: an integer in decimal,
+//! text as a hex blob cast to text, so only digits and hex digits come from the values. One
+//! round trip per text instead of one per statement: measured, a statement at a time cost a
+//! tenth of the email throughput (BENCHMARKS.md). On PostgreSQL every statement is a
+//! prepared query with bound arguments, one after another.
+//!
+//! A job that fails is rolled back alone and the others still commit: the batch first runs
+//! as it is, and only if a statement fails is it rolled back and run again with a savepoint
+//! around each job, a statement at a time. A caller returns only once its job is committed.
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use sqlx::Executor;
 
-use super::Store;
+use super::{Backend, Store};
 
 /// One statement of a job: SQL and owned arguments, so that it can run again.
 #[derive(Debug, Clone)]
@@ -92,6 +100,108 @@ fn bind_all<'q>(mut query: Query<'q>, args: impl IntoIterator<Item = &'q Arg>) -
         };
     }
     query
+}
+
+/// Where a statement's `$n` names no argument it was given.
+fn bad_placeholder(sql: &str, n: usize, args: usize) -> sqlx::Error {
+    sqlx::Error::Protocol(format!(
+        "${n} in a statement given {args} arguments: {sql}"
+    ))
+}
+
+/// Appends `sql` with every `$n` outside string literals replaced by the literal of the
+/// `n`th argument: an integer in decimal, text as `CAST(X'…' AS TEXT)` (its UTF-8 bytes in
+/// hex), NULL as `NULL`. The statements are herald's own constants, whose only quoted parts
+/// are `'…'` literals.
+fn inline(statement: &Statement, out: &mut String) -> Result<(), sqlx::Error> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut in_literal = false;
+    let mut chars = statement.sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' || in_literal {
+            in_literal ^= c == '\'';
+            out.push(c);
+            continue;
+        }
+        let mut n = 0usize;
+        while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
+            n = n * 10 + digit as usize;
+            chars.next();
+        }
+        let arg = n
+            .checked_sub(1)
+            .and_then(|i| statement.args.get(i))
+            .ok_or_else(|| bad_placeholder(statement.sql, n, statement.args.len()))?;
+        match arg {
+            Arg::Int(Some(value)) => out.push_str(itoa::Buffer::new().format(*value)),
+            Arg::Text(Some(text)) => {
+                out.push_str("CAST(X'");
+                for byte in text.bytes() {
+                    out.push(char::from(HEX[usize::from(byte >> 4)]));
+                    out.push(char::from(HEX[usize::from(byte & 15)]));
+                }
+                out.push_str("' AS TEXT)");
+            }
+            Arg::Int(None) | Arg::Text(None) => out.push_str("NULL"),
+        }
+    }
+    Ok(())
+}
+
+/// The longest SQL text sent to SQLite at once, well under its 1,000,000-byte limit.
+const TEXT_MAX: usize = 256 * 1024;
+
+/// Every job of `batch` on SQLite, as few raw texts as fit: rows affected per statement.
+async fn run_inlined(
+    conn: &mut sqlx::AnyConnection,
+    batch: &[Job],
+) -> Result<Vec<Affected>, sqlx::Error> {
+    let mut all = Vec::with_capacity(batch.len());
+    let mut sql = String::new();
+    let mut pending: Vec<usize> = Vec::new();
+    for (statements, _) in batch {
+        for statement in statements {
+            inline(statement, &mut sql)?;
+            sql.push_str(";\n");
+        }
+        pending.push(statements.len());
+        if sql.len() >= TEXT_MAX {
+            all.extend(run_text(conn, &sql, &pending).await?);
+            sql.clear();
+            pending.clear();
+        }
+    }
+    all.extend(run_text(conn, &sql, &pending).await?);
+    Ok(all)
+}
+
+/// Runs one text of jobs with `counts[i]` statements each: the rows each statement affected.
+async fn run_text(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    counts: &[usize],
+) -> Result<Vec<Affected>, sqlx::Error> {
+    let expected: usize = counts.iter().sum();
+    let mut affected = Vec::with_capacity(expected);
+    if expected > 0 {
+        let mut results = conn.fetch_many(sqlx::raw_sql(sql));
+        while let Some(item) = results.try_next().await? {
+            if let sqlx::Either::Left(done) = item {
+                affected.push(done.rows_affected());
+            }
+        }
+    }
+    if affected.len() != expected {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} results for {expected} statements",
+            affected.len()
+        )));
+    }
+    let mut affected = affected.into_iter();
+    Ok(counts
+        .iter()
+        .map(|&count| affected.by_ref().take(count).collect())
+        .collect())
 }
 
 /// Rows affected by each statement of a job, run one after the other.
@@ -182,7 +292,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<Outcome>, sqlx::Error
 
 async fn write_batch(store: &Store, batch: &[Job]) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = store.writer().begin().await?;
-    match run_all(&mut tx, batch).await {
+    match run_all(&mut tx, store.backend(), batch).await {
         Ok(all) => {
             tx.commit().await?;
             Ok(all.into_iter().map(Ok).collect())
@@ -194,11 +304,16 @@ async fn write_batch(store: &Store, batch: &[Job]) -> Result<Vec<Outcome>, sqlx:
     }
 }
 
-/// Every job of `batch` on one connection, one after another.
+/// Every job of `batch` on one connection: on SQLite inlined into few texts, on PostgreSQL
+/// a statement at a time.
 async fn run_all(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     batch: &[Job],
 ) -> Result<Vec<Affected>, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        return run_inlined(conn, batch).await;
+    }
     let mut all = Vec::with_capacity(batch.len());
     for (statements, _) in batch {
         all.push(run_job(conn, statements).await?);
@@ -253,6 +368,81 @@ mod tests {
             .fetch_all(store.reader())
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn values_are_inlined_as_literals_that_cannot_end_early() {
+        let mut out = String::new();
+        let statement = Statement::new("UPDATE t SET a = $2, b = '$1', c = $1, d = $3 WHERE e = $2")
+            .bind("x'); DROP TABLE t; --")
+            .bind(-7i64)
+            .bind(None::<String>);
+        inline(&statement, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "UPDATE t SET a = -7, b = '$1', c = CAST(X'7827293b2044524f50205441424c4520743b202d2d' AS TEXT), d = NULL WHERE e = -7"
+        );
+        let unbound = Statement::new("SELECT $2").bind(1i64);
+        assert!(inline(&unbound, &mut String::new()).is_err());
+        assert!(inline(&Statement::new("SELECT $"), &mut String::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn inlined_text_comes_back_exactly_as_it_was_given() {
+        let (_dir, store) = migrated().await;
+        let hostile = [
+            "O'Brien; DROP TABLE sessions; --",
+            "Łukasz Dvořák \u{1F600}",
+            "nul \u{0} inside",
+            "",
+            "$1 and '$2'",
+        ];
+        let batch: Vec<Job> = hostile
+            .iter()
+            .enumerate()
+            .map(|(i, subject)| {
+                job(vec![
+                    insert_session(&format!("h{i}")),
+                    Statement::new("UPDATE sessions SET subject = $1 WHERE id = $2")
+                        .bind(*subject)
+                        .bind(format!("h{i}")),
+                ])
+            })
+            .collect();
+        let results = texts(write_batch(&store, &batch).await.unwrap());
+        assert!(results.iter().all(|r| r == &Ok(vec![1, 1])), "{results:?}");
+        for (i, subject) in hostile.iter().enumerate() {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT subject FROM sessions WHERE id = $1")
+                    .bind(format!("h{i}"))
+                    .fetch_one(store.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(stored.as_deref(), Some(*subject));
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_longer_than_one_text_keeps_every_count() {
+        let (_dir, store) = migrated().await;
+        // Long values push the batch over several texts.
+        let long = "x".repeat(40_000);
+        let batch: Vec<Job> = (0..BATCH)
+            .map(|i| {
+                job(vec![
+                    insert_session(&format!("l{i:03}")),
+                    Statement::new("UPDATE sessions SET subject = $1 WHERE id = $2")
+                        .bind(long.as_str())
+                        .bind(format!("l{i:03}")),
+                ])
+            })
+            .collect();
+        let results = texts(write_batch(&store, &batch).await.unwrap());
+        assert_eq!(results.len(), BATCH);
+        assert!(results.iter().all(|r| r == &Ok(vec![1, 1])));
+        assert_eq!(ids(&store).await.len(), BATCH);
+        store.close().await;
     }
 
     /// Outcomes with their errors as text, to compare.
