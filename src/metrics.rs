@@ -154,7 +154,7 @@ fn describe() {
         ),
         (
             "job_last_success_timestamp_seconds",
-            "When each job last succeeded, as Unix time.",
+            "When each job last succeeded, as Unix time; 0 when it never has.",
         ),
     ];
     for (name, help) in gauges {
@@ -199,6 +199,27 @@ impl Metrics {
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
     counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
     histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// Declares at zero every series whose labels are known at start, so the first scrape says
+/// "none yet" where it would otherwise say nothing: a restart counter for each supervised
+/// actor and a run counter for each job and outcome.
+pub fn declare_known(actors: &[String], jobs: &[&'static str]) {
+    for actor in actors {
+        counter!("actor_restarts_total", "actor" => actor.clone()).increment(0);
+    }
+    for job in jobs {
+        for outcome in ["succeeded", "failed"] {
+            counter!("job_runs_total", "job" => *job, "outcome" => outcome).increment(0);
+        }
+    }
+}
+
+/// When `job` last succeeded according to the run ledger (every replica's runs); 0 when it
+/// never has, which the alert rules read as "never" rather than "long ago".
+pub fn job_last_success(job: &str, at_ms: Option<i64>) {
+    gauge!("job_last_success_timestamp_seconds", "job" => job.to_owned())
+        .set(at_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
 }
 
 pub fn actor_restart(actor: &str) {
@@ -337,5 +358,31 @@ pub fn job_finished(job: &str, succeeded: bool, duration: Option<Duration>) {
             .unwrap_or_default();
         gauge!("job_last_success_timestamp_seconds", "job" => job.to_owned())
             .set(now.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_series_start_at_zero_and_a_job_that_never_succeeded_reads_zero() {
+        let metrics = install();
+        declare_known(&["known_series_actor".to_owned()], &["known_series_job"]);
+        job_last_success("known_series_job", None);
+        let text = metrics.render();
+        for line in [
+            "actor_restarts_total{actor=\"known_series_actor\"} 0",
+            "job_runs_total{job=\"known_series_job\",outcome=\"succeeded\"} 0",
+            "job_runs_total{job=\"known_series_job\",outcome=\"failed\"} 0",
+            "job_last_success_timestamp_seconds{job=\"known_series_job\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        job_last_success("known_series_job", Some(1_700_000_000_500));
+        assert!(
+            metrics.render().lines().any(|l| l
+                == "job_last_success_timestamp_seconds{job=\"known_series_job\"} 1700000000.5"),
+        );
     }
 }

@@ -32,8 +32,8 @@ use crate::email::{Mailer, Signer};
 use crate::http::AppState;
 use crate::http::state::Shared;
 use crate::keys::KeyRing;
-use crate::ratelimit::Policies;
 use crate::ratelimit::redis::RedisWindows;
+use crate::ratelimit::{Policies, RefusalLog};
 use crate::store::group_commit::GroupCommit;
 use crate::store::serve_lock::ServeLock;
 use crate::store::{Backend, Store};
@@ -169,8 +169,11 @@ impl Application {
             scheduler_spec,
         ])
         .await?;
+        declare_known_series(&root, &store).await;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_metrics_upkeep(metrics, limiter.clone());
+        let refusals = Arc::new(RefusalLog::default());
+        spawn_refusal_summary(refusals.clone(), clock.clone());
         if store.backend() == Backend::Postgres {
             spawn_policy_refresh(
                 store.clone(),
@@ -192,6 +195,7 @@ impl Application {
             metrics,
             limiter,
             policies,
+            refusals: refusals.clone(),
             throttle,
             dispatcher,
             signer: Arc::new(signer),
@@ -383,6 +387,50 @@ fn spawn_metrics_upkeep(metrics: &'static crate::metrics::Metrics, limiter: Limi
             crate::metrics::rate_limit_keys(limiter.tracked_keys().await);
             if let Some(up) = limiter.shared_up() {
                 crate::metrics::rate_limit_backend_up(up);
+            }
+        }
+    });
+}
+
+/// Every series with a known label set, exported from the first scrape: each supervised
+/// actor's restarts and each job's runs at 0, each job's last success from the run ledger.
+async fn declare_known_series(root: &SupervisorRef, store: &Store) {
+    fn ids(children: &[herald_supervision::ChildStatus], out: &mut Vec<String>) {
+        for child in children {
+            out.push(child.id.clone());
+            ids(&child.children, out);
+        }
+    }
+    let mut actors = Vec::new();
+    if let Ok(children) = root.status().await {
+        ids(&children, &mut actors);
+    }
+    let jobs = crate::jobs::JobName::ALL.map(crate::jobs::JobName::as_str);
+    crate::metrics::declare_known(&actors, &jobs);
+    for job in jobs {
+        match crate::store::jobs::last_success(store, job).await {
+            Ok(last) => crate::metrics::job_last_success(job, last),
+            Err(err) => tracing::warn!(job, error = %err, "could not read the job's last success"),
+        }
+    }
+}
+
+/// Once a minute: how many rate-limit refusals there were, since refused clients are logged
+/// once per window rather than once per request.
+fn spawn_refusal_summary(refusals: Arc<RefusalLog>, clock: SharedClock) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+            if let Some(summary) = refusals.take_summary(now) {
+                tracing::warn!(
+                    refused = summary.refused,
+                    logged = summary.logged,
+                    "rate-limit refusals in the last minute"
+                );
             }
         }
     });

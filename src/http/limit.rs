@@ -76,7 +76,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let (client, policy, key) = subject(&self.state, self.group, &request);
         let verdict = match self.state.limiter.check(key, policy) {
-            Check::Ready(result) => decide(&self.state, self.group, policy, &client, result),
+            Check::Ready(result) => decide(&self.state, self.group, policy, &client, key, result),
             Check::Pending(pending) => {
                 // The route is called after the check: take the service that is ready.
                 let clone = self.inner.clone();
@@ -87,7 +87,7 @@ where
                         let started = std::time::Instant::now();
                         let result = pending.await;
                         crate::metrics::rate_limit_backend_check(started.elapsed(), result.is_ok());
-                        match decide(&state, group, policy, &client, result) {
+                        match decide(&state, group, policy, &client, key, result) {
                             Verdict::Answer(response) => Ok(response),
                             Verdict::Pass(headers) => {
                                 let Ok(mut response) = inner.call(request).await;
@@ -210,6 +210,11 @@ fn limit_headers(headers: &mut HeaderMap, group: Group, policy: Policy, decision
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// Marks a response as a rate-limit refusal, which the access log leaves out (it is counted
+/// in `/metrics` and logged once per client and window here).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused;
+
 /// The 429 body and headers.
 pub fn too_many_requests(group: Group, policy: Policy, decision: &Decision) -> Response {
     let retry_after = seconds_ceil(decision.retry_after_ms).max(1);
@@ -250,6 +255,7 @@ fn decide(
     group: Group,
     policy: Policy,
     client: &Client,
+    key: u64,
     checked: Result<Checked, LimiterError>,
 ) -> Verdict {
     let decision = match checked {
@@ -293,13 +299,22 @@ fn decide(
 
     crate::metrics::rate_limit_check(group.as_str(), decision.admitted);
     if !decision.admitted {
-        tracing::warn!(
-            group = group.as_str(),
-            client = %client.masked(),
-            retry_after_ms = decision.retry_after_ms,
-            "rate_limit_exceeded"
-        );
-        return Verdict::Answer(too_many_requests(group, policy, &decision));
+        // A refused client is logged once per window, not once per request: a flood must
+        // not become a flood of log lines. Every refusal is counted in `/metrics` and in the
+        // periodic summary.
+        let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+        let window = i64::try_from(policy.window_ms).unwrap_or(i64::MAX);
+        if state.refusals.first_in_window(key, now, window) {
+            tracing::warn!(
+                group = group.as_str(),
+                client = %client.masked(),
+                retry_after_ms = decision.retry_after_ms,
+                "rate_limit_exceeded (further refusals of this client in this window are counted, not logged)"
+            );
+        }
+        let mut response = too_many_requests(group, policy, &decision);
+        response.extensions_mut().insert(Refused);
+        return Verdict::Answer(response);
     }
     Verdict::Pass(Some((group, policy, decision)))
 }

@@ -77,6 +77,15 @@ pub async fn request_context(
                 },
             );
         }
+        // A rate-limit refusal is counted in the metrics and logged once per client and
+        // window by the limiter, not once per request.
+        if response
+            .extensions()
+            .get::<super::limit::Refused>()
+            .is_some()
+        {
+            return;
+        }
         tracing::info!(
             target: "herald::access",
             request_id = %id,

@@ -45,6 +45,8 @@ pub struct Shared {
     pub metrics: &'static Metrics,
     pub limiter: LimiterClient,
     pub policies: Arc<Policies>,
+    /// Which rate-limit refusals get a log line (a client's first in its window).
+    pub refusals: Arc<crate::ratelimit::RefusalLog>,
     pub throttle: ThrottleClient,
     pub dispatcher: DispatcherClient,
     pub scheduler: herald_actors::scheduler::SchedulerClient,

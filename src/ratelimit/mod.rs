@@ -6,5 +6,7 @@
 pub mod identity;
 pub mod policies;
 pub mod redis;
+pub mod refusals;
 
 pub use policies::{GROUPS, Group, Policies};
+pub use refusals::RefusalLog;

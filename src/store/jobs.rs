@@ -108,6 +108,18 @@ pub async fn last_scheduled(store: &Store, job: &str) -> Result<Option<i64>, Sto
     Ok(row.try_get(0)?)
 }
 
+/// When `job` last finished successfully, on any replica.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn last_success(store: &Store, job: &str) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query(
+        "SELECT MAX(finished_at) FROM job_runs WHERE job = $1 AND status = 'succeeded'",
+    )
+    .bind(job)
+    .fetch_one(store.reader())
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
 fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
     Ok(JobRun {
         id: row.try_get("id")?,

@@ -380,3 +380,72 @@ fn a_second_serve_on_one_sqlite_file_refuses_to_start_while_jobs_still_run_besid
         String::from_utf8_lossy(&job.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_flood_from_a_refused_client_is_logged_once_not_once_per_request() {
+    let mut running = start_binary(&[
+        ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "info"),
+        ("RATE_LIMIT_MAX_REQUESTS", "5"),
+    ]);
+    // Read the logs as they come, so a process that logged every request could not block
+    // on a full pipe and hide it.
+    let mut stdout = running.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        out
+    });
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/stats/dashboard", running.base);
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let answers = futures_util::future::join_all(
+            (0..50).map(|_| async { client.get(&url).send().await.unwrap().status().as_u16() }),
+        )
+        .await;
+        statuses.extend(answers);
+    }
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(refused, statuses.len() - 5);
+    // Every refusal is counted.
+    let metrics = client
+        .get(format!("{}/metrics", running.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hits: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("rate_limit_hits_total{group=\"stats\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no hit counter:\n{metrics}"));
+    assert_eq!(hits as usize, refused);
+
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    let logs = reader.join().unwrap();
+    let refusal_lines = logs
+        .lines()
+        .filter(|l| l.contains("rate_limit_exceeded"))
+        .count();
+    let access_lines = logs
+        .lines()
+        .filter(|l| l.contains("herald::access") && l.contains("/api/v1/stats/dashboard"))
+        .count();
+    assert_eq!(refusal_lines, 1, "one line for the client's first refusal");
+    assert_eq!(
+        access_lines, 5,
+        "an access line for each admitted request only"
+    );
+    assert!(
+        logs.lines().count() < 50,
+        "{refused} refusals wrote {} lines",
+        logs.lines().count()
+    );
+}

@@ -253,24 +253,38 @@ async fn cors_allows_only_configured_origins() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let entered = std::sync::Arc::new(tokio::sync::Notify::new());
-    let signal = entered.clone();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (signal, gate) = (entered.clone(), release.clone());
     let routes = Router::new().route(
         "/test/slow",
         get(move || async move {
             signal.notify_one();
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // In flight until the test lets it finish, after shutdown has begun.
+            gate.notified().await;
             "done"
         }),
     );
     let mut app = spawn_app_with(Backend::Sqlite, |_| {}, Some(routes)).await;
     let client = app.client.clone();
     let url = app.url("/test/slow");
+    let address = app.address.trim_start_matches("http://").to_owned();
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
     tokio::time::timeout(Duration::from_secs(5), entered.notified())
         .await
         .expect("handler entered");
 
-    assert_eq!(app.stop().await, herald::startup::Stopped::Graceful);
+    let stopping = tokio::spawn(async move { app.stop().await });
+    // Shutdown has begun once new connections are refused; only then may the request end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release.notify_one();
+    assert_eq!(stopping.await.unwrap(), herald::startup::Stopped::Graceful);
     let response = in_flight
         .await
         .unwrap()

@@ -95,6 +95,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a `purge_old` run through the admin API.
+async fn start_purge(app: &crate::helpers::TestApp) {
+    let ran = app
+        .client
+        .post(app.url("/admin/jobs/purge_old/run"))
+        .header("X-API-Key", crate::helpers::API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ran.status(), 202);
+}
+
 async fn query(client: &reqwest::Client, base: &str, expr: &str) -> Value {
     // Until Prometheus listens, an answer is "not yet".
     let Ok(response) = client
@@ -137,14 +149,7 @@ async fn metrics_pass_promtool_and_every_dashboard_panel_has_data_in_a_real_prom
     app.state
         .limiter
         .crash_shard_of(herald_actors::limiter::key(1, "127.0.0.1"));
-    let ran = app
-        .client
-        .post(app.url("/admin/jobs/purge_old/run"))
-        .header("X-API-Key", crate::helpers::API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ran.status(), 202);
+    start_purge(&app).await;
     app.health().await;
 
     let text = app.metrics().await;
@@ -247,4 +252,75 @@ async fn metrics_pass_promtool_and_every_dashboard_panel_has_data_in_a_real_prom
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_fresh_instance_exports_every_known_series_from_the_first_scrape() {
+    // The recorder is shared by every test of this binary, so values here may come from
+    // other tests: what is checked is that each series exists before anything happened to
+    // it in this app. The zeros themselves are checked where the recorder is this test's
+    // alone (the library's metrics tests).
+    let app = spawn_app_with(Backend::Sqlite, |_| {}, None).await;
+    let text = app.metrics().await;
+    let value = |series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    for actor in [
+        "rate_limiter",
+        "email_throttle",
+        "email_dispatcher",
+        "scheduler",
+    ] {
+        let series = format!("actor_restarts_total{{actor=\"{actor}\"}}");
+        assert!(value(&series).is_some(), "{series} in:\n{text}");
+    }
+    assert!(
+        value("actor_restarts_total{actor=\"shard-0\"}").is_some(),
+        "the limiter's shards are counted too:\n{text}"
+    );
+    for job in ["weekly_digest", "purge_old"] {
+        for outcome in ["succeeded", "failed"] {
+            let series = format!("job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}}");
+            assert!(value(&series).is_some(), "{series} in:\n{text}");
+        }
+        let series = format!("job_last_success_timestamp_seconds{{job=\"{job}\"}}");
+        assert!(value(&series).is_some(), "{series} in:\n{text}");
+    }
+    assert!(
+        value("process_start_time_seconds").is_some_and(|v| v > 0.0),
+        "the alert rules use the process start time:\n{text}"
+    );
+
+    // A success recorded in the ledger is what a restarted replica exports.
+    start_purge(&app).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs: Value = app
+            .get_admin("/admin/jobs/purge_old/runs")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if runs.to_string().contains("\"succeeded\"") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let app = app.restart().await;
+    let text = app.metrics().await;
+    let last = text
+        .lines()
+        .find(|l| l.starts_with("job_last_success_timestamp_seconds{job=\"purge_old\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no last success:\n{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(now - last < 600.0, "the ledger's success, not 0: {last}");
 }

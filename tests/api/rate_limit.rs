@@ -409,6 +409,7 @@ fn with_unanswering_limiter(app: &TestApp) -> herald::http::AppState {
         metrics: s.metrics,
         limiter,
         policies: s.policies.clone(),
+        refusals: s.refusals.clone(),
         throttle: s.throttle.clone(),
         dispatcher: s.dispatcher.clone(),
         scheduler: s.scheduler.clone(),
