@@ -4,6 +4,9 @@
 //! `cargo bench --bench emails -- replicas [count] [workers] [rounds]`: one herald against
 //! three on one PostgreSQL database (`HERALD_BENCH_POSTGRES_URL`, default the local `test`),
 //! completions spread over them, alternating rounds: the cost of coordinating replicas.
+//! `cargo bench --bench emails -- dkim [count] [workers] [rounds]`: the cost of DKIM signing
+//! (RSA 2048 and Ed25519, keys made by `openssl genpkey`), per email alone and end to end
+//! beside unsigned runs, alternating rounds.
 //!
 //! Sessions are started first; then the clock runs while `POST /complete` calls go in and
 //! report emails (HTML + text + PDF) come out at an SMTP sink on 127.0.0.1, the durable
@@ -17,6 +20,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -177,9 +181,20 @@ async fn wait_count(count: &AtomicUsize, n: usize) {
 }
 
 async fn herald_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> Run {
+    herald_run_with(n, workers, smtp_port, count, &[]).await
+}
+
+/// [`herald_run`] with more configuration.
+async fn herald_run_with(
+    n: usize,
+    workers: usize,
+    smtp_port: u16,
+    count: Arc<AtomicUsize>,
+    extra: &[(&'static str, String)],
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
-    herald_on(&url, 1, n, workers, smtp_port, count).await
+    herald_on(&url, 1, n, workers, smtp_port, count, extra).await
 }
 
 /// `replicas` heralds on the database at `url`, completions spread over them.
@@ -190,10 +205,11 @@ async fn herald_on(
     workers: usize,
     smtp_port: u16,
     count: Arc<AtomicUsize>,
+    extra: &[(&'static str, String)],
 ) -> Run {
     let mut servings = Vec::new();
     for _ in 0..replicas {
-        let app = common::build(&[
+        let mut vars = vec![
             ("DATABASE_URL", url.to_owned()),
             ("EMAIL_PROVIDER", "smtp".into()),
             ("SMTP_HOST", "127.0.0.1".into()),
@@ -203,8 +219,9 @@ async fn herald_on(
                 "EMAIL_POLL_INTERVAL_MS",
                 std::env::var("BENCH_POLL_MS").unwrap_or_else(|_| "20".into()),
             ),
-        ])
-        .await;
+        ];
+        vars.extend(extra.iter().cloned());
+        let app = common::build(&vars).await;
         servings.push(common::Serving::start(app));
     }
     let bases: Vec<String> = servings.iter().map(|s| s.base.clone()).collect();
@@ -289,8 +306,15 @@ async fn replicas(n: usize, workers: usize, rounds: usize) {
     let (port, count) = sink().await;
     let (mut one, mut three) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let a = herald_on(&fresh_postgres().await, 1, n, workers, port, count.clone()).await;
-        let b = herald_on(&fresh_postgres().await, 3, n, workers, port, count.clone()).await;
+        let on_postgres = |replicas| {
+            let count = count.clone();
+            async move {
+                let url = fresh_postgres().await;
+                herald_on(&url, replicas, n, workers, port, count, &[]).await
+            }
+        };
+        let a = on_postgres(1).await;
+        let b = on_postgres(3).await;
         println!(
             "  round {round}: one replica {}, three replicas {}, ratio {:.2}",
             a.describe(),
@@ -360,6 +384,7 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
                     to: &to,
                     message_id: &id,
                     unsubscribe_url: &url,
+                    reference: "v1.0.0",
                     rendered,
                     pdf: Some(("report.pdf".into(), pdf::render(&summary))),
                 })
@@ -373,8 +398,111 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
     Run::measure(n, started, used)
 }
 
+/// A DKIM key of `kind` (`RSA` 2048 bits or `ed25519`) made by openssl in `dir`.
+fn dkim_key(kind: &str, dir: &std::path::Path) -> String {
+    let path = dir.join(format!("{kind}.pem")).display().to_string();
+    let mut args = vec!["genpkey", "-algorithm", kind, "-out", &path];
+    if kind == "RSA" {
+        args.extend(["-pkeyopt", "rsa_keygen_bits:2048"]);
+    }
+    let status = std::process::Command::new("openssl")
+        .args(&args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl genpkey {kind}");
+    path
+}
+
+/// The cost of DKIM signing: per email alone (a full report email, PDF attached), and end to
+/// end with signing off, RSA 2048 and Ed25519 in alternating rounds.
+async fn dkim(n: usize, workers: usize, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [
+        ("RSA 2048", dkim_key("RSA", dir.path())),
+        ("Ed25519", dkim_key("ed25519", dir.path())),
+    ];
+    let settings = |key: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("DKIM_DOMAIN", "herald.localhost".into()),
+            ("DKIM_SELECTOR", "bench".into()),
+            ("DKIM_PRIVATE_KEY_FILE", key.to_owned()),
+        ]
+    };
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        learner_name: Some("Ada".into()),
+        subject: Some("Fractions".into()),
+        started_at_ms: 0,
+        completed_at_ms: Some(90_000),
+    };
+    let summary = summarize(&session, &[], 0);
+    let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
+    let formatted = message::build(Parts {
+        from: &"noreply@herald.localhost".parse().unwrap(),
+        to: "parent@example.com",
+        message_id: "<bench@herald.localhost>",
+        unsubscribe_url: url,
+        reference: "v1.0.0",
+        rendered: templates::session_report(&summary, url),
+        pdf: Some(("report.pdf".into(), pdf::render(&summary))),
+    })
+    .unwrap()
+    .formatted();
+    for (name, key) in &keys {
+        let mut vars: HashMap<String, String> = settings(key)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        vars.insert("API_ACCESS_KEY".into(), "k".into());
+        vars.insert("SECRET_KEY".into(), "s".into());
+        let config = herald::config::Config::from_lookup(&move |k| vars.get(k).cloned()).unwrap();
+        let signer = config.email.dkim.unwrap();
+        let mut per_sign = Vec::new();
+        for _ in 0..rounds {
+            let times = 200;
+            let started = Instant::now();
+            for _ in 0..times {
+                std::hint::black_box(herald::email::dkim::sign(&signer, &formatted, 0));
+            }
+            per_sign.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(times));
+        }
+        per_sign.sort_by(f64::total_cmp);
+        println!(
+            "signing one {} kB report email, {name}: {:.0} µs (median of {rounds} rounds of 200)",
+            formatted.len() / 1024,
+            per_sign[per_sign.len() / 2]
+        );
+    }
+    let (port, count) = sink().await;
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for round in 0..rounds {
+        let off = herald_run(n, workers, port, count.clone()).await;
+        let rsa = herald_run_with(n, workers, port, count.clone(), &settings(&keys[0].1)).await;
+        let ed = herald_run_with(n, workers, port, count.clone(), &settings(&keys[1].1)).await;
+        println!(
+            "  round {round}: unsigned {}, RSA 2048 {}, Ed25519 {}",
+            off.describe(),
+            rsa.describe(),
+            ed.describe()
+        );
+        for (all, run) in runs.iter_mut().zip([off, rsa, ed]) {
+            all.push(run);
+        }
+    }
+    let [off, rsa, ed] = runs;
+    println!(
+        "median of {rounds} rounds, {n} emails each: unsigned {}, RSA 2048 {} (ratio {:.2}), Ed25519 {} (ratio {:.2})",
+        median(&off).describe(),
+        median(&rsa).describe(),
+        median_ratio(&rsa, &off),
+        median(&ed).describe(),
+        median_ratio(&ed, &off)
+    );
+}
+
 fn main() {
     let replicas_mode = std::env::args().any(|a| a == "replicas");
+    let dkim_mode = std::env::args().any(|a| a == "dkim");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -390,6 +518,11 @@ fn main() {
     if replicas_mode {
         pdf::warm_up();
         runtime.block_on(replicas(n, workers, rounds));
+        return;
+    }
+    if dkim_mode {
+        pdf::warm_up();
+        runtime.block_on(dkim(n, workers, rounds));
         return;
     }
     runtime.block_on(async {

@@ -49,6 +49,29 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// The addresses herald no longer mails after a hard bounce or a complaint.
+    Suppressions {
+        #[command(subcommand)]
+        action: SuppressionsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuppressionsAction {
+    /// Suppressed addresses, newest first, with why, since when and from which source.
+    List {
+        /// Only this address.
+        #[arg(long)]
+        email: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Lift the suppression of an address, so it is mailed again (audited).
+    Remove {
+        /// The suppressed address.
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +128,7 @@ pub fn main() -> ExitCode {
             Command::Jobs {
                 action: JobsAction::Run { name },
             } => jobs_run(config, name.as_str(), None).await,
+            Command::Suppressions { action } => suppressions(config, action).await,
         };
         match result {
             Ok(code) => code,
@@ -209,6 +233,62 @@ async fn digest(
     let pretty: serde_json::Value = serde_json::from_str(&report)?;
     println!("{}", serde_json::to_string_pretty(&pretty)?);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Result<ExitCode> {
+    use crate::store::suppressions;
+    let parse = |raw: &str| {
+        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
+    };
+    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let code = match action {
+        SuppressionsAction::List { email, limit } => {
+            let email = email.as_deref().map(parse).transpose()?;
+            let (list, total) = suppressions::list(
+                &store,
+                email.as_ref().map(herald_actors::email::Email::as_str),
+                limit.clamp(1, 10_000),
+                0,
+            )
+            .await?;
+            println!(
+                "{:<40} {:<11} {:<9} {:<26} DETAIL",
+                "EMAIL", "REASON", "SOURCE", "SINCE (UTC)"
+            );
+            for s in &list {
+                println!(
+                    "{:<40} {:<11} {:<9} {:<26} {}",
+                    s.email,
+                    s.reason,
+                    s.source,
+                    crate::jobs::digest::format_instant(s.created_at_ms),
+                    s.detail.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} of {total} shown", list.len());
+            ExitCode::SUCCESS
+        }
+        SuppressionsAction::Remove { email } => {
+            let email = parse(&email)?;
+            match suppressions::lift(&store, email.as_str(), "cli").await? {
+                Some(lifted) => {
+                    println!(
+                        "lifted: {} ({}, {})",
+                        email.as_str(),
+                        lifted.reason,
+                        lifted.source
+                    );
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("{} is not suppressed", email.as_str());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
 }
 
 async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {

@@ -81,6 +81,18 @@ fn describe() {
         "Restarts of supervised actors, by actor."
     );
     describe_counter!(
+        "email_bounces_total",
+        "Bounces, by kind: hard (the address is suppressed) or soft."
+    );
+    describe_counter!(
+        "email_complaints_total",
+        "Complaints (marked as spam): the address is suppressed."
+    );
+    describe_counter!(
+        "email_policy_refusals_total",
+        "Emails a mail server refused by policy or reputation (5.7.x): about the sender."
+    );
+    describe_counter!(
         "actor_meltdowns_total",
         "Supervisors that exceeded their restart intensity, by supervisor."
     );
@@ -208,6 +220,11 @@ pub fn declare_known(actors: &[String], jobs: &[&'static str]) {
     for actor in actors {
         counter!("actor_restarts_total", "actor" => actor.clone()).increment(0);
     }
+    for kind in BOUNCE_KINDS {
+        counter!("email_bounces_total", "kind" => kind).increment(0);
+    }
+    counter!("email_complaints_total").increment(0);
+    counter!("email_policy_refusals_total").increment(0);
     for job in jobs {
         for outcome in ["succeeded", "failed"] {
             counter!("job_runs_total", "job" => *job, "outcome" => outcome).increment(0);
@@ -220,6 +237,21 @@ pub fn declare_known(actors: &[String], jobs: &[&'static str]) {
 pub fn job_last_success(job: &str, at_ms: Option<i64>) {
     gauge!("job_last_success_timestamp_seconds", "job" => job.to_owned())
         .set(at_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+}
+
+/// Kinds of bounce `email_bounces_total` counts.
+pub const BOUNCE_KINDS: [&str; 2] = ["hard", "soft"];
+
+pub fn email_bounce(kind: &'static str) {
+    counter!("email_bounces_total", "kind" => kind).increment(1);
+}
+
+pub fn email_complaint() {
+    counter!("email_complaints_total").increment(1);
+}
+
+pub fn email_policy_refusal() {
+    counter!("email_policy_refusals_total").increment(1);
 }
 
 pub fn actor_restart(actor: &str) {

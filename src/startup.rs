@@ -112,6 +112,7 @@ impl Application {
             claimed: Default::default(),
             reports: reports.clone(),
             mailer: Mailer::from_config(&config.email).context("configuring the email provider")?,
+            dkim: config.email.dkim.clone(),
             signer: signer.clone(),
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),

@@ -84,6 +84,8 @@ pub struct EmailConfig {
     pub api_base_url: String,
     pub smtp: SmtpConfig,
     pub file_dir: PathBuf,
+    /// Signs what the `smtp` and `file` providers send, when configured.
+    pub dkim: Option<super::Dkim>,
 }
 
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
@@ -122,9 +124,11 @@ impl EmailConfig {
         if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://")) {
             r.problem("API_BASE_URL: expected an http:// or https:// URL");
         }
+        let dkim = super::dkim::read(r, &from);
         Self {
             delivery: read_delivery(r),
             provider,
+            dkim,
             from,
             api_base_url,
             smtp,

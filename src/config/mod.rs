@@ -6,7 +6,9 @@
 //! Secrets are held as [`Secret`] so no `Debug` of the configuration can leak them.
 
 mod dev_secrets;
+mod dkim;
 mod email;
+mod events;
 mod ip;
 mod jobs;
 mod keys;
@@ -16,7 +18,9 @@ mod server;
 mod storage;
 mod telemetry;
 
+pub use dkim::{Dkim, DkimKey, SIGNED_HEADERS};
 pub use email::{DeliveryConfig, EmailConfig, EmailProvider, OUTBOX_LEASE, SmtpConfig, SmtpTls};
+pub use events::EventsConfig;
 pub use ip::{IpBlock, canonical};
 pub use jobs::{JobsConfig, RetentionConfig};
 pub use keys::{ClientKey, KeysConfig};
@@ -52,6 +56,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub keys: KeysConfig,
     pub email: EmailConfig,
+    pub events: EventsConfig,
     pub jobs: JobsConfig,
     pub rate_limit: RateLimitConfig,
     pub telemetry: TelemetryConfig,
@@ -91,6 +96,7 @@ impl Config {
         let storage = StorageConfig::read(&mut r, production);
         let mut keys = KeysConfig::read(&mut r, production);
         let email = EmailConfig::read(&mut r);
+        let events = EventsConfig::read(&mut r);
         let jobs = JobsConfig::read(&mut r);
         let rate_limit = RateLimitConfig::read(&mut r);
         let telemetry = TelemetryConfig::read(&mut r, production);
@@ -106,6 +112,7 @@ impl Config {
             storage,
             keys,
             email,
+            events,
             jobs,
             rate_limit,
             telemetry,
@@ -336,6 +343,8 @@ mod tests {
             include_str!("storage.rs"),
             include_str!("keys.rs"),
             include_str!("email.rs"),
+            include_str!("dkim.rs"),
+            include_str!("events.rs"),
             include_str!("jobs.rs"),
             include_str!("rate_limit.rs"),
             include_str!("telemetry.rs"),

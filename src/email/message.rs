@@ -42,6 +42,23 @@ impl Header for ListUnsubscribePost {
     }
 }
 
+/// `X-Herald-Ref: v1.<row>.<mac>`: herald's signed reference to the ledger row, which
+/// bounces and complaints quote back.
+#[derive(Debug, Clone)]
+pub struct HeraldRef(String);
+
+impl Header for HeraldRef {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Herald-Ref")
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
 /// The Message-ID of the email with this idempotency key.
 pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
     format!(
@@ -55,6 +72,8 @@ pub struct Parts<'a> {
     pub to: &'a str,
     pub message_id: &'a str,
     pub unsubscribe_url: &'a str,
+    /// herald's signed reference to the ledger row (`X-Herald-Ref`).
+    pub reference: &'a str,
     pub rendered: Rendered,
     pub pdf: Option<(String, Vec<u8>)>,
 }
@@ -94,6 +113,7 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
         .date_now()
         .header(ListUnsubscribe(format!("<{}>", parts.unsubscribe_url)))
         .header(ListUnsubscribePost)
+        .header(HeraldRef(parts.reference.to_owned()))
         .multipart(body)
         .map_err(|e| BuildError::Message(e.to_string()))
 }

@@ -1,6 +1,8 @@
 //! Email: unsubscribe tokens, templates, message building, providers, and the ports the
 //! throttle and dispatcher actors use to reach the database and the mail server.
 
+pub mod dkim;
+pub mod events;
 pub mod message;
 pub mod ports;
 pub mod provider;

@@ -17,7 +17,7 @@ use super::{Mailer, Signer, templates};
 use crate::reports::{SessionSummary, pdf};
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey};
-use crate::store::{Store, sessions, throttles};
+use crate::store::{Store, sessions, suppressions, throttles};
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -201,6 +201,8 @@ pub struct OutboxPort {
     /// Summaries handed over by `/complete`, so the session is not read again.
     pub reports: Arc<Reports>,
     pub mailer: Mailer,
+    /// Signs what the provider sends, when DKIM is configured.
+    pub dkim: Option<crate::config::Dkim>,
     pub signer: Signer,
     /// The sender, parsed once at start.
     pub from: lettre::message::Mailbox,
@@ -314,7 +316,9 @@ impl OutboxPort {
                 )
             }
         };
+        let reference = self.signer.reference(&claimed.id);
         let message = message::build(Parts {
+            reference: &reference,
             from: &self.from,
             to: &delivery.email,
             message_id: &message_id,
@@ -324,6 +328,39 @@ impl OutboxPort {
         })
         .map_err(port_error)?;
         Ok(Ok((message, message_id)))
+    }
+}
+
+impl OutboxPort {
+    /// A permanent refusal of a send: a hard bounce suppresses the address for every email
+    /// type; a policy refusal is counted (and alerted on) but leaves the address alone.
+    async fn refused(&self, recipient: &str, reply: &str) {
+        match crate::email::provider::refusal(reply) {
+            crate::email::provider::Refusal::HardBounce => {
+                crate::metrics::email_bounce("hard");
+                let suppressed = suppressions::suppress(
+                    &self.store,
+                    recipient,
+                    suppressions::Reason::Bounced,
+                    "smtp",
+                    Some(reply),
+                    self.now_ms(),
+                )
+                .await;
+                match suppressed {
+                    Ok(_) => tracing::warn!(
+                        recipient = %crate::redact::mask_email(recipient),
+                        "hard bounce: the address is suppressed"
+                    ),
+                    Err(err) => tracing::error!(error = %err, "could not record a hard bounce"),
+                }
+            }
+            crate::email::provider::Refusal::Policy => {
+                crate::metrics::email_policy_refusal();
+                tracing::warn!(%reply, "the mail server refused an email by policy");
+            }
+            crate::email::provider::Refusal::Other => {}
+        }
     }
 }
 
@@ -368,7 +405,17 @@ impl DispatchPort for OutboxPort {
 
     async fn deliver(&self, claimed: &Claimed) -> Attempt {
         match self.build(claimed).await {
-            Ok(Ok((message, message_id))) => self.mailer.send(message, &message_id).await,
+            Ok(Ok((message, message_id))) => {
+                let recipient = message.envelope().to().first().map(|a| a.to_string());
+                let attempt = self
+                    .mailer
+                    .send(message, &message_id, self.dkim.as_ref())
+                    .await;
+                if let (Attempt::Permanent(reply), Some(recipient)) = (&attempt, recipient) {
+                    self.refused(&recipient, reply).await;
+                }
+                attempt
+            }
             Ok(Err(attempt)) => attempt,
             // The database hiccupped: try again later, as for a busy mail server.
             Err(err) => Attempt::Transient(err.0),
@@ -443,6 +490,7 @@ mod tests {
             claimed: HandOff::default(),
             reports: Arc::default(),
             mailer: Mailer::Console,
+            dkim: None,
             signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
             from: "reports@herald.example.org".parse().unwrap(),
             api_base_url: "https://herald.example.org".to_owned(),

@@ -16,7 +16,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, Tls
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::config::{EmailConfig, EmailProvider, SmtpConfig, SmtpTls};
+use crate::config::{Dkim, EmailConfig, EmailProvider, SmtpConfig, SmtpTls};
 use crate::redact::mask_email;
 
 #[derive(Clone)]
@@ -43,8 +43,9 @@ impl Mailer {
         }
     }
 
-    /// Sends `message`, whose Message-ID is `message_id`.
-    pub async fn send(&self, message: Message, message_id: &str) -> Attempt {
+    /// Sends `message`, whose Message-ID is `message_id`, signed with `dkim` by the providers
+    /// that deliver the bytes themselves (`smtp`, `file`).
+    pub async fn send(&self, message: Message, message_id: &str, dkim: Option<&Dkim>) -> Attempt {
         let sent = Attempt::Sent {
             message_id: message_id.to_owned(),
         };
@@ -65,21 +66,45 @@ impl Mailer {
                     .filter(|c| c.is_ascii_alphanumeric())
                     .collect();
                 let path = dir.join(format!("{name}.eml"));
+                let bytes = match signed(dkim, message.formatted()).await {
+                    Ok(bytes) => bytes,
+                    Err(failed) => return failed,
+                };
                 let written = async {
                     tokio::fs::create_dir_all(dir).await?;
-                    tokio::fs::write(&path, message.formatted()).await
+                    tokio::fs::write(&path, bytes).await
                 };
                 match written.await {
                     Ok(()) => sent,
                     Err(err) => Attempt::Transient(format!("writing {}: {err}", path.display())),
                 }
             }
-            Self::Smtp(smtp) => match smtp.send(message.envelope(), message.formatted()).await {
-                Ok(()) => sent,
-                Err(failed) => failed,
-            },
+            Self::Smtp(smtp) => {
+                let bytes = match signed(dkim, message.formatted()).await {
+                    Ok(bytes) => bytes,
+                    Err(failed) => return failed,
+                };
+                match smtp.send(message.envelope(), bytes).await {
+                    Ok(()) => sent,
+                    Err(failed) => failed,
+                }
+            }
         }
     }
+}
+
+/// `bytes` with a DKIM signature in front when `dkim` is set. An RSA signature costs a
+/// millisecond or two of CPU: it is made on a blocking thread, not on the async workers.
+async fn signed(dkim: Option<&Dkim>, bytes: Vec<u8>) -> Result<Vec<u8>, Attempt> {
+    let Some(dkim) = dkim.cloned() else {
+        return Ok(bytes);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tokio::task::spawn_blocking(move || super::dkim::sign(&dkim, &bytes, now))
+        .await
+        .map_err(|e| Attempt::Transient(format!("DKIM signing failed: {e}")))
 }
 
 /// SMTP over lettre's connections, pooled here so that every attempt, connecting included,
@@ -292,6 +317,38 @@ fn describe(err: &lettre::transport::smtp::Error) -> String {
     crate::redact::mask_emails_in(&err.to_string())
 }
 
+/// What a permanent refusal says about the recipient, read from its enhanced status code
+/// (RFC 3463).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The mailbox does not exist or is disabled (5.1.1, 5.1.2, 5.1.10, 5.2.1): a hard
+    /// bounce, and the address is suppressed.
+    HardBounce,
+    /// A policy or reputation refusal (5.7.x): about the sender, not the address; counted
+    /// and alerted on.
+    Policy,
+    /// Anything else, or no enhanced code at all: the email fails, the address stays.
+    Other,
+}
+
+/// Classifies a permanent refusal by the first enhanced status code in its text.
+pub fn refusal(text: &str) -> Refusal {
+    let code = text
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')')
+        .find_map(|word| {
+            let mut parts = word.splitn(3, '.');
+            let class = parts.next()?;
+            let subject: u16 = parts.next()?.parse().ok()?;
+            let detail: u16 = parts.next()?.trim_end_matches([',', ';']).parse().ok()?;
+            (class == "5").then_some((subject, detail))
+        });
+    match code {
+        Some((1, 1 | 2 | 10) | (2, 1)) => Refusal::HardBounce,
+        Some((7, _)) => Refusal::Policy,
+        _ => Refusal::Other,
+    }
+}
+
 /// The server's reply decides: 5xx is permanent, 4xx and timeouts transient; no reply at
 /// all means the server could not be reached.
 fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
@@ -308,6 +365,35 @@ fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_read_from_their_enhanced_status_codes() {
+        for text in [
+            "permanent error (550): 5.1.1 <pa***@example.com>: user unknown",
+            "550 5.1.2 bad destination system",
+            "550 5.1.10 recipient address has null MX",
+            "552 5.2.1 mailbox disabled, not accepting messages",
+        ] {
+            assert_eq!(refusal(text), Refusal::HardBounce, "{text}");
+        }
+        assert_eq!(
+            refusal("554 5.7.1 Message rejected due to policy"),
+            Refusal::Policy
+        );
+        assert_eq!(
+            refusal("550 5.7.26 unauthenticated email is not accepted"),
+            Refusal::Policy
+        );
+        for text in [
+            "550 mailbox unavailable",
+            "552 5.3.4 message too big",
+            "550 5.1.3 bad syntax",
+            "4.1.1 later",
+            "",
+        ] {
+            assert_eq!(refusal(text), Refusal::Other, "{text}");
+        }
+    }
 
     fn smtp_with_ca_file(path: &std::path::Path) -> anyhow::Result<Mailer> {
         let path = path.display().to_string();

@@ -16,7 +16,7 @@ pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -37,6 +37,11 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
             get(routes::email_admin::throttle_state).delete(routes::email_admin::throttle_reset),
         )
         .route("/admin/email/logs", get(routes::email_admin::email_logs))
+        .route("/admin/suppressions", get(routes::suppressions::list))
+        .route(
+            "/admin/suppressions/{email}",
+            delete(routes::suppressions::lift),
+        )
         .route("/admin/jobs", get(routes::jobs::list))
         .route("/api/v1/ops/metrics", get(routes::ops::snapshot))
         .route("/admin/jobs/{name}/run", post(routes::jobs::run))
@@ -92,6 +97,12 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route(
             "/api/v1/email/unsubscribe/{token}",
             get(routes::unsubscribe::confirm).post(routes::unsubscribe::apply),
+        )
+        .route("/api/v1/email/events", post(routes::email_events::generic))
+        .route(
+            "/api/v1/email/events/sendgrid",
+            // SendGrid posts events in batches of up to several hundred kilobytes.
+            post(routes::email_events::sendgrid).layer(DefaultBodyLimit::max(1024 * 1024)),
         );
 
     let mut routes = public

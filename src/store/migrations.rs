@@ -31,6 +31,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_drop_leases.sql"),
         include_str!("../../migrations/postgres/0003_drop_leases.sql"),
     ),
+    (
+        4,
+        "suppressions",
+        include_str!("../../migrations/sqlite/0004_suppressions.sql"),
+        include_str!("../../migrations/postgres/0004_suppressions.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

@@ -17,6 +17,7 @@ pub mod retention;
 pub mod serve_lock;
 pub mod sessions;
 pub mod stats;
+pub mod suppressions;
 pub mod throttles;
 
 use std::time::{Duration, Instant};

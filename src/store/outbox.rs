@@ -68,8 +68,9 @@ pub(crate) async fn lookup_on<'c>(
     macro_rules! head {
         () => {
             "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
+                    CASE WHEN EXISTS (SELECT 1 FROM email_suppressions WHERE email = $2) THEN 0 ELSE \
                     (SELECT CASE WHEN $3 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
-                     FROM email_preferences WHERE email = $2), NULL"
+                     FROM email_preferences WHERE email = $2) END, NULL"
         };
     }
     let sql = match sends_since {
@@ -126,7 +127,8 @@ pub(crate) async fn record_on<'c>(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 COALESCE((SELECT s.reason FROM email_suppressions s WHERE s.email = $3 AND $7 = 'suppressed'), $8), 0, $9, $9) \
          ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
     )
     .bind(uuid::Uuid::new_v4().to_string())
@@ -232,9 +234,10 @@ pub async fn claim(
                          OR (status = 'sending' AND lease_until < $1) \
                       ORDER BY created_at LIMIT $3{lock}) \
          RETURNING id, attempts, created_at, email_type, idempotency_key, email, session_id, week_start, \
+                   CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = email_send_logs.email) THEN 0 ELSE \
                    (SELECT CASE WHEN email_send_logs.email_type = 'weekly_digest' THEN p.weekly_digest_enabled \
                            ELSE p.session_reports_enabled END \
-                    FROM email_preferences p WHERE p.email = email_send_logs.email), \
+                    FROM email_preferences p WHERE p.email = email_send_logs.email) END, \
                    (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email)"
     );
     let started = std::time::Instant::now();
@@ -290,6 +293,17 @@ pub async fn release(store: &Store, leases: &[(&str, i64)]) -> Result<(), StoreE
     Ok(())
 }
 
+/// The recipient of the ledger row `id`, if the row still exists.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn recipient_of(store: &Store, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT email FROM email_send_logs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(store.reader())
+            .await?,
+    )
+}
+
 /// The statement that writes the outcome of an attempt.
 pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
     match mark {
@@ -301,7 +315,8 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
         .bind(now_ms)
         .bind(message_id),
         Mark::Suppressed => Statement::new(
-            "UPDATE email_send_logs SET status = 'suppressed', reason = 'unsubscribed before sending', \
+            "UPDATE email_send_logs SET status = 'suppressed', \
+             reason = COALESCE((SELECT s.reason FROM email_suppressions s WHERE s.email = email_send_logs.email), 'unsubscribed before sending'), \
              updated_at = $2, lease_until = NULL WHERE id = $1",
         )
         .bind(id)
@@ -359,7 +374,8 @@ fn preference(
 pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, StoreError> {
     let row = sqlx::query(
         "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
-                CASE WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
+                CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = l.email) THEN 0 \
+                     WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
                 p.recipient_key \
          FROM email_send_logs l LEFT JOIN email_preferences p ON p.email = l.email WHERE l.id = $1",
     )

@@ -449,3 +449,46 @@ async fn a_flood_from_a_refused_client_is_logged_once_not_once_per_request() {
         logs.lines().count()
     );
 }
+
+#[tokio::test]
+async fn the_cli_lists_and_lifts_suppressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let store = herald::store::Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    herald::store::suppressions::suppress(
+        &store,
+        "gone@example.com",
+        herald::store::suppressions::Reason::Bounced,
+        "smtp",
+        Some("550 5.1.1 no such user"),
+        0,
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    let run = |args: &[&str]| {
+        herald()
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+            .env("SECRET_KEY", "binary-test-secret")
+            .output()
+            .unwrap()
+    };
+    let listed = run(&["suppressions", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    assert!(
+        text.contains("gone@example.com") && text.contains("bounced") && text.contains("5.1.1"),
+        "{text}"
+    );
+    assert!(text.contains("1 of 1 shown"), "{text}");
+    let removed = run(&["suppressions", "remove", "gone@example.com"]);
+    assert!(removed.status.success());
+    let again = run(&["suppressions", "remove", "gone@example.com"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not suppressed"));
+    let bad = run(&["suppressions", "remove", "not-an-address"]);
+    assert!(!bad.status.success());
+}

@@ -31,7 +31,7 @@ async fn spawn_mail_app(backend: Backend, smtp: &SmtpServer) -> TestApp {
 }
 
 /// The mail configuration with `extra` variables on top.
-async fn spawn_mail_app_with(
+pub(crate) async fn spawn_mail_app_with(
     backend: Backend,
     smtp: &SmtpServer,
     extra: &[(&str, &str)],
@@ -47,7 +47,7 @@ async fn spawn_mail_app_with(
 }
 
 /// Starts, records a few events in, and completes a session for `parent`.
-async fn complete_for(app: &TestApp, parent: &str) -> (String, reqwest::Response) {
+pub(crate) async fn complete_for(app: &TestApp, parent: &str) -> (String, reqwest::Response) {
     let session = app
         .new_session(json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": parent}))
         .await;
@@ -70,7 +70,7 @@ async fn report_email(response: reqwest::Response) -> String {
     body["report_email"].as_str().unwrap().to_owned()
 }
 
-async fn ledger(app: &TestApp, email: &str) -> Vec<Value> {
+pub(crate) async fn ledger(app: &TestApp, email: &str) -> Vec<Value> {
     let response = app
         .get_admin(&format!("/admin/email/logs?email={email}"))
         .await;
@@ -80,7 +80,7 @@ async fn ledger(app: &TestApp, email: &str) -> Vec<Value> {
 }
 
 /// Polls the ledger until `check` holds (10 s at most).
-async fn wait_ledger(
+pub(crate) async fn wait_ledger(
     app: &TestApp,
     email: &str,
     what: &str,

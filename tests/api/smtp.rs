@@ -87,7 +87,7 @@ impl Tls {
 struct Shared {
     received: Mutex<Vec<Received>>,
     /// Replies to the next DATA ends; 250 when empty.
-    script: Mutex<VecDeque<u16>>,
+    script: Mutex<VecDeque<String>>,
     refusing: AtomicBool,
     /// Milliseconds to wait before answering the end of DATA.
     delay_ms: std::sync::atomic::AtomicU64,
@@ -159,7 +159,27 @@ impl SmtpServer {
 
     /// The replies the next DATA commands get, in order (e.g. `[451, 250]`).
     pub fn script(&self, codes: &[u16]) {
-        self.shared.script.lock().unwrap().extend(codes);
+        self.script_replies(
+            &codes
+                .iter()
+                .map(|&code| match code {
+                    250 => "250 2.0.0 queued".to_owned(),
+                    // A bare refusal: no enhanced status code.
+                    500.. => format!("{code} mailbox unavailable"),
+                    _ => format!("{code} 4.3.0 try again later"),
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    /// The exact replies the next DATA commands get (e.g. `"550 5.1.1 no such user"`); a
+    /// `250` reply accepts the message.
+    pub fn script_replies(&self, replies: &[String]) {
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .extend(replies.iter().cloned());
     }
 
     /// Makes the server take `ms` to accept each message.
@@ -399,19 +419,20 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            let code = shared.script.lock().unwrap().pop_front().unwrap_or(250);
-            if code == 250 {
+            let reply = shared
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| "250 2.0.0 queued".to_owned());
+            if reply.starts_with("250") {
                 shared.received.lock().unwrap().push(Received {
                     rcpt_to: std::mem::take(&mut rcpt_to),
                     data,
                     secure,
                 });
-                "250 2.0.0 queued".to_owned()
-            } else if code >= 500 {
-                format!("{code} 5.1.1 mailbox unavailable")
-            } else {
-                format!("{code} 4.3.0 try again later")
             }
+            reply
         } else if command.starts_with("QUIT") {
             let _ = write.write_all(b"221 bye\r\n").await;
             return None;

@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod email_admin;
+pub mod email_events;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
@@ -11,4 +12,5 @@ pub mod rate_limits;
 pub mod reports;
 pub mod sessions;
 pub mod stats;
+pub mod suppressions;
 pub mod unsubscribe;

@@ -1,0 +1,141 @@
+//! DKIM: the domain, selector and private key outgoing mail is signed with (`smtp` and
+//! `file` providers), read and checked at start so a bad key or a sender outside the
+//! domain stops herald before any email is sent unsigned.
+
+use std::sync::Arc;
+
+use lettre::message::Mailbox;
+
+use super::reader::Reader;
+
+/// The headers every signature covers when the message has them. RFC 8058 asks for the two
+/// `List-Unsubscribe` headers to be signed, so a one-click unsubscribe cannot be added or
+/// changed in transit.
+pub const SIGNED_HEADERS: [&str; 9] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// A DKIM private key.
+pub enum DkimKey {
+    Rsa(ring::rsa::KeyPair),
+    Ed25519(ring::signature::Ed25519KeyPair),
+}
+
+impl DkimKey {
+    /// The `a=` tag of signatures made with this key.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Self::Rsa(_) => "rsa-sha256",
+            Self::Ed25519(_) => "ed25519-sha256",
+        }
+    }
+}
+
+/// A ready DKIM signer. Its `Debug` names the domain, selector and algorithm, never the key.
+#[derive(Clone)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    pub key: Arc<DkimKey>,
+}
+
+impl std::fmt::Debug for Dkim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dkim")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("algorithm", &self.key.algorithm())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads `DKIM_DOMAIN`, `DKIM_SELECTOR` and `DKIM_PRIVATE_KEY_FILE` (all or none).
+pub(super) fn read(r: &mut Reader<'_>, from: &Mailbox) -> Option<Dkim> {
+    let domain = r.get("DKIM_DOMAIN");
+    let selector = r.get("DKIM_SELECTOR");
+    let key_file = r.get("DKIM_PRIVATE_KEY_FILE");
+    let (domain, selector, key_file) = match (domain, selector, key_file) {
+        (None, None, None) => return None,
+        (Some(d), Some(s), Some(k)) => (d.to_ascii_lowercase(), s, k),
+        _ => {
+            r.problem(
+                "DKIM_DOMAIN, DKIM_SELECTOR, DKIM_PRIVATE_KEY_FILE: set all three to sign outgoing mail, or none",
+            );
+            return None;
+        }
+    };
+    if !selector
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        r.problem(format!(
+            "DKIM_SELECTOR: '{selector}' is not a DNS label (letters, digits, '-', '.', '_')"
+        ));
+    }
+    let sender = from.email.domain().to_ascii_lowercase();
+    if sender != domain && !sender.ends_with(&format!(".{domain}")) {
+        r.problem(format!(
+            "DKIM_DOMAIN: '{domain}' does not cover the sender's domain '{sender}' (EMAIL_FROM); receivers would not align the signature with the sender"
+        ));
+    }
+    let pem = match std::fs::read_to_string(&key_file) {
+        Ok(pem) => pem,
+        Err(err) => {
+            r.problem(format!(
+                "DKIM_PRIVATE_KEY_FILE: cannot read {key_file}: {err}"
+            ));
+            return None;
+        }
+    };
+    match private_key(&pem) {
+        Ok(key) => Some(Dkim {
+            domain,
+            selector,
+            key: Arc::new(key),
+        }),
+        Err(problem) => {
+            r.problem(format!("DKIM_PRIVATE_KEY_FILE: {key_file}: {problem}"));
+            None
+        }
+    }
+}
+
+/// A private key from a PEM file: RSA (2048 to 8192 bits) in PKCS#1 (`BEGIN RSA PRIVATE
+/// KEY`) or PKCS#8, or Ed25519 in PKCS#8 (`BEGIN PRIVATE KEY`, as `openssl genpkey` writes
+/// both).
+fn private_key(pem: &str) -> Result<DkimKey, String> {
+    use base64::Engine;
+    let pem = pem.trim();
+    let pkcs1 = pem.starts_with("-----BEGIN RSA PRIVATE KEY-----");
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "expected an RSA or Ed25519 private key in PEM".to_owned())?;
+    let rsa = if pkcs1 {
+        ring::rsa::KeyPair::from_der(&der)
+    } else {
+        ring::rsa::KeyPair::from_pkcs8(&der)
+    };
+    // ring signs with RSA keys of 2048 to 8192 bits; receivers want at least 1024.
+    if let Ok(key) = rsa {
+        return Ok(DkimKey::Rsa(key));
+    }
+    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map(DkimKey::Ed25519)
+        .map_err(|_| {
+            "expected an RSA private key of 2048 to 8192 bits or an Ed25519 private key, in PEM"
+                .to_owned()
+        })
+}

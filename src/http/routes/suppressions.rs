@@ -1,0 +1,98 @@
+//! The suppression list without SQL: who herald no longer mails after a hard bounce or a
+//! complaint (why, since when, from which source), and lifting one (audited).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use herald_actors::email::Email;
+
+use crate::http::error::ApiError;
+use crate::http::extract::AdminKey;
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::store::suppressions::{self, Suppression};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only this address.
+    pub email: Option<String>,
+    /// Rows per page, 1 to 500 (default 100).
+    pub limit: Option<i64>,
+    /// Rows to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SuppressionList {
+    pub suppressions: Vec<Suppression>,
+    /// How many match, on every page.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+fn email(field: &str, raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| validate::invalid(field, e.to_string()))
+}
+
+#[utoipa::path(get, path = "/admin/suppressions", tag = "admin", security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Suppressed addresses, newest first", body = SuppressionList),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "An invalid email, limit or offset", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<SuppressionList>, ApiError> {
+    let address = query
+        .email
+        .as_deref()
+        .map(|raw| email("email", raw))
+        .transpose()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(validate::invalid("limit", "limit must be from 1 to 500"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(validate::invalid("offset", "offset must be 0 or more"));
+    }
+    let (suppressions, total) = suppressions::list(
+        &state.store,
+        address.as_ref().map(Email::as_str),
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(Json(SuppressionList {
+        suppressions,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(delete, path = "/admin/suppressions/{email}", tag = "admin", security(("api_key" = [])),
+    params(("email" = String, Path, description = "The suppressed address")),
+    responses(
+        (status = 200, description = "Lifted (audited): the suppression that was removed", body = Suppression),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 404, description = "NOT_SUPPRESSED: the address is not on the list", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn lift(
+    State(state): State<AppState>,
+    key: AdminKey,
+    Path(raw): Path<String>,
+) -> Result<Json<Suppression>, ApiError> {
+    let address = email("email", &raw)?;
+    let lifted = suppressions::lift(&state.store, address.as_str(), &key.fingerprint)
+        .await?
+        .ok_or_else(|| ApiError::not_found("NOT_SUPPRESSED", "That address is not suppressed."))?;
+    tracing::info!(recipient = %address.masked(), by = %key.fingerprint, "suppression lifted");
+    Ok(Json(lifted))
+}

@@ -1,0 +1,186 @@
+//! The suppression list (`email_suppressions`): addresses herald no longer mails after a
+//! hard bounce or a complaint, whatever their preferences say; and the bounce and complaint
+//! events behind it (`email_events`), kept once each so a repeated delivery of one event
+//! changes nothing.
+
+use sqlx::Row;
+
+use super::audit::{self, AuditEntry};
+use super::{Store, StoreError};
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The mailbox does not exist or is disabled (a hard bounce).
+    Bounced,
+    /// The recipient marked an email as spam.
+    Complained,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bounced => "bounced",
+            Self::Complained => "complained",
+        }
+    }
+}
+
+/// One suppressed address: why, since when, from which source.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Suppression {
+    pub email: String,
+    /// `bounced` or `complained`.
+    pub reason: String,
+    /// Where it came from: `smtp`, `sendgrid`, `webhook`.
+    pub source: String,
+    /// The provider's words (an SMTP reply, an event's reason).
+    pub detail: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Suppresses `email`; an address already suppressed keeps its first reason. True when
+/// this call added it.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn suppress(
+    store: &Store,
+    email: &str,
+    reason: Reason,
+    source: &str,
+    detail: Option<&str>,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO email_suppressions (email, reason, source, detail, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(email)
+    .bind(reason.as_str())
+    .bind(source)
+    .bind(detail)
+    .bind(at_ms)
+    .execute(store.writer())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn suppression(row: &sqlx::any::AnyRow) -> Result<Suppression, sqlx::Error> {
+    Ok(Suppression {
+        email: row.try_get(0)?,
+        reason: row.try_get(1)?,
+        source: row.try_get(2)?,
+        detail: row.try_get(3)?,
+        created_at_ms: row.try_get(4)?,
+    })
+}
+
+/// Suppressed addresses, newest first, `email` (exact) when given; and how many match.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn list(
+    store: &Store,
+    email: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Suppression>, i64), StoreError> {
+    let rows = sqlx::query(
+        "SELECT email, reason, source, detail, created_at FROM email_suppressions \
+         WHERE $1 IS NULL OR email = $1 ORDER BY created_at DESC, email LIMIT $2 OFFSET $3",
+    )
+    .bind(email)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(store.reader())
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_suppressions WHERE $1 IS NULL OR email = $1",
+    )
+    .bind(email)
+    .fetch_one(store.reader())
+    .await?;
+    let list = rows
+        .iter()
+        .map(suppression)
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((list, total))
+}
+
+/// Lifts the suppression of `email`, audited in the same transaction; the row it removed.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn lift(
+    store: &Store,
+    email: &str,
+    actor: &str,
+) -> Result<Option<Suppression>, StoreError> {
+    let mut tx = store.writer().begin().await?;
+    let row = sqlx::query(
+        "DELETE FROM email_suppressions WHERE email = $1 \
+         RETURNING email, reason, source, detail, created_at",
+    )
+    .bind(email)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let lifted = suppression(&row)?;
+    audit::record(
+        &mut tx,
+        AuditEntry {
+            actor,
+            action: "suppression.lift",
+            target: &crate::redact::mask_email(email),
+            old_value: Some(format!("{} ({})", lifted.reason, lifted.source)),
+            new_value: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(lifted))
+}
+
+/// One bounce, complaint or deferral as reported.
+pub struct Event<'a> {
+    /// The provider's event id, or a digest of what identifies the event.
+    pub id: &'a str,
+    pub email: &'a str,
+    pub kind: &'a str,
+    pub source: &'a str,
+    pub detail: Option<&'a str>,
+    pub at_ms: i64,
+}
+
+/// Records `event` once: false when it was recorded before (a repeated delivery).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn record_event(store: &Store, event: &Event<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO email_events (id, email, kind, source, detail, at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(event.id)
+    .bind(event.email)
+    .bind(event.kind)
+    .bind(event.source)
+    .bind(event.detail)
+    .bind(event.at_ms)
+    .execute(store.writer())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many events of `kind` `email` had since `since_ms`.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn count_events(
+    store: &Store,
+    email: &str,
+    kind: &str,
+    since_ms: i64,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_events WHERE email = $1 AND kind = $2 AND at >= $3",
+    )
+    .bind(email)
+    .bind(kind)
+    .bind(since_ms)
+    .fetch_one(store.reader())
+    .await?)
+}

@@ -1,0 +1,193 @@
+//! Bounces that stop the mail: an SMTP refusal is classified by its enhanced status code
+//! (RFC 3463); a hard bounce suppresses the address for every email type, checked when a
+//! report is decided and again when it is sent; operators list and lift suppressions
+//! through the admin API (audited).
+
+use serde_json::Value;
+
+use crate::email::{complete_for, ledger, spawn_mail_app_with, wait_ledger};
+use crate::helpers::{API_KEY, Backend, TestApp};
+use crate::smtp::SmtpServer;
+
+const GONE: &str = "gone.parent@example.com";
+const POLICY: &str = "policy.parent@example.com";
+const BARE: &str = "bare.parent@example.com";
+
+async fn suppressions(app: &TestApp, email: &str) -> Value {
+    let response = app
+        .get_admin(&format!("/admin/suppressions?email={email}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn report_email(app: &TestApp, parent: &str) -> Value {
+    let (_, response) = complete_for(app, parent).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["report_email"].clone()
+}
+
+async fn refusals_are_classified_and_a_hard_bounce_stops_the_mail(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    // One at a time, so each gets its scripted reply.
+    for (parent, reply) in [
+        (GONE, "550 5.1.1 <gone.parent@example.com>: no such user"),
+        (POLICY, "554 5.7.1 Message rejected due to local policy"),
+        (BARE, "550 mailbox unavailable"),
+    ] {
+        smtp.script_replies(&[reply.to_owned()]);
+        assert_eq!(report_email(&app, parent).await, "queued");
+        let rows = wait_ledger(&app, parent, "failed", |rows| rows[0]["status"] == "failed").await;
+        let words = reply.split(' ').nth(1).unwrap();
+        assert!(
+            rows[0]["last_error"].as_str().unwrap().contains(words),
+            "{rows:?}"
+        );
+    }
+
+    // Only the hard bounce is suppressed, with why, since when and from where.
+    let listed = suppressions(&app, GONE).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    let entry = &listed["suppressions"][0];
+    assert_eq!(entry["reason"], "bounced");
+    assert_eq!(entry["source"], "smtp");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("5.1.1"),
+        "{entry}"
+    );
+    assert!(
+        !entry["detail"].as_str().unwrap().contains(GONE),
+        "the address is masked in the detail"
+    );
+    for kept in [POLICY, BARE] {
+        assert_eq!(suppressions(&app, kept).await["total"], 0, "{kept}");
+    }
+    let metrics = app.metrics().await;
+    for counter in [
+        "email_bounces_total{kind=\"hard\"}",
+        "email_policy_refusals_total",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(counter))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{counter} in:\n{metrics}"));
+        assert!(value >= 1.0, "{counter} = {value}");
+    }
+
+    // The next report for the bounced address is suppressed when it is decided, and the
+    // ledger says why; the others are sent.
+    assert_eq!(report_email(&app, GONE).await, "suppressed");
+    let rows = ledger(&app, GONE).await;
+    assert_eq!(rows[0]["status"], "suppressed");
+    assert_eq!(rows[0]["reason"], "bounced", "{rows:?}");
+    for kept in [POLICY, BARE] {
+        assert_eq!(report_email(&app, kept).await, "queued");
+        wait_ledger(&app, kept, "sent", |rows| rows[0]["status"] == "sent").await;
+    }
+
+    // Lifting needs the admin key, is audited, and lets the mail through again.
+    let url = app.url(&format!("/admin/suppressions/{GONE}"));
+    for key in [None, Some("wrong-key")] {
+        let mut request = app.client.delete(&url);
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
+    let lift = || app.client.delete(&url).header("X-API-Key", API_KEY).send();
+    let lifted = lift().await.unwrap();
+    assert_eq!(lifted.status(), 200);
+    let lifted: Value = lifted.json().await.unwrap();
+    assert_eq!(lifted["reason"], "bounced");
+    assert_eq!(lift().await.unwrap().status(), 404, "already lifted");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'suppression.lift'")
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+    assert_eq!(report_email(&app, GONE).await, "queued");
+    wait_ledger(&app, GONE, "sent", |rows| rows[0]["status"] == "sent").await;
+}
+
+/// A suppression made while a report waits in the outbox for a retry stops it at send time.
+async fn a_suppression_stops_a_queued_email_at_send_time(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[451]);
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    assert_eq!(report_email(&app, GONE).await, "queued");
+    wait_ledger(&app, GONE, "a retry", |rows| {
+        rows[0]["status"] == "pending" && rows[0]["attempts"] == 1
+    })
+    .await;
+    herald::store::suppressions::suppress(
+        &app.state.store,
+        GONE,
+        herald::store::suppressions::Reason::Complained,
+        "webhook",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    // The retry falls due; its claim reads the suppression.
+    app.clock.advance_ms(10_000);
+    app.state.dispatcher.wake();
+    let rows = wait_ledger(&app, GONE, "suppressed", |rows| {
+        rows[0]["status"] == "suppressed"
+    })
+    .await;
+    assert_eq!(rows[0]["reason"], "complained");
+    assert!(smtp.received().is_empty());
+}
+
+#[tokio::test]
+async fn the_list_pages_and_refuses_bad_queries() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    for i in 0..5 {
+        herald::store::suppressions::suppress(
+            &app.state.store,
+            &format!("p{i}@example.com"),
+            herald::store::suppressions::Reason::Bounced,
+            "smtp",
+            None,
+            i,
+        )
+        .await
+        .unwrap();
+    }
+    let page: Value = app
+        .get_admin("/admin/suppressions?limit=2&offset=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 5);
+    let emails: Vec<&str> = page["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["p3@example.com", "p2@example.com"], "newest first");
+    for bad in ["limit=0", "limit=501", "offset=-1", "email=not-an-address"] {
+        let response = app.get_admin(&format!("/admin/suppressions?{bad}")).await;
+        assert_eq!(response.status(), 422, "{bad}");
+    }
+    let anonymous = app
+        .client
+        .get(app.url("/admin/suppressions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+crate::on_both_backends!(
+    refusals_are_classified_and_a_hard_bounce_stops_the_mail,
+    a_suppression_stops_a_queued_email_at_send_time,
+);
