@@ -15,6 +15,7 @@ pub enum EmailProvider {
     Console,
     Smtp,
     File,
+    SendGrid,
 }
 
 impl EmailProvider {
@@ -23,6 +24,7 @@ impl EmailProvider {
             Self::Console => "console",
             Self::Smtp => "smtp",
             Self::File => "file",
+            Self::SendGrid => "sendgrid",
         }
     }
 }
@@ -44,6 +46,15 @@ pub struct SmtpConfig {
     /// PEM certificates trusted for the server's TLS besides the usual public roots (a
     /// relay with a private CA).
     pub tls_ca_file: Option<PathBuf>,
+}
+
+/// SendGrid's v3 Mail Send API.
+#[derive(Debug, Clone)]
+pub struct SendGridConfig {
+    pub api_key: Secret,
+    /// `https://api.sendgrid.com`, `https://api.eu.sendgrid.com` for the EU region, or a
+    /// stand-in in tests; without a trailing slash.
+    pub api_url: String,
 }
 
 /// Throttles and delivery behaviour of the email pipeline.
@@ -84,6 +95,8 @@ pub struct EmailConfig {
     pub api_base_url: String,
     pub smtp: SmtpConfig,
     pub file_dir: PathBuf,
+    /// SendGrid's v3 Mail Send API, for `EMAIL_PROVIDER=sendgrid`.
+    pub sendgrid: Option<SendGridConfig>,
     /// Signs what the `smtp` and `file` providers send, when configured.
     pub dkim: Option<super::Dkim>,
 }
@@ -99,6 +112,7 @@ impl EmailConfig {
                 ("console", EmailProvider::Console),
                 ("smtp", EmailProvider::Smtp),
                 ("file", EmailProvider::File),
+                ("sendgrid", EmailProvider::SendGrid),
             ],
         );
         let smtp = read_smtp(r);
@@ -125,10 +139,12 @@ impl EmailConfig {
             r.problem("API_BASE_URL: expected an http:// or https:// URL");
         }
         let dkim = super::dkim::read(r, &from);
+        let sendgrid = read_sendgrid(r, provider);
         Self {
             delivery: read_delivery(r),
             provider,
             dkim,
+            sendgrid,
             from,
             api_base_url,
             smtp,
@@ -139,6 +155,30 @@ impl EmailConfig {
     /// The domain of the sender, which Message-IDs carry.
     pub fn sender_domain(&self) -> &str {
         self.from.email.domain()
+    }
+}
+
+fn read_sendgrid(r: &mut Reader<'_>, provider: EmailProvider) -> Option<SendGridConfig> {
+    let api_url = r
+        .get_or("SENDGRID_API_URL", "https://api.sendgrid.com")
+        .trim_end_matches('/')
+        .to_owned();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        r.problem("SENDGRID_API_URL: expected an https:// URL");
+    }
+    let api_key = r.get("SENDGRID_API_KEY");
+    if provider != EmailProvider::SendGrid {
+        return None;
+    }
+    match api_key {
+        Some(key) => Some(SendGridConfig {
+            api_key: Secret::new(key),
+            api_url,
+        }),
+        None => {
+            r.problem("SENDGRID_API_KEY: required when EMAIL_PROVIDER=sendgrid");
+            None
+        }
     }
 }
 

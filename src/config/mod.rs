@@ -19,7 +19,9 @@ mod storage;
 mod telemetry;
 
 pub use dkim::{Dkim, DkimKey, SIGNED_HEADERS};
-pub use email::{DeliveryConfig, EmailConfig, EmailProvider, OUTBOX_LEASE, SmtpConfig, SmtpTls};
+pub use email::{
+    DeliveryConfig, EmailConfig, EmailProvider, OUTBOX_LEASE, SendGridConfig, SmtpConfig, SmtpTls,
+};
 pub use events::EventsConfig;
 pub use ip::{IpBlock, canonical};
 pub use jobs::{JobsConfig, RetentionConfig};
@@ -217,11 +219,9 @@ mod tests {
         let errors = load(&vars).unwrap_err().0;
         assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors[0].starts_with("PORT: expected a port number"));
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with("EMAIL_PROVIDER: expected one of console, smtp, file"))
-        );
+        assert!(errors.iter().any(|e| {
+            e.starts_with("EMAIL_PROVIDER: expected one of console, smtp, file, sendgrid")
+        }));
     }
 
     #[test]

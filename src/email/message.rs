@@ -86,6 +86,42 @@ pub enum BuildError {
     Message(String),
 }
 
+/// An email ready to go, in no provider's format yet: SMTP and files take it as a MIME
+/// message ([`Outgoing::into_message`]), SendGrid as JSON.
+pub struct Outgoing {
+    pub from: Mailbox,
+    pub to: String,
+    pub message_id: String,
+    pub unsubscribe_url: String,
+    /// herald's signed reference to the ledger row.
+    pub reference: String,
+    pub rendered: Rendered,
+    pub pdf: Option<(String, Vec<u8>)>,
+}
+
+impl Outgoing {
+    pub fn into_message(self) -> Result<Message, BuildError> {
+        let Self {
+            from,
+            to,
+            message_id,
+            unsubscribe_url,
+            reference,
+            rendered,
+            pdf,
+        } = self;
+        build(Parts {
+            from: &from,
+            to: &to,
+            message_id: &message_id,
+            unsubscribe_url: &unsubscribe_url,
+            reference: &reference,
+            rendered,
+            pdf,
+        })
+    }
+}
+
 pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
     let from = parts.from.clone();
     let to: Mailbox = parts

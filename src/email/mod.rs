@@ -6,6 +6,7 @@ pub mod events;
 pub mod message;
 pub mod ports;
 pub mod provider;
+pub mod sendgrid;
 pub mod templates;
 pub mod unsubscribe;
 

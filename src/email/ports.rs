@@ -12,7 +12,7 @@ use herald_actors::throttle::{
     Admission, LedgerState, Lookup, SendRequest, ThrottlePort, ThrottleRule, Verdict, rules,
 };
 
-use super::message::{self, Parts};
+use super::message::{self, Outgoing};
 use super::{Mailer, Signer, templates};
 use crate::reports::{SessionSummary, pdf};
 use crate::store::group_commit::GroupCommit;
@@ -226,10 +226,7 @@ impl OutboxPort {
         self.from.email.domain()
     }
 
-    async fn build(
-        &self,
-        claimed: &Claimed,
-    ) -> Result<Result<(lettre::Message, String), Attempt>, PortError> {
+    async fn build(&self, claimed: &Claimed) -> Result<Result<Outgoing, Attempt>, PortError> {
         // The claim returned the row's fields; a row claimed by an earlier incarnation, one
         // that waited too long for the preference its claim read, or one missing from the
         // hand-off for any reason, is read back.
@@ -316,18 +313,15 @@ impl OutboxPort {
                 )
             }
         };
-        let reference = self.signer.reference(&claimed.id);
-        let message = message::build(Parts {
-            reference: &reference,
-            from: &self.from,
-            to: &delivery.email,
-            message_id: &message_id,
-            unsubscribe_url: &unsubscribe_url,
+        Ok(Ok(Outgoing {
+            reference: self.signer.reference(&claimed.id),
+            from: self.from.clone(),
+            to: delivery.email,
+            message_id,
+            unsubscribe_url,
             rendered,
             pdf: attachment,
-        })
-        .map_err(port_error)?;
-        Ok(Ok((message, message_id)))
+        }))
     }
 }
 
@@ -405,13 +399,10 @@ impl DispatchPort for OutboxPort {
 
     async fn deliver(&self, claimed: &Claimed) -> Attempt {
         match self.build(claimed).await {
-            Ok(Ok((message, message_id))) => {
-                let recipient = message.envelope().to().first().map(|a| a.to_string());
-                let attempt = self
-                    .mailer
-                    .send(message, &message_id, self.dkim.as_ref())
-                    .await;
-                if let (Attempt::Permanent(reply), Some(recipient)) = (&attempt, recipient) {
+            Ok(Ok(outgoing)) => {
+                let recipient = outgoing.to.clone();
+                let attempt = self.mailer.send(outgoing, self.dkim.as_ref()).await;
+                if let Attempt::Permanent(reply) = &attempt {
                     self.refused(&recipient, reply).await;
                 }
                 attempt

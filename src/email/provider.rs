@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use herald_actors::dispatcher::Attempt;
-use lettre::Message;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
 
+use super::message::Outgoing;
 use crate::config::{Dkim, EmailConfig, EmailProvider, SmtpConfig, SmtpTls};
 use crate::redact::mask_email;
 
@@ -24,6 +24,7 @@ pub enum Mailer {
     Console,
     Smtp(Arc<Smtp>),
     File(PathBuf),
+    SendGrid(Arc<super::sendgrid::SendGrid>),
 }
 
 impl Mailer {
@@ -32,6 +33,9 @@ impl Mailer {
             EmailProvider::Console => Self::Console,
             EmailProvider::File => Self::File(config.file_dir.clone()),
             EmailProvider::Smtp => Self::Smtp(Arc::new(Smtp::from_config(config)?)),
+            EmailProvider::SendGrid => {
+                Self::SendGrid(Arc::new(super::sendgrid::SendGrid::from_config(config)?))
+            }
         })
     }
 
@@ -40,34 +44,37 @@ impl Mailer {
             Self::Console => "console",
             Self::Smtp(_) => "smtp",
             Self::File(_) => "file",
+            Self::SendGrid(_) => "sendgrid",
         }
     }
 
-    /// Sends `message`, whose Message-ID is `message_id`, signed with `dkim` by the providers
-    /// that deliver the bytes themselves (`smtp`, `file`).
-    pub async fn send(&self, message: Message, message_id: &str, dkim: Option<&Dkim>) -> Attempt {
+    /// Sends `outgoing`, signed with `dkim` by the providers that deliver the bytes themselves
+    /// (`smtp`, `file`).
+    pub async fn send(&self, outgoing: Outgoing, dkim: Option<&Dkim>) -> Attempt {
         let sent = Attempt::Sent {
-            message_id: message_id.to_owned(),
+            message_id: outgoing.message_id.clone(),
         };
         match self {
+            Self::SendGrid(sendgrid) => sendgrid.send(outgoing).await,
             Self::Console => {
-                let to = message
-                    .envelope()
-                    .to()
-                    .first()
-                    .map(|a| mask_email(a.as_ref()))
-                    .unwrap_or_default();
-                tracing::info!(%to, %message_id, bytes = message.formatted().len(), "email (console provider)");
-                sent
+                let (message_id, to) = (outgoing.message_id.clone(), mask_email(&outgoing.to));
+                match outgoing.into_message() {
+                    Ok(message) => {
+                        tracing::info!(%to, %message_id, bytes = message.formatted().len(), "email (console provider)");
+                        sent
+                    }
+                    Err(err) => Attempt::Permanent(err.to_string()),
+                }
             }
             Self::File(dir) => {
-                let name: String = message_id
+                let name: String = outgoing
+                    .message_id
                     .chars()
                     .filter(|c| c.is_ascii_alphanumeric())
                     .collect();
                 let path = dir.join(format!("{name}.eml"));
-                let bytes = match signed(dkim, message.formatted()).await {
-                    Ok(bytes) => bytes,
+                let bytes = match mime(outgoing, dkim).await {
+                    Ok((_, bytes)) => bytes,
                     Err(failed) => return failed,
                 };
                 let written = async {
@@ -80,17 +87,26 @@ impl Mailer {
                 }
             }
             Self::Smtp(smtp) => {
-                let bytes = match signed(dkim, message.formatted()).await {
-                    Ok(bytes) => bytes,
+                let (envelope, bytes) = match mime(outgoing, dkim).await {
+                    Ok(built) => built,
                     Err(failed) => return failed,
                 };
-                match smtp.send(message.envelope(), bytes).await {
+                match smtp.send(&envelope, bytes).await {
                     Ok(()) => sent,
                     Err(failed) => failed,
                 }
             }
         }
     }
+}
+
+/// `outgoing` as a MIME message: its envelope and its bytes, DKIM-signed when `dkim` is set.
+async fn mime(outgoing: Outgoing, dkim: Option<&Dkim>) -> Result<(Envelope, Vec<u8>), Attempt> {
+    let message = outgoing
+        .into_message()
+        .map_err(|err| Attempt::Permanent(err.to_string()))?;
+    let bytes = signed(dkim, message.formatted()).await?;
+    Ok((message.envelope().clone(), bytes))
 }
 
 /// `bytes` with a DKIM signature in front when `dkim` is set. An RSA signature costs a

@@ -16,6 +16,7 @@ mod observability;
 mod rate_limit;
 mod replicas;
 mod runbook;
+mod sendgrid;
 mod sessions;
 mod smtp;
 mod store;

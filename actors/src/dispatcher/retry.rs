@@ -14,6 +14,12 @@ pub enum Attempt {
     Suppressed,
     /// 4xx or a timeout: worth trying again.
     Transient(String),
+    /// Worth trying again, and the provider said not before `after_ms` (`Retry-After`):
+    /// the later of that and the backoff.
+    RetryAfter {
+        error: String,
+        after_ms: i64,
+    },
     /// 5xx: the server refused for good.
     Permanent(String),
     /// No conversation happened (connection refused, DNS, TLS): the server is down, and the
@@ -91,19 +97,35 @@ impl RetryPolicy {
                 counts: false,
             },
             Attempt::Transient(error) => {
-                let attempts = attempts_before + 1;
-                let next = now + self.delay_ms(attempts, jitter);
-                if attempts >= self.max_attempts || next - queued_at > millis(self.max_lifetime) {
-                    Mark::Failed {
-                        error: format!("gave up after {attempts} attempts: {error}"),
-                    }
-                } else {
-                    Mark::Retry {
-                        next_attempt_at: next,
-                        error,
-                        counts: true,
-                    }
-                }
+                self.retry(error, 0, attempts_before, queued_at, now, jitter)
+            }
+            Attempt::RetryAfter { error, after_ms } => {
+                self.retry(error, after_ms, attempts_before, queued_at, now, jitter)
+            }
+        }
+    }
+
+    /// A counted retry, no sooner than `at_least_ms` from now, or the end of the email.
+    fn retry(
+        &self,
+        error: String,
+        at_least_ms: i64,
+        attempts_before: u32,
+        queued_at: i64,
+        now: i64,
+        jitter: f64,
+    ) -> Mark {
+        let attempts = attempts_before + 1;
+        let next = now + self.delay_ms(attempts, jitter).max(at_least_ms);
+        if attempts >= self.max_attempts || next - queued_at > millis(self.max_lifetime) {
+            Mark::Failed {
+                error: format!("gave up after {attempts} attempts: {error}"),
+            }
+        } else {
+            Mark::Retry {
+                next_attempt_at: next,
+                error,
+                counts: true,
             }
         }
     }
@@ -187,6 +209,39 @@ mod tests {
         assert!(matches!(mark, Mark::Retry { counts: true, .. }));
         let last = POLICY.decide(Attempt::Transient("451".into()), 2, 0, 0, 0.5, 0);
         assert!(matches!(last, Mark::Failed { .. }));
+    }
+
+    #[test]
+    fn a_retry_after_is_honoured_when_longer_than_the_backoff() {
+        let later = |after_ms| {
+            POLICY.decide(
+                Attempt::RetryAfter {
+                    error: "429".into(),
+                    after_ms,
+                },
+                0,
+                0,
+                100,
+                0.0,
+                0,
+            )
+        };
+        assert!(matches!(
+            later(120_000),
+            Mark::Retry {
+                next_attempt_at: 120_100,
+                counts: true,
+                ..
+            }
+        ));
+        // Shorter than the backoff (500 ms at the first attempt, no jitter): the backoff.
+        assert!(matches!(
+            later(10),
+            Mark::Retry {
+                next_attempt_at: 600,
+                ..
+            }
+        ));
     }
 
     #[test]

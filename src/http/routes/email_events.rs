@@ -59,8 +59,11 @@ fn fresh_timestamp(state: &AppState, raw: Option<&str>) -> Result<i64, ApiError>
     Ok(at)
 }
 
-fn now_ms(state: &AppState) -> i64 {
-    i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX)
+/// Applies `event`: 1 when it was new, 0 when it had been applied before.
+async fn apply(state: &AppState, event: Reported<'_>) -> Result<usize, ApiError> {
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let outcome = events::apply(&state.store, &state.config.events, &event, now).await?;
+    Ok(usize::from(outcome != events::Applied::Repeated))
 }
 
 /// What the generic webhook reports.
@@ -157,20 +160,17 @@ pub async fn generic(
     let mut applied = 0;
     // A ref to a row that no longer exists is accepted like any other post.
     if let Some(email) = email {
-        let outcome = events::apply(
-            &state.store,
-            &state.config.events,
-            &Reported {
+        applied += apply(
+            &state,
+            Reported {
                 id: &id,
                 email: &email,
                 kind,
                 source: "webhook",
                 detail: event.reason.as_deref(),
             },
-            now_ms(&state),
         )
         .await?;
-        applied += usize::from(outcome != events::Applied::Repeated);
     }
     Ok((StatusCode::ACCEPTED, Json(Accepted { events: 1, applied })))
 }
@@ -276,20 +276,17 @@ pub async fn sendgrid(
             .sg_event_id
             .clone()
             .unwrap_or_else(|| hex(&Sha256::digest(value.to_string().as_bytes())));
-        let outcome = events::apply(
-            &state.store,
-            &state.config.events,
-            &Reported {
+        applied += apply(
+            &state,
+            Reported {
                 id: &id,
                 email: &email,
                 kind,
                 source: "sendgrid",
                 detail: event.reason.as_deref(),
             },
-            now_ms(&state),
         )
         .await?;
-        applied += usize::from(outcome != events::Applied::Repeated);
     }
     Ok((
         StatusCode::ACCEPTED,
