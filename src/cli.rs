@@ -49,6 +49,12 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Copy the SQLite database to a new file while herald serves (a consistent snapshot,
+    /// `VACUUM INTO`); on PostgreSQL use `pg_dump`.
+    Backup {
+        /// The file to write; it must not exist yet.
+        path: std::path::PathBuf,
+    },
     /// The addresses herald no longer mails after a hard bounce or a complaint.
     Suppressions {
         #[command(subcommand)]
@@ -129,6 +135,7 @@ pub fn main() -> ExitCode {
                 action: JobsAction::Run { name },
             } => jobs_run(config, name.as_str(), None).await,
             Command::Suppressions { action } => suppressions(config, action).await,
+            Command::Backup { path } => backup(config, &path).await,
         };
         match result {
             Ok(code) => code,
@@ -232,6 +239,26 @@ async fn digest(
     let report = report?;
     let pretty: serde_json::Value = serde_json::from_str(&report)?;
     println!("{}", serde_json::to_string_pretty(&pretty)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !config.storage.is_sqlite() {
+        eprintln!(
+            "herald backup copies a SQLite database; on PostgreSQL use pg_dump (see RUNBOOK.md)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if path.exists() {
+        eprintln!("{}: already exists; give a new file", path.display());
+        return Ok(ExitCode::from(2));
+    }
+    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let copied = crate::store::backup::vacuum_into(&store, path).await;
+    store.close().await;
+    copied?;
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!("backed up to {} ({bytes} bytes)", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

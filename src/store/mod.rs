@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod backup;
 pub mod dialect;
 pub mod group_commit;
 pub mod jobs;

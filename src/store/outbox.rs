@@ -270,6 +270,20 @@ pub async fn claim(
         .map_err(StoreError::from)
 }
 
+/// Puts every row left `sending` back in the queue at once; their attempts stay counted. Only
+/// for a database one process serves (SQLite, under the serve lock): there, a row left
+/// `sending` was claimed by an earlier run of this process that stopped mid-send, and need
+/// not wait out its lease.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn reclaim_all(store: &Store) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE email_send_logs SET status = 'pending', lease_until = NULL WHERE status = 'sending'",
+    )
+    .execute(store.writer())
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Puts claimed rows back in the queue, as if their leases had run out: each given as its
 /// id and the lease its claim set, so a row claimed again since is left alone.
 #[tracing::instrument(level = "debug", skip_all)]

@@ -146,6 +146,19 @@ pub fn start_binary(extra: &[(&str, &str)]) -> Running {
     }
 }
 
+/// The send ledger of `email` from a running binary's admin API.
+async fn email_logs(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/admin/email/logs?email={email}"))
+        .header("X-API-Key", crate::helpers::API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_mask_addresses() {
     let mut running = start_binary(&[
@@ -177,18 +190,8 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
     // The console provider logs the email as it sends it; the ledger says sent after.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let logs: serde_json::Value = client
-            .get(format!(
-                "{}/admin/email/logs?email=parent@example.com",
-                running.base
-            ))
-            .header("X-API-Key", crate::helpers::API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let logs: serde_json::Value =
+            email_logs(&client, &running.base, "parent@example.com").await;
         if logs.to_string().contains("\"sent\"") {
             break;
         }
@@ -491,4 +494,119 @@ async fn the_cli_lists_and_lifts_suppressions() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not suppressed"));
     let bad = run(&["suppressions", "remove", "not-an-address"]);
     assert!(!bad.status.success());
+}
+
+/// `.eml` files written to `dir` so far.
+fn emails_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .count()
+    })
+}
+
+async fn wait_emails(dir: &std::path::Path, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while emails_in(dir) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} emails written",
+            emails_in(dir)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_without_sending_anything_again() {
+    let (first_out, second_out, backup_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let file_provider = |dir: &tempfile::TempDir| {
+        vec![
+            ("EMAIL_PROVIDER", "file".to_owned()),
+            ("EMAIL_FILE_DIR", dir.path().display().to_string()),
+            ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
+        ]
+    };
+    let vars = file_provider(&first_out);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut running = start_binary(&vars);
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        complete_session(&client, &running.base, &format!("parent{i}@example.com")).await;
+    }
+    wait_emails(first_out.path(), 5).await;
+    // Their outcomes are written just after the files: wait for the ledger to say sent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs: serde_json::Value =
+            email_logs(&client, &running.base, "parent4@example.com").await;
+        if logs["entries"][0]["status"] == "sent" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // While it serves, traffic going on.
+    let traffic = {
+        let (client, base) = (client.clone(), running.base.clone());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                client
+                    .post(format!("{base}/api/v1/sessions/start"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let copy = backup_dir.path().join("herald.db");
+    let backed_up = herald()
+        .args(["backup", copy.to_str().unwrap()])
+        .env("DATABASE_URL", running.database_url())
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .output()
+        .unwrap();
+    assert!(
+        backed_up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backed_up.stderr)
+    );
+    traffic.await.unwrap();
+    let again = herald()
+        .args(["backup", copy.to_str().unwrap()])
+        .env("DATABASE_URL", running.database_url())
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing file is never overwritten"
+    );
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+
+    // Restored: the five sent emails stay sent; a new one goes out alone.
+    let mut vars = file_provider(&second_out);
+    vars.push(("DATABASE_URL", format!("sqlite://{}", copy.display())));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let restored = start_binary(&vars);
+    complete_session(&client, &restored.base, "parent9@example.com").await;
+    wait_emails(second_out.path(), 1).await;
+    let logs: serde_json::Value = email_logs(&client, &restored.base, "parent0@example.com").await;
+    assert_eq!(logs["entries"][0]["status"], "sent", "{logs}");
+    assert_eq!(
+        emails_in(second_out.path()),
+        1,
+        "nothing sent before the backup went again"
+    );
 }

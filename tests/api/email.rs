@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app_with};
@@ -617,6 +618,34 @@ async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_ret
             "only the successful attempt counted"
         );
     }
+}
+
+/// On SQLite one process serves: emails a stopped run left mid-send (`sending`, under a
+/// lease of two minutes) go out as soon as herald starts again, not when the lease ends.
+#[tokio::test]
+async fn on_sqlite_emails_left_mid_send_go_out_at_the_restart() {
+    let smtp = SmtpServer::start().await;
+    smtp.go_down();
+    let app = spawn_mail_app(Backend::Sqlite, &smtp).await;
+    complete_for(&app, PARENT).await;
+    wait_ledger(&app, PARENT, "a paused retry", |rows| {
+        rows[0]["status"] == "pending"
+    })
+    .await;
+    // As a process killed mid-send leaves it: claimed, its lease far from over.
+    let lease_until = app.clock.now_ms() as i64 + 120_000;
+    sqlx::query("UPDATE email_send_logs SET status = 'sending', lease_until = $1")
+        .bind(lease_until)
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    smtp.come_back().await;
+    // Time moves on by less than the lease.
+    app.clock.advance_ms(5_000);
+    app.state.dispatcher.wake();
+    let rows = wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    assert_eq!(smtp.received().len(), 1, "{rows:?}");
 }
 
 async fn pending_emails_survive_a_restart_and_go_out_once(backend: Backend) {
