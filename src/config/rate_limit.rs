@@ -38,6 +38,8 @@ pub struct RateLimitConfig {
     pub redis_key_prefix: String,
     /// The longest a check waits for Redis before the fail mode applies.
     pub redis_timeout: Duration,
+    /// Failed admin authentications a client may make per minute before it gets 429.
+    pub auth_failures_per_minute: u32,
     /// How often each replica reloads the stored policies (on PostgreSQL), so a change made
     /// on one replica is in force on all within this time.
     pub policy_refresh: Duration,
@@ -67,6 +69,12 @@ impl RateLimitConfig {
         if redis_timeout.is_zero() || redis_timeout > Duration::from_secs(5) {
             r.problem("RATE_LIMIT_REDIS_TIMEOUT_MS: must be from 1 to 5000");
         }
+        let auth_failures_per_minute = r.ranged(
+            "RATE_LIMIT_AUTH_FAILURES",
+            10u32,
+            (1, 10_000),
+            "failures a minute",
+        );
         let policy_refresh = r.millis("POLICY_REFRESH_MS", 1_000);
         if policy_refresh < Duration::from_millis(100) {
             r.problem("POLICY_REFRESH_MS: must be at least 100");
@@ -79,6 +87,7 @@ impl RateLimitConfig {
             check_timeout: r.millis("RATE_LIMIT_CHECK_TIMEOUT_MS", 100),
             redis_key_prefix,
             redis_timeout,
+            auth_failures_per_minute,
             policy_refresh,
         }
     }

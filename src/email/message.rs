@@ -157,6 +157,72 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The names of the header fields of a formatted message, folded lines joined.
+    fn header_names(formatted: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(formatted);
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        head.split("\r\n")
+            .filter(|line| !line.starts_with([' ', '\t']))
+            .map(|line| line.split(':').next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a session's learner name or subject holds (CR, LF, colons, other
+        /// scripts), it cannot add a header or break one: the header block has exactly the
+        /// fields herald writes, and no line ends but with CRLF.
+        #[test]
+        fn no_value_can_reach_a_header_as_a_new_field(
+            learner in "(\\PC|[\r\n:\t ]){0,40}",
+            subject in "(\\PC|[\r\n:\t ]){0,40}",
+        ) {
+            let summary = crate::reports::summarize(
+                &crate::reports::SessionRecord {
+                    id: "3f2a0000-0000-4000-8000-00000000000a".into(),
+                    learner_name: Some(learner),
+                    subject: Some(subject),
+                    started_at_ms: 0,
+                    completed_at_ms: Some(60_000),
+                },
+                &[],
+                0,
+            );
+            let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
+            let message = build(Parts {
+                from: &"reports@herald.example.org".parse().unwrap(),
+                to: "parent@example.com",
+                message_id: "<id@herald.example.org>",
+                unsubscribe_url: url,
+                reference: "v1.0.0",
+                rendered: crate::email::templates::session_report(&summary, url),
+                pdf: None,
+            })
+            .unwrap();
+            let formatted = message.formatted();
+            let mut names = header_names(&formatted);
+            names.sort();
+            prop_assert_eq!(
+                names,
+                [
+                    "Content-Type", "Date", "From", "List-Unsubscribe", "List-Unsubscribe-Post",
+                    "MIME-Version", "Message-ID", "Subject", "To", "X-Herald-Ref",
+                ]
+            );
+            let head_end = formatted.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            for (i, byte) in formatted[..head_end].iter().enumerate() {
+                if *byte == b'\n' {
+                    prop_assert_eq!(formatted[i - 1], b'\r', "a bare LF in the headers");
+                }
+                if *byte == b'\r' {
+                    prop_assert_eq!(formatted[i + 1], b'\n', "a bare CR in the headers");
+                }
+            }
+        }
+    }
 
     #[test]
     fn message_ids_are_deterministic_per_key() {

@@ -29,8 +29,29 @@ fn concrete(path: &str) -> String {
 }
 
 async fn every_admin_route_refuses_a_missing_or_wrong_key(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let routes = secured_paths(&app.openapi().await);
+    let app = crate::helpers::spawn_app_with(
+        backend,
+        |vars| {
+            // Enough failures for the whole walk; the limit has a test of its own.
+            vars.insert("RATE_LIMIT_AUTH_FAILURES".into(), "10000".into());
+            vars.insert("API_KEYS".into(), "client-key-1:pro".into());
+        },
+        None,
+    )
+    .await;
+    // Every route of the admin router, read from the router itself; the document marks
+    // each as needing a key (it also marks the routes that take any client key).
+    let routes: Vec<(String, String)> = crate::health::admin_routes()
+        .into_iter()
+        .map(|(method, path)| (method.to_uppercase(), path))
+        .collect();
+    let documented = secured_paths(&app.openapi().await);
+    for route in &routes {
+        assert!(
+            documented.contains(route),
+            "{route:?} is not documented as secured"
+        );
+    }
     assert!(
         routes.iter().any(|(_, p)| p == "/admin/actors"),
         "{routes:?}"
@@ -53,6 +74,14 @@ async fn every_admin_route_refuses_a_missing_or_wrong_key(backend: Backend) {
             .await
             .unwrap();
         assert_error(wrong, 401, "UNAUTHORIZED").await;
+        let client_key = app
+            .client
+            .request(method.clone(), &url)
+            .header("X-API-Key", "client-key-1")
+            .send()
+            .await
+            .unwrap();
+        assert_error(client_key, 401, "UNAUTHORIZED").await;
         let in_query = app
             .client
             .request(
@@ -88,6 +117,52 @@ async fn a_client_key_is_not_an_admin_key(backend: Backend) {
         .await
         .unwrap();
     assert_error(response, 401, "UNAUTHORIZED").await;
+}
+
+/// Guessing keys is slow: after `RATE_LIMIT_AUTH_FAILURES` failures in a minute a client
+/// gets 429 with `Retry-After`, the right key still works, and no presented key is logged.
+#[tokio::test]
+async fn repeated_failures_are_rate_limited_and_no_key_is_logged() {
+    let mut running = crate::cli::start_binary(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "5"),
+        ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "info"),
+    ]);
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/actors", running.base);
+    let mut statuses = Vec::new();
+    for guess in 0..8 {
+        let response = client
+            .get(&url)
+            .header("X-API-Key", format!("guess-{guess}-secret-attempt"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    let right = client
+        .get(&url)
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200, "the right key is not locked out");
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut running.child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains("too many failed admin authentications"),
+        "{out}"
+    );
+    for secret in ["guess-", "secret-attempt", API_KEY] {
+        assert!(!out.contains(secret), "{secret} in the logs:\n{out}");
+    }
 }
 
 on_both_backends!(

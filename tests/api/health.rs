@@ -146,7 +146,24 @@ async fn metrics_are_labelled_by_matched_route_and_can_require_a_token() {
 /// Every (method, path) the router declares, read from the router's own source: each
 /// `.route("…", get(…).post(…))` in `src/http/mod.rs`.
 fn router_routes() -> Vec<(String, String)> {
+    routes_in(include_str!("../../src/http/mod.rs"))
+}
+
+/// The routes declared by the admin router (the block that ends in the admin-key layer).
+pub(crate) fn admin_routes() -> Vec<(String, String)> {
     let source = include_str!("../../src/http/mod.rs");
+    let start = source
+        .find("let admin = Router::new()")
+        .expect("the admin router");
+    let end = start
+        + source[start..]
+            .find(".route_layer(")
+            .expect("its key layer");
+    routes_in(&source[start..end])
+}
+
+/// The `.route(…)` declarations in `source`.
+fn routes_in(source: &str) -> Vec<(String, String)> {
     let mut routes = Vec::new();
     let mut rest = source;
     while let Some(at) = rest.find(".route(") {

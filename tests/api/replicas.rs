@@ -460,7 +460,7 @@ async fn deliver_over_three(total: usize, kill: bool) {
     drop(replicas);
 }
 
-fn message_id(message: &crate::smtp::Received) -> String {
+pub(crate) fn message_id(message: &crate::smtp::Received) -> String {
     let parsed = mailparse::parse_mail(&message.data).expect("a parsable message");
     parsed
         .headers
