@@ -222,6 +222,11 @@ impl SmtpServer {
         *self.listener.lock().unwrap() = Some(tokio::spawn(accept(listener, self.shared.clone())));
     }
 
+    /// How many messages arrived, without copying them.
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
