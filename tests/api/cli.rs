@@ -611,20 +611,26 @@ async fn a_backup_taken_while_serving_restores_without_sending_anything_again() 
     );
 }
 
+/// An SMTP server taking `ms` a message, and the variables that point herald at it.
+async fn slow_smtp(ms: u64) -> (crate::smtp::SmtpServer, Vec<(&'static str, String)>) {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    smtp.slow(ms);
+    let mut vars = std::collections::HashMap::new();
+    smtp.configure(&mut vars);
+    let vars = vars
+        .into_iter()
+        .map(|(k, v)| (&*String::leak(k), v))
+        .collect();
+    (smtp, vars)
+}
+
 /// SIGTERM while emails are being sent: the sends in flight finish and are recorded, the
 /// process exits 0 within its grace period, and after a restart every email has arrived
 /// exactly once.
 #[tokio::test]
 async fn sigterm_while_sending_finishes_what_is_in_flight_and_loses_nothing() {
     const EMAILS: usize = 20;
-    let smtp = crate::smtp::SmtpServer::start().await;
-    smtp.slow(150);
-    let mut smtp_vars = std::collections::HashMap::new();
-    smtp.configure(&mut smtp_vars);
-    let mut vars: Vec<(&str, String)> = smtp_vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
+    let (smtp, mut vars) = slow_smtp(150).await;
     vars.extend([
         ("EMAIL_SEND_CONCURRENCY", "4".to_owned()),
         ("SHUTDOWN_TIMEOUT_SECONDS", "10".to_owned()),
@@ -698,14 +704,7 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight() {
     const EMAILS: usize = 500;
     const KILLS: usize = 5;
     const CONCURRENCY: usize = 8;
-    let smtp = crate::smtp::SmtpServer::start().await;
-    smtp.slow(20);
-    let mut smtp_vars = std::collections::HashMap::new();
-    smtp.configure(&mut smtp_vars);
-    let mut vars: Vec<(&str, String)> = smtp_vars
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
+    let (smtp, mut vars) = slow_smtp(20).await;
     vars.extend([
         ("EMAIL_SEND_CONCURRENCY", CONCURRENCY.to_string()),
         ("SESSION_REPORT_LIMIT", "1000".to_owned()),
