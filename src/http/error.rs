@@ -200,6 +200,10 @@ impl From<StoreError> for ApiError {
                 message: "The database did not answer in time.".to_owned(),
                 retry_after_seconds: 1,
             },
+            _ if err.is_unavailable() => Self::Unavailable {
+                message: "The database is unavailable; please retry.".to_owned(),
+                retry_after_seconds: 5,
+            },
             _ => Self::Internal(err.to_string()),
         }
     }

@@ -120,6 +120,29 @@ impl Kept {
     }
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (connection refused or lost, no pooled
+    /// connection in time), as opposed to a query that failed: worth a retry later.
+    pub fn is_unavailable(&self) -> bool {
+        fn unreachable(err: &sqlx::Error) -> bool {
+            matches!(
+                err,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        }
+        match self {
+            Self::Database(err) => unreachable(err),
+            Self::Batch(group_commit::WriteError::Database(err)) => unreachable(err),
+            Self::Batch(group_commit::WriteError::Stopped) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
@@ -161,7 +184,9 @@ impl Store {
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(10)
-                    .acquire_timeout(Duration::from_secs(10))
+                    // While the database is unreachable a request waits this long for a
+                    // connection, then gets 503.
+                    .acquire_timeout(Duration::from_secs(5))
                     .connect(url)
                     .await?;
                 Ok(Self {

@@ -13,6 +13,7 @@ mod email_events;
 mod health;
 mod jobs;
 mod observability;
+mod outage;
 mod rate_limit;
 mod replicas;
 mod runbook;

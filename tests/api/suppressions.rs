@@ -145,9 +145,8 @@ async fn a_suppression_stops_a_queued_email_at_send_time(backend: Backend) {
     assert!(smtp.received().is_empty());
 }
 
-#[tokio::test]
-async fn the_list_pages_and_refuses_bad_queries() {
-    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+async fn the_list_pages_and_refuses_bad_queries(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend).await;
     for i in 0..5 {
         herald::store::suppressions::suppress(
             &app.state.store,
@@ -188,6 +187,7 @@ async fn the_list_pages_and_refuses_bad_queries() {
 }
 
 crate::on_both_backends!(
+    the_list_pages_and_refuses_bad_queries,
     refusals_are_classified_and_a_hard_bounce_stops_the_mail,
     a_suppression_stops_a_queued_email_at_send_time,
 );

@@ -1,0 +1,147 @@
+//! A PostgreSQL outage, made by a TCP proxy the test controls (the machine's PostgreSQL
+//! keeps running): while it is cut herald stays alive (`/healthz`), says it is degraded
+//! (`/health` 503), and answers every call that needs the database with a 503 JSON error
+//! and `Retry-After` in bounded time, never a 2xx for work it did not commit; once the proxy
+//! is restored herald recovers without a restart and what it accepts is delivered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::helpers::{Backend, postgres_available, spawn_app_with};
+use crate::smtp::SmtpServer;
+
+/// Forwards TCP to `upstream` until cut: then it stops listening (new connections are
+/// refused, as by a stopped server) and drops the open ones, until restored on the same port.
+struct Proxy {
+    port: u16,
+    upstream: SocketAddr,
+    connections: Arc<std::sync::Mutex<JoinSet<()>>>,
+    accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            port: listener.local_addr().unwrap().port(),
+            upstream,
+            connections: Arc::default(),
+            accept: std::sync::Mutex::new(None),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (connections, upstream) = (self.connections.clone(), self.upstream);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.lock().unwrap().spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        *self.accept.lock().unwrap() = Some(accept);
+    }
+
+    fn cut(&self) {
+        if let Some(accept) = self.accept.lock().unwrap().take() {
+            accept.abort();
+        }
+        self.connections.lock().unwrap().abort_all();
+    }
+
+    async fn restore(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            // The aborted task drops its listener as it ends.
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(err) => assert!(Instant::now() < deadline, "cannot listen again: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.serve(listener);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
+    if !postgres_available("a_database_outage_answers_503_and_herald_recovers_without_a_restart")
+        .await
+    {
+        return;
+    }
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(
+        Backend::Postgres,
+        |vars| {
+            smtp.configure(vars);
+            let url = vars["DATABASE_URL"]
+                .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+            assert!(url.contains(&proxy.port.to_string()), "{url}");
+            vars.insert("DATABASE_URL".into(), url);
+        },
+        None,
+    )
+    .await;
+    let session = app
+        .new_session(json!({"parent_email": "before@example.com"}))
+        .await;
+    app.complete(&session.id, Some(&session.token), None).await;
+    smtp.wait_for(1).await;
+
+    proxy.cut();
+    let healthz = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "alive while the database is away");
+    let started = Instant::now();
+    let health = app.health().await;
+    assert_eq!(health.status(), 503);
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["db"], "error");
+    for (what, response) in [
+        ("dashboard", app.dashboard().await),
+        (
+            "start",
+            app.client
+                .post(app.url("/api/v1/sessions/start"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ] {
+        assert_eq!(response.status(), 503, "{what}");
+        assert!(response.headers().contains_key("retry-after"), "{what}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "SERVICE_UNAVAILABLE", "{what}: {error}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered in {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.health().await.status() != 200 {
+        assert!(Instant::now() < deadline, "herald did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = app
+        .new_session(json!({"parent_email": "after@example.com"}))
+        .await;
+    let done = app.complete(&session.id, Some(&session.token), None).await;
+    assert_eq!(done.status(), 200);
+    let received = smtp.wait_for(2).await;
+    assert_eq!(received.len(), 2);
+}
