@@ -55,7 +55,7 @@ impl Modify for Security {
         routes::jobs::runs,
         openapi_json,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, routes::actors::ActorStatus, routes::actors::Failure)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

@@ -212,6 +212,32 @@ async fn the_openapi_document_lists_every_route_of_the_router() {
             );
         }
     }
+    // Every reference resolves: a client generated from the document needs each schema.
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner.as_str()) {
+                        ("$ref", Some(target)) => out.push(target.to_owned()),
+                        _ => refs(inner, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut targets = Vec::new();
+    refs(&spec, &mut targets);
+    for target in &targets {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target} points outside the schemas"));
+        assert!(
+            spec["components"]["schemas"].get(name).is_some(),
+            "{target} does not resolve"
+        );
+    }
     assert_eq!(
         spec["components"]["securitySchemes"]["api_key"]["name"],
         "X-API-Key"
