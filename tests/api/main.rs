@@ -12,6 +12,7 @@ mod email;
 mod email_events;
 mod health;
 mod jobs;
+mod load;
 mod observability;
 mod outage;
 mod rate_limit;
