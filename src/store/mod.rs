@@ -120,19 +120,37 @@ impl Kept {
     }
 }
 
+/// Whether a database error code says the database cannot take writes for now rather than
+/// that the statement was wrong: SQLite's FULL, READONLY and IOERR (the primary code in the
+/// low byte of an extended one); PostgreSQL's insufficient resources (53…), a read-only
+/// transaction (25006), a server shutting down or starting (57P…) and connection exceptions
+/// (08…).
+fn cannot_write(sqlite: bool, code: &str) -> bool {
+    if sqlite {
+        return code
+            .parse::<i32>()
+            .is_ok_and(|extended| matches!(extended & 0xff, 8 | 10 | 13));
+    }
+    code.starts_with("53") || code == "25006" || code.starts_with("57P") || code.starts_with("08")
+}
+
 impl StoreError {
     /// Whether the database could not be reached (connection refused or lost, no pooled
     /// connection in time), as opposed to a query that failed: worth a retry later.
     pub fn is_unavailable(&self) -> bool {
         fn unreachable(err: &sqlx::Error) -> bool {
-            matches!(
-                err,
+            match err {
                 sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+                    db.code().is_some_and(|code| cannot_write(sqlite, &code))
+                }
+                _ => false,
+            }
         }
         match self {
             Self::Database(err) => unreachable(err),
@@ -287,6 +305,27 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn full_read_only_and_failing_databases_are_unavailable_and_bad_statements_are_not() {
+        use super::cannot_write;
+        // SQLite: FULL, READONLY and an extended READONLY, IOERR_WRITE; then CONSTRAINT,
+        // ERROR.
+        for code in ["13", "8", "1032", "778"] {
+            assert!(cannot_write(true, code), "{code}");
+        }
+        for code in ["19", "2067", "1"] {
+            assert!(!cannot_write(true, code), "{code}");
+        }
+        // PostgreSQL: disk full, read-only transaction, shutting down, connection failure;
+        // then a unique violation and a syntax error.
+        for code in ["53100", "25006", "57P01", "08006"] {
+            assert!(cannot_write(false, code), "{code}");
+        }
+        for code in ["23505", "42601"] {
+            assert!(!cannot_write(false, code), "{code}");
+        }
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -145,3 +145,61 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
     let received = smtp.wait_for(2).await;
     assert_eq!(received.len(), 2);
 }
+
+/// SQLite that cannot take writes, full (`max_page_count` reached, as on a full disk) or
+/// read-only: calls that write answer 503 with `Retry-After`, never 500 or a crash, and
+/// herald goes on once the database takes writes again.
+#[tokio::test]
+async fn a_full_or_read_only_sqlite_database_answers_503_and_recovers() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await;
+    let writer = app.state.store.writer();
+    let start = || {
+        app.client
+            .post(app.url("/api/v1/sessions/start"))
+            .json(&json!({"learner_name": "Ada", "parent_email": "parent@example.com"}))
+            .send()
+    };
+    assert_eq!(start().await.unwrap().status(), 201);
+
+    sqlx::query("PRAGMA query_only = ON")
+        .execute(writer)
+        .await
+        .unwrap();
+    let refused = start().await.unwrap();
+    assert_eq!(refused.status(), 503, "read-only");
+    assert!(refused.headers().contains_key("retry-after"));
+    sqlx::query("PRAGMA query_only = OFF")
+        .execute(writer)
+        .await
+        .unwrap();
+    assert_eq!(start().await.unwrap().status(), 201, "writable again");
+
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(writer)
+        .await
+        .unwrap();
+    sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+        .execute(writer)
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..300 {
+        let status = start().await.unwrap().status().as_u16();
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&503), "the full database was noticed");
+    assert!(
+        statuses.iter().all(|s| [201, 503].contains(s)),
+        "{statuses:?}"
+    );
+    sqlx::query("PRAGMA max_page_count = 1073741823")
+        .execute(writer)
+        .await
+        .unwrap();
+    assert_eq!(start().await.unwrap().status(), 201, "room again");
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the process never stopped serving");
+}
