@@ -357,6 +357,17 @@ mod tests {
     }
 
     proptest! {
+        /// Control characters included: nothing that parses can carry one into a header.
+        #[test]
+        fn hostile_text_never_parses_into_an_address_with_a_control_character(
+            raw in "(\\PC|[\r\n\t\u{0}\u{7f} @<>,;:\"])*"
+        ) {
+            if let Ok(email) = Email::parse(&raw) {
+                prop_assert!(!email.as_str().chars().any(char::is_control), "{:?}", email.as_str());
+                prop_assert!(!email.as_str().contains([' ', '<', '>', ',', ';']));
+            }
+        }
+
         #[test]
         fn a_parsed_address_never_holds_cr_lf_or_exceeds_rfc_5321(raw in "\\PC{0,300}") {
             if let Ok(email) = Email::parse(&raw) {

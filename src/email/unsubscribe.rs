@@ -129,6 +129,17 @@ mod tests {
         assert!(!token.contains('@'));
     }
 
+    proptest::proptest! {
+        /// Whatever a link scanner or an attacker sends as a token or a reference, checking
+        /// it never panics and never names anyone.
+        #[test]
+        fn any_text_as_a_token_or_a_reference_is_refused(raw in "(\\PC|[.v0-9a-f\\-])*") {
+            let signer = Signer::new((1, Secret::new("k1")), vec![(0, Secret::new("k0"))]);
+            proptest::prop_assert_eq!(signer.verify(&raw), None);
+            proptest::prop_assert_eq!(signer.verify_reference(&raw), None);
+        }
+    }
+
     #[test]
     fn a_reference_names_its_row_and_is_no_unsubscribe_token() {
         let signer = Signer::new((1, Secret::new("k1")), vec![]);

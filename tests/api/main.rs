@@ -10,6 +10,7 @@ mod dkim;
 mod edge;
 mod email;
 mod email_events;
+mod fuzz;
 mod health;
 mod jobs;
 mod load;

@@ -111,6 +111,23 @@ pub fn catch_up(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text as a cron expression or a zone is accepted or refused with a reason,
+        /// never a panic; an accepted one always has a next occurrence or says it has none.
+        #[test]
+        fn any_schedule_text_is_parsed_or_refused_without_a_panic(
+            expression in "([0-9*/,\\- ]|[A-Z]{3}|\\PC){0,40}",
+            zone in "(UTC|Europe/Berlin|\\PC{0,20})",
+        ) {
+            if let Ok(schedule) = Schedule::parse(&expression, &zone) {
+                let _ = schedule.next_after(1_800_000_000_000);
+                let _ = schedule.latest_at_or_before(1_800_000_000_000);
+            }
+        }
+    }
+
     use super::*;
 
     fn ms(rfc3339: &str) -> i64 {
