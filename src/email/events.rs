@@ -53,6 +53,19 @@ pub enum Applied {
     Recorded,
 }
 
+/// A hard bounce of `email` reported by `source`: counted, and the address suppressed for
+/// every email type. True when this added the suppression.
+pub async fn hard_bounce(
+    store: &Store,
+    email: &str,
+    source: &str,
+    detail: Option<&str>,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    crate::metrics::email_bounce("hard");
+    suppressions::suppress(store, email, Reason::Bounced, source, detail, now_ms).await
+}
+
 pub async fn apply(
     store: &Store,
     config: &EventsConfig,
@@ -87,10 +100,9 @@ pub async fn apply(
         .map(|_| Applied::Suppressed)
     };
     match event.kind {
-        Kind::HardBounce => {
-            crate::metrics::email_bounce("hard");
-            suppress(Reason::Bounced, event.detail.map(str::to_owned)).await
-        }
+        Kind::HardBounce => hard_bounce(store, event.email, event.source, event.detail, now_ms)
+            .await
+            .map(|_| Applied::Suppressed),
         Kind::Complaint => {
             crate::metrics::email_complaint();
             suppress(Reason::Complained, event.detail.map(str::to_owned)).await

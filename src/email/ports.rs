@@ -17,7 +17,7 @@ use super::{Mailer, Signer, templates};
 use crate::reports::{SessionSummary, pdf};
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox::{self, LedgerKey};
-use crate::store::{Store, sessions, suppressions, throttles};
+use crate::store::{Store, sessions, throttles};
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -323,19 +323,15 @@ impl OutboxPort {
             pdf: attachment,
         }))
     }
-}
 
-impl OutboxPort {
     /// A permanent refusal of a send: a hard bounce suppresses the address for every email
     /// type; a policy refusal is counted (and alerted on) but leaves the address alone.
     async fn refused(&self, recipient: &str, reply: &str) {
         match crate::email::provider::refusal(reply) {
             crate::email::provider::Refusal::HardBounce => {
-                crate::metrics::email_bounce("hard");
-                let suppressed = suppressions::suppress(
+                let suppressed = crate::email::events::hard_bounce(
                     &self.store,
                     recipient,
-                    suppressions::Reason::Bounced,
                     "smtp",
                     Some(reply),
                     self.now_ms(),

@@ -422,11 +422,7 @@ async fn a_flood_from_a_refused_client_is_logged_once_not_once_per_request() {
         .text()
         .await
         .unwrap();
-    let hits: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("rate_limit_hits_total{group=\"stats\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    let hits = crate::helpers::metric_value(&metrics, "rate_limit_hits_total{group=\"stats\"}")
         .unwrap_or_else(|| panic!("no hit counter:\n{metrics}"));
     assert_eq!(hits as usize, refused);
 
@@ -567,26 +563,23 @@ async fn a_backup_taken_while_serving_restores_without_sending_anything_again() 
         })
     };
     let copy = backup_dir.path().join("herald.db");
-    let backed_up = herald()
-        .args(["backup", copy.to_str().unwrap()])
-        .env("DATABASE_URL", running.database_url())
-        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
-        .env("SECRET_KEY", "binary-test-secret")
-        .output()
-        .unwrap();
+    let backup = || {
+        herald()
+            .args(["backup", copy.to_str().unwrap()])
+            .env("DATABASE_URL", running.database_url())
+            .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+            .env("SECRET_KEY", "binary-test-secret")
+            .output()
+            .unwrap()
+    };
+    let backed_up = backup();
     assert!(
         backed_up.status.success(),
         "{}",
         String::from_utf8_lossy(&backed_up.stderr)
     );
     traffic.await.unwrap();
-    let again = herald()
-        .args(["backup", copy.to_str().unwrap()])
-        .env("DATABASE_URL", running.database_url())
-        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
-        .env("SECRET_KEY", "binary-test-secret")
-        .output()
-        .unwrap();
+    let again = backup();
     assert_eq!(
         again.status.code(),
         Some(2),

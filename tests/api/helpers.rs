@@ -177,6 +177,14 @@ pub fn config_vars(database_url: &str) -> HashMap<String, String> {
     .collect()
 }
 
+/// The value of `series` (its name and labels, exactly as rendered) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn config_from(vars: HashMap<String, String>) -> Config {
     Config::from_lookup(&move |k| vars.get(k).cloned()).expect("valid test configuration")
 }

@@ -262,12 +262,7 @@ async fn a_fresh_instance_exports_every_known_series_from_the_first_scrape() {
     // alone (the library's metrics tests).
     let app = spawn_app_with(Backend::Sqlite, |_| {}, None).await;
     let text = app.metrics().await;
-    let value = |series: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    };
+    let value = |series: &str| crate::helpers::metric_value(&text, series);
     for actor in [
         "rate_limiter",
         "email_throttle",

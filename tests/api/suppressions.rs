@@ -69,11 +69,7 @@ async fn refusals_are_classified_and_a_hard_bounce_stops_the_mail(backend: Backe
         "email_bounces_total{kind=\"hard\"}",
         "email_policy_refusals_total",
     ] {
-        let value: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with(counter))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        let value = crate::helpers::metric_value(&metrics, counter)
             .unwrap_or_else(|| panic!("{counter} in:\n{metrics}"));
         assert!(value >= 1.0, "{counter} = {value}");
     }
