@@ -13,6 +13,24 @@ use subtle::ConstantTimeEq;
 use crate::config::Config;
 use crate::secret::{Secret, hex};
 
+/// Whether `token` has a token's shape, `v{version}.{32 hex}.{32 lower-case hex}` (the
+/// pattern the API document gives); says nothing of its MAC.
+pub fn well_formed(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let version = parts.next().and_then(|v| v.strip_prefix('v'));
+    let ok_version = version
+        .is_some_and(|v| (1..=9).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()));
+    let ok_key = parts
+        .next()
+        .is_some_and(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()));
+    let ok_mac = parts.next().is_some_and(|m| {
+        m.len() == 32
+            && m.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    ok_version && ok_key && ok_mac && parts.next().is_none()
+}
+
 #[derive(Clone)]
 pub struct Signer {
     current: (u32, Secret),
@@ -120,6 +138,25 @@ mod tests {
     use super::*;
 
     const RID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_has_the_documented_shape() {
+        let signer = Signer::new((7, Secret::new("k1")), vec![]);
+        assert!(well_formed(&signer.token(RID)));
+        for bad in [
+            "",
+            "v1",
+            "v.x.y",
+            "v1.0123.abcd",
+            "1.0123456789abcdef0123456789abcdef.0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
+        let upper_mac = format!("v1.{RID}.{}", "A".repeat(32));
+        assert!(!well_formed(&upper_mac));
+        let long_version = format!("v1234567890.{RID}.{RID}");
+        assert!(!well_formed(&long_version));
+    }
 
     #[test]
     fn a_token_verifies_and_names_its_recipient_key() {

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::state::AppState;
 
-/// A JSON request body. Wrong content type → 415, too large → 413, malformed or mistyped
-/// → 400 `VALIDATION_ERROR` with the path of the offending field.
+/// A JSON object as the request body. Wrong content type → 415, too large → 413, malformed,
+/// mistyped or not an object → 400 `VALIDATION_ERROR` with the path of the offending field.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
@@ -25,11 +25,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| body_rejection(rejection, state.config.server.max_body_bytes))?;
-        parse_json(&bytes).map(Json)
+        parse_object(&bytes).map(Json)
     }
 }
 
-/// A body that may be absent: no body, or an empty one, gives `T::default()`.
+/// A JSON object as the body, or no body: an empty body, or JSON `null`, gives
+/// `T::default()`.
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
@@ -46,7 +47,42 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        parse_json(&bytes).map(Self)
+        if bytes.trim_ascii() == b"null" {
+            return Ok(Self(T::default()));
+        }
+        parse_object(&bytes).map(Self)
+    }
+}
+
+/// Query parameters, rejected in herald's error format (axum's own rejection is plain text).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest {
+                message: rejection.body_text(),
+                field: None,
+            })
+    }
+}
+
+/// A body that must be a JSON object: serde would also build a struct from an array of its
+/// fields' values, which no client means.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') | None => parse_json(bytes),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+            parse_json(bytes)
+        }
+        Some(_) => Err(ApiError::BadRequest {
+            message: "expected a JSON object".to_owned(),
+            field: None,
+        }),
     }
 }
 

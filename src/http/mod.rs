@@ -16,10 +16,12 @@ pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::require_admin_key;
 
@@ -29,96 +31,126 @@ pub use state::AppState;
 
 /// Every route herald serves, plus `extra` when given, with the edge layers applied.
 pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
-    let admin = Router::new()
-        .route("/admin/actors", get(routes::actors::list))
-        .route("/admin/rate_limits/reset", post(routes::rate_limits::reset))
-        .route(
-            "/admin/throttles/{email}",
-            get(routes::email_admin::throttle_state).delete(routes::email_admin::throttle_reset),
-        )
-        .route("/admin/email/logs", get(routes::email_admin::email_logs))
-        .route("/admin/suppressions", get(routes::suppressions::list))
-        .route(
-            "/admin/suppressions/{email}",
-            delete(routes::suppressions::lift),
-        )
-        .route("/admin/jobs", get(routes::jobs::list))
-        .route("/api/v1/ops/metrics", get(routes::ops::snapshot))
-        .route("/admin/jobs/{name}/run", post(routes::jobs::run))
-        .route("/admin/jobs/{name}/runs", get(routes::jobs::runs))
-        .route(
-            "/api/v1/ops/rate_limits",
-            get(routes::rate_limits::list).put(routes::rate_limits::update),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_admin_key,
-        ));
-
-    let public = Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/health", get(routes::health::health))
-        .route("/health/ready", get(routes::health::ready))
-        .route("/metrics", get(routes::metrics::metrics))
-        .route("/openapi.json", get(openapi::openapi_json));
-
-    let stats = limited(
-        Router::new()
-            .route("/api/v1/stats/dashboard", get(routes::stats::dashboard))
-            .route("/api/v1/stats/summary", get(routes::stats::summary)),
-        &state,
-        Group::Stats,
-    );
-
-    let reports = limited(
-        Router::new()
-            .route(
-                "/api/v1/reports/session/{id}/summary",
-                get(routes::reports::summary),
-            )
-            .route(
-                "/api/v1/reports/session/{id}/pdf",
-                get(routes::reports::pdf),
-            ),
-        &state,
-        Group::Reports,
-    );
-
-    let sessions = Router::new()
-        .route("/api/v1/sessions/start", post(routes::sessions::start))
-        .route(
-            "/api/v1/sessions/{id}/events",
-            post(routes::sessions::add_event),
-        )
-        .route(
-            "/api/v1/sessions/{id}/complete",
-            post(routes::sessions::complete),
-        )
-        .route(
-            "/api/v1/email/unsubscribe/{token}",
-            get(routes::unsubscribe::confirm).post(routes::unsubscribe::apply),
-        )
-        .route("/api/v1/email/events", post(routes::email_events::generic))
-        .route(
-            "/api/v1/email/events/sendgrid",
-            // SendGrid posts events in batches of up to several hundred kilobytes.
-            post(routes::email_events::sendgrid).layer(DefaultBodyLimit::max(1024 * 1024)),
-        );
-
-    let mut routes = public
-        .merge(admin)
-        .merge(stats)
-        .merge(reports)
-        .merge(sessions);
+    let (routes, document) = api(&state).split_for_parts();
+    openapi::publish(document);
+    let mut routes = routes;
     if let Some(extra) = extra {
         routes = routes.merge(extra);
     }
     with_edge(routes, state)
 }
 
+/// The routes and their documentation, registered together so the two cannot drift: a
+/// handler's `#[utoipa::path]` gives both its place in the router and its entry in
+/// `/openapi.json`.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let admin = admin(state);
+
+    let public = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::health::ready))
+        .routes(routes!(routes::metrics::metrics))
+        .routes(routes!(openapi::openapi_json));
+
+    let stats = limited(
+        OpenApiRouter::new()
+            .routes(routes!(routes::stats::dashboard))
+            .routes(routes!(routes::stats::summary)),
+        state,
+        Group::Stats,
+    );
+
+    let reports = limited(
+        OpenApiRouter::new()
+            .routes(routes!(routes::reports::summary))
+            .routes(routes!(routes::reports::pdf)),
+        state,
+        Group::Reports,
+    );
+
+    // SendGrid posts events in batches of up to several hundred kilobytes.
+    let (schemas, paths, sendgrid) = routes!(routes::email_events::sendgrid);
+    let sendgrid = (
+        schemas,
+        paths,
+        sendgrid.layer(DefaultBodyLimit::max(1024 * 1024)),
+    );
+    let sessions = OpenApiRouter::new()
+        .routes(routes!(routes::sessions::start))
+        .routes(routes!(routes::sessions::add_event))
+        .routes(routes!(routes::sessions::complete))
+        .routes(routes!(
+            routes::unsubscribe::confirm,
+            routes::unsubscribe::apply
+        ))
+        .routes(routes!(routes::email_events::generic))
+        .routes(sendgrid);
+
+    public
+        .merge(admin)
+        .merge(stats)
+        .merge(reports)
+        .merge(sessions)
+}
+
+/// The routes behind the admin key, each answering 401 without it.
+fn admin(state: &AppState) -> OpenApiRouter<AppState> {
+    let mut admin = OpenApiRouter::new()
+        .routes(routes!(routes::actors::list))
+        .routes(routes!(routes::rate_limits::reset))
+        .routes(routes!(
+            routes::email_admin::throttle_state,
+            routes::email_admin::throttle_reset
+        ))
+        .routes(routes!(routes::email_admin::email_logs))
+        .routes(routes!(routes::suppressions::list))
+        .routes(routes!(routes::suppressions::lift))
+        .routes(routes!(routes::jobs::list))
+        .routes(routes!(routes::ops::snapshot))
+        .routes(routes!(routes::jobs::run))
+        .routes(routes!(routes::jobs::runs))
+        .routes(routes!(
+            routes::rate_limits::list,
+            routes::rate_limits::update
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_key,
+        ));
+    openapi::admin_answers(admin.get_openapi_mut());
+    admin
+}
+
+/// Every admin route as (method, path template), read from the router itself.
+pub fn admin_routes(state: &AppState) -> Vec<(String, String)> {
+    let document = admin(state).into_openapi();
+    let mut routes = Vec::new();
+    for (path, item) in &document.paths.paths {
+        for (method, operation) in [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+        ] {
+            if operation.is_some() {
+                routes.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
 /// Puts `routes` behind the rate limit of `group`.
-fn limited(routes: Router<AppState>, state: &AppState, group: Group) -> Router<AppState> {
-    routes.route_layer(RateLimitLayer::new(state.clone(), group))
+fn limited(
+    routes: OpenApiRouter<AppState>,
+    state: &AppState,
+    group: Group,
+) -> OpenApiRouter<AppState> {
+    let mut routes = routes.route_layer(RateLimitLayer::new(state.clone(), group));
+    openapi::limited_answers(routes.get_openapi_mut());
+    routes
 }
 
 /// Applies the edge layers.

@@ -1,11 +1,18 @@
-//! The OpenAPI document, generated from the handlers' annotations and served at
-//! `/openapi.json`. A route is added here in the same change that adds it to the router.
+//! The OpenAPI document served at `/openapi.json`. The router registers each handler with
+//! its `#[utoipa::path]` (see [`super::router`]), so a route cannot be served undocumented or
+//! documented unserved. The answers every route of a kind shares (a body that is not JSON, a
+//! missing key, a refused rate, an unavailable database) are added here once, by kind, rather
+//! than repeated on each handler.
 
-use axum::Json;
+use std::sync::OnceLock;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response as Answer, ResponseBuilder};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
-
-use super::routes;
 
 pub use super::error::ErrorBody;
 
@@ -21,47 +28,151 @@ impl Modify for Security {
     }
 }
 
+/// The document's head; the paths come from the router.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "herald", description = "Throttled, idempotent delivery of learning-session reports and digests."),
-    paths(
-        routes::health::healthz,
-        routes::health::health,
-        routes::health::ready,
-        routes::metrics::metrics,
-        routes::actors::list,
-        routes::rate_limits::list,
-        routes::rate_limits::update,
-        routes::rate_limits::reset,
-        routes::stats::dashboard,
-        routes::stats::summary,
-        routes::sessions::start,
-        routes::sessions::add_event,
-        routes::sessions::complete,
-        routes::reports::summary,
-        routes::reports::pdf,
-        routes::unsubscribe::confirm,
-        routes::unsubscribe::apply,
-        routes::email_admin::throttle_state,
-        routes::email_admin::throttle_reset,
-        routes::email_admin::email_logs,
-        routes::suppressions::list,
-        routes::email_events::generic,
-        routes::email_events::sendgrid,
-        routes::suppressions::lift,
-        routes::jobs::list,
-        routes::ops::snapshot,
-        routes::jobs::run,
-        routes::jobs::runs,
-        openapi_json,
-    ),
-    components(schemas(ErrorBody, routes::actors::ActorStatus, routes::actors::Failure)),
+    // Schemas a handler's types name only through a reference utoipa does not follow.
+    components(schemas(ErrorBody, super::routes::actors::Failure)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;
 
+/// The routes that never touch the database or an actor, so never answer 503.
+const ALWAYS_ANSWER: [&str; 3] = ["/healthz", "/metrics", "/openapi.json"];
+
+static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Completes the router's document with the shared answers and keeps it, serialised, for
+/// `/openapi.json`. Every router herald builds documents the same routes, so the first
+/// document kept is the one served.
+pub fn publish(mut document: utoipa::openapi::OpenApi) {
+    DOCUMENT.get_or_init(|| {
+        shared_answers(&mut document);
+        serde_json::to_vec(&document).expect("an OpenAPI document serialises")
+    });
+}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
-    responses((status = 200, description = "This document")))]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    responses((status = 200, description = "This document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    let body = DOCUMENT.get().cloned().unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The 401 and 429 of every route behind the admin key check (failed attempts are rate
+/// limited per client, see [`super::auth`]).
+pub fn admin_answers(document: &mut utoipa::openapi::OpenApi) {
+    for operation in operations(document) {
+        add(
+            operation,
+            401,
+            "UNAUTHORIZED: the admin key is missing or wrong",
+        );
+        add(
+            operation,
+            429,
+            "RATE_LIMIT_EXCEEDED: too many failed authentications from this client",
+        );
+    }
+}
+
+/// The 429 of every route behind a rate-limit group.
+pub fn limited_answers(document: &mut utoipa::openapi::OpenApi) {
+    for operation in operations(document) {
+        add(
+            operation,
+            429,
+            "RATE_LIMIT_EXCEEDED: with Retry-After and the RateLimit headers",
+        );
+    }
+}
+
+fn shared_answers(document: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in document.paths.paths.iter_mut() {
+        let always = ALWAYS_ANSWER.contains(&path.as_str());
+        for operation in item_operations(item) {
+            if let Some(body) = &operation.request_body {
+                let json = body.content.contains_key("application/json");
+                add(
+                    operation,
+                    400,
+                    "VALIDATION_ERROR: the body is not valid for this route (malformed, a wrong type, an unknown field)",
+                );
+                if json {
+                    add(
+                        operation,
+                        415,
+                        "UNSUPPORTED_MEDIA_TYPE: a body sent without Content-Type: application/json",
+                    );
+                }
+            }
+            let has_query = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
+            if has_query {
+                add(
+                    operation,
+                    400,
+                    "VALIDATION_ERROR: a query parameter given twice, or not of its type",
+                );
+            }
+            if !always {
+                add(
+                    operation,
+                    503,
+                    "SERVICE_UNAVAILABLE: the database or an actor cannot answer now; Retry-After says when to try again",
+                );
+                add(
+                    operation,
+                    504,
+                    "TIMEOUT: the request took longer than REQUEST_TIMEOUT_SECONDS",
+                );
+            }
+        }
+    }
+}
+
+fn operations(document: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    document.paths.paths.values_mut().flat_map(item_operations)
+}
+
+fn item_operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Adds an answer in herald's error format, unless the handler documents that status itself.
+fn add(operation: &mut Operation, status: u16, description: &str) {
+    let status = status.to_string();
+    if operation.responses.responses.contains_key(&status) {
+        return;
+    }
+    let answer: Answer = ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        )
+        .build();
+    operation
+        .responses
+        .responses
+        .insert(status, RefOr::T(answer));
 }

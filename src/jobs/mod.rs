@@ -46,8 +46,6 @@ impl JobName {
 pub enum JobError {
     #[error("no job named {0}")]
     Unknown(String),
-    #[error("{0} has no dry run")]
-    NoDryRun(&'static str),
     #[error(transparent)]
     Digest(#[from] digest::DigestError),
     #[error(transparent)]
@@ -100,10 +98,8 @@ impl JobContext {
                 Ok(serde_json::to_string(&report)?)
             }
             PURGE_OLD => {
-                if dry_run {
-                    return Err(JobError::NoDryRun(PURGE_OLD));
-                }
-                let report = purge::run(&self.store, &self.retention, self.now_ms()).await?;
+                let report =
+                    purge::run(&self.store, &self.retention, self.now_ms(), dry_run).await?;
                 Ok(serde_json::to_string(&report)?)
             }
             other => Err(JobError::Unknown(other.to_owned())),

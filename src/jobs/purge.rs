@@ -1,5 +1,6 @@
 //! Retention: deletes what is past its keeping time, table by table. The audit log is kept
-//! at least 50 days whatever the configuration says.
+//! at least 50 days whatever the configuration says. A dry run counts the same rows and
+//! deletes none.
 
 use crate::store::{Store, StoreError, retention};
 
@@ -27,6 +28,7 @@ pub async fn run(
     store: &Store,
     retention: &Retention,
     now_ms: i64,
+    dry_run: bool,
 ) -> Result<PurgeReport, StoreError> {
     let audit = now_ms - days(retention.audit_log_days.max(AUDIT_MINIMUM_DAYS));
     retention::delete_before(
@@ -38,6 +40,7 @@ pub async fn run(
             audit_log: audit,
             job_runs: audit,
         },
+        dry_run,
     )
     .await
 }

@@ -15,8 +15,8 @@ pub struct Cutoffs {
     pub job_runs: i64,
 }
 
-/// Rows deleted per table.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+/// Rows deleted per table (by a dry run: that would be).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub email_send_logs: u64,
     pub session_events: u64,
@@ -25,18 +25,25 @@ pub struct Deleted {
     pub job_runs: u64,
 }
 
+/// Deletes what is older than `cutoffs`; with `dry_run` the same deletes run in a
+/// transaction that is rolled back, so the counts are exact and nothing changes.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn delete_before(store: &Store, cutoffs: Cutoffs) -> Result<Deleted, StoreError> {
-    let delete = |sql: &'static str, cutoff: i64| async move {
+pub async fn delete_before(
+    store: &Store,
+    cutoffs: Cutoffs,
+    dry_run: bool,
+) -> Result<Deleted, StoreError> {
+    let mut tx = store.writer().begin().await?;
+    let mut delete = async |sql: &'static str, cutoff: i64| {
         Ok::<u64, StoreError>(
             sqlx::query(sql)
                 .bind(cutoff)
-                .execute(store.writer())
+                .execute(&mut *tx)
                 .await?
                 .rows_affected(),
         )
     };
-    Ok(Deleted {
+    let deleted = Deleted {
         email_send_logs: delete(
             "DELETE FROM email_send_logs WHERE created_at < $1 AND status IN ('sent', 'suppressed', 'throttled', 'failed')",
             cutoffs.send_log,
@@ -58,5 +65,11 @@ pub async fn delete_before(store: &Store, cutoffs: Cutoffs) -> Result<Deleted, S
             cutoffs.job_runs,
         )
         .await?,
-    })
+    };
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(deleted)
 }

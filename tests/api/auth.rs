@@ -41,10 +41,7 @@ async fn every_admin_route_refuses_a_missing_or_wrong_key(backend: Backend) {
     .await;
     // Every route of the admin router, read from the router itself; the document marks
     // each as needing a key (it also marks the routes that take any client key).
-    let routes: Vec<(String, String)> = crate::health::admin_routes()
-        .into_iter()
-        .map(|(method, path)| (method.to_uppercase(), path))
-        .collect();
+    let routes = herald::http::admin_routes(&app.state);
     let documented = secured_paths(&app.openapi().await);
     for route in &routes {
         assert!(

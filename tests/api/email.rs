@@ -449,6 +449,13 @@ async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_pe
     let refused = app.get(&tampered).await;
     assert_eq!(refused.status(), 400);
     assert!(refused.text().await.unwrap().contains("not valid"));
+    // One of the right shape whose signature does not hold is forbidden.
+    let (token_path, query) = path.split_once('?').unwrap_or((&path, ""));
+    let flipped = if token_path.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{flipped}?{query}", &token_path[..token_path.len() - 1]);
+    let forbidden = app.get(&forged).await;
+    assert_eq!(forbidden.status(), 403);
+    assert!(forbidden.text().await.unwrap().contains("not valid"));
 
     let (_, response) = complete_for(&app, PARENT).await;
     assert_eq!(report_email(response).await, "suppressed");

@@ -152,7 +152,7 @@ async fn generic_events_are_verified_applied_once_and_stop_the_mail(backend: Bac
 
 /// A P-256 key pair: SendGrid's verification key as it shows it (base64 SubjectPublicKeyInfo)
 /// and a signer of posts.
-fn sendgrid_keys() -> (String, EcdsaKeyPair) {
+pub(crate) fn sendgrid_keys() -> (String, EcdsaKeyPair) {
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
     let pair =

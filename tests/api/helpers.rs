@@ -161,6 +161,20 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Whether a tool a test drives is here. Without it the test says it skipped, naming
+/// `install`; in CI (`CI` set) a missing tool fails the test instead, since `.ci/run`
+/// installs every one.
+pub fn tool_present(found: bool, tool: &str, install: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install {tool} ({install})"
+        );
+        eprintln!("skipped: {tool} not installed ({install})");
+    }
+    found
+}
+
 pub fn config_vars(database_url: &str) -> HashMap<String, String> {
     [
         ("HOST", "127.0.0.1"),

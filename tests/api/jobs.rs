@@ -265,6 +265,29 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
         "JOB_NOT_FOUND",
     )
     .await;
+
+    // The purge's dry run counts what a run would delete, and deletes nothing.
+    app.clock.advance_ms(400 * 86_400_000);
+    let events = |app: &TestApp| {
+        let pool = app.state.store.reader().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM session_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let stored = events(&app).await;
+    assert!(stored > 0);
+    let before = counts(&app).await;
+    let dry = run_job(&app, "purge_old", json!({"dry_run": true})).await;
+    assert_eq!(dry.status(), 200);
+    let report: Value = dry.json().await.unwrap();
+    assert_eq!(report["session_events"], stored, "{report}");
+    assert_eq!(counts(&app).await, before, "a dry run deletes nothing");
+    assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
+    wait_runs(&app, "purge_old", 1).await;
+    assert_eq!(events(&app).await, 0);
 }
 
 async fn two_simultaneous_triggers_run_once(backend: Backend) {

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod cli;
+mod contract;
 mod dkim;
 mod edge;
 mod email;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, spawn_app_with};
+use crate::helpers::{Backend, spawn_app_with, tool_present};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,13 +21,7 @@ fn tool(name: &str) -> Option<PathBuf> {
             .map(|p| p.join(name))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install {name} (Debian package prometheus)"
-        );
-        eprintln!("skipped: {name} not installed (apt-get install prometheus)");
-    }
+    tool_present(found.is_some(), name, "apt-get install prometheus");
     found
 }
 

@@ -3,14 +3,14 @@
 //! or failed.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use herald_actors::email::{Email, EmailType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
-use crate::http::extract::AdminKey;
+use crate::http::extract::{AdminKey, Query};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::instant;
@@ -57,14 +57,16 @@ pub struct ThrottleView {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TypeQuery {
     /// `session_reports` or `weekly_digest`; both when absent.
     #[serde(rename = "type")]
+    #[param(pattern = "^(session_reports|weekly_digest)$")]
     pub kind: Option<String>,
 }
 
 #[utoipa::path(get, path = "/admin/throttles/{email}", tag = "admin", security(("api_key" = [])),
-    params(("email" = String, Path, description = "The recipient")),
+    params(("email" = String, Path, format = Email, description = "The recipient")),
     responses(
         (status = 200, description = "Throttle state per email type, with when each slot frees up", body = ThrottleView),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
@@ -105,7 +107,7 @@ pub struct ThrottleReset {
 }
 
 #[utoipa::path(delete, path = "/admin/throttles/{email}", tag = "admin", security(("api_key" = [])),
-    params(("email" = String, Path, description = "The recipient"), TypeQuery),
+    params(("email" = String, Path, format = Email, description = "The recipient"), TypeQuery),
     responses(
         (status = 200, description = "Recorded sends cleared (audited)", body = ThrottleReset),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
@@ -137,8 +139,10 @@ pub async fn throttle_reset(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// The recipient whose ledger to show.
+    #[param(value_type = String, required = true, format = Email)]
     pub email: Option<String>,
 }
 

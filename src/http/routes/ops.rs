@@ -2,13 +2,14 @@
 //! numbers, for scripts and humans who do not read Prometheus.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::stats::SummaryQuery;
 use crate::http::error::ApiError;
+use crate::http::extract::Query;
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::stats;

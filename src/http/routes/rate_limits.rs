@@ -70,8 +70,15 @@ fn bounded(
 ) -> Result<Option<i64>, ApiError> {
     match spec.get(name) {
         None => Ok(None),
+        // JSON has one number type: 30 and 30.0 are the same whole number.
         Some(value) => value
             .as_u64()
+            .or_else(|| {
+                value
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= max as f64)
+                    .map(|f| f as u64)
+            })
             .filter(|v| (1..=max).contains(v))
             .map(|v| Some(v as i64))
             .ok_or_else(|| {
@@ -157,8 +164,62 @@ fn parse_changes(
     Ok(changes)
 }
 
+/// The body of `PUT /api/v1/ops/rate_limits`, as the document gives it: at least one group,
+/// each setting `max_requests` and/or `window_seconds` within their bounds, for an optional
+/// tier. [`parse_changes`] reads the body itself, field by field, so its errors can name the
+/// field; this is the same rule written as a schema.
+pub struct PolicyChanges;
+
+impl utoipa::PartialSchema for PolicyChanges {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, Type,
+        };
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let whole = |max: u64| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(max))
+        };
+        let fields = || {
+            ObjectBuilder::new()
+                .property("max_requests", whole(MAX_REQUESTS))
+                .property("window_seconds", whole(MAX_WINDOW_SECONDS))
+                .property(
+                    "tier",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[A-Za-z0-9_-]{1,32}$"))
+                        .description(Some("The tier the policy is for; `default` when absent")),
+                )
+                .additional_properties(closed())
+        };
+        let sets = |field: &str| ObjectBuilder::new().required(field);
+        let change = || {
+            AllOfBuilder::new().item(fields()).item(
+                AnyOfBuilder::new()
+                    .item(sets("max_requests"))
+                    .item(sets("window_seconds")),
+            )
+        };
+        let mut groups = ObjectBuilder::new()
+            .min_properties(Some(1))
+            .additional_properties(closed())
+            .description(Some(
+                "Groups to change, e.g. {\"stats\": {\"max_requests\": 30, \"window_seconds\": 60, \"tier\": \"pro\"}}",
+            ));
+        for group in GROUPS {
+            groups = groups.property(group.as_str(), change());
+        }
+        groups.into()
+    }
+}
+
+impl utoipa::ToSchema for PolicyChanges {}
+
 #[utoipa::path(put, path = "/api/v1/ops/rate_limits", tag = "ops", security(("api_key" = [])),
-    request_body(content = Object, description = "Groups to change, e.g. {\"stats\": {\"max_requests\": 30, \"window_seconds\": 60, \"tier\": \"pro\"}}"),
+    request_body(content = inline(PolicyChanges), description = "Groups to change"),
     responses(
         (status = 200, description = "The policies now in force", body = PoliciesView),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
@@ -185,9 +246,30 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     /// `stats` or `reports`; all groups when absent.
+    #[schema(pattern = "^(stats|reports)$")]
     pub group: Option<String>,
     /// An address (IPv6 counts per /64) or `key:<fingerprint>`; all clients when absent.
+    #[schema(schema_with = client_schema)]
     pub client: Option<String>,
+}
+
+fn client_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let address = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    AnyOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^key:[\\x21-\\x7e]{0,60}$")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -196,7 +278,7 @@ pub struct ResetResult {
 }
 
 #[utoipa::path(post, path = "/admin/rate_limits/reset", tag = "admin", security(("api_key" = [])),
-    request_body(content = ResetRequest, description = "Optional: which group and/or client to clear"),
+    request_body(content = Option<ResetRequest>, description = "Optional: which group and/or client to clear"),
     responses(
         (status = 200, description = "Windows cleared", body = ResetResult),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),

@@ -23,7 +23,7 @@ async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiErr
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/summary", tag = "reports", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Session id")),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)")),
     responses(
         (status = 200, description = "The learning summary", body = SessionSummary),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
@@ -40,7 +40,7 @@ pub async fn summary(
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/pdf", tag = "reports",
-    params(("id" = String, Path, description = "Session id"),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)"),
            ("X-Session-Access-Token" = String, Header, description = "The session's token")),
     responses(
         (status = 200, description = "The report", content_type = "application/pdf", body = Vec<u8>),

@@ -88,10 +88,33 @@ fn check_token(session: &SessionRow, token: &str) -> Result<(), ApiError> {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartSession {
+    /// Up to 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub learner_name: Option<String>,
+    /// Up to 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub subject: Option<String>,
     /// Where the session report is sent on completion.
+    #[schema(schema_with = address_or_blank)]
     pub parent_email: Option<String>,
+}
+
+/// An email address, or a blank string meaning none.
+fn address_or_blank() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[ \\t\\r\\n]*$")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -103,7 +126,7 @@ pub struct SessionStarted {
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/start", tag = "sessions",
-    request_body(content = StartSession, description = "Optional"),
+    request_body(content = Option<StartSession>, description = "Optional"),
     responses(
         (status = 201, description = "Started", body = SessionStarted),
         (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
@@ -146,8 +169,12 @@ pub async fn start(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEventBody {
-    /// What happened: `step`, `hint`, `answer`, … (1-32 of a-z, 0-9, `_`).
+    /// What happened: `step`, `hint`, `answer`, … (1-32 of a-z, 0-9, `_`; upper case is
+    /// taken as lower case).
+    #[schema(pattern = "^[ \\t\\r\\n]*[A-Za-z0-9_]{1,32}[ \\t\\r\\n]*$")]
     pub kind: String,
+    /// Up to 2,000 characters; tabs and line breaks allowed, no other control characters.
+    #[schema(max_length = 2000, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
     pub detail: Option<String>,
     /// For answers: whether it was right.
     pub correct: Option<bool>,
@@ -169,7 +196,7 @@ fn session_completed() -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/events", tag = "sessions",
-    params(("id" = String, Path, description = "Session id"),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)"),
            ("X-Session-Access-Token" = String, Header, description = "The session's token")),
     request_body = NewEventBody,
     responses(
@@ -235,6 +262,7 @@ pub async fn add_event(
 #[serde(deny_unknown_fields)]
 pub struct CompleteSession {
     /// Overrides the address given at start, if the session is not yet completed.
+    #[schema(schema_with = address_or_blank)]
     pub parent_email: Option<String>,
 }
 
@@ -331,9 +359,9 @@ async fn report_email(
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/complete", tag = "sessions",
-    params(("id" = String, Path, description = "Session id"),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)"),
            ("X-Session-Access-Token" = String, Header, description = "The session's token")),
-    request_body(content = CompleteSession, description = "Optional"),
+    request_body(content = Option<CompleteSession>, description = "Optional"),
     responses(
         (status = 200, description = "Completed (a repeat changes nothing and returns the same)", body = SessionCompleted),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),

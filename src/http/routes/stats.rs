@@ -2,11 +2,12 @@
 //! group.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 
 use crate::http::error::ApiError;
 use crate::http::extract::ClientKey;
+use crate::http::extract::Query;
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::stats::{self, Dashboard, Summary};
@@ -25,8 +26,10 @@ pub async fn dashboard(State(state): State<AppState>) -> Result<Json<Dashboard>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     /// The period, in days back from now (1 to 365; default 7).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 365)]
     pub days: Option<String>,
 }
 

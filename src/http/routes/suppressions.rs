@@ -2,7 +2,7 @@
 //! complaint (why, since when, from which source), and lifting one (audited).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -10,17 +10,22 @@ use herald_actors::email::Email;
 
 use crate::http::error::ApiError;
 use crate::http::extract::AdminKey;
+use crate::http::extract::Query;
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::suppressions::{self, Suppression};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this address.
+    #[param(format = Email)]
     pub email: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Rows to skip (default 0).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub offset: Option<i64>,
 }
 
@@ -77,7 +82,7 @@ pub async fn list(
 }
 
 #[utoipa::path(delete, path = "/admin/suppressions/{email}", tag = "admin", security(("api_key" = [])),
-    params(("email" = String, Path, description = "The suppressed address")),
+    params(("email" = String, Path, format = Email, description = "The suppressed address")),
     responses(
         (status = 200, description = "Lifted (audited): the suppression that was removed", body = Suppression),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),

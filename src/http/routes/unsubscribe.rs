@@ -5,6 +5,7 @@
 //! 8058 one-click request (`List-Unsubscribe=One-Click`) is. An unknown recipient and one
 //! already unsubscribed get the same answer, so a token cannot be probed.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::StatusCode;
@@ -15,9 +16,11 @@ use crate::http::state::AppState;
 use crate::store::preferences::{self, Unsubscribe};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UnsubscribeQuery {
-    /// `weekly_digest`, `session_reports` or `all`.
+    /// `weekly_digest`, `session_reports` or `all` (the default).
     #[serde(rename = "type")]
+    #[param(pattern = "^(weekly_digest|session_reports|all)$")]
     pub kind: Option<String>,
 }
 
@@ -49,25 +52,63 @@ fn invalid_link() -> Response {
     )
 }
 
-fn parse(state: &AppState, token: &str, kind: Option<&str>) -> Option<(String, Unsubscribe)> {
-    let what = Unsubscribe::parse(kind.unwrap_or("all"))?;
-    let recipient_key = state.signer.verify(token)?;
-    Some((recipient_key, what))
+/// A token with a token's shape whose signature does not hold (altered, or signed with a
+/// key herald no longer has).
+fn altered_link() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "This link is not valid",
+        "<p>This unsubscribe link has been altered or has expired. Please use the link from the most recent email you received.</p>",
+    )
+}
+
+fn parse(
+    state: &AppState,
+    token: &str,
+    query: Result<Query<UnsubscribeQuery>, QueryRejection>,
+) -> Result<(String, Unsubscribe), Refused> {
+    let Ok(Query(query)) = query else {
+        return Err(Refused::Malformed);
+    };
+    let what =
+        Unsubscribe::parse(query.kind.as_deref().unwrap_or("all")).ok_or(Refused::Malformed)?;
+    if !crate::email::unsubscribe::well_formed(token) {
+        return Err(Refused::Malformed);
+    }
+    let recipient_key = state.signer.verify(token).ok_or(Refused::Altered)?;
+    Ok((recipient_key, what))
+}
+
+/// Why a link is refused.
+enum Refused {
+    Malformed,
+    Altered,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Malformed => invalid_link(),
+            Self::Altered => altered_link(),
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/email/unsubscribe/{token}", tag = "email",
-    params(("token" = String, Path, description = "The token from the email's link"), UnsubscribeQuery),
+    params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link"), UnsubscribeQuery),
     responses(
         (status = 200, description = "A page asking to confirm (changes nothing)", content_type = "text/html", body = String),
-        (status = 400, description = "A malformed or altered link", content_type = "text/html", body = String)))]
+        (status = 400, description = "A malformed link, or an unknown type", content_type = "text/html", body = String),
+        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn confirm(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Query(query): Query<UnsubscribeQuery>,
+    query: Result<Query<UnsubscribeQuery>, QueryRejection>,
 ) -> Response {
-    let Some((_, what)) = parse(&state, &token, query.kind.as_deref()) else {
-        return invalid_link();
+    let (_, what) = match parse(&state, &token, query) {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
     };
     let action = format!(
         "/api/v1/email/unsubscribe/{}?type={}",
@@ -86,19 +127,21 @@ pub async fn confirm(
 }
 
 #[utoipa::path(post, path = "/api/v1/email/unsubscribe/{token}", tag = "email",
-    params(("token" = String, Path, description = "The token from the email's link"), UnsubscribeQuery),
+    params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link"), UnsubscribeQuery),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Anything, e.g. `List-Unsubscribe=One-Click` (RFC 8058)"),
     responses(
         (status = 200, description = "Unsubscribed (also for a recipient already unsubscribed or unknown)", content_type = "text/html", body = String),
-        (status = 400, description = "A malformed or altered link", content_type = "text/html", body = String)))]
+        (status = 400, description = "A malformed link, or an unknown type", content_type = "text/html", body = String),
+        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn apply(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Query(query): Query<UnsubscribeQuery>,
+    query: Result<Query<UnsubscribeQuery>, QueryRejection>,
 ) -> Response {
-    let Some((recipient_key, what)) = parse(&state, &token, query.kind.as_deref()) else {
-        return invalid_link();
+    let (recipient_key, what) = match parse(&state, &token, query) {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
     };
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
