@@ -78,19 +78,8 @@ impl Application {
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
-        if store.backend() == Backend::Sqlite {
-            // One process serves a SQLite file: what an earlier run left mid-send goes out
-            // now (once more at most, with the same Message-ID) instead of after its lease.
-            let reclaimed = crate::store::outbox::reclaim_all(&store)
-                .await
-                .context("reclaiming emails left mid-send")?;
-            if reclaimed > 0 {
-                tracing::warn!(
-                    reclaimed,
-                    "emails left mid-send by a stopped process go out again"
-                );
-            }
-        }
+        // What an earlier run left mid-send on SQLite goes out again as the dispatcher
+        // starts (see `DispatchPort::recover`).
 
         let stored = crate::store::policies::load(&store)
             .await

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod dispatcher;
 pub mod email;
+pub mod fault;
 pub mod limiter;
 pub mod port;
 pub mod scheduler;

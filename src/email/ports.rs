@@ -47,6 +47,10 @@ impl<V> HandOff<V> {
     pub fn take(&self, key: &str) -> Option<V> {
         lock(&self.0).remove(key)
     }
+
+    pub fn clear(&self) {
+        lock(&self.0).clear();
+    }
 }
 
 /// Session summaries computed by `/complete`, by idempotency key, for the report email.
@@ -378,6 +382,17 @@ impl DispatchPort for OutboxPort {
                 lease_until: row.lease_until,
             })
             .collect())
+    }
+
+    async fn recover(&self) -> Result<u64, PortError> {
+        // One process serves a SQLite file (the serve lock): a row left `sending` there was
+        // claimed by this process's earlier dispatcher, or an earlier run, that stopped
+        // mid-send. It goes out now, once more at most, with the same Message-ID.
+        if self.store.backend() != crate::store::Backend::Sqlite {
+            return Ok(0);
+        }
+        self.claimed.clear();
+        outbox::reclaim_all(&self.store).await.map_err(port_error)
     }
 
     async fn release(&self, claimed: &[Claimed]) -> Result<(), PortError> {

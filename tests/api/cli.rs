@@ -147,7 +147,7 @@ pub fn start_binary(extra: &[(&str, &str)]) -> Running {
 }
 
 /// The send ledger of `email` from a running binary's admin API.
-async fn email_logs(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+pub async fn email_logs(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
     client
         .get(format!("{base}/admin/email/logs?email={email}"))
         .header("X-API-Key", crate::helpers::API_KEY)
@@ -605,7 +605,7 @@ async fn a_backup_taken_while_serving_restores_without_sending_anything_again() 
 }
 
 /// An SMTP server taking `ms` a message, and the variables that point herald at it.
-async fn slow_smtp(ms: u64) -> (crate::smtp::SmtpServer, Vec<(&'static str, String)>) {
+pub async fn slow_smtp(ms: u64) -> (crate::smtp::SmtpServer, Vec<(&'static str, String)>) {
     let smtp = crate::smtp::SmtpServer::start().await;
     smtp.slow(ms);
     let mut vars = std::collections::HashMap::new();

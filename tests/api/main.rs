@@ -11,6 +11,8 @@ mod dkim;
 mod edge;
 mod email;
 mod email_events;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod fuzz;
 mod health;
 mod jobs;

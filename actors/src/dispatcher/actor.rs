@@ -215,6 +215,14 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         myself: ActorRef<DispatcherMsg>,
         _: (),
     ) -> Result<DispatcherState, ActorProcessingErr> {
+        match self.port.recover().await {
+            Ok(0) => {}
+            Ok(recovered) => tracing::warn!(
+                recovered,
+                "emails left mid-send by a stopped dispatcher go out again"
+            ),
+            Err(err) => tracing::warn!(error = %err, "could not recover emails left mid-send"),
+        }
         let ticker = myself.send_interval(self.config.poll_every, || DispatcherMsg::Tick);
         // Rows left pending by a previous run start going at once.
         let _ = myself.send_message(DispatcherMsg::Tick);
@@ -259,6 +267,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         message: DispatcherMsg,
         state: &mut DispatcherState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::inject("email_dispatcher");
         match message {
             DispatcherMsg::Wake => self.pump(&myself, state).await?,
             DispatcherMsg::Tick => {

@@ -42,6 +42,13 @@ pub trait DispatchPort: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Rows waiting to be sent (`pending` or `sending`).
     fn depth(&self) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Called each time the dispatcher starts, the first time and after every restart: puts
+    /// back in the queue the rows an earlier dispatcher of this process left `sending`,
+    /// where no other process can be sending them (a database one process serves), so they
+    /// need not wait out their leases. Returns how many.
+    fn recover(&self) -> impl Future<Output = Result<u64, PortError>> + Send {
+        std::future::ready(Ok(0))
+    }
 }
 
 /// What the dispatcher reports as it works (metrics hang here).

@@ -237,6 +237,7 @@ impl Actor for Shard {
         message: ShardMsg,
         _: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::inject("rate_limiter");
         if let Some(shared) = &self.shared {
             return self.handle_shared(shared, message).await;
         }

@@ -259,6 +259,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
         message: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::inject("scheduler");
         match message {
             SchedulerMsg::Fire { job, scheduled_for } => {
                 if self.now() < scheduled_for {

@@ -254,6 +254,7 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
         message: ThrottleMsg,
         state: &mut ThrottleState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::inject("email_throttle");
         if self.port.shared() {
             return self.handle_shared(message).await;
         }
