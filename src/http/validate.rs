@@ -46,9 +46,18 @@ pub fn email(field: &str, value: Option<String>) -> Result<Option<Email>, ApiErr
     match value {
         None => Ok(None),
         Some(raw) if raw.trim().is_empty() => Ok(None),
-        Some(raw) => Email::parse(&raw)
-            .map(Some)
-            .map_err(|e| invalid(field, format!("{field}: {e}"))),
+        Some(raw) => {
+            let email = Email::parse(&raw).map_err(|e| invalid(field, format!("{field}: {e}")))?;
+            // The mail library must take it too, or it would be accepted here and fail at
+            // every send.
+            if email.as_str().parse::<lettre::Address>().is_err() {
+                return Err(invalid(
+                    field,
+                    format!("{field}: not an address mail can be sent to"),
+                ));
+            }
+            Ok(Some(email))
+        }
     }
 }
 
@@ -93,6 +102,14 @@ mod tests {
                 .as_deref(),
             Some("ééééé")
         );
+    }
+
+    #[test]
+    fn an_address_the_mail_library_refuses_is_refused_here() {
+        // Found by the header fuzz target: herald's rules took it, lettre did not.
+        assert!(email("parent_email", Some("ㅺ/\u{fffd}J.#^𐕽/$@ﹲ.T𑏅".into())).is_err());
+        let ok = email("parent_email", Some("łukasz@example.pl".into())).unwrap();
+        assert_eq!(ok.unwrap().as_str(), "łukasz@example.pl");
     }
 
     #[test]
