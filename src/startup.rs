@@ -118,6 +118,7 @@ impl Application {
             signer: signer.clone(),
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),
+            instance: config.server.instance.clone(),
             clock: clock.clone(),
             digest_timezone: config.jobs.timezone,
         };

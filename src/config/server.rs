@@ -21,6 +21,11 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpBlock>,
     /// `Strict-Transport-Security` max-age; the header is sent only when set.
     pub hsts_max_age: Option<u64>,
+    /// This replica's name in the outbox (`HERALD_INSTANCE`): the rows it claims carry it,
+    /// and a process started again under the same name takes back the rows it left
+    /// mid-send at once. Unique among live replicas; by default `hostname:port`, which a
+    /// restarted container keeps (with `PORT=0`, a name of its own each run).
+    pub instance: String,
 }
 
 impl ServerConfig {
@@ -61,7 +66,23 @@ impl ServerConfig {
                 None
             }
         });
+        let instance = r.get("HERALD_INSTANCE").unwrap_or_else(|| {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "herald".to_owned());
+            if port == 0 {
+                format!(
+                    "{host}:{}-{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                )
+            } else {
+                format!("{host}:{port}")
+            }
+        });
         Self {
+            instance,
             host,
             port,
             request_timeout,

@@ -211,6 +211,8 @@ pub struct OutboxPort {
     /// The sender, parsed once at start.
     pub from: lettre::message::Mailbox,
     pub api_base_url: String,
+    /// This replica's name, written on the rows it claims.
+    pub instance: String,
     pub clock: SharedClock,
     /// The zone digest weeks are counted in.
     pub digest_timezone: chrono_tz::Tz,
@@ -365,7 +367,7 @@ impl DispatchPort for OutboxPort {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<Claimed>, PortError> {
-        let rows = outbox::claim(&self.store, limit, now_ms, lease_ms)
+        let rows = outbox::claim(&self.store, limit, now_ms, lease_ms, &self.instance)
             .await
             .map_err(port_error)?;
         for row in &rows {
@@ -385,14 +387,18 @@ impl DispatchPort for OutboxPort {
     }
 
     async fn recover(&self) -> Result<u64, PortError> {
-        // One process serves a SQLite file (the serve lock): a row left `sending` there was
-        // claimed by this process's earlier dispatcher, or an earlier run, that stopped
-        // mid-send. It goes out now, once more at most, with the same Message-ID.
-        if self.store.backend() != crate::store::Backend::Sqlite {
-            return Ok(0);
-        }
+        // What this process's earlier dispatcher, or an earlier run under the same name,
+        // left mid-send goes out now, once more at most, with the same Message-ID. One
+        // process serves a SQLite file (the serve lock), so there every such row is ours; on
+        // PostgreSQL, the rows that carry our name.
         self.claimed.clear();
-        outbox::reclaim_all(&self.store).await.map_err(port_error)
+        match self.store.backend() {
+            crate::store::Backend::Sqlite => outbox::reclaim_all(&self.store).await,
+            crate::store::Backend::Postgres => {
+                outbox::reclaim_own(&self.store, &self.instance).await
+            }
+        }
+        .map_err(port_error)
     }
 
     async fn release(&self, claimed: &[Claimed]) -> Result<(), PortError> {
@@ -496,6 +502,7 @@ mod tests {
             signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
             from: "reports@herald.example.org".parse().unwrap(),
             api_base_url: "https://herald.example.org".to_owned(),
+            instance: "test:1".to_owned(),
             clock: Arc::new(clock.clone()),
             digest_timezone: chrono_tz::UTC,
         };

@@ -37,6 +37,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_suppressions.sql"),
         include_str!("../../migrations/postgres/0004_suppressions.sql"),
     ),
+    (
+        5,
+        "claimed by",
+        include_str!("../../migrations/sqlite/0005_claimed_by.sql"),
+        include_str!("../../migrations/postgres/0005_claimed_by.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

@@ -222,13 +222,14 @@ pub async fn claim(
     limit: usize,
     now_ms: i64,
     lease_ms: i64,
+    instance: &str,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
     let lock = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
     let sql = format!(
-        "UPDATE email_send_logs SET status = 'sending', lease_until = $2, updated_at = $1 \
+        "UPDATE email_send_logs SET status = 'sending', lease_until = $2, updated_at = $1, claimed_by = $4 \
          WHERE id IN (SELECT id FROM email_send_logs \
                       WHERE (status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
                          OR (status = 'sending' AND lease_until < $1) \
@@ -245,6 +246,7 @@ pub async fn claim(
         .bind(now_ms)
         .bind(now_ms + lease_ms)
         .bind(limit as i64)
+        .bind(instance)
         .fetch_all(store.writer())
         .await?;
     crate::metrics::db_query("outbox_claim", started.elapsed());
@@ -279,6 +281,21 @@ pub async fn reclaim_all(store: &Store) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE email_send_logs SET status = 'pending', lease_until = NULL WHERE status = 'sending'",
     )
+    .execute(store.writer())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Puts the rows `instance` left `sending` back in the queue at once; their attempts stay
+/// counted. For a replica started again under its name: no live process has that name, so
+/// no one else is sending them.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn reclaim_own(store: &Store, instance: &str) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE email_send_logs SET status = 'pending', lease_until = NULL \
+         WHERE status = 'sending' AND claimed_by = $1",
+    )
+    .bind(instance)
     .execute(store.writer())
     .await?;
     Ok(done.rows_affected())

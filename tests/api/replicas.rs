@@ -118,6 +118,26 @@ fn shared_vars(db: &TestDatabase) -> HashMap<String, String> {
     .collect()
 }
 
+/// The shared settings, sending to `smtp` eight at a time with no report limit, and `extra`.
+fn mail_vars(
+    db: &TestDatabase,
+    smtp: &SmtpServer,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut vars = shared_vars(db);
+    smtp.configure(&mut vars);
+    for (k, v) in [
+        ("SESSION_REPORT_LIMIT", "1000000"),
+        ("EMAIL_SEND_CONCURRENCY", "8"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    vars
+}
+
 /// Three replicas on one fresh PostgreSQL database; the first migrates it alone.
 async fn three(vars: &HashMap<String, String>) -> Vec<Replica> {
     let first = Replica::start(vars).await;
@@ -352,23 +372,21 @@ async fn an_occurrence_triggered_on_every_replica_runs_once() {
 /// total-queue checker does: none lost, and no duplicate unless it carries the same
 /// Message-ID (a message in flight at the kill).
 async fn deliver_over_three(total: usize, kill: bool) {
-    let db = TestDatabase::new(Backend::Postgres).await;
-    let smtp = SmtpServer::start().await;
+    let (db, smtp) = (
+        TestDatabase::new(Backend::Postgres).await,
+        SmtpServer::start().await,
+    );
     smtp.slow(5);
-    let mut vars = shared_vars(&db);
-    let mut smtp_vars = HashMap::new();
-    smtp.configure(&mut smtp_vars);
-    vars.extend(smtp_vars);
-    for (k, v) in [
-        ("SESSION_REPORT_LIMIT", "1000000"),
-        // Short enough that the killed replica's emails are taken over within the test,
-        // long enough that a loaded machine's attempts end inside their lease.
-        ("EMAIL_OUTBOX_LEASE_SECONDS", "20"),
-        ("SMTP_TIMEOUT_SECONDS", "5"),
-        ("EMAIL_SEND_CONCURRENCY", "8"),
-    ] {
-        vars.insert(k.to_owned(), v.to_owned());
-    }
+    let vars = mail_vars(
+        &db,
+        &smtp,
+        &[
+            // Short enough that the killed replica's emails are taken over within the
+            // test, long enough that a loaded machine's attempts end inside their lease.
+            ("EMAIL_OUTBOX_LEASE_SECONDS", "20"),
+            ("SMTP_TIMEOUT_SECONDS", "5"),
+        ],
+    );
     let mut replicas = three(&vars).await;
     let started = Instant::now();
     let client = reqwest::Client::new();
@@ -476,6 +494,79 @@ fn emails() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000)
+}
+
+/// A replica `SIGKILL`ed mid-send and started again under its name (`HERALD_INSTANCE`, as a
+/// restarted container keeps its hostname) sends what it had in flight at once, not after
+/// the two-minute lease: every email arrives, one arrives twice only if it was in flight
+/// at the kill (with the same Message-ID), and the catch-up is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_under_its_name_sends_what_it_left_in_flight_at_once() {
+    if !ready("a_replica_restarted_under_its_name_sends_what_it_left_in_flight_at_once").await {
+        return;
+    }
+    const EMAILS: usize = 300;
+    const CONCURRENCY: usize = 8;
+    let (db, smtp) = (
+        TestDatabase::new(Backend::Postgres).await,
+        SmtpServer::start().await,
+    );
+    smtp.slow(20);
+    let vars = mail_vars(&db, &smtp, &[("HERALD_INSTANCE", "replica-a")]);
+    let mut first = Replica::start(&vars).await;
+    let client = reqwest::Client::new();
+    for chunk in (0..EMAILS).collect::<Vec<_>>().chunks(16) {
+        let outcomes = futures_util::future::join_all(chunk.iter().map(|i| {
+            let (client, base) = (&client, &first.base);
+            async move {
+                let session = start_session(client, base, &format!("parent{i}@example.com")).await;
+                complete(client, base, &session).await
+            }
+        }))
+        .await;
+        assert!(outcomes.iter().all(|(status, _)| *status == 200));
+    }
+    while smtp.received().len() < EMAILS / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill();
+    let at_kill = smtp.received().len();
+    let restarted = Instant::now();
+    let _second = Replica::start(&vars).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let recipients: HashSet<String> = smtp
+            .received()
+            .iter()
+            .flat_map(|m| m.rcpt_to.clone())
+            .collect();
+        if recipients.len() == EMAILS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {EMAILS} arrived",
+            recipients.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let caught_up = restarted.elapsed();
+    let received = smtp.received();
+    let ids: HashSet<String> = received.iter().map(message_id).collect();
+    assert_eq!(ids.len(), EMAILS, "a repeat carries its Message-ID");
+    let twice = received.len() - EMAILS;
+    assert!(
+        twice <= CONCURRENCY,
+        "{twice} sent twice: more than were in flight"
+    );
+    eprintln!(
+        "{EMAILS} emails, killed after {at_kill}: all delivered {:.1} s after the restart (the lease is 120 s), {twice} sent twice",
+        caught_up.as_secs_f64()
+    );
+    assert!(
+        caught_up < Duration::from_secs(60),
+        "the restart waited for the lease: {caught_up:?}"
+    );
 }
 
 /// One test, two runs one after the other: three replicas on a 2-core machine already

@@ -142,7 +142,9 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
         .await
         .unwrap();
 
-    let claimed = outbox::claim(&store, 10, 2_000, 60_000).await.unwrap();
+    let claimed = outbox::claim(&store, 10, 2_000, 60_000, "test")
+        .await
+        .unwrap();
     let mut seen: Vec<(String, bool)> = claimed
         .iter()
         .map(|row| {
@@ -161,7 +163,7 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
         ]
     );
     assert!(
-        outbox::claim(&store, 10, 2_001, 60_000)
+        outbox::claim(&store, 10, 2_001, 60_000, "test")
             .await
             .unwrap()
             .is_empty(),
@@ -182,7 +184,7 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
         .await
         .unwrap();
     outbox::release(&store, &back).await.unwrap();
-    let mut again: Vec<String> = outbox::claim(&store, 10, 2_002, 60_000)
+    let mut again: Vec<String> = outbox::claim(&store, 10, 2_002, 60_000, "test")
         .await
         .unwrap()
         .into_iter()
