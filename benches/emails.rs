@@ -348,9 +348,11 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
     };
     let events: Vec<EventRecord> = ["step", "hint", "answer"]
         .iter()
-        .map(|k| EventRecord {
+        .enumerate()
+        .map(|(i, k)| EventRecord {
             kind: (*k).into(),
             correct: Some(true),
+            at_ms: i as i64 * 20_000,
         })
         .collect();
     let summary = summarize(&session, &events, 0);

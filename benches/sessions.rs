@@ -152,9 +152,11 @@ fn pdf_render() {
     };
     let events: Vec<EventRecord> = ["step", "step", "hint", "answer", "answer", "explanation"]
         .iter()
-        .map(|k| EventRecord {
+        .enumerate()
+        .map(|(i, k)| EventRecord {
             kind: (*k).into(),
             correct: Some(true),
+            at_ms: 1_700_000_000_000 + i as i64 * 60_000,
         })
         .collect();
     let summary = summarize(&session, &events, 0);

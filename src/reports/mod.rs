@@ -5,4 +5,4 @@ pub mod pdf;
 pub mod summary;
 pub mod week;
 
-pub use summary::{EventRecord, SessionRecord, SessionSummary, summarize};
+pub use summary::{EventRecord, Mark, SessionRecord, SessionSummary, summarize};

@@ -1,156 +1,280 @@
-//! A one-page PDF of a session summary, written directly: a title, the learner and subject,
-//! a table of the numbers and a table of events by kind, in the Go fonts (embedded, so the
-//! report reads the same everywhere).
+//! A one-page PDF of a session summary: a title, the learner and subject, a table of the
+//! numbers beside a chart of the session's timeline, and a table of events by kind.
 //!
-//! The fonts are embedded whole, compressed once per process; text uses WinAnsiEncoding,
-//! which covers Latin-1, and anything outside it is written as `?`.
+//! Written with `pdf-writer`; the Go fonts are embedded as CID fonts (Type 0, Identity-H),
+//! subset per document with `subsetter` to the glyphs the page uses, with a ToUnicode map so
+//! the text stays selectable and searchable. Any script the fonts cover (Latin with its
+//! accents, Greek, Cyrillic) prints as sent; a character they lack is drawn as the font's
+//! replacement box and reads back as U+FFFD, never as a silent `?`.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use super::summary::SessionSummary;
+use pdf_writer::types::{CidFontType, FontFlags, SystemInfo};
+use pdf_writer::{Content, Filter, Name, Pdf, Rect, Ref, Str, TextStr};
+use subsetter::GlyphRemapper;
+
+use super::summary::{Mark, SessionSummary};
 
 const REGULAR_TTF: &[u8] = include_bytes!("../../assets/fonts/Go-Regular.ttf");
 const BOLD_TTF: &[u8] = include_bytes!("../../assets/fonts/Go-Bold.ttf");
 
-/// What a PDF needs to know about one embedded font.
-struct Font {
-    base_name: &'static str,
-    /// Advance widths of codes 32..=255 in 1/1000 em.
-    widths: Vec<u16>,
-    bbox: [i32; 4],
-    ascent: i32,
-    descent: i32,
-    cap_height: i32,
-    compressed: Vec<u8>,
-    original_len: usize,
+/// A4 in points.
+const PAGE: (f32, f32) = (595.0, 842.0);
+const LEFT: f32 = 56.0;
+const RIGHT: f32 = 539.0;
+
+/// What is read from a font once per process.
+struct Face {
+    name: &'static str,
+    data: &'static [u8],
+    face: ttf_parser::Face<'static>,
+    units: f32,
 }
 
-fn scaled(value: i32, units: u16) -> i32 {
-    value * 1000 / i32::from(units)
-}
-
-/// The Unicode character for WinAnsi code `code` (codes 128-159 beyond the ones used here
-/// are left blank).
-fn win_ansi_char(code: u8) -> Option<char> {
-    match code {
-        32..=126 | 160..=255 => Some(char::from(code)),
-        0x80 => Some('€'),
-        0x96 => Some('–'),
-        0x97 => Some('—'),
-        0x95 => Some('•'),
-        _ => None,
-    }
-}
-
-fn load(base_name: &'static str, ttf: &'static [u8]) -> Font {
-    let face = ttf_parser::Face::parse(ttf, 0).expect("the embedded font parses");
-    let units = face.units_per_em();
-    let widths = (32u8..=255)
-        .map(|code| {
-            win_ansi_char(code)
-                .and_then(|c| face.glyph_index(c))
-                .and_then(|g| face.glyph_hor_advance(g))
-                .map_or(0, |w| (u32::from(w) * 1000 / u32::from(units)) as u16)
-        })
-        .collect();
-    let b = face.global_bounding_box();
-    Font {
-        base_name,
-        widths,
-        bbox: [
-            scaled(b.x_min.into(), units),
-            scaled(b.y_min.into(), units),
-            scaled(b.x_max.into(), units),
-            scaled(b.y_max.into(), units),
-        ],
-        ascent: scaled(face.ascender().into(), units),
-        descent: scaled(face.descender().into(), units),
-        cap_height: scaled(face.capital_height().unwrap_or(700).into(), units),
-        compressed: miniz_oxide::deflate::compress_to_vec_zlib(ttf, 6),
-        original_len: ttf.len(),
-    }
-}
-
-fn fonts() -> &'static [Font; 2] {
-    static FONTS: OnceLock<[Font; 2]> = OnceLock::new();
-    FONTS.get_or_init(|| [load("Go-Regular", REGULAR_TTF), load("Go-Bold", BOLD_TTF)])
-}
-
-/// Loads and compresses the fonts now, so the first report is not slower than the rest.
-pub fn warm_up() {
-    fonts();
-}
-
-/// Text as a PDF literal string in WinAnsiEncoding.
-fn literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('(');
-    for c in text.chars() {
-        let code = match c {
-            '€' => 0x80,
-            '–' => 0x96,
-            '—' => 0x97,
-            '•' => 0x95,
-            c if (' '..='~').contains(&c) || ('\u{a0}'..='\u{ff}').contains(&c) => c as u32 as u8,
-            _ => b'?',
-        };
-        match code {
-            b'(' | b')' | b'\\' => {
-                out.push('\\');
-                out.push(code as char);
-            }
-            32..=126 => out.push(code as char),
-            _ => {
-                let _ = write!(out, "\\{code:03o}");
-            }
+impl Face {
+    fn load(name: &'static str, data: &'static [u8]) -> Self {
+        let face = ttf_parser::Face::parse(data, 0).expect("the embedded font parses");
+        let units = f32::from(face.units_per_em());
+        Self {
+            name,
+            data,
+            face,
+            units,
         }
     }
-    out.push(')');
-    out
+
+    /// In 1/1000 em, as PDF widths are.
+    fn advance(&self, glyph: u16) -> f32 {
+        let advance = self
+            .face
+            .glyph_hor_advance(ttf_parser::GlyphId(glyph))
+            .unwrap_or(0);
+        f32::from(advance) * 1000.0 / self.units
+    }
+
+    fn scaled(&self, value: i16) -> f32 {
+        f32::from(value) * 1000.0 / self.units
+    }
 }
 
+fn faces() -> &'static [Face; 2] {
+    static FACES: OnceLock<[Face; 2]> = OnceLock::new();
+    FACES.get_or_init(|| {
+        [
+            Face::load("Go-Regular", REGULAR_TTF),
+            Face::load("Go-Bold", BOLD_TTF),
+        ]
+    })
+}
+
+/// Parses the fonts now, so the first report is not slower than the rest.
+pub fn warm_up() {
+    faces();
+}
+
+#[derive(Clone, Copy)]
+enum Weight {
+    Regular = 0,
+    Bold = 1,
+}
+
+/// The glyphs one font has drawn in this document: their new ids in the subset, and the text
+/// each stands for.
+#[derive(Default)]
+struct Used {
+    remapper: GlyphRemapper,
+    text: BTreeMap<u16, char>,
+}
+
+/// The page being drawn, and what its text needs from each font.
 struct Page {
-    content: String,
+    content: Content,
+    used: [Used; 2],
 }
 
 impl Page {
-    fn text(&mut self, font: usize, size: f32, x: f32, y: f32, text: &str) {
-        let _ = writeln!(
-            self.content,
-            "BT /F{} {size} Tf {x} {y} Td {} Tj ET",
-            font + 1,
-            literal(text)
-        );
+    fn new() -> Self {
+        Self {
+            content: Content::new(),
+            used: Default::default(),
+        }
     }
 
-    fn line(&mut self, x1: f32, y1: f32, x2: f32, y2: f32) {
-        let _ = writeln!(self.content, "{x1} {y1} m {x2} {y2} l S");
+    /// The glyph of `c` in `weight` (the replacement box, glyph 0, when the font lacks it),
+    /// remapped into the subset.
+    fn glyph(&mut self, weight: Weight, c: char) -> u16 {
+        let face = &faces()[weight as usize];
+        let (glyph, stands_for) = match face.face.glyph_index(c) {
+            Some(g) => (g.0, c),
+            None => (0, char::REPLACEMENT_CHARACTER),
+        };
+        let used = &mut self.used[weight as usize];
+        let new = used.remapper.remap(glyph);
+        used.text.entry(new).or_insert(stands_for);
+        new
+    }
+
+    /// The width of `text` at `size`, in points.
+    fn width(weight: Weight, size: f32, text: &str) -> f32 {
+        let face = &faces()[weight as usize];
+        text.chars()
+            .map(|c| face.advance(face.face.glyph_index(c).map_or(0, |g| g.0)))
+            .sum::<f32>()
+            * size
+            / 1000.0
+    }
+
+    /// `text` cut to fit `max` points, with an ellipsis when it was cut.
+    fn fit(weight: Weight, size: f32, text: &str, max: f32) -> String {
+        if Self::width(weight, size, text) <= max {
+            return text.to_owned();
+        }
+        let ellipsis = Self::width(weight, size, "…");
+        let mut out = String::new();
+        let mut used = 0.0;
+        let face = &faces()[weight as usize];
+        for c in text.chars() {
+            let w = face.advance(face.face.glyph_index(c).map_or(0, |g| g.0)) * size / 1000.0;
+            if used + w + ellipsis > max {
+                break;
+            }
+            used += w;
+            out.push(c);
+        }
+        out.push('…');
+        out
+    }
+
+    fn text(&mut self, weight: Weight, size: f32, x: f32, y: f32, text: &str) {
+        let mut encoded = Vec::with_capacity(text.len() * 2);
+        for c in text.chars().filter(|c| !c.is_control()) {
+            encoded.extend_from_slice(&self.glyph(weight, c).to_be_bytes());
+        }
+        let font = [Name(b"F1"), Name(b"F2")][weight as usize];
+        self.content
+            .begin_text()
+            .set_font(font, size)
+            .next_line(x, y)
+            .show(Str(&encoded))
+            .end_text();
+    }
+
+    fn line(&mut self, (x1, y1): (f32, f32), (x2, y2): (f32, f32)) {
+        self.content.move_to(x1, y1).line_to(x2, y2).stroke();
     }
 
     fn fill_rect(&mut self, x: f32, y: f32, w: f32, h: f32, gray: f32) {
-        let _ = writeln!(self.content, "q {gray} g {x} {y} {w} {h} re f Q");
+        self.content
+            .save_state()
+            .set_fill_gray(gray)
+            .rect(x, y, w, h)
+            .fill_nonzero()
+            .restore_state();
     }
 
-    /// A two-column table with a shaded header row; returns the y below it.
-    fn table(&mut self, top: f32, header: (&str, &str), rows: &[(String, String)]) -> f32 {
-        let (left, right, split, row_h) = (56.0, 539.0, 330.0, 22.0);
+    /// A two-column table with a shaded header row from `left` to `right`; returns the y
+    /// below it. Values too long for their cell are shortened.
+    fn table(
+        &mut self,
+        (left, split, right): (f32, f32, f32),
+        top: f32,
+        header: (&str, &str),
+        rows: &[(String, String)],
+    ) -> f32 {
+        let row_h = 22.0;
         let mut y = top;
         self.fill_rect(left, y - row_h, right - left, row_h, 0.9);
-        self.text(1, 11.0, left + 8.0, y - 15.0, header.0);
-        self.text(1, 11.0, split + 8.0, y - 15.0, header.1);
+        self.text(Weight::Bold, 11.0, left + 8.0, y - 15.0, header.0);
+        self.text(Weight::Bold, 11.0, split + 8.0, y - 15.0, header.1);
         y -= row_h;
         for (label, value) in rows {
-            self.text(0, 11.0, left + 8.0, y - 15.0, label);
-            self.text(0, 11.0, split + 8.0, y - 15.0, value);
+            let label = Self::fit(Weight::Regular, 11.0, label, split - left - 16.0);
+            let value = Self::fit(Weight::Regular, 11.0, value, right - split - 16.0);
+            self.text(Weight::Regular, 11.0, left + 8.0, y - 15.0, &label);
+            self.text(Weight::Regular, 11.0, split + 8.0, y - 15.0, &value);
             y -= row_h;
-            self.line(left, y, right, y);
+            self.line((left, y), (right, y));
         }
-        self.line(left, top, right, top);
-        self.line(left, top, left, y);
-        self.line(split, top, split, y);
-        self.line(right, top, right, y);
+        self.line((left, top), (right, top));
+        self.line((left, top), (left, y));
+        self.line((split, top), (split, y));
+        self.line((right, top), (right, y));
         y
+    }
+
+    /// The session's timeline: one lane each for steps, hints, answers and anything else,
+    /// each event a mark at its time. A right answer is a filled dot, a wrong one a cross, so
+    /// the two stay apart in black and white. Returns the y below the chart.
+    fn timeline(&mut self, (left, right): (f32, f32), top: f32, summary: &SessionSummary) -> f32 {
+        let lanes = ["Steps", "Hints", "Answers", "Other"];
+        let (label_w, lane_h) = (52.0, 26.0);
+        let (x0, x1) = (left + label_w, right);
+        let bottom = top - lane_h * lanes.len() as f32;
+        self.text(Weight::Bold, 11.0, left, top + 8.0, "Timeline");
+        for (i, lane) in lanes.iter().enumerate() {
+            let y = top - lane_h * (i as f32 + 0.5);
+            self.text(Weight::Regular, 9.0, left, y - 3.0, lane);
+            self.content.save_state().set_stroke_gray(0.8);
+            self.line((x0, y), (x1, y));
+            self.content.restore_state();
+        }
+        self.line((x0, bottom), (x1, bottom));
+        let span = (summary.duration_seconds * 1000).max(1) as f32;
+        let x_of = |mark: &Mark| x0 + (mark.at_ms.clamp(0, span as i64) as f32 / span) * (x1 - x0);
+        for mark in &summary.timeline {
+            let lane = match mark.kind.as_str() {
+                "step" => 0,
+                "hint" => 1,
+                "answer" => 2,
+                _ => 3,
+            };
+            let (x, y) = (x_of(mark), top - lane_h * (lane as f32 + 0.5));
+            match (lane, mark.correct) {
+                (2, Some(true)) => self.dot(x, y, 3.2),
+                (2, _) => self.cross(x, y, 3.2),
+                (1, _) => {
+                    // A hollow triangle.
+                    self.content
+                        .move_to(x, y + 3.5)
+                        .line_to(x - 3.5, y - 3.0)
+                        .line_to(x + 3.5, y - 3.0)
+                        .close_path()
+                        .stroke();
+                }
+                _ => self.line((x, y - 4.0), (x, y + 4.0)),
+            }
+        }
+        self.text(Weight::Regular, 8.0, x0, bottom - 11.0, "0 s");
+        let end = duration_text(summary.duration_seconds);
+        let end_w = Self::width(Weight::Regular, 8.0, &end);
+        self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
+        // The legend.
+        let y = bottom - 26.0;
+        self.dot(x0 + 3.0, y + 3.0, 3.2);
+        self.text(Weight::Regular, 8.0, x0 + 10.0, y, "right answer");
+        self.cross(x0 + 73.0, y + 3.0, 3.2);
+        self.text(Weight::Regular, 8.0, x0 + 80.0, y, "wrong answer");
+        y - 8.0
+    }
+
+    fn dot(&mut self, x: f32, y: f32, r: f32) {
+        // Four Bézier quarters.
+        let k = r * 0.552_284_8;
+        self.content
+            .move_to(x + r, y)
+            .cubic_to(x + r, y + k, x + k, y + r, x, y + r)
+            .cubic_to(x - k, y + r, x - r, y + k, x - r, y)
+            .cubic_to(x - r, y - k, x - k, y - r, x, y - r)
+            .cubic_to(x + k, y - r, x + r, y - k, x + r, y)
+            .fill_nonzero();
+    }
+
+    fn cross(&mut self, x: f32, y: f32, r: f32) {
+        self.content.save_state().set_line_width(1.2);
+        self.line((x - r, y - r), (x + r, y + r));
+        self.line((x - r, y + r), (x + r, y - r));
+        self.content.restore_state();
     }
 }
 
@@ -167,19 +291,29 @@ fn duration_text(seconds: i64) -> String {
 
 /// Renders `summary` as a one-page A4 PDF.
 pub fn render(summary: &SessionSummary) -> Vec<u8> {
-    let mut page = Page {
-        content: String::with_capacity(4096),
-    };
-    page.content.push_str("0.5 w\n");
-    page.text(1, 22.0, 56.0, 780.0, "Learning session report");
+    let mut page = Page::new();
+    page.content.set_line_width(0.5);
+    page.text(Weight::Bold, 22.0, LEFT, 780.0, "Learning session report");
     let learner = summary.learner_name.as_deref().unwrap_or("Learner");
     let subject = summary.subject.as_deref().unwrap_or("General practice");
-    page.text(0, 13.0, 56.0, 756.0, &format!("{learner} — {subject}"));
+    let heading = Page::fit(
+        Weight::Regular,
+        13.0,
+        &format!("{learner} — {subject}"),
+        RIGHT - LEFT,
+    );
+    page.text(Weight::Regular, 13.0, LEFT, 756.0, &heading);
     let when = summary
         .started_at
         .format("%A %-d %B %Y, %H:%M UTC")
         .to_string();
-    page.text(0, 10.0, 56.0, 738.0, &format!("Started {when}"));
+    page.text(
+        Weight::Regular,
+        10.0,
+        LEFT,
+        738.0,
+        &format!("Started {when}"),
+    );
 
     let accuracy = summary
         .accuracy
@@ -210,7 +344,10 @@ pub fn render(summary: &SessionSummary) -> Vec<u8> {
             summary.events_total.to_string(),
         ),
     ];
-    let y = page.table(716.0, ("Summary", ""), &rows);
+    // The numbers on the left, the timeline beside them.
+    let table_bottom = page.table((LEFT, 200.0, 300.0), 716.0, ("Summary", ""), &rows);
+    let chart_bottom = page.timeline((318.0, RIGHT), 700.0, summary);
+    let y = table_bottom.min(chart_bottom);
 
     let kinds: Vec<(String, String)> = summary
         .events_by_kind
@@ -220,98 +357,152 @@ pub fn render(summary: &SessionSummary) -> Vec<u8> {
     let y = if kinds.is_empty() {
         y
     } else {
-        page.text(1, 13.0, 56.0, y - 30.0, "Activity by kind");
-        page.table(y - 40.0, ("Kind", "Count"), &kinds)
+        page.text(Weight::Bold, 13.0, LEFT, y - 30.0, "Activity by kind");
+        page.table(
+            (LEFT, 330.0, RIGHT),
+            y - 40.0,
+            ("Kind", "Count"),
+            &kinds[..kinds.len().min(20)],
+        )
     };
     page.text(
-        0,
+        Weight::Regular,
         8.0,
-        56.0,
+        LEFT,
         (y - 30.0).max(40.0),
         &format!("Session {}", summary.session_id),
     );
-    document(&page.content, &format!("Session report: {learner}"))
+    document(page, &format!("Session report: {learner}"))
 }
 
-/// Assembles the objects and the cross-reference table.
-fn document(content: &str, title: &str) -> Vec<u8> {
-    let [regular, bold] = fonts();
-    let mut objects: Vec<Vec<u8>> = Vec::with_capacity(11);
-    objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
-    objects.push(b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec());
-    objects.push(
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R /F2 6 0 R >> >> /Contents 4 0 R >>"
-            .to_vec(),
-    );
-    objects.push(stream(
-        &format!("<< /Length {} >>", content.len()),
-        content.as_bytes(),
-    ));
-    for (font, descriptor) in [(regular, 7), (bold, 8)] {
-        let widths: Vec<String> = font.widths.iter().map(u16::to_string).collect();
-        objects.push(
-            format!(
-                "<< /Type /Font /Subtype /TrueType /BaseFont /{} /FirstChar 32 /LastChar 255 /Widths [{}] /Encoding /WinAnsiEncoding /FontDescriptor {descriptor} 0 R >>",
-                font.base_name,
-                widths.join(" ")
-            )
-            .into_bytes(),
-        );
-    }
-    for (font, file) in [(regular, 9), (bold, 10)] {
-        let [x0, y0, x1, y1] = font.bbox;
-        objects.push(
-            format!(
-                "<< /Type /FontDescriptor /FontName /{} /Flags 32 /FontBBox [{x0} {y0} {x1} {y1}] /ItalicAngle 0 /Ascent {} /Descent {} /CapHeight {} /StemV 80 /FontFile2 {file} 0 R >>",
-                font.base_name, font.ascent, font.descent, font.cap_height
-            )
-            .into_bytes(),
-        );
-    }
-    for font in [regular, bold] {
-        objects.push(stream(
-            &format!(
-                "<< /Length {} /Length1 {} /Filter /FlateDecode >>",
-                font.compressed.len(),
-                font.original_len
-            ),
-            &font.compressed,
-        ));
-    }
-    objects.push(format!("<< /Title {} /Producer (herald) >>", literal(title)).into_bytes());
+/// Writes the page, its fonts (subset to the glyphs used) and the document around them.
+fn document(page: Page, title: &str) -> Vec<u8> {
+    let catalog = Ref::new(1);
+    let pages = Ref::new(2);
+    let page_id = Ref::new(3);
+    let content_id = Ref::new(4);
+    let info = Ref::new(5);
+    let mut next = 6;
+    let mut alloc = || {
+        next += 1;
+        Ref::new(next - 1)
+    };
 
-    let size: usize = objects.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(size + 1024);
-    out.extend_from_slice(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n");
-    let mut offsets = Vec::with_capacity(objects.len());
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(object);
-        out.extend_from_slice(b"\nendobj\n");
+    let mut pdf = Pdf::new();
+    pdf.catalog(catalog).pages(pages);
+    pdf.pages(pages).kids([page_id]).count(1);
+    let Page { content, used } = page;
+    let fonts: Vec<(Ref, Weight)> = [Weight::Regular, Weight::Bold]
+        .into_iter()
+        .map(|w| (alloc(), w))
+        .collect();
+    {
+        let mut page_writer = pdf.page(page_id);
+        page_writer
+            .parent(pages)
+            .media_box(Rect::new(0.0, 0.0, PAGE.0, PAGE.1))
+            .contents(content_id);
+        let mut resources = page_writer.resources();
+        let mut font_dict = resources.fonts();
+        for (id, weight) in &fonts {
+            font_dict.pair([Name(b"F1"), Name(b"F2")][*weight as usize], *id);
+        }
     }
-    let xref = out.len();
-    let mut table = format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
-    for offset in offsets {
-        let _ = writeln!(table, "{offset:010} 00000 n ");
+    let content = miniz_oxide::deflate::compress_to_vec_zlib(&content.finish(), 6);
+    pdf.stream(content_id, &content).filter(Filter::FlateDecode);
+
+    for ((type0, weight), used) in fonts.into_iter().zip(used) {
+        write_font(
+            &mut pdf,
+            type0,
+            &faces()[weight as usize],
+            &used,
+            &mut alloc,
+        );
     }
-    let _ = write!(
-        table,
-        "trailer\n<< /Size {} /Root 1 0 R /Info {} 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-        objects.len() + 1,
-        objects.len()
-    );
-    out.extend_from_slice(table.as_bytes());
-    out
+    pdf.document_info(info)
+        .title(TextStr(title))
+        .producer(TextStr("herald"));
+    pdf.finish()
 }
 
-fn stream(dictionary: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(dictionary.len() + data.len() + 32);
-    out.extend_from_slice(dictionary.as_bytes());
-    out.extend_from_slice(b"\nstream\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\nendstream");
-    out
+/// One font as a Type 0 font over a CIDFontType2 whose program is the subset of `used`.
+fn write_font(
+    pdf: &mut Pdf,
+    type0: Ref,
+    face: &Face,
+    used: &Used,
+    alloc: &mut impl FnMut() -> Ref,
+) {
+    let (cid, descriptor, program, to_unicode) = (alloc(), alloc(), alloc(), alloc());
+    // A subset is named with a tag of six capitals that differs with its glyphs.
+    let tag: String = {
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+        for glyph in used.remapper.remapped_gids() {
+            hash = (hash ^ u64::from(glyph)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (0..6)
+            .map(|i| char::from(b'A' + ((hash >> (i * 8)) % 26) as u8))
+            .collect()
+    };
+    let base = format!("{tag}+{}", face.name);
+    let system = SystemInfo {
+        registry: Str(b"Adobe"),
+        ordering: Str(b"Identity"),
+        supplement: 0,
+    };
+    pdf.type0_font(type0)
+        .base_font(Name(base.as_bytes()))
+        .encoding_predefined(Name(b"Identity-H"))
+        .descendant_font(cid)
+        .to_unicode(to_unicode);
+
+    // Widths of the subset's glyphs, in their new order.
+    let widths: Vec<f32> = used
+        .remapper
+        .remapped_gids()
+        .map(|old| face.advance(old))
+        .collect();
+    {
+        let mut font = pdf.cid_font(cid);
+        font.subtype(CidFontType::Type2)
+            .base_font(Name(base.as_bytes()))
+            .system_info(system)
+            .font_descriptor(descriptor)
+            .cid_to_gid_map_predefined(Name(b"Identity"))
+            .default_width(0.0);
+        font.widths().consecutive(0, widths);
+    }
+
+    let b = face.face.global_bounding_box();
+    pdf.font_descriptor(descriptor)
+        .name(Name(base.as_bytes()))
+        .flags(FontFlags::NON_SYMBOLIC)
+        .bbox(Rect::new(
+            face.scaled(b.x_min),
+            face.scaled(b.y_min),
+            face.scaled(b.x_max),
+            face.scaled(b.y_max),
+        ))
+        .italic_angle(0.0)
+        .ascent(face.scaled(face.face.ascender()))
+        .descent(face.scaled(face.face.descender()))
+        .cap_height(face.scaled(face.face.capital_height().unwrap_or(700)))
+        .stem_v(80.0)
+        .font_file2(program);
+
+    let subset =
+        subsetter::subset(face.data, 0, &used.remapper).expect("the embedded fonts subset");
+    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&subset, 6);
+    pdf.stream(program, &compressed)
+        .filter(Filter::FlateDecode)
+        .pair(Name(b"Length1"), subset.len() as i32);
+
+    let mut cmap = pdf_writer::types::UnicodeCmap::new(Name(b"Custom"), system);
+    for (glyph, c) in &used.text {
+        cmap.pair(*glyph, *c);
+    }
+    pdf.cmap(to_unicode, &cmap.finish());
 }
 
 #[cfg(test)]
@@ -319,46 +510,53 @@ mod tests {
     use super::*;
     use crate::reports::summary::{EventRecord, SessionRecord, summarize};
 
-    #[test]
-    fn escapes_pdf_string_syntax_and_encodes_latin_1() {
-        assert_eq!(literal("a(b)c\\"), "(a\\(b\\)c\\\\)");
-        assert_eq!(literal("Zoë"), "(Zo\\353)");
-        assert_eq!(literal("日本"), "(??)");
-    }
-
-    #[test]
-    fn renders_a_well_formed_document() {
+    fn summary(name: &str) -> SessionSummary {
         let session = SessionRecord {
             id: "abc".into(),
-            learner_name: Some("Ada (7)".into()),
+            learner_name: Some(name.into()),
             subject: Some("Fractions".into()),
             started_at_ms: 0,
             completed_at_ms: Some(90_000),
         };
-        let summary = summarize(
-            &session,
-            &[EventRecord {
-                kind: "hint".into(),
-                correct: None,
-            }],
-            0,
-        );
-        let pdf = render(&summary);
-        assert!(pdf.starts_with(b"%PDF-1.4"));
-        assert!(pdf.ends_with(b"%%EOF\n"));
-        let find = |needle: &[u8]| pdf.windows(needle.len()).rposition(|w| w == needle);
-        assert!(find(b"/FontFile2").is_some());
-        // Every xref offset points at its object.
-        let tail = String::from_utf8_lossy(&pdf[find(b"startxref\n").unwrap()..]).to_string();
-        let xref_at: usize = tail.lines().nth(1).unwrap().parse().unwrap();
-        let table = String::from_utf8_lossy(&pdf[xref_at..]).to_string();
-        for (i, line) in table.lines().skip(3).take(11).enumerate() {
-            let offset: usize = line[..10].parse().unwrap();
-            assert!(
-                pdf[offset..].starts_with(format!("{} 0 obj", i + 1).as_bytes()),
-                "object {}",
-                i + 1
-            );
-        }
+        let events = [
+            ("step", None, 1_000),
+            ("hint", None, 20_000),
+            ("answer", Some(true), 40_000),
+            ("answer", Some(false), 60_000),
+        ]
+        .map(|(kind, correct, at_ms)| EventRecord {
+            kind: kind.into(),
+            correct,
+            at_ms,
+        });
+        summarize(&session, &events, 0)
+    }
+
+    #[test]
+    fn renders_a_small_well_formed_document() {
+        let pdf = render(&summary("Ada (7)"));
+        assert!(pdf.starts_with(b"%PDF-"));
+        let find = |needle: &[u8]| pdf.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"/FontFile2") && find(b"/ToUnicode") && find(b"/Identity-H"));
+        assert!(pdf.len() < 40_000, "{} bytes", pdf.len());
+    }
+
+    #[test]
+    fn a_missing_glyph_is_the_replacement_box_and_reads_as_u_fffd() {
+        let mut page = Page::new();
+        let known = page.glyph(Weight::Regular, 'Ł');
+        let missing = page.glyph(Weight::Regular, '日');
+        assert_ne!(known, missing);
+        assert_eq!(page.used[0].text[&missing], char::REPLACEMENT_CHARACTER);
+        assert_eq!(page.used[0].text[&known], 'Ł');
+    }
+
+    #[test]
+    fn long_text_is_shortened_to_fit_with_an_ellipsis() {
+        let long = "W".repeat(1000);
+        let fitted = Page::fit(Weight::Regular, 11.0, &long, 100.0);
+        assert!(fitted.ends_with('…') && fitted.chars().count() < 20);
+        assert!(Page::width(Weight::Regular, 11.0, &fitted) <= 100.0);
+        assert_eq!(Page::fit(Weight::Regular, 11.0, "Ada", 100.0), "Ada");
     }
 }

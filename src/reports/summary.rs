@@ -22,7 +22,21 @@ pub struct SessionRecord {
 pub struct EventRecord {
     pub kind: String,
     pub correct: Option<bool>,
+    /// When it was recorded, epoch milliseconds.
+    pub at_ms: i64,
 }
+
+/// One event on the session's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub kind: String,
+    pub correct: Option<bool>,
+    /// Milliseconds since the session started.
+    pub at_ms: i64,
+}
+
+/// The most events a timeline draws; a longer session shows its first ones.
+pub const TIMELINE_MAX: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct SessionSummary {
@@ -42,6 +56,9 @@ pub struct SessionSummary {
     pub answers_correct: i64,
     /// `answers_correct / answers_total`, absent when nothing was answered.
     pub accuracy: Option<f64>,
+    /// The events in order, for the report's chart (not part of the JSON summary).
+    #[serde(skip)]
+    pub timeline: Vec<Mark>,
 }
 
 /// An instant kept as epoch milliseconds, as a UTC time.
@@ -77,6 +94,15 @@ pub fn summarize(session: &SessionRecord, events: &[EventRecord], now_ms: i64) -
         answers_total,
         answers_correct,
         accuracy: (answers_total > 0).then(|| answers_correct as f64 / answers_total as f64),
+        timeline: events
+            .iter()
+            .take(TIMELINE_MAX)
+            .map(|event| Mark {
+                kind: event.kind.clone(),
+                correct: event.correct,
+                at_ms: event.at_ms - session.started_at_ms,
+            })
+            .collect(),
     }
 }
 
@@ -88,6 +114,7 @@ mod tests {
         EventRecord {
             kind: kind.into(),
             correct,
+            at_ms: 1_000_500,
         }
     }
 
@@ -117,6 +144,8 @@ mod tests {
         assert_eq!(summary.events_by_kind["answer"], 3);
         assert!((summary.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert!(summary.completed);
+        assert_eq!(summary.timeline.len(), 6);
+        assert_eq!(summary.timeline[0].at_ms, 500);
     }
 
     #[test]

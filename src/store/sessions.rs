@@ -95,7 +95,7 @@ pub async fn with_events(
     let started = std::time::Instant::now();
     let query = sqlx::query(
         "SELECT s.id, s.access_token_hash, s.learner_name, s.subject, s.parent_email, s.started_at, \
-                s.completed_at, e.kind, e.correct \
+                s.completed_at, e.kind, e.correct, e.created_at AS event_at \
          FROM sessions s LEFT JOIN session_events e ON e.session_id = s.id \
          WHERE s.id = $1 ORDER BY e.created_at, e.id",
     )
@@ -115,6 +115,7 @@ pub async fn with_events(
             events.push(EventRecord {
                 kind,
                 correct: row.try_get::<Option<i64>, _>("correct")?.map(|v| v != 0),
+                at_ms: row.try_get::<Option<i64>, _>("event_at")?.unwrap_or(0),
             });
         }
     }
@@ -202,7 +203,7 @@ pub async fn complete(
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT kind, correct FROM session_events WHERE session_id = $1 ORDER BY created_at, id",
+        "SELECT kind, correct, created_at FROM session_events WHERE session_id = $1 ORDER BY created_at, id",
     )
     .bind(session_id)
     .fetch_all(store.reader())
@@ -212,6 +213,7 @@ pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>,
             Ok(EventRecord {
                 kind: row.try_get(0)?,
                 correct: row.try_get::<Option<i64>, _>(1)?.map(|v| v != 0),
+                at_ms: row.try_get(2)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

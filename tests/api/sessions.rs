@@ -383,24 +383,9 @@ async fn the_pdf_report_is_readable_and_guarded_by_the_session_token(backend: Ba
     assert_eq!(response.headers()["content-type"], "application/pdf");
     let bytes = response.bytes().await.unwrap();
     assert!(bytes.starts_with(b"%PDF-"));
-    if !pdftotext_available() {
+    let Some((text, fonts)) = read_pdf(&bytes) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("report.pdf");
-    std::fs::write(&path, &bytes).unwrap();
-    let output = std::process::Command::new("pdftotext")
-        .args(["-layout"])
-        .arg(&path)
-        .arg("-")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
+    };
     let squashed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for expected in [
         "Learning session report",
@@ -418,15 +403,87 @@ async fn the_pdf_report_is_readable_and_guarded_by_the_session_token(backend: Ba
     ] {
         assert!(squashed.contains(expected), "{expected:?} not in:\n{text}");
     }
-    let fonts = std::process::Command::new("pdffonts")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let fonts = String::from_utf8_lossy(&fonts.stdout);
+    // Each font embedded, subset, with a ToUnicode map.
     assert!(
-        fonts.lines().skip(2).all(|l| l.contains(" yes ")),
-        "fonts embedded:\n{fonts}"
+        fonts
+            .lines()
+            .skip(2)
+            .all(|l| l.contains(" yes yes yes ") && l.contains("+Go-")),
+        "fonts:\n{fonts}"
     );
+}
+
+/// The text of a PDF (`pdftotext -layout`) and its fonts (`pdffonts`), or `None` where
+/// poppler-utils is not installed.
+fn read_pdf(bytes: &[u8]) -> Option<(String, String)> {
+    if !pdftotext_available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.pdf");
+    std::fs::write(&path, bytes).unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let output = std::process::Command::new(tool)
+            .args(args)
+            .arg(&path)
+            .args(if tool == "pdftotext" {
+                &["-"][..]
+            } else {
+                &[][..]
+            })
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    Some((run("pdftotext", &["-layout"]), run("pdffonts", &[])))
+}
+
+/// Names in Polish, Czech, Russian and Greek come out of the PDF exactly as sent; a
+/// character no embedded font has is a visible replacement (U+FFFD), not a `?`; the fonts
+/// are subset, so the report stays small.
+async fn a_report_pdf_prints_every_script_its_fonts_cover(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = app
+        .new_session(json!({
+            "learner_name": "Łukasz Dvořák",
+            "subject": "Мария и Αλέξανδρος 日",
+        }))
+        .await;
+    for (kind, correct) in [
+        ("step", None),
+        ("answer", Some(true)),
+        ("answer", Some(false)),
+    ] {
+        let added = app
+            .add_event(
+                &session.id,
+                Some(&session.token),
+                json!({"kind": kind, "correct": correct}),
+            )
+            .await;
+        assert_eq!(added.status(), 201);
+    }
+    let response = app.report_pdf(&session.id, Some(&session.token)).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert!(bytes.len() <= 40_000, "{} bytes", bytes.len());
+    let Some((text, _)) = read_pdf(&bytes) else {
+        return;
+    };
+    for name in [
+        "Łukasz Dvořák",
+        "Мария и Αλέξανδρος \u{fffd}",
+        "Timeline",
+        "right answer",
+    ] {
+        assert!(text.contains(name), "{name:?} not in:\n{text}");
+    }
+    assert!(!text.contains('?') && !text.contains('日'), "{text}");
 }
 
 async fn stats_count_sessions_and_summarise_a_period(backend: Backend) {
@@ -483,6 +540,7 @@ on_both_backends!(
     completing_twice_changes_nothing_and_returns_the_summary,
     the_report_summary_needs_an_api_key_and_has_the_numbers,
     the_pdf_report_is_readable_and_guarded_by_the_session_token,
+    a_report_pdf_prints_every_script_its_fonts_cover,
     stats_count_sessions_and_summarise_a_period,
     stats_dashboard_fails_when_the_database_does,
 );
