@@ -51,20 +51,7 @@ async fn the_api_keeps_to_its_openapi_document() {
         .await;
     // A second session takes the generated events and completions.
     let open = app.new_session(json!({"learner_name": "Bo"})).await;
-    for (kind, correct) in [
-        ("step", None),
-        ("answer", Some(true)),
-        ("answer", Some(false)),
-    ] {
-        let added = app
-            .add_event(
-                &session.id,
-                Some(&session.token),
-                json!({"kind": kind, "correct": correct}),
-            )
-            .await;
-        assert_eq!(added.status(), 201);
-    }
+    app.add_step_and_two_answers(&session).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("schemathesis.toml");

@@ -32,6 +32,24 @@ impl TestApp {
         }
     }
 
+    /// A step, a right answer and a wrong one.
+    pub async fn add_step_and_two_answers(&self, session: &Session) {
+        for (kind, correct) in [
+            ("step", None),
+            ("answer", Some(true)),
+            ("answer", Some(false)),
+        ] {
+            let added = self
+                .add_event(
+                    &session.id,
+                    Some(&session.token),
+                    json!({"kind": kind, "correct": correct}),
+                )
+                .await;
+            assert_eq!(added.status(), 201);
+        }
+    }
+
     pub async fn add_event(&self, id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
         let mut request = self
             .client
@@ -454,20 +472,7 @@ async fn a_report_pdf_prints_every_script_its_fonts_cover(backend: Backend) {
             "subject": "Мария и Αλέξανδρος 日",
         }))
         .await;
-    for (kind, correct) in [
-        ("step", None),
-        ("answer", Some(true)),
-        ("answer", Some(false)),
-    ] {
-        let added = app
-            .add_event(
-                &session.id,
-                Some(&session.token),
-                json!({"kind": kind, "correct": correct}),
-            )
-            .await;
-        assert_eq!(added.status(), 201);
-    }
+    app.add_step_and_two_answers(&session).await;
     let response = app.report_pdf(&session.id, Some(&session.token)).await;
     assert_eq!(response.status(), 200);
     let bytes = response.bytes().await.unwrap();
