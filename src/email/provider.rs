@@ -27,6 +27,28 @@ pub enum Mailer {
     SendGrid(Arc<super::sendgrid::SendGrid>),
 }
 
+/// What the console provider prints for an email: a banner, the subject, the recipient
+/// masked, the unsubscribe link, the attachment, and the text part.
+fn console_text(outgoing: &Outgoing, masked_to: &str) -> String {
+    const RULE: &str = "────────────────────────────────────────────────────────────────";
+    let attachment = outgoing.pdf.as_ref().map_or_else(
+        || "none".to_owned(),
+        |(name, bytes)| format!("{name} ({} kB)", bytes.len().div_ceil(1024)),
+    );
+    format!(
+        "\n{RULE}\n  herald email (console provider: nothing was sent)\n{RULE}\n\
+         To:          {masked_to}\n\
+         Subject:     {subject}\n\
+         Message-ID:  {id}\n\
+         Unsubscribe: {url}\n\
+         Attachment:  {attachment}\n{RULE}\n{text}\n{RULE}\n",
+        subject = outgoing.rendered.subject,
+        id = outgoing.message_id,
+        url = outgoing.unsubscribe_url,
+        text = outgoing.rendered.text.trim_end(),
+    )
+}
+
 impl Mailer {
     pub fn from_config(config: &EmailConfig) -> anyhow::Result<Self> {
         Ok(match config.provider {
@@ -58,9 +80,14 @@ impl Mailer {
             Self::SendGrid(sendgrid) => sendgrid.send(outgoing).await,
             Self::Console => {
                 let (message_id, to) = (outgoing.message_id.clone(), mask_email(&outgoing.to));
+                let shown = console_text(&outgoing, &to);
                 match outgoing.into_message() {
                     Ok(message) => {
                         tracing::info!(%to, %message_id, bytes = message.formatted().len(), "email (console provider)");
+                        // The developer sees the email itself, as one block, on stderr, so
+                        // the log stream on stdout stays one line per record.
+                        use std::io::Write as _;
+                        let _ = std::io::stderr().lock().write_all(shown.as_bytes());
                         sent
                     }
                     Err(err) => Attempt::Permanent(err.to_string()),
@@ -380,6 +407,35 @@ fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_console_shows_the_email_with_the_recipient_masked() {
+        let outgoing = Outgoing {
+            from: "reports@herald.example.org".parse().unwrap(),
+            to: "parent@example.com".to_owned(),
+            message_id: "<id@herald.example.org>".to_owned(),
+            unsubscribe_url: "https://herald.example.org/u/v1.x.y".to_owned(),
+            reference: "v1.0.0".to_owned(),
+            rendered: crate::email::templates::Rendered {
+                subject: "Ada's session report: Fractions".to_owned(),
+                text: "Ada finished a session on Fractions.\n".to_owned(),
+                html: String::new(),
+            },
+            pdf: Some(("report.pdf".to_owned(), vec![0; 2048])),
+        };
+        let shown = super::console_text(&outgoing, &super::mask_email(&outgoing.to));
+        for expected in [
+            "herald email (console provider: nothing was sent)",
+            "To:          pa***@example.com",
+            "Subject:     Ada's session report: Fractions",
+            "Unsubscribe: https://herald.example.org/u/v1.x.y",
+            "Attachment:  report.pdf (2 kB)",
+            "Ada finished a session on Fractions.",
+        ] {
+            assert!(shown.contains(expected), "{expected:?} not in\n{shown}");
+        }
+        assert!(!shown.contains("parent@example.com"));
+    }
+
     use super::*;
 
     #[test]

@@ -102,6 +102,12 @@ impl Running {
     pub fn database_url(&self) -> String {
         format!("sqlite://{}/herald.db", self._dir.path().display())
     }
+
+    /// What the process has written to stderr so far (kept in a file, so a chatty process
+    /// never blocks on a full pipe).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Running {
@@ -128,7 +134,7 @@ pub fn start_binary(extra: &[(&str, &str)]) -> Running {
         .env("API_ACCESS_KEY", crate::helpers::API_KEY)
         .env("SECRET_KEY", "binary-test-secret")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
     for (k, v) in extra {
         command.env(k, v);
     }
@@ -222,6 +228,18 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
     for secret in ["parent@example.com", crate::helpers::API_KEY, token] {
         assert!(!stdout.contains(secret), "{secret} in the logs");
     }
+    // The email itself is shown on stderr, the recipient masked.
+    let stderr = running.stderr();
+    for expected in [
+        "herald email (console provider: nothing was sent)",
+        "To:          pa***@example.com",
+        "Subject:     Your learner's session report",
+        "Unsubscribe: http",
+        "finished a session",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("parent@example.com"), "{stderr}");
 }
 
 /// Starts a session for `parent` at `base`; returns its id and access token.

@@ -165,15 +165,12 @@ async fn a_restart_storm_exits_70_with_a_clear_line() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(70));
-    let mut stderr = String::new();
     let mut stdout = String::new();
     use std::io::Read;
-    if let Some(mut out) = child.child.stderr.take() {
-        out.read_to_string(&mut stderr).unwrap();
-    }
     if let Some(mut out) = child.child.stdout.take() {
         out.read_to_string(&mut stdout).unwrap();
     }
+    let stderr = child.stderr();
     let log = format!("{stdout}{stderr}");
     assert!(
         log.contains("restart intensity exceeded"),
