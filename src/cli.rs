@@ -60,6 +60,43 @@ pub enum Command {
         #[command(subcommand)]
         action: SuppressionsAction,
     },
+    /// Look at the emails herald sends.
+    Email {
+        #[command(subcommand)]
+        action: EmailAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmailAction {
+    /// Render an email as it would be sent, without sending or writing anything: prints the
+    /// subject and the text part; `--out DIR` also writes the HTML part (and a report's PDF).
+    Preview {
+        #[command(subcommand)]
+        which: PreviewWhich,
+        /// A directory to write `email.html` (and `report.pdf`) into.
+        #[arg(long, global = true, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PreviewWhich {
+    /// The report of a session.
+    Report {
+        /// The session's id.
+        #[arg(long)]
+        session_id: String,
+    },
+    /// A recipient's weekly digest.
+    Digest {
+        /// The recipient.
+        #[arg(long)]
+        email: String,
+        /// The first day of the week (YYYY-MM-DD); default: the seven days before today.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        week: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +173,9 @@ pub fn main() -> ExitCode {
             } => jobs_run(config, name.as_str(), None).await,
             Command::Suppressions { action } => suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
+            Command::Email {
+                action: EmailAction::Preview { which, out },
+            } => preview(config, which, out.as_deref()).await,
         };
         match result {
             Ok(code) => code,
@@ -259,6 +299,54 @@ async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCo
     copied?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!("backed up to {} ({bytes} bytes)", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn preview(
+    config: Config,
+    which: PreviewWhich,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::email::preview::{self, Links, Request};
+    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let request = match which {
+        PreviewWhich::Report { session_id } => Request::Report {
+            session_id: herald_actors::email::SessionId::parse(&session_id)
+                .map_err(|_| anyhow::anyhow!("{session_id:?} is not a session id"))?
+                .to_string(),
+        },
+        PreviewWhich::Digest { email, week } => Request::Digest {
+            email: herald_actors::email::Email::parse(&email)
+                .map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?
+                .as_str()
+                .to_owned(),
+            week_start: match week {
+                Some(raw) => crate::reports::week::parse_date(&raw)
+                    .ok_or_else(|| anyhow::anyhow!("--week {raw:?}: expected YYYY-MM-DD"))?,
+                None => crate::reports::week::week_before(now, config.jobs.timezone),
+            },
+        },
+    };
+    let signer = crate::email::Signer::from_config(&config);
+    let links = Links {
+        signer: &signer,
+        api_base_url: &config.email.api_base_url,
+    };
+    let shown = preview::render(&store, &links, config.jobs.timezone, now, request).await?;
+    println!(
+        "Subject: {}\n\n{}",
+        shown.rendered.subject, shown.rendered.text
+    );
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("email.html"), &shown.rendered.html)?;
+        eprintln!("wrote {}", dir.join("email.html").display());
+        if let Some(pdf) = &shown.pdf {
+            std::fs::write(dir.join("report.pdf"), pdf)?;
+            eprintln!("wrote {}", dir.join("report.pdf").display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

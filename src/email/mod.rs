@@ -5,6 +5,7 @@ pub mod dkim;
 pub mod events;
 pub mod message;
 pub mod ports;
+pub mod preview;
 pub mod provider;
 pub mod sendgrid;
 pub mod templates;

@@ -81,3 +81,14 @@ pub async fn switches(store: &Store, email: &str) -> Result<Option<(bool, bool)>
     .transpose()
     .map_err(|e: sqlx::Error| StoreError::from(e))
 }
+
+/// The random key a recipient's unsubscribe links name, if the recipient has preferences.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn recipient_key(store: &Store, email: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT recipient_key FROM email_preferences WHERE email = $1")
+            .bind(email)
+            .fetch_optional(store.reader())
+            .await?,
+    )
+}

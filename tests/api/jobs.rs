@@ -290,6 +290,120 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
     assert_eq!(events(&app).await, 0);
 }
 
+/// A preview renders an email as the dispatcher would, over HTTP and from the shell, and
+/// writes and sends nothing.
+async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
+    use base64::Engine;
+    let app = spawn_app_with(backend, |_| {}, None).await;
+    seed(&app).await;
+    let before = counts(&app).await;
+
+    let digest = app
+        .get_admin(
+            "/admin/email/preview/weekly_digest?email=ada.parent@example.com&week=2026-11-09",
+        )
+        .await;
+    assert_eq!(digest.status(), 200);
+    let digest: Value = digest.json().await.unwrap();
+    assert_eq!(digest["type"], "weekly_digest");
+    assert!(
+        digest["text"].as_str().unwrap().contains("Fractions"),
+        "{digest}"
+    );
+    assert!(
+        digest["html"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/email/unsubscribe/")
+    );
+    assert!(digest["pdf_base64"].is_null());
+    assert_error(
+        app.get_admin(
+            "/admin/email/preview/weekly_digest?email=ada.parent@example.com&week=2020-01-06",
+        )
+        .await,
+        404,
+        "NO_ACTIVITY",
+    )
+    .await;
+
+    let session_id: String =
+        sqlx::query_scalar("SELECT id FROM sessions ORDER BY started_at LIMIT 1")
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap();
+    let report = app
+        .get_admin(&format!(
+            "/admin/email/preview/session_reports?session_id={session_id}"
+        ))
+        .await;
+    assert_eq!(report.status(), 200);
+    let report: Value = report.json().await.unwrap();
+    assert!(
+        report["subject"]
+            .as_str()
+            .unwrap()
+            .contains("session report")
+    );
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(report["pdf_base64"].as_str().unwrap())
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    let missing = app.get_admin("/admin/email/preview/session_reports").await;
+    assert_eq!(
+        assert_error(missing, 422, "VALIDATION_ERROR").await["field"],
+        "session_id"
+    );
+    assert_error(
+        app.get_admin("/admin/email/preview/newsletter").await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(counts(&app).await, before, "a preview writes nothing");
+
+    // The same from the shell.
+    let dir = tempfile::tempdir().unwrap();
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "email",
+            "preview",
+            "report",
+            "--session-id",
+            &session_id,
+            "--out",
+        ])
+        .arg(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.database_url())
+        .env("SECRET_KEY", "test-signing-secret")
+        .env("LOG_LEVEL", "error")
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        stdout.starts_with("Subject: ") && stdout.contains("finished a session"),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read(dir.path().join("report.pdf"))
+            .unwrap()
+            .starts_with(b"%PDF-")
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("email.html"))
+            .unwrap()
+            .contains("<html")
+    );
+    assert_eq!(counts(&app).await, before, "nor does the shell's");
+}
+
 async fn two_simultaneous_triggers_run_once(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}, None).await;
     let (a, b) = tokio::join!(
@@ -442,6 +556,7 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
 on_both_backends!(
     the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox,
     a_dry_run_reports_and_changes_no_table,
+    an_email_preview_renders_without_writing_or_sending,
     two_simultaneous_triggers_run_once,
     after_three_missed_weeks_exactly_one_catch_up_runs,
     a_failing_job_is_recorded_and_the_next_one_still_runs,

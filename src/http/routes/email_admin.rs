@@ -173,3 +173,120 @@ pub async fn email_logs(
         entries,
     }))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportPreviewQuery {
+    /// The session whose report to show.
+    #[param(value_type = String, required = true, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DigestPreviewQuery {
+    /// The recipient.
+    #[param(value_type = String, required = true, format = Email)]
+    pub email: Option<String>,
+    /// The first day of the week (YYYY-MM-DD); by default the seven days before today in
+    /// `DIGEST_TIMEZONE`.
+    #[param(format = Date)]
+    pub week: Option<String>,
+}
+
+/// An email as it would be sent.
+#[derive(Serialize, ToSchema)]
+pub struct EmailPreview {
+    /// `session_reports` or `weekly_digest`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// The report's PDF attachment, base64; absent for a digest.
+    pub pdf_base64: Option<String>,
+}
+
+#[utoipa::path(get, path = "/admin/email/preview/session_reports", tag = "admin", security(("api_key" = [])),
+    params(ReportPreviewQuery),
+    responses(
+        (status = 200, description = "The session's report email as it would be sent, with its PDF; nothing is written or sent", body = EmailPreview),
+        (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
+        (status = 422, description = "A missing session_id", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn preview_report(
+    State(state): State<AppState>,
+    Query(query): Query<ReportPreviewQuery>,
+) -> Result<Json<EmailPreview>, ApiError> {
+    let raw = query
+        .session_id
+        .ok_or_else(|| validate::invalid("session_id", "session_id is required"))?;
+    let session_id = validate::session_id(&raw)?.to_string();
+    show(
+        &state,
+        crate::email::preview::Request::Report { session_id },
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/admin/email/preview/weekly_digest", tag = "admin", security(("api_key" = [])),
+    params(DigestPreviewQuery),
+    responses(
+        (status = 200, description = "The recipient's digest as it would be sent; nothing is written or sent", body = EmailPreview),
+        (status = 404, description = "NO_ACTIVITY: no digest would be sent for that week", body = crate::http::error::ErrorBody),
+        (status = 422, description = "A missing or malformed email or week", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn preview_digest(
+    State(state): State<AppState>,
+    Query(query): Query<DigestPreviewQuery>,
+) -> Result<Json<EmailPreview>, ApiError> {
+    let raw = query
+        .email
+        .ok_or_else(|| validate::invalid("email", "email is required"))?;
+    let email = parse_email(&raw)?;
+    let week_start = match query.week.as_deref() {
+        Some(raw) => crate::reports::week::parse_date(raw)
+            .ok_or_else(|| validate::invalid("week", "week must be YYYY-MM-DD"))?,
+        None => crate::reports::week::week_before(state.jobs.now_ms(), state.config.jobs.timezone),
+    };
+    let request = crate::email::preview::Request::Digest {
+        email: email.as_str().to_owned(),
+        week_start,
+    };
+    show(&state, request).await
+}
+
+async fn show(
+    state: &AppState,
+    request: crate::email::preview::Request,
+) -> Result<Json<EmailPreview>, ApiError> {
+    use crate::email::preview::{self, PreviewError};
+    let links = preview::Links {
+        signer: &state.signer,
+        api_base_url: &state.config.email.api_base_url,
+    };
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let shown = preview::render(
+        &state.store,
+        &links,
+        state.config.jobs.timezone,
+        now,
+        request,
+    )
+    .await
+    .map_err(|err| match err {
+        PreviewError::NoSession(_) => validate::session_not_found(),
+        PreviewError::NoActivity(_) => ApiError::not_found("NO_ACTIVITY", err.to_string()),
+        PreviewError::Store(store) => store.into(),
+    })?;
+    use base64::Engine;
+    Ok(Json(EmailPreview {
+        kind: shown.email_type.as_str(),
+        subject: shown.rendered.subject,
+        html: shown.rendered.html,
+        text: shown.rendered.text,
+        pdf_base64: shown
+            .pdf
+            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }))
+}

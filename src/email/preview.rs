@@ -1,0 +1,112 @@
+//! An email rendered as it would be sent, without sending or writing anything: for
+//! `GET /admin/email/preview/{type}` and `herald email preview`. The same templates and the
+//! same PDF renderer the dispatcher uses.
+
+use chrono::NaiveDate;
+use herald_actors::email::EmailType;
+
+use super::Signer;
+use super::templates::{self, Rendered};
+use crate::reports::pdf;
+use crate::store::{Store, StoreError, activity, preferences, sessions};
+
+/// Which email to show.
+pub enum Request {
+    /// The report of a session.
+    Report { session_id: String },
+    /// The digest of a recipient for the week starting `week_start`.
+    Digest {
+        email: String,
+        week_start: NaiveDate,
+    },
+}
+
+/// What a preview shows: the email's parts, and the report's PDF.
+pub struct Preview {
+    pub email_type: EmailType,
+    pub rendered: Rendered,
+    pub pdf: Option<Vec<u8>>,
+}
+
+/// Why there is nothing to show.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("no session {0}")]
+    NoSession(String),
+    #[error("no activity for that recipient in the week of {0}, so no digest would be sent")]
+    NoActivity(NaiveDate),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What preview links point at.
+pub struct Links<'a> {
+    pub signer: &'a Signer,
+    pub api_base_url: &'a str,
+}
+
+impl Links<'_> {
+    /// The unsubscribe link the email would carry: the recipient's own when they have
+    /// preferences, one naming no one otherwise.
+    async fn unsubscribe(
+        &self,
+        store: &Store,
+        email: &str,
+        email_type: EmailType,
+    ) -> Result<String, StoreError> {
+        let key = preferences::recipient_key(store, email)
+            .await?
+            .unwrap_or_else(|| "0".repeat(32));
+        Ok(format!(
+            "{}/api/v1/email/unsubscribe/{}?type={}",
+            self.api_base_url,
+            self.signer.token(&key),
+            email_type.as_str()
+        ))
+    }
+}
+
+/// Renders the email `request` names; writes nothing.
+pub async fn render(
+    store: &Store,
+    links: &Links<'_>,
+    timezone: chrono_tz::Tz,
+    now_ms: i64,
+    request: Request,
+) -> Result<Preview, PreviewError> {
+    match request {
+        Request::Report { session_id } => {
+            let summary = sessions::summary(store, &session_id, now_ms)
+                .await?
+                .ok_or_else(|| PreviewError::NoSession(session_id.clone()))?;
+            let row = sessions::get(store, &session_id)
+                .await?
+                .ok_or(PreviewError::NoSession(session_id))?;
+            // A session without a parent address sends no report; its preview shows one
+            // whose link names no one.
+            let email = row.parent_email.unwrap_or_default();
+            let url = links
+                .unsubscribe(store, &email, EmailType::SessionReport)
+                .await?;
+            Ok(Preview {
+                email_type: EmailType::SessionReport,
+                rendered: templates::session_report(&summary, &url),
+                pdf: Some(pdf::render(&summary)),
+            })
+        }
+        Request::Digest { email, week_start } => {
+            let week = activity::recipient_week(store, &email, week_start, timezone)
+                .await?
+                .ok_or(PreviewError::NoActivity(week_start))?;
+            let url = links
+                .unsubscribe(store, &email, EmailType::WeeklyDigest)
+                .await?;
+            let raw_week = week_start.format("%Y-%m-%d").to_string();
+            Ok(Preview {
+                email_type: EmailType::WeeklyDigest,
+                rendered: templates::weekly_digest(&week, &raw_week, &url),
+                pdf: None,
+            })
+        }
+    }
+}
