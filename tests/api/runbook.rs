@@ -30,7 +30,8 @@ async fn every_command_in_the_runbook_runs() {
     herald::install_tls_provider();
     let client = reqwest::Client::new();
     // Something to look at: a completed session with a report email.
-    complete_session(&client, &running.base, "parent@example.com").await;
+    let completed = complete_session(&client, &running.base, "parent@example.com").await;
+    let session = completed["session_id"].as_str().unwrap().to_owned();
 
     let commands = commands();
     assert!(commands.len() >= 15, "{commands:?}");
@@ -45,11 +46,12 @@ async fn every_command_in_the_runbook_runs() {
     );
     for command in commands {
         let output = tokio::task::spawn_blocking({
-            let (command, path, base, url) = (
+            let (command, path, base, url, session) = (
                 command.clone(),
                 path.clone(),
                 running.base.clone(),
                 running.database_url(),
+                session.clone(),
             );
             move || {
                 std::process::Command::new("bash")
@@ -58,6 +60,7 @@ async fn every_command_in_the_runbook_runs() {
                     .env("HERALD", base)
                     .env("KEY", API_KEY)
                     .env("EMAIL", "parent@example.com")
+                    .env("SESSION", session)
                     .env("DATABASE_URL", url)
                     .env("API_ACCESS_KEY", API_KEY)
                     .env("SECRET_KEY", "binary-test-secret")
