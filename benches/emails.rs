@@ -34,6 +34,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// The shipped email templates, loaded once.
+fn shipped_templates() -> &'static templates::Templates {
+    static TEMPLATES: std::sync::OnceLock<templates::Templates> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| templates::Templates::shipped("herald", ""))
+}
+
 /// Accepts everything, counts messages.
 async fn sink() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -378,7 +384,7 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
                 }
                 // The same work a real email needs: template, PDF, MIME, SMTP.
                 let url = format!("https://herald.example.org/api/v1/email/unsubscribe/v1.{:032x}.{:032x}?type=session_reports", i, i);
-                let rendered = templates::session_report(&summary, &url);
+                let rendered = shipped_templates().session_report(&summary, &url).unwrap();
                 let to = format!("parent{i}@example.com");
                 let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
                 let message = message::build(Parts {
@@ -445,7 +451,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,
         reference: "v1.0.0",
-        rendered: templates::session_report(&summary, url),
+        rendered: shipped_templates().session_report(&summary, url).unwrap(),
         pdf: Some(("report.pdf".into(), pdf::render(&summary))),
     })
     .unwrap()

@@ -330,6 +330,7 @@ async fn preview(
     };
     let signer = crate::email::Signer::from_config(&config);
     let links = Links {
+        templates: &config.email.templates,
         signer: &signer,
         api_base_url: &config.email.api_base_url,
     };

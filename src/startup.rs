@@ -119,6 +119,7 @@ impl Application {
             from: config.email.from.clone(),
             api_base_url: config.email.api_base_url.clone(),
             instance: config.server.instance.clone(),
+            templates: config.email.templates.clone(),
             clock: clock.clone(),
             digest_timezone: config.jobs.timezone,
         };

@@ -99,6 +99,9 @@ pub struct EmailConfig {
     pub sendgrid: Option<SendGridConfig>,
     /// Signs what the `smtp` and `file` providers send, when configured.
     pub dkim: Option<super::Dkim>,
+    /// The subject, text and HTML of each email (`EMAIL_TEMPLATES_DIR` overrides), checked
+    /// at start, with the brand name and footer address they show.
+    pub templates: std::sync::Arc<crate::email::templates::Templates>,
 }
 
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
@@ -140,6 +143,30 @@ impl EmailConfig {
         }
         let dkim = super::dkim::read(r, &from);
         let sendgrid = read_sendgrid(r, provider);
+        let brand = r.get_or("EMAIL_BRAND_NAME", "herald");
+        let footer_address = r.get_or("EMAIL_FOOTER_ADDRESS", "");
+        let templates_dir = r.get("EMAIL_TEMPLATES_DIR").map(PathBuf::from);
+        if let Some(dir) = &templates_dir
+            && !dir.is_dir()
+        {
+            r.problem(format!(
+                "EMAIL_TEMPLATES_DIR: {} is not a directory",
+                dir.display()
+            ));
+        }
+        let templates = match crate::email::templates::Templates::load(
+            templates_dir.as_deref().filter(|d| d.is_dir()),
+            &brand,
+            &footer_address,
+        ) {
+            Ok(templates) => templates,
+            Err(problems) => {
+                for problem in problems {
+                    r.problem(problem);
+                }
+                crate::email::templates::Templates::shipped(&brand, &footer_address)
+            }
+        };
         Self {
             delivery: read_delivery(r),
             provider,
@@ -149,6 +176,7 @@ impl EmailConfig {
             api_base_url,
             smtp,
             file_dir: PathBuf::from(r.get_or("EMAIL_FILE_DIR", "./outbox")),
+            templates: std::sync::Arc::new(templates),
         }
     }
 

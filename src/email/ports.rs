@@ -213,6 +213,8 @@ pub struct OutboxPort {
     pub api_base_url: String,
     /// This replica's name, written on the rows it claims.
     pub instance: String,
+    /// The emails' templates.
+    pub templates: Arc<templates::Templates>,
     pub clock: SharedClock,
     /// The zone digest weeks are counted in.
     pub digest_timezone: chrono_tz::Tz,
@@ -284,9 +286,13 @@ impl OutboxPort {
                         "the session no longer exists".to_owned(),
                     )));
                 };
-                // A report renders in tens of microseconds: no need for a blocking thread.
+                let rendered = match self.templates.session_report(&summary, &unsubscribe_url) {
+                    Ok(rendered) => rendered,
+                    Err(err) => return Ok(Err(Attempt::Permanent(err))),
+                };
+                // A report renders in well under a millisecond: no need for a blocking thread.
                 (
-                    templates::session_report(&summary, &unsubscribe_url),
+                    rendered,
                     Some((
                         format!("session-report-{session_id}.pdf"),
                         pdf::render(&summary),
@@ -300,7 +306,7 @@ impl OutboxPort {
                         "bad week_start '{raw_week}'"
                     ))));
                 };
-                let week = crate::store::activity::recipient_week(
+                let digest = crate::store::activity::recipient_digest(
                     &self.store,
                     &delivery.email,
                     week_start,
@@ -308,15 +314,15 @@ impl OutboxPort {
                 )
                 .await
                 .map_err(port_error)?;
-                let Some(week) = week else {
+                let Some(digest) = digest else {
                     return Ok(Err(Attempt::Permanent(
                         "no activity left for that week".to_owned(),
                     )));
                 };
-                (
-                    templates::weekly_digest(&week, &raw_week, &unsubscribe_url),
-                    None,
-                )
+                match self.templates.weekly_digest(&digest, &unsubscribe_url) {
+                    Ok(rendered) => (rendered, None),
+                    Err(err) => return Ok(Err(Attempt::Permanent(err))),
+                }
             }
         };
         Ok(Ok(Outgoing {
@@ -503,6 +509,7 @@ mod tests {
             from: "reports@herald.example.org".parse().unwrap(),
             api_base_url: "https://herald.example.org".to_owned(),
             instance: "test:1".to_owned(),
+            templates: Arc::new(templates::Templates::shipped("herald", "")),
             clock: Arc::new(clock.clone()),
             digest_timezone: chrono_tz::UTC,
         };

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use herald_actors::email::EmailType;
 
 use super::Signer;
-use super::templates::{self, Rendered};
+use super::templates::{Rendered, Templates};
 use crate::reports::pdf;
 use crate::store::{Store, StoreError, activity, preferences, sessions};
 
@@ -35,12 +35,15 @@ pub enum PreviewError {
     NoSession(String),
     #[error("no activity for that recipient in the week of {0}, so no digest would be sent")]
     NoActivity(NaiveDate),
+    #[error("{0}")]
+    Template(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What preview links point at.
+/// What a preview renders with: the templates, and what its links point at.
 pub struct Links<'a> {
+    pub templates: &'a Templates,
     pub signer: &'a Signer,
     pub api_base_url: &'a str,
 }
@@ -90,21 +93,26 @@ pub async fn render(
                 .await?;
             Ok(Preview {
                 email_type: EmailType::SessionReport,
-                rendered: templates::session_report(&summary, &url),
+                rendered: links
+                    .templates
+                    .session_report(&summary, &url)
+                    .map_err(PreviewError::Template)?,
                 pdf: Some(pdf::render(&summary)),
             })
         }
         Request::Digest { email, week_start } => {
-            let week = activity::recipient_week(store, &email, week_start, timezone)
+            let digest = activity::recipient_digest(store, &email, week_start, timezone)
                 .await?
                 .ok_or(PreviewError::NoActivity(week_start))?;
             let url = links
                 .unsubscribe(store, &email, EmailType::WeeklyDigest)
                 .await?;
-            let raw_week = week_start.format("%Y-%m-%d").to_string();
             Ok(Preview {
                 email_type: EmailType::WeeklyDigest,
-                rendered: templates::weekly_digest(&week, &raw_week, &url),
+                rendered: links
+                    .templates
+                    .weekly_digest(&digest, &url)
+                    .map_err(PreviewError::Template)?,
                 pdf: None,
             })
         }

@@ -86,8 +86,7 @@ impl Mailer {
                         tracing::info!(%to, %message_id, bytes = message.formatted().len(), "email (console provider)");
                         // The developer sees the email itself, as one block, on stderr, so
                         // the log stream on stdout stays one line per record.
-                        use std::io::Write as _;
-                        let _ = std::io::stderr().lock().write_all(shown.as_bytes());
+                        eprint!("{shown}");
                         sent
                     }
                     Err(err) => Attempt::Permanent(err.to_string()),

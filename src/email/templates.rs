@@ -1,7 +1,16 @@
-//! The words of herald's emails: subject, plain text and HTML, from a session summary.
-//! Everything that comes from a user is HTML-escaped.
+//! The subject, text and HTML of each email, as minijinja templates: shipped in the binary
+//! (`templates/email/`), any of them replaceable by a file of the same name in
+//! `EMAIL_TEMPLATES_DIR`. HTML templates escape every value (auto-escaping by the `.html`
+//! name); an unknown variable is an error, and every template is parsed and rendered once
+//! with sample values at start, so a broken one stops the start naming its file and line.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
 
 use crate::reports::SessionSummary;
+use crate::reports::week::{Digest, display_name};
 
 pub struct Rendered {
     pub subject: String,
@@ -24,6 +33,79 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Every template, with the text it ships with.
+const SHIPPED: [(&str, &str); 7] = [
+    (
+        "layout.html",
+        include_str!("../../templates/email/layout.html"),
+    ),
+    (
+        "session_report.subject.txt",
+        include_str!("../../templates/email/session_report.subject.txt"),
+    ),
+    (
+        "session_report.txt",
+        include_str!("../../templates/email/session_report.txt"),
+    ),
+    (
+        "session_report.html",
+        include_str!("../../templates/email/session_report.html"),
+    ),
+    (
+        "weekly_digest.subject.txt",
+        include_str!("../../templates/email/weekly_digest.subject.txt"),
+    ),
+    (
+        "weekly_digest.txt",
+        include_str!("../../templates/email/weekly_digest.txt"),
+    ),
+    (
+        "weekly_digest.html",
+        include_str!("../../templates/email/weekly_digest.html"),
+    ),
+];
+
+/// The email templates in force, with the brand they sign with.
+pub struct Templates {
+    env: Environment<'static>,
+    brand: String,
+    footer_address: String,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("brand", &self.brand)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row of the report's table.
+#[derive(Serialize)]
+struct Row {
+    label: &'static str,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct ReportContext<'a> {
+    learner: String,
+    subject: String,
+    rows: Vec<Row>,
+    unsubscribe_url: &'a str,
+    brand: &'a str,
+    footer_address: &'a str,
+}
+
+#[derive(Serialize)]
+struct DigestContext<'a> {
+    #[serde(flatten)]
+    digest: &'a Digest,
+    unsubscribe_url: &'a str,
+    brand: &'a str,
+    footer_address: &'a str,
+}
+
 fn minutes(seconds: i64) -> String {
     match seconds {
         s if s < 60 => format!("{s} seconds"),
@@ -31,122 +113,216 @@ fn minutes(seconds: i64) -> String {
     }
 }
 
-pub fn session_report(summary: &SessionSummary, unsubscribe_url: &str) -> Rendered {
-    let learner = summary.learner_name.as_deref().unwrap_or("Your learner");
-    let subject_line = summary.subject.as_deref().unwrap_or("a learning session");
-    let subject = format!("{learner}'s session report: {subject_line}");
-    let accuracy = summary.accuracy.map_or_else(
-        || "no answers yet".to_owned(),
-        |a| format!("{:.0}%", a * 100.0),
-    );
-    let rows = [
-        ("Time spent", minutes(summary.duration_seconds)),
-        ("Steps worked through", summary.steps.to_string()),
-        ("Hints used", summary.hints_used.to_string()),
-        (
-            "Answers correct",
-            format!("{} of {}", summary.answers_correct, summary.answers_total),
-        ),
-        ("Accuracy", accuracy),
-    ];
-    let mut text = format!("{learner} finished a session on {subject_line}.\n\n");
-    for (label, value) in &rows {
-        text.push_str(&format!("{label}: {value}\n"));
-    }
-    text.push_str("\nThe full report is attached as a PDF.\n\n");
-    text.push_str(&format!(
-        "To stop session report emails, open: {unsubscribe_url}\n"
-    ));
+/// A subject as one line: every run of white space (line breaks included) a single space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
-    let mut table = String::new();
-    for (label, value) in &rows {
-        table.push_str(&format!(
-            "<tr><td style=\"padding:4px 12px 4px 0\">{}</td><td style=\"padding:4px 0\"><strong>{}</strong></td></tr>",
-            escape(label),
-            escape(value)
-        ));
+impl Templates {
+    /// The shipped templates, each replaced by the file of its name in `dir` when there is
+    /// one; every problem found, one line each, naming the file and line.
+    pub fn load(
+        dir: Option<&Path>,
+        brand: &str,
+        footer_address: &str,
+    ) -> Result<Self, Vec<String>> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // HTML escaping of the five characters that matter, leaving `/` alone so links
+        // read as written.
+        env.set_formatter(|out, state, value| {
+            if state.auto_escape() == minijinja::AutoEscape::Html
+                && !value.is_safe()
+                && let Some(text) = value.as_str()
+            {
+                return out.write_str(&escape(text)).map_err(minijinja::Error::from);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
+        let mut problems = Vec::new();
+        for (name, shipped) in SHIPPED {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+                Some(path) => match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        problems.push(format!("EMAIL_TEMPLATES_DIR: {}: {err}", path.display()));
+                        continue;
+                    }
+                },
+                None => shipped.to_owned(),
+            };
+            if let Err(err) = env.add_template_owned(name, source) {
+                problems.push(describe(dir, &err));
+            }
+        }
+        let templates = Self {
+            env,
+            brand: brand.to_owned(),
+            footer_address: footer_address.to_owned(),
+        };
+        if problems.is_empty() {
+            // Rendered once with sample values: a variable the code does not provide is
+            // found now, not at the first send.
+            let url = "https://herald.example.org/u";
+            let summary = crate::reports::summarize(
+                &crate::reports::SessionRecord {
+                    id: "00000000-0000-4000-8000-000000000000".into(),
+                    learner_name: Some("Ada".into()),
+                    subject: Some("Fractions".into()),
+                    started_at_ms: 0,
+                    completed_at_ms: Some(60_000),
+                },
+                &[],
+                0,
+            );
+            if let Err(err) = templates.try_session_report(&summary, url) {
+                problems.push(describe(dir, &err));
+            }
+            let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).expect("a date");
+            let sample = [crate::reports::week::SessionFact {
+                learner: Some("Ada".into()),
+                subject: Some("Fractions".into()),
+                started_at_ms: crate::reports::week::day_start_ms(week, chrono_tz::UTC),
+                completed_at_ms: crate::reports::week::day_start_ms(week, chrono_tz::UTC) + 600_000,
+                answers_total: 2,
+                answers_correct: 1,
+            }];
+            let digest = crate::reports::week::digest(&sample, week, chrono_tz::UTC)
+                .expect("the sample has a session");
+            if let Err(err) = templates.try_weekly_digest(&digest, url) {
+                problems.push(describe(dir, &err));
+            }
+        }
+        if problems.is_empty() {
+            Ok(templates)
+        } else {
+            Err(problems)
+        }
     }
-    let html = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-         <body style=\"font-family:sans-serif;color:#222\">\
-         <h1 style=\"font-size:20px\">{title}</h1>\
-         <p>{learner} finished a session on {subject_line}.</p>\
-         <table>{table}</table>\
-         <p>The full report is attached as a PDF.</p>\
-         <p style=\"font-size:12px;color:#666\"><a href=\"{url}\">Unsubscribe from session reports</a></p>\
-         </body></html>",
-        title = escape(&subject),
-        learner = escape(learner),
-        subject_line = escape(subject_line),
-        url = escape(unsubscribe_url),
-    );
-    Rendered {
-        subject,
-        text,
-        html,
+
+    /// The shipped templates alone.
+    pub fn shipped(brand: &str, footer_address: &str) -> Self {
+        Self::load(None, brand, footer_address).expect("the shipped templates are valid")
+    }
+
+    fn render(&self, kind: &str, context: &impl Serialize) -> Result<Rendered, minijinja::Error> {
+        let part = |ext: &str| {
+            self.env
+                .get_template(&format!("{kind}.{ext}"))
+                .and_then(|t| t.render(context))
+        };
+        Ok(Rendered {
+            subject: one_line(&part("subject.txt")?),
+            text: part("txt")?,
+            html: part("html")?,
+        })
+    }
+
+    fn try_session_report(
+        &self,
+        summary: &SessionSummary,
+        unsubscribe_url: &str,
+    ) -> Result<Rendered, minijinja::Error> {
+        let learner = summary
+            .learner_name
+            .as_deref()
+            .map(display_name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Your learner".to_owned());
+        let subject = summary
+            .subject
+            .as_deref()
+            .map(display_name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "a learning session".to_owned());
+        let accuracy = summary.accuracy.map_or_else(
+            || "no answers yet".to_owned(),
+            |a| format!("{:.0}%", a * 100.0),
+        );
+        let rows = vec![
+            Row {
+                label: "Time spent",
+                value: minutes(summary.duration_seconds),
+            },
+            Row {
+                label: "Steps worked through",
+                value: summary.steps.to_string(),
+            },
+            Row {
+                label: "Hints used",
+                value: summary.hints_used.to_string(),
+            },
+            Row {
+                label: "Answers correct",
+                value: format!("{} of {}", summary.answers_correct, summary.answers_total),
+            },
+            Row {
+                label: "Accuracy",
+                value: accuracy,
+            },
+        ];
+        self.render(
+            "session_report",
+            &ReportContext {
+                learner,
+                subject,
+                rows,
+                unsubscribe_url,
+                brand: &self.brand,
+                footer_address: &self.footer_address,
+            },
+        )
+    }
+
+    fn try_weekly_digest(
+        &self,
+        digest: &Digest,
+        unsubscribe_url: &str,
+    ) -> Result<Rendered, minijinja::Error> {
+        self.render(
+            "weekly_digest",
+            &DigestContext {
+                digest,
+                unsubscribe_url,
+                brand: &self.brand,
+                footer_address: &self.footer_address,
+            },
+        )
+    }
+
+    /// The report email of a session.
+    pub fn session_report(
+        &self,
+        summary: &SessionSummary,
+        unsubscribe_url: &str,
+    ) -> Result<Rendered, String> {
+        self.try_session_report(summary, unsubscribe_url)
+            .map_err(|e| format!("rendering the session report: {e:#}"))
+    }
+
+    /// A recipient's weekly digest.
+    pub fn weekly_digest(
+        &self,
+        digest: &Digest,
+        unsubscribe_url: &str,
+    ) -> Result<Rendered, String> {
+        self.try_weekly_digest(digest, unsubscribe_url)
+            .map_err(|e| format!("rendering the weekly digest: {e:#}"))
     }
 }
 
-/// The weekly digest of one recipient.
-pub fn weekly_digest(
-    week: &crate::reports::week::RecipientWeek,
-    week_start: &str,
-    unsubscribe_url: &str,
-) -> Rendered {
-    let plural = if week.sessions == 1 { "" } else { "s" };
-    let subject = format!(
-        "Weekly learning digest: {} session{plural} (week of {week_start})",
-        week.sessions
-    );
-    let mut highlights = vec![
-        format!(
-            "{} session{plural} completed, {} in total",
-            week.sessions,
-            minutes(week.total_seconds)
-        ),
-        format!("Longest session: {}", minutes(week.longest_seconds)),
-    ];
-    if week.answers_total > 0 {
-        highlights.push(format!(
-            "Answers correct: {} of {}",
-            week.answers_correct, week.answers_total
-        ));
-    }
-    if !week.top_subjects.is_empty() {
-        highlights.push(format!("Most practised: {}", week.top_subjects.join(", ")));
-    }
-    let kinds: Vec<String> = week
-        .events_by_kind
-        .iter()
-        .map(|(k, n)| format!("{k}: {n}"))
-        .collect();
-    if !kinds.is_empty() {
-        highlights.push(format!("Activity: {}", kinds.join(", ")));
-    }
-    let mut text = format!("Here is the week starting {week_start}.\n\n");
-    for line in &highlights {
-        text.push_str(&format!("- {line}\n"));
-    }
-    text.push_str(&format!(
-        "\nTo stop weekly digests, open: {unsubscribe_url}\n"
-    ));
-    let items: String = highlights
-        .iter()
-        .map(|h| format!("<li>{}</li>", escape(h)))
-        .collect();
-    let html = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-         <body style=\"font-family:sans-serif;color:#222\"><h1 style=\"font-size:20px\">{title}</h1>\
-         <ul>{items}</ul>\
-         <p style=\"font-size:12px;color:#666\"><a href=\"{url}\">Unsubscribe from weekly digests</a></p></body></html>",
-        title = escape(&subject),
-        url = escape(unsubscribe_url),
-    );
-    Rendered {
-        subject,
-        text,
-        html,
-    }
+/// A template problem as one configuration line: where (file and line) and what.
+fn describe(dir: Option<&Path>, err: &minijinja::Error) -> String {
+    let name = err.name().unwrap_or("a template");
+    let file = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+        Some(path) => path.display().to_string(),
+        None => format!("{name} (shipped)"),
+    };
+    let line = err.line().map_or_else(String::new, |l| format!(":{l}"));
+    format!(
+        "EMAIL_TEMPLATES_DIR: {file}{line}: {}",
+        err.detail().unwrap_or(&err.to_string())
+    )
 }
 
 #[cfg(test)]
@@ -159,5 +335,70 @@ mod tests {
             escape("<b>\"Tom & Jerry\"</b>"),
             "&lt;b&gt;&quot;Tom &amp; Jerry&quot;&lt;/b&gt;"
         );
+    }
+
+    fn summary(name: &str) -> SessionSummary {
+        crate::reports::summarize(
+            &crate::reports::SessionRecord {
+                id: "s".into(),
+                learner_name: Some(name.into()),
+                subject: Some("Fractions".into()),
+                started_at_ms: 0,
+                completed_at_ms: Some(754_000),
+            },
+            &[],
+            0,
+        )
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_in_html_and_kept_to_one_line_in_the_subject() {
+        let templates = Templates::shipped("Acme Learning", "1 Main St, Springfield");
+        let shown = templates
+            .session_report(
+                &summary("<script>alert('x')</script>\n\"Bo\""),
+                "https://h/u",
+            )
+            .unwrap();
+        assert!(!shown.html.contains("<script>"), "{}", shown.html);
+        assert!(shown.html.contains("&lt;script&gt;"));
+        assert!(!shown.subject.contains('\n'));
+        assert!(shown.html.contains("Acme Learning, 1 Main St, Springfield"));
+        assert!(shown.text.contains("1 Main St, Springfield"));
+        let long = templates
+            .session_report(&summary(&"x".repeat(1000)), "https://h/u")
+            .unwrap();
+        assert!(long.subject.len() < 200 && long.html.len() < 10_000);
+    }
+
+    #[test]
+    fn an_override_that_does_not_parse_or_names_an_unknown_variable_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("session_report.txt"), "Hello\n{% if %}\n").unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("session_report.txt:2"), "{problems:?}");
+
+        std::fs::write(
+            dir.path().join("session_report.txt"),
+            "Hi\n{{ learner }}\n{{ nickname }}\n",
+        )
+        .unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert!(
+            problems[0].contains("session_report.txt:3") && problems[0].contains("undefined"),
+            "{problems:?}"
+        );
+
+        std::fs::write(
+            dir.path().join("session_report.txt"),
+            "Hi {{ learner }}, see {{ unsubscribe_url }}\n",
+        )
+        .unwrap();
+        let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
+        let shown = templates
+            .session_report(&summary("Ada"), "https://h/u")
+            .unwrap();
+        assert_eq!(shown.text, "Hi Ada, see https://h/u");
     }
 }

@@ -47,3 +47,291 @@ pub fn day_start_ms(date: NaiveDate, tz: Tz) -> i64 {
 pub fn parse_date(raw: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
 }
+
+/// One completed session of a recipient, as the digest reads it.
+#[derive(Debug, Clone)]
+pub struct SessionFact {
+    pub learner: Option<String>,
+    pub subject: Option<String>,
+    pub started_at_ms: i64,
+    pub completed_at_ms: i64,
+    pub answers_total: i64,
+    pub answers_correct: i64,
+}
+
+/// What a recipient's weekly digest shows: a section per learner with the week day by day,
+/// the totals, and the change against the week before.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Digest {
+    pub week_start: String,
+    pub week_end: String,
+    pub learners: Vec<LearnerWeek>,
+    pub totals: Totals,
+    pub previous: Totals,
+    pub changes: Changes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnerWeek {
+    pub name: String,
+    pub sessions: i64,
+    pub minutes: i64,
+    /// Percent of answers right; none without answers.
+    pub accuracy: Option<i64>,
+    /// Most sessions first.
+    pub subjects: Vec<String>,
+    pub days: Vec<Day>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    /// `Mon`, `Tue`, …
+    pub label: String,
+    pub minutes: i64,
+    /// The bar's height in the HTML part: 2 to 60 pixels, the learner's busiest day 60.
+    pub bar_px: i64,
+    /// The same bar in the text part, in `#`s.
+    pub text_bar: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub sessions: i64,
+    pub minutes: i64,
+    pub accuracy: Option<i64>,
+}
+
+/// Against the week before, as shown: `+2`, `−15`, `+5 pts`, `same`, or `new` when the week
+/// before had nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Changes {
+    pub sessions: String,
+    pub minutes: String,
+    pub accuracy: String,
+}
+
+/// The longest a name is shown; longer ones end in `…`.
+pub const NAME_MAX: usize = 60;
+
+/// A name as emails and the PDF show it: without the invisible characters that reorder
+/// text (bidirectional controls), shortened to [`NAME_MAX`] characters.
+pub fn display_name(name: &str) -> String {
+    let visible: String = name
+        .chars()
+        .filter(|c| {
+            !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+                && !c.is_control()
+        })
+        .collect();
+    let visible = visible.trim();
+    if visible.chars().count() <= NAME_MAX {
+        return visible.to_owned();
+    }
+    let mut short: String = visible.chars().take(NAME_MAX - 1).collect();
+    short.push('…');
+    short
+}
+
+fn percent(correct: i64, total: i64) -> Option<i64> {
+    (total > 0).then(|| (correct * 100 + total / 2) / total)
+}
+
+fn totals(facts: &[&SessionFact]) -> Totals {
+    let seconds: i64 = facts
+        .iter()
+        .map(|f| (f.completed_at_ms - f.started_at_ms).max(0) / 1000)
+        .sum();
+    let (correct, total) = facts.iter().fold((0, 0), |(c, t), f| {
+        (c + f.answers_correct, t + f.answers_total)
+    });
+    Totals {
+        sessions: facts.len() as i64,
+        minutes: (seconds + 30) / 60,
+        accuracy: percent(correct, total),
+    }
+}
+
+fn signed(delta: i64, unit: &str) -> String {
+    match delta {
+        0 => "same".to_owned(),
+        d if d > 0 => format!("+{d}{unit}"),
+        d => format!("\u{2212}{}{unit}", -d),
+    }
+}
+
+/// The digest of the week starting `week_start` (local days in `tz`) from a recipient's
+/// sessions of that week and the one before; `None` when the week had no session.
+pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Digest> {
+    let from = day_start_ms(week_start, tz);
+    let to = day_start_ms(week_start + chrono::Duration::days(7), tz);
+    let before = day_start_ms(week_start - chrono::Duration::days(7), tz);
+    let this: Vec<&SessionFact> = facts
+        .iter()
+        .filter(|f| (from..to).contains(&f.completed_at_ms))
+        .collect();
+    if this.is_empty() {
+        return None;
+    }
+    let last: Vec<&SessionFact> = facts
+        .iter()
+        .filter(|f| (before..from).contains(&f.completed_at_ms))
+        .collect();
+
+    let mut by_learner: BTreeMap<String, Vec<&SessionFact>> = BTreeMap::new();
+    for fact in &this {
+        let name = display_name(fact.learner.as_deref().unwrap_or(""));
+        let name = if name.is_empty() {
+            "Your learner".to_owned()
+        } else {
+            name
+        };
+        by_learner.entry(name).or_default().push(fact);
+    }
+    let learners = by_learner
+        .into_iter()
+        .map(|(name, facts)| {
+            let mut minutes_by_day = [0i64; 7];
+            for fact in &facts {
+                let local = Utc
+                    .timestamp_millis_opt(fact.completed_at_ms)
+                    .single()
+                    .unwrap_or_default()
+                    .with_timezone(&tz)
+                    .date_naive();
+                let day = (local - week_start).num_days().clamp(0, 6) as usize;
+                minutes_by_day[day] += (fact.completed_at_ms - fact.started_at_ms).max(0) / 1000;
+            }
+            let minutes_by_day = minutes_by_day.map(|s| (s + 30) / 60);
+            let busiest = minutes_by_day.iter().copied().max().unwrap_or(0).max(1);
+            let days = (0..7)
+                .map(|i| {
+                    let minutes = minutes_by_day[i];
+                    Day {
+                        label: (week_start + chrono::Duration::days(i as i64))
+                            .format("%a")
+                            .to_string(),
+                        minutes,
+                        bar_px: if minutes == 0 {
+                            2
+                        } else {
+                            (minutes * 60 / busiest).max(4)
+                        },
+                        text_bar: "#".repeat((minutes * 20 / busiest) as usize),
+                    }
+                })
+                .collect();
+            let mut subjects: BTreeMap<String, i64> = BTreeMap::new();
+            for fact in &facts {
+                if let Some(subject) = &fact.subject {
+                    *subjects.entry(display_name(subject)).or_default() += 1;
+                }
+            }
+            let mut subjects: Vec<(String, i64)> = subjects.into_iter().collect();
+            subjects.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let total = totals(&facts);
+            LearnerWeek {
+                name,
+                sessions: total.sessions,
+                minutes: total.minutes,
+                accuracy: total.accuracy,
+                subjects: subjects.into_iter().take(5).map(|(s, _)| s).collect(),
+                days,
+            }
+        })
+        .collect();
+    let (now, previous) = (totals(&this), totals(&last));
+    let changes = if previous.sessions == 0 {
+        Changes {
+            sessions: "new".to_owned(),
+            minutes: "new".to_owned(),
+            accuracy: "new".to_owned(),
+        }
+    } else {
+        Changes {
+            sessions: signed(now.sessions - previous.sessions, ""),
+            minutes: signed(now.minutes - previous.minutes, ""),
+            accuracy: match (now.accuracy, previous.accuracy) {
+                (Some(a), Some(b)) => signed(a - b, " pts"),
+                _ => "–".to_owned(),
+            },
+        }
+    };
+    Some(Digest {
+        week_start: week_start.format("%Y-%m-%d").to_string(),
+        week_end: (week_start + chrono::Duration::days(6))
+            .format("%Y-%m-%d")
+            .to_string(),
+        learners,
+        totals: now,
+        previous,
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    fn fact(
+        learner: &str,
+        subject: &str,
+        day: u32,
+        minutes: i64,
+        answers: (i64, i64),
+    ) -> SessionFact {
+        let start = NaiveDate::from_ymd_opt(2026, 11, day)
+            .unwrap()
+            .and_hms_opt(16, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        SessionFact {
+            learner: Some(learner.to_owned()),
+            subject: Some(subject.to_owned()),
+            started_at_ms: start,
+            completed_at_ms: start + minutes * 60_000,
+            answers_correct: answers.0,
+            answers_total: answers.1,
+        }
+    }
+
+    #[test]
+    fn one_section_per_learner_day_by_day_against_the_week_before() {
+        let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap(); // a Monday
+        let facts = [
+            fact("Ada", "Fractions", 2, 20, (3, 4)),  // the week before
+            fact("Ada", "Fractions", 9, 30, (4, 4)),  // Monday
+            fact("Ada", "Decimals", 11, 15, (1, 2)),  // Wednesday
+            fact("Bo", "Reading", 15, 10, (0, 0)),    // Sunday
+            fact("Ada", "Fractions", 16, 99, (1, 1)), // the week after
+        ];
+        let digest = digest(&facts, week, chrono_tz::UTC).unwrap();
+        assert_eq!(digest.week_end, "2026-11-15");
+        let names: Vec<&str> = digest.learners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["Ada", "Bo"]);
+        let ada = &digest.learners[0];
+        assert_eq!((ada.sessions, ada.minutes, ada.accuracy), (2, 45, Some(83)));
+        assert_eq!(ada.subjects, ["Decimals", "Fractions"]);
+        let minutes: Vec<i64> = ada.days.iter().map(|d| d.minutes).collect();
+        assert_eq!(minutes, [30, 0, 15, 0, 0, 0, 0]);
+        assert_eq!(ada.days[0].label, "Mon");
+        assert_eq!(
+            (ada.days[0].bar_px, ada.days[2].bar_px, ada.days[1].bar_px),
+            (60, 30, 2)
+        );
+        assert_eq!(digest.learners[1].accuracy, None);
+        assert_eq!(digest.totals.sessions, 3);
+        assert_eq!(digest.changes.sessions, "+2");
+        assert_eq!(digest.changes.minutes, "+35");
+        assert_eq!(digest.changes.accuracy, "+8 pts");
+        assert!(super::digest(&facts[..1], week, chrono_tz::UTC).is_none());
+    }
+
+    #[test]
+    fn names_lose_reordering_marks_and_are_shortened() {
+        assert_eq!(display_name("\u{202e}Ada\u{202c}"), "Ada");
+        let long = display_name(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), NAME_MAX);
+        assert!(long.ends_with('…'));
+    }
+}

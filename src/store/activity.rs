@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::reports::week::{RecipientWeek, WEEK_MS, day_start_ms};
+use crate::reports::week::{RecipientWeek, day_start_ms};
 
 fn filter(one: bool) -> &'static str {
     if one { " AND s.parent_email = $3" } else { "" }
@@ -120,24 +120,6 @@ where
     Ok(())
 }
 
-/// One recipient's week, for rendering their digest at send time.
-#[tracing::instrument(level = "debug", skip_all)]
-pub async fn recipient_week(
-    store: &Store,
-    email: &str,
-    week_start: chrono::NaiveDate,
-    timezone: chrono_tz::Tz,
-) -> Result<Option<RecipientWeek>, StoreError> {
-    let from = day_start_ms(week_start, timezone);
-    let mut found = None;
-    for_each_recipient(store, from, from + WEEK_MS, Some(email), |week| {
-        found = Some(week);
-        async { Ok(()) }
-    })
-    .await?;
-    Ok(found)
-}
-
 /// Recipients known to herald with no completed session in `[from_ms, to_ms)`.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn inactive_recipients(
@@ -154,4 +136,56 @@ pub async fn inactive_recipients(
     .fetch_one(store.reader())
     .await?;
     Ok(row.try_get(0)?)
+}
+
+/// A recipient's completed sessions in `[from_ms, to_ms)`, oldest first, with their answers:
+/// what their digest shows (read when it is built, one recipient at a time).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn recipient_sessions(
+    store: &Store,
+    email: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::reports::week::SessionFact>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT s.learner_name, s.subject, s.started_at, s.completed_at, \
+                CAST(COUNT(e.id) AS BIGINT), \
+                CAST(COALESCE(SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM sessions s LEFT JOIN session_events e ON e.session_id = s.id AND e.kind = 'answer' \
+         WHERE s.parent_email = $1 AND s.completed_at >= $2 AND s.completed_at < $3 \
+         GROUP BY s.id, s.learner_name, s.subject, s.started_at, s.completed_at \
+         ORDER BY s.completed_at",
+    )
+    .bind(email)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(crate::reports::week::SessionFact {
+                learner: row.try_get(0)?,
+                subject: row.try_get(1)?,
+                started_at_ms: row.try_get(2)?,
+                completed_at_ms: row.try_get(3)?,
+                answers_total: row.try_get(4)?,
+                answers_correct: row.try_get(5)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// A recipient's digest for the week starting `week_start`: that week's sessions and the
+/// week before's; `None` when the week had none.
+pub async fn recipient_digest(
+    store: &Store,
+    email: &str,
+    week_start: chrono::NaiveDate,
+    timezone: chrono_tz::Tz,
+) -> Result<Option<crate::reports::week::Digest>, StoreError> {
+    let from = day_start_ms(week_start - chrono::Duration::days(7), timezone);
+    let to = day_start_ms(week_start + chrono::Duration::days(7), timezone);
+    let facts = recipient_sessions(store, email, from, to).await?;
+    Ok(crate::reports::week::digest(&facts, week_start, timezone))
 }

@@ -94,3 +94,89 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
         "session reports are off, digests still on"
     );
 }
+
+/// Both emails, with hostile names (markup, quotes, a right-to-left override, a thousand
+/// characters), in headless Chromium at a phone's 375 px and a desktop's 800 px: nothing
+/// scrolls sideways, every learner's name shows, the unsubscribe link is there, and no
+/// markup from a name became an element.
+#[test]
+fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
+    use herald::reports::week::{SessionFact, digest, display_name};
+    use herald::reports::{SessionRecord, summarize};
+    let Some((chromium, playwright)) = browser_kit() else {
+        return;
+    };
+    let templates = herald::email::templates::Templates::shipped("Acme Learning", "1 Main St");
+    let hostile = [
+        "<script>alert(1)</script>",
+        "\"Zoë\" O'Brien",
+        "\u{202e}Ada Lovelace",
+        &"Maximilian".repeat(100),
+    ];
+    let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=weekly_digest";
+    let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+    let monday = herald::reports::week::day_start_ms(week, chrono_tz::UTC);
+    let facts: Vec<SessionFact> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, name)| SessionFact {
+            learner: Some((*name).to_owned()),
+            subject: Some(format!(
+                "Subject <b>{i}</b> with a long name {}",
+                "x".repeat(80)
+            )),
+            started_at_ms: monday + i as i64 * 86_400_000,
+            completed_at_ms: monday + i as i64 * 86_400_000 + (i as i64 + 1) * 600_000,
+            answers_total: 4,
+            answers_correct: i as i64,
+        })
+        .collect();
+    let digest = digest(&facts, week, chrono_tz::UTC).unwrap();
+    let digest_html = templates.weekly_digest(&digest, url).unwrap().html;
+    let report = summarize(
+        &SessionRecord {
+            id: "3f2a0000-0000-4000-8000-00000000000a".into(),
+            learner_name: Some(hostile[0].to_owned()),
+            subject: Some(hostile[3].to_owned()),
+            started_at_ms: 0,
+            completed_at_ms: Some(754_000),
+        },
+        &[],
+        0,
+    );
+    let report_html = templates.session_report(&report, url).unwrap().html;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (digest_file, report_file) = (
+        dir.path().join("digest.html"),
+        dir.path().join("report.html"),
+    );
+    std::fs::write(&digest_file, &digest_html).unwrap();
+    if let Ok(keep) = std::env::var("HERALD_KEEP_EMAIL_HTML") {
+        std::fs::write(format!("{keep}/digest.html"), &digest_html).unwrap();
+    }
+    std::fs::write(&report_file, report_html).unwrap();
+    // What a parent must see: each name as the email shows it (reordering marks dropped,
+    // long ones shortened).
+    let shown: Vec<String> = hostile.iter().map(|n| display_name(n)).collect();
+    let checks = serde_json::json!([
+        {"file": digest_file, "names": shown},
+        {"file": report_file, "names": [shown[0]]},
+    ]);
+    let checks_file = dir.path().join("checks.json");
+    std::fs::write(&checks_file, checks.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/email_browser.cjs");
+    let output = std::process::Command::new("node")
+        .arg(script)
+        .arg(&checks_file)
+        .env("CHROMIUM", chromium)
+        .env("PLAYWRIGHT_CORE", playwright)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "browser check failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

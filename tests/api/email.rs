@@ -606,11 +606,13 @@ async fn an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_ret
     }
     for i in 0..3 {
         let rows = ledger(&app, &format!("parent{i}@example.com")).await;
-        assert_eq!(
-            (rows[0]["status"].as_str(), rows[0]["attempts"].as_i64()),
-            (Some("pending"), Some(0)),
+        // Waiting, or taken by the breaker's probe once its cool-down is over: either way
+        // no attempt counted.
+        assert!(
+            matches!(rows[0]["status"].as_str(), Some("pending" | "sending")),
             "{rows:?}"
         );
+        assert_eq!(rows[0]["attempts"].as_i64(), Some(0), "{rows:?}");
     }
     smtp.come_back().await;
     app.clock.advance_ms(5_000);

@@ -174,6 +174,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
     use herald::email::message::{Parts, build};
     use herald::reports::{SessionRecord, summarize};
     let from = "reports@herald.example.org".parse().unwrap();
+    let templates = herald::email::templates::Templates::shipped("herald", "");
     fuzz("headers", hostile_text(""), |value| {
         let summary = summarize(
             &SessionRecord {
@@ -198,7 +199,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
             message_id: "<id@herald.example.org>",
             unsubscribe_url: url,
             reference: "v1.0.0",
-            rendered: herald::email::templates::session_report(&summary, url),
+            rendered: templates.session_report(&summary, url).unwrap(),
             pdf: None,
         })
         .unwrap();

@@ -184,15 +184,29 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
         subject,
         "Weekly learning digest: 3 sessions (week of 2026-11-09)"
     );
-    let text = ada.subparts[0].get_body().unwrap();
+    // A section for the learner, the week day by day, and the week before (none here).
+    let text = ada.subparts[0].get_body().unwrap().replace("\r\n", "\n");
     for expected in [
-        "3 sessions completed, 50 min 0 s in total",
-        "Longest session: 30 min 0 s",
-        "Answers correct: 4 of 6",
-        "Most practised: Fractions, Decimals",
-        "answer: 6, hint: 3",
+        "The week of 2026-11-09 to 2026-11-15.",
+        "Ada\n  3 sessions, 50 min, 67% of answers right",
+        "Subjects: Fractions, Decimals",
+        "Mon    0 min \n",
+        "Tue   45 min ####################\n",
+        "Thu    5 min ##\n",
+        "Sessions: 3 (new)",
+        "Minutes:  50 (new)",
     ] {
         assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+    let html = ada.subparts[1].get_body().unwrap();
+    for expected in [
+        "<h2 class=\"learner\"",
+        ">Ada</h2>",
+        "height=\"60\" style=\"height:60px",
+        "Tue<br>45'",
+        "href=\"http",
+    ] {
+        assert!(html.contains(expected), "{expected:?} not in {html}");
     }
     let unsubscribe = ada
         .headers

@@ -262,6 +262,7 @@ async fn show(
 ) -> Result<Json<EmailPreview>, ApiError> {
     use crate::email::preview::{self, PreviewError};
     let links = preview::Links {
+        templates: &state.config.email.templates,
         signer: &state.signer,
         api_base_url: &state.config.email.api_base_url,
     };
@@ -277,6 +278,7 @@ async fn show(
     .map_err(|err| match err {
         PreviewError::NoSession(_) => validate::session_not_found(),
         PreviewError::NoActivity(_) => ApiError::not_found("NO_ACTIVITY", err.to_string()),
+        PreviewError::Template(detail) => ApiError::Internal(detail),
         PreviewError::Store(store) => store.into(),
     })?;
     use base64::Engine;
