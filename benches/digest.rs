@@ -4,8 +4,10 @@
 //!
 //! Seeds a fresh SQLite database with the recipients' completed sessions (one answer event
 //! each) in one week, then, in the same run: the bare SQL aggregate the digest is built on
-//! (fully fetched), and the digest run itself (aggregate, decide, queue every digest through
-//! the throttle and the outbox ledger). Reports wall times and the process's peak RSS.
+//! (fully fetched), the digest run itself (aggregate, decide, queue every digest through
+//! the throttle and the outbox ledger), and the send-time work of every digest (read the
+//! recipient's two weeks, build the digest, render its templates). Reports wall times and the
+//! process's peak RSS.
 
 use std::time::{Duration, Instant};
 
@@ -122,6 +124,32 @@ fn main() {
         .unwrap();
         let run_time = run.elapsed();
         root.shutdown(Duration::from_secs(5)).await;
+
+        // What the dispatcher does for each queued digest when it sends it: the recipient's
+        // two weeks read, the digest built (a section per learner, the days, the week
+        // before) and the three templates rendered.
+        let templates = herald::email::templates::Templates::shipped("herald", "");
+        let rendering = Instant::now();
+        let mut bytes = 0usize;
+        for i in 0..recipients {
+            let email = format!("parent{i:07}@example.com");
+            let digest = herald::store::activity::recipient_digest(&store, &email, week, chrono_tz::UTC)
+                .await
+                .unwrap()
+                .expect("every recipient had a session");
+            let shown = templates
+                .weekly_digest(&digest, "https://herald.example.org/u/v1.x.y")
+                .unwrap();
+            bytes += shown.html.len() + shown.text.len();
+        }
+        let render_time = rendering.elapsed();
+        println!(
+            "rendering every digest as sent (read, build, templates): {:.2} s, {:.0} µs each, {:.1} kB of HTML and text each; peak RSS of the process {:.0} MB",
+            render_time.as_secs_f64(),
+            render_time.as_secs_f64() * 1e6 / recipients as f64,
+            bytes as f64 / recipients as f64 / 1024.0,
+            status_kb("VmHWM:") as f64 / 1024.0
+        );
         println!(
             "bare SQL aggregate (sessions per recipient, fully fetched): {:.2} s for {groups} groups ({first} sessions in the first)",
             bare_time.as_secs_f64()

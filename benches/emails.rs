@@ -340,11 +340,41 @@ async fn replicas(n: usize, workers: usize, rounds: usize) {
     );
 }
 
-async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsize>) -> Run {
+/// How the baseline hands a message to the SMTP sink.
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    /// herald's own SMTP provider (`EMAIL_PROVIDER=smtp`): its pooled connections and its
+    /// one-pass DATA writer, the code herald sends with. Like with like.
+    Herald,
+    /// lettre's transport `send`, which writes DATA through its byte-at-a-time codec.
+    Lettre,
+}
+
+/// The same emails herald sends, built by the same code (templates, PDF, MIME) and written
+/// to the sink by `writer`, with nothing of the service around them: no HTTP, no ledger, no
+/// actors.
+async fn bare_run(
+    n: usize,
+    workers: usize,
+    smtp_port: u16,
+    count: Arc<AtomicUsize>,
+    writer: Writer,
+) -> Run {
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(smtp_port)
         .pool_config(PoolConfig::new().max_size(16))
         .build();
+    let config = herald::config::Config::from_lookup(&|k| match k {
+        "API_ACCESS_KEY" => Some("bench".into()),
+        "SECRET_KEY" => Some("bench".into()),
+        "EMAIL_PROVIDER" => Some("smtp".into()),
+        "SMTP_HOST" => Some("127.0.0.1".into()),
+        "SMTP_PORT" => Some(smtp_port.to_string()),
+        "SMTP_TLS" => Some("none".into()),
+        _ => None,
+    })
+    .unwrap();
+    let mailer = Arc::new(herald::email::Mailer::from_config(&config.email).unwrap());
     let session = SessionRecord {
         id: uuid::Uuid::new_v4().to_string(),
         learner_name: Some("Ada".into()),
@@ -370,8 +400,9 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (transport, next, summary, from) = (
+        let (transport, mailer, next, summary, from) = (
             transport.clone(),
+            mailer.clone(),
             next.clone(),
             summary.clone(),
             from.clone(),
@@ -387,17 +418,27 @@ async fn bare_run(n: usize, workers: usize, smtp_port: u16, count: Arc<AtomicUsi
                 let rendered = shipped_templates().session_report(&summary, &url).unwrap();
                 let to = format!("parent{i}@example.com");
                 let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
-                let message = message::build(Parts {
-                    from: &from,
-                    to: &to,
-                    message_id: &id,
-                    unsubscribe_url: &url,
-                    reference: "v1.0.0",
+                let outgoing = message::Outgoing {
+                    from: from.clone(),
+                    to,
+                    message_id: id,
+                    unsubscribe_url: url,
+                    reference: "v1.0.0".into(),
                     rendered,
                     pdf: Some(("report.pdf".into(), pdf::render(&summary))),
-                })
-                .unwrap();
-                transport.send(message).await.unwrap();
+                };
+                match writer {
+                    Writer::Herald => {
+                        let sent = mailer.send(outgoing, None).await;
+                        assert!(
+                            matches!(sent, herald_actors::dispatcher::Attempt::Sent { .. }),
+                            "{sent:?}"
+                        );
+                    }
+                    Writer::Lettre => {
+                        transport.send(outgoing.into_message().unwrap()).await.unwrap();
+                    }
+                }
             }
         });
     }
@@ -536,26 +577,37 @@ fn main() {
     runtime.block_on(async {
         pdf::warm_up();
         let (port, count) = sink().await;
-        let (mut herald_runs, mut bare_runs) = (Vec::new(), Vec::new());
+        let (mut herald_runs, mut bare_runs, mut lettre_runs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            let bare = bare_run(n, workers, port, count.clone()).await;
+            let bare = bare_run(n, workers, port, count.clone(), Writer::Herald).await;
             let herald = herald_run(n, workers, port, count.clone()).await;
+            let lettre = bare_run(n, workers, port, count.clone(), Writer::Lettre).await;
             println!(
-                "  round {round}: herald {}, bare lettre pool {}, ratio {:.2}",
+                "  round {round}: herald {}, bare (herald's SMTP writer) {}, ratio {:.2}; bare through lettre's send {}, writer ratio {:.2}",
                 herald.describe(),
                 bare.describe(),
-                herald.rate / bare.rate
+                herald.rate / bare.rate,
+                lettre.describe(),
+                bare.rate / lettre.rate
             );
             herald_runs.push(herald);
             bare_runs.push(bare);
+            lettre_runs.push(lettre);
         }
-        let (herald, bare) = (median(&herald_runs), median(&bare_runs));
+        let (herald, bare, lettre) = (median(&herald_runs), median(&bare_runs), median(&lettre_runs));
         println!(
-            "median of {rounds} rounds, {n} emails each, {workers} concurrent clients: herald {} (complete -> SMTP sink, SQLite ledger), bare lettre pool {}, ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
+            "median of {rounds} rounds, {n} emails each, {workers} concurrent clients: herald {} (complete -> SMTP sink, SQLite ledger), bare with herald's SMTP writer {}, ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
             herald.describe(),
             bare.describe(),
             herald.rate / bare.rate,
             median_ratio(&herald_runs, &bare_runs)
+        );
+        println!(
+            "the DATA writer: bare with herald's writer {} against bare through lettre's send {}: ratio of the medians {:.2}, median of the rounds' ratios {:.2}",
+            bare.describe(),
+            lettre.describe(),
+            bare.rate / lettre.rate,
+            median_ratio(&bare_runs, &lettre_runs)
         );
     });
 }

@@ -3,6 +3,9 @@
 //! `cargo bench --bench limiter -- micro`   one check through the limiter client (the shard's lent store) vs the bare window store
 //! `cargo bench --bench limiter -- layer`   the layer's own cost per request, in process
 //! `cargo bench --bench limiter -- memory N`  bytes per tracked client with N requests in its window
+//! `cargo bench --bench limiter -- refused`  a refused request against an admitted one and a
+//!     plain one, through the whole router with its edge (request context, access log at
+//!     `info` in JSON to a sink), in process
 //! `cargo bench --bench limiter -- serve PORT`  herald with /bench/plain and /bench/limited,
 //!     the same trivial handler without and with the limiter layer, for wrk
 //!     (scripts/bench_limiter.sh drives it)
@@ -155,8 +158,76 @@ async fn layer() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// What a refused request costs against an admitted one: each request through the whole
+/// router and its edge layers, with the JSON access log on (written to a sink).
+async fn refused() {
+    use tower::ServiceExt;
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let dir = std::env::temp_dir().join(format!("herald-bench-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = bench_app_with(0, &dir, "5".into()).await;
+    let state = app.state().clone();
+    let (plain, limited) = bench_routes(&state);
+    let router = herald::http::router(state, Some(plain.merge(limited)));
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    let request = |path: &str, client: u32| {
+        let mut request = http::Request::get(path)
+            .header(
+                "x-forwarded-for",
+                std::net::Ipv4Addr::from(client).to_string(),
+            )
+            .body(axum::body::Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    let n = 50_000u32;
+    let refused_client = 0x0B00_0001;
+    let (mut plain_ns, mut admitted_ns, mut refused_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..7u32 {
+        for (path, status, out) in [
+            ("/bench/plain", 200, &mut plain_ns),
+            ("/bench/limited", 200, &mut admitted_ns),
+            ("/bench/limited", 429, &mut refused_ns),
+        ] {
+            let started = Instant::now();
+            for i in 0..n {
+                // Admitted: a client of its own each time. Refused: one client, over its
+                // five requests a minute from the first round on.
+                let client = if status == 429 {
+                    refused_client
+                } else {
+                    0x0A00_0000 | (round * n + i)
+                };
+                let response = router.clone().oneshot(request(path, client)).await.unwrap();
+                if status == 200 || round > 0 || i >= 5 {
+                    assert_eq!(response.status(), status);
+                }
+            }
+            out.push(started.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+    }
+    let (plain, admitted, refused) = (median(plain_ns), median(admitted_ns), median(refused_ns));
+    println!(
+        "one request through the whole router, median of 7 rounds of {n}: plain {plain:.0} ns, admitted by the limiter {admitted:.0} ns, refused (429) {refused:.0} ns; refused / admitted {:.2}",
+        refused / admitted
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `BENCH_REDIS_URL` keeps the windows in that Redis (under a prefix of this run's own).
 async fn bench_app(port: u16, dir: &std::path::Path) -> Application {
+    let max = std::env::var("BENCH_MAX_REQUESTS").unwrap_or_else(|_| "1000000".into());
+    bench_app_with(port, dir, max).await
+}
+
+async fn bench_app_with(port: u16, dir: &std::path::Path, max_requests: String) -> Application {
     let mut redis = Vec::new();
     if let Ok(url) = std::env::var("BENCH_REDIS_URL") {
         redis.push(("REDIS_URL", url));
@@ -177,10 +248,7 @@ async fn bench_app(port: u16, dir: &std::path::Path) -> Application {
                     format!("sqlite://{}/herald.db", dir.display()),
                 ),
                 ("TRUSTED_PROXIES", "127.0.0.1".into()),
-                (
-                    "RATE_LIMIT_MAX_REQUESTS",
-                    std::env::var("BENCH_MAX_REQUESTS").unwrap_or_else(|_| "1000000".into()),
-                ),
+                ("RATE_LIMIT_MAX_REQUESTS", max_requests),
             ],
         ]
         .concat(),
@@ -231,6 +299,7 @@ fn main() {
     match mode.as_str() {
         "micro" => runtime.block_on(micro()),
         "layer" => runtime.block_on(layer()),
+        "refused" => runtime.block_on(refused()),
         "memory" => memory(
             args.iter()
                 .filter_map(|a| a.parse().ok())
@@ -245,6 +314,6 @@ fn main() {
                 .unwrap_or(18080);
             runtime.block_on(serve(port));
         }
-        other => eprintln!("unknown mode {other}; use micro, layer, memory or serve PORT"),
+        other => eprintln!("unknown mode {other}; use micro, layer, refused, memory or serve PORT"),
     }
 }

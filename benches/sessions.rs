@@ -168,6 +168,23 @@ fn pdf_render() {
         size = pdf::render(&summary).len();
         times.push(started.elapsed().as_secs_f64() * 1e6);
     }
+    // The whole report email as it goes to the mail server: text, HTML and the PDF.
+    let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
+    let email = herald::email::message::build(herald::email::message::Parts {
+        from: &"noreply@herald.localhost".parse().unwrap(),
+        to: "parent@example.com",
+        message_id: "<bench@herald.localhost>",
+        unsubscribe_url: url,
+        reference: "v1.0.0",
+        rendered: herald::email::templates::Templates::shipped("herald", "")
+            .session_report(&summary, url)
+            .unwrap(),
+        pdf: Some(("report.pdf".into(), pdf::render(&summary))),
+    })
+    .unwrap()
+    .formatted()
+    .len();
+    println!("report email with its PDF: {email} bytes");
     println!(
         "PDF render: median {:.0} µs, p99 {:.0} µs over 2,000 renders ({size} bytes each, fonts embedded)",
         median(times.clone()),
