@@ -119,18 +119,7 @@ async fn layer() {
     let state = app.state().clone();
     let (plain, limited) = bench_routes(&state);
     let (plain, limited) = (plain.with_state(state.clone()), limited.with_state(state));
-    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    let request = |path: &str, i: u32| {
-        let ip = std::net::Ipv4Addr::from(0x0A00_0000 | (i % 131_072));
-        let mut request = http::Request::get(path)
-            .header("x-forwarded-for", ip.to_string())
-            .body(axum::body::Body::empty())
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        request
-    };
+    let request = |path: &str, i: u32| bench_request(path, 0x0A00_0000 | (i % 131_072));
     let n = 200_000u32;
     let (mut bare, mut with_layer) = (Vec::new(), Vec::new());
     for round in 0..7u32 {
@@ -158,6 +147,22 @@ async fn layer() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A GET of `path` from the client at address `client`, as from a trusted proxy.
+fn bench_request(path: &str, client: u32) -> http::Request<axum::body::Body> {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    let mut request = http::Request::get(path)
+        .header(
+            "x-forwarded-for",
+            std::net::Ipv4Addr::from(client).to_string(),
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
 /// What a refused request costs against an admitted one: each request through the whole
 /// router and its edge layers, with the JSON access log on (written to a sink).
 async fn refused() {
@@ -173,20 +178,7 @@ async fn refused() {
     let state = app.state().clone();
     let (plain, limited) = bench_routes(&state);
     let router = herald::http::router(state, Some(plain.merge(limited)));
-    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    let request = |path: &str, client: u32| {
-        let mut request = http::Request::get(path)
-            .header(
-                "x-forwarded-for",
-                std::net::Ipv4Addr::from(client).to_string(),
-            )
-            .body(axum::body::Body::empty())
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        request
-    };
+    let request = bench_request;
     let n = 50_000u32;
     let refused_client = 0x0B00_0001;
     let (mut plain_ns, mut admitted_ns, mut refused_ns) = (Vec::new(), Vec::new(), Vec::new());
