@@ -294,8 +294,14 @@ pub fn render(summary: &SessionSummary) -> Vec<u8> {
     let mut page = Page::new();
     page.content.set_line_width(0.5);
     page.text(Weight::Bold, 22.0, LEFT, 780.0, "Learning session report");
-    let learner = summary.learner_name.as_deref().unwrap_or("Learner");
-    let subject = summary.subject.as_deref().unwrap_or("General practice");
+    // Names as the emails show them: no reordering marks, at most 60 characters.
+    let named = |name: Option<&str>, or: &str| {
+        name.map(super::week::display_name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| or.to_owned())
+    };
+    let learner = named(summary.learner_name.as_deref(), "Learner");
+    let subject = named(summary.subject.as_deref(), "General practice");
     let heading = Page::fit(
         Weight::Regular,
         13.0,
@@ -549,6 +555,14 @@ mod tests {
         assert_ne!(known, missing);
         assert_eq!(page.used[0].text[&missing], char::REPLACEMENT_CHARACTER);
         assert_eq!(page.used[0].text[&known], 'Ł');
+    }
+
+    #[test]
+    fn a_name_loses_its_reordering_marks_in_the_pdf_as_in_the_emails() {
+        // The ToUnicode maps are plain text: a replacement box would show as FFFD there.
+        let has_replacement = |pdf: &[u8]| pdf.windows(4).any(|w| w == b"FFFD");
+        assert!(!has_replacement(&render(&summary("\u{202e}Ada\u{202c}"))));
+        assert!(has_replacement(&render(&summary("Ada 日"))));
     }
 
     #[test]
