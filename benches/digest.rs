@@ -138,7 +138,13 @@ fn main() {
                 .unwrap()
                 .expect("every recipient had a session");
             let shown = templates
-                .weekly_digest(&digest, "https://herald.example.org/u/v1.x.y")
+                .weekly_digest(
+                    &digest,
+                    herald::email::templates::Links {
+                        unsubscribe: "https://herald.example.org/u/v1.x.y",
+                        preferences: "https://herald.example.org/p/v1.x.y",
+                    },
+                )
                 .unwrap();
             bytes += shown.html.len() + shown.text.len();
         }

@@ -34,6 +34,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// The links of a bench email.
+fn bench_links(unsubscribe: &str) -> templates::Links<'_> {
+    templates::Links {
+        unsubscribe,
+        preferences: "https://herald.example.org/api/v1/email/preferences/page/v1.x.y",
+    }
+}
+
 /// The shipped email templates, loaded once.
 fn shipped_templates() -> &'static templates::Templates {
     static TEMPLATES: std::sync::OnceLock<templates::Templates> = std::sync::OnceLock::new();
@@ -415,7 +423,7 @@ async fn bare_run(
                 }
                 // The same work a real email needs: template, PDF, MIME, SMTP.
                 let url = format!("https://herald.example.org/api/v1/email/unsubscribe/v1.{:032x}.{:032x}?type=session_reports", i, i);
-                let rendered = shipped_templates().session_report(&summary, &url).unwrap();
+                let rendered = shipped_templates().session_report(&summary, bench_links(&url)).unwrap();
                 let to = format!("parent{i}@example.com");
                 let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
                 let outgoing = message::Outgoing {
@@ -492,7 +500,9 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,
         reference: "v1.0.0",
-        rendered: shipped_templates().session_report(&summary, url).unwrap(),
+        rendered: shipped_templates()
+            .session_report(&summary, bench_links(url))
+            .unwrap(),
         pdf: Some(("report.pdf".into(), pdf::render(&summary))),
     })
     .unwrap()

@@ -177,7 +177,13 @@ fn pdf_render() {
         unsubscribe_url: url,
         reference: "v1.0.0",
         rendered: herald::email::templates::Templates::shipped("herald", "")
-            .session_report(&summary, url)
+            .session_report(
+                &summary,
+                herald::email::templates::Links {
+                    unsubscribe: url,
+                    preferences: url,
+                },
+            )
             .unwrap(),
         pdf: Some(("report.pdf".into(), pdf::render(&summary))),
     })

@@ -4,15 +4,11 @@
 // usage: PLAYWRIGHT_CORE=… node email_browser.cjs CHECKS.json
 //   CHECKS.json: [{"file": "report.html", "names": ["Ada", …]}, …]
 const fs = require('fs');
-const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+const { launch } = require('./chromium.cjs');
 
 (async () => {
   const checks = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   const problems = [];
   try {
     for (const check of checks) {

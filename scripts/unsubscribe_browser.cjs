@@ -1,15 +1,11 @@
 // Opens an unsubscribe link in headless Chromium as a parent would: sees the confirmation,
 // clicks the button, sees the result. Exits non-zero on any mismatch.
 // usage: PLAYWRIGHT_CORE=/path/to/node_modules/playwright-core node unsubscribe_browser.cjs URL
-const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+const { launch } = require('./chromium.cjs');
 
 (async () => {
   const url = process.argv[2];
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ javaScriptEnabled: false });
     await page.goto(url);

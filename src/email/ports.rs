@@ -260,12 +260,19 @@ impl OutboxPort {
         }
         let recipient_key =
             recipient_key.ok_or_else(|| PortError::new("the recipient has no preferences row"))?;
+        let token = self.signer.token(&recipient_key);
         let unsubscribe_url = format!(
-            "{}/api/v1/email/unsubscribe/{}?type={}",
-            self.api_base_url,
-            self.signer.token(&recipient_key),
-            delivery.email_type
+            "{}/api/v1/email/unsubscribe/{token}?type={}",
+            self.api_base_url, delivery.email_type
         );
+        let preferences_url = format!(
+            "{}/api/v1/email/preferences/page/{token}",
+            self.api_base_url
+        );
+        let links = templates::Links {
+            unsubscribe: &unsubscribe_url,
+            preferences: &preferences_url,
+        };
         let message_id = message::message_id(&delivery.idempotency_key, self.sender_domain());
         let email_type = match delivery.email_type.parse::<EmailType>() {
             Ok(email_type) => email_type,
@@ -286,7 +293,7 @@ impl OutboxPort {
                         "the session no longer exists".to_owned(),
                     )));
                 };
-                let rendered = match self.templates.session_report(&summary, &unsubscribe_url) {
+                let rendered = match self.templates.session_report(&summary, links) {
                     Ok(rendered) => rendered,
                     Err(err) => return Ok(Err(Attempt::Permanent(err))),
                 };
@@ -319,7 +326,7 @@ impl OutboxPort {
                         "no activity left for that week".to_owned(),
                     )));
                 };
-                match self.templates.weekly_digest(&digest, &unsubscribe_url) {
+                match self.templates.weekly_digest(&digest, links) {
                     Ok(rendered) => (rendered, None),
                     Err(err) => return Ok(Err(Attempt::Permanent(err))),
                 }

@@ -49,22 +49,28 @@ pub struct Links<'a> {
 }
 
 impl Links<'_> {
-    /// The unsubscribe link the email would carry: the recipient's own when they have
-    /// preferences, one naming no one otherwise.
-    async fn unsubscribe(
+    /// The unsubscribe and preference links the email would carry: the recipient's own when
+    /// they have preferences, ones naming no one otherwise.
+    async fn urls(
         &self,
         store: &Store,
         email: &str,
         email_type: EmailType,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(String, String), StoreError> {
         let key = preferences::recipient_key(store, email)
             .await?
             .unwrap_or_else(|| "0".repeat(32));
-        Ok(format!(
-            "{}/api/v1/email/unsubscribe/{}?type={}",
-            self.api_base_url,
-            self.signer.token(&key),
-            email_type.as_str()
+        let token = self.signer.token(&key);
+        Ok((
+            format!(
+                "{}/api/v1/email/unsubscribe/{token}?type={}",
+                self.api_base_url,
+                email_type.as_str()
+            ),
+            format!(
+                "{}/api/v1/email/preferences/page/{token}",
+                self.api_base_url
+            ),
         ))
     }
 }
@@ -88,14 +94,16 @@ pub async fn render(
             // A session without a parent address sends no report; its preview shows one
             // whose link names no one.
             let email = row.parent_email.unwrap_or_default();
-            let url = links
-                .unsubscribe(store, &email, EmailType::SessionReport)
-                .await?;
+            let (unsubscribe, prefs) = links.urls(store, &email, EmailType::SessionReport).await?;
+            let urls = super::templates::Links {
+                unsubscribe: &unsubscribe,
+                preferences: &prefs,
+            };
             Ok(Preview {
                 email_type: EmailType::SessionReport,
                 rendered: links
                     .templates
-                    .session_report(&summary, &url)
+                    .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
                 pdf: Some(pdf::render(&summary)),
             })
@@ -104,14 +112,16 @@ pub async fn render(
             let digest = activity::recipient_digest(store, &email, week_start, timezone)
                 .await?
                 .ok_or(PreviewError::NoActivity(week_start))?;
-            let url = links
-                .unsubscribe(store, &email, EmailType::WeeklyDigest)
-                .await?;
+            let (unsubscribe, prefs) = links.urls(store, &email, EmailType::WeeklyDigest).await?;
+            let urls = super::templates::Links {
+                unsubscribe: &unsubscribe,
+                preferences: &prefs,
+            };
             Ok(Preview {
                 email_type: EmailType::WeeklyDigest,
                 rendered: links
                     .templates
-                    .weekly_digest(&digest, &url)
+                    .weekly_digest(&digest, urls)
                     .map_err(PreviewError::Template)?,
                 pdf: None,
             })

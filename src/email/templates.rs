@@ -80,6 +80,14 @@ impl std::fmt::Debug for Templates {
     }
 }
 
+/// The links every email carries: where to unsubscribe from its type, and the page where a
+/// recipient sees and changes everything they receive.
+#[derive(Clone, Copy)]
+pub struct Links<'a> {
+    pub unsubscribe: &'a str,
+    pub preferences: &'a str,
+}
+
 /// A row of the report's table.
 #[derive(Serialize)]
 struct Row {
@@ -93,6 +101,7 @@ struct ReportContext<'a> {
     subject: String,
     rows: Vec<Row>,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
     brand: &'a str,
     footer_address: &'a str,
 }
@@ -102,6 +111,7 @@ struct DigestContext<'a> {
     #[serde(flatten)]
     digest: &'a Digest,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
     brand: &'a str,
     footer_address: &'a str,
 }
@@ -163,7 +173,10 @@ impl Templates {
         if problems.is_empty() {
             // Rendered once with sample values: a variable the code does not provide is
             // found now, not at the first send.
-            let url = "https://herald.example.org/u";
+            let url = Links {
+                unsubscribe: "https://herald.example.org/u",
+                preferences: "https://herald.example.org/p",
+            };
             let summary = crate::reports::summarize(
                 &crate::reports::SessionRecord {
                     id: "00000000-0000-4000-8000-000000000000".into(),
@@ -221,7 +234,7 @@ impl Templates {
     fn try_session_report(
         &self,
         summary: &SessionSummary,
-        unsubscribe_url: &str,
+        links: Links<'_>,
     ) -> Result<Rendered, minijinja::Error> {
         let learner = summary
             .learner_name
@@ -267,7 +280,8 @@ impl Templates {
                 learner,
                 subject,
                 rows,
-                unsubscribe_url,
+                unsubscribe_url: links.unsubscribe,
+                preferences_url: links.preferences,
                 brand: &self.brand,
                 footer_address: &self.footer_address,
             },
@@ -277,13 +291,14 @@ impl Templates {
     fn try_weekly_digest(
         &self,
         digest: &Digest,
-        unsubscribe_url: &str,
+        links: Links<'_>,
     ) -> Result<Rendered, minijinja::Error> {
         self.render(
             "weekly_digest",
             &DigestContext {
                 digest,
-                unsubscribe_url,
+                unsubscribe_url: links.unsubscribe,
+                preferences_url: links.preferences,
                 brand: &self.brand,
                 footer_address: &self.footer_address,
             },
@@ -294,19 +309,15 @@ impl Templates {
     pub fn session_report(
         &self,
         summary: &SessionSummary,
-        unsubscribe_url: &str,
+        links: Links<'_>,
     ) -> Result<Rendered, String> {
-        self.try_session_report(summary, unsubscribe_url)
+        self.try_session_report(summary, links)
             .map_err(|e| format!("rendering the session report: {e:#}"))
     }
 
     /// A recipient's weekly digest.
-    pub fn weekly_digest(
-        &self,
-        digest: &Digest,
-        unsubscribe_url: &str,
-    ) -> Result<Rendered, String> {
-        self.try_weekly_digest(digest, unsubscribe_url)
+    pub fn weekly_digest(&self, digest: &Digest, links: Links<'_>) -> Result<Rendered, String> {
+        self.try_weekly_digest(digest, links)
             .map_err(|e| format!("rendering the weekly digest: {e:#}"))
     }
 }
@@ -337,6 +348,11 @@ mod tests {
         );
     }
 
+    const LINKS: Links<'static> = Links {
+        unsubscribe: "https://h/u",
+        preferences: "https://h/p",
+    };
+
     fn summary(name: &str) -> SessionSummary {
         crate::reports::summarize(
             &crate::reports::SessionRecord {
@@ -355,10 +371,7 @@ mod tests {
     fn hostile_names_are_escaped_in_html_and_kept_to_one_line_in_the_subject() {
         let templates = Templates::shipped("Acme Learning", "1 Main St, Springfield");
         let shown = templates
-            .session_report(
-                &summary("<script>alert('x')</script>\n\"Bo\""),
-                "https://h/u",
-            )
+            .session_report(&summary("<script>alert('x')</script>\n\"Bo\""), LINKS)
             .unwrap();
         assert!(!shown.html.contains("<script>"), "{}", shown.html);
         assert!(shown.html.contains("&lt;script&gt;"));
@@ -366,7 +379,7 @@ mod tests {
         assert!(shown.html.contains("Acme Learning, 1 Main St, Springfield"));
         assert!(shown.text.contains("1 Main St, Springfield"));
         let long = templates
-            .session_report(&summary(&"x".repeat(1000)), "https://h/u")
+            .session_report(&summary(&"x".repeat(1000)), LINKS)
             .unwrap();
         assert!(long.subject.len() < 200 && long.html.len() < 10_000);
     }
@@ -396,9 +409,7 @@ mod tests {
         )
         .unwrap();
         let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
-        let shown = templates
-            .session_report(&summary("Ada"), "https://h/u")
-            .unwrap();
+        let shown = templates.session_report(&summary("Ada"), LINKS).unwrap();
         assert_eq!(shown.text, "Hi Ada, see https://h/u");
     }
 }

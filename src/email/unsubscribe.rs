@@ -110,6 +110,20 @@ impl Signer {
             .then(|| uuid.hyphenated().to_string())
     }
 
+    /// The nonce of a preference form shown to `recipient_key` at `version` of their
+    /// preferences: it holds only for that version, so a form cannot be forged without the
+    /// key, nor sent again once the preferences changed.
+    pub fn form_nonce(&self, recipient_key: &str, version: i64) -> String {
+        let (v, key) = &self.current;
+        hex(&mac(key, *v, &format!("form.{recipient_key}.{version}")))
+    }
+
+    /// Whether `nonce` is the one [`Self::form_nonce`] gives now, compared in constant time.
+    pub fn form_nonce_holds(&self, nonce: &str, recipient_key: &str, version: i64) -> bool {
+        let expected = self.form_nonce(recipient_key, version);
+        bool::from(expected.as_bytes().ct_eq(nonce.as_bytes()))
+    }
+
     /// The recipient key a genuine token names; `None` for anything forged or malformed.
     pub fn verify(&self, token: &str) -> Option<String> {
         let mut parts = token.split('.');

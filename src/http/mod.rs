@@ -85,6 +85,11 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
             routes::unsubscribe::apply
         ))
         .routes(routes!(routes::email_events::generic))
+        .routes(routes!(routes::preferences::get, routes::preferences::put))
+        .routes(routes!(
+            routes::preferences::page,
+            routes::preferences::page_save
+        ))
         .routes(sendgrid);
 
     public

@@ -43,6 +43,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_claimed_by.sql"),
         include_str!("../../migrations/postgres/0005_claimed_by.sql"),
     ),
+    (
+        6,
+        "preference changes",
+        include_str!("../../migrations/sqlite/0006_preference_changes.sql"),
+        include_str!("../../migrations/postgres/0006_preference_changes.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

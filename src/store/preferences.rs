@@ -32,8 +32,9 @@ impl Unsubscribe {
     }
 }
 
-/// Applies an unsubscribe; returns whether anything changed. The seed's effects: each type
-/// turns its switch off and stamps its time; `all` does both.
+/// Applies an unsubscribe from a link naming `recipient_key`; returns whether anything
+/// changed. Each type turns its switch off and stamps its time; `all` does both. Recorded as
+/// the link's doing.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn unsubscribe(
     store: &Store,
@@ -41,28 +42,33 @@ pub async fn unsubscribe(
     what: Unsubscribe,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
+    let Some(email) = email_of(store, recipient_key).await? else {
+        return Ok(false);
+    };
+    let off = |on: bool| on.then_some(false);
     let (digest, reports) = match what {
         Unsubscribe::WeeklyDigest => (true, false),
         Unsubscribe::SessionReports => (false, true),
         Unsubscribe::All => (true, true),
     };
-    let changed = sqlx::query(
-        "UPDATE email_preferences SET \
-           weekly_digest_unsubscribed_at = CASE WHEN $3 = 1 AND weekly_digest_enabled = 1 THEN $2 ELSE weekly_digest_unsubscribed_at END, \
-           weekly_digest_enabled = CASE WHEN $3 = 1 THEN 0 ELSE weekly_digest_enabled END, \
-           session_reports_unsubscribed_at = CASE WHEN $4 = 1 AND session_reports_enabled = 1 THEN $2 ELSE session_reports_unsubscribed_at END, \
-           session_reports_enabled = CASE WHEN $4 = 1 THEN 0 ELSE session_reports_enabled END, \
-           updated_at = $2 \
-         WHERE recipient_key = $1 AND (($3 = 1 AND weekly_digest_enabled = 1) OR ($4 = 1 AND session_reports_enabled = 1))",
+    let wanted = Change {
+        weekly_digest: off(digest),
+        session_reports: off(reports),
+        timezone: None,
+    };
+    let (_, changed) = change(store, &email, &wanted, Source::UnsubscribeLink, at_ms).await?;
+    Ok(changed)
+}
+
+/// The address a recipient key stands for.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn email_of(store: &Store, recipient_key: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT email FROM email_preferences WHERE recipient_key = $1")
+            .bind(recipient_key)
+            .fetch_optional(store.reader())
+            .await?,
     )
-    .bind(recipient_key)
-    .bind(at_ms)
-    .bind(i64::from(digest))
-    .bind(i64::from(reports))
-    .execute(store.writer())
-    .await?
-    .rows_affected();
-    Ok(changed > 0)
 }
 
 /// The two switches of a recipient, for tests and the admin view.
@@ -91,4 +97,240 @@ pub async fn recipient_key(store: &Store, email: &str) -> Result<Option<String>,
             .fetch_optional(store.reader())
             .await?,
     )
+}
+
+/// A recipient's preferences, and whether the address is suppressed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preferences {
+    pub weekly_digest_enabled: bool,
+    pub session_reports_enabled: bool,
+    /// IANA name; the digest's zone (`DIGEST_TIMEZONE`) when absent.
+    pub timezone: Option<String>,
+    pub weekly_digest_unsubscribed_at: Option<i64>,
+    pub weekly_digest_resubscribed_at: Option<i64>,
+    pub session_reports_unsubscribed_at: Option<i64>,
+    pub session_reports_resubscribed_at: Option<i64>,
+    /// The suppression list's reason (`bounced`, `complained`) and since when: it stops the
+    /// mail whatever the switches say, and only an operator lifts it.
+    pub suppressed: Option<(String, i64)>,
+    /// When the preferences last changed: a form shown before then is out of date.
+    pub version: i64,
+}
+
+/// Where a change of preferences came from, as `preference_changes` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The calling backend, through `PUT /api/v1/email/preferences/{email}` or a session's
+    /// `parent_timezone`.
+    Api,
+    /// An unsubscribe link in an email.
+    UnsubscribeLink,
+    /// The preference page an email links to.
+    PreferencePage,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::UnsubscribeLink => "unsubscribe_link",
+            Self::PreferencePage => "preference_page",
+        }
+    }
+}
+
+/// What to change; `None` leaves a value as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    pub weekly_digest: Option<bool>,
+    pub session_reports: Option<bool>,
+    pub timezone: Option<String>,
+}
+
+const COLUMNS: &str = "p.weekly_digest_enabled, p.session_reports_enabled, p.timezone, \
+    p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
+    p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, s.reason, s.created_at, \
+    p.updated_at";
+
+fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
+    let reason: Option<String> = row.try_get(7)?;
+    Ok(Preferences {
+        weekly_digest_enabled: row.try_get::<i64, _>(0)? != 0,
+        session_reports_enabled: row.try_get::<i64, _>(1)? != 0,
+        timezone: row.try_get(2)?,
+        weekly_digest_unsubscribed_at: row.try_get(3)?,
+        weekly_digest_resubscribed_at: row.try_get(4)?,
+        session_reports_unsubscribed_at: row.try_get(5)?,
+        session_reports_resubscribed_at: row.try_get(6)?,
+        suppressed: match reason {
+            Some(reason) => Some((reason, row.try_get::<Option<i64>, _>(8)?.unwrap_or(0))),
+            None => None,
+        },
+        version: row.try_get(9)?,
+    })
+}
+
+/// A recipient's preferences; `None` for an address herald has never mailed or been told of.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM email_preferences p \
+         LEFT JOIN email_suppressions s ON s.email = p.email WHERE p.email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(store.reader())
+    .await?;
+    Ok(row.as_ref().map(preferences).transpose()?)
+}
+
+/// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps
+/// an unsubscribe or a re-subscribe with its time, and records each changed value with its
+/// `source`; all in one transaction. Returns the preferences as they now are, and whether
+/// anything changed.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn change(
+    store: &Store,
+    email: &str,
+    change: &Change,
+    source: Source,
+    at_ms: i64,
+) -> Result<(Preferences, bool), StoreError> {
+    let lock = match store.backend() {
+        super::Backend::Postgres => " FOR UPDATE OF p",
+        super::Backend::Sqlite => "",
+    };
+    let mut tx = store.writer().begin().await?;
+    sqlx::query(
+        "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(email)
+    .bind(uuid::Uuid::new_v4().simple().to_string())
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM email_preferences p \
+         LEFT JOIN email_suppressions s ON s.email = p.email WHERE p.email = $1{lock}"
+    ))
+    .bind(email)
+    .fetch_one(&mut *tx)
+    .await?;
+    let old = preferences(&row)?;
+    let mut new = old.clone();
+    let mut changes: Vec<(&str, String, String)> = Vec::new();
+    let mut switch = |field: &'static str,
+                      wanted: Option<bool>,
+                      enabled: &mut bool,
+                      unsubscribed: &mut Option<i64>,
+                      resubscribed: &mut Option<i64>| {
+        if let Some(wanted) = wanted
+            && wanted != *enabled
+        {
+            changes.push((field, enabled.to_string(), wanted.to_string()));
+            *enabled = wanted;
+            if wanted {
+                *resubscribed = Some(at_ms);
+            } else {
+                *unsubscribed = Some(at_ms);
+            }
+        }
+    };
+    switch(
+        "weekly_digest_enabled",
+        change.weekly_digest,
+        &mut new.weekly_digest_enabled,
+        &mut new.weekly_digest_unsubscribed_at,
+        &mut new.weekly_digest_resubscribed_at,
+    );
+    switch(
+        "session_reports_enabled",
+        change.session_reports,
+        &mut new.session_reports_enabled,
+        &mut new.session_reports_unsubscribed_at,
+        &mut new.session_reports_resubscribed_at,
+    );
+    if let Some(zone) = &change.timezone
+        && Some(zone) != old.timezone.as_ref()
+    {
+        changes.push((
+            "timezone",
+            old.timezone.clone().unwrap_or_default(),
+            zone.clone(),
+        ));
+        new.timezone = Some(zone.clone());
+    }
+    let changed = !changes.is_empty();
+    if changed {
+        new.version = at_ms.max(old.version + 1);
+        sqlx::query(
+            "UPDATE email_preferences SET weekly_digest_enabled = $2, session_reports_enabled = $3, timezone = $4, \
+               weekly_digest_unsubscribed_at = $5, weekly_digest_resubscribed_at = $6, \
+               session_reports_unsubscribed_at = $7, session_reports_resubscribed_at = $8, updated_at = $9 \
+             WHERE email = $1",
+        )
+        .bind(email)
+        .bind(i64::from(new.weekly_digest_enabled))
+        .bind(i64::from(new.session_reports_enabled))
+        .bind(new.timezone.clone())
+        .bind(new.weekly_digest_unsubscribed_at)
+        .bind(new.weekly_digest_resubscribed_at)
+        .bind(new.session_reports_unsubscribed_at)
+        .bind(new.session_reports_resubscribed_at)
+        .bind(new.version)
+        .execute(&mut *tx)
+        .await?;
+        for (field, old_value, new_value) in changes {
+            sqlx::query(
+                "INSERT INTO preference_changes (id, email, at, source, field, old_value, new_value) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(email)
+            .bind(at_ms)
+            .bind(source.as_str())
+            .bind(field)
+            .bind(old_value)
+            .bind(new_value)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((new, changed))
+}
+
+/// One recorded change of a recipient's preferences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub at_ms: i64,
+    /// `api`, `unsubscribe_link` or `preference_page`.
+    pub source: String,
+    pub field: String,
+    pub old_value: String,
+    pub new_value: String,
+}
+
+/// The recorded changes of `email`'s preferences, oldest first (those of one moment by
+/// field).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn changes(store: &Store, email: &str) -> Result<Vec<Recorded>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at, source, field, old_value, new_value FROM preference_changes WHERE email = $1 ORDER BY at, field",
+    )
+    .bind(email)
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Recorded {
+                at_ms: row.try_get(0)?,
+                source: row.try_get(1)?,
+                field: row.try_get(2)?,
+                old_value: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                new_value: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }

@@ -28,13 +28,10 @@ fn browser_kit() -> Option<(String, String)> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() {
-    let Some((chromium, playwright)) = browser_kit() else {
-        return;
-    };
+/// An app on a port chosen first (its emails' links must point at it) that has sent one
+/// report to parent@example.com: the app, its port, and the report as received.
+async fn a_sent_report() -> (crate::helpers::TestApp, u16, crate::smtp::Received) {
     let smtp = SmtpServer::start().await;
-    // The links must point at this very instance, so its port is chosen first.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -57,7 +54,17 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
         .new_session(json!({"parent_email": "parent@example.com"}))
         .await;
     app.complete(&session.id, Some(&session.token), None).await;
-    let url = smtp.wait_for(1).await.remove(0).unsubscribe_url();
+    let message = smtp.wait_for(1).await.remove(0);
+    (app, port, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() {
+    let Some((chromium, playwright)) = browser_kit() else {
+        return;
+    };
+    let (app, port, message) = a_sent_report().await;
+    let url = message.unsubscribe_url();
     assert!(
         url.starts_with(&format!(
             "http://127.0.0.1:{port}/api/v1/email/unsubscribe/"
@@ -113,7 +120,10 @@ fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
         "\u{202e}Ada Lovelace",
         &"Maximilian".repeat(100),
     ];
-    let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=weekly_digest";
+    let url = herald::email::templates::Links {
+        unsubscribe: "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=weekly_digest",
+        preferences: "https://herald.example.org/api/v1/email/preferences/page/v1.x.y",
+    };
     let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
     let monday = herald::reports::week::day_start_ms(week, chrono_tz::UTC);
     let facts: Vec<SessionFact> = hostile
@@ -178,5 +188,89 @@ fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
         "browser check failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The preference page from the link in a received email, in headless Chromium: both
+/// switches shown on, the digest turned off and saved, recorded as the page's doing; the
+/// same form sent again, or one without its nonce, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_changes_their_preferences_on_the_page_their_email_links_to() {
+    let Some((chromium, playwright)) = browser_kit() else {
+        return;
+    };
+    let (app, port, message) = a_sent_report().await;
+    let text = String::from_utf8_lossy(&message.data).replace("=\r\n", "");
+    let url = text
+        .split_whitespace()
+        .find(|w| w.contains("/api/v1/email/preferences/page/"))
+        .expect("a preference link in the email")
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/")),
+        "{url}"
+    );
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/preferences_browser.cjs"
+    );
+    let target = url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(&target)
+            .env("CHROMIUM", chromium)
+            .env("PLAYWRIGHT_CORE", playwright)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let nonce = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let store = &app.state.store;
+    assert_eq!(
+        herald::store::preferences::switches(store, "parent@example.com")
+            .await
+            .unwrap(),
+        Some((false, true)),
+        "the digest off, reports still on"
+    );
+    let sources: Vec<String> = herald::store::preferences::changes(store, "parent@example.com")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("{}:{}", c.source, c.field))
+        .collect();
+    assert_eq!(sources, ["preference_page:weekly_digest_enabled"]);
+
+    // The same form again (a replay), and a form without the page's nonce (a forgery).
+    let post = |body: String| {
+        app.client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let replayed = post(format!("nonce={nonce}&session_reports=on&weekly_digest=on"))
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 409);
+    let forged = post("session_reports=on&weekly_digest=on".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        herald::store::preferences::switches(store, "parent@example.com")
+            .await
+            .unwrap(),
+        Some((false, true)),
+        "neither changed anything"
     );
 }

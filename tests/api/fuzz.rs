@@ -199,7 +199,15 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
             message_id: "<id@herald.example.org>",
             unsubscribe_url: url,
             reference: "v1.0.0",
-            rendered: templates.session_report(&summary, url).unwrap(),
+            rendered: templates
+                .session_report(
+                    &summary,
+                    herald::email::templates::Links {
+                        unsubscribe: url,
+                        preferences: "https://herald.example.org/api/v1/email/preferences/page/v1.x.y",
+                    },
+                )
+                .unwrap(),
             pdf: None,
         })
         .unwrap();

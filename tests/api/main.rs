@@ -19,6 +19,7 @@ mod jobs;
 mod load;
 mod observability;
 mod outage;
+mod preferences;
 mod rate_limit;
 mod replicas;
 mod runbook;

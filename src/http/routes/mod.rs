@@ -8,6 +8,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
+pub mod preferences;
 pub mod rate_limits;
 pub mod reports;
 pub mod sessions;

@@ -97,6 +97,10 @@ pub struct StartSession {
     /// Where the session report is sent on completion.
     #[schema(schema_with = address_or_blank)]
     pub parent_email: Option<String>,
+    /// The parent's time zone (IANA), kept with their preferences: their digest comes at
+    /// their local time. Needs `parent_email`.
+    #[schema(value_type = Option<super::preferences::TimeZone>)]
+    pub parent_timezone: Option<String>,
 }
 
 /// An email address, or a blank string meaning none.
@@ -139,6 +143,7 @@ pub async fn start(
     let learner_name = validate::text("learner_name", body.learner_name, NAME_MAX, false)?;
     let subject = validate::text("subject", body.subject, NAME_MAX, false)?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
+    let parent_timezone = super::preferences::timezone("parent_timezone", body.parent_timezone)?;
     let id = SessionId::random();
     let token = random_token();
     let started_at_ms = now_ms(&state);
@@ -156,6 +161,9 @@ pub async fn start(
     .await?;
     crate::metrics::session_started();
     tracing::info!(session_id = %id, "session started");
+    if let (Some(email), Some(zone)) = (&parent_email, parent_timezone) {
+        keep_timezone(&state, email.as_str(), zone, started_at_ms).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(SessionStarted {
@@ -264,6 +272,9 @@ pub struct CompleteSession {
     /// Overrides the address given at start, if the session is not yet completed.
     #[schema(schema_with = address_or_blank)]
     pub parent_email: Option<String>,
+    /// The parent's time zone (IANA), kept with their preferences.
+    #[schema(value_type = Option<super::preferences::TimeZone>)]
+    pub parent_timezone: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -300,6 +311,28 @@ impl ReportEmail {
 }
 
 /// Decides the report email of a completed session through the throttle actor.
+/// Keeps a parent's time zone, as the calling backend gave it, with their preferences.
+async fn keep_timezone(
+    state: &AppState,
+    email: &str,
+    zone: String,
+    at_ms: i64,
+) -> Result<(), ApiError> {
+    let change = crate::store::preferences::Change {
+        timezone: Some(zone),
+        ..Default::default()
+    };
+    crate::store::preferences::change(
+        &state.store,
+        email,
+        &change,
+        crate::store::preferences::Source::Api,
+        at_ms,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn report_email(
     state: &AppState,
     session_id: &SessionId,
@@ -379,6 +412,7 @@ pub async fn complete(
     let (id, token) = credentials(&raw_id, token)?;
     let mut loaded = with_events(&state, &id, &token).await?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
+    let parent_timezone = super::preferences::timezone("parent_timezone", body.parent_timezone)?;
     // The session is read with its events and completed only if no event arrived since, so
     // the summary covers exactly what the completion closed; if one did, read again. After
     // two such races the completion goes ahead and the events are read after it.
@@ -416,6 +450,9 @@ pub async fn complete(
         races += 1;
         loaded = with_events(&state, &id, &token).await?;
     };
+    if let (Some(email), Some(zone)) = (session.parent_email.as_deref(), parent_timezone) {
+        keep_timezone(&state, email, zone, now_ms(&state)).await?;
+    }
     let summary = summarize(&session.record, &events, now_ms(&state));
     let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
     Ok(Json(SessionCompleted {

@@ -32,7 +32,7 @@ fn describe(what: Unsubscribe) -> &'static str {
     }
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
@@ -44,7 +44,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
-fn invalid_link() -> Response {
+pub(crate) fn invalid_link() -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "This link is not valid",
@@ -54,7 +54,7 @@ fn invalid_link() -> Response {
 
 /// A token with a token's shape whose signature does not hold (altered, or signed with a
 /// key herald no longer has).
-fn altered_link() -> Response {
+pub(crate) fn altered_link() -> Response {
     page(
         StatusCode::FORBIDDEN,
         "This link is not valid",

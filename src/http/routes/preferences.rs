@@ -1,0 +1,297 @@
+//! `/api/v1/email/preferences/{email}`: what a recipient receives, for the calling backend's
+//! own settings screen (client API key). Re-subscribing is possible and stamped; every change
+//! is recorded with its source. A suppression from a bounce or a complaint is shown and is
+//! not lifted here (only an operator lifts it).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use herald_actors::email::Email;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::extract::{ClientKey, Json as JsonBody};
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::store::instant;
+use crate::store::preferences::{self, Change, Preferences, Source};
+
+/// Why an address gets no email whatever its switches say.
+#[derive(Serialize, ToSchema)]
+pub struct SuppressionView {
+    /// `bounced` or `complained`.
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreferencesView {
+    pub email: String,
+    pub weekly_digest_enabled: bool,
+    pub session_reports_enabled: bool,
+    /// IANA name; absent means the service's `DIGEST_TIMEZONE`.
+    pub timezone: Option<String>,
+    pub weekly_digest_unsubscribed_at: Option<DateTime<Utc>>,
+    pub weekly_digest_resubscribed_at: Option<DateTime<Utc>>,
+    pub session_reports_unsubscribed_at: Option<DateTime<Utc>>,
+    pub session_reports_resubscribed_at: Option<DateTime<Utc>>,
+    /// Present when the address is on the suppression list.
+    pub suppressed: Option<SuppressionView>,
+}
+
+fn view(email: &Email, p: Preferences) -> PreferencesView {
+    PreferencesView {
+        email: email.as_str().to_owned(),
+        weekly_digest_enabled: p.weekly_digest_enabled,
+        session_reports_enabled: p.session_reports_enabled,
+        timezone: p.timezone,
+        weekly_digest_unsubscribed_at: p.weekly_digest_unsubscribed_at.map(instant),
+        weekly_digest_resubscribed_at: p.weekly_digest_resubscribed_at.map(instant),
+        session_reports_unsubscribed_at: p.session_reports_unsubscribed_at.map(instant),
+        session_reports_resubscribed_at: p.session_reports_resubscribed_at.map(instant),
+        suppressed: p.suppressed.map(|(reason, since)| SuppressionView {
+            reason,
+            since: instant(since),
+        }),
+    }
+}
+
+fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    validate::email("email", Some(raw.to_owned()))?
+        .ok_or_else(|| validate::invalid("email", "email is required"))
+}
+
+/// An IANA time zone name, in the API document: one of the names herald knows.
+pub struct TimeZone;
+
+impl utoipa::PartialSchema for TimeZone {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An IANA time zone name, such as Europe/Berlin"))
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|z| z.name())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeZone {}
+
+/// An IANA time zone name, or a 400 naming `field`.
+pub fn timezone(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => match raw.trim().parse::<chrono_tz::Tz>() {
+            Ok(zone) => Ok(Some(zone.name().to_owned())),
+            Err(_) => Err(ApiError::BadRequest {
+                message: format!("{field}: '{raw}' is not an IANA time zone such as Europe/Berlin"),
+                field: Some(field.to_owned()),
+            }),
+        },
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/email/preferences/{email}", tag = "email", security(("api_key" = [])),
+    params(("email" = String, Path, format = Email, description = "The recipient")),
+    responses(
+        (status = 200, description = "What the recipient receives; an address herald has not mailed gets everything, by default", body = PreferencesView),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    State(state): State<AppState>,
+    _key: ClientKey,
+    Path(raw): Path<String>,
+) -> Result<Json<PreferencesView>, ApiError> {
+    let email = parse_email(&raw)?;
+    let found = preferences::get(&state.store, email.as_str())
+        .await?
+        .unwrap_or(Preferences {
+            weekly_digest_enabled: true,
+            session_reports_enabled: true,
+            ..Default::default()
+        });
+    Ok(Json(view(&email, found)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesChange {
+    /// `true` re-subscribes, `false` unsubscribes; absent leaves it as it is.
+    pub weekly_digest_enabled: Option<bool>,
+    pub session_reports_enabled: Option<bool>,
+    /// An IANA name such as `America/New_York`.
+    #[schema(value_type = Option<TimeZone>)]
+    pub timezone: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/email/preferences/{email}", tag = "email", security(("api_key" = [])),
+    params(("email" = String, Path, format = Email, description = "The recipient")),
+    request_body(content = PreferencesChange, description = "The values to change"),
+    responses(
+        (status = 200, description = "The preferences now; each change recorded with the source `api`", body = PreferencesView),
+        (status = 400, description = "A malformed body, or a time zone that is not an IANA name (`field` says which)", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn put(
+    State(state): State<AppState>,
+    _key: ClientKey,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<PreferencesChange>,
+) -> Result<Json<PreferencesView>, ApiError> {
+    let email = parse_email(&raw)?;
+    let wanted = Change {
+        weekly_digest: body.weekly_digest_enabled,
+        session_reports: body.session_reports_enabled,
+        timezone: timezone("timezone", body.timezone)?,
+    };
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let (now_is, changed) =
+        preferences::change(&state.store, email.as_str(), &wanted, Source::Api, now).await?;
+    if changed {
+        tracing::info!(recipient = %email.masked(), "preferences changed through the API");
+    }
+    Ok(Json(view(&email, now_is)))
+}
+
+/// The preference page's form: the switches as sent (a checkbox left unticked is not sent),
+/// and the nonce the page was shown with.
+#[derive(Deserialize, ToSchema)]
+pub struct PageForm {
+    pub nonce: Option<String>,
+    pub weekly_digest: Option<String>,
+    pub session_reports: Option<String>,
+}
+
+/// The recipient a page link names, or the page that says why not.
+async fn recipient(
+    state: &AppState,
+    token: &str,
+) -> Result<(String, String, Preferences), axum::response::Response> {
+    use super::unsubscribe::{altered_link, invalid_link};
+    if !crate::email::unsubscribe::well_formed(token) {
+        return Err(invalid_link());
+    }
+    let key = state.signer.verify(token).ok_or_else(altered_link)?;
+    let email = preferences::email_of(&state.store, &key)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+        .ok_or_else(altered_link)?;
+    let found = preferences::get(&state.store, &email)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+        .ok_or_else(altered_link)?;
+    Ok((key, email, found))
+}
+
+use axum::response::IntoResponse;
+
+fn checked(on: bool) -> &'static str {
+    if on { " checked" } else { "" }
+}
+
+#[utoipa::path(get, path = "/api/v1/email/preferences/page/{token}", tag = "email",
+    params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link")),
+    responses(
+        (status = 200, description = "The recipient's preferences as a form (changes nothing)", content_type = "text/html", body = String),
+        (status = 400, description = "A malformed link", content_type = "text/html", body = String),
+        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
+#[tracing::instrument(skip_all)]
+pub async fn page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> axum::response::Response {
+    let (key, email, found) = match recipient(&state, &token).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let masked = Email::parse(&email).map(|e| e.masked()).unwrap_or_default();
+    let nonce = state.signer.form_nonce(&key, found.version);
+    let suppressed = match &found.suppressed {
+        Some((reason, _)) => format!(
+            "<p><strong>No email reaches this address now:</strong> it was {}. Contact the sender to have it lifted.</p>",
+            if reason == "bounced" {
+                "refused by its mail server"
+            } else {
+                "reported as spam"
+            }
+        ),
+        None => String::new(),
+    };
+    let escape = crate::email::templates::escape;
+    super::unsubscribe::page(
+        http::StatusCode::OK,
+        "Your email preferences",
+        &format!(
+            "<p>For {masked}. Choose what you receive:</p>{suppressed}\
+             <form method=\"post\" action=\"/api/v1/email/preferences/page/{token}\">\
+             <input type=\"hidden\" name=\"nonce\" value=\"{nonce}\">\
+             <p><label><input type=\"checkbox\" name=\"session_reports\" value=\"on\"{reports}> A report after each learning session</label></p>\
+             <p><label><input type=\"checkbox\" name=\"weekly_digest\" value=\"on\"{digest}> A weekly digest</label></p>\
+             <button type=\"submit\">Save my choices</button></form>",
+            masked = escape(&masked),
+            token = escape(&token),
+            reports = checked(found.session_reports_enabled),
+            digest = checked(found.weekly_digest_enabled),
+        ),
+    )
+}
+
+#[utoipa::path(post, path = "/api/v1/email/preferences/page/{token}", tag = "email",
+    params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link")),
+    request_body(content = PageForm, content_type = "application/x-www-form-urlencoded", description = "The form of the page: its nonce and the ticked switches"),
+    responses(
+        (status = 200, description = "Saved; what the recipient now receives", content_type = "text/html", body = String),
+        (status = 400, description = "A malformed link or form", content_type = "text/html", body = String),
+        (status = 403, description = "An altered link, or a form without a valid nonce", content_type = "text/html", body = String),
+        (status = 409, description = "A form shown before the preferences last changed (sent twice, or from an old page)", content_type = "text/html", body = String)))]
+#[tracing::instrument(skip_all)]
+pub async fn page_save(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    form: Result<axum::Form<PageForm>, axum::extract::rejection::FormRejection>,
+) -> axum::response::Response {
+    let (key, email, found) = match recipient(&state, &token).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let Ok(axum::Form(form)) = form else {
+        return super::unsubscribe::invalid_link();
+    };
+    let Some(nonce) = form.nonce else {
+        return super::unsubscribe::altered_link();
+    };
+    if !state.signer.form_nonce_holds(&nonce, &key, found.version) {
+        // Either forged, or shown before the last change: one answer, a fresh page fixes both.
+        return super::unsubscribe::page(
+            http::StatusCode::CONFLICT,
+            "This form is out of date",
+            "<p>Your preferences changed since this page was shown, or the form was not the one we sent. Please open the link from your email again.</p>",
+        );
+    }
+    let wanted = Change {
+        weekly_digest: Some(form.weekly_digest.is_some()),
+        session_reports: Some(form.session_reports.is_some()),
+        timezone: None,
+    };
+    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let (saved, _) =
+        match preferences::change(&state.store, &email, &wanted, Source::PreferencePage, now).await
+        {
+            Ok(saved) => saved,
+            Err(err) => return ApiError::from(err).into_response(),
+        };
+    let says = |on: bool| if on { "on" } else { "off" };
+    super::unsubscribe::page(
+        http::StatusCode::OK,
+        "Your preferences are saved",
+        &format!(
+            "<p>Session reports: <strong>{}</strong>. Weekly digest: <strong>{}</strong>.</p>\
+             <p>You can change them again from the link in any email.</p>",
+            says(saved.session_reports_enabled),
+            says(saved.weekly_digest_enabled)
+        ),
+    )
+}

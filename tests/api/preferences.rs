@@ -1,0 +1,199 @@
+//! The preferences API for the calling backend: read and change what a recipient receives,
+//! re-subscribe, a time zone, every change recorded with its source, a suppression shown and
+//! not lifted.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
+use crate::on_both_backends;
+
+const PARENT: &str = "parent@example.com";
+
+async fn get(app: &TestApp, email: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/api/v1/email/preferences/{email}")))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn put(app: &TestApp, email: &str, body: Value) -> reqwest::Response {
+    app.client
+        .put(app.url(&format!("/api/v1/email/preferences/{email}")))
+        .header("X-API-Key", API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn report_email(app: &TestApp) -> Value {
+    let session = app.new_session(json!({"parent_email": PARENT})).await;
+    let done: Value = app
+        .complete(&session.id, Some(&session.token), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    done["report_email"].clone()
+}
+
+async fn a_backend_reads_and_changes_preferences_and_a_parent_can_come_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Unknown to herald: everything on, by default.
+    let fresh: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert_eq!(
+        (
+            &fresh["weekly_digest_enabled"],
+            &fresh["session_reports_enabled"],
+            &fresh["timezone"]
+        ),
+        (&json!(true), &json!(true), &Value::Null)
+    );
+    assert_eq!(
+        app.client
+            .get(app.url(&format!("/api/v1/email/preferences/{PARENT}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let off: Value = put(&app, PARENT, json!({"session_reports_enabled": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(off["session_reports_enabled"], false);
+    assert!(off["session_reports_unsubscribed_at"].is_string());
+    assert_eq!(report_email(&app).await, "suppressed");
+
+    // Back on: stamped, and the next report goes out.
+    app.clock.advance_ms(60_000);
+    let on: Value = put(
+        &app,
+        PARENT,
+        json!({"session_reports_enabled": true, "timezone": "Asia/Kolkata"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(on["session_reports_enabled"], true);
+    assert!(on["session_reports_resubscribed_at"].is_string());
+    assert_eq!(on["timezone"], "Asia/Kolkata");
+    assert_eq!(report_email(&app).await, "queued");
+
+    let bad = put(&app, PARENT, json!({"timezone": "Mars/Olympus_Mons"})).await;
+    assert_eq!(
+        assert_error(bad, 400, "VALIDATION_ERROR").await["field"],
+        "timezone"
+    );
+    let unknown_field = put(&app, PARENT, json!({"nickname": "x"})).await;
+    assert_eq!(unknown_field.status(), 400);
+
+    // Every change recorded with its source.
+    let changes = herald::store::preferences::changes(&app.state.store, PARENT)
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|c| (c.source.as_str(), c.field.as_str(), c.new_value.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("api", "session_reports_enabled", "false"),
+            ("api", "session_reports_enabled", "true"),
+            ("api", "timezone", "Asia/Kolkata"),
+        ]
+    );
+
+    // A suppression is shown, and this API does not lift it.
+    sqlx::query(
+        "INSERT INTO email_suppressions (email, reason, source, created_at) VALUES ($1, 'complained', 'sendgrid', 0)",
+    )
+    .bind(PARENT)
+    .execute(app.state.store.writer())
+    .await
+    .unwrap();
+    let still: Value = put(&app, PARENT, json!({"weekly_digest_enabled": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["suppressed"]["reason"], "complained");
+    assert_eq!(report_email(&app).await, "suppressed");
+}
+
+async fn a_parents_time_zone_comes_with_a_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let bad = app
+        .start_session(Some(
+            json!({"parent_email": PARENT, "parent_timezone": "Europe/Atlantis"}),
+        ))
+        .await;
+    assert_eq!(
+        assert_error(bad, 400, "VALIDATION_ERROR").await["field"],
+        "parent_timezone"
+    );
+    let session = app
+        .new_session(json!({"parent_email": PARENT, "parent_timezone": "America/New_York"}))
+        .await;
+    let read: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert_eq!(read["timezone"], "America/New_York");
+    // A later one at completion wins.
+    let done = app
+        .complete(
+            &session.id,
+            Some(&session.token),
+            Some(json!({"parent_timezone": "Pacific/Kiritimati"})),
+        )
+        .await;
+    assert_eq!(done.status(), 200);
+    let read: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert_eq!(read["timezone"], "Pacific/Kiritimati");
+}
+
+/// An unsubscribe link's change is recorded as the link's.
+async fn an_unsubscribe_from_a_link_is_recorded_as_such(backend: Backend) {
+    let app = spawn_app(backend).await;
+    put(&app, PARENT, json!({"timezone": "Europe/London"})).await;
+    let key = herald::store::preferences::recipient_key(&app.state.store, PARENT)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = app.state.signer.token(&key);
+    app.clock.advance_ms(1_000);
+    let done = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/email/unsubscribe/{token}?type=weekly_digest"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let changes = herald::store::preferences::changes(&app.state.store, PARENT)
+        .await
+        .unwrap();
+    let last = changes.last().unwrap();
+    assert_eq!(
+        (
+            last.source.as_str(),
+            last.field.as_str(),
+            last.new_value.as_str()
+        ),
+        ("unsubscribe_link", "weekly_digest_enabled", "false")
+    );
+    let read: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert!(read["weekly_digest_unsubscribed_at"].is_string());
+}
+
+on_both_backends!(
+    an_unsubscribe_from_a_link_is_recorded_as_such,
+    a_backend_reads_and_changes_preferences_and_a_parent_can_come_back,
+    a_parents_time_zone_comes_with_a_session,
+);
