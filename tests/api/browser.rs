@@ -28,6 +28,31 @@ fn browser_kit() -> Option<(String, String)> {
     None
 }
 
+/// Runs `scripts/{script}` on `arg` in node with the Chromium kit; what it printed. A
+/// failure fails the test with the script's output.
+async fn run_script(script: &str, arg: &str, (chromium, playwright): (String, String)) -> String {
+    let script = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let arg = arg.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(arg)
+            .env("CHROMIUM", chromium)
+            .env("PLAYWRIGHT_CORE", playwright)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// An app on a port chosen first (its emails' links must point at it) that has sent one
 /// report to parent@example.com: the app, its port, and the report as received.
 async fn a_sent_report() -> (crate::helpers::TestApp, u16, crate::smtp::Received) {
@@ -72,27 +97,7 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
         "{url}"
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/unsubscribe_browser.cjs"
-    );
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .arg(&url)
-            .env("CHROMIUM", chromium)
-            .env("PLAYWRIGHT_CORE", playwright)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "browser run failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_script("unsubscribe_browser.cjs", &url, (chromium, playwright)).await;
     assert_eq!(
         herald::store::preferences::switches(&app.state.store, "parent@example.com")
             .await
@@ -106,8 +111,8 @@ async fn a_parent_unsubscribes_from_the_link_in_their_email_in_a_real_browser() 
 /// characters), in headless Chromium at a phone's 375 px and a desktop's 800 px: nothing
 /// scrolls sideways, every learner's name shows, the unsubscribe link is there, and no
 /// markup from a name became an element.
-#[test]
-fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
+#[tokio::test]
+async fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
     use herald::reports::week::{SessionFact, digest, display_name};
     use herald::reports::{SessionRecord, summarize};
     let Some((chromium, playwright)) = browser_kit() else {
@@ -175,20 +180,12 @@ fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
     ]);
     let checks_file = dir.path().join("checks.json");
     std::fs::write(&checks_file, checks.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/email_browser.cjs");
-    let output = std::process::Command::new("node")
-        .arg(script)
-        .arg(&checks_file)
-        .env("CHROMIUM", chromium)
-        .env("PLAYWRIGHT_CORE", playwright)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "browser check failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_script(
+        "email_browser.cjs",
+        &checks_file.display().to_string(),
+        (chromium, playwright),
+    )
+    .await;
 }
 
 /// The preference page from the link in a received email, in headless Chromium: both
@@ -211,29 +208,7 @@ async fn a_parent_changes_their_preferences_on_the_page_their_email_links_to() {
         "{url}"
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/preferences_browser.cjs"
-    );
-    let target = url.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .arg(&target)
-            .env("CHROMIUM", chromium)
-            .env("PLAYWRIGHT_CORE", playwright)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "browser run failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let nonce = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let nonce = run_script("preferences_browser.cjs", &url, (chromium, playwright)).await;
     let store = &app.state.store;
     assert_eq!(
         herald::store::preferences::switches(store, "parent@example.com")
