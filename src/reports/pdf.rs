@@ -432,6 +432,45 @@ fn document(page: Page, title: &str) -> Vec<u8> {
     pdf.finish()
 }
 
+/// A font program subset to some glyphs, compressed, and its length before compression.
+struct Program {
+    compressed: Vec<u8>,
+    length: usize,
+}
+
+/// The most subsets kept; reports of one learner and subject use the same glyphs, so most
+/// reports find theirs.
+const PROGRAMS_KEPT: usize = 256;
+
+/// The subset of `face` to the glyphs of `remapper`, compressed: made once per font and
+/// glyph set and kept (the subsetting and compressing are most of a report's rendering).
+fn font_program(face: &Face, remapper: &GlyphRemapper) -> std::sync::Arc<Program> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, PoisonError};
+    type Kept = HashMap<(&'static str, Vec<u16>), Arc<Program>>;
+    static KEPT: OnceLock<Mutex<Kept>> = OnceLock::new();
+    let key = (face.name, remapper.remapped_gids().collect::<Vec<u16>>());
+    let kept = KEPT.get_or_init(Default::default);
+    if let Some(found) = kept
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return found.clone();
+    }
+    let subset = subsetter::subset(face.data, 0, remapper).expect("the embedded fonts subset");
+    let made = Arc::new(Program {
+        compressed: miniz_oxide::deflate::compress_to_vec_zlib(&subset, 6),
+        length: subset.len(),
+    });
+    let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() >= PROGRAMS_KEPT {
+        kept.clear();
+    }
+    kept.insert(key, made.clone());
+    made
+}
+
 /// One font as a Type 0 font over a CIDFontType2 whose program is the subset of `used`.
 fn write_font(
     pdf: &mut Pdf,
@@ -497,12 +536,10 @@ fn write_font(
         .stem_v(80.0)
         .font_file2(program);
 
-    let subset =
-        subsetter::subset(face.data, 0, &used.remapper).expect("the embedded fonts subset");
-    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&subset, 6);
-    pdf.stream(program, &compressed)
+    let program_bytes = font_program(face, &used.remapper);
+    pdf.stream(program, &program_bytes.compressed)
         .filter(Filter::FlateDecode)
-        .pair(Name(b"Length1"), subset.len() as i32);
+        .pair(Name(b"Length1"), program_bytes.length as i32);
 
     let mut cmap = pdf_writer::types::UnicodeCmap::new(Name(b"Custom"), system);
     for (glyph, c) in &used.text {
@@ -563,6 +600,14 @@ mod tests {
         let has_replacement = |pdf: &[u8]| pdf.windows(4).any(|w| w == b"FFFD");
         assert!(!has_replacement(&render(&summary("\u{202e}Ada\u{202c}"))));
         assert!(has_replacement(&render(&summary("Ada 日"))));
+    }
+
+    #[test]
+    fn a_kept_font_program_gives_the_same_document() {
+        let first = render(&summary("Zoë"));
+        let again = render(&summary("Zoë"));
+        assert_eq!(first, again);
+        assert_ne!(first, render(&summary("Ζωή")));
     }
 
     #[test]
