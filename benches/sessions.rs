@@ -192,7 +192,10 @@ fn pdf_render() {
     .len();
     println!("report email with its PDF: {email} bytes");
     // Every render with glyphs of its own: the font subsets are made, not found kept.
-    let (greek, cyrillic) = ("αβγδεζηθικλμνξοπρστυφχψω", "абвгдежзийклмнопрстуфхцчшщъыьэюя");
+    let (greek, cyrillic) = (
+        "αβγδεζηθικλμνξοπρστυφχψω",
+        "абвгдежзийклмнопрстуфхцчшщъыьэюя",
+    );
     let mut fresh = Vec::new();
     for i in 0..2_000usize {
         let mut one = summary.clone();
