@@ -102,6 +102,7 @@ fn main() {
             dry_run: true,
             now_ms: chrono::Utc::now().timestamp_millis(),
             throttle_rule: context.digest_throttle,
+            zone: None,
         })
         .await
         .unwrap();
@@ -119,6 +120,7 @@ fn main() {
             dry_run: false,
             now_ms: chrono::Utc::now().timestamp_millis(),
             throttle_rule: context.digest_throttle,
+            zone: None,
         })
         .await
         .unwrap();

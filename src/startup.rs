@@ -177,6 +177,9 @@ impl Application {
         declare_known_series(&root, &store).await;
         tokio::task::spawn_blocking(crate::reports::pdf::warm_up);
         spawn_metrics_upkeep(metrics, limiter.clone());
+        if config.jobs.local_delivery {
+            spawn_zone_jobs(store.clone(), scheduler.clone(), config.jobs.clone());
+        }
         let refusals = Arc::new(RefusalLog::default());
         spawn_refusal_summary(refusals.clone(), clock.clone());
         if store.backend() == Backend::Postgres {
@@ -346,6 +349,7 @@ fn job_context(
         throttle: throttle.clone(),
         clock: clock.clone(),
         digest_timezone: config.jobs.timezone,
+        local_delivery: config.jobs.local_delivery,
         digest_throttle: delivery.weekly_digest,
         retention: Retention {
             send_log_days: config.jobs.retention.send_log_days,
@@ -362,6 +366,43 @@ fn job_context(
             uuid::Uuid::new_v4().simple()
         ),
     }
+}
+
+/// The digest job of recipients in `zone`: `DIGEST_SCHEDULE` read in that zone, under the
+/// same missed-run policy.
+pub fn zone_digest_job(config: &crate::config::JobsConfig, zone: chrono_tz::Tz) -> JobSpec {
+    JobSpec {
+        name: crate::jobs::digest_job(zone, config.timezone),
+        schedule: herald_actors::scheduler::Schedule::new(config.digest.expression(), zone)
+            .expect("DIGEST_SCHEDULE parsed at start"),
+        missed: config.missed,
+    }
+}
+
+/// With local delivery, keeps a digest job scheduled for every zone a recipient has chosen:
+/// at start and every minute (a zone chosen on another replica, or a scheduler restarted,
+/// is picked up within that time; a zone chosen here is scheduled at once by the route).
+fn spawn_zone_jobs(store: Store, scheduler: SchedulerClient, config: crate::config::JobsConfig) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if store.is_closed() {
+                return;
+            }
+            match crate::store::preferences::zones(&store).await {
+                Ok(zones) => {
+                    for zone in zones.iter().filter_map(|z| z.parse::<chrono_tz::Tz>().ok()) {
+                        if zone != config.timezone {
+                            scheduler.add(zone_digest_job(&config, zone));
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "could not read the recipients' zones"),
+            }
+        }
+    });
 }
 
 /// The jobs registered in code, with their schedules from configuration.

@@ -30,6 +30,9 @@ pub struct JobsConfig {
     pub purge: Schedule,
     /// What start-up does with an occurrence missed while herald was down.
     pub missed: MissedPolicy,
+    /// `DIGEST_DELIVERY=local` (the default): each recipient's digest at `DIGEST_SCHEDULE`'s
+    /// time in their own zone; `global`: everyone's at one instant, in `timezone`.
+    pub local_delivery: bool,
     pub catch_up_horizon: Duration,
     /// How long a claimed run is its replica's without a renewal.
     pub lease: Duration,
@@ -53,6 +56,11 @@ impl JobsConfig {
                 ("skip", MissedPolicy::Skip),
             ],
         );
+        let local_delivery = r.choice(
+            "DIGEST_DELIVERY",
+            true,
+            &[("local", true), ("global", false)],
+        );
         let retention = RetentionConfig {
             send_log_days: r.parse("RETENTION_SEND_LOG_DAYS", 180u64, "whole days"),
             session_events_days: r.parse("RETENTION_SESSION_EVENTS_DAYS", 365u64, "whole days"),
@@ -66,6 +74,7 @@ impl JobsConfig {
             digest,
             purge,
             missed,
+            local_delivery,
             catch_up_horizon: r.hours("CATCH_UP_HORIZON_HOURS", 192),
             lease: r.seconds("JOB_LEASE_SECONDS", 300),
             retention,

@@ -313,11 +313,18 @@ impl OutboxPort {
                         "bad week_start '{raw_week}'"
                     ))));
                 };
+                // The recipient's days are their own zone's.
+                let zone = crate::store::preferences::get(&self.store, &delivery.email)
+                    .await
+                    .map_err(port_error)?
+                    .and_then(|p| p.timezone)
+                    .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+                    .unwrap_or(self.digest_timezone);
                 let digest = crate::store::activity::recipient_digest(
                     &self.store,
                     &delivery.email,
                     week_start,
-                    self.digest_timezone,
+                    zone,
                 )
                 .await
                 .map_err(port_error)?;

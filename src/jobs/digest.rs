@@ -93,6 +93,8 @@ pub struct DigestRun<'a> {
     pub now_ms: i64,
     /// The weekly digest throttle, for dry runs.
     pub throttle_rule: ThrottleRule,
+    /// With local delivery, the recipients of one zone; `None`: everyone.
+    pub zone: Option<activity::ZoneScope>,
 }
 
 pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, DigestError> {
@@ -123,16 +125,22 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, DigestError> {
     // memory stays bounded by the channel.
     let (tx, rx) = tokio::sync::mpsc::channel::<RecipientWeek>(256);
     let producer = async move {
-        let result =
-            activity::for_each_recipient(job.store, from, from + WEEK_MS, None, |recipient| {
+        let result = activity::for_each_recipient(
+            job.store,
+            from,
+            from + WEEK_MS,
+            None,
+            job.zone.as_ref(),
+            |recipient| {
                 let tx = tx.clone();
                 async move {
                     // The consumer only stops with the run; nothing is left to hand over.
                     let _ = tx.send(recipient).await;
                     Ok(())
                 }
-            })
-            .await;
+            },
+        )
+        .await;
         drop(tx);
         result
     };

@@ -17,6 +17,24 @@ use crate::store::{Store, jobs};
 pub const WEEKLY_DIGEST: &str = "weekly_digest";
 pub const PURGE_OLD: &str = "purge_old";
 
+/// The digest job of recipients in `zone`: `weekly_digest` for the service's own zone
+/// (`DIGEST_TIMEZONE`), `weekly_digest@{zone}` for any other.
+pub fn digest_job(zone: chrono_tz::Tz, default: chrono_tz::Tz) -> String {
+    if zone == default {
+        WEEKLY_DIGEST.to_owned()
+    } else {
+        format!("{WEEKLY_DIGEST}@{}", zone.name())
+    }
+}
+
+/// The zone a digest job is for, when `job` names one.
+pub fn digest_zone(job: &str, default: chrono_tz::Tz) -> Option<chrono_tz::Tz> {
+    if job == WEEKLY_DIGEST {
+        return Some(default);
+    }
+    job.strip_prefix("weekly_digest@")?.parse().ok()
+}
+
 /// The jobs herald runs, by the names the ledger, the admin API and the CLI use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JobName {
@@ -61,6 +79,8 @@ pub struct JobContext {
     pub throttle: ThrottleClient,
     pub clock: SharedClock,
     pub digest_timezone: chrono_tz::Tz,
+    /// Each recipient's digest at their own local time (`DIGEST_DELIVERY=local`).
+    pub local_delivery: bool,
     pub digest_throttle: herald_actors::throttle::ThrottleRule,
     pub retention: purge::Retention,
     /// Names this process in the ledger's `owner` column.
@@ -81,22 +101,27 @@ impl JobContext {
         week_start: Option<chrono::NaiveDate>,
         dry_run: bool,
     ) -> Result<String, JobError> {
-        match job {
-            WEEKLY_DIGEST => {
-                let report = digest::run(digest::DigestRun {
-                    store: &self.store,
-                    throttle: Some(&self.throttle),
-                    week_start: week_start.unwrap_or_else(|| {
-                        digest::week_before(scheduled_for, self.digest_timezone)
+        if let Some(zone) = digest_zone(job, self.digest_timezone) {
+            let report = digest::run(digest::DigestRun {
+                store: &self.store,
+                throttle: Some(&self.throttle),
+                week_start: week_start.unwrap_or_else(|| digest::week_before(scheduled_for, zone)),
+                timezone: zone,
+                dry_run,
+                now_ms: self.now_ms(),
+                throttle_rule: self.digest_throttle,
+                zone: self
+                    .local_delivery
+                    .then(|| crate::store::activity::ZoneScope {
+                        zone,
+                        default: self.digest_timezone,
+                        moved_since_ms: scheduled_for - crate::reports::week::WEEK_MS,
                     }),
-                    timezone: self.digest_timezone,
-                    dry_run,
-                    now_ms: self.now_ms(),
-                    throttle_rule: self.digest_throttle,
-                })
-                .await?;
-                Ok(serde_json::to_string(&report)?)
-            }
+            })
+            .await?;
+            return Ok(serde_json::to_string(&report)?);
+        }
+        match job {
             PURGE_OLD => {
                 let report =
                     purge::run(&self.store, &self.retention, self.now_ms(), dry_run).await?;

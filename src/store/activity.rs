@@ -11,6 +11,44 @@ fn filter(one: bool) -> &'static str {
     if one { " AND s.parent_email = $3" } else { "" }
 }
 
+/// The recipients of one zone's digest occurrence: those whose zone it is (recipients with no
+/// zone of their own belong to the default zone), and those who moved away from it within
+/// the week before, so a move mid-week never skips a week (the digest's idempotency key
+/// keeps it to one).
+#[derive(Debug, Clone)]
+pub struct ZoneScope {
+    pub zone: chrono_tz::Tz,
+    /// The service's `DIGEST_TIMEZONE`.
+    pub default: chrono_tz::Tz,
+    /// Moves away from the zone since this instant count.
+    pub moved_since_ms: i64,
+}
+
+impl ZoneScope {
+    /// The condition on `s.parent_email`. Zone names are IANA names (letters, digits, `/`,
+    /// `_`, `+`, `-`), written in as literals.
+    fn sql(&self) -> String {
+        let (zone, default) = (self.zone.name(), self.default.name());
+        debug_assert!([zone, default].iter().all(|z| {
+            z.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
+        }));
+        let unknown_is_default = if zone == default {
+            " OR NOT EXISTS (SELECT 1 FROM email_preferences p WHERE p.email = s.parent_email)"
+        } else {
+            ""
+        };
+        format!(
+            " AND (EXISTS (SELECT 1 FROM email_preferences p WHERE p.email = s.parent_email \
+                 AND COALESCE(p.timezone, '{default}') = '{zone}'){unknown_is_default} \
+               OR EXISTS (SELECT 1 FROM preference_changes c WHERE c.email = s.parent_email \
+                 AND c.field = 'timezone' AND COALESCE(NULLIF(c.old_value, ''), '{default}') = '{zone}' \
+                 AND c.at >= {since}))",
+            since = self.moved_since_ms
+        )
+    }
+}
+
 /// Streams every active recipient's week, in one order, calling `each` for each.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn for_each_recipient<F, Fut>(
@@ -18,6 +56,7 @@ pub async fn for_each_recipient<F, Fut>(
     from_ms: i64,
     to_ms: i64,
     only: Option<&str>,
+    zone: Option<&ZoneScope>,
     mut each: F,
 ) -> Result<(), StoreError>
 where
@@ -25,22 +64,23 @@ where
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
     let one = only.is_some();
+    let scope = zone.map(ZoneScope::sql).unwrap_or_default();
     let sessions_sql = format!(
         "SELECT s.parent_email, COUNT(*), CAST(SUM(s.completed_at - s.started_at) AS BIGINT), MAX(s.completed_at - s.started_at) \
-         FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
+         FROM sessions s WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{}{scope} \
          GROUP BY s.parent_email ORDER BY s.parent_email",
         filter(one)
     );
     let events_sql = format!(
         "SELECT s.parent_email, e.kind, COUNT(*), CAST(SUM(CASE WHEN e.correct = 1 THEN 1 ELSE 0 END) AS BIGINT) \
          FROM session_events e JOIN sessions s ON s.id = e.session_id \
-         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{} \
+         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL{}{scope} \
          GROUP BY s.parent_email, e.kind ORDER BY s.parent_email, e.kind",
         filter(one)
     );
     let subjects_sql = format!(
         "SELECT s.parent_email, s.subject, COUNT(*) AS n FROM sessions s \
-         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL AND s.subject IS NOT NULL{} \
+         WHERE s.completed_at >= $1 AND s.completed_at < $2 AND s.parent_email IS NOT NULL AND s.subject IS NOT NULL{}{scope} \
          GROUP BY s.parent_email, s.subject ORDER BY s.parent_email, n DESC, s.subject",
         filter(one)
     );

@@ -334,3 +334,13 @@ pub async fn changes(store: &Store, email: &str) -> Result<Vec<Recorded>, StoreE
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
 }
+
+/// Every time zone a recipient has chosen.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn zones(store: &Store) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT timezone FROM email_preferences WHERE timezone IS NOT NULL",
+    )
+    .fetch_all(store.reader())
+    .await?)
+}

@@ -17,6 +17,7 @@ mod fuzz;
 mod health;
 mod jobs;
 mod load;
+mod local_digest;
 mod observability;
 mod outage;
 mod preferences;

@@ -66,6 +66,9 @@ pub enum SchedulerMsg {
         job: usize,
     },
     List(RpcReplyPort<Vec<JobStatus>>),
+    /// Schedules one more job from now on (a job of that name already scheduled stays as it
+    /// is): jobs that exist only once something asks for them, such as a digest per zone.
+    Add(Box<JobSpec>),
 }
 
 #[derive(Debug, Clone)]
@@ -95,11 +98,16 @@ impl<P> Clone for Scheduler<P> {
 }
 
 struct JobState {
+    spec: JobSpec,
     next: Option<i64>,
     timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
     running: Option<String>,
     /// The latest occurrence this process started or saw in the ledger.
     last_scheduled: Option<i64>,
+    /// The latest occurrence at or before the job came into this process: with nothing in
+    /// the ledger, what catching up starts from (a fresh install waits for its first
+    /// occurrence; one after it that a late timer missed is caught up on the next Wake).
+    since: Option<i64>,
 }
 
 pub struct SchedulerState {
@@ -123,7 +131,7 @@ impl<P: SchedulerPort> Scheduler<P> {
         if let Some(timer) = entry.timer.take() {
             timer.abort();
         }
-        entry.next = self.jobs[job].schedule.next_after(after);
+        entry.next = entry.spec.schedule.next_after(after);
         if let Some(next) = entry.next {
             let delay = Duration::from_millis(u64::try_from(next - self.now()).unwrap_or(0));
             entry.timer = Some(myself.send_after(delay, move || SchedulerMsg::Fire {
@@ -141,7 +149,7 @@ impl<P: SchedulerPort> Scheduler<P> {
         job: usize,
         scheduled_for: i64,
     ) -> Result<String, RunError> {
-        let name = self.jobs[job].name.clone();
+        let name = state.jobs[job].spec.name.clone();
         if state.jobs[job].running.is_some() {
             return Err(RunError::AlreadyRunning(name));
         }
@@ -184,14 +192,30 @@ impl<P: SchedulerPort> Scheduler<P> {
 
     /// Runs the latest due occurrence of each job that has not run (at start, and on Wake).
     async fn catch_up_all(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+        for job in 0..state.jobs.len() {
+            self.catch_up(myself, state, job).await;
+        }
+    }
+
+    /// Runs the latest due occurrence of `job` if it has not run, under its missed-run
+    /// policy, and arms its timer.
+    async fn catch_up(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+    ) {
         let now = self.now();
-        for job in 0..self.jobs.len() {
-            let spec = &self.jobs[job];
+        {
+            let spec = state.jobs[job].spec.clone();
             let last = match self.port.last_scheduled(&spec.name).await {
-                Ok(last) => last.max(state.jobs[job].last_scheduled),
+                Ok(last) => last
+                    .or(state.jobs[job].since)
+                    .max(state.jobs[job].last_scheduled),
                 Err(err) => {
                     tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger");
-                    continue;
+                    self.arm(myself, state, job, now);
+                    return;
                 }
             };
             state.jobs[job].last_scheduled = last;
@@ -225,15 +249,19 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
         _: (),
     ) -> Result<SchedulerState, ActorProcessingErr> {
         let _ = myself.send_message(SchedulerMsg::Wake);
+        let now = self.now();
         Ok(SchedulerState {
             jobs: self
                 .jobs
                 .iter()
-                .map(|_| JobState {
+                .cloned()
+                .map(|spec| JobState {
+                    last_scheduled: None,
+                    since: spec.schedule.latest_at_or_before(now),
+                    spec,
                     next: None,
                     timer: None,
                     running: None,
-                    last_scheduled: None,
                 })
                 .collect(),
         })
@@ -272,13 +300,13 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     // Run elsewhere (or already done): watch it in case its process dies.
                     Err(RunError::AlreadyRan) => self.recheck_later(&myself, job, scheduled_for),
                     Err(err) => {
-                        tracing::warn!(job = %self.jobs[job].name, error = %err, "occurrence not started")
+                        tracing::warn!(job = %state.jobs[job].spec.name, error = %err, "occurrence not started")
                     }
                 }
                 self.arm(&myself, state, job, scheduled_for);
             }
             SchedulerMsg::Recheck { job, scheduled_for } => {
-                let name = self.jobs[job].name.clone();
+                let name = state.jobs[job].spec.name.clone();
                 match self.start(&myself, state, job, scheduled_for).await {
                     Ok(run_id) => tracing::warn!(
                         job = %name, run_id = %run_id, scheduled_for,
@@ -304,7 +332,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
             }
             SchedulerMsg::Wake => self.catch_up_all(&myself, state).await,
             SchedulerMsg::RunNow(name, scheduled_for, reply) => {
-                let result = match self.jobs.iter().position(|j| j.name == name) {
+                let result = match state.jobs.iter().position(|j| j.spec.name == name) {
                     None => Err(RunError::UnknownJob(name)),
                     Some(job) => {
                         let at = scheduled_for.unwrap_or_else(|| self.now());
@@ -315,19 +343,36 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
             }
             SchedulerMsg::Finished { job } => state.jobs[job].running = None,
             SchedulerMsg::List(reply) => {
-                let list = self
+                let list = state
                     .jobs
                     .iter()
-                    .zip(&state.jobs)
-                    .map(|(spec, job)| JobStatus {
-                        name: spec.name.clone(),
-                        schedule: spec.schedule.expression().to_owned(),
-                        timezone: spec.schedule.timezone().to_owned(),
+                    .map(|job| JobStatus {
+                        name: job.spec.name.clone(),
+                        schedule: job.spec.schedule.expression().to_owned(),
+                        timezone: job.spec.schedule.timezone().to_owned(),
                         next_run_ms: job.next,
                         running: job.running.clone(),
                     })
                     .collect();
                 let _ = reply.send(list);
+            }
+            SchedulerMsg::Add(spec) => {
+                let spec = *spec;
+                if !state.jobs.iter().any(|j| j.spec.name == spec.name) {
+                    tracing::info!(job = %spec.name, timezone = %spec.schedule.timezone(), "job scheduled");
+                    // It exists from now: occurrences before now are not its to catch up.
+                    let since = spec.schedule.latest_at_or_before(self.now());
+                    state.jobs.push(JobState {
+                        spec,
+                        next: None,
+                        timer: None,
+                        running: None,
+                        last_scheduled: None,
+                        since,
+                    });
+                    let job = state.jobs.len() - 1;
+                    self.catch_up(&myself, state, job).await;
+                }
             }
         }
         Ok(())

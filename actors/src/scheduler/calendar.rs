@@ -245,3 +245,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod daylight_saving {
+    use chrono::{TimeZone, Utc};
+
+    use super::Schedule;
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    /// The occurrences in `[from, to)`, as UTC instants.
+    fn between(schedule: &Schedule, from: i64, to: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut after = from - 1;
+        while let Some(next) = schedule.next_after(after) {
+            if next >= to {
+                break;
+            }
+            out.push(next);
+            after = next;
+        }
+        out
+    }
+
+    #[test]
+    fn nine_on_sunday_in_new_york_follows_the_clocks_across_both_2026_changes() {
+        let s = Schedule::parse("0 9 * * SUN", "America/New_York").unwrap();
+        // Spring forward on 8 March: 09:00 is 14:00 UTC before, 13:00 after.
+        assert_eq!(
+            between(&s, utc(2026, 3, 1, 0, 0), utc(2026, 3, 16, 0, 0)),
+            [
+                utc(2026, 3, 1, 14, 0),
+                utc(2026, 3, 8, 13, 0),
+                utc(2026, 3, 15, 13, 0)
+            ]
+        );
+        // Fall back on 1 November: 13:00 UTC before, 14:00 after.
+        assert_eq!(
+            between(&s, utc(2026, 10, 25, 0, 0), utc(2026, 11, 9, 0, 0)),
+            [
+                utc(2026, 10, 25, 13, 0),
+                utc(2026, 11, 1, 14, 0),
+                utc(2026, 11, 8, 14, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_that_happens_twice_runs_once_and_one_that_does_not_exist_still_runs() {
+        // 01:30 on 1 November 2026 happens twice in New York (EDT, then EST).
+        let twice = Schedule::parse("30 1 * * SUN", "America/New_York").unwrap();
+        // Both 05:30 and 06:30 UTC fall on that day.
+        let on_the_day = between(&twice, utc(2026, 11, 1, 0, 0), utc(2026, 11, 2, 0, 0));
+        assert_eq!(on_the_day.len(), 1, "{on_the_day:?}");
+        // 02:30 on 8 March 2026 does not exist in New York: the week still has its run.
+        let missing = Schedule::parse("30 2 * * SUN", "America/New_York").unwrap();
+        let week = between(&missing, utc(2026, 3, 2, 0, 0), utc(2026, 3, 9, 12, 0));
+        assert_eq!(week.len(), 1, "{week:?}");
+    }
+}

@@ -50,6 +50,15 @@ impl SchedulerClient {
         .ok()
     }
 
+    /// Schedules `spec` from now on, unless a job of its name is scheduled already. A
+    /// restarted scheduler knows only its first jobs: whoever adds jobs adds them again from
+    /// time to time.
+    pub fn add(&self, spec: super::JobSpec) {
+        if let Some(actor) = self.actor() {
+            let _ = actor.send_message(SchedulerMsg::Add(Box::new(spec)));
+        }
+    }
+
     /// Re-evaluates due occurrences (after the clock moved).
     pub fn wake(&self) {
         if let Some(actor) = self.actor() {

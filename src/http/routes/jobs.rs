@@ -13,7 +13,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::OptionalJson;
 use crate::http::state::AppState;
 use crate::http::validate;
-use crate::jobs::{WEEKLY_DIGEST, digest};
+use crate::jobs::digest;
 use crate::store::instant;
 use crate::store::jobs::{self, JobRun};
 
@@ -138,8 +138,7 @@ pub async fn run(
     Path(name): Path<String>,
     OptionalJson(request): OptionalJson<RunRequest>,
 ) -> Result<Response, ApiError> {
-    let known = [WEEKLY_DIGEST, crate::jobs::PURGE_OLD];
-    if !known.contains(&name.as_str()) {
+    if !known_job(&state, &name) {
         return Err(ApiError::not_found(
             "JOB_NOT_FOUND",
             format!("No job named {name}."),
@@ -196,6 +195,12 @@ pub async fn run(
     }
 }
 
+/// `purge_old`, `weekly_digest`, or the digest job of a zone (`weekly_digest@Asia/Tokyo`).
+fn known_job(state: &AppState, name: &str) -> bool {
+    name == crate::jobs::PURGE_OLD
+        || crate::jobs::digest_zone(name, state.config.jobs.timezone).is_some()
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RunHistory {
     pub job: String,
@@ -213,7 +218,7 @@ pub async fn runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<RunHistory>, ApiError> {
-    if ![WEEKLY_DIGEST, crate::jobs::PURGE_OLD].contains(&name.as_str()) {
+    if !known_job(&state, &name) {
         return Err(ApiError::not_found(
             "JOB_NOT_FOUND",
             format!("No job named {name}."),

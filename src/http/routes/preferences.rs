@@ -78,6 +78,20 @@ impl utoipa::PartialSchema for TimeZone {
 
 impl utoipa::ToSchema for TimeZone {}
 
+/// With local delivery, makes sure the digest job of `zone` is scheduled (the scheduler
+/// ignores a job it has).
+pub fn schedule_zone(state: &AppState, zone: &str) {
+    if let (true, Ok(zone)) = (
+        state.config.jobs.local_delivery,
+        zone.parse::<chrono_tz::Tz>(),
+    ) && zone != state.config.jobs.timezone
+    {
+        state
+            .scheduler
+            .add(crate::startup::zone_digest_job(&state.config.jobs, zone));
+    }
+}
+
 /// An IANA time zone name, or a 400 naming `field`.
 pub fn timezone(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
@@ -150,6 +164,9 @@ pub async fn put(
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
     let (now_is, changed) =
         preferences::change(&state.store, email.as_str(), &wanted, Source::Api, now).await?;
+    if let Some(zone) = &now_is.timezone {
+        schedule_zone(&state, zone);
+    }
     if changed {
         tracing::info!(recipient = %email.masked(), "preferences changed through the API");
     }

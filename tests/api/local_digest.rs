@@ -1,0 +1,171 @@
+//! Digests at each recipient's local time (`DIGEST_DELIVERY=local`, the default): a digest
+//! job per zone in use, each at `DIGEST_SCHEDULE`'s time in its zone and reporting that
+//! zone's seven local days; one digest per recipient and week, also when the recipient
+//! moves to another zone during the week. Driven by the hand-set clock and the scheduler's
+//! wake (no waiting for timers).
+
+use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
+use herald_actors::clock::Clock;
+use serde_json::{Value, json};
+
+use crate::email::ledger;
+use crate::helpers::{API_KEY, Backend, TestApp, spawn_app};
+use crate::on_both_backends;
+
+/// The first Sunday after tomorrow (UTC date), from the app's clock: every instant the test
+/// sets lies ahead of where the clock started.
+fn next_sunday(app: &TestApp) -> NaiveDate {
+    let now = Utc
+        .timestamp_millis_opt(app.clock.now_ms() as i64)
+        .unwrap()
+        .date_naive()
+        + Duration::days(1);
+    let ahead = (7 - now.weekday().num_days_from_sunday()) % 7;
+    now + Duration::days(i64::from(if ahead == 0 { 7 } else { ahead }))
+}
+
+fn at(date: NaiveDate, hour: u32, minute: u32) -> u64 {
+    date.and_hms_opt(hour, minute, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis() as u64
+}
+
+async fn set_zone(app: &TestApp, email: &str, zone: &str) {
+    let answer = app
+        .client
+        .put(app.url(&format!("/api/v1/email/preferences/{email}")))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"timezone": zone}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
+async fn complete_one(app: &TestApp, email: &str) {
+    let session = app
+        .new_session(json!({"parent_email": email, "learner_name": "Ada", "subject": "Fractions"}))
+        .await;
+    app.clock.advance_ms(10 * 60_000);
+    assert_eq!(
+        app.complete(&session.id, Some(&session.token), None)
+            .await
+            .status(),
+        200
+    );
+}
+
+/// The clock to `instant`, and the scheduler woken; returns once it has acted (it answers
+/// messages in order).
+async fn move_to(app: &TestApp, instant: u64) {
+    app.clock.set_ms(instant);
+    app.state.scheduler.wake();
+    app.state
+        .scheduler
+        .list()
+        .await
+        .expect("the scheduler answers");
+    // A digest run queues in its own task: give it the time to write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let jobs = app.state.scheduler.list().await.unwrap();
+        if jobs.iter().all(|j| j.running.is_none()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a digest run did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn digests(app: &TestApp, email: &str) -> Vec<Value> {
+    ledger(app, email)
+        .await
+        .into_iter()
+        .filter(|row| row["email_type"] == "weekly_digest")
+        .collect()
+}
+
+async fn each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let (kolkata, utc, new_york) = ("kolkata@example.com", "utc@example.com", "ny@example.com");
+    // Their zones were set well before the week (a move inside the week is the next test).
+    app.clock.set_ms(at(sunday - Duration::days(10), 12, 0));
+    set_zone(&app, kolkata, "Asia/Kolkata").await;
+    set_zone(&app, new_york, "America/New_York").await;
+    // Active on the Wednesday before.
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    for email in [kolkata, utc, new_york] {
+        complete_one(&app, email).await;
+    }
+
+    // 09:00 in Kolkata (+05:30) is 03:30 UTC: only that recipient's digest.
+    move_to(&app, at(sunday, 3, 30) + 1_000).await;
+    assert_eq!(digests(&app, kolkata).await.len(), 1);
+    assert!(digests(&app, utc).await.is_empty() && digests(&app, new_york).await.is_empty());
+    // 09:00 UTC: the service's own zone.
+    move_to(&app, at(sunday, 9, 0) + 1_000).await;
+    assert_eq!(digests(&app, utc).await.len(), 1);
+    assert!(digests(&app, new_york).await.is_empty());
+    // 09:00 in New York (14:00 UTC in winter, 13:00 in summer).
+    move_to(&app, at(sunday, 15, 0)).await;
+    assert_eq!(digests(&app, new_york).await.len(), 1);
+    // Woken again: nothing more.
+    move_to(&app, at(sunday, 16, 0)).await;
+    for email in [kolkata, utc, new_york] {
+        let rows = digests(&app, email).await;
+        assert_eq!(rows.len(), 1, "{email}: {rows:?}");
+        // Each reports the seven local days before its Sunday.
+        assert_eq!(
+            rows[0]["week_start"],
+            (sunday - Duration::days(7)).format("%Y-%m-%d").to_string()
+        );
+    }
+    // One run per zone occurrence, in the job ledger.
+    let runs: Value = app
+        .get_admin("/admin/jobs/weekly_digest@Asia%2FKolkata/runs")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+}
+
+/// Two recipients move from New York to Tokyo in the week: one before Tokyo's Sunday 09:00
+/// (15:00 UTC on Saturday... 00:00 UTC on Sunday), one after it but before New York's. Each
+/// gets exactly one digest.
+async fn a_recipient_who_moves_zone_in_the_week_gets_one_digest(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let (early, late) = ("early@example.com", "late@example.com");
+    app.clock.set_ms(at(sunday - Duration::days(10), 12, 0));
+    for email in [early, late] {
+        set_zone(&app, email, "America/New_York").await;
+    }
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    for email in [early, late] {
+        complete_one(&app, email).await;
+    }
+    // Saturday noon UTC: the early one moves to Tokyo.
+    app.clock.set_ms(at(sunday - Duration::days(1), 12, 0));
+    set_zone(&app, early, "Asia/Tokyo").await;
+    // Tokyo's Sunday 09:00 is 00:00 UTC.
+    move_to(&app, at(sunday, 0, 0) + 1_000).await;
+    assert_eq!(digests(&app, early).await.len(), 1);
+    assert!(digests(&app, late).await.is_empty());
+    // Then the late one moves, after Tokyo's occurrence and before New York's.
+    app.clock.set_ms(at(sunday, 1, 0));
+    set_zone(&app, late, "Asia/Tokyo").await;
+    move_to(&app, at(sunday, 15, 0)).await;
+    assert_eq!(digests(&app, early).await.len(), 1, "not twice");
+    assert_eq!(digests(&app, late).await.len(), 1, "not skipped");
+}
+
+on_both_backends!(
+    each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone,
+    a_recipient_who_moves_zone_in_the_week_gets_one_digest,
+);
