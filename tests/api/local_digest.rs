@@ -92,47 +92,89 @@ async fn digests(app: &TestApp, email: &str) -> Vec<Value> {
 async fn each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone(backend: Backend) {
     let app = spawn_app(backend).await;
     let sunday = next_sunday(&app);
-    let (kolkata, utc, new_york) = ("kolkata@example.com", "utc@example.com", "ny@example.com");
+    // (recipient, zone, the UTC hour and minute of its Sunday 09:00 on that day, or the
+    // day before for a zone ahead of UTC by more than nine hours)
+    let zones: [(&str, Option<&str>, i64, u32, u32); 6] = [
+        (
+            "kiritimati@example.com",
+            Some("Pacific/Kiritimati"),
+            -1,
+            19,
+            0,
+        ),
+        ("kolkata@example.com", Some("Asia/Kolkata"), 0, 3, 30),
+        ("utc@example.com", None, 0, 9, 0),
+        ("london@example.com", Some("Europe/London"), 0, 9, 0),
+        ("ny@example.com", Some("America/New_York"), 0, 14, 0),
+        ("pago@example.com", Some("Pacific/Pago_Pago"), 0, 20, 0),
+    ];
     // Their zones were set well before the week (a move inside the week is the next test).
     app.clock.set_ms(at(sunday - Duration::days(10), 12, 0));
-    set_zone(&app, kolkata, "Asia/Kolkata").await;
-    set_zone(&app, new_york, "America/New_York").await;
-    // Active on the Wednesday before.
+    for (email, zone, ..) in &zones {
+        if let Some(zone) = zone {
+            set_zone(&app, email, zone).await;
+        }
+    }
+    // The jobs list names each zone's digest with how many recipients it covers.
+    let jobs: Value = app.get_admin("/admin/jobs").await.json().await.unwrap();
+    let kolkata = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "weekly_digest@Asia/Kolkata")
+        .expect("Kolkata's digest job");
+    assert_eq!(kolkata["recipients"], 1, "{kolkata}");
+    // Active on the Wednesday before (a Wednesday in every one of these zones).
     app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
-    for email in [kolkata, utc, new_york] {
+    for (email, ..) in &zones {
         complete_one(&app, email).await;
     }
 
-    // 09:00 in Kolkata (+05:30) is 03:30 UTC: only that recipient's digest.
-    move_to(&app, at(sunday, 3, 30) + 1_000).await;
-    assert_eq!(digests(&app, kolkata).await.len(), 1);
-    assert!(digests(&app, utc).await.is_empty() && digests(&app, new_york).await.is_empty());
-    // 09:00 UTC: the service's own zone.
-    move_to(&app, at(sunday, 9, 0) + 1_000).await;
-    assert_eq!(digests(&app, utc).await.len(), 1);
-    assert!(digests(&app, new_york).await.is_empty());
-    // 09:00 in New York (14:00 UTC in winter, 13:00 in summer).
-    move_to(&app, at(sunday, 15, 0)).await;
-    assert_eq!(digests(&app, new_york).await.len(), 1);
+    // Through the day, zone after zone: each digest at its zone's Sunday 09:00, not before.
+    for (i, (email, _, day, hour, minute)) in zones.iter().enumerate() {
+        move_to(
+            &app,
+            at(sunday + Duration::days(*day), *hour, *minute) + 1_000,
+        )
+        .await;
+        assert_eq!(digests(&app, email).await.len(), 1, "{email}");
+        for (later, ..) in &zones[i + 1..] {
+            let (_, _, d, h, m) = zones.iter().find(|z| z.0 == *later).unwrap();
+            if (d, h, m) != (day, hour, minute) {
+                assert!(digests(&app, later).await.is_empty(), "{later} too early");
+            }
+        }
+    }
     // Woken again: nothing more.
-    move_to(&app, at(sunday, 16, 0)).await;
-    for email in [kolkata, utc, new_york] {
+    move_to(&app, at(sunday, 23, 0)).await;
+    for (email, ..) in &zones {
         let rows = digests(&app, email).await;
         assert_eq!(rows.len(), 1, "{email}: {rows:?}");
         // Each reports the seven local days before its Sunday.
         assert_eq!(
             rows[0]["week_start"],
-            (sunday - Duration::days(7)).format("%Y-%m-%d").to_string()
+            (sunday - Duration::days(7)).format("%Y-%m-%d").to_string(),
+            "{email}"
         );
     }
-    // One run per zone occurrence, in the job ledger.
+    // One run per zone occurrence, in the job ledger (the clock was set back before the
+    // zones were, so the Sunday before is there too, caught up with nothing to send).
     let runs: Value = app
         .get_admin("/admin/jobs/weekly_digest@Asia%2FKolkata/runs")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+    let this_sunday = chrono::DateTime::from_timestamp_millis(at(sunday, 3, 30) as i64)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let of_this_sunday = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scheduled_for"] == this_sunday.as_str())
+        .count();
+    assert_eq!(of_this_sunday, 1, "{runs}");
 }
 
 /// Two recipients move from New York to Tokyo in the week: one before Tokyo's Sunday 09:00

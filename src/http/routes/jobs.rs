@@ -52,6 +52,9 @@ pub struct JobView {
     pub next_run: Option<DateTime<Utc>>,
     pub running_now: bool,
     pub last_run: Option<LastRun>,
+    /// For a digest job with local delivery: how many recipients its zone has (those without
+    /// a zone of their own count in `weekly_digest`'s).
+    pub recipients: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -80,7 +83,19 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiErr
             .await?
             .into_iter()
             .next();
+        let recipients = match crate::jobs::digest_zone(&status.name, state.config.jobs.timezone) {
+            Some(zone) if state.config.jobs.local_delivery => Some(
+                crate::store::preferences::recipients_in(
+                    &state.store,
+                    zone.name(),
+                    state.config.jobs.timezone.name(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         views.push(JobView {
+            recipients,
             running_now: status.running.is_some()
                 || last.as_ref().is_some_and(|r| r.status == "running"),
             name: status.name,
