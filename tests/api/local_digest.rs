@@ -207,7 +207,56 @@ async fn a_recipient_who_moves_zone_in_the_week_gets_one_digest(backend: Backend
     assert_eq!(digests(&app, late).await.len(), 1, "not skipped");
 }
 
+/// herald is down over two zones' Sunday 09:00 (Kolkata's and New York's): started again
+/// after both, it runs each zone's missed occurrence once (the missed-run policy, per zone).
+async fn downtime_over_two_zones_occurrences_runs_each_once_at_the_restart(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let (kolkata, new_york) = ("kolkata@example.com", "ny@example.com");
+    app.clock.set_ms(at(sunday - Duration::days(17), 12, 0));
+    set_zone(&app, kolkata, "Asia/Kolkata").await;
+    set_zone(&app, new_york, "America/New_York").await;
+    // A first week served as usual: each zone's job has run.
+    app.clock.set_ms(at(sunday - Duration::days(11), 12, 0));
+    for email in [kolkata, new_york] {
+        complete_one(&app, email).await;
+    }
+    move_to(&app, at(sunday - Duration::days(7), 15, 0)).await;
+    for email in [kolkata, new_york] {
+        assert_eq!(digests(&app, email).await.len(), 1, "{email}");
+    }
+    // Active in the second week; herald goes down on Saturday and comes back on Sunday
+    // evening, after both zones' 09:00.
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    for email in [kolkata, new_york] {
+        complete_one(&app, email).await;
+    }
+    // (Nothing wakes the scheduler between the clock's move and the restart: its timers run
+    // on real time.)
+    app.clock.set_ms(at(sunday, 20, 0));
+    let app = app.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (a, b) = (
+            digests(&app, kolkata).await.len(),
+            digests(&app, new_york).await.len(),
+        );
+        if (a, b) == (2, 2) {
+            break;
+        }
+        assert!(a <= 2 && b <= 2, "{a} and {b}");
+        assert!(std::time::Instant::now() < deadline, "{a} and {b} digests");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Woken again: still one each for the week.
+    move_to(&app, at(sunday, 21, 0)).await;
+    for email in [kolkata, new_york] {
+        assert_eq!(digests(&app, email).await.len(), 2, "{email}");
+    }
+}
+
 on_both_backends!(
+    downtime_over_two_zones_occurrences_runs_each_once_at_the_restart,
     each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone,
     a_recipient_who_moves_zone_in_the_week_gets_one_digest,
 );

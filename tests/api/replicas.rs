@@ -367,6 +367,57 @@ async fn an_occurrence_triggered_on_every_replica_runs_once() {
     );
 }
 
+/// The same for one zone's digest (`weekly_digest@{zone}`): every replica has the zone's job
+/// (the first from the preference that named it, the others from the database at start),
+/// and an occurrence triggered on all three at once runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zones_digest_occurrence_triggered_on_every_replica_runs_once() {
+    if !ready("a_zones_digest_occurrence_triggered_on_every_replica_runs_once").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let vars = shared_vars(&db);
+    let first = Replica::start(&vars).await;
+    let client = reqwest::Client::new();
+    let set = client
+        .put(format!(
+            "{}/api/v1/email/preferences/parent@example.com",
+            first.base
+        ))
+        .header("X-API-Key", API_KEY)
+        .json(&serde_json::json!({"timezone": "Asia/Kolkata"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let (b, c) = tokio::join!(Replica::start(&vars), Replica::start(&vars));
+    let replicas = [first, b, c];
+    let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
+        client
+            .post(format!(
+                "{}/admin/jobs/weekly_digest@Asia%2FKolkata/run",
+                replica.base
+            ))
+            .header("X-API-Key", API_KEY)
+            .json(&serde_json::json!({"start_date": "2026-11-02"}))
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [202, 409].contains(s)),
+        "{statuses:?}"
+    );
+}
+
 /// Sends report emails through three replicas to one SMTP server taking ~5 ms a message,
 /// SIGKILLs one replica midway when `kill` is set, and counts what arrived as a
 /// total-queue checker does: none lost, and no duplicate unless it carries the same
