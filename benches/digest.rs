@@ -1,6 +1,9 @@
 //! Weekly digest at scale (see BENCHMARKS.md).
 //!
 //! `cargo bench --bench digest -- [recipients] [sessions_per_recipient]`
+//! `cargo bench --bench digest -- zones [recipients] [sessions_per_recipient]`: the same
+//! recipients spread over 40 zones; each zone's dry run (local delivery) and all 40 of them,
+//! beside one dry run of everyone (global delivery), in one run.
 //!
 //! Seeds a fresh SQLite database with the recipients' completed sessions (one answer event
 //! each) in one week, then, in the same run: the bare SQL aggregate the digest is built on
@@ -37,6 +40,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::args().any(|a| a == "zones") {
+        runtime.block_on(zones(recipients, per));
+        return;
+    }
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/herald.db", dir.path().display());
@@ -171,4 +178,142 @@ fn main() {
             status_kb("VmHWM:") as f64 / 1024.0
         );
     });
+}
+
+/// Forty zones from Pago Pago (−11) to Kiritimati (+14).
+const ZONES: [&str; 40] = [
+    "Pacific/Pago_Pago",
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Halifax",
+    "America/Sao_Paulo",
+    "America/St_Johns",
+    "Atlantic/Azores",
+    "Atlantic/Cape_Verde",
+    "UTC",
+    "Europe/London",
+    "Europe/Lisbon",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "Africa/Lagos",
+    "Europe/Athens",
+    "Africa/Cairo",
+    "Europe/Moscow",
+    "Asia/Tehran",
+    "Asia/Dubai",
+    "Asia/Kabul",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Dhaka",
+    "Asia/Yangon",
+    "Asia/Bangkok",
+    "Asia/Shanghai",
+    "Australia/Eucla",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "Pacific/Noumea",
+    "Pacific/Auckland",
+    "Pacific/Chatham",
+    "Pacific/Kiritimati",
+];
+
+async fn zones(recipients: u64, per: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let week = digest::parse_date("2026-11-09").unwrap();
+    let from = digest::day_start_ms(week, chrono_tz::UTC);
+    let seeding = Instant::now();
+    // Sessions on the Wednesday and Thursday of the week, inside every zone's local week.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+         INSERT INTO sessions (id, access_token_hash, learner_name, subject, parent_email, started_at, completed_at) \
+         SELECT printf('s%09d', i), 'x', 'Ada', 'Fractions', printf('parent%07d@example.com', i % $2), \
+                $3 + 2 * 86400000 + (i % 86400) * 1000, $3 + 2 * 86400000 + (i % 86400) * 1000 + 600000 FROM n",
+    )
+    .bind((recipients * per) as i64)
+    .bind(recipients as i64)
+    .bind(from)
+    .execute(store.writer())
+    .await
+    .unwrap();
+    let mut tx = store.writer().begin().await.unwrap();
+    for (n, zone) in ZONES.iter().enumerate() {
+        sqlx::query(
+            "WITH RECURSIVE r(i) AS (SELECT $1 UNION ALL SELECT i + 40 FROM r WHERE i + 40 < $2) \
+             INSERT INTO email_preferences (email, recipient_key, timezone, created_at, updated_at) \
+             SELECT printf('parent%07d@example.com', i), printf('%032x', i), $3, 0, 0 FROM r",
+        )
+        .bind(n as i64)
+        .bind(recipients as i64)
+        .bind(*zone)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    println!(
+        "seeded {recipients} recipients over {} zones and {} sessions in {:.1} s",
+        ZONES.len(),
+        recipients * per,
+        seeding.elapsed().as_secs_f64()
+    );
+    let dry = |zone: Option<chrono_tz::Tz>| {
+        let store = store.clone();
+        async move {
+            let tz = zone.unwrap_or(chrono_tz::UTC);
+            let started = Instant::now();
+            let report = digest::run(DigestRun {
+                store: &store,
+                throttle: None,
+                week_start: week,
+                timezone: tz,
+                dry_run: true,
+                now_ms: chrono::Utc::now().timestamp_millis(),
+                throttle_rule: herald_actors::throttle::ThrottleRule::new(
+                    1,
+                    Duration::from_secs(7 * 86_400),
+                ),
+                zone: zone.map(|zone| herald::store::activity::ZoneScope {
+                    zone,
+                    default: chrono_tz::UTC,
+                    moved_since_ms: from,
+                }),
+            })
+            .await
+            .unwrap();
+            (started.elapsed(), report.recipients_with_activity)
+        }
+    };
+    let (global, everyone) = dry(None).await;
+    println!(
+        "one dry run of everyone (global delivery): {:.2} s, {everyone} recipients; peak RSS {:.0} MB",
+        global.as_secs_f64(),
+        status_kb("VmHWM:") as f64 / 1024.0
+    );
+    let mut times = Vec::new();
+    let mut covered = 0;
+    for zone in ZONES {
+        let (took, n) = dry(Some(zone.parse().unwrap())).await;
+        times.push(took.as_secs_f64());
+        covered += n;
+    }
+    let total: f64 = times.iter().sum();
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "40 zones' dry runs (local delivery): {total:.2} s in all, each {:.2} s median ({:.2}–{:.2} s), {covered} recipients in all; peak RSS of the process {:.0} MB",
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1],
+        status_kb("VmHWM:") as f64 / 1024.0
+    );
 }
