@@ -344,27 +344,7 @@ async fn an_occurrence_triggered_on_every_replica_runs_once() {
     let db = TestDatabase::new(Backend::Postgres).await;
     let replicas = three(&shared_vars(&db)).await;
     let client = reqwest::Client::new();
-    let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
-        client
-            .post(format!("{}/admin/jobs/weekly_digest/run", replica.base))
-            .header("X-API-Key", API_KEY)
-            .json(&serde_json::json!({"start_date": "2026-11-02"}))
-            .send()
-    }))
-    .await;
-    let statuses: Vec<u16> = answers
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| [202, 409].contains(s)),
-        "{statuses:?}"
-    );
+    runs_once_when_triggered_on_every_replica(&client, &replicas, "weekly_digest").await;
 }
 
 /// The same for one zone's digest (`weekly_digest@{zone}`): every replica has the zone's job
@@ -392,30 +372,8 @@ async fn a_zones_digest_occurrence_triggered_on_every_replica_runs_once() {
     assert_eq!(set.status(), 200);
     let (b, c) = tokio::join!(Replica::start(&vars), Replica::start(&vars));
     let replicas = [first, b, c];
-    let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
-        client
-            .post(format!(
-                "{}/admin/jobs/weekly_digest@Asia%2FKolkata/run",
-                replica.base
-            ))
-            .header("X-API-Key", API_KEY)
-            .json(&serde_json::json!({"start_date": "2026-11-02"}))
-            .send()
-    }))
-    .await;
-    let statuses: Vec<u16> = answers
-        .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| [202, 409].contains(s)),
-        "{statuses:?}"
-    );
+    runs_once_when_triggered_on_every_replica(&client, &replicas, "weekly_digest@Asia%2FKolkata")
+        .await;
 }
 
 /// Sends report emails through three replicas to one SMTP server taking ~5 ms a message,
@@ -854,5 +812,35 @@ async fn the_replica_running_the_digest_is_killed_and_another_finishes_it() {
         (rows, recipients),
         (RECIPIENTS as i64, RECIPIENTS as i64),
         "one digest for each recipient ({queued_at_kill} queued when the runner was killed)"
+    );
+}
+
+/// Triggers the week of 2026-11-02 of `job` on every replica at once: one starts it, the
+/// others hear it ran.
+async fn runs_once_when_triggered_on_every_replica(
+    client: &reqwest::Client,
+    replicas: &[Replica],
+    job: &str,
+) {
+    let answers = futures_util::future::join_all(replicas.iter().map(|replica| {
+        client
+            .post(format!("{}/admin/jobs/{job}/run", replica.base))
+            .header("X-API-Key", API_KEY)
+            .json(&serde_json::json!({"start_date": "2026-11-02"}))
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [202, 409].contains(s)),
+        "{statuses:?}"
     );
 }

@@ -187,11 +187,9 @@ async fn recipient(
     state: &AppState,
     token: &str,
 ) -> Result<(String, String, Preferences), axum::response::Response> {
-    use super::unsubscribe::{altered_link, invalid_link};
-    if !crate::email::unsubscribe::well_formed(token) {
-        return Err(invalid_link());
-    }
-    let key = state.signer.verify(token).ok_or_else(altered_link)?;
+    use super::unsubscribe::altered_link;
+    let key =
+        super::unsubscribe::recipient_key(state, token).map_err(IntoResponse::into_response)?;
     let email = preferences::email_of(&state.store, &key)
         .await
         .map_err(|e| ApiError::from(e).into_response())?

@@ -72,15 +72,20 @@ fn parse(
     };
     let what =
         Unsubscribe::parse(query.kind.as_deref().unwrap_or("all")).ok_or(Refused::Malformed)?;
+    Ok((recipient_key(state, token)?, what))
+}
+
+/// The recipient key a link's token names: malformed (400) or altered (403) otherwise. The
+/// unsubscribe and preference links carry the same token.
+pub(crate) fn recipient_key(state: &AppState, token: &str) -> Result<String, Refused> {
     if !crate::email::unsubscribe::well_formed(token) {
         return Err(Refused::Malformed);
     }
-    let recipient_key = state.signer.verify(token).ok_or(Refused::Altered)?;
-    Ok((recipient_key, what))
+    state.signer.verify(token).ok_or(Refused::Altered)
 }
 
 /// Why a link is refused.
-enum Refused {
+pub(crate) enum Refused {
     Malformed,
     Altered,
 }
