@@ -43,6 +43,10 @@ pub enum Command {
         /// The first day of the week to report (YYYY-MM-DD); default: the seven days before today.
         #[arg(long, value_name = "YYYY-MM-DD")]
         start_date: Option<String>,
+        /// With local delivery, the digest of one zone's recipients (an IANA name, e.g.
+        /// Asia/Tokyo); default: the service's zone (DIGEST_TIMEZONE).
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
     },
     /// List the scheduled jobs, or run one now.
     Jobs {
@@ -166,7 +170,11 @@ pub fn main() -> ExitCode {
             Command::Migrate {
                 action: Some(MigrateAction::Status),
             } => migrate_status(config).await,
-            Command::Digest { dry_run, start_date } => digest(config, dry_run, start_date).await,
+            Command::Digest {
+                dry_run,
+                start_date,
+                zone,
+            } => digest(config, dry_run, start_date, zone).await,
             Command::Jobs { action: JobsAction::List } => jobs_list(config).await,
             Command::Jobs {
                 action: JobsAction::Run { name },
@@ -254,7 +262,20 @@ async fn digest(
     config: Config,
     dry_run: bool,
     start_date: Option<String>,
+    zone: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let zone = match zone.as_deref().map(|z| z.trim().parse::<chrono_tz::Tz>()) {
+        None => config.jobs.timezone,
+        Some(Ok(zone)) => zone,
+        Some(Err(_)) => {
+            eprintln!(
+                "--zone: expected an IANA time zone name (e.g. Asia/Tokyo), got '{}'",
+                zone.unwrap_or_default()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let job = crate::jobs::digest_job(zone, config.jobs.timezone);
     let week = match start_date.as_deref() {
         None => None,
         Some(raw) => match crate::jobs::digest::parse_date(raw) {
@@ -266,15 +287,12 @@ async fn digest(
         },
     };
     if !dry_run {
-        let scheduled_for = week.map(|w| {
-            crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), config.jobs.timezone)
-        });
-        return jobs_run(config, crate::jobs::WEEKLY_DIGEST, scheduled_for).await;
+        let scheduled_for =
+            week.map(|w| crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), zone));
+        return jobs_run(config, &job, scheduled_for).await;
     }
     let (context, root) = crate::startup::offline_jobs(&config).await?;
-    let report = context
-        .run(crate::jobs::WEEKLY_DIGEST, context.now_ms(), week, true)
-        .await;
+    let report = context.run(&job, context.now_ms(), week, true).await;
     root.shutdown(std::time::Duration::from_secs(5)).await;
     let report = report?;
     let pretty: serde_json::Value = serde_json::from_str(&report)?;

@@ -350,6 +350,7 @@ fn job_context(
         clock: clock.clone(),
         digest_timezone: config.jobs.timezone,
         local_delivery: config.jobs.local_delivery,
+        digest_schedule: config.jobs.digest.clone(),
         digest_throttle: delivery.weekly_digest,
         retention: Retention {
             send_log_days: config.jobs.retention.send_log_days,
@@ -382,24 +383,44 @@ pub fn zone_digest_job(config: &crate::config::JobsConfig, zone: chrono_tz::Tz) 
 /// With local delivery, keeps a digest job scheduled for every zone a recipient has chosen:
 /// at start and every minute (a zone chosen on another replica, or a scheduler restarted,
 /// is picked up within that time; a zone chosen here is scheduled at once by the route).
+/// Each job exists from when its zone was first chosen, so an occurrence missed while herald
+/// was down is caught up like any other job's.
 fn spawn_zone_jobs(store: Store, scheduler: SchedulerClient, config: crate::config::JobsConfig) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut chosen_since = std::collections::HashMap::<chrono_tz::Tz, Option<i64>>::new();
         loop {
             every.tick().await;
             if store.is_closed() {
                 return;
             }
-            match crate::store::preferences::zones(&store).await {
-                Ok(zones) => {
-                    for zone in zones.iter().filter_map(|z| z.parse::<chrono_tz::Tz>().ok()) {
-                        if zone != config.timezone {
-                            scheduler.add(zone_digest_job(&config, zone));
+            let zones = match crate::store::preferences::zones(&store).await {
+                Ok(zones) => zones,
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not read the recipients' zones");
+                    continue;
+                }
+            };
+            for zone in zones.iter().filter_map(|z| z.parse::<chrono_tz::Tz>().ok()) {
+                if zone == config.timezone {
+                    continue;
+                }
+                let since = match chosen_since.get(&zone) {
+                    Some(since) => *since,
+                    None => {
+                        match crate::store::preferences::zone_chosen_since(&store, zone.name())
+                            .await
+                        {
+                            Ok(since) => *chosen_since.entry(zone).or_insert(since),
+                            Err(err) => {
+                                tracing::debug!(error = %err, "could not read when a zone was chosen");
+                                None
+                            }
                         }
                     }
-                }
-                Err(err) => tracing::debug!(error = %err, "could not read the recipients' zones"),
+                };
+                scheduler.add(zone_digest_job(&config, zone), since);
             }
         }
     });

@@ -89,15 +89,18 @@ impl ThrottlePort for StoreThrottlePort {
         rule: ThrottleRule,
         now_ms: i64,
     ) -> Result<Admission, PortError> {
+        let at = request.counted_at(now_ms);
         let decided = throttles::decide_serialised(
             &self.store,
             &key(request),
             request.check_preference,
-            now_ms - rule.window_ms,
             now_ms,
+            at,
+            at - rule.window_ms,
             |sends| {
-                rules::check(sends, now_ms, rule).map_err(|retry_after_ms| {
-                    let used = rules::in_window(sends, now_ms, rule).len();
+                let sends = rules::around(sends, at, rule);
+                rules::check(sends, at, rule).map_err(|retry_after_ms| {
+                    let used = sends.len();
                     (retry_after_ms, rules::throttled_reason(used, rule))
                 })
             },
@@ -177,7 +180,11 @@ impl ThrottlePort for StoreThrottlePort {
 
     async fn enqueue(&self, request: &SendRequest, at_ms: i64) -> Result<(), PortError> {
         self.writes
-            .run(outbox::enqueue_statements(&key(request), at_ms))
+            .run(outbox::enqueue_statements(
+                &key(request),
+                at_ms,
+                request.counted_at(at_ms),
+            ))
             .await
             .map(drop)
             .map_err(port_error)
@@ -548,7 +555,7 @@ mod tests {
             week_start: None,
         };
         port.writes
-            .run(outbox::enqueue_statements(&key, START_MS))
+            .run(outbox::enqueue_statements(&key, START_MS, START_MS))
             .await
             .unwrap();
         let session = SessionRecord {

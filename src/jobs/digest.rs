@@ -67,6 +67,20 @@ pub struct DigestReport {
     pub unsubscribed: u64,
     /// A few recipients per outcome (addresses masked).
     pub sample: BTreeMap<String, Vec<String>>,
+    /// Dry runs with local delivery: every zone's next digest, soonest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upcoming: Vec<Upcoming>,
+}
+
+/// One zone's next digest occurrence, as a dry run lists them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Upcoming {
+    /// The job that will run it (`weekly_digest@Asia/Tokyo`).
+    pub job: String,
+    pub timezone: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Recipients whose zone it is.
+    pub recipients: i64,
 }
 
 impl DigestReport {
@@ -105,7 +119,8 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, DigestError> {
         dry_run: job.dry_run,
         ..Default::default()
     };
-    let skipped = activity::inactive_recipients(job.store, from, from + WEEK_MS).await?;
+    let skipped =
+        activity::inactive_recipients(job.store, from, from + WEEK_MS, job.zone.as_ref()).await?;
     report.skipped_no_activity = skipped.max(0) as u64;
 
     // A std Mutex: it is never held across an await.
@@ -242,8 +257,10 @@ impl Decider {
             week_start: None,
         };
         let rule = self.throttle_rule;
+        // Counted as a real run counts it: at the start of its week.
+        let at = herald_actors::throttle::rules::week_counted_at(&self.week).unwrap_or(self.now_ms);
         let (status, enabled, recent) =
-            outbox::lookup(&self.store, &ledger_key, Some(self.now_ms - rule.window_ms)).await?;
+            outbox::lookup(&self.store, &ledger_key, Some(at - rule.window_ms)).await?;
         if herald_actors::email::in_flight_or_sent(status.as_deref()) {
             return Ok(Outcome::Duplicate);
         }
@@ -252,8 +269,9 @@ impl Decider {
         }
         // The throttle actor's own rule, so the dry run and a real run cannot disagree.
         let recent = recent.unwrap_or_default();
+        let recent = herald_actors::throttle::rules::around(&recent, at, rule);
         Ok(
-            match herald_actors::throttle::rules::check(&recent, self.now_ms, rule) {
+            match herald_actors::throttle::rules::check(recent, at, rule) {
                 Ok(()) => Outcome::Queued,
                 Err(_) => Outcome::Throttled,
             },

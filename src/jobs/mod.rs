@@ -81,6 +81,8 @@ pub struct JobContext {
     pub digest_timezone: chrono_tz::Tz,
     /// Each recipient's digest at their own local time (`DIGEST_DELIVERY=local`).
     pub local_delivery: bool,
+    /// `DIGEST_SCHEDULE`, in `digest_timezone`; with local delivery, read in each zone.
+    pub digest_schedule: herald_actors::scheduler::Schedule,
     pub digest_throttle: herald_actors::throttle::ThrottleRule,
     pub retention: purge::Retention,
     /// Names this process in the ledger's `owner` column.
@@ -119,6 +121,14 @@ impl JobContext {
                     }),
             })
             .await?;
+            let report = if dry_run && self.local_delivery {
+                digest::DigestReport {
+                    upcoming: self.upcoming_digests().await?,
+                    ..report
+                }
+            } else {
+                report
+            };
             return Ok(serde_json::to_string(&report)?);
         }
         match job {
@@ -129,6 +139,42 @@ impl JobContext {
             }
             other => Err(JobError::Unknown(other.to_owned())),
         }
+    }
+}
+
+impl JobContext {
+    /// With local delivery, the next occurrence of every zone's digest, soonest first, with
+    /// how many recipients each covers.
+    pub async fn upcoming_digests(&self) -> Result<Vec<digest::Upcoming>, JobError> {
+        let now = self.now_ms();
+        let default = self.digest_timezone;
+        let mut zones =
+            crate::store::preferences::recipients_by_zone(&self.store, default.name()).await?;
+        if !zones.iter().any(|(zone, _)| zone == default.name()) {
+            zones.push((default.name().to_owned(), 0));
+        }
+        let mut upcoming = Vec::new();
+        for (zone, recipients) in zones {
+            let Ok(zone) = zone.parse::<chrono_tz::Tz>() else {
+                continue;
+            };
+            let schedule =
+                herald_actors::scheduler::Schedule::new(self.digest_schedule.expression(), zone)
+                    .expect("DIGEST_SCHEDULE parsed at start");
+            if let Some(at) = schedule.next_after(now) {
+                upcoming.push((
+                    at,
+                    digest::Upcoming {
+                        job: digest_job(zone, default),
+                        timezone: zone.name().to_owned(),
+                        at: crate::store::instant(at),
+                        recipients,
+                    },
+                ));
+            }
+        }
+        upcoming.sort_by(|a, b| (a.0, &a.1.job).cmp(&(b.0, &b.1.job)));
+        Ok(upcoming.into_iter().map(|(_, u)| u).collect())
     }
 }
 

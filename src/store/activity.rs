@@ -27,25 +27,40 @@ pub struct ZoneScope {
 impl ZoneScope {
     /// The condition on `s.parent_email`. Zone names are IANA names (letters, digits, `/`,
     /// `_`, `+`, `-`), written in as literals.
+    ///
+    /// Another zone than the default one is a list of addresses read through the indexes on
+    /// the preferences' zone and on the changes' time, so its run reads only its recipients'
+    /// sessions (through the sessions' index on the address). The default zone also holds
+    /// every address herald has no preferences for, so its run tests each of the week's
+    /// sessions.
     fn sql(&self) -> String {
         let (zone, default) = (self.zone.name(), self.default.name());
         debug_assert!([zone, default].iter().all(|z| {
             z.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b))
         }));
-        let unknown_is_default = if zone == default {
-            " OR NOT EXISTS (SELECT 1 FROM email_preferences p WHERE p.email = s.parent_email)"
-        } else {
-            ""
-        };
+        let since = self.moved_since_ms;
+        let moved_away = format!(
+            "SELECT c.email FROM preference_changes c WHERE c.at >= {since} AND c.field = 'timezone' \
+               AND COALESCE(NULLIF(c.old_value, ''), '{default}') = '{zone}'"
+        );
+        if zone != default {
+            return format!(
+                " AND s.parent_email IN (SELECT p.email FROM email_preferences p WHERE p.timezone = '{zone}' \
+                   UNION {moved_away})"
+            );
+        }
         format!(
-            " AND (EXISTS (SELECT 1 FROM email_preferences p WHERE p.email = s.parent_email \
-                 AND COALESCE(p.timezone, '{default}') = '{zone}'){unknown_is_default} \
-               OR EXISTS (SELECT 1 FROM preference_changes c WHERE c.email = s.parent_email \
-                 AND c.field = 'timezone' AND COALESCE(NULLIF(c.old_value, ''), '{default}') = '{zone}' \
-                 AND c.at >= {since}))",
-            since = self.moved_since_ms
+            " AND (NOT EXISTS (SELECT 1 FROM email_preferences p WHERE p.email = s.parent_email \
+                 AND COALESCE(p.timezone, '{default}') <> '{zone}') \
+               OR s.parent_email IN ({moved_away}))"
         )
+    }
+
+    /// The condition on `p.email` for the zone's known recipients.
+    fn members_sql(&self) -> String {
+        let (zone, default) = (self.zone.name(), self.default.name());
+        format!(" AND COALESCE(p.timezone, '{default}') = '{zone}'")
     }
 }
 
@@ -160,17 +175,20 @@ where
     Ok(())
 }
 
-/// Recipients known to herald with no completed session in `[from_ms, to_ms)`.
+/// Recipients known to herald (of `zone` when given) with no completed session in
+/// `[from_ms, to_ms)`.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn inactive_recipients(
     store: &Store,
     from_ms: i64,
     to_ms: i64,
+    zone: Option<&ZoneScope>,
 ) -> Result<i64, StoreError> {
-    let row = sqlx::query(
+    let members = zone.map(ZoneScope::members_sql).unwrap_or_default();
+    let row = sqlx::query(&format!(
         "SELECT COUNT(*) FROM email_preferences p WHERE NOT EXISTS (SELECT 1 FROM sessions s \
-         WHERE s.parent_email = p.email AND s.completed_at >= $1 AND s.completed_at < $2)",
-    )
+         WHERE s.parent_email = p.email AND s.completed_at >= $1 AND s.completed_at < $2){members}"
+    ))
     .bind(from_ms)
     .bind(to_ms)
     .fetch_one(store.reader())

@@ -49,6 +49,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_preference_changes.sql"),
         include_str!("../../migrations/postgres/0006_preference_changes.sql"),
     ),
+    (
+        7,
+        "zone indexes",
+        include_str!("../../migrations/sqlite/0007_zone_indexes.sql"),
+        include_str!("../../migrations/postgres/0007_zone_indexes.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

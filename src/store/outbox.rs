@@ -170,10 +170,11 @@ pub(crate) async fn record_duplicate_on<'c>(
     Ok(())
 }
 
-/// The statements that queue an email: the `pending` row, the throttle slot it uses and
-/// the recipient's preferences row (with its unsubscribe key). Run them as one job of a
+/// The statements that queue an email: the `pending` row, the throttle slot it uses (at
+/// `counted_at_ms`, see `SendRequest::counted_at`) and the recipient's preferences row
+/// (with its unsubscribe key). Run them as one job of a
 /// [`GroupCommit`](super::group_commit::GroupCommit).
-pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64) -> Vec<Statement> {
+pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -> Vec<Statement> {
     vec![
         Statement::new(
             "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
@@ -192,7 +193,7 @@ pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64) -> Vec<Statement> {
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(key.email)
             .bind(key.email_type)
-            .bind(at_ms),
+            .bind(counted_at_ms),
         Statement::new(
             "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
              ON CONFLICT (email) DO NOTHING",

@@ -345,6 +345,34 @@ pub async fn zones(store: &Store) -> Result<Vec<String>, StoreError> {
     .await?)
 }
 
+/// When the first of `zone`'s recipients chose it: since then the zone's digest job exists,
+/// whether or not a serving process scheduled it (herald may have been down).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn zone_chosen_since(store: &Store, zone: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(c.at) FROM email_preferences p JOIN preference_changes c ON c.email = p.email \
+         WHERE p.timezone = $1 AND c.field = 'timezone' AND c.new_value = $1",
+    )
+    .bind(zone)
+    .fetch_one(store.reader())
+    .await?)
+}
+
+/// How many recipients each zone has (`default` for those without one of their own).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn recipients_by_zone(
+    store: &Store,
+    default: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(timezone, $1) AS zone, COUNT(*) FROM email_preferences \
+         GROUP BY COALESCE(timezone, $1) ORDER BY zone",
+    )
+    .bind(default)
+    .fetch_all(store.reader())
+    .await?)
+}
+
 /// How many recipients have `zone` as theirs (`default` for those without one).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn recipients_in(store: &Store, zone: &str, default: &str) -> Result<i64, StoreError> {

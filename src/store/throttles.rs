@@ -67,14 +67,16 @@ pub enum Decided {
 /// time whichever replica takes them: the ledger row (duplicate?), the preference, the
 /// recipient's sends since `window_start_ms` judged by `check` (the throttle rule: `Err`
 /// with the wait and the ledger's reason), and the outcome's write, all committed before
-/// the lock is released.
+/// the lock is released. The ledger is written at `now_ms`, the throttle slot at
+/// `counted_at_ms`.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn decide_serialised(
     store: &Store,
     key: &super::outbox::LedgerKey<'_>,
     check_preference: bool,
-    window_start_ms: i64,
     now_ms: i64,
+    counted_at_ms: i64,
+    window_start_ms: i64,
     check: impl FnOnce(&[i64]) -> Result<(), (i64, String)>,
 ) -> Result<Decided, StoreError> {
     use super::outbox;
@@ -101,7 +103,7 @@ pub async fn decide_serialised(
                 Decided::Throttled { retry_after_ms }
             }
             Ok(()) => {
-                for statement in outbox::enqueue_statements(key, now_ms) {
+                for statement in outbox::enqueue_statements(key, now_ms, counted_at_ms) {
                     statement.execute(&mut tx).await?;
                 }
                 Decided::Queued

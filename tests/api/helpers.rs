@@ -233,6 +233,20 @@ pub async fn spawn_app_with(
     start(db, vars, extra_routes, None).await
 }
 
+/// Spawns the app with configuration changes and its clock starting at `start_ms` (a date
+/// before today, for a test that walks through a given day).
+pub async fn spawn_app_at(
+    backend: Backend,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+    start_ms: u64,
+) -> TestApp {
+    herald::install_tls_provider();
+    let db = TestDatabase::new(backend).await;
+    let mut vars = config_vars(&db.url);
+    configure(&mut vars);
+    start(db, vars, None, Some(ManualClock::new(start_ms))).await
+}
+
 /// Spawns the app on a database the test prepared.
 pub async fn spawn_app_on(
     db: TestDatabase,

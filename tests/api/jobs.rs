@@ -638,4 +638,23 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         .output()
         .unwrap();
     assert_eq!(bad_date.status.code(), Some(2));
+
+    // One zone's dry run; the report lists every zone's next digest.
+    let zone = herald()
+        .args(["digest", "--dry-run", "--zone", "Asia/Tokyo"])
+        .output()
+        .unwrap();
+    assert!(
+        zone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&zone.stderr)
+    );
+    let report: Value = serde_json::from_slice(&zone.stdout).unwrap();
+    assert_eq!(report["upcoming"][0]["job"], "weekly_digest", "{report}");
+    let bad_zone = herald()
+        .args(["digest", "--dry-run", "--zone", "Mars/Olympus_Mons"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_zone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_zone.stderr).contains("--zone"));
 }

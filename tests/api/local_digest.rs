@@ -9,7 +9,7 @@ use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::email::ledger;
-use crate::helpers::{API_KEY, Backend, TestApp, spawn_app};
+use crate::helpers::{API_KEY, Backend, TestApp, spawn_app, spawn_app_at};
 use crate::on_both_backends;
 
 /// The first Sunday after tomorrow (UTC date), from the app's clock: every instant the test
@@ -31,16 +31,20 @@ fn at(date: NaiveDate, hour: u32, minute: u32) -> u64 {
         .timestamp_millis() as u64
 }
 
-async fn set_zone(app: &TestApp, email: &str, zone: &str) {
+async fn set_preferences(app: &TestApp, email: &str, preferences: Value) {
     let answer = app
         .client
         .put(app.url(&format!("/api/v1/email/preferences/{email}")))
         .header("X-API-Key", API_KEY)
-        .json(&json!({"timezone": zone}))
+        .json(&preferences)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+}
+
+async fn set_zone(app: &TestApp, email: &str, zone: &str) {
+    set_preferences(app, email, json!({"timezone": zone})).await;
 }
 
 async fn complete_one(app: &TestApp, email: &str) {
@@ -255,7 +259,200 @@ async fn downtime_over_two_zones_occurrences_runs_each_once_at_the_restart(backe
     }
 }
 
+/// A zone chosen on Wednesday, and herald down over that zone's first Sunday 09:00: started
+/// again, it runs the occurrence it missed (the zone's job existed from Wednesday, though no
+/// serving process had it then).
+async fn a_zone_first_chosen_before_a_downtime_has_its_missed_occurrence_caught_up(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let tokyo = "tokyo@example.com";
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    set_zone(&app, tokyo, "Asia/Tokyo").await;
+    complete_one(&app, tokyo).await;
+    // Down from Saturday; back on Sunday evening, after Tokyo's 09:00 (00:00 UTC).
+    app.clock.set_ms(at(sunday, 20, 0));
+    let app = app.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while digests(&app, tokyo).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the missed occurrence was not caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    move_to(&app, at(sunday, 21, 0)).await;
+    let rows = digests(&app, tokyo).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["week_start"],
+        (sunday - Duration::days(7)).format("%Y-%m-%d").to_string()
+    );
+}
+
+/// A dry run lists every zone's next digest with how many recipients it covers, soonest
+/// first; a zone's dry run counts only that zone's recipients.
+async fn a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    for (email, zone) in [
+        ("t1@example.com", "Asia/Tokyo"),
+        ("t2@example.com", "Asia/Tokyo"),
+        ("ny@example.com", "America/New_York"),
+    ] {
+        set_zone(&app, email, zone).await;
+    }
+    // Known, with no zone of their own: the service's (UTC).
+    set_preferences(
+        &app,
+        "utc@example.com",
+        json!({"weekly_digest_enabled": true}),
+    )
+    .await;
+    complete_one(&app, "t1@example.com").await;
+    complete_one(&app, "ny@example.com").await;
+
+    let dry = |job: &'static str| {
+        let app = &app;
+        async move {
+            let answer = app
+                .client
+                .post(app.url(&format!("/admin/jobs/{job}/run")))
+                .header("X-API-Key", API_KEY)
+                .json(&json!({"dry_run": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let report = dry("weekly_digest").await;
+    let upcoming: Vec<(String, String, i64)> = report["upcoming"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"))
+        .iter()
+        .map(|u| {
+            (
+                u["job"].as_str().unwrap().to_owned(),
+                u["at"].as_str().unwrap().to_owned(),
+                u["recipients"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let utc = |hour| {
+        chrono::DateTime::from_timestamp_millis(at(sunday, hour, 0) as i64)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    assert_eq!(
+        upcoming,
+        [
+            ("weekly_digest@Asia/Tokyo".to_owned(), utc(0), 2),
+            ("weekly_digest".to_owned(), utc(9), 1),
+            ("weekly_digest@America/New_York".to_owned(), utc(14), 1),
+        ],
+        "{report}"
+    );
+    // Tokyo's dry run: its two recipients, one active, one not; nothing of New York's.
+    app.clock.set_ms(at(sunday, 0, 30));
+    let tokyo = dry("weekly_digest@Asia%2FTokyo").await;
+    assert_eq!(
+        (
+            tokyo["recipients_with_activity"].as_i64(),
+            tokyo["skipped_no_activity"].as_i64(),
+            tokyo["queued"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{tokyo}"
+    );
+    assert!(
+        digests(&app, "t1@example.com").await.is_empty(),
+        "a dry run sends nothing"
+    );
+}
+
+/// The month and day of a UTC instant, at a minute of it.
+fn utc_ms(y: i32, m: u32, d: u32, h: u32, min: u32) -> u64 {
+    at(NaiveDate::from_ymd_opt(y, m, d).unwrap(), h, min)
+}
+
+/// New York's 2026 daylight-saving changes, walked through in 15-minute steps: on 8 March
+/// 02:30 does not exist, on 1 November 01:30 happens twice. A recipient active every week
+/// gets exactly one digest a week, each reporting the seven local days before it.
+async fn one_digest_a_week_across_both_daylight_saving_changes(backend: Backend) {
+    // (DIGEST_SCHEDULE, the Sunday before the change, the Sunday of the change)
+    for (schedule, before, change) in [
+        (
+            "30 2 * * SUN",
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 3, 8).unwrap(),
+        ),
+        (
+            "30 1 * * SUN",
+            NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+        ),
+    ] {
+        let start = before - Duration::days(3);
+        let app = spawn_app_at(
+            backend,
+            |vars| {
+                vars.insert("DIGEST_SCHEDULE".into(), schedule.into());
+            },
+            utc_ms(start.year(), start.month(), start.day(), 12, 0),
+        )
+        .await;
+        let ny = "ny@example.com";
+        set_zone(&app, ny, "America/New_York").await;
+        // The digest of `before`'s Sunday covers the week before it: let it pass first.
+        move_to(&app, at(before, 12, 0)).await;
+        let mut weeks = Vec::new();
+        for sunday in [change, change + Duration::days(7)] {
+            // Active on the Wednesday of the week the digest reports.
+            app.clock.set_ms(at(sunday - Duration::days(4), 15, 0));
+            complete_one(&app, ny).await;
+            let mut step = at(sunday, 0, 0);
+            while step <= at(sunday, 12, 0) {
+                move_to(&app, step).await;
+                step += 15 * 60_000;
+            }
+            weeks.push((sunday - Duration::days(7)).format("%Y-%m-%d").to_string());
+            let rows = digests(&app, ny).await;
+            let mut reported: Vec<&str> = rows
+                .iter()
+                .filter_map(|r| r["week_start"].as_str())
+                .collect();
+            reported.sort_unstable();
+            assert_eq!(reported, weeks, "{schedule}: {rows:?}");
+        }
+        // One run per occurrence in the zone's job ledger, one on the day of the change.
+        let runs: Value = app
+            .get_admin("/admin/jobs/weekly_digest@America%2FNew_York/runs")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let on_the_day = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["scheduled_for"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&change.format("%Y-%m-%d").to_string()))
+            })
+            .count();
+        assert_eq!(on_the_day, 1, "{schedule}: {runs}");
+    }
+}
+
 on_both_backends!(
+    one_digest_a_week_across_both_daylight_saving_changes,
+    a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone,
+    a_zone_first_chosen_before_a_downtime_has_its_missed_occurrence_caught_up,
     downtime_over_two_zones_occurrences_runs_each_once_at_the_restart,
     each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone,
     a_recipient_who_moves_zone_in_the_week_gets_one_digest,

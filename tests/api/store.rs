@@ -132,7 +132,7 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
             week_start: None,
         };
         writes
-            .run(outbox::enqueue_statements(&key, 1_000 + i))
+            .run(outbox::enqueue_statements(&key, 1_000 + i, 1_000 + i))
             .await
             .unwrap();
     }

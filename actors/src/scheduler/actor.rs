@@ -66,9 +66,11 @@ pub enum SchedulerMsg {
         job: usize,
     },
     List(RpcReplyPort<Vec<JobStatus>>),
-    /// Schedules one more job from now on (a job of that name already scheduled stays as it
-    /// is): jobs that exist only once something asks for them, such as a digest per zone.
-    Add(Box<JobSpec>),
+    /// Schedules one more job (a job of that name already scheduled stays as it is): jobs
+    /// that exist only once something asks for them, such as a digest per zone. With the
+    /// instant the job came to exist, an occurrence missed since then is caught up (a zone
+    /// first chosen before a downtime); without, it exists from now.
+    Add(Box<JobSpec>, Option<i64>),
 }
 
 #[derive(Debug, Clone)]
@@ -356,12 +358,15 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     .collect();
                 let _ = reply.send(list);
             }
-            SchedulerMsg::Add(spec) => {
+            SchedulerMsg::Add(spec, existed_since) => {
                 let spec = *spec;
                 if !state.jobs.iter().any(|j| j.spec.name == spec.name) {
                     tracing::info!(job = %spec.name, timezone = %spec.schedule.timezone(), "job scheduled");
-                    // It exists from now: occurrences before now are not its to catch up.
-                    let since = spec.schedule.latest_at_or_before(self.now());
+                    // Occurrences before it existed are not its to catch up.
+                    let since = match existed_since {
+                        Some(at) => Some(at.min(self.now())),
+                        None => spec.schedule.latest_at_or_before(self.now()),
+                    };
                     state.jobs.push(JobState {
                         spec,
                         next: None,

@@ -50,12 +50,13 @@ impl SchedulerClient {
         .ok()
     }
 
-    /// Schedules `spec` from now on, unless a job of its name is scheduled already. A
-    /// restarted scheduler knows only its first jobs: whoever adds jobs adds them again from
-    /// time to time.
-    pub fn add(&self, spec: super::JobSpec) {
+    /// Schedules `spec`, unless a job of its name is scheduled already. A restarted
+    /// scheduler knows only its first jobs: whoever adds jobs adds them again from time to
+    /// time. `since`: when the job came to exist (the first occurrence after it that the
+    /// ledger has not seen run is caught up, under the missed-run policy); `None`: now.
+    pub fn add(&self, spec: super::JobSpec, since: Option<i64>) {
         if let Some(actor) = self.actor() {
-            let _ = actor.send_message(SchedulerMsg::Add(Box::new(spec)));
+            let _ = actor.send_message(SchedulerMsg::Add(Box::new(spec), since));
         }
     }
 

@@ -145,35 +145,24 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             *duplicates += 1;
             return Ok(Admission::Duplicate);
         }
-        // A recipient not in the cache has its sends read with the ledger.
         let rule = self.rule(request.email_type);
+        if request.email_type == EmailType::WeeklyDigest {
+            return self.admit_digest(state, request, now, rule).await;
+        }
+        // A recipient not in the cache has its sends read with the ledger.
         let cached = state
             .sends
             .contains_key(&(request.email.clone(), request.email_type));
         let since = (!cached).then_some(now - rule.window_ms);
         let lookup = self.port.lookup(&request, since).await?;
-        if lookup.ledger == Some(LedgerState::InFlightOrSent) {
-            self.port.record(&request, &Verdict::Duplicate, now).await?;
-            return Ok(Admission::Duplicate);
-        }
-        if request.check_preference && !lookup.enabled {
-            self.port
-                .record(&request, &Verdict::Suppressed, now)
-                .await?;
-            return Ok(Admission::Suppressed);
+        if let Some(settled) = self.settled(&request, &lookup, now).await? {
+            return Ok(settled);
         }
         let sends = self
             .sends_with(state, &request.email, request.email_type, now, lookup.sends)
             .await?;
-        if let Err(retry_after_ms) = rules::check(sends, now, rule) {
-            let reason = rules::throttled_reason(sends.len(), rule);
-            self.port
-                .record(&request, &Verdict::Throttled { reason }, now)
-                .await?;
-            return Ok(Admission::Throttled {
-                retry_after_ms,
-                rule,
-            });
+        if let Some(throttled) = self.over_limit(&request, sends, now, now, rule).await? {
+            return Ok(throttled);
         }
         // Counted now; committed by a task of its own so that queued emails of many
         // recipients share a transaction (see `handle`).
@@ -186,6 +175,89 @@ impl<P: ThrottlePort> EmailThrottle<P> {
 }
 
 impl<P: ThrottlePort> EmailThrottle<P> {
+    /// A request the ledger or the preference decides before the window: a duplicate of one
+    /// in flight or sent, or a type the recipient turned off. Recorded.
+    async fn settled(
+        &self,
+        request: &SendRequest,
+        lookup: &super::port::Lookup,
+        now: i64,
+    ) -> Result<Option<Admission>, PortError> {
+        if lookup.ledger == Some(LedgerState::InFlightOrSent) {
+            self.port.record(request, &Verdict::Duplicate, now).await?;
+            return Ok(Some(Admission::Duplicate));
+        }
+        if request.check_preference && !lookup.enabled {
+            self.port.record(request, &Verdict::Suppressed, now).await?;
+            return Ok(Some(Admission::Suppressed));
+        }
+        Ok(None)
+    }
+
+    /// `Throttled` (recorded) when `sends` leave no room for one more counted at `at`.
+    async fn over_limit(
+        &self,
+        request: &SendRequest,
+        sends: &[i64],
+        at: i64,
+        now: i64,
+        rule: ThrottleRule,
+    ) -> Result<Option<Admission>, PortError> {
+        let Err(retry_after_ms) = rules::check(sends, at, rule) else {
+            return Ok(None);
+        };
+        let reason = rules::throttled_reason(sends.len(), rule);
+        self.port
+            .record(request, &Verdict::Throttled { reason }, now)
+            .await?;
+        Ok(Some(Admission::Throttled {
+            retry_after_ms,
+            rule,
+        }))
+    }
+
+    /// A weekly digest counts at the start of the week it reports, not now
+    /// ([`SendRequest::counted_at`]), so its window is read with the ledger each time (a
+    /// run decides each recipient once: a cache would not be read again), with the digests
+    /// of the recipient still being committed.
+    async fn admit_digest(
+        &self,
+        state: &mut ThrottleState,
+        request: SendRequest,
+        now: i64,
+        rule: ThrottleRule,
+    ) -> Result<Admission, PortError> {
+        let at = request.counted_at(now);
+        let lookup = self
+            .port
+            .lookup(&request, Some(at - rule.window_ms))
+            .await?;
+        if let Some(settled) = self.settled(&request, &lookup, now).await? {
+            return Ok(settled);
+        }
+        let mut sends = lookup.sends.unwrap_or_default();
+        sends.extend(
+            state
+                .committing
+                .values()
+                .filter(|(r, _)| r.email == request.email && r.email_type == request.email_type)
+                .map(|(r, _)| r.counted_at(now)),
+        );
+        sends.sort_unstable();
+        let sends = rules::around(&sends, at, rule);
+        if let Some(throttled) = self.over_limit(&request, sends, at, now, rule).await? {
+            return Ok(throttled);
+        }
+        // What the state view caches is read again.
+        state
+            .sends
+            .remove(&(request.email.clone(), request.email_type));
+        state
+            .committing
+            .insert(request.idempotency_key.clone(), (request, 0));
+        Ok(Admission::Queued)
+    }
+
     /// Several processes share the database: every question goes to it. Decisions run in
     /// tasks of their own, so recipients do not wait for one another; the database
     /// serialises the decisions about one recipient.

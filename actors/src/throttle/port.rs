@@ -29,6 +29,20 @@ pub struct SendRequest {
     pub check_preference: bool,
 }
 
+impl SendRequest {
+    /// The instant this email counts at in its recipient's throttle window: a weekly
+    /// digest's at the start of the week it reports ([`super::rules::week_counted_at`]),
+    /// any other's when it is decided (`now_ms`).
+    pub fn counted_at(&self, now_ms: i64) -> i64 {
+        match (self.email_type, self.week_start.as_deref()) {
+            (EmailType::WeeklyDigest, Some(week)) => {
+                super::rules::week_counted_at(week).unwrap_or(now_ms)
+            }
+            _ => now_ms,
+        }
+    }
+}
+
 /// What the ledger and preferences say about a request before the window is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {

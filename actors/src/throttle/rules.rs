@@ -53,6 +53,28 @@ pub fn throttled_reason(used: usize, rule: ThrottleRule) -> String {
     format!("{used} of {} in {} used", rule.limit, rule.window_text())
 }
 
+/// The instant a weekly digest counts at in its recipient's window: the start of the week it
+/// reports (`YYYY-MM-DD`), at 00:00 UTC whatever the recipient's zone. Counted by the week
+/// it reports, one digest a week passes a weekly window however its sending instant
+/// drifts: a daylight-saving change moves a 09:00 by an hour, a caught-up run comes late, a
+/// recipient who moved zone gets theirs at another hour of the day.
+pub fn week_counted_at(week_start: &str) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(week_start, "%Y-%m-%d").ok()?;
+    Some(
+        date.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis(),
+    )
+}
+
+/// The sends (oldest first) that share a window with one at `at`: those less than a window
+/// before or after it (a send after `at` exists when an older week's digest is run late).
+pub fn around(sends: &[i64], at: i64, rule: ThrottleRule) -> &[i64] {
+    let first = sends.partition_point(|&t| t + rule.window_ms <= at);
+    let end = sends.partition_point(|&t| t < at.saturating_add(rule.window_ms));
+    &sends[first..end.max(first)]
+}
+
 /// The sends (oldest first) still inside the window at `now`.
 pub fn in_window(sends: &[i64], now: i64, rule: ThrottleRule) -> &[i64] {
     let first = sends.partition_point(|&t| t + rule.window_ms <= now);
@@ -116,5 +138,24 @@ mod tests {
             window_ms: 100,
         };
         assert_eq!(check(&sends, 30, rule), Err(80));
+    }
+
+    #[test]
+    fn a_weekly_digest_counts_at_its_weeks_start_so_consecutive_weeks_always_pass() {
+        let week = ThrottleRule {
+            limit: 1,
+            window_ms: 7 * 86_400_000,
+        };
+        let first = week_counted_at("2026-03-01").unwrap();
+        let second = week_counted_at("2026-03-08").unwrap();
+        assert_eq!(second - first, 7 * 86_400_000);
+        assert_eq!(check(around(&[first], second, week), second, week), Ok(()));
+        // A second digest of the same week, or one for a week starting three days later,
+        // is over the limit; so is an older week run after a newer one.
+        assert!(check(around(&[first], first, week), first, week).is_err());
+        let wednesday = week_counted_at("2026-03-04").unwrap();
+        assert!(check(around(&[first], wednesday, week), wednesday, week).is_err());
+        assert!(check(around(&[second], wednesday, week), wednesday, week).is_err());
+        assert_eq!(week_counted_at("last week"), None);
     }
 }

@@ -176,9 +176,10 @@ pub async fn run(
         let body: serde_json::Value = serde_json::from_str(&report).map_err(ApiError::internal)?;
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    // A chosen week runs as the occurrence whose digest covers it.
-    let scheduled_for = week
-        .map(|w| digest::day_start_ms(w + chrono::Duration::days(7), state.jobs.digest_timezone));
+    // A chosen week runs as the occurrence whose digest covers it, in the job's zone.
+    let zone = crate::jobs::digest_zone(&name, state.jobs.digest_timezone)
+        .unwrap_or(state.jobs.digest_timezone);
+    let scheduled_for = week.map(|w| digest::day_start_ms(w + chrono::Duration::days(7), zone));
     match state
         .scheduler
         .run_now(&name, scheduled_for)

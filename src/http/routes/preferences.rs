@@ -86,9 +86,10 @@ pub fn schedule_zone(state: &AppState, zone: &str) {
         zone.parse::<chrono_tz::Tz>(),
     ) && zone != state.config.jobs.timezone
     {
-        state
-            .scheduler
-            .add(crate::startup::zone_digest_job(&state.config.jobs, zone));
+        state.scheduler.add(
+            crate::startup::zone_digest_job(&state.config.jobs, zone),
+            None,
+        );
     }
 }
 
