@@ -380,47 +380,63 @@ pub fn zone_digest_job(config: &crate::config::JobsConfig, zone: chrono_tz::Tz) 
     }
 }
 
-/// With local delivery, keeps a digest job scheduled for every zone a recipient has chosen:
-/// at start and every minute (a zone chosen on another replica, or a scheduler restarted,
-/// is picked up within that time; a zone chosen here is scheduled at once by the route).
-/// Each job exists from when its zone was first chosen, so an occurrence missed while herald
-/// was down is caught up like any other job's.
+/// With local delivery, keeps a digest job scheduled for every zone a recipient has chosen.
+/// At start it reads every zone in use; then, every minute, only the zones chosen since
+/// (a zone chosen on another replica is picked up within that time; one chosen here is
+/// scheduled at once by the route), and adds every known zone's job again (a restarted
+/// scheduler knows only its first jobs). Each job exists from when its zone was first
+/// chosen, so an occurrence missed while herald was down is caught up like any other job's.
 fn spawn_zone_jobs(store: Store, scheduler: SchedulerClient, config: crate::config::JobsConfig) {
+    use crate::store::preferences;
+    /// How far back each look overlaps the one before: changes written by a replica whose
+    /// clock is behind are still seen.
+    const OVERLAP_MS: i64 = 10 * 60_000;
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut chosen_since = std::collections::HashMap::<chrono_tz::Tz, Option<i64>>::new();
+        // Each known zone, with when it was first chosen.
+        let mut known = std::collections::HashMap::<chrono_tz::Tz, Option<i64>>::new();
+        let mut seen_up_to: Option<i64> = None;
         loop {
             every.tick().await;
             if store.is_closed() {
                 return;
             }
-            let zones = match crate::store::preferences::zones(&store).await {
-                Ok(zones) => zones,
+            let zones = match seen_up_to {
+                None => match (
+                    preferences::latest_change(&store).await,
+                    preferences::zones(&store).await,
+                ) {
+                    (Ok(latest), Ok(zones)) => Ok((zones, Some(latest.unwrap_or(i64::MIN)))),
+                    (Err(err), _) | (_, Err(err)) => Err(err),
+                },
+                Some(seen) => {
+                    preferences::zones_chosen_since(&store, seen.saturating_sub(OVERLAP_MS)).await
+                }
+            };
+            let (zones, latest) = match zones {
+                Ok(found) => found,
                 Err(err) => {
                     tracing::debug!(error = %err, "could not read the recipients' zones");
                     continue;
                 }
             };
+            seen_up_to = latest.max(seen_up_to);
             for zone in zones.iter().filter_map(|z| z.parse::<chrono_tz::Tz>().ok()) {
-                if zone == config.timezone {
+                if zone == config.timezone || known.contains_key(&zone) {
                     continue;
                 }
-                let since = match chosen_since.get(&zone) {
-                    Some(since) => *since,
-                    None => {
-                        match crate::store::preferences::zone_chosen_since(&store, zone.name())
-                            .await
-                        {
-                            Ok(since) => *chosen_since.entry(zone).or_insert(since),
-                            Err(err) => {
-                                tracing::debug!(error = %err, "could not read when a zone was chosen");
-                                None
-                            }
-                        }
+                match preferences::zone_chosen_since(&store, zone.name()).await {
+                    Ok(since) => {
+                        known.insert(zone, since);
                     }
-                };
-                scheduler.add(zone_digest_job(&config, zone), since);
+                    Err(err) => {
+                        tracing::debug!(error = %err, "could not read when a zone was chosen")
+                    }
+                }
+            }
+            for (zone, since) in &known {
+                scheduler.add(zone_digest_job(&config, *zone), *since);
             }
         }
     });

@@ -335,7 +335,7 @@ pub async fn changes(store: &Store, email: &str) -> Result<Vec<Recorded>, StoreE
         .map_err(StoreError::from)
 }
 
-/// Every time zone a recipient has chosen.
+/// Every time zone a recipient has chosen (read through the index on the zone).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn zones(store: &Store) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
@@ -343,6 +343,32 @@ pub async fn zones(store: &Store) -> Result<Vec<String>, StoreError> {
     )
     .fetch_all(store.reader())
     .await?)
+}
+
+/// When the latest change of anyone's preferences was made.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn latest_change(store: &Store) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT MAX(at) FROM preference_changes")
+        .fetch_one(store.reader())
+        .await?)
+}
+
+/// The zones chosen at or after `since_ms` (read through the index on the changes' time),
+/// and the latest change's time.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn zones_chosen_since(
+    store: &Store,
+    since_ms: i64,
+) -> Result<(Vec<String>, Option<i64>), StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT new_value, MAX(at) FROM preference_changes \
+         WHERE at >= $1 AND field = 'timezone' AND new_value <> '' GROUP BY new_value",
+    )
+    .bind(since_ms)
+    .fetch_all(store.reader())
+    .await?;
+    let latest = rows.iter().map(|(_, at)| *at).max();
+    Ok((rows.into_iter().map(|(zone, _)| zone).collect(), latest))
 }
 
 /// When the first of `zone`'s recipients chose it: since then the zone's digest job exists,
