@@ -4,6 +4,8 @@
 //! `cargo bench --bench emails -- replicas [count] [workers] [rounds]`: one herald against
 //! three on one PostgreSQL database (`HERALD_BENCH_POSTGRES_URL`, default the local `test`),
 //! completions spread over them, alternating rounds: the cost of coordinating replicas.
+//! `BENCH_ONE_POOL` and `BENCH_THREE_POOL` set each process's `DATABASE_MAX_CONNECTIONS`
+//! on either side (10 by default).
 //! `cargo bench --bench emails -- dkim [count] [workers] [rounds]`: the cost of DKIM signing
 //! (RSA 2048 and Ed25519, keys made by `openssl genpkey`), per email alone and end to end
 //! beside unsigned runs, alternating rounds.
@@ -320,11 +322,19 @@ async fn replicas(n: usize, workers: usize, rounds: usize) {
     let (port, count) = sink().await;
     let (mut one, mut three) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let on_postgres = |replicas| {
+        let on_postgres = |replicas: usize| {
             let count = count.clone();
+            // Each process's connections (`DATABASE_MAX_CONNECTIONS`), per side.
+            let pool = std::env::var(if replicas == 1 {
+                "BENCH_ONE_POOL"
+            } else {
+                "BENCH_THREE_POOL"
+            })
+            .unwrap_or_else(|_| "10".into());
             async move {
                 let url = fresh_postgres().await;
-                herald_on(&url, replicas, n, workers, port, count, &[]).await
+                let extra = [("DATABASE_MAX_CONNECTIONS", pool)];
+                herald_on(&url, replicas, n, workers, port, count, &extra).await
             }
         };
         let a = on_postgres(1).await;

@@ -74,9 +74,12 @@ impl Application {
             .sqlite_file()
             .map(|file| ServeLock::acquire(&file))
             .transpose()?;
-        let store = Store::connect(config.storage.database_url.expose())
-            .await
-            .context("connecting to the database")?;
+        let store = Store::connect_with(
+            config.storage.database_url.expose(),
+            config.storage.max_connections,
+        )
+        .await
+        .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
         // What an earlier run left mid-send on SQLite goes out again as the dispatcher
         // starts (see `DispatchPort::recover`).

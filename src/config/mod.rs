@@ -15,7 +15,7 @@ mod keys;
 mod rate_limit;
 mod reader;
 mod server;
-mod storage;
+pub mod storage;
 mod telemetry;
 
 pub use dkim::{Dkim, DkimKey, SIGNED_HEADERS};
@@ -146,6 +146,7 @@ mod tests {
         assert_eq!(config.server.host.to_string(), "127.0.0.1");
         assert_eq!(config.server.port, 8000);
         assert_eq!(config.storage.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(config.storage.max_connections, 10);
         assert_eq!(config.email.provider, EmailProvider::Console);
         assert_eq!(config.email.from.to_string(), "noreply@herald.localhost");
         assert_eq!(config.email.sender_domain(), "herald.localhost");
@@ -215,9 +216,15 @@ mod tests {
             ("SMTP_TLS", "maybe"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("RATE_LIMIT_FAIL_MODE", "sideways"),
+            ("DATABASE_MAX_CONNECTIONS", "1"),
         ]);
         let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e == "DATABASE_MAX_CONNECTIONS: must be from 2 to 1000")
+        );
         assert!(errors[0].starts_with("PORT: expected a port number"));
         assert!(errors.iter().any(|e| {
             e.starts_with("EMAIL_PROVIDER: expected one of console, smtp, file, sendgrid")

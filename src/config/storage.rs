@@ -7,10 +7,15 @@ use super::reader::Reader;
 use crate::secret::Secret;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://herald.db?mode=rwc";
+/// Connections each process opens to PostgreSQL at most.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub database_url: Secret,
+    /// On PostgreSQL, the most connections this process opens (`DATABASE_MAX_CONNECTIONS`):
+    /// with several replicas, their sum is what the database serves at once.
+    pub max_connections: u32,
     /// Shared rate-limit windows; required for several replicas.
     pub redis_url: Option<Secret>,
 }
@@ -28,6 +33,12 @@ impl StorageConfig {
         {
             r.problem("DATABASE_URL: expected a sqlite:// or postgres:// URL");
         }
+        let max_connections = r.ranged(
+            "DATABASE_MAX_CONNECTIONS",
+            DEFAULT_MAX_CONNECTIONS,
+            (2, 1_000),
+            "connections",
+        );
         let redis_url = r.get("REDIS_URL");
         if let Some(url) = &redis_url
             && !(url.starts_with("redis://")
@@ -38,6 +49,7 @@ impl StorageConfig {
         }
         Self {
             database_url: Secret::new(database_url),
+            max_connections,
             redis_url: redis_url.map(Secret::new),
         }
     }

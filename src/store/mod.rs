@@ -163,6 +163,12 @@ impl StoreError {
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, crate::config::storage::DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Connects with at most `max_connections` to PostgreSQL (SQLite has its own: one
+    /// writer and a few readers).
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url);
         match backend {
@@ -201,7 +207,7 @@ impl Store {
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
-                    .max_connections(10)
+                    .max_connections(max_connections)
                     // While the database is unreachable a request waits this long for a
                     // connection, then gets 503.
                     .acquire_timeout(Duration::from_secs(5))
