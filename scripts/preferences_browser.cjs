@@ -1,6 +1,7 @@
 // Opens a preference page in headless Chromium, scripts off, as a parent would from their
-// email: sees both switches on, turns the weekly digest off, saves, reads the confirmation.
-// Prints the page's form nonce (for the test's replay). Exits non-zero on any mismatch.
+// email: sees both switches on, turns the weekly digest off, saves, reads the confirmation;
+// then opens the link again and turns the digest back on (a re-subscribe). Prints the first
+// form's nonce (for the test's replay). Exits non-zero on any mismatch.
 // usage: PLAYWRIGHT_CORE=/path/to/node_modules/playwright-core node preferences_browser.cjs URL
 const { launch } = require('./chromium.cjs');
 
@@ -24,6 +25,17 @@ const { launch } = require('./chromium.cjs');
     if (!result.includes('Your preferences are saved') || !result.includes('Weekly digest: off')
         || !result.includes('Session reports: on')) {
       throw new Error(`no confirmation: ${result}`);
+    }
+    // Changed their mind: the same link again, the digest back on.
+    await page.goto(url);
+    if (!(await reports.isChecked()) || (await digest.isChecked())) {
+      throw new Error('the page should show the digest off and reports on');
+    }
+    await digest.check();
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    const again = await page.textContent('body');
+    if (!again.includes('Your preferences are saved') || !again.includes('Weekly digest: on')) {
+      throw new Error(`no confirmation of the re-subscribe: ${again}`);
     }
     console.log(nonce);
   } finally {
