@@ -5,7 +5,8 @@
 //! three on one PostgreSQL database (`HERALD_BENCH_POSTGRES_URL`, default the local `test`),
 //! completions spread over them, alternating rounds: the cost of coordinating replicas.
 //! `BENCH_ONE_POOL` and `BENCH_THREE_POOL` set each process's `DATABASE_MAX_CONNECTIONS`
-//! on either side (10 by default).
+//! on either side (10 for the one, 4 for each of the three by default: about the same
+//! connections in all, as DEPLOYMENT.md advises).
 //! `cargo bench --bench emails -- dkim [count] [workers] [rounds]`: the cost of DKIM signing
 //! (RSA 2048 and Ed25519, keys made by `openssl genpkey`), per email alone and end to end
 //! beside unsigned runs, alternating rounds.
@@ -324,13 +325,13 @@ async fn replicas(n: usize, workers: usize, rounds: usize) {
     for round in 0..rounds {
         let on_postgres = |replicas: usize| {
             let count = count.clone();
-            // Each process's connections (`DATABASE_MAX_CONNECTIONS`), per side.
-            let pool = std::env::var(if replicas == 1 {
-                "BENCH_ONE_POOL"
+            // Each process's connections (`DATABASE_MAX_CONNECTIONS`), per side: one replica
+            // at the default, three sharing about as many, as DEPLOYMENT.md advises.
+            let pool = if replicas == 1 {
+                std::env::var("BENCH_ONE_POOL").unwrap_or_else(|_| "10".into())
             } else {
-                "BENCH_THREE_POOL"
-            })
-            .unwrap_or_else(|_| "10".into());
+                std::env::var("BENCH_THREE_POOL").unwrap_or_else(|_| "4".into())
+            };
             async move {
                 let url = fresh_postgres().await;
                 let extra = [("DATABASE_MAX_CONNECTIONS", pool)];
