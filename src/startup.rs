@@ -359,10 +359,13 @@ fn job_context(
             send_log_days: config.jobs.retention.send_log_days,
             session_events_days: config.jobs.retention.session_events_days,
             audit_log_days: config.jobs.retention.audit_log_days,
+            // A digest's slot is dated at the start of the week it reports, a week before
+            // it goes out, and is still read a window after that (a run for an overlapping
+            // week): kept two windows.
             throttle_window_ms: delivery
                 .session_reports
                 .window_ms
-                .max(delivery.weekly_digest.window_ms),
+                .max(delivery.weekly_digest.window_ms.saturating_mul(2)),
         },
         owner: format!(
             "{owner}{}-{}",

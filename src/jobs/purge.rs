@@ -11,7 +11,8 @@ pub struct Retention {
     pub send_log_days: u64,
     pub session_events_days: u64,
     pub audit_log_days: u64,
-    /// Throttle rows older than the longest throttle window are useless.
+    /// Throttle rows older than this are useless: the longest window, and two for weekly
+    /// digests (dated at their week's start).
     pub throttle_window_ms: i64,
 }
 

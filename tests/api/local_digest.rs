@@ -85,6 +85,20 @@ async fn move_to(app: &TestApp, instant: u64) {
     }
 }
 
+/// A job's dry run: its report.
+async fn dry_run(app: &TestApp, job: &str) -> Value {
+    let answer = app
+        .client
+        .post(app.url(&format!("/admin/jobs/{job}/run")))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"dry_run": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json::<Value>().await.unwrap()
+}
+
 async fn digests(app: &TestApp, email: &str) -> Vec<Value> {
     ledger(app, email)
         .await
@@ -314,22 +328,7 @@ async fn a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone(backend: Ba
     complete_one(&app, "t1@example.com").await;
     complete_one(&app, "ny@example.com").await;
 
-    let dry = |job: &'static str| {
-        let app = &app;
-        async move {
-            let answer = app
-                .client
-                .post(app.url(&format!("/admin/jobs/{job}/run")))
-                .header("X-API-Key", API_KEY)
-                .json(&json!({"dry_run": true}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(answer.status(), 200);
-            answer.json::<Value>().await.unwrap()
-        }
-    };
-    let report = dry("weekly_digest").await;
+    let report = dry_run(&app, "weekly_digest").await;
     let upcoming: Vec<(String, String, i64)> = report["upcoming"]
         .as_array()
         .unwrap_or_else(|| panic!("{report}"))
@@ -358,7 +357,7 @@ async fn a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone(backend: Ba
     );
     // Tokyo's dry run: its two recipients, one active, one not; nothing of New York's.
     app.clock.set_ms(at(sunday, 0, 30));
-    let tokyo = dry("weekly_digest@Asia%2FTokyo").await;
+    let tokyo = dry_run(&app, "weekly_digest@Asia%2FTokyo").await;
     assert_eq!(
         (
             tokyo["recipients_with_activity"].as_i64(),
@@ -449,7 +448,33 @@ async fn one_digest_a_week_across_both_daylight_saving_changes(backend: Backend)
     }
 }
 
+/// A digest's throttle slot is dated at the start of the week it reports, a week before it
+/// goes out: retention keeps it two windows, so a run for an overlapping week still sees it.
+async fn retention_keeps_a_digests_throttle_slot_for_two_windows(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let email = "utc@example.com";
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    complete_one(&app, email).await;
+    move_to(&app, at(sunday, 9, 0) + 1_000).await;
+    assert_eq!(digests(&app, email).await.len(), 1);
+    let purged_slots = |days: i64| {
+        let app = &app;
+        async move {
+            app.clock.set_ms(at(sunday + Duration::days(days), 12, 0));
+            dry_run(app, "purge_old").await["email_throttles"].clone()
+        }
+    };
+    // (Throttle rows share one cutoff: two digest windows.) A day on, the digest's slot,
+    // dated eight days back, stays; eight days on (fifteen from its week's start) it goes;
+    // eleven days on, the report's slot (of the Wednesday before) goes too.
+    assert_eq!(purged_slots(1).await, 0);
+    assert_eq!(purged_slots(8).await, 1);
+    assert_eq!(purged_slots(11).await, 2);
+}
+
 on_both_backends!(
+    retention_keeps_a_digests_throttle_slot_for_two_windows,
     one_digest_a_week_across_both_daylight_saving_changes,
     a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone,
     a_zone_first_chosen_before_a_downtime_has_its_missed_occurrence_caught_up,
