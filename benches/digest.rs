@@ -45,12 +45,8 @@ fn main() {
         return;
     }
     runtime.block_on(async move {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db", dir.path().display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let week = digest::parse_date("2026-11-09").unwrap();
-        let from = digest::day_start_ms(week, chrono_tz::UTC);
+        let (_dir, url, store) = fresh_store().await;
+        let (week, from) = bench_week();
 
         let seeding = Instant::now();
         let total = recipients * per;
@@ -224,13 +220,25 @@ const ZONES: [&str; 40] = [
     "Pacific/Kiritimati",
 ];
 
-async fn zones(recipients: u64, per: u64) {
+/// A migrated SQLite database in a directory of its own (kept while the directory lives),
+/// its URL and the store on it.
+async fn fresh_store() -> (tempfile::TempDir, String, Store) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
+    (dir, url, store)
+}
+
+/// The week every run reports, and its first instant (UTC).
+fn bench_week() -> (chrono::NaiveDate, i64) {
     let week = digest::parse_date("2026-11-09").unwrap();
-    let from = digest::day_start_ms(week, chrono_tz::UTC);
+    (week, digest::day_start_ms(week, chrono_tz::UTC))
+}
+
+async fn zones(recipients: u64, per: u64) {
+    let (_dir, _, store) = fresh_store().await;
+    let (week, from) = bench_week();
     let seeding = Instant::now();
     // Sessions on the Wednesday and Thursday of the week, inside every zone's local week.
     sqlx::query(

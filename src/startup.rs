@@ -351,7 +351,6 @@ fn job_context(
         store: store.clone(),
         throttle: throttle.clone(),
         clock: clock.clone(),
-        digest_timezone: config.jobs.timezone,
         local_delivery: config.jobs.local_delivery,
         digest_schedule: config.jobs.digest.clone(),
         digest_throttle: delivery.weekly_digest,
@@ -380,8 +379,7 @@ fn job_context(
 pub fn zone_digest_job(config: &crate::config::JobsConfig, zone: chrono_tz::Tz) -> JobSpec {
     JobSpec {
         name: crate::jobs::digest_job(zone, config.timezone),
-        schedule: herald_actors::scheduler::Schedule::new(config.digest.expression(), zone)
-            .expect("DIGEST_SCHEDULE parsed at start"),
+        schedule: config.digest.in_zone(zone),
         missed: config.missed,
     }
 }

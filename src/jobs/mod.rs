@@ -78,10 +78,9 @@ pub struct JobContext {
     pub store: Store,
     pub throttle: ThrottleClient,
     pub clock: SharedClock,
-    pub digest_timezone: chrono_tz::Tz,
     /// Each recipient's digest at their own local time (`DIGEST_DELIVERY=local`).
     pub local_delivery: bool,
-    /// `DIGEST_SCHEDULE`, in `digest_timezone`; with local delivery, read in each zone.
+    /// `DIGEST_SCHEDULE`, in `DIGEST_TIMEZONE`; with local delivery, read in each zone.
     pub digest_schedule: herald_actors::scheduler::Schedule,
     pub digest_throttle: herald_actors::throttle::ThrottleRule,
     pub retention: purge::Retention,
@@ -90,6 +89,11 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The service's zone (`DIGEST_TIMEZONE`): digest weeks and recipients without a zone.
+    pub fn digest_timezone(&self) -> chrono_tz::Tz {
+        self.digest_schedule.tz()
+    }
+
     pub fn now_ms(&self) -> i64 {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
@@ -103,7 +107,7 @@ impl JobContext {
         week_start: Option<chrono::NaiveDate>,
         dry_run: bool,
     ) -> Result<String, JobError> {
-        if let Some(zone) = digest_zone(job, self.digest_timezone) {
+        if let Some(zone) = digest_zone(job, self.digest_timezone()) {
             let report = digest::run(digest::DigestRun {
                 store: &self.store,
                 throttle: Some(&self.throttle),
@@ -116,7 +120,7 @@ impl JobContext {
                     .local_delivery
                     .then(|| crate::store::activity::ZoneScope {
                         zone,
-                        default: self.digest_timezone,
+                        default: self.digest_timezone(),
                         moved_since_ms: scheduled_for - crate::reports::week::WEEK_MS,
                     }),
             })
@@ -140,14 +144,12 @@ impl JobContext {
             other => Err(JobError::Unknown(other.to_owned())),
         }
     }
-}
 
-impl JobContext {
     /// With local delivery, the next occurrence of every zone's digest, soonest first, with
     /// how many recipients each covers.
     pub async fn upcoming_digests(&self) -> Result<Vec<digest::Upcoming>, JobError> {
         let now = self.now_ms();
-        let default = self.digest_timezone;
+        let default = self.digest_timezone();
         let mut zones =
             crate::store::preferences::recipients_by_zone(&self.store, default.name()).await?;
         if !zones.iter().any(|(zone, _)| zone == default.name()) {
@@ -158,10 +160,7 @@ impl JobContext {
             let Ok(zone) = zone.parse::<chrono_tz::Tz>() else {
                 continue;
             };
-            let schedule =
-                herald_actors::scheduler::Schedule::new(self.digest_schedule.expression(), zone)
-                    .expect("DIGEST_SCHEDULE parsed at start");
-            if let Some(at) = schedule.next_after(now) {
+            if let Some(at) = self.digest_schedule.in_zone(zone).next_after(now) {
                 upcoming.push((
                     at,
                     digest::Upcoming {

@@ -398,15 +398,3 @@ pub async fn recipients_by_zone(
     .fetch_all(store.reader())
     .await?)
 }
-
-/// How many recipients have `zone` as theirs (`default` for those without one).
-#[tracing::instrument(level = "debug", skip_all)]
-pub async fn recipients_in(store: &Store, zone: &str, default: &str) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_preferences WHERE COALESCE(timezone, $2) = $1",
-    )
-    .bind(zone)
-    .bind(default)
-    .fetch_one(store.reader())
-    .await?)
-}

@@ -140,7 +140,8 @@ impl Drop for Running {
     }
 }
 
-pub fn start_binary(extra: &[(&str, &str)]) -> Running {
+/// The binary on a fresh SQLite database, with `extra` settings (borrowed or owned values).
+pub fn start_binary(extra: &[(&str, impl AsRef<str>)]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -159,7 +160,7 @@ pub fn start_binary(extra: &[(&str, &str)]) -> Running {
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
     for (k, v) in extra {
-        command.env(k, v);
+        command.env(k, v.as_ref());
     }
     let child = command.spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -377,7 +378,7 @@ impl OutputRef for std::process::Child {
 
 #[test]
 fn a_second_serve_on_one_sqlite_file_refuses_to_start_while_jobs_still_run_beside_it() {
-    let first = start_binary(&[]);
+    let first = start_binary(&[] as &[(&str, &str)]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -670,8 +671,7 @@ async fn sigterm_while_sending_finishes_what_is_in_flight_and_loses_nothing() {
         ("SHUTDOWN_TIMEOUT_SECONDS", "10".to_owned()),
         ("LOG_LEVEL", "error".to_owned()),
     ]);
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = start_binary(&borrowed);
+    let mut first = start_binary(&vars);
     herald::install_tls_provider();
     let client = reqwest::Client::new();
     for i in 0..EMAILS {
@@ -697,9 +697,8 @@ async fn sigterm_while_sending_finishes_what_is_in_flight_and_loses_nothing() {
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
 
     // Started again on the same database, it sends the rest.
-    let mut vars = borrowed.clone();
     let url = first.database_url();
-    vars.push(("DATABASE_URL", &url));
+    vars.push(("DATABASE_URL", url));
     let second = start_binary(&vars);
     let received = smtp.wait_for(EMAILS).await;
     // Count once no row is left pending or sending.
@@ -744,8 +743,7 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight() {
         ("SESSION_REPORT_LIMIT", "1000".to_owned()),
         ("LOG_LEVEL", "error".to_owned()),
     ]);
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let first = start_binary(&borrowed);
+    let first = start_binary(&vars);
     let url = first.database_url();
     herald::install_tls_provider();
     let client = reqwest::Client::new();
@@ -777,8 +775,8 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight() {
         let _ = running.child.kill();
         let _ = running.child.wait();
         kills.push(smtp.count());
-        let mut vars = borrowed.clone();
-        vars.push(("DATABASE_URL", &url));
+        let mut vars = vars.clone();
+        vars.push(("DATABASE_URL", url.clone()));
         processes.push(start_binary(&vars));
         restarted_at = std::time::Instant::now();
     }

@@ -24,8 +24,7 @@ async fn actors_failing_under_load_lose_no_email_and_callers_see_503_at_worst() 
         ("RATE_LIMIT_MAX_REQUESTS", "1000000".to_owned()),
         ("LOG_LEVEL", "warn".to_owned()),
     ]);
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut running = start_binary(&borrowed);
+    let mut running = start_binary(&vars);
     herald::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

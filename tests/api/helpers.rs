@@ -297,6 +297,18 @@ impl TestApp {
         self._db.url.clone()
     }
 
+    /// Wakes the scheduler (after the clock moved) and returns once it has acted: it handles
+    /// its messages in order, so once it answers a later one, the wake's catch-up (which
+    /// claims in the ledger before it answers) is done.
+    pub async fn wake_scheduler(&self) {
+        self.state.scheduler.wake();
+        self.state
+            .scheduler
+            .list()
+            .await
+            .expect("the scheduler answers");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -460,14 +460,7 @@ async fn after_three_missed_weeks_exactly_one_catch_up_runs(backend: Backend) {
     );
     // Starting again catches up nothing more.
     let app = app.restart().await;
-    app.state.scheduler.wake();
-    // The scheduler handles its messages in order: once it answers a later one, the wake's
-    // catch-up (which claims in the ledger before it answers) is done.
-    app.state
-        .scheduler
-        .list()
-        .await
-        .expect("the scheduler answers");
+    app.wake_scheduler().await;
     assert_eq!(runs_len(&app).await, 2);
     let listed: Value = app.get_admin("/admin/jobs").await.json().await.unwrap();
     let digest = listed["jobs"]

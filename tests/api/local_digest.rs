@@ -64,12 +64,7 @@ async fn complete_one(app: &TestApp, email: &str) {
 /// messages in order).
 async fn move_to(app: &TestApp, instant: u64) {
     app.clock.set_ms(instant);
-    app.state.scheduler.wake();
-    app.state
-        .scheduler
-        .list()
-        .await
-        .expect("the scheduler answers");
+    app.wake_scheduler().await;
     // A digest run queues in its own task: give it the time to write.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

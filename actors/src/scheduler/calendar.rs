@@ -48,6 +48,11 @@ impl Schedule {
         self.tz
     }
 
+    /// The same expression read in `tz` (the digest of a zone: `DIGEST_SCHEDULE` there).
+    pub fn in_zone(&self, tz: Tz) -> Self {
+        Self { tz, ..self.clone() }
+    }
+
     pub fn expression(&self) -> &str {
         &self.expression
     }

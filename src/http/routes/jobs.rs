@@ -77,21 +77,26 @@ fn unavailable() -> ApiError {
 #[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
     let statuses = state.scheduler.list().await.ok_or_else(unavailable)?;
+    let default = state.config.jobs.timezone;
+    // With local delivery, each zone's recipients, counted in one read.
+    let by_zone: std::collections::HashMap<String, i64> = if state.config.jobs.local_delivery {
+        crate::store::preferences::recipients_by_zone(&state.store, default.name())
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
     let mut views = Vec::with_capacity(statuses.len());
     for status in statuses {
         let last = jobs::runs(&state.store, &status.name, 1)
             .await?
             .into_iter()
             .next();
-        let recipients = match crate::jobs::digest_zone(&status.name, state.config.jobs.timezone) {
-            Some(zone) if state.config.jobs.local_delivery => Some(
-                crate::store::preferences::recipients_in(
-                    &state.store,
-                    zone.name(),
-                    state.config.jobs.timezone.name(),
-                )
-                .await?,
-            ),
+        let recipients = match crate::jobs::digest_zone(&status.name, default) {
+            Some(zone) if state.config.jobs.local_delivery => {
+                Some(by_zone.get(zone.name()).copied().unwrap_or(0))
+            }
             _ => None,
         };
         views.push(JobView {
@@ -177,8 +182,8 @@ pub async fn run(
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
     // A chosen week runs as the occurrence whose digest covers it, in the job's zone.
-    let zone = crate::jobs::digest_zone(&name, state.jobs.digest_timezone)
-        .unwrap_or(state.jobs.digest_timezone);
+    let default = state.jobs.digest_timezone();
+    let zone = crate::jobs::digest_zone(&name, default).unwrap_or(default);
     let scheduled_for = week.map(|w| digest::day_start_ms(w + chrono::Duration::days(7), zone));
     match state
         .scheduler
