@@ -7,6 +7,11 @@
 //! `BENCH_ONE_POOL` and `BENCH_THREE_POOL` set each process's `DATABASE_MAX_CONNECTIONS`
 //! on either side (10 for the one, 4 for each of the three by default: about the same
 //! connections in all, as DEPLOYMENT.md advises).
+//! `cargo bench --bench emails -- floor [count] [workers] [rounds]`: what any service that
+//! takes the request over HTTP can reach against the bare baseline: the bare run with one
+//! empty HTTP round trip per email (the same client, an axum handler answering the summary),
+//! and with that handler also writing the email's ledger row through herald's group commit
+//! (SQLite, WAL, `synchronous = FULL`), beside herald and the bare run, alternating rounds.
 //! `cargo bench --bench emails -- dkim [count] [workers] [rounds]`: the cost of DKIM signing
 //! (RSA 2048 and Ed25519, keys made by `openssl genpkey`), per email alone and end to end
 //! beside unsigned runs, alternating rounds.
@@ -49,6 +54,17 @@ fn bench_links(unsubscribe: &str) -> templates::Links<'_> {
 fn shipped_templates() -> &'static templates::Templates {
     static TEMPLATES: std::sync::OnceLock<templates::Templates> = std::sync::OnceLock::new();
     TEMPLATES.get_or_init(|| templates::Templates::shipped("herald", ""))
+}
+
+/// The session every bare email reports: Ada's 90 seconds of fractions.
+fn ada_session() -> SessionRecord {
+    SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        learner_name: Some("Ada".into()),
+        subject: Some("Fractions".into()),
+        started_at_ms: 0,
+        completed_at_ms: Some(90_000),
+    }
 }
 
 /// Accepts everything, counts messages.
@@ -379,6 +395,23 @@ async fn bare_run(
     count: Arc<AtomicUsize>,
     writer: Writer,
 ) -> Run {
+    bare_run_after(n, workers, smtp_port, count, writer, None).await
+}
+
+/// What the floor runs put before each bare email: a `POST` to this base URL's
+/// `/complete`, answered by [`floor_server`].
+type Before = Option<String>;
+
+/// [`bare_run`], each email preceded by `before`'s request.
+async fn bare_run_after(
+    n: usize,
+    workers: usize,
+    smtp_port: u16,
+    count: Arc<AtomicUsize>,
+    writer: Writer,
+    request: Before,
+) -> Run {
+    let client = reqwest::Client::new();
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(smtp_port)
         .pool_config(PoolConfig::new().max_size(16))
@@ -394,13 +427,7 @@ async fn bare_run(
     })
     .unwrap();
     let mailer = Arc::new(herald::email::Mailer::from_config(&config.email).unwrap());
-    let session = SessionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        learner_name: Some("Ada".into()),
-        subject: Some("Fractions".into()),
-        started_at_ms: 0,
-        completed_at_ms: Some(90_000),
-    };
+    let session = ada_session();
     let events: Vec<EventRecord> = ["step", "hint", "answer"]
         .iter()
         .enumerate()
@@ -419,18 +446,30 @@ async fn bare_run(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (transport, mailer, next, summary, from) = (
+        let (transport, mailer, next, summary, from, client, request) = (
             transport.clone(),
             mailer.clone(),
             next.clone(),
             summary.clone(),
             from.clone(),
+            client.clone(),
+            request.clone(),
         );
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
+                }
+                if let Some(base) = &request {
+                    let response = client
+                        .post(format!("{base}/api/v1/sessions/{i}/complete"))
+                        .header("X-Session-Access-Token", "t")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
                 }
                 // The same work a real email needs: template, PDF, MIME, SMTP.
                 let url = format!("https://herald.example.org/api/v1/email/unsubscribe/v1.{:032x}.{:032x}?type=session_reports", i, i);
@@ -466,6 +505,103 @@ async fn bare_run(
     Run::measure(n, started, used)
 }
 
+/// The floor runs' server on 127.0.0.1: `POST /api/v1/sessions/{id}/complete` answers a
+/// session summary as JSON, having first written the email's ledger row through herald's
+/// group commit when `durable` holds. Returns its base URL.
+async fn floor_server(durable: Option<herald::store::Store>) -> String {
+    use axum::extract::{Path, State};
+    use herald::store::group_commit::GroupCommit;
+    use herald::store::outbox::{self, LedgerKey};
+    let writes = durable.map(GroupCommit::spawn);
+    let session = ada_session();
+    let summary = Arc::new(summarize(&session, &[], 0));
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/sessions/{id}/complete",
+            axum::routing::post(
+                |State((writes, summary)): State<(
+                    Option<GroupCommit>,
+                    Arc<herald::reports::SessionSummary>,
+                )>,
+                 Path(id): Path<String>| async move {
+                    if let Some(writes) = writes {
+                        let email = format!("parent{id}@example.com");
+                        let key = LedgerKey {
+                            idempotency_key: &format!("{id}:floor"),
+                            email: &email,
+                            email_type: "session_reports",
+                            session_id: Some(&id),
+                            week_start: None,
+                        };
+                        let now = herald::store::now_ms();
+                        writes
+                            .run(outbox::enqueue_statements(&key, now, now))
+                            .await
+                            .unwrap();
+                    }
+                    axum::Json(summary.as_ref().clone())
+                },
+            ),
+        )
+        .with_state((writes, summary));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Herald beside the bare run, the bare run after an empty HTTP round trip, and after a
+/// round trip that writes the ledger row: how much of the gap any HTTP service must pay.
+async fn floor(n: usize, workers: usize, rounds: usize) {
+    let (port, count) = sink().await;
+    let http = floor_server(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        herald::store::Store::connect(&format!("sqlite://{}/floor.db", dir.path().display()))
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let durable = floor_server(Some(store)).await;
+    let mut runs: [Vec<Run>; 4] = Default::default();
+    for round in 0..rounds {
+        let bare = bare_run(n, workers, port, count.clone(), Writer::Herald).await;
+        let after = |base: &String| {
+            let request = Some(base.clone());
+            bare_run_after(n, workers, port, count.clone(), Writer::Herald, request)
+        };
+        let with_http = after(&http).await;
+        let with_ledger = after(&durable).await;
+        let herald = herald_run(n, workers, port, count.clone()).await;
+        println!(
+            "  round {round}: bare {}; with an HTTP round trip {} ({:.2}); with the round trip and a ledger row {} ({:.2}); herald {} ({:.2})",
+            bare.describe(),
+            with_http.describe(),
+            with_http.rate / bare.rate,
+            with_ledger.describe(),
+            with_ledger.rate / bare.rate,
+            herald.describe(),
+            herald.rate / bare.rate,
+        );
+        for (all, run) in runs.iter_mut().zip([bare, with_http, with_ledger, herald]) {
+            all.push(run);
+        }
+    }
+    let [bare, with_http, with_ledger, herald] = runs;
+    println!(
+        "median of {rounds} rounds, {n} emails each, {workers} concurrent clients: bare {}; with an HTTP round trip {} (ratio of the medians {:.2}, median of the rounds' ratios {:.2}); with the round trip and a ledger row {} ({:.2}, {:.2}); herald {} ({:.2}, {:.2})",
+        median(&bare).describe(),
+        median(&with_http).describe(),
+        median(&with_http).rate / median(&bare).rate,
+        median_ratio(&with_http, &bare),
+        median(&with_ledger).describe(),
+        median(&with_ledger).rate / median(&bare).rate,
+        median_ratio(&with_ledger, &bare),
+        median(&herald).describe(),
+        median(&herald).rate / median(&bare).rate,
+        median_ratio(&herald, &bare),
+    );
+}
+
 /// A DKIM key of `kind` (`RSA` 2048 bits or `ed25519`) made by openssl in `dir`.
 fn dkim_key(kind: &str, dir: &std::path::Path) -> String {
     let path = dir.join(format!("{kind}.pem")).display().to_string();
@@ -496,13 +632,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
             ("DKIM_PRIVATE_KEY_FILE", key.to_owned()),
         ]
     };
-    let session = SessionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        learner_name: Some("Ada".into()),
-        subject: Some("Fractions".into()),
-        started_at_ms: 0,
-        completed_at_ms: Some(90_000),
-    };
+    let session = ada_session();
     let summary = summarize(&session, &[], 0);
     let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
     let formatted = message::build(Parts {
@@ -573,6 +703,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
 fn main() {
     let replicas_mode = std::env::args().any(|a| a == "replicas");
     let dkim_mode = std::env::args().any(|a| a == "dkim");
+    let floor_mode = std::env::args().any(|a| a == "floor");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -593,6 +724,11 @@ fn main() {
     if dkim_mode {
         pdf::warm_up();
         runtime.block_on(dkim(n, workers, rounds));
+        return;
+    }
+    if floor_mode {
+        pdf::warm_up();
+        runtime.block_on(floor(n, workers, rounds));
         return;
     }
     runtime.block_on(async {
