@@ -353,20 +353,41 @@ async fn preview(
         api_base_url: &config.email.api_base_url,
     };
     let shown = preview::render(&store, &links, config.jobs.timezone, now, request).await?;
-    println!(
-        "Subject: {}\n\n{}",
-        shown.rendered.subject, shown.rendered.text
-    );
+    // The files first, then what is shown: a reader that stops early (`| head`) must not
+    // stop the files being written, nor make the command fail.
     if let Some(dir) = out {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("email.html"), &shown.rendered.html)?;
-        eprintln!("wrote {}", dir.join("email.html").display());
+        let mut files = vec![("email.html", shown.rendered.html.as_bytes())];
         if let Some(pdf) = &shown.pdf {
-            std::fs::write(dir.join("report.pdf"), pdf)?;
-            eprintln!("wrote {}", dir.join("report.pdf").display());
+            files.push(("report.pdf", pdf));
+        }
+        for (name, bytes) in &files {
+            std::fs::write(dir.join(name), bytes)?;
+        }
+        for (name, _) in &files {
+            show(
+                &mut std::io::stderr(),
+                &format!("wrote {}", dir.join(name).display()),
+            )?;
         }
     }
+    show(
+        &mut std::io::stdout(),
+        &format!(
+            "Subject: {}\n\n{}",
+            shown.rendered.subject, shown.rendered.text
+        ),
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not
+/// an error.
+fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    match writeln!(out, "{text}") {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Result<ExitCode> {

@@ -377,24 +377,27 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
     assert_eq!(counts(&app).await, before, "a preview writes nothing");
 
     // The same from the shell.
+    let preview = |out: &std::path::Path| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .args([
+                "email",
+                "preview",
+                "report",
+                "--session-id",
+                &session_id,
+                "--out",
+            ])
+            .arg(out)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", app.database_url())
+            .env("SECRET_KEY", "test-signing-secret")
+            .env("LOG_LEVEL", "error");
+        command
+    };
     let dir = tempfile::tempdir().unwrap();
-    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "email",
-            "preview",
-            "report",
-            "--session-id",
-            &session_id,
-            "--out",
-        ])
-        .arg(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.database_url())
-        .env("SECRET_KEY", "test-signing-secret")
-        .env("LOG_LEVEL", "error")
-        .output()
-        .unwrap();
+    let shown = preview(dir.path()).output().unwrap();
     assert!(
         shown.status.success(),
         "{}",
@@ -415,6 +418,18 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
             .unwrap()
             .contains("<html")
     );
+    // A reader that goes away at once (`| head -1`) neither stops the files nor fails it.
+    let cut_short = tempfile::tempdir().unwrap();
+    let mut child = preview(cut_short.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop((child.stdout.take(), child.stderr.take()));
+    assert!(child.wait().unwrap().success());
+    for name in ["email.html", "report.pdf"] {
+        assert!(cut_short.path().join(name).exists(), "{name}");
+    }
     assert_eq!(counts(&app).await, before, "nor does the shell's");
 }
 
