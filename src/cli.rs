@@ -139,6 +139,14 @@ pub enum MigrateAction {
     Status,
 }
 
+/// `println!` for what a command shows: a reader that has gone away (`| head`) is not an
+/// error.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        show(&mut std::io::stdout(), &format!($($arg)*))
+    };
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_env() {
@@ -204,16 +212,16 @@ pub fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(file) = &config.keys.generated_secrets {
         // Printed once, on the start that generated it; kept in the file afterwards.
-        println!(
+        out!(
             "Generated development API key (X-API-Key): {}\n  kept in {}",
             config.keys.api_access_key.expose(),
             file.display()
-        );
+        )?;
     }
     let app = Application::build(config).await?;
     if let Some(addr) = app.local_addr() {
         tracing::info!(%addr, "herald listening");
-        println!("herald listening on http://{addr}");
+        out!("herald listening on http://{addr}")?;
     }
     Ok(match app.run_until_stopped(shutdown_signal()).await? {
         Stopped::Graceful => ExitCode::SUCCESS,
@@ -225,10 +233,10 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     let store = Store::connect(config.storage.database_url.expose()).await?;
     store.migrate().await?;
     let applied = store.migration_status().await?;
-    println!(
+    out!(
         "{} migration(s) applied; the database is current",
         applied.len()
-    );
+    )?;
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -236,7 +244,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
     let store = Store::connect(config.storage.database_url.expose()).await?;
     let migrations = store.migration_status().await?;
-    println!("{:<8} {:<24} APPLIED AT (UTC)", "VERSION", "DESCRIPTION");
+    out!("{:<8} {:<24} APPLIED AT (UTC)", "VERSION", "DESCRIPTION")?;
     let mut pending = 0;
     for m in &migrations {
         let applied = match m
@@ -249,11 +257,11 @@ async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
                 "pending".to_owned()
             }
         };
-        println!("{:<8} {:<24} {applied}", m.version, m.description);
+        out!("{:<8} {:<24} {applied}", m.version, m.description)?;
     }
     store.close().await;
     if pending > 0 {
-        println!("{pending} pending; run `herald migrate` to apply");
+        out!("{pending} pending; run `herald migrate` to apply")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -296,7 +304,7 @@ async fn digest(
     root.shutdown(std::time::Duration::from_secs(5)).await;
     let report = report?;
     let pretty: serde_json::Value = serde_json::from_str(&report)?;
-    println!("{}", serde_json::to_string_pretty(&pretty)?);
+    out!("{}", serde_json::to_string_pretty(&pretty)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -316,7 +324,7 @@ async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCo
     store.close().await;
     copied?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    println!("backed up to {} ({bytes} bytes)", path.display());
+    out!("backed up to {} ({bytes} bytes)", path.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -371,12 +379,10 @@ async fn preview(
             )?;
         }
     }
-    show(
-        &mut std::io::stdout(),
-        &format!(
-            "Subject: {}\n\n{}",
-            shown.rendered.subject, shown.rendered.text
-        ),
+    out!(
+        "Subject: {}\n\n{}",
+        shown.rendered.subject,
+        shown.rendered.text
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -406,33 +412,36 @@ async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Res
                 0,
             )
             .await?;
-            println!(
+            out!(
                 "{:<40} {:<11} {:<9} {:<26} DETAIL",
-                "EMAIL", "REASON", "SOURCE", "SINCE (UTC)"
-            );
+                "EMAIL",
+                "REASON",
+                "SOURCE",
+                "SINCE (UTC)"
+            )?;
             for s in &list {
-                println!(
+                out!(
                     "{:<40} {:<11} {:<9} {:<26} {}",
                     s.email,
                     s.reason,
                     s.source,
                     crate::jobs::digest::format_instant(s.created_at_ms),
                     s.detail.as_deref().unwrap_or("")
-                );
+                )?;
             }
-            println!("{} of {total} shown", list.len());
+            out!("{} of {total} shown", list.len())?;
             ExitCode::SUCCESS
         }
         SuppressionsAction::Remove { email } => {
             let email = parse(&email)?;
             match suppressions::lift(&store, email.as_str(), "cli").await? {
                 Some(lifted) => {
-                    println!(
+                    out!(
                         "lifted: {} ({}, {})",
                         email.as_str(),
                         lifted.reason,
                         lifted.source
-                    );
+                    )?;
                     ExitCode::SUCCESS
                 }
                 None => {
@@ -449,10 +458,13 @@ async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Res
 async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
     let store = Store::connect(config.storage.database_url.expose()).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    println!(
+    out!(
         "{:<14} {:<14} {:<10} {:<26} LAST RUN",
-        "JOB", "SCHEDULE", "TIMEZONE", "NEXT RUN (UTC)"
-    );
+        "JOB",
+        "SCHEDULE",
+        "TIMEZONE",
+        "NEXT RUN (UTC)"
+    )?;
     for spec in crate::startup::job_specs(&config) {
         let next = spec
             .schedule
@@ -472,12 +484,12 @@ async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
                 )
             },
         );
-        println!(
+        out!(
             "{:<14} {:<14} {:<10} {next:<26} {last}",
             spec.name,
             spec.schedule.expression(),
             spec.schedule.timezone()
-        );
+        )?;
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
@@ -506,7 +518,7 @@ async fn jobs_run(
             ExitCode::from(3)
         }
         Some((run_id, RunOutcome::Succeeded(stats))) => {
-            println!("{name} succeeded (run {run_id}): {stats}");
+            out!("{name} succeeded (run {run_id}): {stats}")?;
             ExitCode::SUCCESS
         }
         Some((run_id, RunOutcome::Failed(error))) => {

@@ -111,6 +111,22 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
     assert!(!text.contains("pending"));
     // Development secrets are kept beside the database.
     assert!(dir.path().join(".herald-secrets").exists());
+
+    // A reader that goes away at once (`| head -1`) is not a failure.
+    let mut cut_short = herald()
+        .env("DATABASE_URL", &url)
+        .args(["migrate", "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(cut_short.stdout.take());
+    let output = cut_short.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 /// Starts the real binary on a free port; stops it when dropped.
