@@ -398,18 +398,15 @@ async fn bare_run(
     bare_run_after(n, workers, smtp_port, count, writer, None).await
 }
 
-/// What the floor runs put before each bare email: a `POST` to this base URL's
-/// `/complete`, answered by [`floor_server`].
-type Before = Option<String>;
-
-/// [`bare_run`], each email preceded by `before`'s request.
+/// [`bare_run`], each email preceded, when `request` names a base URL, by a `POST` to its
+/// `/complete` (answered by [`floor_server`]).
 async fn bare_run_after(
     n: usize,
     workers: usize,
     smtp_port: u16,
     count: Arc<AtomicUsize>,
     writer: Writer,
-    request: Before,
+    request: Option<String>,
 ) -> Run {
     let client = reqwest::Client::new();
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
@@ -566,8 +563,14 @@ async fn floor(n: usize, workers: usize, rounds: usize) {
     for round in 0..rounds {
         let bare = bare_run(n, workers, port, count.clone(), Writer::Herald).await;
         let after = |base: &String| {
-            let request = Some(base.clone());
-            bare_run_after(n, workers, port, count.clone(), Writer::Herald, request)
+            bare_run_after(
+                n,
+                workers,
+                port,
+                count.clone(),
+                Writer::Herald,
+                Some(base.clone()),
+            )
         };
         let with_http = after(&http).await;
         let with_ledger = after(&durable).await;
@@ -716,23 +719,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    pdf::warm_up();
     if replicas_mode {
-        pdf::warm_up();
         runtime.block_on(replicas(n, workers, rounds));
         return;
     }
     if dkim_mode {
-        pdf::warm_up();
         runtime.block_on(dkim(n, workers, rounds));
         return;
     }
     if floor_mode {
-        pdf::warm_up();
         runtime.block_on(floor(n, workers, rounds));
         return;
     }
     runtime.block_on(async {
-        pdf::warm_up();
         let (port, count) = sink().await;
         let (mut herald_runs, mut bare_runs, mut lettre_runs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
