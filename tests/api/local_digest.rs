@@ -220,6 +220,41 @@ async fn a_recipient_who_moves_zone_in_the_week_gets_one_digest(backend: Backend
     assert_eq!(digests(&app, late).await.len(), 1, "not skipped");
 }
 
+/// A zone chosen a minute before its first Sunday 09:00, read by a scheduler busy until
+/// after it: the zone's job exists from when the request chose the zone, so that occurrence
+/// runs. (PostgreSQL: a lock on the job ledger keeps the scheduler busy for as long as the
+/// test wants.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_chosen_just_before_its_occurrence_gets_it_when_the_scheduler_reads_it_late() {
+    if !crate::helpers::postgres_available(
+        "a_zone_chosen_just_before_its_occurrence_gets_it_when_the_scheduler_reads_it_late",
+    )
+    .await
+    {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    let sunday = next_sunday(&app);
+    let email = "tokyo@example.com";
+    app.clock.set_ms(at(sunday - Duration::days(4), 12, 0));
+    complete_one(&app, email).await;
+    // Tokyo's Sunday 09:00 is 00:00 UTC: the zone is chosen at 08:59 there.
+    app.clock.set_ms(at(sunday - Duration::days(1), 23, 59));
+    let mut lock = app.state.store.writer().begin().await.unwrap();
+    sqlx::query("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // The scheduler reads the ledger on a wake, and waits on the lock with the zone's
+    // message queued behind.
+    app.state.scheduler.wake();
+    set_zone(&app, email, "Asia/Tokyo").await;
+    app.clock.set_ms(at(sunday, 0, 0) + 1_000);
+    lock.rollback().await.unwrap();
+    move_to(&app, at(sunday, 0, 0) + 1_000).await;
+    assert_eq!(digests(&app, email).await.len(), 1);
+}
+
 /// herald is down over two zones' Sunday 09:00 (Kolkata's and New York's): started again
 /// after both, it runs each zone's missed occurrence once (the missed-run policy, per zone).
 async fn downtime_over_two_zones_occurrences_runs_each_once_at_the_restart(backend: Backend) {

@@ -79,8 +79,10 @@ impl utoipa::PartialSchema for TimeZone {
 impl utoipa::ToSchema for TimeZone {}
 
 /// With local delivery, makes sure the digest job of `zone` is scheduled (the scheduler
-/// ignores a job it has).
-pub fn schedule_zone(state: &AppState, zone: &str) {
+/// ignores a job it has), as existing from `chosen_at_ms`: the instant the request chose
+/// the zone, not the later one at which the scheduler reads the message (an occurrence
+/// between the two is the zone's to run).
+pub fn schedule_zone(state: &AppState, zone: &str, chosen_at_ms: i64) {
     if let (true, Ok(zone)) = (
         state.config.jobs.local_delivery,
         zone.parse::<chrono_tz::Tz>(),
@@ -88,7 +90,7 @@ pub fn schedule_zone(state: &AppState, zone: &str) {
     {
         state.scheduler.add(
             crate::startup::zone_digest_job(&state.config.jobs, zone),
-            None,
+            Some(chosen_at_ms),
         );
     }
 }
@@ -166,7 +168,7 @@ pub async fn put(
     let (now_is, changed) =
         preferences::change(&state.store, email.as_str(), &wanted, Source::Api, now).await?;
     if let Some(zone) = &now_is.timezone {
-        schedule_zone(&state, zone);
+        schedule_zone(&state, zone, now);
     }
     if changed {
         tracing::info!(recipient = %email.masked(), "preferences changed through the API");

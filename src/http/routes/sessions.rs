@@ -318,7 +318,7 @@ async fn keep_timezone(
     zone: String,
     at_ms: i64,
 ) -> Result<(), ApiError> {
-    super::preferences::schedule_zone(state, &zone);
+    super::preferences::schedule_zone(state, &zone, at_ms);
     let change = crate::store::preferences::Change {
         timezone: Some(zone),
         ..Default::default()
