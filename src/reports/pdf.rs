@@ -220,8 +220,9 @@ impl Page {
             self.content.restore_state();
         }
         self.line((x0, bottom), (x1, bottom));
-        let span = (summary.duration_seconds * 1000).max(1) as f32;
-        let x_of = |mark: &Mark| x0 + (mark.at_ms.clamp(0, span as i64) as f32 / span) * (x1 - x0);
+        let span_ms = chart_span_ms(summary);
+        let span = span_ms as f32;
+        let x_of = |mark: &Mark| x0 + (mark.at_ms.clamp(0, span_ms) as f32 / span) * (x1 - x0);
         for mark in &summary.timeline {
             let lane = match mark.kind.as_str() {
                 "step" => 0,
@@ -246,7 +247,7 @@ impl Page {
             }
         }
         self.text(Weight::Regular, 8.0, x0, bottom - 11.0, "0 s");
-        let end = duration_text(summary.duration_seconds);
+        let end = duration_text((span_ms + 500) / 1000);
         let end_w = Self::width(Weight::Regular, 8.0, &end);
         self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
         // The legend.
@@ -276,6 +277,14 @@ impl Page {
         self.line((x - r, y + r), (x + r, y - r));
         self.content.restore_state();
     }
+}
+
+/// How long the chart's axis is, in milliseconds: the session's length, or up to its last
+/// event when that comes later (a session shorter than a second counts as zero seconds, and
+/// a backend may time an event after the completion), so marks never pile up on the edge.
+fn chart_span_ms(summary: &SessionSummary) -> i64 {
+    let last = summary.timeline.iter().map(|m| m.at_ms).max().unwrap_or(0);
+    (summary.duration_seconds * 1000).max(last).max(1)
 }
 
 fn duration_text(seconds: i64) -> String {
@@ -573,6 +582,29 @@ mod tests {
             at_ms,
         });
         summarize(&session, &events, 0)
+    }
+
+    #[test]
+    fn the_chart_spans_the_session_or_its_last_event_whichever_is_later() {
+        assert_eq!(chart_span_ms(&summary("Ada")), 90_000);
+        // Shorter than a second: the marks spread over the time they took.
+        let session = SessionRecord {
+            id: "quick".into(),
+            learner_name: None,
+            subject: None,
+            started_at_ms: 1_000,
+            completed_at_ms: Some(1_800),
+        };
+        let events = [300, 600, 750].map(|at| EventRecord {
+            kind: "answer".into(),
+            correct: Some(true),
+            at_ms: 1_000 + at,
+        });
+        let quick = summarize(&session, &events, 0);
+        assert_eq!(quick.duration_seconds, 0);
+        assert_eq!(chart_span_ms(&quick), 750);
+        // Nothing to draw: still a length to divide by.
+        assert_eq!(chart_span_ms(&summarize(&session, &[], 0)), 1);
     }
 
     #[test]
