@@ -172,7 +172,9 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async move {
         crate::telemetry::init_tracing(&config);
-        let result = match cli.command.unwrap_or(Command::Serve) {
+        let command = cli.command.unwrap_or(Command::Serve);
+        let serving = matches!(command, Command::Serve);
+        let result = match command {
             Command::Serve => serve(config).await,
             Command::Migrate { action: None } => migrate(config).await,
             Command::Migrate {
@@ -183,7 +185,9 @@ pub fn main() -> ExitCode {
                 start_date,
                 zone,
             } => digest(config, dry_run, start_date, zone).await,
-            Command::Jobs { action: JobsAction::List } => jobs_list(config).await,
+            Command::Jobs {
+                action: JobsAction::List,
+            } => jobs_list(config).await,
             Command::Jobs {
                 action: JobsAction::Run { name },
             } => jobs_run(config, name.as_str(), None).await,
@@ -196,8 +200,18 @@ pub fn main() -> ExitCode {
         match result {
             Ok(code) => code,
             Err(err) => {
-                tracing::error!(error = %crate::redact::mask_emails_in(&format!("{err:#}")), "herald failed");
-                eprintln!("error: {err:#}");
+                let text = error_text(&err);
+                if serving {
+                    // The service's own record of why it stopped, beside the line for
+                    // whoever started it.
+                    let masked = crate::redact::mask_emails_in(&text);
+                    tracing::error!(error = %masked, "herald stopped");
+                    sentry::capture_message(
+                        &format!("herald stopped: {masked}"),
+                        sentry::Level::Fatal,
+                    );
+                }
+                eprintln!("error: {text}");
                 ExitCode::FAILURE
             }
         }
@@ -207,6 +221,21 @@ pub fn main() -> ExitCode {
         guard.flush(Some(std::time::Duration::from_secs(2)));
     }
     code
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text its error
+/// already quotes (`database error: {0}`) is not repeated.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
@@ -334,7 +363,7 @@ async fn preview(
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     use crate::email::preview::{self, Links, Request};
-    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let store = current_store(&config).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let request = match which {
         PreviewWhich::Report { session_id } => Request::Report {
@@ -387,6 +416,19 @@ async fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The database, for a command that reads or changes its data: one whose migrations are
+/// not all applied is refused with what to do, not answered with a missing table.
+async fn current_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(config.storage.database_url.expose()).await?;
+    if !store.migrations_current().await? {
+        store.close().await;
+        anyhow::bail!(
+            "the database is not migrated: run `herald migrate` first (`herald serve` migrates when it starts)"
+        );
+    }
+    Ok(store)
+}
+
 /// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not
 /// an error.
 fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
@@ -401,7 +443,7 @@ async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Res
     let parse = |raw: &str| {
         herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
     };
-    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let store = current_store(&config).await?;
     let code = match action {
         SuppressionsAction::List { email, limit } => {
             let email = email.as_deref().map(parse).transpose()?;
@@ -456,7 +498,7 @@ async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Res
 }
 
 async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.storage.database_url.expose()).await?;
+    let store = current_store(&config).await?;
     let now = chrono::Utc::now().timestamp_millis();
     out!(
         "{:<14} {:<14} {:<10} {:<26} LAST RUN",
@@ -532,4 +574,28 @@ async fn jobs_run(
     root.shutdown(std::time::Duration::from_secs(5)).await;
     context.store.close().await;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database error: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let quoted = anyhow::Error::new(Quoting(std::io::Error::other("no such table: sessions")));
+        assert_eq!(
+            error_text(&quoted),
+            "database error: no such table: sessions"
+        );
+        let added = anyhow::Error::new(std::io::Error::other("connection refused"))
+            .context("reading the preferences");
+        assert_eq!(
+            error_text(&added),
+            "reading the preferences: connection refused"
+        );
+    }
 }

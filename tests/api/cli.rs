@@ -69,21 +69,70 @@ fn a_broken_email_template_stops_the_start_naming_its_file_and_line() {
     );
 }
 
-#[test]
-fn migrate_then_status_lists_each_migration_with_its_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/herald.db", dir.path().display());
-    let status_before = herald()
-        .env("DATABASE_URL", &url)
+/// What `herald migrate status` prints for the database at `url` (it succeeds).
+fn migrate_status(url: &str) -> String {
+    let status = herald()
+        .env("DATABASE_URL", url)
         .args(["migrate", "status"])
         .output()
         .unwrap();
     assert!(
-        status_before.status.success(),
+        status.status.success(),
         "{}",
-        String::from_utf8_lossy(&status_before.stderr)
+        String::from_utf8_lossy(&status.stderr)
     );
-    assert!(String::from_utf8_lossy(&status_before.stdout).contains("pending"));
+    String::from_utf8_lossy(&status.stdout).into_owned()
+}
+
+/// A command that reads the data, on a database not yet migrated: one line on stderr that
+/// says what to do (once, not a log line beside it), nothing on stdout, and nothing written.
+#[test]
+fn a_command_on_a_database_not_migrated_says_to_migrate_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    for args in [
+        &["jobs", "list"][..],
+        &["suppressions", "list"],
+        &[
+            "email",
+            "preview",
+            "report",
+            "--session-id",
+            "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c",
+        ],
+    ] {
+        let output = herald()
+            .env("DATABASE_URL", &url)
+            .args(args)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert_eq!(
+            stderr.trim_end(),
+            "error: the database is not migrated: run `herald migrate` first \
+             (`herald serve` migrates when it starts)",
+            "{args:?}"
+        );
+    }
+    // Still nothing applied: the commands did not migrate on their own.
+    let text = migrate_status(&url);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        text.contains("pending; run `herald migrate`") && !text.contains(&today),
+        "{text}"
+    );
+}
+
+#[test]
+fn migrate_then_status_lists_each_migration_with_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/herald.db", dir.path().display());
+    assert!(migrate_status(&url).contains("pending"));
 
     let migrate = herald()
         .env("DATABASE_URL", &url)
@@ -96,12 +145,7 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
         String::from_utf8_lossy(&migrate.stderr)
     );
 
-    let status = herald()
-        .env("DATABASE_URL", &url)
-        .args(["migrate", "status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout);
+    let text = migrate_status(&url);
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let line = text
         .lines()
