@@ -247,7 +247,11 @@ impl Page {
             }
         }
         self.text(Weight::Regular, 8.0, x0, bottom - 11.0, "0 s");
-        let end = duration_text((span_ms + 500) / 1000);
+        let end = if span_ms < 1000 {
+            format!("{:.1} s", span_ms as f64 / 1000.0)
+        } else {
+            duration_text((span_ms + 500) / 1000)
+        };
         let end_w = Self::width(Weight::Regular, 8.0, &end);
         self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
         // The legend.
