@@ -70,9 +70,8 @@ pub fn week_counted_at(week_start: &str) -> Option<i64> {
 /// The sends (oldest first) that share a window with one at `at`: those less than a window
 /// before or after it (a send after `at` exists when an older week's digest is run late).
 pub fn around(sends: &[i64], at: i64, rule: ThrottleRule) -> &[i64] {
-    let first = sends.partition_point(|&t| t + rule.window_ms <= at);
-    let end = sends.partition_point(|&t| t < at.saturating_add(rule.window_ms));
-    &sends[first..end.max(first)]
+    let live = in_window(sends, at, rule);
+    &live[..live.partition_point(|&t| t < at.saturating_add(rule.window_ms))]
 }
 
 /// The sends (oldest first) still inside the window at `now`.
