@@ -2,13 +2,7 @@
 
 use std::process::Command;
 
-fn herald() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::{herald, run_ok};
 
 #[test]
 fn help_and_version_describe_the_commands() {
@@ -71,15 +65,10 @@ fn a_broken_email_template_stops_the_start_naming_its_file_and_line() {
 
 /// What `herald migrate status` prints for the database at `url` (it succeeds).
 fn migrate_status(url: &str) -> String {
-    let status = herald()
-        .env("DATABASE_URL", url)
-        .args(["migrate", "status"])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    let status = run_ok(
+        herald()
+            .env("DATABASE_URL", url)
+            .args(["migrate", "status"]),
     );
     String::from_utf8_lossy(&status.stdout).into_owned()
 }
@@ -134,16 +123,7 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     assert!(migrate_status(&url).contains("pending"));
 
-    let migrate = herald()
-        .env("DATABASE_URL", &url)
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    run_ok(herald().env("DATABASE_URL", &url).arg("migrate"));
 
     let text = migrate_status(&url);
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();

@@ -161,6 +161,27 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The herald binary, with nothing of the test's environment but `PATH`.
+pub fn herald() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// Runs `command` to its end; it must succeed (what it printed is shown when it does not).
+pub fn run_ok(command: &mut std::process::Command) -> std::process::Output {
+    let output = command.output().expect("the command runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Whether a tool a test drives is here. Without it the test says it skipped, naming
 /// `install`; in CI (`CI` set) a missing tool fails the test instead, since `.ci/run`
 /// installs every one.

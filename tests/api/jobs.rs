@@ -6,7 +6,8 @@ use chrono::{DateTime, NaiveDate};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    API_KEY, Backend, TABLES, TestApp, TestDatabase, assert_error, spawn_app_on, spawn_app_with,
+    API_KEY, Backend, TABLES, TestApp, TestDatabase, assert_error, run_ok, spawn_app_on,
+    spawn_app_with,
 };
 use crate::on_both_backends;
 use crate::smtp::SmtpServer;
@@ -378,7 +379,7 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
 
     // The same from the shell.
     let preview = |out: &std::path::Path| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut command = crate::helpers::herald();
         command
             .args([
                 "email",
@@ -389,20 +390,13 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
                 "--out",
             ])
             .arg(out)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", app.database_url())
             .env("SECRET_KEY", "test-signing-secret")
             .env("LOG_LEVEL", "error");
         command
     };
     let dir = tempfile::tempdir().unwrap();
-    let shown = preview(dir.path()).output().unwrap();
-    assert!(
-        shown.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
+    let shown = run_ok(&mut preview(dir.path()));
     let stdout = String::from_utf8_lossy(&shown.stdout);
     assert!(
         stdout.starts_with("Subject: ") && stdout.contains("finished a session"),
@@ -590,38 +584,18 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     let herald = || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &url)
-            .env("LOG_LEVEL", "error");
+        let mut command = crate::helpers::herald();
+        command.env("DATABASE_URL", &url).env("LOG_LEVEL", "error");
         command
     };
-    let dry = herald()
-        .args(["digest", "--dry-run", "--start-date", "2026-11-09"])
-        .output()
-        .unwrap();
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
+    let dry = run_ok(herald().args(["digest", "--dry-run", "--start-date", "2026-11-09"]));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(
         (report["dry_run"].as_bool(), report["week_start"].as_str()),
         (Some(true), Some("2026-11-09"))
     );
 
-    let run = herald()
-        .args(["jobs", "run", "purge_old"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = run_ok(herald().args(["jobs", "run", "purge_old"]));
     assert!(String::from_utf8_lossy(&run.stdout).contains("purge_old succeeded"));
 
     let list = herald().args(["jobs", "list"]).output().unwrap();
@@ -648,15 +622,7 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
     assert_eq!(bad_date.status.code(), Some(2));
 
     // One zone's dry run; the report lists every zone's next digest.
-    let zone = herald()
-        .args(["digest", "--dry-run", "--zone", "Asia/Tokyo"])
-        .output()
-        .unwrap();
-    assert!(
-        zone.status.success(),
-        "{}",
-        String::from_utf8_lossy(&zone.stderr)
-    );
+    let zone = run_ok(herald().args(["digest", "--dry-run", "--zone", "Asia/Tokyo"]));
     let report: Value = serde_json::from_slice(&zone.stdout).unwrap();
     assert_eq!(report["upcoming"][0]["job"], "weekly_digest", "{report}");
     let bad_zone = herald()

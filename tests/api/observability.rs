@@ -25,15 +25,14 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// What a tool that must succeed printed, on stdout and stderr.
 fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("tool runs");
-    let text = format!(
+    let output = crate::helpers::run_ok(command);
+    format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{command:?} failed:\n{text}");
-    text
+    )
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! with a note, without PostgreSQL or Redis outside CI; in CI they must run.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{complete, start_session};
@@ -47,10 +47,8 @@ impl Replica {
     /// Starts `herald serve` on a free port with `vars`, and waits until it is ready.
     pub async fn start(vars: &HashMap<String, String>) -> Self {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut command = crate::helpers::herald();
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("API_ACCESS_KEY", API_KEY)
