@@ -250,7 +250,7 @@ impl Page {
         let end = if span_ms < 1000 {
             format!("{:.1} s", span_ms as f64 / 1000.0)
         } else {
-            duration_text((span_ms + 500) / 1000)
+            duration_text(span_ms / 1000)
         };
         let end_w = Self::width(Weight::Regular, 8.0, &end);
         self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
