@@ -4,6 +4,8 @@
 //! hold credentials are dropped, query values that look like credentials are filtered and
 //! addresses are masked, and a test proves it.
 
+use std::io::IsTerminal;
+
 use herald_supervision::{Observer, RestartEvent};
 use sentry::protocol::Event;
 use tracing_subscriber::layer::SubscriberExt;
@@ -94,7 +96,11 @@ pub fn init_tracing(config: &Config) {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only for a person at a terminal: a pipe, a file or a log collector gets
+        // plain text, not escape codes.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     let _ = tracing_subscriber::registry()
         .with(filter)

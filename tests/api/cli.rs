@@ -398,6 +398,11 @@ async fn a_suppressed_report_is_logged_with_the_address_masked() {
         "{stdout}"
     );
     assert!(!stdout.contains("parent@example.com"), "{stdout}");
+    // Written to a pipe, the text logs carry no terminal colour codes.
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "colour codes in piped logs:\n{stdout}"
+    );
 }
 
 trait OutputRef {
