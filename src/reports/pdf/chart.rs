@@ -1,0 +1,82 @@
+//! The session's timeline beside the summary table: steps, hints and answers over time,
+//! right and wrong answers told apart by shape, so the chart reads in black and white.
+
+use super::duration_text;
+use super::fonts::Weight;
+use super::page::Page;
+use crate::reports::summary::{Mark, SessionSummary};
+
+impl Page {
+    /// The session's timeline: one lane each for steps, hints, answers and anything else,
+    /// each event a mark at its time. A right answer is a filled dot, a wrong one a cross, so
+    /// the two stay apart in black and white. Returns the y below the chart.
+    pub(super) fn timeline(
+        &mut self,
+        (left, right): (f32, f32),
+        top: f32,
+        summary: &SessionSummary,
+    ) -> f32 {
+        let lanes = ["Steps", "Hints", "Answers", "Other"];
+        let (label_w, lane_h) = (52.0, 26.0);
+        let (x0, x1) = (left + label_w, right);
+        let bottom = top - lane_h * lanes.len() as f32;
+        self.text(Weight::Bold, 11.0, left, top + 8.0, "Timeline");
+        for (i, lane) in lanes.iter().enumerate() {
+            let y = top - lane_h * (i as f32 + 0.5);
+            self.text(Weight::Regular, 9.0, left, y - 3.0, lane);
+            self.content.save_state().set_stroke_gray(0.8);
+            self.line((x0, y), (x1, y));
+            self.content.restore_state();
+        }
+        self.line((x0, bottom), (x1, bottom));
+        let span_ms = chart_span_ms(summary);
+        let span = span_ms as f32;
+        let x_of = |mark: &Mark| x0 + (mark.at_ms.clamp(0, span_ms) as f32 / span) * (x1 - x0);
+        for mark in &summary.timeline {
+            let lane = match mark.kind.as_str() {
+                "step" => 0,
+                "hint" => 1,
+                "answer" => 2,
+                _ => 3,
+            };
+            let (x, y) = (x_of(mark), top - lane_h * (lane as f32 + 0.5));
+            match (lane, mark.correct) {
+                (2, Some(true)) => self.dot(x, y, 3.2),
+                (2, _) => self.cross(x, y, 3.2),
+                (1, _) => {
+                    // A hollow triangle.
+                    self.content
+                        .move_to(x, y + 3.5)
+                        .line_to(x - 3.5, y - 3.0)
+                        .line_to(x + 3.5, y - 3.0)
+                        .close_path()
+                        .stroke();
+                }
+                _ => self.line((x, y - 4.0), (x, y + 4.0)),
+            }
+        }
+        self.text(Weight::Regular, 8.0, x0, bottom - 11.0, "0 s");
+        let end = if span_ms < 1000 {
+            format!("{:.1} s", span_ms as f64 / 1000.0)
+        } else {
+            duration_text(span_ms / 1000)
+        };
+        let end_w = Self::width(Weight::Regular, 8.0, &end);
+        self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
+        // The legend.
+        let y = bottom - 26.0;
+        self.dot(x0 + 3.0, y + 3.0, 3.2);
+        self.text(Weight::Regular, 8.0, x0 + 10.0, y, "right answer");
+        self.cross(x0 + 73.0, y + 3.0, 3.2);
+        self.text(Weight::Regular, 8.0, x0 + 80.0, y, "wrong answer");
+        y - 8.0
+    }
+}
+
+/// How long the chart's axis is, in milliseconds: the session's length, or up to its last
+/// event when that comes later (a session shorter than a second counts as zero seconds, and
+/// a backend may time an event after the completion), so marks never pile up on the edge.
+pub(super) fn chart_span_ms(summary: &SessionSummary) -> i64 {
+    let last = summary.timeline.iter().map(|m| m.at_ms).max().unwrap_or(0);
+    (summary.duration_seconds * 1000).max(last).max(1)
+}
