@@ -1,205 +1,21 @@
-//! The service's side of the throttle and dispatcher ports: the database through the
-//! store, and the mail server through the [`Mailer`].
+//! The dispatcher's port: claims rows of the outbox, renders each email through the
+//! templates (and a report's PDF), sends it through the provider and records the outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::dispatcher::{Attempt, Claimed, DispatchObserver, DispatchPort, Mark};
-use herald_actors::email::{Email, EmailType, SessionId};
+use herald_actors::email::EmailType;
 use herald_actors::port::PortError;
-use herald_actors::throttle::{
-    Admission, LedgerState, Lookup, SendRequest, ThrottlePort, ThrottleRule, Verdict, rules,
-};
 
-use super::message::{self, Outgoing};
-use super::{Mailer, Signer, templates};
-use crate::reports::{SessionSummary, pdf};
+use super::{HandOff, Reports, port_error};
+use crate::email::message::{self, Outgoing};
+use crate::email::{Mailer, Signer, templates};
+use crate::reports::pdf;
 use crate::store::group_commit::GroupCommit;
-use crate::store::outbox::{self, LedgerKey};
-use crate::store::{Store, sessions, throttles};
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Values one step passes in memory to a later step, so the later step need not read them
-/// back. Bounded: a value nobody takes only costs the later step its shortcut.
-pub struct HandOff<V>(std::sync::Mutex<std::collections::HashMap<String, V>>);
-
-impl<V> Default for HandOff<V> {
-    fn default() -> Self {
-        Self(Default::default())
-    }
-}
-
-impl<V> HandOff<V> {
-    const CAPACITY: usize = 10_000;
-
-    pub fn put(&self, key: String, value: V) {
-        let mut values = lock(&self.0);
-        if values.len() >= Self::CAPACITY {
-            values.clear();
-        }
-        values.insert(key, value);
-    }
-
-    pub fn take(&self, key: &str) -> Option<V> {
-        lock(&self.0).remove(key)
-    }
-
-    pub fn clear(&self) {
-        lock(&self.0).clear();
-    }
-}
-
-/// Session summaries computed by `/complete`, by idempotency key, for the report email.
-pub type Reports = HandOff<SessionSummary>;
-
-fn port_error(err: impl std::fmt::Display) -> PortError {
-    PortError::new(crate::redact::mask_emails_in(&err.to_string()))
-}
-
-fn key(request: &SendRequest) -> LedgerKey<'_> {
-    LedgerKey {
-        idempotency_key: request.idempotency_key.as_str(),
-        email: request.email.as_str(),
-        email_type: request.email_type.as_str(),
-        session_id: request.session_id.as_ref().map(SessionId::as_str),
-        week_start: request.week_start.as_deref(),
-    }
-}
-
-/// The throttle's port: the ledger, preferences and `email_throttles`.
-pub struct StoreThrottlePort {
-    pub store: Store,
-    /// Queues emails with group commit.
-    pub writes: GroupCommit,
-}
-
-impl ThrottlePort for StoreThrottlePort {
-    /// On PostgreSQL several replicas may decide for one recipient.
-    fn shared(&self) -> bool {
-        self.store.backend() == crate::store::Backend::Postgres
-    }
-
-    async fn decide(
-        &self,
-        request: &SendRequest,
-        rule: ThrottleRule,
-        now_ms: i64,
-    ) -> Result<Admission, PortError> {
-        let at = request.counted_at(now_ms);
-        let decided = throttles::decide_serialised(
-            &self.store,
-            &key(request),
-            request.check_preference,
-            now_ms,
-            at,
-            at - rule.window_ms,
-            |sends| {
-                let sends = rules::around(sends, at, rule);
-                rules::check(sends, at, rule).map_err(|retry_after_ms| {
-                    let used = sends.len();
-                    (retry_after_ms, rules::throttled_reason(used, rule))
-                })
-            },
-        )
-        .await
-        .map_err(port_error)?;
-        Ok(match decided {
-            throttles::Decided::Duplicate => Admission::Duplicate,
-            throttles::Decided::Suppressed => Admission::Suppressed,
-            throttles::Decided::Queued => Admission::Queued,
-            throttles::Decided::Throttled { retry_after_ms } => Admission::Throttled {
-                retry_after_ms,
-                rule,
-            },
-        })
-    }
-
-    async fn lookup(
-        &self,
-        request: &SendRequest,
-        sends_since: Option<i64>,
-    ) -> Result<Lookup, PortError> {
-        let (status, enabled, sends) = outbox::lookup(&self.store, &key(request), sends_since)
-            .await
-            .map_err(port_error)?;
-        Ok(Lookup {
-            sends,
-            ledger: status.map(|s| {
-                if herald_actors::email::in_flight_or_sent(Some(&s)) {
-                    LedgerState::InFlightOrSent
-                } else {
-                    LedgerState::Settled
-                }
-            }),
-            enabled,
-        })
-    }
-
-    async fn sends_since(
-        &self,
-        email: &Email,
-        email_type: EmailType,
-        since_ms: i64,
-    ) -> Result<Vec<i64>, PortError> {
-        throttles::sends_since(&self.store, email.as_str(), email_type.as_str(), since_ms)
-            .await
-            .map_err(port_error)
-    }
-
-    async fn record(
-        &self,
-        request: &SendRequest,
-        verdict: &Verdict,
-        at_ms: i64,
-    ) -> Result<(), PortError> {
-        let result = match verdict {
-            Verdict::Duplicate => {
-                outbox::record_duplicate(&self.store, request.idempotency_key.as_str(), at_ms).await
-            }
-            Verdict::Suppressed => {
-                let reason = format!("{} disabled by the recipient", request.email_type.as_str());
-                outbox::record(
-                    &self.store,
-                    &key(request),
-                    "suppressed",
-                    Some(&reason),
-                    at_ms,
-                )
-                .await
-            }
-            Verdict::Throttled { reason } => {
-                outbox::record(&self.store, &key(request), "throttled", Some(reason), at_ms).await
-            }
-        };
-        result.map_err(port_error)
-    }
-
-    async fn enqueue(&self, request: &SendRequest, at_ms: i64) -> Result<(), PortError> {
-        self.writes
-            .run(outbox::enqueue_statements(
-                &key(request),
-                at_ms,
-                request.counted_at(at_ms),
-            ))
-            .await
-            .map(drop)
-            .map_err(port_error)
-    }
-
-    async fn reset(&self, email: &Email, email_type: Option<EmailType>) -> Result<u64, PortError> {
-        throttles::reset(
-            &self.store,
-            email.as_str(),
-            email_type.map(EmailType::as_str),
-        )
-        .await
-        .map_err(port_error)
-    }
-}
+use crate::store::outbox;
+use crate::store::{Store, sessions};
 
 /// The dispatcher's port: the outbox, the templates and the mail provider.
 pub struct OutboxPort {
@@ -230,7 +46,7 @@ pub struct OutboxPort {
 /// How long the preference a claim read is trusted. A row that waited longer for a send
 /// slot (sends queued behind a slow server) reads it again, so an unsubscribe stops a queued
 /// email that has not started within a second.
-pub const CLAIMED_PREFERENCE_TRUSTED_MS: i64 = 1_000;
+const CLAIMED_PREFERENCE_TRUSTED_MS: i64 = 1_000;
 
 impl OutboxPort {
     fn now_ms(&self) -> i64 {
@@ -502,10 +318,12 @@ mod tests {
     use std::collections::HashMap;
 
     use herald_actors::clock::ManualClock;
+    use herald_actors::email::{Email, SessionId};
 
     use super::*;
     use crate::reports::{SessionRecord, summarize};
     use crate::secret::Secret;
+    use crate::store::outbox::LedgerKey;
     use crate::store::preferences::{self, Unsubscribe};
 
     const START_MS: i64 = 1_700_000_000_000;
