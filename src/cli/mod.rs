@@ -1,4 +1,5 @@
-//! The command line: `herald serve` (the default), `herald migrate [status]`.
+//! The command line: `herald serve` (the default), `migrate [status]` and `backup` here;
+//! `digest` and `jobs` in `cli/jobs.rs`, `email preview` and `suppressions` in `cli/email.rs`.
 //!
 //! Order at start matters: configuration first (exit 2 on any problem), then the TLS
 //! provider, Sentry (before the runtime, so its guard outlives every task), logging, and
@@ -143,9 +144,12 @@ pub enum MigrateAction {
 /// error.
 macro_rules! out {
     ($($arg:tt)*) => {
-        show(&mut std::io::stdout(), &format!($($arg)*))
+        $crate::cli::show(&mut std::io::stdout(), &format!($($arg)*))
     };
 }
+
+mod email;
+mod jobs;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -184,18 +188,18 @@ pub fn main() -> ExitCode {
                 dry_run,
                 start_date,
                 zone,
-            } => digest(config, dry_run, start_date, zone).await,
+            } => jobs::digest(config, dry_run, start_date, zone).await,
             Command::Jobs {
                 action: JobsAction::List,
-            } => jobs_list(config).await,
+            } => jobs::jobs_list(config).await,
             Command::Jobs {
                 action: JobsAction::Run { name },
-            } => jobs_run(config, name.as_str(), None).await,
-            Command::Suppressions { action } => suppressions(config, action).await,
+            } => jobs::jobs_run(config, name.as_str(), None).await,
+            Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Email {
                 action: EmailAction::Preview { which, out },
-            } => preview(config, which, out.as_deref()).await,
+            } => email::preview(config, which, out.as_deref()).await,
         };
         match result {
             Ok(code) => code,
@@ -295,48 +299,6 @@ async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn digest(
-    config: Config,
-    dry_run: bool,
-    start_date: Option<String>,
-    zone: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let zone = match zone.as_deref().map(|z| z.trim().parse::<chrono_tz::Tz>()) {
-        None => config.jobs.timezone,
-        Some(Ok(zone)) => zone,
-        Some(Err(_)) => {
-            eprintln!(
-                "--zone: expected an IANA time zone name (e.g. Asia/Tokyo), got '{}'",
-                zone.unwrap_or_default()
-            );
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let job = crate::jobs::digest_job(zone, config.jobs.timezone);
-    let week = match start_date.as_deref() {
-        None => None,
-        Some(raw) => match crate::jobs::digest::parse_date(raw) {
-            Some(date) => Some(date),
-            None => {
-                eprintln!("--start-date: expected YYYY-MM-DD, got '{raw}'");
-                return Ok(ExitCode::from(2));
-            }
-        },
-    };
-    if !dry_run {
-        let scheduled_for =
-            week.map(|w| crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), zone));
-        return jobs_run(config, &job, scheduled_for).await;
-    }
-    let (context, root) = crate::startup::offline_jobs(&config).await?;
-    let report = context.run(&job, context.now_ms(), week, true).await;
-    root.shutdown(std::time::Duration::from_secs(5)).await;
-    let report = report?;
-    let pretty: serde_json::Value = serde_json::from_str(&report)?;
-    out!("{}", serde_json::to_string_pretty(&pretty)?)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if !config.storage.is_sqlite() {
         eprintln!(
@@ -354,65 +316,6 @@ async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCo
     copied?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     out!("backed up to {} ({bytes} bytes)", path.display())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn preview(
-    config: Config,
-    which: PreviewWhich,
-    out: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    use crate::email::preview::{self, Links, Request};
-    let store = current_store(&config).await?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let request = match which {
-        PreviewWhich::Report { session_id } => Request::Report {
-            session_id: herald_actors::email::SessionId::parse(&session_id)
-                .map_err(|_| anyhow::anyhow!("{session_id:?} is not a session id"))?
-                .to_string(),
-        },
-        PreviewWhich::Digest { email, week } => Request::Digest {
-            email: herald_actors::email::Email::parse(&email)
-                .map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?
-                .as_str()
-                .to_owned(),
-            week_start: match week {
-                Some(raw) => crate::reports::week::parse_date(&raw)
-                    .ok_or_else(|| anyhow::anyhow!("--week {raw:?}: expected YYYY-MM-DD"))?,
-                None => crate::reports::week::week_before(now, config.jobs.timezone),
-            },
-        },
-    };
-    let signer = crate::email::Signer::from_config(&config);
-    let links = Links {
-        templates: &config.email.templates,
-        signer: &signer,
-        api_base_url: &config.email.api_base_url,
-    };
-    let shown = preview::render(&store, &links, config.jobs.timezone, now, request).await?;
-    // The files first, then what is shown: a reader that stops early (`| head`) must not
-    // stop the files being written, nor make the command fail.
-    if let Some(dir) = out {
-        std::fs::create_dir_all(dir)?;
-        let mut files = vec![("email.html", shown.rendered.html.as_bytes())];
-        if let Some(pdf) = &shown.pdf {
-            files.push(("report.pdf", pdf));
-        }
-        for (name, bytes) in &files {
-            std::fs::write(dir.join(name), bytes)?;
-        }
-        for (name, _) in &files {
-            show(
-                &mut std::io::stderr(),
-                &format!("wrote {}", dir.join(name).display()),
-            )?;
-        }
-    }
-    out!(
-        "Subject: {}\n\n{}",
-        shown.rendered.subject,
-        shown.rendered.text
-    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -436,144 +339,6 @@ fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
-}
-
-async fn suppressions(config: Config, action: SuppressionsAction) -> anyhow::Result<ExitCode> {
-    use crate::store::suppressions;
-    let parse = |raw: &str| {
-        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
-    };
-    let store = current_store(&config).await?;
-    let code = match action {
-        SuppressionsAction::List { email, limit } => {
-            let email = email.as_deref().map(parse).transpose()?;
-            let (list, total) = suppressions::list(
-                &store,
-                email.as_ref().map(herald_actors::email::Email::as_str),
-                limit.clamp(1, 10_000),
-                0,
-            )
-            .await?;
-            out!(
-                "{:<40} {:<11} {:<9} {:<26} DETAIL",
-                "EMAIL",
-                "REASON",
-                "SOURCE",
-                "SINCE (UTC)"
-            )?;
-            for s in &list {
-                out!(
-                    "{:<40} {:<11} {:<9} {:<26} {}",
-                    s.email,
-                    s.reason,
-                    s.source,
-                    crate::jobs::digest::format_instant(s.created_at_ms),
-                    s.detail.as_deref().unwrap_or("")
-                )?;
-            }
-            out!("{} of {total} shown", list.len())?;
-            ExitCode::SUCCESS
-        }
-        SuppressionsAction::Remove { email } => {
-            let email = parse(&email)?;
-            match suppressions::lift(&store, email.as_str(), "cli").await? {
-                Some(lifted) => {
-                    out!(
-                        "lifted: {} ({}, {})",
-                        email.as_str(),
-                        lifted.reason,
-                        lifted.source
-                    )?;
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!("{} is not suppressed", email.as_str());
-                    ExitCode::from(1)
-                }
-            }
-        }
-    };
-    store.close().await;
-    Ok(code)
-}
-
-async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
-    let store = current_store(&config).await?;
-    let now = chrono::Utc::now().timestamp_millis();
-    out!(
-        "{:<14} {:<14} {:<10} {:<26} LAST RUN",
-        "JOB",
-        "SCHEDULE",
-        "TIMEZONE",
-        "NEXT RUN (UTC)"
-    )?;
-    for spec in crate::startup::job_specs(&config) {
-        let next = spec
-            .schedule
-            .next_after(now)
-            .map_or_else(|| "-".to_owned(), crate::jobs::digest::format_instant);
-        let last = crate::store::jobs::runs(&store, &spec.name, 1)
-            .await
-            .unwrap_or_default();
-        let last = last.first().map_or_else(
-            || "never".to_owned(),
-            |r| {
-                format!(
-                    "{} at {} {}",
-                    r.status,
-                    crate::jobs::digest::format_instant(r.started_at_ms),
-                    r.error.clone().unwrap_or_default()
-                )
-            },
-        );
-        out!(
-            "{:<14} {:<14} {:<10} {next:<26} {last}",
-            spec.name,
-            spec.schedule.expression(),
-            spec.schedule.timezone()
-        )?;
-    }
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs a job through the occurrence ledger, by the scheduler's own path (claim, lease
-/// heartbeat, panic capture, outcome).
-async fn jobs_run(
-    config: Config,
-    name: &str,
-    scheduled_for: Option<i64>,
-) -> anyhow::Result<ExitCode> {
-    use herald_actors::scheduler::{RunOutcome, run_occurrence};
-    let (context, root) = crate::startup::offline_jobs(&config).await?;
-    let port = std::sync::Arc::new(crate::jobs::JobsPort {
-        context: context.clone(),
-    });
-    let occurrence = scheduled_for.unwrap_or_else(|| context.now_ms());
-    let lease = i64::try_from(config.jobs.lease.as_millis()).unwrap_or(i64::MAX);
-    let ran = run_occurrence(port, context.clock.clone(), lease, name, occurrence)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.0))?;
-    let code = match ran {
-        None => {
-            eprintln!("{name}: that occurrence already ran or is running");
-            ExitCode::from(3)
-        }
-        Some((run_id, RunOutcome::Succeeded(stats))) => {
-            out!("{name} succeeded (run {run_id}): {stats}")?;
-            ExitCode::SUCCESS
-        }
-        Some((run_id, RunOutcome::Failed(error))) => {
-            eprintln!(
-                "{name} failed (run {run_id}): {}",
-                crate::redact::mask_emails_in(&error)
-            );
-            ExitCode::FAILURE
-        }
-    };
-    root.shutdown(std::time::Duration::from_secs(5)).await;
-    context.store.close().await;
-    Ok(code)
 }
 
 #[cfg(test)]

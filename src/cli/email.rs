@@ -1,0 +1,128 @@
+//! The commands about the mail itself: `herald email preview` renders an email without
+//! sending it; `herald suppressions` lists and lifts the addresses herald no longer mails.
+
+use std::process::ExitCode;
+
+use super::{PreviewWhich, SuppressionsAction, current_store, show};
+use crate::config::Config;
+
+pub(super) async fn preview(
+    config: Config,
+    which: PreviewWhich,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::email::preview::{self, Links, Request};
+    let store = current_store(&config).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let request = match which {
+        PreviewWhich::Report { session_id } => Request::Report {
+            session_id: herald_actors::email::SessionId::parse(&session_id)
+                .map_err(|_| anyhow::anyhow!("{session_id:?} is not a session id"))?
+                .to_string(),
+        },
+        PreviewWhich::Digest { email, week } => Request::Digest {
+            email: herald_actors::email::Email::parse(&email)
+                .map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?
+                .as_str()
+                .to_owned(),
+            week_start: match week {
+                Some(raw) => crate::reports::week::parse_date(&raw)
+                    .ok_or_else(|| anyhow::anyhow!("--week {raw:?}: expected YYYY-MM-DD"))?,
+                None => crate::reports::week::week_before(now, config.jobs.timezone),
+            },
+        },
+    };
+    let signer = crate::email::Signer::from_config(&config);
+    let links = Links {
+        templates: &config.email.templates,
+        signer: &signer,
+        api_base_url: &config.email.api_base_url,
+    };
+    let shown = preview::render(&store, &links, config.jobs.timezone, now, request).await?;
+    // The files first, then what is shown: a reader that stops early (`| head`) must not
+    // stop the files being written, nor make the command fail.
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)?;
+        let mut files = vec![("email.html", shown.rendered.html.as_bytes())];
+        if let Some(pdf) = &shown.pdf {
+            files.push(("report.pdf", pdf));
+        }
+        for (name, bytes) in &files {
+            std::fs::write(dir.join(name), bytes)?;
+        }
+        for (name, _) in &files {
+            show(
+                &mut std::io::stderr(),
+                &format!("wrote {}", dir.join(name).display()),
+            )?;
+        }
+    }
+    out!(
+        "Subject: {}\n\n{}",
+        shown.rendered.subject,
+        shown.rendered.text
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn suppressions(
+    config: Config,
+    action: SuppressionsAction,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::suppressions;
+    let parse = |raw: &str| {
+        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
+    };
+    let store = current_store(&config).await?;
+    let code = match action {
+        SuppressionsAction::List { email, limit } => {
+            let email = email.as_deref().map(parse).transpose()?;
+            let (list, total) = suppressions::list(
+                &store,
+                email.as_ref().map(herald_actors::email::Email::as_str),
+                limit.clamp(1, 10_000),
+                0,
+            )
+            .await?;
+            out!(
+                "{:<40} {:<11} {:<9} {:<26} DETAIL",
+                "EMAIL",
+                "REASON",
+                "SOURCE",
+                "SINCE (UTC)"
+            )?;
+            for s in &list {
+                out!(
+                    "{:<40} {:<11} {:<9} {:<26} {}",
+                    s.email,
+                    s.reason,
+                    s.source,
+                    crate::jobs::digest::format_instant(s.created_at_ms),
+                    s.detail.as_deref().unwrap_or("")
+                )?;
+            }
+            out!("{} of {total} shown", list.len())?;
+            ExitCode::SUCCESS
+        }
+        SuppressionsAction::Remove { email } => {
+            let email = parse(&email)?;
+            match suppressions::lift(&store, email.as_str(), "cli").await? {
+                Some(lifted) => {
+                    out!(
+                        "lifted: {} ({}, {})",
+                        email.as_str(),
+                        lifted.reason,
+                        lifted.source
+                    )?;
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("{} is not suppressed", email.as_str());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
+}

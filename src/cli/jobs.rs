@@ -1,0 +1,128 @@
+//! The job commands: `herald digest` and `herald jobs list|run`, run through the same job
+//! ledger and code as the scheduler's.
+
+use std::process::ExitCode;
+
+use super::current_store;
+use crate::config::Config;
+
+pub(super) async fn digest(
+    config: Config,
+    dry_run: bool,
+    start_date: Option<String>,
+    zone: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let zone = match zone.as_deref().map(|z| z.trim().parse::<chrono_tz::Tz>()) {
+        None => config.jobs.timezone,
+        Some(Ok(zone)) => zone,
+        Some(Err(_)) => {
+            eprintln!(
+                "--zone: expected an IANA time zone name (e.g. Asia/Tokyo), got '{}'",
+                zone.unwrap_or_default()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let job = crate::jobs::digest_job(zone, config.jobs.timezone);
+    let week = match start_date.as_deref() {
+        None => None,
+        Some(raw) => match crate::jobs::digest::parse_date(raw) {
+            Some(date) => Some(date),
+            None => {
+                eprintln!("--start-date: expected YYYY-MM-DD, got '{raw}'");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    if !dry_run {
+        let scheduled_for =
+            week.map(|w| crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), zone));
+        return jobs_run(config, &job, scheduled_for).await;
+    }
+    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let report = context.run(&job, context.now_ms(), week, true).await;
+    root.shutdown(std::time::Duration::from_secs(5)).await;
+    let report = report?;
+    let pretty: serde_json::Value = serde_json::from_str(&report)?;
+    out!("{}", serde_json::to_string_pretty(&pretty)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
+    let store = current_store(&config).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    out!(
+        "{:<14} {:<14} {:<10} {:<26} LAST RUN",
+        "JOB",
+        "SCHEDULE",
+        "TIMEZONE",
+        "NEXT RUN (UTC)"
+    )?;
+    for spec in crate::startup::job_specs(&config) {
+        let next = spec
+            .schedule
+            .next_after(now)
+            .map_or_else(|| "-".to_owned(), crate::jobs::digest::format_instant);
+        let last = crate::store::jobs::runs(&store, &spec.name, 1)
+            .await
+            .unwrap_or_default();
+        let last = last.first().map_or_else(
+            || "never".to_owned(),
+            |r| {
+                format!(
+                    "{} at {} {}",
+                    r.status,
+                    crate::jobs::digest::format_instant(r.started_at_ms),
+                    r.error.clone().unwrap_or_default()
+                )
+            },
+        );
+        out!(
+            "{:<14} {:<14} {:<10} {next:<26} {last}",
+            spec.name,
+            spec.schedule.expression(),
+            spec.schedule.timezone()
+        )?;
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a job through the occurrence ledger, by the scheduler's own path (claim, lease
+/// heartbeat, panic capture, outcome).
+pub(super) async fn jobs_run(
+    config: Config,
+    name: &str,
+    scheduled_for: Option<i64>,
+) -> anyhow::Result<ExitCode> {
+    use herald_actors::scheduler::{RunOutcome, run_occurrence};
+    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let port = std::sync::Arc::new(crate::jobs::JobsPort {
+        context: context.clone(),
+    });
+    let occurrence = scheduled_for.unwrap_or_else(|| context.now_ms());
+    let lease = i64::try_from(config.jobs.lease.as_millis()).unwrap_or(i64::MAX);
+    let ran = run_occurrence(port, context.clock.clone(), lease, name, occurrence)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.0))?;
+    let code = match ran {
+        None => {
+            eprintln!("{name}: that occurrence already ran or is running");
+            ExitCode::from(3)
+        }
+        Some((run_id, RunOutcome::Succeeded(stats))) => {
+            out!("{name} succeeded (run {run_id}): {stats}")?;
+            ExitCode::SUCCESS
+        }
+        Some((run_id, RunOutcome::Failed(error))) => {
+            eprintln!(
+                "{name} failed (run {run_id}): {}",
+                crate::redact::mask_emails_in(&error)
+            );
+            ExitCode::FAILURE
+        }
+    };
+    root.shutdown(std::time::Duration::from_secs(5)).await;
+    context.store.close().await;
+    Ok(code)
+}
