@@ -58,7 +58,7 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
         "TIMEZONE",
         "NEXT RUN (UTC)"
     )?;
-    for spec in crate::startup::job_specs(&config) {
+    for spec in crate::jobs::job_specs(&config.jobs) {
         let next = spec
             .schedule
             .next_after(now)

@@ -9,15 +9,16 @@ use std::time::Instant;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::port::PortError;
-use herald_actors::scheduler::{RunOutcome, SchedulerPort};
+use herald_actors::scheduler::{JobSpec, RunOutcome, SchedulerPort};
 use herald_actors::throttle::ThrottleClient;
 
+use crate::config::JobsConfig;
 use crate::store::{Store, jobs};
 
 pub const WEEKLY_DIGEST: &str = "weekly_digest";
 pub const PURGE_OLD: &str = "purge_old";
 
-/// The digest job of recipients in `zone`: `weekly_digest` for the service's own zone
+/// The name of the digest job of recipients in `zone`: `weekly_digest` for the service's own zone
 /// (`DIGEST_TIMEZONE`), `weekly_digest@{zone}` for any other.
 pub fn digest_job(zone: chrono_tz::Tz, default: chrono_tz::Tz) -> String {
     if zone == default {
@@ -25,6 +26,32 @@ pub fn digest_job(zone: chrono_tz::Tz, default: chrono_tz::Tz) -> String {
     } else {
         format!("{WEEKLY_DIGEST}@{}", zone.name())
     }
+}
+
+/// The digest job of recipients in `zone`: `DIGEST_SCHEDULE` read in that zone, under the
+/// same missed-run policy.
+pub fn zone_digest_job(config: &JobsConfig, zone: chrono_tz::Tz) -> JobSpec {
+    JobSpec {
+        name: digest_job(zone, config.timezone),
+        schedule: config.digest.in_zone(zone),
+        missed: config.missed,
+    }
+}
+
+/// The jobs registered in code, with their schedules from configuration.
+pub fn job_specs(jobs: &JobsConfig) -> Vec<JobSpec> {
+    vec![
+        JobSpec {
+            name: WEEKLY_DIGEST.to_owned(),
+            schedule: jobs.digest.clone(),
+            missed: jobs.missed,
+        },
+        JobSpec {
+            name: PURGE_OLD.to_owned(),
+            schedule: jobs.purge.clone(),
+            missed: jobs.missed,
+        },
+    ]
 }
 
 /// The zone a digest job is for, when `job` names one.

@@ -89,7 +89,7 @@ pub fn schedule_zone(state: &AppState, zone: &str, chosen_at_ms: i64) {
     ) && zone != state.config.jobs.timezone
     {
         state.scheduler.add(
-            crate::startup::zone_digest_job(&state.config.jobs, zone),
+            crate::jobs::zone_digest_job(&state.config.jobs, zone),
             Some(chosen_at_ms),
         );
     }

@@ -6,31 +6,24 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use herald_actors::clock::{SharedClock, SystemClock};
-use herald_actors::limiter::{
-    AtCapacity, BreakerPolicy, LimiterClient, LimiterConfig, SharedConfig,
-};
+use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
+use herald_actors::limiter::{AtCapacity, BreakerPolicy, LimiterConfig, SharedConfig};
+use herald_actors::scheduler::{Scheduler, SchedulerClient, SchedulerConfig};
+use herald_actors::throttle::{EmailThrottle, email_throttle};
 use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, SupervisorSpec};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use std::time::Duration;
-
-use herald_actors::dispatcher::{Dispatcher, DispatcherClient, DispatcherConfig, RetryPolicy};
-use herald_actors::scheduler::{JobSpec, Scheduler, SchedulerClient, SchedulerConfig};
-use herald_actors::throttle::{EmailThrottle, ThrottleClient, email_throttle};
-
-use crate::jobs::purge::Retention;
-use crate::jobs::{JobContext, JobsPort, PURGE_OLD, WEEKLY_DIGEST};
 
 use crate::config::{Config, FailMode};
 use crate::email::ports::{MetricsObserver, OutboxPort, Reports, StoreThrottlePort};
 use crate::email::{Mailer, Signer};
 use crate::http::AppState;
 use crate::http::state::Shared;
+use crate::jobs::JobsPort;
 use crate::keys::KeyRing;
 use crate::ratelimit::redis::RedisWindows;
 use crate::ratelimit::{Policies, RefusalLog};
@@ -38,6 +31,15 @@ use crate::store::group_commit::GroupCommit;
 use crate::store::serve_lock::ServeLock;
 use crate::store::{Backend, Store};
 use crate::telemetry::SupervisionReporter;
+
+mod jobs;
+mod upkeep;
+
+pub use jobs::offline_jobs;
+use jobs::{job_context, spawn_zone_jobs};
+use upkeep::{
+    declare_known_series, spawn_metrics_upkeep, spawn_policy_refresh, spawn_refusal_summary,
+};
 
 /// Email throttle shards: decisions about different recipients run side by side.
 const THROTTLE_SHARDS: usize = 4;
@@ -160,7 +162,7 @@ impl Application {
                     context: jobs.clone(),
                 }),
                 clock: clock.clone(),
-                jobs: job_specs(&config),
+                jobs: crate::jobs::job_specs(&config.jobs),
                 config: SchedulerConfig {
                     lease: config.jobs.lease,
                     catch_up_horizon: config.jobs.catch_up_horizon,
@@ -338,212 +340,6 @@ fn throttle_actor(
     }
 }
 
-/// What the job bodies need; `owner` prefixes the name this process has in the job ledger.
-fn job_context(
-    config: &Config,
-    store: &Store,
-    throttle: &ThrottleClient,
-    clock: &SharedClock,
-    owner: &str,
-) -> JobContext {
-    let delivery = &config.email.delivery;
-    JobContext {
-        store: store.clone(),
-        throttle: throttle.clone(),
-        clock: clock.clone(),
-        local_delivery: config.jobs.local_delivery,
-        digest_schedule: config.jobs.digest.clone(),
-        digest_throttle: delivery.weekly_digest,
-        retention: Retention {
-            send_log_days: config.jobs.retention.send_log_days,
-            session_events_days: config.jobs.retention.session_events_days,
-            audit_log_days: config.jobs.retention.audit_log_days,
-            // A digest's slot is dated at the start of the week it reports, a week before
-            // it goes out, and is still read a window after that (a run for an overlapping
-            // week): kept two windows.
-            throttle_window_ms: delivery
-                .session_reports
-                .window_ms
-                .max(delivery.weekly_digest.window_ms.saturating_mul(2)),
-        },
-        owner: format!(
-            "{owner}{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ),
-    }
-}
-
-/// The digest job of recipients in `zone`: `DIGEST_SCHEDULE` read in that zone, under the
-/// same missed-run policy.
-pub fn zone_digest_job(config: &crate::config::JobsConfig, zone: chrono_tz::Tz) -> JobSpec {
-    JobSpec {
-        name: crate::jobs::digest_job(zone, config.timezone),
-        schedule: config.digest.in_zone(zone),
-        missed: config.missed,
-    }
-}
-
-/// With local delivery, keeps a digest job scheduled for every zone a recipient has chosen.
-/// At start it reads every zone in use; then, every minute, only the zones chosen since
-/// (a zone chosen on another replica is picked up within that time; one chosen here is
-/// scheduled at once by the route), and adds every known zone's job again (a restarted
-/// scheduler knows only its first jobs). Each job exists from when its zone was first
-/// chosen, so an occurrence missed while herald was down is caught up like any other job's.
-fn spawn_zone_jobs(store: Store, scheduler: SchedulerClient, config: crate::config::JobsConfig) {
-    use crate::store::preferences;
-    /// How far back each look overlaps the one before: changes written by a replica whose
-    /// clock is behind are still seen.
-    const OVERLAP_MS: i64 = 10 * 60_000;
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Each known zone, with when it was first chosen.
-        let mut known = std::collections::HashMap::<chrono_tz::Tz, Option<i64>>::new();
-        let mut seen_up_to: Option<i64> = None;
-        loop {
-            every.tick().await;
-            if store.is_closed() {
-                return;
-            }
-            let zones = match seen_up_to {
-                None => match (
-                    preferences::latest_change(&store).await,
-                    preferences::zones(&store).await,
-                ) {
-                    (Ok(latest), Ok(zones)) => Ok((zones, Some(latest.unwrap_or(i64::MIN)))),
-                    (Err(err), _) | (_, Err(err)) => Err(err),
-                },
-                Some(seen) => {
-                    preferences::zones_chosen_since(&store, seen.saturating_sub(OVERLAP_MS)).await
-                }
-            };
-            let (zones, latest) = match zones {
-                Ok(found) => found,
-                Err(err) => {
-                    tracing::debug!(error = %err, "could not read the recipients' zones");
-                    continue;
-                }
-            };
-            seen_up_to = latest.max(seen_up_to);
-            for zone in zones.iter().filter_map(|z| z.parse::<chrono_tz::Tz>().ok()) {
-                if zone == config.timezone || known.contains_key(&zone) {
-                    continue;
-                }
-                match preferences::zone_chosen_since(&store, zone.name()).await {
-                    Ok(since) => {
-                        known.insert(zone, since);
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "could not read when a zone was chosen")
-                    }
-                }
-            }
-            for (zone, since) in &known {
-                scheduler.add(zone_digest_job(&config, *zone), *since);
-            }
-        }
-    });
-}
-
-/// The jobs registered in code, with their schedules from configuration.
-pub fn job_specs(config: &Config) -> Vec<JobSpec> {
-    let jobs = &config.jobs;
-    vec![
-        JobSpec {
-            name: WEEKLY_DIGEST.to_owned(),
-            schedule: jobs.digest.clone(),
-            missed: jobs.missed,
-        },
-        JobSpec {
-            name: PURGE_OLD.to_owned(),
-            schedule: jobs.purge.clone(),
-            missed: jobs.missed,
-        },
-    ]
-}
-
-/// Every few seconds: publishes the number of tracked rate-limit clients and folds
-/// histogram samples into buckets (bounded memory when nothing scrapes `/metrics`).
-fn spawn_metrics_upkeep(metrics: &'static crate::metrics::Metrics, limiter: LimiterClient) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            metrics.run_upkeep();
-            crate::metrics::rate_limit_keys(limiter.tracked_keys().await);
-            if let Some(up) = limiter.shared_up() {
-                crate::metrics::rate_limit_backend_up(up);
-            }
-        }
-    });
-}
-
-/// Every series with a known label set, exported from the first scrape: each supervised
-/// actor's restarts and each job's runs at 0, each job's last success from the run ledger.
-async fn declare_known_series(root: &SupervisorRef, store: &Store) {
-    fn ids(children: &[herald_supervision::ChildStatus], out: &mut Vec<String>) {
-        for child in children {
-            out.push(child.id.clone());
-            ids(&child.children, out);
-        }
-    }
-    let mut actors = Vec::new();
-    if let Ok(children) = root.status().await {
-        ids(&children, &mut actors);
-    }
-    let jobs = crate::jobs::JobName::ALL.map(crate::jobs::JobName::as_str);
-    crate::metrics::declare_known(&actors, &jobs);
-    for job in jobs {
-        match crate::store::jobs::last_success(store, job).await {
-            Ok(last) => crate::metrics::job_last_success(job, last),
-            Err(err) => tracing::warn!(job, error = %err, "could not read the job's last success"),
-        }
-    }
-}
-
-/// Once a minute: how many rate-limit refusals there were, since refused clients are logged
-/// once per window rather than once per request.
-fn spawn_refusal_summary(refusals: Arc<RefusalLog>, clock: SharedClock) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
-            if let Some(summary) = refusals.take_summary(now) {
-                tracing::warn!(
-                    refused = summary.refused,
-                    logged = summary.logged,
-                    "rate-limit refusals in the last minute"
-                );
-            }
-        }
-    });
-}
-
-/// Several replicas share one PostgreSQL database: each reloads the stored policies every
-/// `every`, so a change made through any replica is in force on all of them within that
-/// time (plus one query). The table holds a row per group and tier: a reload is one small
-/// read. On SQLite one process serves, and its own changes apply at once.
-fn spawn_policy_refresh(store: Store, policies: Arc<Policies>, every: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if store.is_closed() {
-                return;
-            }
-            match crate::store::policies::load(&store).await {
-                Ok(rows) => policies.replace(&rows),
-                Err(err) => tracing::debug!(error = %err, "could not reload rate-limit policies"),
-            }
-        }
-    });
-}
-
 /// The root of the supervision tree: one_for_one, and an escalation ends the process.
 async fn spawn_root(children: Vec<ChildSpec>) -> anyhow::Result<(SupervisorRef, JoinHandle<()>)> {
     let spec = SupervisorSpec::one_for_one(children)
@@ -575,31 +371,4 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
-}
-
-/// What the CLI needs to run jobs without serving: the store, the throttle actors the
-/// digest sends through, and the job bodies. The running service's dispatcher sends what
-/// these queue.
-pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, SupervisorRef)> {
-    let store = Store::connect(config.storage.database_url.expose())
-        .await
-        .context("connecting to the database")?;
-    store.migrate().await.context("applying migrations")?;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let writes = GroupCommit::spawn(store.clone());
-    let (throttle_spec, throttle) = email_throttle(
-        throttle_actor(config, &store, &writes, &clock),
-        THROTTLE_SHARDS,
-        Duration::from_secs(30),
-        None,
-    );
-    let (root, _join) = Supervisor::spawn(
-        "cli",
-        SupervisorSpec::one_for_one(vec![throttle_spec]),
-        None,
-    )
-    .await
-    .context("starting the email throttle")?;
-    let context = job_context(config, &store, &throttle, &clock, "cli-");
-    Ok((context, root))
 }
