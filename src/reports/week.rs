@@ -87,10 +87,14 @@ pub struct LearnerWeek {
 pub struct Day {
     /// `Mon`, `Tue`, …
     pub label: String,
+    /// Sessions completed that day.
+    pub sessions: i64,
     pub minutes: i64,
-    /// The bar's height in the HTML part: 2 to 60 pixels, the learner's busiest day 60.
+    /// The bar's height in the HTML part: 2 pixels for a day without a session, else 4 to
+    /// 60, the learner's busiest day 60 (a day of sessions shorter than half a minute, shown
+    /// as 0 minutes, still gets a bar).
     pub bar_px: i64,
-    /// The same bar in the text part, in `#`s.
+    /// The same bar in the text part, in `#`s: at least one on a day with a session.
     pub text_bar: String,
 }
 
@@ -191,6 +195,7 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
         .into_iter()
         .map(|(name, facts)| {
             let mut minutes_by_day = [0i64; 7];
+            let mut sessions_by_day = [0i64; 7];
             for fact in &facts {
                 let local = Utc
                     .timestamp_millis_opt(fact.completed_at_ms)
@@ -200,23 +205,30 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
                     .date_naive();
                 let day = (local - week_start).num_days().clamp(0, 6) as usize;
                 minutes_by_day[day] += (fact.completed_at_ms - fact.started_at_ms).max(0) / 1000;
+                sessions_by_day[day] += 1;
             }
             let minutes_by_day = minutes_by_day.map(|s| (s + 30) / 60);
             let busiest = minutes_by_day.iter().copied().max().unwrap_or(0).max(1);
             let days = (0..7)
                 .map(|i| {
-                    let minutes = minutes_by_day[i];
+                    let (sessions, minutes) = (sessions_by_day[i], minutes_by_day[i]);
+                    let active = sessions > 0;
                     Day {
                         label: (week_start + chrono::Duration::days(i as i64))
                             .format("%a")
                             .to_string(),
+                        sessions,
                         minutes,
-                        bar_px: if minutes == 0 {
-                            2
-                        } else {
+                        bar_px: if active {
                             (minutes * 60 / busiest).max(4)
+                        } else {
+                            2
                         },
-                        text_bar: "#".repeat((minutes * 20 / busiest) as usize),
+                        text_bar: "#".repeat(if active {
+                            (minutes * 20 / busiest).max(1) as usize
+                        } else {
+                            0
+                        }),
                     }
                 })
                 .collect();
@@ -325,6 +337,21 @@ mod digest_tests {
         assert_eq!(digest.changes.minutes, "+35");
         assert_eq!(digest.changes.accuracy, "+8 pts");
         assert!(super::digest(&facts[..1], week, chrono_tz::UTC).is_none());
+    }
+
+    #[test]
+    fn a_day_of_sessions_shorter_than_half_a_minute_still_shows_a_bar() {
+        let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+        let mut short = fact("Ada", "Fractions", 10, 0, (1, 1)); // Tuesday
+        short.completed_at_ms += 20_000;
+        let facts = [fact("Ada", "Fractions", 9, 30, (4, 4)), short];
+        let ada = &digest(&facts, week, chrono_tz::UTC).unwrap().learners[0];
+        let (monday, tuesday, wednesday) = (&ada.days[0], &ada.days[1], &ada.days[2]);
+        assert_eq!((tuesday.sessions, tuesday.minutes), (1, 0));
+        assert_eq!((tuesday.bar_px, tuesday.text_bar.as_str()), (4, "#"));
+        assert_eq!((wednesday.sessions, wednesday.bar_px), (0, 2));
+        assert_eq!(wednesday.text_bar, "");
+        assert_eq!((monday.sessions, monday.bar_px), (1, 60));
     }
 
     #[test]
