@@ -18,8 +18,8 @@ use crate::store::{Store, jobs};
 pub const WEEKLY_DIGEST: &str = "weekly_digest";
 pub const PURGE_OLD: &str = "purge_old";
 
-/// The name of the digest job of recipients in `zone`: `weekly_digest` for the service's own zone
-/// (`DIGEST_TIMEZONE`), `weekly_digest@{zone}` for any other.
+/// The name of the digest job of recipients in `zone`: `weekly_digest` for the service's
+/// own zone (`DIGEST_TIMEZONE`), `weekly_digest@{zone}` for any other.
 pub fn digest_job(zone: chrono_tz::Tz, default: chrono_tz::Tz) -> String {
     if zone == default {
         WEEKLY_DIGEST.to_owned()
