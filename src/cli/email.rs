@@ -26,9 +26,11 @@ pub(super) async fn preview(
                 .as_str()
                 .to_owned(),
             week_start: match week {
-                Some(raw) => crate::reports::week::parse_date(&raw)
-                    .ok_or_else(|| anyhow::anyhow!("--week {raw:?}: expected YYYY-MM-DD"))?,
-                None => crate::reports::week::week_before(now, config.jobs.timezone),
+                Some(raw) => Some(
+                    crate::reports::week::parse_date(&raw)
+                        .ok_or_else(|| anyhow::anyhow!("--week {raw:?}: expected YYYY-MM-DD"))?,
+                ),
+                None => None,
             },
         },
     };

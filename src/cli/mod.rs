@@ -98,7 +98,8 @@ pub enum PreviewWhich {
         /// The recipient.
         #[arg(long)]
         email: String,
-        /// The first day of the week (YYYY-MM-DD); default: the seven days before today.
+        /// The first day of the week (YYYY-MM-DD); default: the seven days before today in the
+        /// recipient's zone (`DIGEST_TIMEZONE` for one without a zone of their own).
         #[arg(long, value_name = "YYYY-MM-DD")]
         week: Option<String>,
     },

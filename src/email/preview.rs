@@ -7,17 +7,18 @@ use herald_actors::email::EmailType;
 
 use super::Signer;
 use super::templates::{Rendered, Templates};
-use crate::reports::pdf;
+use crate::reports::{pdf, week};
 use crate::store::{Store, StoreError, activity, preferences, sessions};
 
 /// Which email to show.
 pub enum Request {
     /// The report of a session.
     Report { session_id: String },
-    /// The digest of a recipient for the week starting `week_start`.
+    /// The digest of a recipient for the week starting `week_start`; by default the seven
+    /// days before today in the recipient's zone.
     Digest {
         email: String,
-        week_start: NaiveDate,
+        week_start: Option<NaiveDate>,
     },
 }
 
@@ -75,11 +76,12 @@ impl Links<'_> {
     }
 }
 
-/// Renders the email `request` names; writes nothing.
+/// Renders the email `request` names; writes nothing. A digest counts its days in the
+/// recipient's zone, `default_zone` for a recipient without one, as when it is sent.
 pub async fn render(
     store: &Store,
     links: &Links<'_>,
-    timezone: chrono_tz::Tz,
+    default_zone: chrono_tz::Tz,
     now_ms: i64,
     request: Request,
 ) -> Result<Preview, PreviewError> {
@@ -109,7 +111,9 @@ pub async fn render(
             })
         }
         Request::Digest { email, week_start } => {
-            let digest = activity::recipient_digest(store, &email, week_start, timezone)
+            let zone = preferences::zone(store, &email, default_zone).await?;
+            let week_start = week_start.unwrap_or_else(|| week::week_before(now_ms, zone));
+            let digest = activity::recipient_digest(store, &email, week_start, zone)
                 .await?
                 .ok_or(PreviewError::NoActivity(week_start))?;
             let (unsubscribe, prefs) = links.urls(store, &email, EmailType::WeeklyDigest).await?;

@@ -183,6 +183,19 @@ pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, Stor
     Ok(row.as_ref().map(preferences).transpose()?)
 }
 
+/// The zone a recipient's days are counted in: the one they chose, else `default`.
+pub async fn zone(
+    store: &Store,
+    email: &str,
+    default: chrono_tz::Tz,
+) -> Result<chrono_tz::Tz, StoreError> {
+    Ok(get(store, email)
+        .await?
+        .and_then(|p| p.timezone)
+        .and_then(|zone| zone.parse().ok())
+        .unwrap_or(default))
+}
+
 /// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps
 /// an unsubscribe or a re-subscribe with its time, and records each changed value with its
 /// `source`; all in one transaction. Returns the preferences as they now are, and whether

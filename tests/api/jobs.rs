@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate};
+use mailparse::MailHeaderMap;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -175,12 +176,7 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
                 .any(|h| h.get_key() == "To" && h.get_value().contains("ada.parent"))
         })
         .expect("ada's digest");
-    let subject = ada
-        .headers
-        .iter()
-        .find(|h| h.get_key() == "Subject")
-        .unwrap()
-        .get_value();
+    let subject = ada.headers.get_first_value("Subject").unwrap();
     assert_eq!(
         subject,
         "Weekly learning digest: 3 sessions (week of 2026-11-09)"
@@ -209,12 +205,7 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
     ] {
         assert!(html.contains(expected), "{expected:?} not in {html}");
     }
-    let unsubscribe = ada
-        .headers
-        .iter()
-        .find(|h| h.get_key() == "List-Unsubscribe")
-        .unwrap()
-        .get_value();
+    let unsubscribe = ada.headers.get_first_value("List-Unsubscribe").unwrap();
     assert!(
         unsubscribe
             .split_whitespace()
@@ -427,6 +418,67 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
     assert_eq!(counts(&app).await, before, "nor does the shell's");
 }
 
+/// A digest's preview is the email its recipient gets: its days are the recipient's own
+/// zone's (a session at 01:00 on a Sunday in Auckland is Saturday's in UTC), its default
+/// week is the seven days before today there, and its subject and text are those of the
+/// digest the zone's run sends.
+async fn a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_sent_digest(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
+    let parent = "kiwi.parent@example.com";
+    let zone = app
+        .client
+        .put(app.url(&format!("/api/v1/email/preferences/{parent}")))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"timezone": "Pacific/Auckland", "session_reports_enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zone.status(), 200);
+    // Saturday 14 November in UTC; Sunday 15 November, 01:00 in Auckland.
+    app.clock.set_ms(ms("2026-11-14T12:00:00Z"));
+    session(&app, parent, "Fractions", 20, 2, 1).await;
+
+    let preview = |week: &'static str| {
+        let app = &app;
+        async move {
+            app.get_admin(&format!(
+                "/admin/email/preview/weekly_digest?email={parent}{week}"
+            ))
+            .await
+        }
+    };
+    assert_error(preview("&week=2026-11-08").await, 404, "NO_ACTIVITY").await;
+    let chosen = preview("&week=2026-11-15").await;
+    assert_eq!(chosen.status(), 200);
+    let chosen: Value = chosen.json().await.unwrap();
+    let text = chosen["text"].as_str().unwrap();
+    assert!(text.contains("\n  Sun   20 min #"), "{text}");
+    // Sunday 22 November, 01:00 in Auckland (still Saturday in UTC): the week before is
+    // Auckland's 15 to 21 November.
+    app.clock.set_ms(ms("2026-11-21T12:00:00Z"));
+    let default: Value = preview("").await.json().await.unwrap();
+    assert_eq!(default, chosen);
+
+    let run = run_job(
+        &app,
+        "weekly_digest@Pacific%2FAuckland",
+        json!({"start_date": "2026-11-15"}),
+    )
+    .await;
+    assert_eq!(run.status(), 202, "{:?}", run.text().await);
+    let received = smtp.wait_for(1).await;
+    let sent = mailparse::parse_mail(&received[0].data).unwrap();
+    let subject = sent.headers.get_first_value("Subject").unwrap();
+    assert_eq!(subject, chosen["subject"].as_str().unwrap());
+    assert_eq!(
+        sent.subparts[0].get_body().unwrap().replace("\r\n", "\n"),
+        text
+    );
+}
+
 async fn two_simultaneous_triggers_run_once(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}, None).await;
     let (a, b) = tokio::join!(
@@ -573,6 +625,7 @@ on_both_backends!(
     the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox,
     a_dry_run_reports_and_changes_no_table,
     an_email_preview_renders_without_writing_or_sending,
+    a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_sent_digest,
     two_simultaneous_triggers_run_once,
     after_three_missed_weeks_exactly_one_catch_up_runs,
     a_failing_job_is_recorded_and_the_next_one_still_runs,

@@ -137,12 +137,13 @@ impl OutboxPort {
                     ))));
                 };
                 // The recipient's days are their own zone's.
-                let zone = crate::store::preferences::get(&self.store, &delivery.email)
-                    .await
-                    .map_err(port_error)?
-                    .and_then(|p| p.timezone)
-                    .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
-                    .unwrap_or(self.digest_timezone);
+                let zone = crate::store::preferences::zone(
+                    &self.store,
+                    &delivery.email,
+                    self.digest_timezone,
+                )
+                .await
+                .map_err(port_error)?;
                 let digest = crate::store::activity::recipient_digest(
                     &self.store,
                     &delivery.email,

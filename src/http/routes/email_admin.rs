@@ -189,7 +189,7 @@ pub struct DigestPreviewQuery {
     #[param(value_type = String, required = true, format = Email)]
     pub email: Option<String>,
     /// The first day of the week (YYYY-MM-DD); by default the seven days before today in
-    /// `DIGEST_TIMEZONE`.
+    /// the recipient's zone (`DIGEST_TIMEZONE` for one without a zone of their own).
     #[param(format = Date)]
     pub week: Option<String>,
 }
@@ -245,9 +245,11 @@ pub async fn preview_digest(
         .ok_or_else(|| validate::invalid("email", "email is required"))?;
     let email = parse_email(&raw)?;
     let week_start = match query.week.as_deref() {
-        Some(raw) => crate::reports::week::parse_date(raw)
-            .ok_or_else(|| validate::invalid("week", "week must be YYYY-MM-DD"))?,
-        None => crate::reports::week::week_before(state.jobs.now_ms(), state.config.jobs.timezone),
+        Some(raw) => Some(
+            crate::reports::week::parse_date(raw)
+                .ok_or_else(|| validate::invalid("week", "week must be YYYY-MM-DD"))?,
+        ),
+        None => None,
     };
     let request = crate::email::preview::Request::Digest {
         email: email.as_str().to_owned(),
