@@ -51,18 +51,43 @@ pub(super) async fn digest(
 pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
     let store = current_store(&config).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    out!(
-        "{:<14} {:<14} {:<10} {:<26} LAST RUN",
-        "JOB",
-        "SCHEDULE",
-        "TIMEZONE",
-        "NEXT RUN (UTC)"
-    )?;
-    for spec in crate::jobs::job_specs(&config.jobs) {
+    let default = config.jobs.timezone;
+    // With local delivery, a digest job per zone in use, as the scheduler keeps them, with
+    // how many recipients each covers (the service's zone also has those without one).
+    let mut specs = crate::jobs::job_specs(&config.jobs);
+    let mut recipients = std::collections::HashMap::new();
+    if config.jobs.local_delivery {
+        for (zone, count) in
+            crate::store::preferences::recipients_by_zone(&store, default.name()).await?
+        {
+            let Ok(zone) = zone.parse::<chrono_tz::Tz>() else {
+                continue;
+            };
+            if zone != default {
+                specs.push(crate::jobs::zone_digest_job(&config.jobs, zone));
+            }
+            recipients.insert(crate::jobs::digest_job(zone, default), count);
+        }
+    }
+    let mut rows = vec![[
+        "JOB".to_owned(),
+        "SCHEDULE".to_owned(),
+        "TIMEZONE".to_owned(),
+        "NEXT RUN (UTC)".to_owned(),
+        "RECIPIENTS".to_owned(),
+        "LAST RUN".to_owned(),
+    ]];
+    for spec in &specs {
         let next = spec
             .schedule
             .next_after(now)
             .map_or_else(|| "-".to_owned(), crate::jobs::digest::format_instant);
+        let covered = match crate::jobs::digest_zone(&spec.name, default) {
+            Some(_) if config.jobs.local_delivery => {
+                recipients.get(&spec.name).copied().unwrap_or(0).to_string()
+            }
+            _ => "-".to_owned(),
+        };
         let last = crate::store::jobs::runs(&store, &spec.name, 1)
             .await
             .unwrap_or_default();
@@ -77,12 +102,28 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
                 )
             },
         );
-        out!(
-            "{:<14} {:<14} {:<10} {next:<26} {last}",
-            spec.name,
-            spec.schedule.expression(),
-            spec.schedule.timezone()
-        )?;
+        rows.push([
+            spec.name.clone(),
+            spec.schedule.expression().to_owned(),
+            spec.schedule.timezone().to_string(),
+            next,
+            covered,
+            last,
+        ]);
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        line.push_str(&row[5]);
+        out!("{}", line.trim_end())?;
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)

@@ -125,10 +125,11 @@ pub enum SuppressionsAction {
 
 #[derive(Subcommand, Debug)]
 pub enum JobsAction {
-    /// Every job with its schedule, next run and last run.
+    /// Every job with its schedule, next run and last run; with local delivery, each zone's
+    /// digest job too, with how many recipients it covers.
     List,
     /// Run a job now, recorded in the job ledger; its lease is renewed while it runs, so a
-    /// serving replica never takes it over.
+    /// serving replica never takes it over. A zone's digest: `herald digest --zone ZONE`.
     Run {
         #[arg(value_enum)]
         name: crate::jobs::JobName,

@@ -674,10 +674,54 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         .unwrap();
     assert_eq!(bad_date.status.code(), Some(2));
 
+    // With a recipient in Tokyo, the list shows Tokyo's digest job and whom it covers.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO email_preferences (email, recipient_key, timezone, created_at, updated_at) \
+             VALUES ('tokyo@example.com', '0123456789abcdef0123456789abcdef', 'Asia/Tokyo', 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let list = run_ok(herald().args(["jobs", "list"]));
+    let text = String::from_utf8_lossy(&list.stdout);
+    let tokyo = text
+        .lines()
+        .find(|l| l.starts_with("weekly_digest@Asia/Tokyo "))
+        .unwrap_or_else(|| panic!("no Tokyo job in {text}"));
+    let cells: Vec<&str> = tokyo.split_whitespace().collect();
+    assert_eq!(
+        cells[1..7],
+        ["0", "9", "*", "*", "SUN", "Asia/Tokyo"],
+        "{tokyo}"
+    );
+    assert_eq!(cells[8..], ["1", "never"], "{tokyo}");
+
     // One zone's dry run; the report lists every zone's next digest.
     let zone = run_ok(herald().args(["digest", "--dry-run", "--zone", "Asia/Tokyo"]));
     let report: Value = serde_json::from_slice(&zone.stdout).unwrap();
-    assert_eq!(report["upcoming"][0]["job"], "weekly_digest", "{report}");
+    // Soonest first: which of the two that is depends on the hour the test runs.
+    let mut upcoming: Vec<(&str, i64)> = report["upcoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["job"].as_str().unwrap(),
+                u["recipients"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    upcoming.sort_unstable();
+    assert_eq!(
+        upcoming,
+        [("weekly_digest", 0), ("weekly_digest@Asia/Tokyo", 1)],
+        "{report}"
+    );
+    assert_eq!(report["skipped_no_activity"], 1, "{report}");
     let bad_zone = herald()
         .args(["digest", "--dry-run", "--zone", "Mars/Olympus_Mons"])
         .output()
