@@ -410,6 +410,15 @@ async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_pe
     assert_eq!(applied.status(), 200);
     let done = applied.text().await.unwrap();
     assert!(done.contains("You are unsubscribed"));
+    // The page offers the way back: the preference page of the same link.
+    let token = path
+        .trim_start_matches("/api/v1/email/unsubscribe/")
+        .split('?')
+        .next()
+        .unwrap();
+    let back = format!("/api/v1/email/preferences/page/{token}");
+    assert!(done.contains(&format!("href=\"{back}\"")), "{done}");
+    assert_eq!(app.get(&back).await.status(), 200);
     assert_eq!(
         herald::store::preferences::switches(&app.state.store, PARENT)
             .await
@@ -443,7 +452,10 @@ async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_pe
         .await
         .unwrap();
     assert_eq!(unknown.status(), 200);
-    assert_eq!(unknown.text().await.unwrap(), done);
+    assert_eq!(
+        unknown.text().await.unwrap().replace(&stranger, token),
+        done
+    );
     // A tampered token is refused with a clear page.
     let tampered = path.replacen("/v1.", "/v1.f", 1);
     let refused = app.get(&tampered).await;

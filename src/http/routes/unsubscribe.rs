@@ -157,7 +157,12 @@ pub async fn apply(
             page(
                 StatusCode::OK,
                 "You are unsubscribed",
-                &format!("<p>You will no longer receive {}.</p>", describe(what)),
+                &format!(
+                    "<p>You will no longer receive {}.</p>\
+                     <p>Changed your mind? <a href=\"/api/v1/email/preferences/page/{}\">Choose what you receive</a>.</p>",
+                    describe(what),
+                    escape(&token)
+                ),
             )
         }
         Err(err) => {
