@@ -128,6 +128,37 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The files in `dir` that look like templates (`.html`, `.txt`) but replace none: a
+/// misspelt name would otherwise leave the shipped template in use without a word. Hidden
+/// entries (a mounted ConfigMap's `..data`) and other files are left alone.
+fn strays(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| {
+            !name.starts_with('.')
+                && (name.ends_with(".html") || name.ends_with(".txt"))
+                && !SHIPPED.iter().any(|(shipped, _)| shipped == name)
+        })
+        .collect();
+    found.sort();
+    let names: Vec<&str> = SHIPPED.iter().map(|(name, _)| *name).collect();
+    found
+        .into_iter()
+        .map(|name| {
+            format!(
+                "EMAIL_TEMPLATES_DIR: {}: replaces no template (their names: {})",
+                dir.join(name).display(),
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
 impl Templates {
     /// The shipped templates, each replaced by the file of its name in `dir` when there is
     /// one; every problem found, one line each, naming the file and line.
@@ -149,7 +180,7 @@ impl Templates {
             }
             minijinja::escape_formatter(out, state, value)
         });
-        let mut problems = Vec::new();
+        let mut problems = dir.map(strays).unwrap_or_default();
         for (name, shipped) in SHIPPED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => match std::fs::read_to_string(&path) {
@@ -411,5 +442,28 @@ mod tests {
         let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
         let shown = templates.session_report(&summary("Ada"), LINKS).unwrap();
         assert_eq!(shown.text, "Hi Ada, see https://h/u");
+    }
+
+    #[test]
+    fn a_file_named_like_no_template_is_refused_and_other_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sesion_report.txt"), "Hi {{ learner }}\n").unwrap();
+        for other in [
+            "README.md",
+            ".session_report.txt.swp",
+            "session_report.html~",
+        ] {
+            std::fs::write(dir.path().join(other), "notes").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("sesion_report.txt: replaces no template")
+                && problems[0].contains("session_report.txt,"),
+            "{problems:?}"
+        );
+        std::fs::remove_file(dir.path().join("sesion_report.txt")).unwrap();
+        assert!(Templates::load(Some(dir.path()), "herald", "").is_ok());
     }
 }
