@@ -187,7 +187,7 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
         "The week of 2026-11-09 to 2026-11-15.",
         "Ada\n  3 sessions, 50 min, 67% of answers right",
         "Subjects: Fractions, Decimals",
-        "Mon    0 min \n",
+        "Mon    0 min\n",
         "Tue   45 min ####################\n",
         "Thu    5 min ##\n",
         "Sessions: 3 (new)",
@@ -195,6 +195,10 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
     ] {
         assert!(text.contains(expected), "{expected:?} not in {text}");
     }
+    assert!(
+        text.lines().all(|line| !line.ends_with(' ')),
+        "no line ends in a space: {text:?}"
+    );
     let html = ada.subparts[1].get_body().unwrap();
     for expected in [
         "<h2 class=\"learner\"",
