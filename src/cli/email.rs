@@ -40,7 +40,11 @@ pub(super) async fn preview(
         signer: &signer,
         api_base_url: &config.email.api_base_url,
     };
-    let shown = preview::render(&store, &links, config.jobs.timezone, now, request).await?;
+    let zones = crate::store::preferences::DigestZones {
+        service: config.jobs.timezone,
+        local: config.jobs.local_delivery,
+    };
+    let shown = preview::render(&store, &links, zones, now, request).await?;
     // The files first, then what is shown: a reader that stops early (`| head`) must not
     // stop the files being written, nor make the command fail.
     if let Some(dir) = out {

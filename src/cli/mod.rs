@@ -99,7 +99,7 @@ pub enum PreviewWhich {
         #[arg(long)]
         email: String,
         /// The first day of the week (YYYY-MM-DD); default: the seven days before today in the
-        /// recipient's zone (`DIGEST_TIMEZONE` for one without a zone of their own).
+        /// recipient's zone with local delivery (else in `DIGEST_TIMEZONE`).
         #[arg(long, value_name = "YYYY-MM-DD")]
         week: Option<String>,
     },

@@ -15,7 +15,7 @@ pub enum Request {
     /// The report of a session.
     Report { session_id: String },
     /// The digest of a recipient for the week starting `week_start`; by default the seven
-    /// days before today in the recipient's zone.
+    /// days before today in the zone their digest counts its days in.
     Digest {
         email: String,
         week_start: Option<NaiveDate>,
@@ -76,12 +76,12 @@ impl Links<'_> {
     }
 }
 
-/// Renders the email `request` names; writes nothing. A digest counts its days in the
-/// recipient's zone, `default_zone` for a recipient without one, as when it is sent.
+/// Renders the email `request` names; writes nothing. A digest counts its days in the zone
+/// `zones` gives the recipient, as when it is sent.
 pub async fn render(
     store: &Store,
     links: &Links<'_>,
-    default_zone: chrono_tz::Tz,
+    zones: preferences::DigestZones,
     now_ms: i64,
     request: Request,
 ) -> Result<Preview, PreviewError> {
@@ -111,7 +111,7 @@ pub async fn render(
             })
         }
         Request::Digest { email, week_start } => {
-            let zone = preferences::zone(store, &email, default_zone).await?;
+            let zone = zones.of(store, &email).await?;
             let week_start = week_start.unwrap_or_else(|| week::week_before(now_ms, zone));
             let digest = activity::recipient_digest(store, &email, week_start, zone)
                 .await?

@@ -126,7 +126,10 @@ impl Application {
             instance: config.server.instance.clone(),
             templates: config.email.templates.clone(),
             clock: clock.clone(),
-            digest_timezone: config.jobs.timezone,
+            digest_zones: crate::store::preferences::DigestZones {
+                service: config.jobs.timezone,
+                local: config.jobs.local_delivery,
+            },
         };
         let dispatcher_spec = ChildSpec::actor(
             "email_dispatcher",

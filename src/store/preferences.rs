@@ -183,17 +183,26 @@ pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, Stor
     Ok(row.as_ref().map(preferences).transpose()?)
 }
 
-/// The zone a recipient's days are counted in: the one they chose, else `default`.
-pub async fn zone(
-    store: &Store,
-    email: &str,
-    default: chrono_tz::Tz,
-) -> Result<chrono_tz::Tz, StoreError> {
-    Ok(get(store, email)
-        .await?
-        .and_then(|p| p.timezone)
-        .and_then(|zone| zone.parse().ok())
-        .unwrap_or(default))
+/// Whose calendar a recipient's digest counts its days in: with local delivery their own
+/// zone (the service's for one without), with global delivery the service's zone
+/// (`DIGEST_TIMEZONE`) for everyone, the week the run chose them for.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestZones {
+    pub service: chrono_tz::Tz,
+    pub local: bool,
+}
+
+impl DigestZones {
+    pub async fn of(self, store: &Store, email: &str) -> Result<chrono_tz::Tz, StoreError> {
+        if !self.local {
+            return Ok(self.service);
+        }
+        Ok(get(store, email)
+            .await?
+            .and_then(|p| p.timezone)
+            .and_then(|zone| zone.parse().ok())
+            .unwrap_or(self.service))
+    }
 }
 
 /// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps

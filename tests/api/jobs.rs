@@ -422,6 +422,19 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
     assert_eq!(counts(&app).await, before, "nor does the shell's");
 }
 
+/// `parent` in `zone`, with session reports off (so the only emails are digests).
+async fn digests_only_in(app: &TestApp, parent: &str, zone: &str) {
+    let set = app
+        .client
+        .put(app.url(&format!("/api/v1/email/preferences/{parent}")))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"timezone": zone, "session_reports_enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+}
+
 /// A digest's preview is the email its recipient gets: its days are the recipient's own
 /// zone's (a session at 01:00 on a Sunday in Auckland is Saturday's in UTC), its default
 /// week is the seven days before today there, and its subject and text are those of the
@@ -432,15 +445,7 @@ async fn a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_se
     let smtp = SmtpServer::start().await;
     let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
     let parent = "kiwi.parent@example.com";
-    let zone = app
-        .client
-        .put(app.url(&format!("/api/v1/email/preferences/{parent}")))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({"timezone": "Pacific/Auckland", "session_reports_enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(zone.status(), 200);
+    digests_only_in(&app, parent, "Pacific/Auckland").await;
     // Saturday 14 November in UTC; Sunday 15 November, 01:00 in Auckland.
     app.clock.set_ms(ms("2026-11-14T12:00:00Z"));
     session(&app, parent, "Fractions", 20, 2, 1).await;
@@ -481,6 +486,60 @@ async fn a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_se
         sent.subparts[0].get_body().unwrap().replace("\r\n", "\n"),
         text
     );
+}
+
+/// With global delivery everyone's digest reports the week of `DIGEST_TIMEZONE`, also for
+/// a recipient with a zone of their own: the week the run chose them for is the week their
+/// digest shows, and its preview shows the same.
+async fn with_global_delivery_a_digest_reports_the_services_week_whatever_the_recipients_zone(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(
+        backend,
+        |vars| {
+            mail_vars(&smtp)(vars);
+            vars.insert("DIGEST_DELIVERY".to_owned(), "global".to_owned());
+        },
+        None,
+    )
+    .await;
+    let parent = "tokyo.parent@example.com";
+    digests_only_in(&app, parent, "Asia/Tokyo").await;
+    // Saturday 14 November in UTC, the service's zone; Sunday 15 November, 05:00 in Tokyo.
+    app.clock.set_ms(ms("2026-11-14T20:00:00Z"));
+    session(&app, parent, "Fractions", 20, 2, 1).await;
+
+    let preview = app
+        .get_admin(&format!(
+            "/admin/email/preview/weekly_digest?email={parent}&week=2026-11-08"
+        ))
+        .await;
+    assert_eq!(preview.status(), 200);
+    let preview: Value = preview.json().await.unwrap();
+    let text = preview["text"].as_str().unwrap();
+    assert!(text.contains("\n  Sat   20 min #"), "{text}");
+
+    let run = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-08"})).await;
+    assert_eq!(run.status(), 202);
+    let runs = wait_runs(&app, "weekly_digest", 1).await;
+    assert_eq!(runs[0]["stats"]["queued"], 1, "{runs:?}");
+    let received = smtp.wait_for(1).await;
+    let sent = mailparse::parse_mail(&received[0].data).unwrap();
+    assert_eq!(
+        sent.subparts[0].get_body().unwrap().replace("\r\n", "\n"),
+        text
+    );
+    let rows = crate::email::wait_ledger(&app, parent, "the digest sent", |rows| {
+        rows.iter().any(|r| r["status"] == "sent")
+    })
+    .await;
+    let digests: Vec<_> = rows
+        .iter()
+        .filter(|r| r["email_type"] == "weekly_digest")
+        .map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(digests, [Some("sent")], "{rows:?}");
 }
 
 async fn two_simultaneous_triggers_run_once(backend: Backend) {
@@ -630,6 +689,7 @@ on_both_backends!(
     a_dry_run_reports_and_changes_no_table,
     an_email_preview_renders_without_writing_or_sending,
     a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_sent_digest,
+    with_global_delivery_a_digest_reports_the_services_week_whatever_the_recipients_zone,
     two_simultaneous_triggers_run_once,
     after_three_missed_weeks_exactly_one_catch_up_runs,
     a_failing_job_is_recorded_and_the_next_one_still_runs,

@@ -39,8 +39,8 @@ pub struct OutboxPort {
     /// The emails' templates.
     pub templates: Arc<templates::Templates>,
     pub clock: SharedClock,
-    /// The zone digest weeks are counted in.
-    pub digest_timezone: chrono_tz::Tz,
+    /// The zone each digest's days are counted in.
+    pub digest_zones: crate::store::preferences::DigestZones,
 }
 
 /// How long the preference a claim read is trusted. A row that waited longer for a send
@@ -136,14 +136,12 @@ impl OutboxPort {
                         "bad week_start '{raw_week}'"
                     ))));
                 };
-                // The recipient's days are their own zone's.
-                let zone = crate::store::preferences::zone(
-                    &self.store,
-                    &delivery.email,
-                    self.digest_timezone,
-                )
-                .await
-                .map_err(port_error)?;
+                // The days of the week the run chose the recipient for.
+                let zone = self
+                    .digest_zones
+                    .of(&self.store, &delivery.email)
+                    .await
+                    .map_err(port_error)?;
                 let digest = crate::store::activity::recipient_digest(
                     &self.store,
                     &delivery.email,
@@ -351,7 +349,10 @@ mod tests {
             instance: "test:1".to_owned(),
             templates: Arc::new(templates::Templates::shipped("herald", "")),
             clock: Arc::new(clock.clone()),
-            digest_timezone: chrono_tz::UTC,
+            digest_zones: crate::store::preferences::DigestZones {
+                service: chrono_tz::UTC,
+                local: true,
+            },
         };
         (port, clock)
     }

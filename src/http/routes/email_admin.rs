@@ -189,7 +189,8 @@ pub struct DigestPreviewQuery {
     #[param(value_type = String, required = true, format = Email)]
     pub email: Option<String>,
     /// The first day of the week (YYYY-MM-DD); by default the seven days before today in
-    /// the recipient's zone (`DIGEST_TIMEZONE` for one without a zone of their own).
+    /// the recipient's zone with local delivery (`DIGEST_TIMEZONE` for one without a zone
+    /// of their own, and for everyone with global delivery).
     #[param(format = Date)]
     pub week: Option<String>,
 }
@@ -272,7 +273,10 @@ async fn show(
     let shown = preview::render(
         &state.store,
         &links,
-        state.config.jobs.timezone,
+        crate::store::preferences::DigestZones {
+            service: state.config.jobs.timezone,
+            local: state.config.jobs.local_delivery,
+        },
         now,
         request,
     )
