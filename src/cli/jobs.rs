@@ -23,6 +23,14 @@ pub(super) async fn digest(
             return Ok(ExitCode::from(2));
         }
     };
+    if zone != config.jobs.timezone && !config.jobs.local_delivery {
+        eprintln!(
+            "--zone: with DIGEST_DELIVERY=global every digest goes out at once, in {}; a zone has \
+             a digest of its own only with DIGEST_DELIVERY=local",
+            config.jobs.timezone
+        );
+        return Ok(ExitCode::from(2));
+    }
     let job = crate::jobs::digest_job(zone, config.jobs.timezone);
     let week = match start_date.as_deref() {
         None => None,

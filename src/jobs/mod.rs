@@ -134,7 +134,11 @@ impl JobContext {
         week_start: Option<chrono::NaiveDate>,
         dry_run: bool,
     ) -> Result<String, JobError> {
-        if let Some(zone) = digest_zone(job, self.digest_timezone()) {
+        // A zone's own digest job exists only with local delivery.
+        let default = self.digest_timezone();
+        if let Some(zone) =
+            digest_zone(job, default).filter(|zone| self.local_delivery || *zone == default)
+        {
             let report = digest::run(digest::DigestRun {
                 store: &self.store,
                 throttle: Some(&self.throttle),

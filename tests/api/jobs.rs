@@ -520,6 +520,13 @@ async fn with_global_delivery_a_digest_reports_the_services_week_whatever_the_re
     let text = preview["text"].as_str().unwrap();
     assert!(text.contains("\n  Sat   20 min #"), "{text}");
 
+    // No zone has a digest job of its own.
+    assert_error(
+        run_job(&app, "weekly_digest@Asia%2FTokyo", json!({"dry_run": true})).await,
+        404,
+        "JOB_NOT_FOUND",
+    )
+    .await;
     let run = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-08"})).await;
     assert_eq!(run.status(), 202);
     let runs = wait_runs(&app, "weekly_digest", 1).await;
@@ -792,4 +799,12 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         .unwrap();
     assert_eq!(bad_zone.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_zone.stderr).contains("--zone"));
+    // With global delivery a zone has no digest of its own to run.
+    let global_zone = herald()
+        .args(["digest", "--zone", "Asia/Tokyo"])
+        .env("DIGEST_DELIVERY", "global")
+        .output()
+        .unwrap();
+    assert_eq!(global_zone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&global_zone.stderr).contains("DIGEST_DELIVERY=local"));
 }

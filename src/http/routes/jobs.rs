@@ -216,10 +216,13 @@ pub async fn run(
     }
 }
 
-/// `purge_old`, `weekly_digest`, or the digest job of a zone (`weekly_digest@Asia/Tokyo`).
+/// `purge_old`, `weekly_digest`, or with local delivery the digest job of a zone
+/// (`weekly_digest@Asia/Tokyo`).
 fn known_job(state: &AppState, name: &str) -> bool {
+    let jobs = &state.config.jobs;
     name == crate::jobs::PURGE_OLD
-        || crate::jobs::digest_zone(name, state.config.jobs.timezone).is_some()
+        || crate::jobs::digest_zone(name, jobs.timezone)
+            .is_some_and(|zone| jobs.local_delivery || zone == jobs.timezone)
 }
 
 #[derive(Serialize, ToSchema)]
