@@ -1,5 +1,6 @@
 //! The commands about the mail itself: `herald email preview` renders an email without
-//! sending it; `herald suppressions` lists and lifts the addresses herald no longer mails.
+//! sending it, `herald email retry` sends a failed one again; `herald suppressions` lists
+//! and lifts the addresses herald no longer mails.
 
 use std::process::ExitCode;
 
@@ -69,6 +70,34 @@ pub(super) async fn preview(
         shown.rendered.text
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn retry(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
+    use crate::store::ledger::{self, Retry};
+    let id = uuid::Uuid::parse_str(raw)
+        .map_err(|_| anyhow::anyhow!("{raw:?} is not an email's id (a UUID)"))?
+        .hyphenated()
+        .to_string();
+    let store = current_store(&config).await?;
+    let retried = ledger::retry(&store, &id, "cli", chrono::Utc::now().timestamp_millis()).await;
+    store.close().await;
+    Ok(match retried? {
+        Retry::Queued { email } => {
+            out!(
+                "queued again: {id} to {}; the running service sends it",
+                crate::redact::mask_email(&email)
+            )?;
+            ExitCode::SUCCESS
+        }
+        Retry::NotFailed { status } => {
+            eprintln!("{id} is {status}: only a failed email is sent again");
+            ExitCode::from(1)
+        }
+        Retry::NotFound => {
+            eprintln!("no email {id} in the ledger");
+            ExitCode::from(1)
+        }
+    })
 }
 
 pub(super) async fn suppressions(

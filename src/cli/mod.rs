@@ -65,7 +65,7 @@ pub enum Command {
         #[command(subcommand)]
         action: SuppressionsAction,
     },
-    /// Look at the emails herald sends.
+    /// Look at the emails herald sends, and send a failed one again.
     Email {
         #[command(subcommand)]
         action: EmailAction,
@@ -82,6 +82,13 @@ pub enum EmailAction {
         /// A directory to write `email.html` (and `report.pdf`) into.
         #[arg(long, global = true, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+    },
+    /// Send a failed email again (audited): it is due at once with its attempts counted
+    /// afresh, keeps its throttle slot, and the running service sends it unless the
+    /// recipient turned it off or was suppressed since. Exit 1 if it is not failed.
+    Retry {
+        /// The email's id in the ledger (`GET /admin/email/logs?email=…`).
+        id: String,
     },
 }
 
@@ -202,6 +209,9 @@ pub fn main() -> ExitCode {
             Command::Email {
                 action: EmailAction::Preview { which, out },
             } => email::preview(config, which, out.as_deref()).await,
+            Command::Email {
+                action: EmailAction::Retry { id },
+            } => email::retry(config, &id).await,
         };
         match result {
             Ok(code) => code,

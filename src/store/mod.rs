@@ -10,6 +10,7 @@ pub mod backup;
 pub mod dialect;
 pub mod group_commit;
 pub mod jobs;
+pub mod ledger;
 mod migrations;
 pub mod outbox;
 pub mod policies;

@@ -1,8 +1,8 @@
 //! The send ledger and outbox (`email_send_logs`): one row per idempotency key, with the
-//! decision taken for it and, for emails that go out, their delivery state.
+//! decision taken for it and, for emails that go out, their delivery state. What operators
+//! read of it and do with it is in [`super::ledger`].
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use herald_actors::dispatcher::Mark;
 
@@ -16,27 +16,6 @@ pub struct LedgerKey<'a> {
     pub email_type: &'a str,
     pub session_id: Option<&'a str>,
     pub week_start: Option<&'a str>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct LedgerRow {
-    pub id: String,
-    pub idempotency_key: String,
-    pub email_type: String,
-    pub session_id: Option<String>,
-    pub week_start: Option<String>,
-    /// pending, sending, sent, failed, suppressed or throttled.
-    pub status: String,
-    pub reason: Option<String>,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub message_id: Option<String>,
-    /// How many later requests for the same key were answered `duplicate`.
-    pub duplicates: i64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub sent_at_ms: Option<i64>,
-    pub next_attempt_at_ms: Option<i64>,
 }
 
 /// What [`lookup`] reads: the key's row status, whether the recipient wants this type, and
@@ -426,46 +405,4 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
     })
     .transpose()
     .map_err(|e: sqlx::Error| StoreError::from(e))
-}
-
-fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
-    Ok(LedgerRow {
-        id: row.try_get("id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        email_type: row.try_get("email_type")?,
-        session_id: row.try_get("session_id")?,
-        week_start: row.try_get("week_start")?,
-        status: row.try_get("status")?,
-        reason: row.try_get("reason")?,
-        attempts: row.try_get("attempts")?,
-        last_error: row.try_get("last_error")?,
-        message_id: row.try_get("message_id")?,
-        duplicates: row.try_get("duplicates")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        sent_at_ms: row.try_get("sent_at")?,
-        next_attempt_at_ms: row.try_get("next_attempt_at")?,
-    })
-}
-
-/// The ledger of one recipient, newest first.
-#[tracing::instrument(level = "debug", skip_all)]
-pub async fn for_email(
-    store: &Store,
-    email: &str,
-    limit: i64,
-) -> Result<Vec<LedgerRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, idempotency_key, email_type, session_id, week_start, status, reason, attempts, last_error, \
-         message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at \
-         FROM email_send_logs WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2",
-    )
-    .bind(email)
-    .bind(limit)
-    .fetch_all(store.reader())
-    .await?;
-    rows.iter()
-        .map(ledger_row)
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
 }

@@ -89,6 +89,7 @@ fn a_command_on_a_database_not_migrated_says_to_migrate_in_one_line() {
             "--session-id",
             "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c",
         ],
+        &["email", "retry", "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c"],
     ] {
         let output = herald()
             .env("DATABASE_URL", &url)

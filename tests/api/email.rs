@@ -529,6 +529,108 @@ async fn transient_failures_are_retried_and_permanent_ones_fail_once(backend: Ba
     );
 }
 
+async fn retry_email(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/admin/email/logs/{id}/retry")))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An operator sends a failed email again: it goes out once, keeps its throttle slot, is
+/// audited, and still does not reach a recipient who turned the emails off since.
+async fn a_failed_email_is_sent_again_when_an_operator_asks(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[554]);
+    let app = spawn_mail_app(backend, &smtp).await;
+    complete_for(&app, PARENT).await;
+    let rows = wait_ledger(&app, PARENT, "failed", |rows| rows[0]["status"] == "failed").await;
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+
+    assert_error(retry_email(&app, "nope").await, 422, "VALIDATION_ERROR").await;
+    assert_error(
+        retry_email(&app, "00000000-0000-4000-8000-000000000000").await,
+        404,
+        "EMAIL_NOT_FOUND",
+    )
+    .await;
+    let retried = retry_email(&app, &id).await;
+    assert_eq!(retried.status(), 200);
+    assert_eq!(
+        retried.json::<Value>().await.unwrap(),
+        json!({"id": id, "status": "pending"})
+    );
+    let rows = wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    assert_eq!((rows.len(), rows[0]["attempts"].as_i64()), (1, Some(1)));
+    assert_eq!(smtp.received().len(), 1);
+    assert_error(retry_email(&app, &id).await, 409, "NOT_FAILED").await;
+    let throttle: Value = app
+        .get_admin(&format!("/admin/throttles/{PARENT}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        throttle["throttles"][0]["used"], 1,
+        "not counted again: {throttle}"
+    );
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT target FROM audit_log WHERE action = 'email.retry'")
+            .fetch_all(app.state.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(audited, [format!("{id} pa***@example.com")]);
+
+    // A recipient who turned the reports off after the failure does not get it.
+    smtp.script(&[554]);
+    let other = "other.parent@example.com";
+    complete_for(&app, other).await;
+    let rows = wait_ledger(&app, other, "failed", |rows| rows[0]["status"] == "failed").await;
+    let off = app
+        .client
+        .put(app.url(&format!("/api/v1/email/preferences/{other}")))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"session_reports_enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), 200);
+    let retried = retry_email(&app, rows[0]["id"].as_str().unwrap()).await;
+    assert_eq!(retried.status(), 200);
+    wait_ledger(&app, other, "suppressed", |rows| {
+        rows[0]["status"] == "suppressed"
+    })
+    .await;
+    assert_eq!(smtp.received().len(), 1);
+
+    // The same from the shell; the running service sends it.
+    smtp.script(&[554]);
+    let third = "third.parent@example.com";
+    complete_for(&app, third).await;
+    let rows = wait_ledger(&app, third, "failed", |rows| rows[0]["status"] == "failed").await;
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+    let retry = || {
+        let mut command = crate::helpers::herald();
+        command
+            .args(["email", "retry", &id])
+            .env("DATABASE_URL", app.database_url())
+            .env("LOG_LEVEL", "error");
+        command
+    };
+    let done = crate::helpers::run_ok(&mut retry());
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        said.starts_with(&format!("queued again: {id} to th***@example.com")),
+        "{said}"
+    );
+    wait_ledger(&app, third, "sent", |rows| rows[0]["status"] == "sent").await;
+    assert_eq!(smtp.received().len(), 2);
+    let again = retry().output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is sent"));
+}
+
 async fn a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection(
     backend: Backend,
 ) {
@@ -838,6 +940,7 @@ on_both_backends!(
     the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later,
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
     transient_failures_are_retried_and_permanent_ones_fail_once,
+    a_failed_email_is_sent_again_when_an_operator_asks,
     a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,
     the_mail_server_login_is_used_and_a_refused_one_pauses_sending_without_failing_email,
     an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns,
