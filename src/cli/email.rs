@@ -100,6 +100,29 @@ pub(super) async fn retry(config: Config, raw: &str) -> anyhow::Result<ExitCode>
     })
 }
 
+pub(super) async fn retry_failed(
+    config: Config,
+    since: &str,
+    until: Option<&str>,
+    kind: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::ledger::{self, FailedBetween};
+    let now = chrono::Utc::now().timestamp_millis();
+    let failed = FailedBetween::parse(since, until, kind, now)
+        .map_err(|(field, reason)| anyhow::anyhow!("--{} {reason}", field.replace('_', "-")))?;
+    let store = current_store(&config).await?;
+    let emails = ledger::retry_failed(&store, &failed, "cli", now, dry_run).await;
+    store.close().await;
+    let emails = emails?;
+    if dry_run {
+        out!("{emails} failed emails would be queued again")?;
+    } else {
+        out!("{emails} failed emails queued again; the running service sends them")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn suppressions(
     config: Config,
     action: SuppressionsAction,

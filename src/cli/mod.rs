@@ -83,12 +83,26 @@ pub enum EmailAction {
         #[arg(long, global = true, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
-    /// Send a failed email again (audited): it is due at once with its attempts counted
-    /// afresh, keeps its throttle slot, and the running service sends it unless the
-    /// recipient turned it off or was suppressed since. Exit 1 if it is not failed.
+    /// Send a failed email again, or every one that failed in a stretch of time (audited):
+    /// each is due at once with its attempts counted afresh, keeps its throttle slot, and the
+    /// running service sends it unless the recipient turned it off or was suppressed since.
+    /// Exit 1 if the email named is not failed.
     Retry {
         /// The email's id in the ledger (`GET /admin/email/logs?email=…`).
-        id: String,
+        #[arg(required_unless_present = "failed_since")]
+        id: Option<String>,
+        /// Instead of one email, those that failed at or after this instant (RFC 3339).
+        #[arg(long, conflicts_with = "id", value_name = "INSTANT")]
+        failed_since: Option<String>,
+        /// ...and before this one (RFC 3339); default: now.
+        #[arg(long, requires = "failed_since", value_name = "INSTANT")]
+        failed_until: Option<String>,
+        /// Only `session_reports` or only `weekly_digest`.
+        #[arg(long = "type", requires = "failed_since", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Count the failed emails in that stretch; change nothing.
+        #[arg(long, requires = "failed_since")]
+        dry_run: bool,
     },
 }
 
@@ -210,8 +224,28 @@ pub fn main() -> ExitCode {
                 action: EmailAction::Preview { which, out },
             } => email::preview(config, which, out.as_deref()).await,
             Command::Email {
-                action: EmailAction::Retry { id },
-            } => email::retry(config, &id).await,
+                action:
+                    EmailAction::Retry {
+                        id,
+                        failed_since,
+                        failed_until,
+                        kind,
+                        dry_run,
+                    },
+            } => match (id, failed_since) {
+                (Some(id), _) => email::retry(config, &id).await,
+                (None, since) => {
+                    let since = since.unwrap_or_default();
+                    email::retry_failed(
+                        config,
+                        &since,
+                        failed_until.as_deref(),
+                        kind.as_deref(),
+                        dry_run,
+                    )
+                    .await
+                }
+            },
         };
         match result {
             Ok(code) => code,

@@ -109,7 +109,8 @@ fn admin(state: &AppState) -> OpenApiRouter<AppState> {
             routes::email_admin::throttle_reset
         ))
         .routes(routes!(routes::email_admin::email_logs))
-        .routes(routes!(routes::email_admin::retry))
+        .routes(routes!(routes::email_retry::retry))
+        .routes(routes!(routes::email_retry::retry_failed))
         .routes(routes!(routes::email_admin::preview_report))
         .routes(routes!(routes::email_admin::preview_digest))
         .routes(routes!(routes::suppressions::list))

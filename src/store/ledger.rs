@@ -72,6 +72,11 @@ pub async fn for_email(
         .map_err(StoreError::from)
 }
 
+/// Back in the outbox as if queued at `$1`: due now, no attempts yet, claimed by no one.
+const REQUEUE: &str = "UPDATE email_send_logs SET status = 'pending', attempts = 0, \
+     next_attempt_at = NULL, lease_until = NULL, claimed_by = NULL, created_at = $1, \
+     updated_at = $1 WHERE";
+
 /// What asking to send a failed email again did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retry {
@@ -94,13 +99,11 @@ pub enum Retry {
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn retry(store: &Store, id: &str, actor: &str, now_ms: i64) -> Result<Retry, StoreError> {
     let mut tx = store.writer().begin().await?;
-    let requeued: Option<String> = sqlx::query_scalar(
-        "UPDATE email_send_logs SET status = 'pending', attempts = 0, next_attempt_at = NULL, \
-         lease_until = NULL, claimed_by = NULL, created_at = $2, updated_at = $2 \
-         WHERE id = $1 AND status = 'failed' RETURNING email",
-    )
-    .bind(id)
+    let requeued: Option<String> = sqlx::query_scalar(&format!(
+        "{REQUEUE} id = $2 AND status = 'failed' RETURNING email"
+    ))
     .bind(now_ms)
+    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(email) = requeued else {
@@ -124,4 +127,121 @@ pub async fn retry(store: &Store, id: &str, actor: &str, now_ms: i64) -> Result<
     .await?;
     tx.commit().await?;
     Ok(Retry::Queued { email })
+}
+
+/// The failed emails to send again: those that failed in [`since_ms`, `until_ms`), of one
+/// type or both.
+pub struct FailedBetween {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub email_type: Option<herald_actors::email::EmailType>,
+}
+
+impl FailedBetween {
+    /// From what an operator typed: RFC 3339 instants (`until` by default `now_ms`; one not
+    /// after `since` makes an empty stretch) and an email type; a refusal names the field
+    /// (`failed_since`, `failed_until`, `type`) and what is wrong with it.
+    pub fn parse(
+        since: &str,
+        until: Option<&str>,
+        email_type: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Self, (&'static str, String)> {
+        let instant = |field: &'static str, raw: &str| {
+            chrono::DateTime::parse_from_rfc3339(raw.trim())
+                .map(|at| at.timestamp_millis())
+                .map_err(|_| {
+                    (
+                        field,
+                        "must be an RFC 3339 instant (2026-12-06T10:00:00Z)".to_owned(),
+                    )
+                })
+        };
+        let since_ms = instant("failed_since", since)?;
+        let until_ms = match until {
+            Some(raw) => instant("failed_until", raw)?,
+            None => now_ms.saturating_add(1),
+        };
+        let email_type = email_type
+            .map(|raw| {
+                raw.parse().map_err(|_| {
+                    (
+                        "type",
+                        "must be session_reports or weekly_digest".to_owned(),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            since_ms,
+            until_ms,
+            email_type,
+        })
+    }
+}
+
+/// Puts every email `failed` describes back in the outbox as [`retry`] does one, and
+/// returns how many; with `dry_run` only counts them. Audited (a real run) in the same
+/// transaction as `actor`'s.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn retry_failed(
+    store: &Store,
+    failed: &FailedBetween,
+    actor: &str,
+    now_ms: i64,
+    dry_run: bool,
+) -> Result<u64, StoreError> {
+    let kind = failed.email_type.map(|t| t.as_str());
+    // The time a row failed is when it was last written. The UPDATE's `$1` is the time of
+    // the retry, so its conditions start at `$2`; the count's at `$1`.
+    let which = |first: usize| {
+        let mut text = format!(
+            "status = 'failed' AND updated_at >= ${first} AND updated_at < ${}",
+            first + 1
+        );
+        if kind.is_some() {
+            text.push_str(&format!(" AND email_type = ${}", first + 2));
+        }
+        text
+    };
+    if dry_run {
+        let sql = format!("SELECT COUNT(*) FROM email_send_logs WHERE {}", which(1));
+        let mut query = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(failed.since_ms)
+            .bind(failed.until_ms);
+        if let Some(kind) = kind {
+            query = query.bind(kind);
+        }
+        return Ok(u64::try_from(query.fetch_one(store.reader()).await?).unwrap_or(0));
+    }
+    let sql = format!("{REQUEUE} {}", which(2));
+    let mut tx = store.writer().begin().await?;
+    let mut query = sqlx::query(&sql)
+        .bind(now_ms)
+        .bind(failed.since_ms)
+        .bind(failed.until_ms);
+    if let Some(kind) = kind {
+        query = query.bind(kind);
+    }
+    let requeued = query.execute(&mut *tx).await?.rows_affected();
+    if requeued > 0 {
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "email.retry",
+                target: &format!(
+                    "failed {} to {}{}",
+                    super::instant(failed.since_ms).to_rfc3339(),
+                    super::instant(failed.until_ms).to_rfc3339(),
+                    kind.map(|k| format!(" ({k})")).unwrap_or_default()
+                ),
+                old_value: Some("failed".to_owned()),
+                new_value: Some(format!("{requeued} pending")),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(requeued)
 }

@@ -631,6 +631,121 @@ async fn a_failed_email_is_sent_again_when_an_operator_asks(backend: Backend) {
     assert!(String::from_utf8_lossy(&again.stderr).contains("is sent"));
 }
 
+async fn retry_failed(app: &TestApp, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/admin/email/retry"))
+        .header("X-API-Key", API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// After an outage, the emails that failed during it are sent again in one request; those
+/// that failed before it stay failed.
+async fn the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[554, 554, 554]);
+    let app = spawn_mail_app(backend, &smtp).await;
+    let before = "before@example.com";
+    complete_for(&app, before).await;
+    wait_ledger(&app, before, "failed", |rows| rows[0]["status"] == "failed").await;
+    app.clock.advance_ms(3_600_000);
+    let outage_began = app.clock.now_ms() as i64;
+    let hit = ["b.parent@example.com", "c.parent@example.com"];
+    for parent in hit {
+        complete_for(&app, parent).await;
+        wait_ledger(&app, parent, "failed", |rows| rows[0]["status"] == "failed").await;
+    }
+    let since = chrono::DateTime::from_timestamp_millis(outage_began)
+        .unwrap()
+        .to_rfc3339();
+
+    let dry = retry_failed(&app, json!({"failed_since": since, "dry_run": true})).await;
+    assert_eq!(dry.status(), 200);
+    assert_eq!(
+        dry.json::<Value>().await.unwrap(),
+        json!({"emails": 2, "dry_run": true})
+    );
+    let digests = retry_failed(
+        &app,
+        json!({"failed_since": since, "type": "weekly_digest", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(digests.json::<Value>().await.unwrap()["emails"], 0);
+    // A stretch that ends before it begins holds nothing.
+    let reversed = retry_failed(
+        &app,
+        json!({"failed_since": since, "failed_until": "2000-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(reversed.json::<Value>().await.unwrap()["emails"], 0);
+    for (body, field) in [
+        (json!({"failed_since": "yesterday"}), "failed_since"),
+        (
+            json!({"failed_since": since, "failed_until": "the day after"}),
+            "failed_until",
+        ),
+        (json!({"failed_since": since, "type": "sms"}), "type"),
+    ] {
+        let refused = retry_failed(&app, body).await;
+        assert_eq!(
+            assert_error(refused, 422, "VALIDATION_ERROR").await["field"],
+            field
+        );
+    }
+    // The same from the shell.
+    let shell = |args: &[&str]| {
+        crate::helpers::herald()
+            .args(["email", "retry"])
+            .args(args)
+            .env("DATABASE_URL", app.database_url())
+            .env("LOG_LEVEL", "error")
+            .output()
+            .unwrap()
+    };
+    // (The shell's default end is its own clock's now, not the test's hand-set one.)
+    let until = chrono::DateTime::from_timestamp_millis(outage_began + 86_400_000)
+        .unwrap()
+        .to_rfc3339();
+    let counted = shell(&[
+        "--failed-since",
+        &since,
+        "--failed-until",
+        &until,
+        "--dry-run",
+    ]);
+    assert!(
+        counted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&counted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&counted.stdout),
+        "2 failed emails would be queued again\n"
+    );
+    let refused = shell(&["--failed-since", "yesterday"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--failed-since must be"));
+    assert_eq!(smtp.received().len(), 0, "a dry run sends nothing");
+
+    let done = retry_failed(&app, json!({"failed_since": since})).await;
+    assert_eq!(done.json::<Value>().await.unwrap()["emails"], 2);
+    for parent in hit {
+        wait_ledger(&app, parent, "sent", |rows| rows[0]["status"] == "sent").await;
+    }
+    assert_eq!(smtp.received().len(), 2);
+    assert_eq!(ledger(&app, before).await[0]["status"], "failed");
+    let audited: Vec<(String, String)> =
+        sqlx::query_as("SELECT target, new_value FROM audit_log WHERE action = 'email.retry'")
+            .fetch_all(app.state.store.reader())
+            .await
+            .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].0.starts_with("failed "), "{audited:?}");
+    assert_eq!(audited[0].1, "2 pending");
+}
+
 async fn a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection(
     backend: Backend,
 ) {
@@ -941,6 +1056,7 @@ on_both_backends!(
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
     transient_failures_are_retried_and_permanent_ones_fail_once,
     a_failed_email_is_sent_again_when_an_operator_asks,
+    the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once,
     a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,
     the_mail_server_login_is_used_and_a_refused_one_pauses_sending_without_failing_email,
     an_outage_burns_no_attempts_and_everything_goes_out_when_the_server_returns,

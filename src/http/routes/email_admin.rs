@@ -1,6 +1,6 @@
 //! Operating the email pipeline without SQL: a recipient's throttle state and reset, the
 //! send ledger that says why each email was sent, suppressed, throttled, deduplicated or
-//! failed, a failed email sent again, and an email rendered without sending it.
+//! failed, and an email rendered without sending it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -172,57 +172,6 @@ pub async fn email_logs(
         email: email.as_str().to_owned(),
         entries,
     }))
-}
-
-/// A failed email put back in the outbox.
-#[derive(Serialize, ToSchema)]
-pub struct Retried {
-    pub id: String,
-    /// `pending`: the dispatcher sends it again.
-    pub status: &'static str,
-}
-
-#[utoipa::path(post, path = "/admin/email/logs/{id}/retry", tag = "admin", security(("api_key" = [])),
-    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "The email's id in the ledger (`/admin/email/logs`)")),
-    responses(
-        (status = 200, description = "The failed email is due again, attempts counted afresh; it keeps its throttle slot, and preferences and suppressions are checked again when it is sent (audited)", body = Retried),
-        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
-        (status = 404, description = "EMAIL_NOT_FOUND: no email with that id", body = crate::http::error::ErrorBody),
-        (status = 409, description = "NOT_FAILED: only a failed email is sent again", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Not an email's id", body = crate::http::error::ErrorBody)))]
-#[tracing::instrument(skip_all)]
-pub async fn retry(
-    State(state): State<AppState>,
-    key: AdminKey,
-    Path(raw): Path<String>,
-) -> Result<Json<Retried>, ApiError> {
-    let id = uuid::Uuid::parse_str(&raw)
-        .map_err(|_| validate::invalid("id", "an email's id in the ledger is a UUID"))?
-        .hyphenated()
-        .to_string();
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
-    match ledger::retry(&state.store, &id, &key.fingerprint, now).await? {
-        ledger::Retry::Queued { email } => {
-            state.dispatcher.wake();
-            tracing::info!(
-                recipient = %crate::redact::mask_email(&email),
-                by = %key.fingerprint,
-                "failed email queued again"
-            );
-            Ok(Json(Retried {
-                id,
-                status: "pending",
-            }))
-        }
-        ledger::Retry::NotFailed { status } => Err(ApiError::Conflict {
-            code: "NOT_FAILED",
-            message: format!("Only a failed email is sent again; this one is {status}."),
-        }),
-        ledger::Retry::NotFound => Err(ApiError::not_found(
-            "EMAIL_NOT_FOUND",
-            "No email with that id in the ledger.",
-        )),
-    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod email_admin;
 pub mod email_events;
+pub mod email_retry;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
