@@ -529,6 +529,7 @@ async fn floor_server(durable: Option<herald::store::Store>) -> String {
                             email_type: "session_reports",
                             session_id: Some(&id),
                             week_start: None,
+                            zone: None,
                         };
                         let now = herald::store::now_ms();
                         writes

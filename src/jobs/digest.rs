@@ -131,6 +131,7 @@ pub async fn run(job: DigestRun<'_>) -> Result<DigestReport, DigestError> {
         now_ms: job.now_ms,
         throttle_rule: job.throttle_rule,
         week: week.clone(),
+        zone: job.timezone.name().to_owned(),
     };
     // Shared with the concurrent deciders; std Mutexes, never held across an await.
     let report = Arc::new(std::sync::Mutex::new(report));
@@ -212,6 +213,8 @@ struct Decider {
     now_ms: i64,
     throttle_rule: ThrottleRule,
     week: String,
+    /// The run's zone, whose calendar the week's days follow.
+    zone: String,
 }
 
 impl Decider {
@@ -231,6 +234,7 @@ impl Decider {
                 idempotency_key: key,
                 session_id: None,
                 week_start: Some(self.week.clone()),
+                zone: Some(self.zone.clone()),
                 check_preference: false,
             };
             match throttle
@@ -255,6 +259,7 @@ impl Decider {
             email_type: EmailType::WeeklyDigest.as_str(),
             session_id: None,
             week_start: None,
+            zone: None,
         };
         let rule = self.throttle_rule;
         // Counted as a real run counts it: at the start of its week.

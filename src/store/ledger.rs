@@ -16,6 +16,8 @@ pub struct LedgerRow {
     pub email_type: String,
     pub session_id: Option<String>,
     pub week_start: Option<String>,
+    /// A weekly digest's zone: the calendar of the run that queued it.
+    pub zone: Option<String>,
     /// pending, sending, sent, failed, suppressed or throttled.
     pub status: String,
     pub reason: Option<String>,
@@ -37,6 +39,7 @@ fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
         email_type: row.try_get("email_type")?,
         session_id: row.try_get("session_id")?,
         week_start: row.try_get("week_start")?,
+        zone: row.try_get("zone")?,
         status: row.try_get("status")?,
         reason: row.try_get("reason")?,
         attempts: row.try_get("attempts")?,
@@ -58,7 +61,7 @@ pub async fn for_email(
     limit: i64,
 ) -> Result<Vec<LedgerRow>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, idempotency_key, email_type, session_id, week_start, status, reason, attempts, last_error, \
+        "SELECT id, idempotency_key, email_type, session_id, week_start, zone, status, reason, attempts, last_error, \
          message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at \
          FROM email_send_logs WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2",
     )

@@ -55,6 +55,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_zone_indexes.sql"),
         include_str!("../../migrations/postgres/0007_zone_indexes.sql"),
     ),
+    (
+        8,
+        "digest zone",
+        include_str!("../../migrations/sqlite/0008_digest_zone.sql"),
+        include_str!("../../migrations/postgres/0008_digest_zone.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

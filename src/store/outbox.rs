@@ -16,6 +16,8 @@ pub struct LedgerKey<'a> {
     pub email_type: &'a str,
     pub session_id: Option<&'a str>,
     pub week_start: Option<&'a str>,
+    /// A weekly digest's zone, whose calendar its days follow.
+    pub zone: Option<&'a str>,
 }
 
 /// What [`lookup`] reads: the key's row status, whether the recipient wants this type, and
@@ -156,10 +158,10 @@ pub(crate) async fn record_duplicate_on<'c>(
 pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -> Vec<Statement> {
     vec![
         Statement::new(
-            "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, attempts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+            "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, zone, status, attempts, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $8, 'pending', 0, $7, $7) \
              ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
-             next_attempt_at = NULL, lease_until = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at",
+             next_attempt_at = NULL, lease_until = NULL, zone = excluded.zone, created_at = excluded.created_at, updated_at = excluded.updated_at",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(key.idempotency_key)
@@ -167,7 +169,8 @@ pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -
         .bind(key.email_type)
         .bind(key.session_id)
         .bind(key.week_start)
-        .bind(at_ms),
+        .bind(at_ms)
+        .bind(key.zone),
         Statement::new("INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)")
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(key.email)
@@ -219,7 +222,7 @@ pub async fn claim(
                    (SELECT CASE WHEN email_send_logs.email_type = 'weekly_digest' THEN p.weekly_digest_enabled \
                            ELSE p.session_reports_enabled END \
                     FROM email_preferences p WHERE p.email = email_send_logs.email) END, \
-                   (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email)"
+                   (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email), zone"
     );
     let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
@@ -244,6 +247,7 @@ pub async fn claim(
                     email_type: row.try_get(3)?,
                     session_id: row.try_get(6)?,
                     week_start: row.try_get(7)?,
+                    zone: row.try_get(10)?,
                     preference: preference(row.try_get(8)?, row.try_get(9)?),
                 },
             })
@@ -369,6 +373,8 @@ pub struct Delivery {
     pub email_type: String,
     pub session_id: Option<String>,
     pub week_start: Option<String>,
+    /// A weekly digest's zone, whose calendar its days follow (`None`: the recipient's).
+    pub zone: Option<String>,
     /// The recipient's preference as the claim read it: whether they want this type, and
     /// their unsubscribe key. `None` when they have no preferences row.
     pub preference: Option<(bool, Option<String>)>,
@@ -387,7 +393,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
         "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
                 CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = l.email) THEN 0 \
                      WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
-                p.recipient_key \
+                p.recipient_key, l.zone \
          FROM email_send_logs l LEFT JOIN email_preferences p ON p.email = l.email WHERE l.id = $1",
     )
     .bind(id)
@@ -400,6 +406,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
             email_type: row.try_get(2)?,
             session_id: row.try_get(3)?,
             week_start: row.try_get(4)?,
+            zone: row.try_get(7)?,
             preference: preference(row.try_get(5)?, row.try_get(6)?),
         })
     })

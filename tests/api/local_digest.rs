@@ -220,6 +220,45 @@ async fn a_recipient_who_moves_zone_in_the_week_gets_one_digest(backend: Backend
     assert_eq!(digests(&app, late).await.len(), 1, "not skipped");
 }
 
+/// A digest queued by the zone a recipient has just left reports that zone's week, also
+/// when it goes out after the move: a session early on Kiritimati's Sunday (UTC+14) lies in
+/// the week before by Pago Pago's calendar (UTC-11), where the recipient now lives; the
+/// digest still goes out, once, with that session in it.
+async fn a_digest_queued_before_a_move_reports_the_week_of_the_zone_that_queued_it(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let sunday = next_sunday(&app);
+    let email = "traveller@example.com";
+    app.clock.set_ms(at(sunday - Duration::days(10), 12, 0));
+    set_zone(&app, email, "Pacific/Kiritimati").await;
+    // Kiritimati's week starts on Saturday at 10:00 UTC; this session ends at 12:10.
+    app.clock.set_ms(at(sunday - Duration::days(1), 12, 0));
+    complete_one(&app, email).await;
+    app.clock.set_ms(at(sunday + Duration::days(3), 12, 0));
+    set_zone(&app, email, "Pacific/Pago_Pago").await;
+    // Kiritimati's Sunday 09:00 (Saturday 19:00 UTC) takes the recipient who moved away.
+    move_to(&app, at(sunday + Duration::days(6), 19, 0) + 1_000).await;
+    let rows = crate::email::wait_ledger(&app, email, "the digest decided", |rows| {
+        rows.iter().any(|r| {
+            r["email_type"] == "weekly_digest"
+                && ["sent", "failed"].contains(&r["status"].as_str().unwrap_or(""))
+        })
+    })
+    .await;
+    let digest: Vec<_> = rows
+        .iter()
+        .filter(|r| r["email_type"] == "weekly_digest")
+        .collect();
+    assert_eq!(digest.len(), 1, "{rows:?}");
+    assert_eq!(digest[0]["status"], "sent", "{rows:?}");
+    assert_eq!(digest[0]["week_start"], sunday.to_string());
+    assert_eq!(digest[0]["zone"], "Pacific/Kiritimati");
+    // Pago Pago's Sunday 09:00: nothing more that week.
+    move_to(&app, at(sunday + Duration::days(7), 20, 0) + 1_000).await;
+    assert_eq!(digests(&app, email).await.len(), 1);
+}
+
 /// A zone chosen a minute before its first Sunday 09:00, read by a scheduler busy until
 /// after it: the zone's job exists from when the request chose the zone, so that occurrence
 /// runs. (PostgreSQL: a lock on the job ledger keeps the scheduler busy for as long as the
@@ -511,4 +550,5 @@ on_both_backends!(
     downtime_over_two_zones_occurrences_runs_each_once_at_the_restart,
     each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone,
     a_recipient_who_moves_zone_in_the_week_gets_one_digest,
+    a_digest_queued_before_a_move_reports_the_week_of_the_zone_that_queued_it,
 );

@@ -130,6 +130,7 @@ async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backe
             email_type: "session_reports",
             session_id: Some("session"),
             week_start: None,
+            zone: None,
         };
         writes
             .run(outbox::enqueue_statements(&key, 1_000 + i, 1_000 + i))

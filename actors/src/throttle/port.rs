@@ -24,6 +24,10 @@ pub struct SendRequest {
     pub idempotency_key: IdempotencyKey,
     pub session_id: Option<crate::email::SessionId>,
     pub week_start: Option<String>,
+    /// A weekly digest's zone (an IANA name): its week's days are that zone's calendar's,
+    /// the one the run that chose the recipient read, whatever zone they have when it goes
+    /// out.
+    pub zone: Option<String>,
     /// Whether an unsubscribed recipient is suppressed now. Batch jobs leave it to the
     /// dispatcher, which checks again at send time anyway.
     pub check_preference: bool,

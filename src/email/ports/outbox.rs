@@ -136,12 +136,17 @@ impl OutboxPort {
                         "bad week_start '{raw_week}'"
                     ))));
                 };
-                // The days of the week the run chose the recipient for.
-                let zone = self
-                    .digest_zones
-                    .of(&self.store, &delivery.email)
-                    .await
-                    .map_err(port_error)?;
+                // The days of the week the run chose the recipient for: its zone's, also
+                // when the recipient has moved since. (A digest queued before the ledger
+                // kept the zone follows the recipient's.)
+                let zone = match delivery.zone.as_deref().and_then(|z| z.parse().ok()) {
+                    Some(zone) => zone,
+                    None => self
+                        .digest_zones
+                        .of(&self.store, &delivery.email)
+                        .await
+                        .map_err(port_error)?,
+                };
                 let digest = crate::store::activity::recipient_digest(
                     &self.store,
                     &delivery.email,
@@ -373,6 +378,7 @@ mod tests {
             email_type: "session_reports",
             session_id: Some(&session_id),
             week_start: None,
+            zone: None,
         };
         port.writes
             .run(outbox::enqueue_statements(&key, START_MS, START_MS))

@@ -19,6 +19,7 @@ fn key(request: &SendRequest) -> LedgerKey<'_> {
         email_type: request.email_type.as_str(),
         session_id: request.session_id.as_ref().map(SessionId::as_str),
         week_start: request.week_start.as_deref(),
+        zone: request.zone.as_deref(),
     }
 }
 

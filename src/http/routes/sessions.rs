@@ -350,6 +350,7 @@ async fn report_email(
         email_type: EmailType::SessionReport,
         session_id: Some(session_id.clone()),
         week_start: None,
+        zone: None,
         check_preference: true,
     };
     // Handed to the dispatcher with the email, so it need not read the session again.
