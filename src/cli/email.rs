@@ -112,14 +112,22 @@ pub(super) async fn retry_failed(
     let failed = FailedBetween::parse(since, until, kind, now)
         .map_err(|(field, reason)| anyhow::anyhow!("--{} {reason}", field.replace('_', "-")))?;
     let store = current_store(&config).await?;
-    let emails = ledger::retry_failed(&store, &failed, "cli", now, dry_run).await;
-    store.close().await;
-    let emails = emails?;
     if dry_run {
-        out!("{emails} failed emails would be queued again")?;
-    } else {
-        out!("{emails} failed emails queued again; the running service sends them")?;
+        let summary = ledger::failed_between(&store, &failed).await;
+        store.close().await;
+        let summary = summary?;
+        out!("{} failed emails would be queued again", summary.emails)?;
+        for (error, emails) in &summary.errors {
+            out!("{emails:>8}  {error}")?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    let emails = ledger::retry_failed(&store, &failed, "cli", now).await;
+    store.close().await;
+    out!(
+        "{} failed emails queued again; the running service sends them",
+        emails?
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -183,41 +183,70 @@ impl FailedBetween {
     }
 }
 
+/// What failed in a stretch of time: how many emails, and their most common errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailedSummary {
+    pub emails: u64,
+    /// The ten most common `last_error` texts (cut to 200 characters), each with how many
+    /// emails failed with it, most first.
+    pub errors: Vec<(String, u64)>,
+}
+
+/// The condition on `email_send_logs` for the rows `failed` describes, its placeholders
+/// numbered from `first`: since, until, then the type when one is given.
+fn which(failed: &FailedBetween, first: usize) -> String {
+    // The time a row failed is when it was last written.
+    let mut text = format!(
+        "status = 'failed' AND updated_at >= ${first} AND updated_at < ${}",
+        first + 1
+    );
+    if failed.email_type.is_some() {
+        text.push_str(&format!(" AND email_type = ${}", first + 2));
+    }
+    text
+}
+
+/// The emails [`retry_failed`] would put back in the outbox, read without writing.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn failed_between(
+    store: &Store,
+    failed: &FailedBetween,
+) -> Result<FailedSummary, StoreError> {
+    let sql = format!(
+        "SELECT COALESCE(last_error, ''), COUNT(*) AS n FROM email_send_logs WHERE {} \
+         GROUP BY COALESCE(last_error, '') ORDER BY n DESC, 1",
+        which(failed, 1)
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
+        .bind(failed.since_ms)
+        .bind(failed.until_ms);
+    if let Some(kind) = failed.email_type {
+        query = query.bind(kind.as_str());
+    }
+    let groups = query.fetch_all(store.reader()).await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(FailedSummary {
+        emails: groups.iter().map(|(_, n)| count(*n)).sum(),
+        errors: groups
+            .into_iter()
+            .take(10)
+            .map(|(error, n)| (error.chars().take(200).collect(), count(n)))
+            .collect(),
+    })
+}
+
 /// Puts every email `failed` describes back in the outbox as [`retry`] does one, and
-/// returns how many; with `dry_run` only counts them. Audited (a real run) in the same
-/// transaction as `actor`'s.
+/// returns how many. Audited in the same transaction as `actor`'s.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn retry_failed(
     store: &Store,
     failed: &FailedBetween,
     actor: &str,
     now_ms: i64,
-    dry_run: bool,
 ) -> Result<u64, StoreError> {
     let kind = failed.email_type.map(|t| t.as_str());
-    // The time a row failed is when it was last written. The UPDATE's `$1` is the time of
-    // the retry, so its conditions start at `$2`; the count's at `$1`.
-    let which = |first: usize| {
-        let mut text = format!(
-            "status = 'failed' AND updated_at >= ${first} AND updated_at < ${}",
-            first + 1
-        );
-        if kind.is_some() {
-            text.push_str(&format!(" AND email_type = ${}", first + 2));
-        }
-        text
-    };
-    if dry_run {
-        let sql = format!("SELECT COUNT(*) FROM email_send_logs WHERE {}", which(1));
-        let mut query = sqlx::query_scalar::<_, i64>(&sql)
-            .bind(failed.since_ms)
-            .bind(failed.until_ms);
-        if let Some(kind) = kind {
-            query = query.bind(kind);
-        }
-        return Ok(u64::try_from(query.fetch_one(store.reader()).await?).unwrap_or(0));
-    }
-    let sql = format!("{REQUEUE} {}", which(2));
+    // `$1` is the time of the retry; the conditions follow.
+    let sql = format!("{REQUEUE} {}", which(failed, 2));
     let mut tx = store.writer().begin().await?;
     let mut query = sqlx::query(&sql)
         .bind(now_ms)

@@ -661,11 +661,14 @@ async fn the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once(back
         .unwrap()
         .to_rfc3339();
 
+    // A dry run counts them and says why they failed.
+    let error = ledger(&app, hit[0]).await[0]["last_error"].clone();
+    assert!(error.as_str().unwrap().contains("554"), "{error}");
     let dry = retry_failed(&app, json!({"failed_since": since, "dry_run": true})).await;
     assert_eq!(dry.status(), 200);
     assert_eq!(
         dry.json::<Value>().await.unwrap(),
-        json!({"emails": 2, "dry_run": true})
+        json!({"emails": 2, "dry_run": true, "errors": [{"error": error, "emails": 2}]})
     );
     let digests = retry_failed(
         &app,
@@ -722,7 +725,10 @@ async fn the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once(back
     );
     assert_eq!(
         String::from_utf8_lossy(&counted.stdout),
-        "2 failed emails would be queued again\n"
+        format!(
+            "2 failed emails would be queued again\n       2  {}\n",
+            error.as_str().unwrap()
+        )
     );
     let refused = shell(&["--failed-since", "yesterday"]);
     assert_eq!(refused.status.code(), Some(1));

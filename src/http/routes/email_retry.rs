@@ -89,6 +89,17 @@ pub struct RetriedFailed {
     /// The failed emails in that stretch: queued again, or with `dry_run` only counted.
     pub emails: u64,
     pub dry_run: bool,
+    /// With `dry_run`: why they failed, the ten most common errors first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FailedWith>,
+}
+
+/// How many of the emails failed with one error.
+#[derive(Serialize, ToSchema)]
+pub struct FailedWith {
+    /// The error recorded (the mail server's reply, cut to 200 characters).
+    pub error: String,
+    pub emails: u64,
 }
 
 #[utoipa::path(post, path = "/admin/email/retry", tag = "admin", security(("api_key" = [])),
@@ -111,20 +122,26 @@ pub async fn retry_failed(
         now,
     )
     .map_err(|(field, reason)| validate::invalid(field, format!("{field} {reason}")))?;
-    let emails = ledger::retry_failed(
-        &state.store,
-        &failed,
-        &key.fingerprint,
-        now,
-        request.dry_run,
-    )
-    .await?;
-    if !request.dry_run && emails > 0 {
+    if request.dry_run {
+        let summary = ledger::failed_between(&state.store, &failed).await?;
+        return Ok(Json(RetriedFailed {
+            emails: summary.emails,
+            dry_run: true,
+            errors: summary
+                .errors
+                .into_iter()
+                .map(|(error, emails)| FailedWith { error, emails })
+                .collect(),
+        }));
+    }
+    let emails = ledger::retry_failed(&state.store, &failed, &key.fingerprint, now).await?;
+    if emails > 0 {
         state.dispatcher.wake();
         tracing::info!(emails, by = %key.fingerprint, "failed emails queued again");
     }
     Ok(Json(RetriedFailed {
         emails,
-        dry_run: request.dry_run,
+        dry_run: false,
+        errors: Vec::new(),
     }))
 }
