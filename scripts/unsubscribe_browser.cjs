@@ -1,5 +1,6 @@
 // Opens an unsubscribe link in headless Chromium as a parent would: sees the confirmation,
-// clicks the button, sees the result. Exits non-zero on any mismatch.
+// clicks the button, sees the result, follows its link to the preference page. Exits
+// non-zero on any mismatch.
 // usage: PLAYWRIGHT_CORE=/path/to/node_modules/playwright-core node unsubscribe_browser.cjs URL
 const { launch } = require('./chromium.cjs');
 
@@ -17,6 +18,13 @@ const { launch } = require('./chromium.cjs');
     const result = await page.textContent('body');
     if (!result.includes('You are unsubscribed')) {
       throw new Error(`no result on the page: ${result}`);
+    }
+    // The way back: the result's link leads to the preference page, report emails now off.
+    await Promise.all([page.waitForNavigation(), page.click('a:has-text("Choose what you receive")')]);
+    const preferences = await page.textContent('body');
+    if (!preferences.includes('Choose what you receive')
+        || await page.isChecked('input[name=session_reports]')) {
+      throw new Error(`no preference page with reports off: ${preferences}`);
     }
     console.log('confirmed and unsubscribed');
   } finally {

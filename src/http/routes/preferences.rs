@@ -244,7 +244,7 @@ pub async fn page(
         "Your email preferences",
         &format!(
             "<p>For {masked}. Choose what you receive:</p>{suppressed}\
-             <form method=\"post\" action=\"/api/v1/email/preferences/page/{token}\">\
+             <form method=\"post\" action=\"{token}\">\
              <input type=\"hidden\" name=\"nonce\" value=\"{nonce}\">\
              <p><label><input type=\"checkbox\" name=\"session_reports\" value=\"on\"{reports}> A report after each learning session</label></p>\
              <p><label><input type=\"checkbox\" name=\"weekly_digest\" value=\"on\"{digest}> A weekly digest</label></p>\

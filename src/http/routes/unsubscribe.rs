@@ -115,11 +115,9 @@ pub async fn confirm(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    let action = format!(
-        "/api/v1/email/unsubscribe/{}?type={}",
-        escape(&token),
-        what.as_str()
-    );
+    // Relative, like every link of these pages: they keep working behind a proxy that
+    // serves herald under a path of its own (`API_BASE_URL=https://example.org/herald`).
+    let action = format!("{}?type={}", escape(&token), what.as_str());
     page(
         StatusCode::OK,
         "Unsubscribe?",
@@ -159,7 +157,7 @@ pub async fn apply(
                 "You are unsubscribed",
                 &format!(
                     "<p>You will no longer receive {}.</p>\
-                     <p>Changed your mind? <a href=\"/api/v1/email/preferences/page/{}\">Choose what you receive</a>.</p>",
+                     <p>Changed your mind? <a href=\"../preferences/page/{}\">Choose what you receive</a>.</p>",
                     describe(what),
                     escape(&token)
                 ),
