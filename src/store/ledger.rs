@@ -132,8 +132,8 @@ pub async fn retry(store: &Store, id: &str, actor: &str, now_ms: i64) -> Result<
     Ok(Retry::Queued { email })
 }
 
-/// The failed emails to send again: those that failed in [`since_ms`, `until_ms`), of one
-/// type or both.
+/// The failed emails to send again: those that failed from `since_ms` until before
+/// `until_ms`, of one type or both.
 pub struct FailedBetween {
     pub since_ms: i64,
     pub until_ms: i64,
