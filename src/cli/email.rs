@@ -41,11 +41,7 @@ pub(super) async fn preview(
         signer: &signer,
         api_base_url: &config.email.api_base_url,
     };
-    let zones = crate::store::preferences::DigestZones {
-        service: config.jobs.timezone,
-        local: config.jobs.local_delivery,
-    };
-    let shown = preview::render(&store, &links, zones, now, request).await?;
+    let shown = preview::render(&store, &links, (&config.jobs).into(), now, request).await?;
     // The files first, then what is shown: a reader that stops early (`| head`) must not
     // stop the files being written, nor make the command fail.
     if let Some(dir) = out {
@@ -74,10 +70,8 @@ pub(super) async fn preview(
 
 pub(super) async fn retry(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
     use crate::store::ledger::{self, Retry};
-    let id = uuid::Uuid::parse_str(raw)
-        .map_err(|_| anyhow::anyhow!("{raw:?} is not an email's id (a UUID)"))?
-        .hyphenated()
-        .to_string();
+    let id = ledger::parse_id(raw)
+        .ok_or_else(|| anyhow::anyhow!("{raw:?} is not an email's id (a UUID)"))?;
     let store = current_store(&config).await?;
     let retried = ledger::retry(&store, &id, "cli", chrono::Utc::now().timestamp_millis()).await;
     store.close().await;

@@ -61,22 +61,16 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now().timestamp_millis();
     let default = config.jobs.timezone;
     // With local delivery, a digest job per zone in use, as the scheduler keeps them, with
-    // how many recipients each covers (the service's zone also has those without one).
+    // how many recipients each covers.
+    let recipients = crate::jobs::digest_recipients(&store, &config.jobs).await?;
     let mut specs = crate::jobs::job_specs(&config.jobs);
-    let mut recipients = std::collections::HashMap::new();
-    if config.jobs.local_delivery {
-        for (zone, count) in
-            crate::store::preferences::recipients_by_zone(&store, default.name()).await?
-        {
-            let Ok(zone) = zone.parse::<chrono_tz::Tz>() else {
-                continue;
-            };
-            if zone != default {
-                specs.push(crate::jobs::zone_digest_job(&config.jobs, zone));
-            }
-            recipients.insert(crate::jobs::digest_job(zone, default), count);
-        }
-    }
+    specs.extend(
+        recipients
+            .keys()
+            .filter_map(|job| crate::jobs::digest_zone(job, default))
+            .filter(|zone| *zone != default)
+            .map(|zone| crate::jobs::zone_digest_job(&config.jobs, zone)),
+    );
     let mut rows = vec![[
         "JOB".to_owned(),
         "SCHEDULE".to_owned(),

@@ -38,6 +38,28 @@ pub fn zone_digest_job(config: &JobsConfig, zone: chrono_tz::Tz) -> JobSpec {
     }
 }
 
+/// With local delivery, how many recipients each zone's digest job covers, by job name (the
+/// service's own job also covers every address without a zone), in one read; empty with
+/// global delivery, where no job covers one zone's recipients.
+pub async fn digest_recipients(
+    store: &Store,
+    jobs: &JobsConfig,
+) -> Result<std::collections::BTreeMap<String, i64>, crate::store::StoreError> {
+    if !jobs.local_delivery {
+        return Ok(Default::default());
+    }
+    Ok(
+        crate::store::preferences::recipients_by_zone(store, jobs.timezone.name())
+            .await?
+            .into_iter()
+            .filter_map(|(zone, count)| {
+                let zone = zone.parse::<chrono_tz::Tz>().ok()?;
+                Some((digest_job(zone, jobs.timezone), count))
+            })
+            .collect(),
+    )
+}
+
 /// The jobs registered in code, with their schedules from configuration.
 pub fn job_specs(jobs: &JobsConfig) -> Vec<JobSpec> {
     vec![

@@ -126,10 +126,7 @@ impl Application {
             instance: config.server.instance.clone(),
             templates: config.email.templates.clone(),
             clock: clock.clone(),
-            digest_zones: crate::store::preferences::DigestZones {
-                service: config.jobs.timezone,
-                local: config.jobs.local_delivery,
-            },
+            digest_zones: (&config.jobs).into(),
         };
         let dispatcher_spec = ChildSpec::actor(
             "email_dispatcher",

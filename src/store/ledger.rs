@@ -80,6 +80,14 @@ const REQUEUE: &str = "UPDATE email_send_logs SET status = 'pending', attempts =
      next_attempt_at = NULL, lease_until = NULL, claimed_by = NULL, created_at = $1, \
      updated_at = $1 WHERE";
 
+/// An email's id in the ledger from what an operator gave: any form of UUID, kept in the
+/// hyphenated lower-case form the ledger holds.
+pub fn parse_id(raw: &str) -> Option<String> {
+    uuid::Uuid::parse_str(raw)
+        .ok()
+        .map(|id| id.hyphenated().to_string())
+}
+
 /// What asking to send a failed email again did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retry {

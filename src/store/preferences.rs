@@ -192,6 +192,15 @@ pub struct DigestZones {
     pub local: bool,
 }
 
+impl From<&crate::config::JobsConfig> for DigestZones {
+    fn from(jobs: &crate::config::JobsConfig) -> Self {
+        Self {
+            service: jobs.timezone,
+            local: jobs.local_delivery,
+        }
+    }
+}
+
 impl DigestZones {
     pub async fn of(self, store: &Store, email: &str) -> Result<chrono_tz::Tz, StoreError> {
         if !self.local {

@@ -534,12 +534,8 @@ async fn transient_failures_are_retried_and_permanent_ones_fail_once(backend: Ba
 }
 
 async fn retry_email(app: &TestApp, id: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/admin/email/logs/{id}/retry")))
-        .header("X-API-Key", API_KEY)
-        .send()
+    app.post_admin(&format!("/admin/email/logs/{id}/retry"), None)
         .await
-        .unwrap()
 }
 
 /// An operator sends a failed email again: it goes out once, keeps its throttle slot, is
@@ -591,15 +587,8 @@ async fn a_failed_email_is_sent_again_when_an_operator_asks(backend: Backend) {
     let other = "other.parent@example.com";
     complete_for(&app, other).await;
     let rows = wait_ledger(&app, other, "failed", |rows| rows[0]["status"] == "failed").await;
-    let off = app
-        .client
-        .put(app.url(&format!("/api/v1/email/preferences/{other}")))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({"session_reports_enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(off.status(), 200);
+    app.set_preferences(other, json!({"session_reports_enabled": false}))
+        .await;
     let retried = retry_email(&app, rows[0]["id"].as_str().unwrap()).await;
     assert_eq!(retried.status(), 200);
     wait_ledger(&app, other, "suppressed", |rows| {
@@ -636,13 +625,7 @@ async fn a_failed_email_is_sent_again_when_an_operator_asks(backend: Backend) {
 }
 
 async fn retry_failed(app: &TestApp, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/admin/email/retry"))
-        .header("X-API-Key", API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.post_admin("/admin/email/retry", Some(&body)).await
 }
 
 /// After an outage, the emails that failed during it are sent again in one request; those

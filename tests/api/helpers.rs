@@ -378,13 +378,48 @@ impl TestApp {
     }
 
     pub async fn reset_rate_limits(&self, body: serde_json::Value) -> reqwest::Response {
+        self.post_admin("/admin/rate_limits/reset", Some(&body))
+            .await
+    }
+
+    /// A POST to an admin route with the admin key, with a JSON body when one is given.
+    pub async fn post_admin(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let request = self
+            .client
+            .post(self.url(path))
+            .header("X-API-Key", API_KEY);
+        match body {
+            Some(body) => request.json(body),
+            None => request,
+        }
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// `PUT /api/v1/email/preferences/{email}`, as the calling backend sends it.
+    pub async fn put_preferences(
+        &self,
+        email: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.client
-            .post(self.url("/admin/rate_limits/reset"))
+            .put(self.url(&format!("/api/v1/email/preferences/{email}")))
             .header("X-API-Key", API_KEY)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Changes a recipient's preferences, which must be accepted.
+    pub async fn set_preferences(&self, email: &str, body: serde_json::Value) {
+        let answer = self.put_preferences(email, &body).await;
+        assert_eq!(answer.status(), 200, "preferences of {email}: {body}");
     }
 
     pub async fn actors(&self) -> reqwest::Response {

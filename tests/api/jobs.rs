@@ -7,8 +7,7 @@ use mailparse::MailHeaderMap;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    API_KEY, Backend, TABLES, TestApp, TestDatabase, assert_error, run_ok, spawn_app_on,
-    spawn_app_with,
+    Backend, TABLES, TestApp, TestDatabase, assert_error, run_ok, spawn_app_on, spawn_app_with,
 };
 use crate::on_both_backends;
 use crate::smtp::SmtpServer;
@@ -20,13 +19,8 @@ fn ms(rfc3339: &str) -> u64 {
 }
 
 async fn run_job(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/admin/jobs/{name}/run")))
-        .header("X-API-Key", API_KEY)
-        .json(&body)
-        .send()
+    app.post_admin(&format!("/admin/jobs/{name}/run"), Some(&body))
         .await
-        .unwrap()
 }
 
 async fn runs(app: &TestApp, name: &str) -> Vec<Value> {
@@ -422,19 +416,6 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
     assert_eq!(counts(&app).await, before, "nor does the shell's");
 }
 
-/// `parent` in `zone`, with session reports off (so the only emails are digests).
-async fn digests_only_in(app: &TestApp, parent: &str, zone: &str) {
-    let set = app
-        .client
-        .put(app.url(&format!("/api/v1/email/preferences/{parent}")))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({"timezone": zone, "session_reports_enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(set.status(), 200);
-}
-
 /// A digest's preview is the email its recipient gets: its days are the recipient's own
 /// zone's (a session at 01:00 on a Sunday in Auckland is Saturday's in UTC), its default
 /// week is the seven days before today there, and its subject and text are those of the
@@ -445,7 +426,12 @@ async fn a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_se
     let smtp = SmtpServer::start().await;
     let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
     let parent = "kiwi.parent@example.com";
-    digests_only_in(&app, parent, "Pacific/Auckland").await;
+    // Session reports off: the only emails are digests.
+    app.set_preferences(
+        parent,
+        json!({"timezone": "Pacific/Auckland", "session_reports_enabled": false}),
+    )
+    .await;
     // Saturday 14 November in UTC; Sunday 15 November, 01:00 in Auckland.
     app.clock.set_ms(ms("2026-11-14T12:00:00Z"));
     session(&app, parent, "Fractions", 20, 2, 1).await;
@@ -505,7 +491,11 @@ async fn with_global_delivery_a_digest_reports_the_services_week_whatever_the_re
     )
     .await;
     let parent = "tokyo.parent@example.com";
-    digests_only_in(&app, parent, "Asia/Tokyo").await;
+    app.set_preferences(
+        parent,
+        json!({"timezone": "Asia/Tokyo", "session_reports_enabled": false}),
+    )
+    .await;
     // Saturday 14 November in UTC, the service's zone; Sunday 15 November, 05:00 in Tokyo.
     app.clock.set_ms(ms("2026-11-14T20:00:00Z"));
     session(&app, parent, "Fractions", 20, 2, 1).await;

@@ -9,7 +9,7 @@ use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::email::ledger;
-use crate::helpers::{API_KEY, Backend, TestApp, spawn_app, spawn_app_at};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_at};
 use crate::on_both_backends;
 
 /// The first Sunday after tomorrow (UTC date), from the app's clock: every instant the test
@@ -31,20 +31,8 @@ fn at(date: NaiveDate, hour: u32, minute: u32) -> u64 {
         .timestamp_millis() as u64
 }
 
-async fn set_preferences(app: &TestApp, email: &str, preferences: Value) {
-    let answer = app
-        .client
-        .put(app.url(&format!("/api/v1/email/preferences/{email}")))
-        .header("X-API-Key", API_KEY)
-        .json(&preferences)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-}
-
 async fn set_zone(app: &TestApp, email: &str, zone: &str) {
-    set_preferences(app, email, json!({"timezone": zone})).await;
+    app.set_preferences(email, json!({"timezone": zone})).await;
 }
 
 async fn complete_one(app: &TestApp, email: &str) {
@@ -83,13 +71,11 @@ async fn move_to(app: &TestApp, instant: u64) {
 /// A job's dry run: its report.
 async fn dry_run(app: &TestApp, job: &str) -> Value {
     let answer = app
-        .client
-        .post(app.url(&format!("/admin/jobs/{job}/run")))
-        .header("X-API-Key", API_KEY)
-        .json(&json!({"dry_run": true}))
-        .send()
-        .await
-        .unwrap();
+        .post_admin(
+            &format!("/admin/jobs/{job}/run"),
+            Some(&json!({"dry_run": true})),
+        )
+        .await;
     assert_eq!(answer.status(), 200);
     answer.json::<Value>().await.unwrap()
 }
@@ -388,12 +374,8 @@ async fn a_dry_run_lists_the_next_local_occurrences_and_takes_a_zone(backend: Ba
         set_zone(&app, email, zone).await;
     }
     // Known, with no zone of their own: the service's (UTC).
-    set_preferences(
-        &app,
-        "utc@example.com",
-        json!({"weekly_digest_enabled": true}),
-    )
-    .await;
+    app.set_preferences("utc@example.com", json!({"weekly_digest_enabled": true}))
+        .await;
     complete_one(&app, "t1@example.com").await;
     complete_one(&app, "ny@example.com").await;
 

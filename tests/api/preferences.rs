@@ -19,13 +19,7 @@ async fn get(app: &TestApp, email: &str) -> reqwest::Response {
 }
 
 async fn put(app: &TestApp, email: &str, body: Value) -> reqwest::Response {
-    app.client
-        .put(app.url(&format!("/api/v1/email/preferences/{email}")))
-        .header("X-API-Key", API_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.put_preferences(email, &body).await
 }
 
 async fn report_email(app: &TestApp) -> Value {

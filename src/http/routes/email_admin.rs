@@ -273,10 +273,7 @@ async fn show(
     let shown = preview::render(
         &state.store,
         &links,
-        crate::store::preferences::DigestZones {
-            service: state.config.jobs.timezone,
-            local: state.config.jobs.local_delivery,
-        },
+        (&state.config.jobs).into(),
         now,
         request,
     )

@@ -37,10 +37,8 @@ pub async fn retry(
     key: AdminKey,
     Path(raw): Path<String>,
 ) -> Result<Json<Retried>, ApiError> {
-    let id = uuid::Uuid::parse_str(&raw)
-        .map_err(|_| validate::invalid("id", "an email's id in the ledger is a UUID"))?
-        .hyphenated()
-        .to_string();
+    let id = ledger::parse_id(&raw)
+        .ok_or_else(|| validate::invalid("id", "an email's id in the ledger is a UUID"))?;
     let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
     match ledger::retry(&state.store, &id, &key.fingerprint, now).await? {
         ledger::Retry::Queued { email } => {

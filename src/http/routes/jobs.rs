@@ -78,15 +78,7 @@ fn unavailable() -> ApiError {
 pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {
     let statuses = state.scheduler.list().await.ok_or_else(unavailable)?;
     let default = state.config.jobs.timezone;
-    // With local delivery, each zone's recipients, counted in one read.
-    let by_zone: std::collections::HashMap<String, i64> = if state.config.jobs.local_delivery {
-        crate::store::preferences::recipients_by_zone(&state.store, default.name())
-            .await?
-            .into_iter()
-            .collect()
-    } else {
-        Default::default()
-    };
+    let by_job = crate::jobs::digest_recipients(&state.store, &state.config.jobs).await?;
     let mut views = Vec::with_capacity(statuses.len());
     for status in statuses {
         let last = jobs::runs(&state.store, &status.name, 1)
@@ -94,8 +86,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiErr
             .into_iter()
             .next();
         let recipients = match crate::jobs::digest_zone(&status.name, default) {
-            Some(zone) if state.config.jobs.local_delivery => {
-                Some(by_zone.get(zone.name()).copied().unwrap_or(0))
+            Some(_) if state.config.jobs.local_delivery => {
+                Some(by_job.get(&status.name).copied().unwrap_or(0))
             }
             _ => None,
         };
