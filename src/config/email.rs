@@ -93,6 +93,9 @@ pub struct EmailConfig {
     pub from: Mailbox,
     /// Base of the links in emails, without a trailing slash.
     pub api_base_url: String,
+    /// `API_BASE_URL` was not set (development): the links point at this process, on the
+    /// port it binds ([`EmailConfig::listening_on`]).
+    pub api_base_url_is_local: bool,
     pub smtp: SmtpConfig,
     pub file_dir: PathBuf,
     /// SendGrid's v3 Mail Send API, for `EMAIL_PROVIDER=sendgrid`.
@@ -107,7 +110,7 @@ pub struct EmailConfig {
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
 
 impl EmailConfig {
-    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+    pub(super) fn read(r: &mut Reader<'_>, production: bool, port: u16) -> Self {
         let provider = r.choice(
             "EMAIL_PROVIDER",
             EmailProvider::Console,
@@ -122,7 +125,9 @@ impl EmailConfig {
         if provider == EmailProvider::Smtp && smtp.host.is_none() {
             r.problem("SMTP_HOST: required when EMAIL_PROVIDER=smtp");
         }
-        let from = r.get_or("EMAIL_FROM", DEFAULT_FROM);
+        let from = r
+            .required_in_production("EMAIL_FROM", production)
+            .unwrap_or_else(|| DEFAULT_FROM.to_owned());
         let from = match from.parse::<Mailbox>() {
             Ok(mailbox) if !from.contains(['\r', '\n']) => mailbox,
             _ => {
@@ -134,13 +139,7 @@ impl EmailConfig {
                     .expect("the default sender is an address")
             }
         };
-        let api_base_url = r
-            .get_or("API_BASE_URL", "http://localhost:8000")
-            .trim_end_matches('/')
-            .to_owned();
-        if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://")) {
-            r.problem("API_BASE_URL: expected an http:// or https:// URL");
-        }
+        let api_base_url = read_base_url(r, production);
         let dkim = super::dkim::read(r, &from);
         let sendgrid = read_sendgrid(r, provider);
         let brand = r.get_or("EMAIL_BRAND_NAME", "herald");
@@ -173,16 +172,67 @@ impl EmailConfig {
             dkim,
             sendgrid,
             from,
-            api_base_url,
+            api_base_url_is_local: api_base_url.is_none(),
+            api_base_url: api_base_url.unwrap_or_else(|| local_base_url(port)),
             smtp,
             file_dir: PathBuf::from(r.get_or("EMAIL_FILE_DIR", "./outbox")),
             templates: std::sync::Arc::new(templates),
         }
     }
 
+    /// The port this process listens on, once bound: a local base of links follows it (with
+    /// `PORT=0` it is known only then).
+    pub fn listening_on(&mut self, port: u16) {
+        if self.api_base_url_is_local {
+            self.api_base_url = local_base_url(port);
+        }
+    }
+
     /// The domain of the sender, which Message-IDs carry.
     pub fn sender_domain(&self) -> &str {
         self.from.email.domain()
+    }
+}
+
+fn local_base_url(port: u16) -> String {
+    format!("http://localhost:{port}")
+}
+
+/// `API_BASE_URL`: where a parent's mail client reaches herald (the unsubscribe and
+/// preference links of every email). Unset, the links point at this process, which only a
+/// developer can open: production requires it, and refuses this machine's own address.
+fn read_base_url(r: &mut Reader<'_>, production: bool) -> Option<String> {
+    let raw = r.required_in_production("API_BASE_URL", production)?;
+    let base = raw.trim_end_matches('/').to_owned();
+    match url::Url::parse(&base) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if url.query().is_some() || url.fragment().is_some() {
+                r.problem(format!(
+                    "API_BASE_URL: {base} has a query or fragment; links are made by appending paths to it"
+                ));
+            }
+            if production && is_this_machine(&url) {
+                r.problem(format!(
+                    "API_BASE_URL: {base} is this machine's own address; links in emails must reach herald from a parent's mail client"
+                ));
+            }
+        }
+        _ => r.problem(format!(
+            "API_BASE_URL: expected an http:// or https:// URL, got '{base}'"
+        )),
+    }
+    Some(base)
+}
+
+fn is_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        None => false,
     }
 }
 

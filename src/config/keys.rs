@@ -32,20 +32,15 @@ impl KeysConfig {
     /// The keys as set; in development an unset admin or signing key is left empty, to be
     /// filled by [`KeysConfig::load_dev_secrets`].
     pub(super) fn read(r: &mut Reader<'_>, production: bool) -> Self {
-        let api_access_key = r.get("API_ACCESS_KEY");
-        let secret_key = r.get("SECRET_KEY");
-        if production {
-            match &api_access_key {
-                None => r.problem("API_ACCESS_KEY: required when HERALD_ENV=production"),
-                Some(key) if key.chars().count() < 32 => r.problem(
-                    "API_ACCESS_KEY: must be at least 32 characters when HERALD_ENV=production",
-                ),
-                Some(_) => {}
-            }
-            if secret_key.is_none() {
-                r.problem("SECRET_KEY: required when HERALD_ENV=production");
-            }
+        let api_access_key = r.required_in_production("API_ACCESS_KEY", production);
+        if production
+            && api_access_key
+                .as_ref()
+                .is_some_and(|k| k.chars().count() < 32)
+        {
+            r.problem("API_ACCESS_KEY: must be at least 32 characters when HERALD_ENV=production");
         }
+        let secret_key = r.required_in_production("SECRET_KEY", production);
         let secret_key_version = r.parse("SECRET_KEY_VERSION", 1u32, "a whole number");
         let mut previous_secret_keys = Vec::new();
         for entry in r.list("SECRET_KEY_PREVIOUS") {

@@ -97,7 +97,7 @@ impl Config {
         let server = ServerConfig::read(&mut r);
         let storage = StorageConfig::read(&mut r, production);
         let mut keys = KeysConfig::read(&mut r, production);
-        let email = EmailConfig::read(&mut r);
+        let email = EmailConfig::read(&mut r, production, server.port);
         let events = EventsConfig::read(&mut r);
         let jobs = JobsConfig::read(&mut r);
         let rate_limit = RateLimitConfig::read(&mut r);
@@ -150,6 +150,7 @@ mod tests {
         assert_eq!(config.email.provider, EmailProvider::Console);
         assert_eq!(config.email.from.to_string(), "noreply@herald.localhost");
         assert_eq!(config.email.sender_domain(), "herald.localhost");
+        assert_eq!(config.email.api_base_url, "http://localhost:8000");
         assert_eq!(config.email.smtp.port, 587);
         assert_eq!(config.email.smtp.tls, SmtpTls::StartTls);
         assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
@@ -178,31 +179,95 @@ mod tests {
                 .any(|e| e.starts_with("API_ACCESS_KEY: required"))
         );
         assert!(errors.iter().any(|e| e.starts_with("SECRET_KEY: required")));
+        // What every parent sees: the development defaults point at this machine.
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("API_BASE_URL: required"))
+        );
+        assert!(errors.iter().any(|e| e.starts_with("EMAIL_FROM: required")));
+    }
+
+    fn production_vars() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("HERALD_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/herald"),
+            ("API_ACCESS_KEY", "0123456789abcdef0123456789abcdef"),
+            ("SECRET_KEY", "signing-secret"),
+            ("API_BASE_URL", "https://herald.example.org"),
+            ("EMAIL_FROM", "Reports <reports@example.org>"),
+        ]
+    }
+
+    #[test]
+    fn production_refuses_links_that_only_this_machine_can_open() {
+        for base in [
+            "http://localhost:8000",
+            "http://LOCALHOST",
+            "https://herald.localhost/",
+            "http://127.0.0.1:8000",
+            "http://0.0.0.0",
+            "http://[::1]:8000/herald",
+        ] {
+            let problem = base_url_problem(production_vars(), base);
+            assert!(problem.contains("own address"), "{problem}");
+        }
+        let mut vars = production_vars();
+        vars.push(("API_BASE_URL", "https://example.org/herald/"));
+        let config = load(&vars).unwrap();
+        assert_eq!(config.email.api_base_url, "https://example.org/herald");
+    }
+
+    #[test]
+    fn an_api_base_url_must_be_one_that_paths_can_be_appended_to() {
+        for base in [
+            "herald.example.org",
+            "http://",
+            "ftp://example.org",
+            "https://example.org/?a=b",
+            "https://example.org/#top",
+        ] {
+            base_url_problem(dev_vars(), base);
+        }
+    }
+
+    /// The one problem `API_BASE_URL=base` makes on top of `vars`.
+    fn base_url_problem(mut vars: Vec<(&'static str, &'static str)>, base: &'static str) -> String {
+        vars.push(("API_BASE_URL", base));
+        let errors = load(&vars).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{base}: {errors:?}");
+        assert!(errors[0].starts_with("API_BASE_URL:"), "{errors:?}");
+        errors[0].clone()
+    }
+
+    #[test]
+    fn in_development_the_links_follow_the_port_herald_listens_on() {
+        let mut vars = dev_vars();
+        vars.push(("PORT", "8111"));
+        let mut config = load(&vars).unwrap();
+        assert_eq!(config.email.api_base_url, "http://localhost:8111");
+        // With PORT=0 the port is known once bound.
+        config.email.listening_on(40123);
+        assert_eq!(config.email.api_base_url, "http://localhost:40123");
+        // A base that was set stays as it was.
+        vars.push(("API_BASE_URL", "http://10.0.0.5:8000/"));
+        let mut config = load(&vars).unwrap();
+        config.email.listening_on(40123);
+        assert_eq!(config.email.api_base_url, "http://10.0.0.5:8000");
     }
 
     #[test]
     fn production_requires_a_long_api_key() {
-        let errors = load(&[
-            ("HERALD_ENV", "production"),
-            ("DATABASE_URL", "postgres://db/herald"),
-            ("API_ACCESS_KEY", "short"),
-            ("SECRET_KEY", "s"),
-        ])
-        .unwrap_err()
-        .0;
+        let mut vars = production_vars();
+        vars.push(("API_ACCESS_KEY", "short"));
+        let errors = load(&vars).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("at least 32 characters"));
     }
 
     #[test]
     fn production_tightens_defaults() {
-        let config = load(&[
-            ("HERALD_ENV", "production"),
-            ("DATABASE_URL", "postgres://db/herald"),
-            ("API_ACCESS_KEY", "0123456789abcdef0123456789abcdef"),
-            ("SECRET_KEY", "signing-secret"),
-        ])
-        .unwrap();
+        let config = load(&production_vars()).unwrap();
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
         assert!((config.telemetry.traces_sample_rate - 0.1).abs() < f32::EPSILON);
     }

@@ -29,6 +29,20 @@ impl<'a> Reader<'a> {
         self.get(name).unwrap_or_else(|| default.to_owned())
     }
 
+    /// The value; unset in production is a problem, since the development default would be
+    /// wrong there.
+    pub(super) fn required_in_production(
+        &mut self,
+        name: &str,
+        production: bool,
+    ) -> Option<String> {
+        let value = self.get(name);
+        if production && value.is_none() {
+            self.problem(format!("{name}: required when HERALD_ENV=production"));
+        }
+        value
+    }
+
     /// Records a problem: one line, starting with the variable's name.
     pub(super) fn problem(&mut self, line: impl Into<String>) {
         self.problems.push(line.into());

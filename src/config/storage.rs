@@ -22,10 +22,7 @@ pub struct StorageConfig {
 
 impl StorageConfig {
     pub(super) fn read(r: &mut Reader<'_>, production: bool) -> Self {
-        let explicit = r.get("DATABASE_URL");
-        if production && explicit.is_none() {
-            r.problem("DATABASE_URL: required when HERALD_ENV=production");
-        }
+        let explicit = r.required_in_production("DATABASE_URL", production);
         let database_url = explicit.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")

@@ -69,13 +69,18 @@ impl Application {
     }
 
     /// Builds with the given clock (a manual one in tests of time-based rules).
-    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let metrics = crate::metrics::install();
         let serve_lock = config
             .storage
             .sqlite_file()
             .map(|file| ServeLock::acquire(&file))
             .transpose()?;
+        let addr = SocketAddr::new(config.server.host, config.server.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        config.email.listening_on(listener.local_addr()?.port());
         let store = Store::connect_with(
             config.storage.database_url.expose(),
             config.storage.max_connections,
@@ -195,10 +200,6 @@ impl Application {
             );
         }
 
-        let addr = SocketAddr::new(config.server.host, config.server.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
         let state = AppState::new(Shared {
             keys: Arc::new(KeyRing::from_config(&config)),
             config: Arc::new(config),

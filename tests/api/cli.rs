@@ -32,12 +32,17 @@ fn bad_configuration_exits_2_with_one_line_per_problem() {
         .lines()
         .filter(|l| l.starts_with("configuration error:"))
         .collect();
-    assert_eq!(lines.len(), 4, "{stderr}");
-    assert!(
-        stderr.contains("PORT:")
-            && stderr.contains("API_ACCESS_KEY:")
-            && stderr.contains("SECRET_KEY:")
-    );
+    assert_eq!(lines.len(), 6, "{stderr}");
+    for name in [
+        "PORT:",
+        "DATABASE_URL:",
+        "API_ACCESS_KEY:",
+        "SECRET_KEY:",
+        "API_BASE_URL:",
+        "EMAIL_FROM:",
+    ] {
+        assert!(stderr.contains(name), "{name} {stderr}");
+    }
 }
 
 #[test]

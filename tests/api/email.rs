@@ -1041,6 +1041,27 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused() {
     assert!(smtp.received().is_empty());
 }
 
+/// A developer who sets no `API_BASE_URL` gets links to the herald they run, on the port it
+/// bound (here a free one, `PORT=0`), not to a port it does not listen on.
+#[tokio::test]
+async fn without_api_base_url_the_links_in_an_email_reach_the_herald_that_sent_it() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(Backend::Sqlite, |vars| smtp.configure(vars), None).await;
+    assert_eq!(
+        report_email(complete_for(&app, PARENT).await.1).await,
+        "queued"
+    );
+    let link = smtp.wait_for(1).await.remove(0).unsubscribe_url();
+    let port = app.address.rsplit(':').next().unwrap();
+    assert!(
+        link.starts_with(&format!("http://localhost:{port}/")),
+        "{link}"
+    );
+    let page = app.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{link}");
+    assert!(page.text().await.unwrap().contains("<form method=\"post\""));
+}
+
 on_both_backends!(
     a_send_in_flight_at_shutdown_finishes_before_exit,
     a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers,
