@@ -185,6 +185,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Some(missing) = missing_database(&command, &config) {
+        eprintln!(
+            "error: no database at {}: `herald migrate` or `herald serve` creates it \
+             (DATABASE_URL names the database)",
+            missing.display()
+        );
+        return ExitCode::FAILURE;
+    }
     crate::install_tls_provider();
     let sentry = crate::telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -199,7 +208,6 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async move {
         crate::telemetry::init_tracing(&config);
-        let command = cli.command.unwrap_or(Command::Serve);
         let serving = matches!(command, Command::Serve);
         let result = match command {
             Command::Serve => serve(config).await,
@@ -271,6 +279,17 @@ pub fn main() -> ExitCode {
         guard.flush(Some(std::time::Duration::from_secs(2)));
     }
     code
+}
+
+/// The SQLite file a command would read, when it does not exist: only `serve` and `migrate`
+/// create the database. Another command opening it would create an empty one and answer
+/// from it (a backup of nothing, a digest for no one) instead of saying it is elsewhere.
+fn missing_database(command: &Command, config: &Config) -> Option<std::path::PathBuf> {
+    let creates = matches!(command, Command::Serve | Command::Migrate { action: None });
+    config
+        .storage
+        .sqlite_file()
+        .filter(|file| !creates && !file.exists())
 }
 
 /// An error and its causes on one line, each cause once: a cause whose text its error

@@ -83,6 +83,8 @@ fn migrate_status(url: &str) -> String {
 #[test]
 fn a_command_on_a_database_not_migrated_says_to_migrate_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
+    // An empty file is an empty SQLite database.
+    std::fs::write(dir.path().join("herald.db"), b"").unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     for args in [
         &["jobs", "list"][..],
@@ -123,9 +125,59 @@ fn a_command_on_a_database_not_migrated_says_to_migrate_in_one_line() {
     );
 }
 
+/// Run in the wrong directory, or with `DATABASE_URL` naming a file that is not there, a
+/// command says so and creates nothing: no empty database, no backup of one, no digest run
+/// for no one. Only `serve` and `migrate` create the database.
+#[test]
+fn a_command_on_a_database_that_does_not_exist_says_where_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.db");
+    let copy = dir.path().join("copy.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let copy_arg = copy.to_str().unwrap();
+    for args in [
+        &["migrate", "status"][..],
+        &["backup", copy_arg],
+        &["suppressions", "list"],
+        &["digest"],
+        &["digest", "--dry-run"],
+        &["jobs", "run", "weekly_digest"],
+        &["jobs", "list"],
+        &[
+            "email",
+            "preview",
+            "digest",
+            "--email",
+            "parent@example.com",
+        ],
+    ] {
+        let output = herald()
+            .env("DATABASE_URL", &url)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "error: no database at {}: `herald migrate` or `herald serve` creates it \
+                 (DATABASE_URL names the database)",
+                file.display()
+            ),
+            "{args:?}"
+        );
+        assert!(!file.exists() && !copy.exists(), "{args:?} wrote a file");
+    }
+    run_ok(herald().env("DATABASE_URL", &url).arg("migrate"));
+    assert!(file.exists());
+}
+
 #[test]
 fn migrate_then_status_lists_each_migration_with_its_time() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("herald.db"), b"").unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     assert!(migrate_status(&url).contains("pending"));
 
