@@ -702,6 +702,7 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         command.env("DATABASE_URL", &url).env("LOG_LEVEL", "error");
         command
     };
+    run_ok(herald().arg("migrate"));
     let dry = run_ok(herald().args(["digest", "--dry-run", "--start-date", "2026-11-09"]));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(
