@@ -118,11 +118,29 @@ pub fn identify(headers: &HeaderMap, peer: IpAddr, keys: &KeyRing, trusted: &[Ip
     }
 }
 
+/// Says once per process that a peer sent `X-Forwarded-For` without being a trusted proxy:
+/// behind a proxy or load balancer that `TRUSTED_PROXIES` does not name, every client is
+/// counted as the proxy and all share one window, which shows only as refusals.
+fn untrusted_proxy(peer: IpAddr) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            peer = %address_identity(peer),
+            "a request came with X-Forwarded-For from a peer not in TRUSTED_PROXIES: it is \
+             limited as that peer's address. Behind a proxy or load balancer, set \
+             TRUSTED_PROXIES to its addresses, or every client shares its rate-limit window"
+        );
+    }
+}
+
 /// The peer, or — only when the peer is a trusted proxy — the nearest address in
 /// `X-Forwarded-For` that is not itself a trusted proxy.
 fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[IpBlock]) -> IpAddr {
     let is_trusted = |addr: IpAddr| trusted.iter().any(|block| block.contains(addr));
     if !is_trusted(peer) {
+        if headers.contains_key("x-forwarded-for") {
+            untrusted_proxy(peer);
+        }
         return peer;
     }
     let mut client = peer;

@@ -594,6 +594,45 @@ async fn a_flood_from_a_refused_client_is_logged_once_not_once_per_request() {
     );
 }
 
+/// Behind a proxy that `TRUSTED_PROXIES` does not name, every client would share the proxy's
+/// window and the only sign would be refusals: herald says so in the log, once.
+#[tokio::test]
+async fn a_forwarded_header_from_an_untrusted_peer_is_pointed_out_once() {
+    let mut running = start_binary(&[("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")]);
+    let stdout = running.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut out);
+        out
+    });
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let answer = client
+            .get(format!("{}/api/v1/stats/dashboard", running.base))
+            .header("X-Forwarded-For", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    let logs = reader.join().unwrap();
+    let said: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("not in TRUSTED_PROXIES"))
+        .collect();
+    assert_eq!(said.len(), 1, "{logs}");
+    assert!(
+        said[0].contains("\"level\":\"WARN\"")
+            && said[0].contains("127.0.0.1")
+            && !said[0].contains("203.0.113.9"),
+        "{}",
+        said[0]
+    );
+}
+
 #[tokio::test]
 async fn the_cli_lists_and_lifts_suppressions() {
     let dir = tempfile::tempdir().unwrap();
