@@ -1041,6 +1041,67 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused() {
     assert!(smtp.received().is_empty());
 }
 
+/// `purge_old` deletes a settled ledger row after `RETENTION_SEND_LOG_DAYS`; the session stays.
+/// A client that completes that session again (a replayed queue, a restored backup of its own)
+/// gets `duplicate`, not a second report for a months-old session.
+async fn a_session_completed_again_after_its_ledger_row_was_purged_gets_no_second_report(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    let old = app
+        .new_session(json!({"learner_name": "Ada", "subject": "Fractions", "parent_email": PARENT}))
+        .await;
+    let first = app.complete(&old.id, Some(&old.token), None).await;
+    assert_eq!(report_email(first).await, "queued");
+    smtp.wait_for(1).await;
+
+    app.clock.advance_ms(181 * 86_400_000);
+    let purge = app
+        .post_admin("/admin/jobs/purge_old/run", Some(&json!({})))
+        .await;
+    assert_eq!(purge.status(), 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !ledger(&app, PARENT).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the purge did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let again = app.complete(&old.id, Some(&old.token), None).await;
+    assert_eq!(report_email(again).await, "duplicate");
+    // A session of today is reported as ever; the old one is not among what arrives.
+    let new = app
+        .new_session(
+            json!({"learner_name": "Grace", "subject": "Fractions", "parent_email": PARENT}),
+        )
+        .await;
+    let today = app.complete(&new.id, Some(&new.token), None).await;
+    assert_eq!(report_email(today).await, "queued");
+    let subjects: Vec<String> = smtp
+        .wait_for(2)
+        .await
+        .iter()
+        .map(|m| {
+            mailparse::parse_mail(&m.data)
+                .unwrap()
+                .headers
+                .iter()
+                .find(|h| h.get_key() == "Subject")
+                .unwrap()
+                .get_value()
+        })
+        .collect();
+    assert!(
+        subjects[0].starts_with("Ada's") && subjects[1].starts_with("Grace's"),
+        "{subjects:?}"
+    );
+    let rows = ledger(&app, PARENT).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+}
+
 /// A developer who sets no `API_BASE_URL` gets links to the herald they run, on the port it
 /// bound (here a free one, `PORT=0`), not to a port it does not listen on.
 #[tokio::test]
@@ -1068,6 +1129,7 @@ on_both_backends!(
     fifty_concurrent_identical_completes_send_one_email,
     the_sixth_report_in_a_day_is_throttled_and_goes_out_when_retried_later,
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
+    a_session_completed_again_after_its_ledger_row_was_purged_gets_no_second_report,
     transient_failures_are_retried_and_permanent_ones_fail_once,
     a_failed_email_is_sent_again_when_an_operator_asks,
     the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once,

@@ -36,6 +36,14 @@ fn now_ms(state: &AppState) -> i64 {
     i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX)
 }
 
+/// The oldest instant whose report decision the send ledger still holds: `purge_old` deletes
+/// settled rows older than `RETENTION_SEND_LOG_DAYS`. A session completed before it has had
+/// its report decided; with the row gone, deciding again would send it a second time.
+fn ledger_horizon(state: &AppState) -> i64 {
+    let days = i64::try_from(state.config.jobs.retention.send_log_days).unwrap_or(i64::MAX);
+    now_ms(state).saturating_sub(days.saturating_mul(86_400_000))
+}
+
 /// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
 /// 404 `SESSION_NOT_FOUND`, 403 `INVALID_SESSION_TOKEN`.
 #[tracing::instrument(skip_all)]
@@ -293,7 +301,8 @@ pub enum ReportEmail {
     Queued,
     /// The parent turned session reports off.
     Suppressed,
-    /// Already queued or sent.
+    /// Already queued or sent; or decided longer ago than the send ledger keeps
+    /// (`RETENTION_SEND_LOG_DAYS`), so never decided again.
     Duplicate,
     /// The session has no parent address.
     None,
@@ -419,6 +428,7 @@ pub async fn complete(
     // the summary covers exactly what the completion closed; if one did, read again. After
     // two such races the completion goes ahead and the events are read after it.
     let mut races = 0;
+    let mut completed_here = false;
     let (session, events) = loop {
         let (mut session, events) = loaded;
         if session.record.completed_at_ms.is_some() {
@@ -436,6 +446,7 @@ pub async fn complete(
         )
         .await?;
         if completed_now {
+            completed_here = true;
             crate::metrics::session_completed();
             tracing::info!("session completed");
             // What was just written, without reading it back.
@@ -456,7 +467,10 @@ pub async fn complete(
         keep_timezone(&state, email, zone, now_ms(&state)).await?;
     }
     let summary = summarize(&session.record, &events, now_ms(&state));
-    let report_email = report_email(&state, &id, session.parent_email.as_deref(), &summary).await?;
+    let report_email = match session.record.completed_at_ms {
+        Some(at) if !completed_here && at < ledger_horizon(&state) => ReportEmail::Duplicate,
+        _ => report_email(&state, &id, session.parent_email.as_deref(), &summary).await?,
+    };
     Ok(Json(SessionCompleted {
         session_id: id.to_string(),
         completed_at: summary.completed_at.unwrap_or_default(),
