@@ -95,7 +95,7 @@ fn main() {
             _ => None,
         })
         .unwrap();
-        let (context, root) = herald::startup::offline_jobs(&config).await.unwrap();
+        let (context, root) = herald::startup::offline_jobs(&config, store.clone()).await.unwrap();
         let dry = Instant::now();
         let dry_report = digest::run(DigestRun {
             store: &context.store,

@@ -47,7 +47,8 @@ pub(super) async fn digest(
             week.map(|w| crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), zone));
         return jobs_run(config, &job, scheduled_for).await;
     }
-    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let (context, root) =
+        crate::startup::offline_jobs(&config, current_store(&config).await?).await?;
     let report = context.run(&job, context.now_ms(), week, true).await;
     root.shutdown(std::time::Duration::from_secs(5)).await;
     let report = report?;
@@ -139,7 +140,8 @@ pub(super) async fn jobs_run(
     scheduled_for: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     use herald_actors::scheduler::{RunOutcome, run_occurrence};
-    let (context, root) = crate::startup::offline_jobs(&config).await?;
+    let (context, root) =
+        crate::startup::offline_jobs(&config, current_store(&config).await?).await?;
     let port = std::sync::Arc::new(crate::jobs::JobsPort {
         context: context.clone(),
     });

@@ -1,5 +1,6 @@
-//! The command line: `herald serve` (the default), `migrate [status]` and `backup` here;
-//! `digest` and `jobs` in `cli/jobs.rs`, `email preview` and `suppressions` in `cli/email.rs`.
+//! The command line: `herald serve` (the default) here; `migrate [status]` and `backup` in
+//! `cli/database.rs`, `digest` and `jobs` in `cli/jobs.rs`, `email` and `suppressions` in
+//! `cli/email.rs`.
 //!
 //! Order at start matters: configuration first (exit 2 on any problem), then the TLS
 //! provider, Sentry (before the runtime, so its guard outlives every task), logging, and
@@ -11,7 +12,6 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::startup::{Application, Stopped, shutdown_signal};
-use crate::store::Store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -171,8 +171,11 @@ macro_rules! out {
     };
 }
 
+mod database;
 mod email;
 mod jobs;
+
+use database::{backup, current_store, migrate, migrate_status, missing_database};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -281,17 +284,6 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// The SQLite file a command would read, when it does not exist: only `serve` and `migrate`
-/// create the database. Another command opening it would create an empty one and answer
-/// from it (a backup of nothing, a digest for no one) instead of saying it is elsewhere.
-fn missing_database(command: &Command, config: &Config) -> Option<std::path::PathBuf> {
-    let creates = matches!(command, Command::Serve | Command::Migrate { action: None });
-    config
-        .storage
-        .sqlite_file()
-        .filter(|file| !creates && !file.exists())
-}
-
 /// An error and its causes on one line, each cause once: a cause whose text its error
 /// already quotes (`database error: {0}`) is not repeated.
 fn error_text(err: &anyhow::Error) -> String {
@@ -325,76 +317,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         Stopped::Graceful => ExitCode::SUCCESS,
         Stopped::Escalated => ExitCode::from(70),
     })
-}
-
-async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.storage.database_url.expose()).await?;
-    store.migrate().await?;
-    let applied = store.migration_status().await?;
-    out!(
-        "{} migration(s) applied; the database is current",
-        applied.len()
-    )?;
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(config.storage.database_url.expose()).await?;
-    let migrations = store.migration_status().await?;
-    out!("{:<8} {:<24} APPLIED AT (UTC)", "VERSION", "DESCRIPTION")?;
-    let mut pending = 0;
-    for m in &migrations {
-        let applied = match m
-            .applied_at_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-        {
-            Some(at) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            None => {
-                pending += 1;
-                "pending".to_owned()
-            }
-        };
-        out!("{:<8} {:<24} {applied}", m.version, m.description)?;
-    }
-    store.close().await;
-    if pending > 0 {
-        out!("{pending} pending; run `herald migrate` to apply")?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn backup(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if !config.storage.is_sqlite() {
-        eprintln!(
-            "herald backup copies a SQLite database; on PostgreSQL use pg_dump (see RUNBOOK.md)"
-        );
-        return Ok(ExitCode::from(2));
-    }
-    if path.exists() {
-        eprintln!("{}: already exists; give a new file", path.display());
-        return Ok(ExitCode::from(2));
-    }
-    let store = Store::connect(config.storage.database_url.expose()).await?;
-    let copied = crate::store::backup::vacuum_into(&store, path).await;
-    store.close().await;
-    copied?;
-    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    out!("backed up to {} ({bytes} bytes)", path.display())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The database, for a command that reads or changes its data: one whose migrations are
-/// not all applied is refused with what to do, not answered with a missing table.
-async fn current_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(config.storage.database_url.expose()).await?;
-    if !store.migrations_current().await? {
-        store.close().await;
-        anyhow::bail!(
-            "the database is not migrated: run `herald migrate` first (`herald serve` migrates when it starts)"
-        );
-    }
-    Ok(store)
 }
 
 /// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not

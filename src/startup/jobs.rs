@@ -120,14 +120,13 @@ pub(super) fn spawn_zone_jobs(
     });
 }
 
-/// What the CLI needs to run jobs without serving: the store, the throttle actors the
-/// digest sends through, and the job bodies. The running service's dispatcher sends what
-/// these queue.
-pub async fn offline_jobs(config: &Config) -> anyhow::Result<(JobContext, SupervisorRef)> {
-    let store = Store::connect(config.storage.database_url.expose())
-        .await
-        .context("connecting to the database")?;
-    store.migrate().await.context("applying migrations")?;
+/// What the CLI needs to run jobs without serving, on `store` (migrated: the CLI never
+/// changes the schema under a running service): the throttle actors the digest sends
+/// through, and the job bodies. The running service's dispatcher sends what these queue.
+pub async fn offline_jobs(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<(JobContext, SupervisorRef)> {
     let clock: SharedClock = Arc::new(SystemClock);
     let writes = GroupCommit::spawn(store.clone());
     let (throttle_spec, throttle) = email_throttle(

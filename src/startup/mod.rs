@@ -15,7 +15,7 @@ use herald_actors::limiter::{AtCapacity, BreakerPolicy, LimiterConfig, SharedCon
 use herald_actors::scheduler::{Scheduler, SchedulerClient, SchedulerConfig};
 use herald_actors::throttle::{EmailThrottle, email_throttle};
 use herald_supervision::{ChildSpec, Intensity, Supervisor, SupervisorRef, SupervisorSpec};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, FailMode};
@@ -63,6 +63,18 @@ pub struct Application {
     serve_lock: Option<ServeLock>,
 }
 
+/// A socket bound to `addr` (address reuse as `TcpListener::bind` sets it), not listening.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
@@ -76,11 +88,11 @@ impl Application {
             .sqlite_file()
             .map(|file| ServeLock::acquire(&file))
             .transpose()?;
+        // The port is taken (and known, with PORT=0) from the start; connections are
+        // refused until everything is ready to answer them.
         let addr = SocketAddr::new(config.server.host, config.server.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        config.email.listening_on(listener.local_addr()?.port());
+        let socket = bind(addr).with_context(|| format!("binding {addr}"))?;
+        config.email.listening_on(socket.local_addr()?.port());
         let store = Store::connect_with(
             config.storage.database_url.expose(),
             config.storage.max_connections,
@@ -200,6 +212,9 @@ impl Application {
             );
         }
 
+        let listener = socket
+            .listen(1024)
+            .with_context(|| format!("listening on {addr}"))?;
         let state = AppState::new(Shared {
             keys: Arc::new(KeyRing::from_config(&config)),
             config: Arc::new(config),
