@@ -121,7 +121,7 @@ impl EmailConfig {
                 ("sendgrid", EmailProvider::SendGrid),
             ],
         );
-        let smtp = read_smtp(r);
+        let smtp = read_smtp(r, production);
         if provider == EmailProvider::Smtp && smtp.host.is_none() {
             r.problem("SMTP_HOST: required when EMAIL_PROVIDER=smtp");
         }
@@ -226,10 +226,7 @@ fn read_base_url(r: &mut Reader<'_>, production: bool) -> Option<String> {
 
 fn is_this_machine(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(name)) => {
-            let name = name.to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
+        Some(url::Host::Domain(name)) => is_local_host(name),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
         None => false,
@@ -260,7 +257,7 @@ fn read_sendgrid(r: &mut Reader<'_>, provider: EmailProvider) -> Option<SendGrid
     }
 }
 
-fn read_smtp(r: &mut Reader<'_>) -> SmtpConfig {
+fn read_smtp(r: &mut Reader<'_>, production: bool) -> SmtpConfig {
     let smtp = SmtpConfig {
         host: r.get("SMTP_HOST"),
         port: r.parse("SMTP_PORT", 587u16, "a port number (0-65535)"),
@@ -280,7 +277,27 @@ fn read_smtp(r: &mut Reader<'_>) -> SmtpConfig {
     if smtp.user.is_some() != smtp.password.is_some() {
         r.problem("SMTP_USER, SMTP_PASS: set both to log in to the mail server, or neither");
     }
+    let remote = smtp
+        .host
+        .as_deref()
+        .is_some_and(|host| !is_local_host(host));
+    if production && smtp.user.is_some() && smtp.tls == SmtpTls::None && remote {
+        r.problem(
+            "SMTP_TLS: none would send SMTP_PASS in clear text to a mail server on another \
+             machine; use starttls or tls when HERALD_ENV=production",
+        );
+    }
     smtp
+}
+
+/// `localhost`, a name under it, or a loopback address: this machine.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_delivery(r: &mut Reader<'_>) -> DeliveryConfig {

@@ -219,6 +219,35 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_to_send_the_mail_servers_password_in_clear_text() {
+        let mut vars = production_vars();
+        vars.extend([
+            ("EMAIL_PROVIDER", "smtp"),
+            ("SMTP_HOST", "mail.example.org"),
+            ("SMTP_USER", "herald"),
+            ("SMTP_PASS", "password"),
+            ("SMTP_TLS", "none"),
+        ]);
+        let errors = load(&vars).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("SMTP_TLS: none would send SMTP_PASS in clear text"));
+        // A relay on this machine, or no login, or STARTTLS: nothing crosses the network in
+        // clear text.
+        for (name, value) in [
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_HOST", "localhost"),
+            ("SMTP_TLS", "starttls"),
+        ] {
+            let mut allowed = vars.clone();
+            allowed.push((name, value));
+            assert!(load(&allowed).is_ok(), "{name}={value}");
+        }
+        let mut development = vars.clone();
+        development.push(("HERALD_ENV", "development"));
+        assert!(load(&development).is_ok());
+    }
+
+    #[test]
     fn an_api_base_url_must_be_one_that_paths_can_be_appended_to() {
         for base in [
             "herald.example.org",
