@@ -231,7 +231,7 @@ mod tests {
         let errors = load(&vars).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("SMTP_TLS: none would send SMTP_PASS in clear text"));
-        // A relay on this machine, or no login, or STARTTLS: nothing crosses the network in
+        // A relay on this machine, or STARTTLS: the password does not cross the network in
         // clear text.
         for (name, value) in [
             ("SMTP_HOST", "127.0.0.1"),
