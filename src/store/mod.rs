@@ -207,13 +207,27 @@ impl Store {
                 })
             }
             Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
+                let pool = match AnyPoolOptions::new()
                     .max_connections(max_connections)
                     // While the database is unreachable a request waits this long for a
                     // connection, then gets 503.
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(url)
-                    .await?;
+                    .await
+                {
+                    // The pool says only that it got no connection in time; one direct
+                    // attempt says why (refused, unknown host, no such database…).
+                    Err(sqlx::Error::PoolTimedOut) => {
+                        return Err(
+                            match <sqlx::AnyConnection as sqlx::Connection>::connect(url).await {
+                                Err(cause) => cause,
+                                Ok(_) => sqlx::Error::PoolTimedOut,
+                            }
+                            .into(),
+                        );
+                    }
+                    connected => connected?,
+                };
                 Ok(Self {
                     backend,
                     writer: pool.clone(),

@@ -599,6 +599,67 @@ async fn a_flood_from_a_refused_client_is_logged_once_not_once_per_request() {
     );
 }
 
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A database that cannot be reached is named with why, not with the pool's "timed out".
+#[test]
+fn an_unreachable_postgresql_is_reported_with_its_cause() {
+    let output = herald()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/herald", closed_port()),
+        )
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Connection refused") && !stderr.contains("timed out"),
+        "{stderr}"
+    );
+}
+
+/// A wrong `REDIS_URL` is said at start, not only shown in `/health` and the metrics.
+#[test]
+fn an_unreachable_redis_is_pointed_out_as_herald_starts() {
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
+    let mut running = start_binary(&[
+        ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "info"),
+        ("REDIS_URL", redis.as_str()),
+    ]);
+    let stdout = std::io::BufReader::new(running.child.stdout.take().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains("unreachable as the shard starts") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("no warning about Redis"),
+        }
+    };
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    assert!(
+        warning.contains("\"level\":\"WARN\"") && warning.contains("RATE_LIMIT_FAIL_MODE"),
+        "{warning}"
+    );
+}
+
 /// Behind a proxy that `TRUSTED_PROXIES` does not name, every client would share the proxy's
 /// window and the only sign would be refusals: herald says so in the log, once.
 #[tokio::test]

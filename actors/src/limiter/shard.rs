@@ -38,8 +38,12 @@ pub enum ShardMsg {
     },
     Len(RpcReplyPort<Option<usize>>),
     Sweep,
-    /// With a shared backend: reconnect if the breaker is open.
-    Probe,
+    /// With a shared backend: reconnect if the breaker is open. The first, as the shard
+    /// starts, warns when the backend does not answer (a wrong `REDIS_URL` would otherwise
+    /// show only in health checks and metrics); later ones are quiet.
+    Probe {
+        first: bool,
+    },
     /// Fails the shard on purpose (operations drills and tests).
     Crash,
 }
@@ -203,8 +207,10 @@ impl Actor for Shard {
                     breaker,
                 },
             );
-            let _ = myself.send_message(ShardMsg::Probe);
-            let prober = myself.send_interval(shared.breaker.probe_every, || ShardMsg::Probe);
+            let _ = myself.send_message(ShardMsg::Probe { first: true });
+            let prober = myself.send_interval(shared.breaker.probe_every, || ShardMsg::Probe {
+                first: false,
+            });
             return Ok(ShardState {
                 sweeper: Some(prober),
             });
@@ -260,7 +266,7 @@ impl Actor for Shard {
                 self.loan
                     .owner(|windows| windows.sweep(now_ms, SWEEP_BUDGET))?;
             }
-            ShardMsg::Probe => {}
+            ShardMsg::Probe { .. } => {}
             ShardMsg::Crash => return Err("shard crash requested".into()),
         }
         Ok(())
@@ -282,17 +288,27 @@ impl Shard {
         };
         let timeout = shared.timeout;
         match message {
-            ShardMsg::Probe => {
+            ShardMsg::Probe { first } => {
                 if conn.is_some() && !breaker.is_open() {
                     return Ok(());
                 }
-                match tokio::time::timeout(timeout, shared.backend.connect()).await {
+                let why = match tokio::time::timeout(timeout, shared.backend.connect()).await {
                     Ok(Ok(fresh)) => {
                         self.loan.reconnected(fresh);
                         tracing::info!("shared rate-limit windows reachable");
+                        return Ok(());
                     }
-                    Ok(Err(err)) => tracing::debug!(error = %err, "shared windows probe failed"),
-                    Err(_) => tracing::debug!("shared windows probe timed out"),
+                    Ok(Err(err)) => err.0,
+                    Err(_) => format!("no answer within {timeout:?}"),
+                };
+                if first {
+                    tracing::warn!(
+                        error = %why,
+                        "shared rate-limit windows unreachable as the shard starts; checks \
+                         apply RATE_LIMIT_FAIL_MODE until they answer"
+                    );
+                } else {
+                    tracing::debug!(error = %why, "shared windows probe failed");
                 }
             }
             ShardMsg::Reset { scope, reply } => {
