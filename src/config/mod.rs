@@ -340,6 +340,14 @@ mod tests {
         assert!(errors[2].starts_with("DIGEST_SCHEDULE: 'every sunday' is not a cron expression"));
 
         let mut vars = dev_vars();
+        vars.push(("PURGE_SCHEDULE", "30 3 31 2 *"));
+        let errors = load(&vars).unwrap_err().0;
+        assert_eq!(
+            errors,
+            ["PURGE_SCHEDULE: '30 3 31 2 *' never fires (a day no month has, such as 31 February)"]
+        );
+
+        let mut vars = dev_vars();
         vars.extend([
             ("DIGEST_SCHEDULE", "0 18 * * FRI"),
             ("DIGEST_TIMEZONE", "Europe/Berlin"),

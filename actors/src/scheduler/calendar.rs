@@ -22,6 +22,8 @@ pub enum ScheduleError {
     Cron { expression: String, reason: String },
     #[error("'{0}' is not a time zone name (e.g. UTC, Europe/Berlin)")]
     Zone(String),
+    #[error("'{0}' never fires (a day no month has, such as 31 February)")]
+    Never(String),
 }
 
 impl Schedule {
@@ -31,6 +33,12 @@ impl Schedule {
             expression: expression.to_owned(),
             reason: e.to_string(),
         })?;
+        // Any real date fires within four years (29 February); a job whose schedule names
+        // none would never run and say nothing.
+        let reference = tz.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).earliest();
+        if reference.is_none_or(|start| cron.find_next_occurrence(&start, false).is_err()) {
+            return Err(ScheduleError::Never(expression.to_owned()));
+        }
         Ok(Self {
             cron,
             tz,
@@ -143,6 +151,22 @@ mod tests {
 
     fn utc(ms: i64) -> String {
         Utc.timestamp_millis_opt(ms).unwrap().to_rfc3339()
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for expression in ["0 9 31 2 *", "0 0 30 2 *", "0 9 31 4,6,9,11 *"] {
+            assert_eq!(
+                Schedule::parse(expression, "Europe/Berlin").unwrap_err(),
+                ScheduleError::Never(expression.to_owned())
+            );
+        }
+        // 29 February fires, once in four years.
+        let leap = Schedule::parse("0 9 29 2 *", "UTC").unwrap();
+        assert_eq!(
+            utc(leap.next_after(ms("2026-12-06T00:00:00Z")).unwrap()),
+            "2028-02-29T09:00:00+00:00"
+        );
     }
 
     #[test]
