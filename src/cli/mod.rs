@@ -190,6 +190,10 @@ pub fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Some(missing) = missing_database(&command, &config) {
+        // Development keys made by this start, for a database that is elsewhere.
+        if let Some(file) = &config.keys.generated_secrets {
+            let _ = std::fs::remove_file(file);
+        }
         eprintln!(
             "error: no database at {}: `herald migrate` or `herald serve` creates it \
              (DATABASE_URL names the database)",

@@ -174,6 +174,10 @@ fn a_command_on_a_database_that_does_not_exist_says_where_and_creates_nothing() 
             "{args:?}"
         );
         assert!(!file.exists() && !copy.exists(), "{args:?} wrote a file");
+        assert!(
+            !dir.path().join(".herald-secrets").exists(),
+            "{args:?} left development keys for a database that is not there"
+        );
     }
     run_ok(herald().env("DATABASE_URL", &url).arg("migrate"));
     assert!(file.exists());
