@@ -1055,6 +1055,11 @@ async fn a_session_completed_again_after_its_ledger_row_was_purged_gets_no_secon
     let first = app.complete(&old.id, Some(&old.token), None).await;
     assert_eq!(report_email(first).await, "queued");
     smtp.wait_for(1).await;
+    let no_parent = app.new_session(json!({"learner_name": "Lin"})).await;
+    let first = app
+        .complete(&no_parent.id, Some(&no_parent.token), None)
+        .await;
+    assert_eq!(report_email(first).await, "none");
 
     app.clock.advance_ms(181 * 86_400_000);
     let purge = app
@@ -1072,6 +1077,11 @@ async fn a_session_completed_again_after_its_ledger_row_was_purged_gets_no_secon
 
     let again = app.complete(&old.id, Some(&old.token), None).await;
     assert_eq!(report_email(again).await, "duplicate");
+    // A session that never had a parent's address still has no report to speak of.
+    let again = app
+        .complete(&no_parent.id, Some(&no_parent.token), None)
+        .await;
+    assert_eq!(report_email(again).await, "none");
     // A session of today is reported as ever; the old one is not among what arrives.
     let new = app
         .new_session(

@@ -467,9 +467,14 @@ pub async fn complete(
         keep_timezone(&state, email, zone, now_ms(&state)).await?;
     }
     let summary = summarize(&session.record, &events, now_ms(&state));
-    let report_email = match session.record.completed_at_ms {
-        Some(at) if !completed_here && at < ledger_horizon(&state) => ReportEmail::Duplicate,
-        _ => report_email(&state, &id, session.parent_email.as_deref(), &summary).await?,
+    let decided_long_ago = !completed_here
+        && session
+            .record
+            .completed_at_ms
+            .is_some_and(|at| at < ledger_horizon(&state));
+    let report_email = match session.parent_email.as_deref() {
+        Some(_) if decided_long_ago => ReportEmail::Duplicate,
+        parent => report_email(&state, &id, parent, &summary).await?,
     };
     Ok(Json(SessionCompleted {
         session_id: id.to_string(),
