@@ -293,7 +293,10 @@ pub struct SessionCompleted {
     pub report_email: ReportEmail,
 }
 
-/// What happened to the parent's report email.
+/// What happened to the parent's report email: `queued` (on its way), `suppressed` (the
+/// parent turned session reports off), `duplicate` (already queued or sent, or decided
+/// longer ago than the send ledger keeps, `RETENTION_SEND_LOG_DAYS`), `none` (the session
+/// has no parent's address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportEmail {
