@@ -25,6 +25,12 @@ fn days(d: u64) -> i64 {
         .saturating_mul(86_400_000)
 }
 
+/// The instant before which `purge_old` deletes settled send-ledger rows: a decision older
+/// than it may be gone, so it is never taken again (see the completion route).
+pub fn send_log_cutoff(send_log_days: u64, now_ms: i64) -> i64 {
+    now_ms.saturating_sub(days(send_log_days))
+}
+
 pub async fn run(
     store: &Store,
     retention: &Retention,
@@ -35,7 +41,7 @@ pub async fn run(
     retention::delete_before(
         store,
         retention::Cutoffs {
-            send_log: now_ms - days(retention.send_log_days),
+            send_log: send_log_cutoff(retention.send_log_days, now_ms),
             session_events: now_ms - days(retention.session_events_days),
             throttles: now_ms - retention.throttle_window_ms,
             audit_log: audit,

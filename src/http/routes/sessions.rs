@@ -36,12 +36,11 @@ fn now_ms(state: &AppState) -> i64 {
     i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX)
 }
 
-/// The oldest instant whose report decision the send ledger still holds: `purge_old` deletes
-/// settled rows older than `RETENTION_SEND_LOG_DAYS`. A session completed before it has had
-/// its report decided; with the row gone, deciding again would send it a second time.
+/// The oldest instant whose report decision the send ledger surely still holds: a session
+/// completed before it has had its report decided, and with the row perhaps purged,
+/// deciding again could send it a second time.
 fn ledger_horizon(state: &AppState) -> i64 {
-    let days = i64::try_from(state.config.jobs.retention.send_log_days).unwrap_or(i64::MAX);
-    now_ms(state).saturating_sub(days.saturating_mul(86_400_000))
+    crate::jobs::purge::send_log_cutoff(state.config.jobs.retention.send_log_days, now_ms(state))
 }
 
 /// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
