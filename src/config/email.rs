@@ -111,6 +111,8 @@ const DEFAULT_FROM: &str = "noreply@herald.localhost";
 
 impl EmailConfig {
     pub(super) fn read(r: &mut Reader<'_>, production: bool, port: u16) -> Self {
+        // The default, `console`, sends nothing while the ledger says sent.
+        r.required_in_production("EMAIL_PROVIDER", production);
         let provider = r.choice(
             "EMAIL_PROVIDER",
             EmailProvider::Console,

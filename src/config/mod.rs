@@ -186,6 +186,11 @@ mod tests {
                 .any(|e| e.starts_with("API_BASE_URL: required"))
         );
         assert!(errors.iter().any(|e| e.starts_with("EMAIL_FROM: required")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("EMAIL_PROVIDER: required"))
+        );
     }
 
     fn production_vars() -> Vec<(&'static str, &'static str)> {
@@ -196,6 +201,7 @@ mod tests {
             ("SECRET_KEY", "signing-secret"),
             ("API_BASE_URL", "https://herald.example.org"),
             ("EMAIL_FROM", "Reports <reports@example.org>"),
+            ("EMAIL_PROVIDER", "file"),
         ]
     }
 

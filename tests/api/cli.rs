@@ -32,12 +32,13 @@ fn bad_configuration_exits_2_with_one_line_per_problem() {
         .lines()
         .filter(|l| l.starts_with("configuration error:"))
         .collect();
-    assert_eq!(lines.len(), 6, "{stderr}");
+    assert_eq!(lines.len(), 7, "{stderr}");
     for name in [
         "PORT:",
         "DATABASE_URL:",
         "API_ACCESS_KEY:",
         "SECRET_KEY:",
+        "EMAIL_PROVIDER:",
         "API_BASE_URL:",
         "EMAIL_FROM:",
     ] {
