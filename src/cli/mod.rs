@@ -304,6 +304,9 @@ fn error_text(err: &anyhow::Error) -> String {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    for warning in config.production_warnings() {
+        tracing::warn!("{warning}");
+    }
     if let Some(file) = &config.keys.generated_secrets {
         // Printed once, on the start that generated it; kept in the file afterwards.
         out!(

@@ -77,6 +77,29 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
+    /// What is allowed but probably not meant, in production: said at start, not refused
+    /// (one replica on SQLite, or on PostgreSQL without Redis, is a deployment of its own).
+    pub fn production_warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.environment != Environment::Production {
+            return warnings;
+        }
+        if self.storage.is_sqlite() {
+            warnings.push(
+                "DATABASE_URL is SQLite: it serves one process. Several replicas each on \
+                 a SQLite file of their own would each keep their own unsubscribes, \
+                 throttles and ledger; they need PostgreSQL",
+            );
+        } else if self.storage.redis_url.is_none() {
+            warnings.push(
+                "REDIS_URL is unset: this replica keeps its rate-limit windows to itself, \
+                 so with several replicas a client gets each one's limit. Set REDIS_URL \
+                 whenever more than one replica serves",
+            );
+        }
+        warnings
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigErrors> {
         Self::from_lookup(&|name| std::env::var(name).ok())
@@ -203,6 +226,29 @@ mod tests {
             ("EMAIL_FROM", "Reports <reports@example.org>"),
             ("EMAIL_PROVIDER", "file"),
         ]
+    }
+
+    #[test]
+    fn production_points_out_what_only_one_replica_can_run_on() {
+        let config = load(&production_vars()).unwrap();
+        let warnings = config.production_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("REDIS_URL is unset"));
+
+        let mut vars = production_vars();
+        vars.push(("REDIS_URL", "redis://cache:6379"));
+        assert!(load(&vars).unwrap().production_warnings().is_empty());
+
+        vars.push(("DATABASE_URL", "sqlite:///var/lib/herald/herald.db"));
+        let warnings = load(&vars).unwrap().production_warnings();
+        assert!(
+            warnings[0].starts_with("DATABASE_URL is SQLite"),
+            "{warnings:?}"
+        );
+
+        let mut development = vars.clone();
+        development.push(("HERALD_ENV", "development"));
+        assert!(load(&development).unwrap().production_warnings().is_empty());
     }
 
     #[test]
