@@ -32,15 +32,19 @@ impl KeysConfig {
     /// The keys as set; in development an unset admin or signing key is left empty, to be
     /// filled by [`KeysConfig::load_dev_secrets`].
     pub(super) fn read(r: &mut Reader<'_>, production: bool) -> Self {
-        let api_access_key = r.required_in_production("API_ACCESS_KEY", production);
-        if production
-            && api_access_key
-                .as_ref()
-                .is_some_and(|k| k.chars().count() < 32)
-        {
-            r.problem("API_ACCESS_KEY: must be at least 32 characters when HERALD_ENV=production");
-        }
-        let secret_key = r.required_in_production("SECRET_KEY", production);
+        // Both can be guessed offline from what they protect (a presented key, a signed
+        // link), so in production neither may be short.
+        let mut long_in_production = |name: &str| {
+            let value = r.required_in_production(name, production);
+            if production && value.as_ref().is_some_and(|k| k.chars().count() < 32) {
+                r.problem(format!(
+                    "{name}: must be at least 32 characters when HERALD_ENV=production"
+                ));
+            }
+            value
+        };
+        let api_access_key = long_in_production("API_ACCESS_KEY");
+        let secret_key = long_in_production("SECRET_KEY");
         let secret_key_version = r.parse("SECRET_KEY_VERSION", 1u32, "a whole number");
         let mut previous_secret_keys = Vec::new();
         for entry in r.list("SECRET_KEY_PREVIOUS") {

@@ -221,7 +221,7 @@ mod tests {
             ("HERALD_ENV", "production"),
             ("DATABASE_URL", "postgres://db/herald"),
             ("API_ACCESS_KEY", "0123456789abcdef0123456789abcdef"),
-            ("SECRET_KEY", "signing-secret"),
+            ("SECRET_KEY", "a-signing-secret-of-32-characters"),
             ("API_BASE_URL", "https://herald.example.org"),
             ("EMAIL_FROM", "Reports <reports@example.org>"),
             ("EMAIL_PROVIDER", "file"),
@@ -338,12 +338,18 @@ mod tests {
     }
 
     #[test]
-    fn production_requires_a_long_api_key() {
+    fn production_requires_long_keys() {
         let mut vars = production_vars();
         vars.push(("API_ACCESS_KEY", "short"));
+        vars.push(("SECRET_KEY", "signing-secret"));
         let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("at least 32 characters"));
+        assert_eq!(
+            errors,
+            [
+                "API_ACCESS_KEY: must be at least 32 characters when HERALD_ENV=production",
+                "SECRET_KEY: must be at least 32 characters when HERALD_ENV=production"
+            ]
+        );
     }
 
     #[test]
