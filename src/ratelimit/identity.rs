@@ -78,18 +78,24 @@ pub struct Client {
     pub tier: Cow<'static, str>,
 }
 
-impl Client {
+impl ClientId {
     /// A form safe for logs: key fingerprints as they are, addresses with the host part
     /// hidden.
     pub fn masked(&self) -> String {
-        match &self.id {
-            ClientId::Key(_) => self.id.to_string(),
-            ClientId::Addr(IpAddr::V4(v4)) => {
+        match self {
+            Self::Addr(IpAddr::V4(v4)) => {
                 let [a, b, c, _] = v4.octets();
                 format!("{a}.{b}.{c}.x")
             }
-            ClientId::Addr(IpAddr::V6(_)) => self.id.to_string(),
+            Self::Key(_) | Self::Addr(IpAddr::V6(_)) => self.to_string(),
         }
+    }
+}
+
+impl Client {
+    /// [`ClientId::masked`].
+    pub fn masked(&self) -> String {
+        self.id.masked()
     }
 }
 
@@ -125,7 +131,7 @@ fn untrusted_proxy(peer: IpAddr) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
-            peer = %address_identity(peer),
+            peer = %address_identity(peer).masked(),
             "a request came with X-Forwarded-For from a peer not in TRUSTED_PROXIES: it is \
              limited as that peer's address. Behind a proxy or load balancer, set \
              TRUSTED_PROXIES to its addresses, or every client shares its rate-limit window"

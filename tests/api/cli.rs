@@ -697,8 +697,8 @@ async fn a_forwarded_header_from_an_untrusted_peer_is_pointed_out_once() {
     assert_eq!(said.len(), 1, "{logs}");
     assert!(
         said[0].contains("\"level\":\"WARN\"")
-            && said[0].contains("127.0.0.1")
-            && !said[0].contains("203.0.113.9"),
+            && said[0].contains("127.0.0.x")
+            && !said[0].contains("203.0.113"),
         "{}",
         said[0]
     );
