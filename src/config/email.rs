@@ -144,6 +144,13 @@ impl EmailConfig {
         let api_base_url = read_base_url(r, production);
         let dkim = super::dkim::read(r, &from);
         let sendgrid = read_sendgrid(r, provider);
+        if provider == EmailProvider::SendGrid && dkim.is_some() {
+            r.problem(
+                "DKIM_DOMAIN: the sendgrid provider sends with SendGrid's own DKIM signature \
+                 (its domain authentication), so herald's key would go unused; unset \
+                 DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE, or send with smtp",
+            );
+        }
         let brand = r.get_or("EMAIL_BRAND_NAME", "herald");
         let footer_address = r.get_or("EMAIL_FOOTER_ADDRESS", "");
         let templates_dir = r.get("EMAIL_TEMPLATES_DIR").map(PathBuf::from);

@@ -211,4 +211,18 @@ fn a_bad_key_or_a_sender_outside_the_domain_stops_the_start() {
         .unwrap_err()
         .0;
     assert!(errors[0].contains("set all three"), "{errors:?}");
+    // SendGrid signs with its own key: herald's would be set and never used.
+    let errors = load(&[
+        ("DKIM_DOMAIN", "example.org"),
+        ("DKIM_PRIVATE_KEY_FILE", key),
+        ("EMAIL_PROVIDER", "sendgrid"),
+        ("SENDGRID_API_KEY", "SG.test"),
+    ])
+    .unwrap_err()
+    .0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("DKIM_DOMAIN: the sendgrid provider sends with SendGrid's own"),
+        "{errors:?}"
+    );
 }
