@@ -28,6 +28,10 @@ pub struct KeysConfig {
     pub generated_secrets: Option<PathBuf>,
 }
 
+/// The shortest key production accepts (admin, client and signing keys alike): each can be
+/// guessed offline or by trying, from what it protects.
+const MIN_KEY_CHARS: usize = 32;
+
 impl KeysConfig {
     /// The keys as set; in development an unset admin or signing key is left empty, to be
     /// filled by [`KeysConfig::load_dev_secrets`].
@@ -36,9 +40,13 @@ impl KeysConfig {
         // link), so in production neither may be short.
         let mut long_in_production = |name: &str| {
             let value = r.required_in_production(name, production);
-            if production && value.as_ref().is_some_and(|k| k.chars().count() < 32) {
+            if production
+                && value
+                    .as_ref()
+                    .is_some_and(|k| k.chars().count() < MIN_KEY_CHARS)
+            {
                 r.problem(format!(
-                    "{name}: must be at least 32 characters when HERALD_ENV=production"
+                    "{name}: must be at least {MIN_KEY_CHARS} characters when HERALD_ENV=production"
                 ));
             }
             value
@@ -61,6 +69,7 @@ impl KeysConfig {
             }
         }
         let mut api_keys = Vec::new();
+        let mut short = 0;
         for entry in r.list("API_KEYS") {
             let (key, tier) = match entry.split_once(':') {
                 Some((key, tier)) => (key.trim(), tier.trim()),
@@ -70,10 +79,17 @@ impl KeysConfig {
                 r.problem("API_KEYS: expected key or key:tier entries separated by commas");
                 continue;
             }
+            short += usize::from(key.chars().count() < MIN_KEY_CHARS);
             api_keys.push(ClientKey {
                 key: Secret::new(key),
                 tier: tier.to_ascii_lowercase(),
             });
+        }
+        if production && short > 0 {
+            r.problem(format!(
+                "API_KEYS: {short} of the keys shorter than {MIN_KEY_CHARS} characters; each must \
+                 be at least that long when HERALD_ENV=production"
+            ));
         }
         Self {
             api_access_key: Secret::new(api_access_key.unwrap_or_default()),

@@ -340,15 +340,27 @@ mod tests {
     #[test]
     fn production_requires_long_keys() {
         let mut vars = production_vars();
-        vars.push(("API_ACCESS_KEY", "short"));
+        vars.push(("API_ACCESS_KEY", "tiny"));
         vars.push(("SECRET_KEY", "signing-secret"));
+        vars.push((
+            "API_KEYS",
+            "client-one:pro,0123456789abcdef0123456789abcdef:free",
+        ));
         let errors = load(&vars).unwrap_err().0;
         assert_eq!(
             errors,
             [
                 "API_ACCESS_KEY: must be at least 32 characters when HERALD_ENV=production",
-                "SECRET_KEY: must be at least 32 characters when HERALD_ENV=production"
+                "SECRET_KEY: must be at least 32 characters when HERALD_ENV=production",
+                "API_KEYS: 1 of the keys shorter than 32 characters; each must be at least that \
+                 long when HERALD_ENV=production"
             ]
+        );
+        // No key is ever shown, short or not.
+        assert!(
+            !errors
+                .iter()
+                .any(|e| e.contains("client-one") || e.contains("tiny") || e.contains("signing"))
         );
     }
 
