@@ -1,25 +1,68 @@
-//! The admin routes' guard: every admin route needs the admin key (see [`crate::keys`]).
+//! Keys: the admin routes' guard (every admin route needs the admin key, see
+//! [`crate::keys`]) and the client-key extractor.
 //!
 //! A key is only ever read from the `X-API-Key` header, never from the query string, where
-//! it would end up in proxy logs and browser history. Failed attempts are themselves rate
-//! limited per client (`RATE_LIMIT_AUTH_FAILURES` a minute, then 429), so keys cannot be
-//! guessed at speed; a presented key is never logged.
+//! it would end up in proxy logs and browser history. Failed attempts, on admin and client
+//! routes alike, are themselves rate limited per client (`RATE_LIMIT_AUTH_FAILURES` a
+//! minute, then 429), so keys cannot be guessed at speed; a presented key is never logged.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use herald_actors::limiter::{Check, Policy};
-use http::{HeaderValue, StatusCode, header};
+use http::request::Parts;
 
-use super::error::ErrorBody;
-use super::extract::AdminKey;
+use super::error::ApiError;
 use super::state::AppState;
+use crate::keys::ClientKey;
 
-/// The limiter key space of failed admin authentications, apart from every rate-limit group.
+/// The limiter key space of failed authentications, apart from every rate-limit group.
 const AUTH_FAILURES: u8 = 200;
+
+/// Proof that the request carried the admin key (`X-API-Key`). Every admin route takes it
+/// through [`require_admin_key`], applied to the whole admin router.
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    /// A short non-reversible name of the key, for audit rows.
+    pub fingerprint: String,
+}
+
+impl FromRequestParts<AppState> for ClientKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let known = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|presented| state.keys.identify(presented));
+        match known {
+            Some(key) => Ok(key),
+            None => Err(failed(state, parts).await),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(key) = parts.extensions.get::<AdminKey>() {
+            return Ok(key.clone());
+        }
+        match ClientKey::from_request_parts(parts, state).await? {
+            ClientKey {
+                admin: true,
+                fingerprint,
+                ..
+            } => Ok(AdminKey { fingerprint }),
+            // A client's own key is not the admin key: a failed admin authentication.
+            _ => Err(failed(state, parts).await),
+        }
+    }
+}
 
 /// Applied to the whole admin router, so no admin route can forget the check.
 pub async fn require_admin_key(
@@ -33,16 +76,13 @@ pub async fn require_admin_key(
             parts.extensions.insert(key);
             next.run(Request::from_parts(parts, body)).await
         }
-        Err(err) => match failure_refused(&state, &parts).await {
-            Some(retry_after) => too_many_failures(retry_after),
-            None => err.into_response(),
-        },
+        Err(err) => err.into_response(),
     }
 }
 
-/// Counts a failed authentication of the client; the seconds to wait when it has had too
-/// many in the last minute.
-async fn failure_refused(state: &AppState, parts: &http::request::Parts) -> Option<u64> {
+/// Counts a failed authentication of the client: 401, or 429 once it has had more than
+/// `RATE_LIMIT_AUTH_FAILURES` in the last minute.
+async fn failed(state: &AppState, parts: &Parts) -> ApiError {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -58,28 +98,13 @@ async fn failure_refused(state: &AppState, parts: &http::request::Parts) -> Opti
         Check::Ready(checked) => checked,
         Check::Pending(pending) => pending.await,
     };
-    let decision = checked.ok()?.decision;
-    if decision.admitted {
-        return None;
+    match checked {
+        Ok(checked) if !checked.decision.admitted => {
+            tracing::warn!(client = %client.masked(), "too many failed authentications");
+            ApiError::AuthFailures {
+                retry_after_seconds: checked.decision.retry_after_ms.max(1).div_ceil(1000),
+            }
+        }
+        _ => ApiError::Unauthorized,
     }
-    tracing::warn!(client = %client.masked(), "too many failed admin authentications");
-    Some((decision.retry_after_ms.max(1) as u64).div_ceil(1000))
-}
-
-fn too_many_failures(retry_after: u64) -> Response {
-    let body = ErrorBody {
-        error: "RATE_LIMIT_EXCEEDED".to_owned(),
-        message: format!(
-            "Too many failed authentications. Please try again in {retry_after} seconds."
-        ),
-        field: None,
-        retry_after: Some(retry_after),
-        limit: None,
-        window: None,
-    };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    response
 }

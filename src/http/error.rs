@@ -53,6 +53,9 @@ pub enum ApiError {
         limit: u32,
         window: String,
     },
+    /// Too many failed authentications from one client in the last minute.
+    #[error("Too many failed authentications. Please try again in {retry_after_seconds} seconds.")]
+    AuthFailures { retry_after_seconds: u64 },
     /// Anything unexpected; the detail is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,7 +90,9 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::EmailThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::EmailThrottled { .. } | Self::AuthFailures { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,7 +109,7 @@ impl ApiError {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
-            Self::EmailThrottled { .. } => "RATE_LIMIT_EXCEEDED",
+            Self::EmailThrottled { .. } | Self::AuthFailures { .. } => "RATE_LIMIT_EXCEEDED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -151,6 +156,9 @@ impl IntoResponse for ApiError {
             Self::Unavailable {
                 retry_after_seconds,
                 ..
+            }
+            | Self::AuthFailures {
+                retry_after_seconds,
             } => body.retry_after = Some(*retry_after_seconds),
             Self::EmailThrottled {
                 retry_after_seconds,
@@ -173,6 +181,9 @@ impl IntoResponse for ApiError {
             | Self::EmailThrottled {
                 retry_after_seconds,
                 ..
+            }
+            | Self::AuthFailures {
+                retry_after_seconds,
             } => {
                 response
                     .headers_mut()

@@ -1,5 +1,5 @@
 //! Extractors that reject in herald's error format: a JSON body that names the bad field,
-//! and the admin key check.
+//! the session token; the key extractors live with the key checks in `auth.rs`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -146,46 +146,8 @@ fn strip_position(message: &str) -> &str {
     message.split(" at line ").next().unwrap_or(message)
 }
 
-/// Proof that the request carried the admin key (`X-API-Key`). Every admin route takes it
-/// through [`super::require_admin_key`], applied to the whole admin router.
-#[derive(Debug, Clone)]
-pub struct AdminKey {
-    /// A short non-reversible name of the key, for audit rows.
-    pub fingerprint: String,
-}
-
+pub use super::auth::AdminKey;
 pub use crate::keys::ClientKey;
-
-impl FromRequestParts<AppState> for ClientKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        state.keys.identify(presented).ok_or(ApiError::Unauthorized)
-    }
-}
-
-impl FromRequestParts<AppState> for AdminKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(key) = parts.extensions.get::<AdminKey>() {
-            return Ok(key.clone());
-        }
-        match ClientKey::from_request_parts(parts, state).await? {
-            ClientKey {
-                admin: true,
-                fingerprint,
-                ..
-            } => Ok(AdminKey { fingerprint }),
-            _ => Err(ApiError::Unauthorized),
-        }
-    }
-}
 
 /// The `X-Session-Access-Token` header, if sent. Checking it is the handler's business,
 /// because the answer depends on the session.

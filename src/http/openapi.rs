@@ -126,6 +126,14 @@ fn shared_answers(document: &mut utoipa::openapi::OpenApi) {
                     "VALIDATION_ERROR: a query parameter given twice, or not of its type",
                 );
             }
+            // Every route that takes a key (the only scheme) counts failed attempts.
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add(
+                    operation,
+                    429,
+                    "RATE_LIMIT_EXCEEDED: too many failed authentications from this client",
+                );
+            }
             if !always {
                 add(
                     operation,

@@ -128,10 +128,16 @@ async fn repeated_failures_are_rate_limited_and_no_key_is_logged() {
     herald::install_tls_provider();
     let client = reqwest::Client::new();
     let url = format!("{}/admin/actors", running.base);
+    // A client route that takes a client's key (a recipient's preferences, personal data)
+    // shares the budget: guessing there is no faster.
+    let client_route = format!(
+        "{}/api/v1/email/preferences/parent@example.com",
+        running.base
+    );
     let mut statuses = Vec::new();
     for guess in 0..8 {
         let response = client
-            .get(&url)
+            .get(if guess % 2 == 0 { &url } else { &client_route })
             .header("X-API-Key", format!("guess-{guess}-secret-attempt"))
             .send()
             .await
@@ -153,10 +159,7 @@ async fn repeated_failures_are_rate_limited_and_no_key_is_logged() {
     let _ = running.child.wait();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut running.child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(
-        out.contains("too many failed admin authentications"),
-        "{out}"
-    );
+    assert!(out.contains("too many failed authentications"), "{out}");
     for secret in ["guess-", "secret-attempt", API_KEY] {
         assert!(!out.contains(secret), "{secret} in the logs:\n{out}");
     }
