@@ -39,7 +39,14 @@ pub enum EventOutcome {
     Recorded,
     SessionCompleted,
     SessionMissing,
+    /// The session holds [`MAX_EVENTS`] already.
+    SessionFull,
 }
+
+/// The most events one session takes. A session is read whole to be summarised (at its
+/// completion, for its report): without a bound, one client could make that read as large
+/// as it liked. No learning session comes near it.
+pub const MAX_EVENTS: i64 = 10_000;
 
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<(), StoreError> {
@@ -134,14 +141,16 @@ pub async fn summary(
         .map(|(session, events)| summarize(&session.record, &events, now_ms)))
 }
 
-/// Records an event only while its session is open: one statement, so a completion racing
-/// with it cannot let an event in after the session closed.
+/// Records an event only while its session is open and holds fewer than [`MAX_EVENTS`]: one
+/// statement, so a completion racing with it cannot let an event in after the session
+/// closed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutcome, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO session_events (id, session_id, kind, detail, correct, created_at) \
          SELECT $1, $2, $3, $4, $5, $6 \
-         WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND completed_at IS NULL)",
+         WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND completed_at IS NULL) \
+         AND (SELECT COUNT(*) FROM session_events WHERE session_id = $2) < $7",
     )
     .bind(event.id)
     .bind(event.session_id)
@@ -149,6 +158,7 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
     .bind(event.detail)
     .bind(event.correct.map(i64::from))
     .bind(event.at_ms)
+    .bind(MAX_EVENTS)
     .execute(store.writer())
     .await?
     .rows_affected();
@@ -156,7 +166,8 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
         return Ok(EventOutcome::Recorded);
     }
     Ok(match get(store, event.session_id).await? {
-        Some(_) => EventOutcome::SessionCompleted,
+        Some(session) if session.record.completed_at_ms.is_some() => EventOutcome::SessionCompleted,
+        Some(_) => EventOutcome::SessionFull,
         None => EventOutcome::SessionMissing,
     })
 }

@@ -1,5 +1,6 @@
 //! Sessions and reports over real HTTP on both databases.
 
+use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
@@ -305,6 +306,40 @@ async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Back
     assert_eq!(events, 1, "only the valid event was written");
 }
 
+/// A session is read whole to be summarised; one that took events without end could make
+/// that read as large as a client liked.
+async fn a_session_takes_at_most_ten_thousand_events_and_completes_with_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = app.new_session(json!({"learner_name": "Ada"})).await;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 9999) \
+         INSERT INTO session_events (id, session_id, kind, created_at) \
+         SELECT 'seeded-' || i, $1, 'step', $2 FROM n",
+    )
+    .bind(session.id.as_str())
+    .bind(app.clock.now_ms() as i64)
+    .execute(app.state.store.writer())
+    .await
+    .unwrap();
+    let step = json!({"kind": "answer", "correct": true});
+    let last = app
+        .add_event(&session.id, Some(&session.token), step.clone())
+        .await;
+    assert_eq!(last.status(), 201, "the 10,000th is taken");
+    let refused = assert_error(
+        app.add_event(&session.id, Some(&session.token), step).await,
+        409,
+        "SESSION_FULL",
+    )
+    .await;
+    assert!(refused["message"].as_str().unwrap().contains("10000"));
+    let completed = app.complete(&session.id, Some(&session.token), None).await;
+    assert_eq!(completed.status(), 200);
+    let body: Value = completed.json().await.unwrap();
+    assert_eq!(body["summary"]["events_total"], 10_000);
+    assert_eq!(body["summary"]["answers_correct"], 1);
+}
+
 async fn completing_twice_changes_nothing_and_returns_the_summary(backend: Backend) {
     let app = spawn_app(backend).await;
     let session = seeded_session(&app).await;
@@ -542,6 +577,7 @@ on_both_backends!(
     starting_a_session_returns_its_id_token_and_time,
     bad_session_input_is_refused_and_nothing_is_written,
     events_need_the_sessions_own_token_and_stop_at_completion,
+    a_session_takes_at_most_ten_thousand_events_and_completes_with_them,
     completing_twice_changes_nothing_and_returns_the_summary,
     the_report_summary_needs_an_api_key_and_has_the_numbers,
     the_pdf_report_is_readable_and_guarded_by_the_session_token,

@@ -218,7 +218,7 @@ fn session_completed() -> ApiError {
         (status = 201, description = "Recorded", body = EventRecorded),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
-        (status = 409, description = "SESSION_COMPLETED", body = crate::http::error::ErrorBody),
+        (status = 409, description = "SESSION_COMPLETED, or SESSION_FULL: the session holds 10,000 events, the most one takes", body = crate::http::error::ErrorBody),
         (status = 422, description = "A field breaks its rule", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn add_event(
@@ -269,6 +269,13 @@ pub async fn add_event(
             }),
         )),
         EventOutcome::SessionCompleted => Err(session_completed()),
+        EventOutcome::SessionFull => Err(ApiError::Conflict {
+            code: "SESSION_FULL",
+            message: format!(
+                "The session holds {} events, the most one takes; complete it and start another.",
+                sessions::MAX_EVENTS
+            ),
+        }),
         EventOutcome::SessionMissing => Err(validate::session_not_found()),
     }
 }
