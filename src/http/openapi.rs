@@ -67,19 +67,14 @@ pub async fn openapi_json() -> Response {
         .into_response()
 }
 
-/// The 401 and 429 of every route behind the admin key check (failed attempts are rate
-/// limited per client, see [`super::auth`]).
+/// The 401 of every route behind the admin key check (their 429, for failed attempts, is
+/// every keyed route's: see [`shared_answers`]).
 pub fn admin_answers(document: &mut utoipa::openapi::OpenApi) {
     for operation in operations(document) {
         add(
             operation,
             401,
             "UNAUTHORIZED: the admin key is missing or wrong",
-        );
-        add(
-            operation,
-            429,
-            "RATE_LIMIT_EXCEEDED: too many failed authentications from this client",
         );
     }
 }
@@ -126,7 +121,8 @@ fn shared_answers(document: &mut utoipa::openapi::OpenApi) {
                     "VALIDATION_ERROR: a query parameter given twice, or not of its type",
                 );
             }
-            // Every route that takes a key (the only scheme) counts failed attempts.
+            // Every route that takes a key (the only scheme) counts failed attempts (see
+            // `super::auth`).
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 add(
                     operation,
