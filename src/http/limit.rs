@@ -302,7 +302,7 @@ fn decide(
         // A refused client is logged once per window, not once per request: a flood must
         // not become a flood of log lines. Every refusal is counted in `/metrics` and in the
         // periodic summary.
-        let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+        let now = state.now_ms();
         let window = i64::try_from(policy.window_ms).unwrap_or(i64::MAX);
         if state.refusals.first_in_window(key, now, window) {
             tracing::warn!(

@@ -24,6 +24,11 @@ impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }
+
+    /// Now by the state's clock, in the store's epoch milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
 }
 
 impl std::ops::Deref for AppState {

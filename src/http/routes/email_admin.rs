@@ -269,7 +269,7 @@ async fn show(
         signer: &state.signer,
         api_base_url: &state.config.email.api_base_url,
     };
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let shown = preview::render(
         &state.store,
         &links,

@@ -51,7 +51,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// configured age.
 fn fresh_timestamp(state: &AppState, raw: Option<&str>) -> Result<i64, ApiError> {
     let at: i64 = raw.and_then(|t| t.parse().ok()).ok_or_else(bad_signature)?;
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX) / 1000;
+    let now = state.now_ms() / 1000;
     let max_age = i64::try_from(state.config.events.max_age.as_secs()).unwrap_or(i64::MAX);
     if (now - at).abs() > max_age {
         return Err(bad_signature());
@@ -61,7 +61,7 @@ fn fresh_timestamp(state: &AppState, raw: Option<&str>) -> Result<i64, ApiError>
 
 /// Applies `event`: 1 when it was new, 0 when it had been applied before.
 async fn apply(state: &AppState, event: Reported<'_>) -> Result<usize, ApiError> {
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let outcome = events::apply(&state.store, &state.config.events, &event, now).await?;
     Ok(usize::from(outcome != events::Applied::Repeated))
 }

@@ -39,7 +39,7 @@ pub async fn retry(
 ) -> Result<Json<Retried>, ApiError> {
     let id = ledger::parse_id(&raw)
         .ok_or_else(|| validate::invalid("id", "an email's id in the ledger is a UUID"))?;
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     match ledger::retry(&state.store, &id, &key.fingerprint, now).await? {
         ledger::Retry::Queued { email } => {
             state.dispatcher.wake();
@@ -112,7 +112,7 @@ pub async fn retry_failed(
     key: AdminKey,
     crate::http::extract::Json(request): crate::http::extract::Json<RetryFailed>,
 ) -> Result<Json<RetriedFailed>, ApiError> {
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let failed = ledger::FailedBetween::parse(
         &request.failed_since,
         request.failed_until.as_deref(),

@@ -47,7 +47,7 @@ pub async fn snapshot(
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<OpsMetrics>, ApiError> {
     let days = validate::days(query.days.as_deref())?;
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let summary = stats::summary(&state.store, days, now).await?;
     let emails = |status: &str| summary.emails_by_outcome.get(status).copied().unwrap_or(0);
     Ok(Json(OpsMetrics {

@@ -164,7 +164,7 @@ pub async fn put(
         session_reports: body.session_reports_enabled,
         timezone: timezone("timezone", body.timezone)?,
     };
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let (now_is, changed) =
         preferences::change(&state.store, email.as_str(), &wanted, Source::Api, now).await?;
     if let Some(zone) = &now_is.timezone {
@@ -294,7 +294,7 @@ pub async fn page_save(
         session_reports: Some(form.session_reports.is_some()),
         timezone: None,
     };
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let (saved, _) =
         match preferences::change(&state.store, &email, &wanted, Source::PreferencePage, now).await
         {

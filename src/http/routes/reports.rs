@@ -16,7 +16,7 @@ use crate::reports::{SessionSummary, pdf};
 use crate::store::sessions;
 
 async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiError> {
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     sessions::summary(&state.store, id, now)
         .await?
         .ok_or_else(validate::session_not_found)

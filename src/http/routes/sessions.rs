@@ -32,15 +32,11 @@ fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-fn now_ms(state: &AppState) -> i64 {
-    i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX)
-}
-
 /// The oldest instant whose report decision the send ledger surely still holds: a session
 /// completed before it has had its report decided, and with the row perhaps purged,
 /// deciding again could send it a second time.
 fn ledger_horizon(state: &AppState) -> i64 {
-    crate::jobs::purge::send_log_cutoff(state.config.jobs.retention.send_log_days, now_ms(state))
+    crate::jobs::purge::send_log_cutoff(state.config.jobs.retention.send_log_days, state.now_ms())
 }
 
 /// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
@@ -153,7 +149,7 @@ pub async fn start(
     let parent_timezone = super::preferences::timezone("parent_timezone", body.parent_timezone)?;
     let id = SessionId::random();
     let token = random_token();
-    let started_at_ms = now_ms(&state);
+    let started_at_ms = state.now_ms();
     sessions::insert(
         &state.store,
         &NewSession {
@@ -245,7 +241,7 @@ pub async fn add_event(
         return Err(session_completed());
     }
     let event_id = uuid::Uuid::new_v4().to_string();
-    let at_ms = now_ms(&state);
+    let at_ms = state.now_ms();
     let outcome = sessions::add_event(
         &state.store,
         &NewEvent {
@@ -445,7 +441,7 @@ pub async fn complete(
             break (session, events);
         }
         let events_seen = (races < 2).then_some(events.len());
-        let completed_at = now_ms(&state);
+        let completed_at = state.now_ms();
         let completed_now = sessions::complete(
             &state.writes,
             id.as_str(),
@@ -473,9 +469,9 @@ pub async fn complete(
         loaded = with_events(&state, &id, &token).await?;
     };
     if let (Some(email), Some(zone)) = (session.parent_email.as_deref(), parent_timezone) {
-        keep_timezone(&state, email, zone, now_ms(&state)).await?;
+        keep_timezone(&state, email, zone, state.now_ms()).await?;
     }
-    let summary = summarize(&session.record, &events, now_ms(&state));
+    let summary = summarize(&session.record, &events, state.now_ms());
     let decided_long_ago = !completed_here
         && session
             .record

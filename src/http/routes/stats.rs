@@ -47,7 +47,7 @@ pub async fn summary(
     Query(query): Query<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
     let days = validate::days(query.days.as_deref())?;
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     let started = std::time::Instant::now();
     let summary = stats::summary(&state.store, days, now).await?;
     crate::metrics::db_query("stats_summary", started.elapsed());

@@ -146,7 +146,7 @@ pub async fn apply(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
         Ok(changed) => {
             if changed {
