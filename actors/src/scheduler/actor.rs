@@ -301,6 +301,10 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     Ok(_) => {}
                     // Run elsewhere (or already done): watch it in case its process dies.
                     Err(RunError::AlreadyRan) => self.recheck_later(&myself, job, scheduled_for),
+                    Err(RunError::AlreadyRunning(_)) => tracing::info!(
+                        job = %state.jobs[job].spec.name, scheduled_for,
+                        "due while its previous run goes on: caught up when that run ends"
+                    ),
                     Err(err) => {
                         tracing::warn!(job = %state.jobs[job].spec.name, error = %err, "occurrence not started")
                     }
@@ -343,7 +347,12 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 };
                 let _ = reply.send(result);
             }
-            SchedulerMsg::Finished { job } => state.jobs[job].running = None,
+            SchedulerMsg::Finished { job } => {
+                state.jobs[job].running = None;
+                // An occurrence that came due while this run went on was not started (a job
+                // runs once at a time): it runs now, under the missed-run policy.
+                self.catch_up(&myself, state, job).await;
+            }
             SchedulerMsg::List(reply) => {
                 let list = state
                     .jobs
@@ -381,5 +390,128 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::scheduler::port::RunOutcome;
+
+    const HOUR: i64 = 3_600_000;
+
+    /// A ledger in memory whose job bodies wait for a permit, so a run lasts as long as the
+    /// test wants.
+    struct Ledger {
+        started: Mutex<Vec<i64>>,
+        finished: Mutex<u32>,
+        permits: Semaphore,
+    }
+
+    impl SchedulerPort for Ledger {
+        async fn try_start(
+            &self,
+            _: &str,
+            scheduled_for: i64,
+            _: i64,
+            _: i64,
+        ) -> Result<Option<String>, PortError> {
+            let mut started = self.started.lock().unwrap();
+            if started.contains(&scheduled_for) {
+                return Ok(None);
+            }
+            started.push(scheduled_for);
+            Ok(Some(format!("run-{scheduled_for}")))
+        }
+        async fn renew(&self, _: &str, _: i64) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn finish(&self, _: &str, _: &str, _: &RunOutcome, _: i64) -> Result<(), PortError> {
+            *self.finished.lock().unwrap() += 1;
+            Ok(())
+        }
+        async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
+            Ok(self.started.lock().unwrap().iter().copied().max())
+        }
+        async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
+            Ok(false)
+        }
+        async fn run(&self, _: &str, _: i64) -> Result<String, String> {
+            self.permits.acquire().await.unwrap().forget();
+            Ok("{}".to_owned())
+        }
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn an_occurrence_due_while_the_previous_run_goes_on_runs_when_it_ends() {
+        // 09:30 on some day: the hourly job's next occurrence is 10:00.
+        let start = 1_800_000_000_000 / HOUR * HOUR + HOUR / 2;
+        let clock = Arc::new(ManualClock::new(start as u64));
+        let ledger = Arc::new(Ledger {
+            started: Mutex::default(),
+            finished: Mutex::default(),
+            permits: Semaphore::new(0),
+        });
+        let scheduler = Scheduler {
+            port: ledger.clone(),
+            clock: clock.clone(),
+            jobs: vec![JobSpec {
+                name: "hourly".to_owned(),
+                schedule: Schedule::parse("0 * * * *", "UTC").unwrap(),
+                missed: MissedPolicy::CatchUp,
+            }],
+            config: SchedulerConfig {
+                lease: Duration::from_secs(60),
+                catch_up_horizon: Duration::from_secs(86_400),
+            },
+        };
+        let (actor, handle) = Actor::spawn(None, scheduler, ()).await.unwrap();
+        let ten = start + HOUR / 2;
+        clock.set_ms(ten as u64 + 1_000);
+        actor.send_message(SchedulerMsg::Wake).unwrap();
+        until("the 10:00 run", || {
+            ledger.started.lock().unwrap().len() == 1
+        })
+        .await;
+        // Its run goes on past 11:00, when the next occurrence comes due.
+        clock.set_ms((ten + HOUR) as u64 + 1_000);
+        actor
+            .send_message(SchedulerMsg::Fire {
+                job: 0,
+                scheduled_for: ten + HOUR,
+            })
+            .unwrap();
+        let listed = ractor::call_t!(actor, SchedulerMsg::List, 1_000).unwrap();
+        assert!(listed[0].running.is_some());
+        assert_eq!(ledger.started.lock().unwrap().clone(), [ten]);
+        // The 10:00 run ends: the 11:00 one starts.
+        ledger.permits.add_permits(1);
+        until("the 11:00 run", || {
+            ledger.started.lock().unwrap().len() == 2
+        })
+        .await;
+        assert_eq!(ledger.started.lock().unwrap().clone(), [ten, ten + HOUR]);
+        ledger.permits.add_permits(1);
+        until("both runs recorded", || {
+            *ledger.finished.lock().unwrap() == 2
+        })
+        .await;
+        actor.stop(None);
+        handle.await.unwrap();
     }
 }
