@@ -11,8 +11,8 @@
 //! flight when the dispatcher stops still finishes and is recorded; `post_stop` waits for
 //! them. The actor keeps only counts, the queue of claimed rows and the breaker.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -83,12 +83,45 @@ pub struct DispatcherState {
     in_flight: JoinSet<()>,
     /// Sends talking to the server: what the concurrency bounds.
     sending: usize,
+    /// The rows whose send tasks run, until their outcome is written: a row whose lease
+    /// ran out meanwhile (a send slower than the lease) and is claimed again is left to
+    /// its send, not sent a second time.
+    in_flight_ids: Arc<Mutex<HashSet<String>>>,
     /// Claimed rows waiting for a send slot, oldest claim first.
     ready: VecDeque<Claimed>,
     breaker: Breaker,
     ticker: Option<tokio::task::JoinHandle<()>>,
     /// A probe is out while the breaker is half-open.
     probing: bool,
+}
+
+/// A std Mutex, never held across an await; a task that panicked holding it left the set
+/// whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A row's place in the set of rows being sent, from its send's start until its outcome is
+/// written (or its task ends any other way).
+struct InFlight {
+    ids: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl InFlight {
+    fn new(ids: &Arc<Mutex<HashSet<String>>>, id: &str) -> Self {
+        lock(ids).insert(id.to_owned());
+        Self {
+            ids: ids.clone(),
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.ids).remove(&self.id);
+    }
 }
 
 fn jitter() -> f64 {
@@ -141,7 +174,12 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 .port
                 .claim(round, now, millis(self.config.lease))
                 .await?;
-            state.ready.extend(claimed);
+            let in_flight = lock(&state.in_flight_ids);
+            state.ready.extend(
+                claimed
+                    .into_iter()
+                    .filter(|row| !in_flight.contains(&row.id)),
+            );
         }
         let mut started = 0;
         while started < free {
@@ -175,6 +213,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         let this = self.clone();
         let myself = myself.clone();
         let breaker_wait = state.breaker.cooldown_ms();
+        let in_flight = InFlight::new(&state.in_flight_ids, &row.id);
         state.in_flight.spawn(async move {
             let started = Instant::now();
             let attempt = this.port.deliver(&row).await;
@@ -196,6 +235,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 // The lease runs out and the row is claimed again: sent at most once more.
                 tracing::error!(error = %err, "could not record a delivery outcome");
             }
+            drop(in_flight);
             this.observer.attempted(&row, &mark, elapsed);
             if let Mark::Failed { error } = &mark {
                 tracing::warn!(%error, "email failed");
@@ -229,6 +269,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
         Ok(DispatcherState {
             in_flight: JoinSet::new(),
             sending: 0,
+            in_flight_ids: Arc::default(),
             ready: VecDeque::new(),
             breaker: Breaker::new(
                 self.config.breaker_threshold,
@@ -312,9 +353,11 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::port::PortError;
 
-    /// An outbox in memory whose sends wait for a permit, as do the writes of outcomes.
+    /// An outbox in memory whose sends wait for a permit, as do the writes of outcomes. A
+    /// claimed row whose lease ran out is claimed again, as in the database.
     struct Outbox {
         pending: Mutex<VecDeque<Claimed>>,
+        leased: Mutex<Vec<Claimed>>,
         claims: Mutex<Vec<usize>>,
         delivered: Mutex<Vec<String>>,
         sent: Mutex<Vec<String>>,
@@ -336,6 +379,7 @@ mod tests {
             });
             Arc::new(Self {
                 pending: Mutex::new(rows.collect()),
+                leased: Mutex::default(),
                 claims: Mutex::default(),
                 delivered: Mutex::default(),
                 sent: Mutex::default(),
@@ -364,21 +408,32 @@ mod tests {
             now: i64,
             lease_ms: i64,
         ) -> Result<Vec<Claimed>, PortError> {
+            let mut leased = self.leased.lock().unwrap();
+            let (expired, live): (Vec<Claimed>, Vec<Claimed>) =
+                leased.drain(..).partition(|row| row.lease_until < now);
+            *leased = live;
             let mut pending = self.pending.lock().unwrap();
-            let take = limit.min(pending.len());
-            self.claims.lock().unwrap().push(take);
-            Ok(pending
-                .drain(..take)
+            let take = limit.saturating_sub(expired.len()).min(pending.len());
+            let claimed: Vec<Claimed> = expired
+                .into_iter()
+                .chain(pending.drain(..take))
                 .map(|row| Claimed {
                     lease_until: now + lease_ms,
                     ..row
                 })
-                .collect())
+                .collect();
+            self.claims.lock().unwrap().push(claimed.len());
+            leased.extend(claimed.iter().cloned());
+            Ok(claimed)
         }
 
         async fn release(&self, claimed: &[Claimed]) -> Result<(), PortError> {
             let mut released = self.released.lock().unwrap();
             released.extend(claimed.iter().map(|row| row.id.clone()));
+            self.leased
+                .lock()
+                .unwrap()
+                .retain(|row| !claimed.iter().any(|c| c.id == row.id));
             let mut pending = self.pending.lock().unwrap();
             for row in claimed.iter().rev() {
                 pending.push_front(row.clone());
@@ -396,6 +451,10 @@ mod tests {
 
         async fn mark(&self, claimed: &Claimed, _: &Mark, _: i64) -> Result<(), PortError> {
             drop(self.mark_gate.acquire().await.unwrap());
+            self.leased
+                .lock()
+                .unwrap()
+                .retain(|row| row.id != claimed.id);
             self.sent.lock().unwrap().push(claimed.id.clone());
             Ok(())
         }
@@ -506,5 +565,25 @@ mod tests {
         })
         .await;
         actor.stop_and_wait(None, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_row_still_being_sent_when_its_lease_runs_out_is_not_sent_again() {
+        let outbox = Outbox::with_rows(1);
+        let clock = ManualClock::new(1_000_000);
+        let actor = start_with_clock(&outbox, 2, clock.clone()).await;
+        until("row0 claimed", || outbox.claims.lock().unwrap().len() == 1).await;
+        // Its send outlasts the lease: the database hands the row out again.
+        clock.advance_ms(DispatcherConfig::default().lease.as_millis() as u64 + 1);
+        actor.send_message(DispatcherMsg::Wake).unwrap();
+        until("row0 claimed again", || {
+            outbox.claims.lock().unwrap().clone() == [1, 1]
+        })
+        .await;
+        outbox.gate.add_permits(10);
+        until("row0 recorded", || !outbox.sent.lock().unwrap().is_empty()).await;
+        actor.stop_and_wait(None, None).await.unwrap();
+        assert_eq!(outbox.delivered.lock().unwrap().clone(), ["row0"]);
+        assert_eq!(outbox.sent.lock().unwrap().clone(), ["row0"]);
     }
 }
