@@ -65,6 +65,12 @@ pub enum SchedulerMsg {
     Finished {
         job: usize,
     },
+    /// The ledger could not be reached for `job`: try its occurrence `scheduled_for` again
+    /// (`None`: catch the job up, as on a Wake).
+    Retry {
+        job: usize,
+        scheduled_for: Option<i64>,
+    },
     List(RpcReplyPort<Vec<JobStatus>>),
     /// Schedules one more job (a job of that name already scheduled stays as it is): jobs
     /// that exist only once something asks for them, such as a digest per zone. With the
@@ -79,6 +85,9 @@ pub struct SchedulerConfig {
     pub lease: Duration,
     /// Missed occurrences older than this are not caught up.
     pub catch_up_horizon: Duration,
+    /// How soon an occurrence the ledger could not start (the database away) is tried
+    /// again; it is tried until it starts or is older than the catch-up horizon.
+    pub retry_every: Duration,
 }
 
 pub struct Scheduler<P> {
@@ -192,6 +201,43 @@ impl<P: SchedulerPort> Scheduler<P> {
         drop(myself.send_after(after, move || SchedulerMsg::Recheck { job, scheduled_for }));
     }
 
+    /// Tries `(job, scheduled_for)` again after `retry_every`; `None`: catches the job up.
+    fn retry_later(&self, myself: &ActorRef<SchedulerMsg>, job: usize, scheduled_for: Option<i64>) {
+        let after = self.config.retry_every;
+        drop(myself.send_after(after, move || SchedulerMsg::Retry { job, scheduled_for }));
+    }
+
+    /// Starts a due occurrence; one the ledger could not start is tried again until it
+    /// starts or passes the catch-up horizon.
+    async fn start_due(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        scheduled_for: i64,
+    ) {
+        let name = state.jobs[job].spec.name.clone();
+        match self.start(myself, state, job, scheduled_for).await {
+            Ok(_) => {}
+            // Run elsewhere (or already done): watch it in case its process dies.
+            Err(RunError::AlreadyRan) => self.recheck_later(myself, job, scheduled_for),
+            Err(RunError::AlreadyRunning(_)) => tracing::info!(
+                job = %name, scheduled_for,
+                "due while its previous run goes on: caught up when that run ends"
+            ),
+            Err(err) => {
+                if self.now() - scheduled_for > millis(self.config.catch_up_horizon) {
+                    tracing::error!(job = %name, error = %err, scheduled_for,
+                        "occurrence not started, and now past the catch-up horizon: skipped");
+                } else {
+                    tracing::warn!(job = %name, error = %err, scheduled_for,
+                        "occurrence not started; trying again");
+                    self.retry_later(myself, job, Some(scheduled_for));
+                }
+            }
+        }
+    }
+
     /// Runs the latest due occurrence of each job that has not run (at start, and on Wake).
     async fn catch_up_all(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
         for job in 0..state.jobs.len() {
@@ -215,7 +261,8 @@ impl<P: SchedulerPort> Scheduler<P> {
                     .or(state.jobs[job].since)
                     .max(state.jobs[job].last_scheduled),
                 Err(err) => {
-                    tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger");
+                    tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger; trying again");
+                    self.retry_later(myself, job, None);
                     self.arm(myself, state, job, now);
                     return;
                 }
@@ -228,12 +275,7 @@ impl<P: SchedulerPort> Scheduler<P> {
                 spec.missed,
                 millis(self.config.catch_up_horizon),
             ) {
-                match self.start(myself, state, job, occurrence).await {
-                    Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::AlreadyRunning(_)) => {}
-                    Err(err) => {
-                        tracing::error!(job = %spec.name, error = %err, "could not start a missed run")
-                    }
-                }
+                self.start_due(myself, state, job, occurrence).await;
             }
             self.arm(myself, state, job, now);
         }
@@ -297,20 +339,17 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     self.arm(&myself, state, job, scheduled_for - 1);
                     return Ok(());
                 }
-                match self.start(&myself, state, job, scheduled_for).await {
-                    Ok(_) => {}
-                    // Run elsewhere (or already done): watch it in case its process dies.
-                    Err(RunError::AlreadyRan) => self.recheck_later(&myself, job, scheduled_for),
-                    Err(RunError::AlreadyRunning(_)) => tracing::info!(
-                        job = %state.jobs[job].spec.name, scheduled_for,
-                        "due while its previous run goes on: caught up when that run ends"
-                    ),
-                    Err(err) => {
-                        tracing::warn!(job = %state.jobs[job].spec.name, error = %err, "occurrence not started")
-                    }
-                }
+                self.start_due(&myself, state, job, scheduled_for).await;
                 self.arm(&myself, state, job, scheduled_for);
             }
+            SchedulerMsg::Retry {
+                job,
+                scheduled_for: Some(scheduled_for),
+            } => self.start_due(&myself, state, job, scheduled_for).await,
+            SchedulerMsg::Retry {
+                job,
+                scheduled_for: None,
+            } => self.catch_up(&myself, state, job).await,
             SchedulerMsg::Recheck { job, scheduled_for } => {
                 let name = state.jobs[job].spec.name.clone();
                 match self.start(&myself, state, job, scheduled_for).await {
@@ -396,6 +435,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use tokio::sync::Semaphore;
 
@@ -406,11 +446,38 @@ mod tests {
     const HOUR: i64 = 3_600_000;
 
     /// A ledger in memory whose job bodies wait for a permit, so a run lasts as long as the
-    /// test wants.
+    /// test wants, and which can be made unreachable.
     struct Ledger {
         started: Mutex<Vec<i64>>,
         finished: Mutex<u32>,
         permits: Semaphore,
+        down: AtomicBool,
+        tries: AtomicU32,
+    }
+
+    impl Default for Ledger {
+        fn default() -> Self {
+            Self {
+                started: Mutex::default(),
+                finished: Mutex::default(),
+                permits: Semaphore::new(0),
+                down: AtomicBool::default(),
+                tries: AtomicU32::default(),
+            }
+        }
+    }
+
+    impl Ledger {
+        fn reachable(&self) -> Result<(), PortError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(PortError::new("connection refused"));
+            }
+            Ok(())
+        }
+
+        fn started(&self) -> Vec<i64> {
+            self.started.lock().unwrap().clone()
+        }
     }
 
     impl SchedulerPort for Ledger {
@@ -421,6 +488,8 @@ mod tests {
             _: i64,
             _: i64,
         ) -> Result<Option<String>, PortError> {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            self.reachable()?;
             let mut started = self.started.lock().unwrap();
             if started.contains(&scheduled_for) {
                 return Ok(None);
@@ -436,7 +505,8 @@ mod tests {
             Ok(())
         }
         async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
-            Ok(self.started.lock().unwrap().iter().copied().max())
+            self.reachable()?;
+            Ok(self.started().into_iter().max())
         }
         async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
             Ok(false)
@@ -457,16 +527,13 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    #[tokio::test]
-    async fn an_occurrence_due_while_the_previous_run_goes_on_runs_when_it_ends() {
-        // 09:30 on some day: the hourly job's next occurrence is 10:00.
-        let start = 1_800_000_000_000 / HOUR * HOUR + HOUR / 2;
-        let clock = Arc::new(ManualClock::new(start as u64));
-        let ledger = Arc::new(Ledger {
-            started: Mutex::default(),
-            finished: Mutex::default(),
-            permits: Semaphore::new(0),
-        });
+    /// An hourly job's scheduler, started at 09:30 on some day; returns 10:00 of that day.
+    async fn hourly(
+        ledger: &Arc<Ledger>,
+        clock: &Arc<ManualClock>,
+    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>, i64) {
+        let ten = 1_800_000_000_000 / HOUR * HOUR + HOUR;
+        clock.set_ms((ten - HOUR / 2) as u64);
         let scheduler = Scheduler {
             port: ledger.clone(),
             clock: clock.clone(),
@@ -478,39 +545,61 @@ mod tests {
             config: SchedulerConfig {
                 lease: Duration::from_secs(60),
                 catch_up_horizon: Duration::from_secs(86_400),
+                retry_every: Duration::from_millis(20),
             },
         };
         let (actor, handle) = Actor::spawn(None, scheduler, ()).await.unwrap();
-        let ten = start + HOUR / 2;
-        clock.set_ms(ten as u64 + 1_000);
-        actor.send_message(SchedulerMsg::Wake).unwrap();
-        until("the 10:00 run", || {
-            ledger.started.lock().unwrap().len() == 1
-        })
-        .await;
-        // Its run goes on past 11:00, when the next occurrence comes due.
-        clock.set_ms((ten + HOUR) as u64 + 1_000);
+        (actor, handle, ten)
+    }
+
+    /// The timer of the occurrence `at` goes off, the clock a second past it.
+    fn fire(actor: &ActorRef<SchedulerMsg>, clock: &ManualClock, at: i64) {
+        clock.set_ms(at as u64 + 1_000);
         actor
             .send_message(SchedulerMsg::Fire {
                 job: 0,
-                scheduled_for: ten + HOUR,
+                scheduled_for: at,
             })
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_occurrence_due_while_the_previous_run_goes_on_runs_when_it_ends() {
+        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
+        let (actor, handle, ten) = hourly(&ledger, &clock).await;
+        fire(&actor, &clock, ten);
+        until("the 10:00 run", || ledger.started().len() == 1).await;
+        // Its run goes on past 11:00, when the next occurrence comes due.
+        fire(&actor, &clock, ten + HOUR);
         let listed = ractor::call_t!(actor, SchedulerMsg::List, 1_000).unwrap();
         assert!(listed[0].running.is_some());
-        assert_eq!(ledger.started.lock().unwrap().clone(), [ten]);
+        assert_eq!(ledger.started(), [ten]);
         // The 10:00 run ends: the 11:00 one starts.
         ledger.permits.add_permits(1);
-        until("the 11:00 run", || {
-            ledger.started.lock().unwrap().len() == 2
-        })
-        .await;
-        assert_eq!(ledger.started.lock().unwrap().clone(), [ten, ten + HOUR]);
+        until("the 11:00 run", || ledger.started().len() == 2).await;
+        assert_eq!(ledger.started(), [ten, ten + HOUR]);
         ledger.permits.add_permits(1);
         until("both runs recorded", || {
             *ledger.finished.lock().unwrap() == 2
         })
         .await;
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_occurrence_due_while_the_database_is_away_runs_once_it_is_back() {
+        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
+        let (actor, handle, ten) = hourly(&ledger, &clock).await;
+        ledger.down.store(true, Ordering::SeqCst);
+        fire(&actor, &clock, ten);
+        // Tried, and tried again while the database stays away.
+        until("three tries", || ledger.tries.load(Ordering::SeqCst) >= 3).await;
+        assert!(ledger.started().is_empty());
+        ledger.down.store(false, Ordering::SeqCst);
+        until("the 10:00 run", || ledger.started() == [ten]).await;
+        ledger.permits.add_permits(1);
+        until("its run recorded", || *ledger.finished.lock().unwrap() == 1).await;
         actor.stop(None);
         handle.await.unwrap();
     }
