@@ -36,6 +36,8 @@ pub struct JobsConfig {
     pub catch_up_horizon: Duration,
     /// How long a claimed run is its replica's without a renewal.
     pub lease: Duration,
+    /// How soon an occurrence the database could not start is tried again.
+    pub retry_every: Duration,
     pub retention: RetentionConfig,
 }
 
@@ -77,6 +79,12 @@ impl JobsConfig {
             local_delivery,
             catch_up_horizon: r.hours("CATCH_UP_HORIZON_HOURS", 192),
             lease: r.seconds("JOB_LEASE_SECONDS", 300),
+            retry_every: Duration::from_secs(r.ranged(
+                "JOB_RETRY_SECONDS",
+                10u64,
+                (1, 3_600),
+                "seconds",
+            )),
             retention,
         }
     }

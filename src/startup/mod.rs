@@ -183,7 +183,7 @@ impl Application {
                 config: SchedulerConfig {
                     lease: config.jobs.lease,
                     catch_up_horizon: config.jobs.catch_up_horizon,
-                    retry_every: Duration::from_secs(10),
+                    retry_every: config.jobs.retry_every,
                 },
             },
             || (),

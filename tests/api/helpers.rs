@@ -318,6 +318,17 @@ impl TestApp {
         self._db.url.clone()
     }
 
+    /// The runs of the job `name` (a zone's job with its `/` escaped), newest first.
+    pub async fn job_runs(&self, name: &str) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = self
+            .get_admin(&format!("/admin/jobs/{name}/runs"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["runs"].as_array().unwrap().clone()
+    }
+
     /// Wakes the scheduler (after the clock moved) and returns once it has acted: it handles
     /// its messages in order, so once it answers a later one, the wake's catch-up (which
     /// claims in the ledger before it answers) is done.

@@ -23,21 +23,11 @@ async fn run_job(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
         .await
 }
 
-async fn runs(app: &TestApp, name: &str) -> Vec<Value> {
-    let body: Value = app
-        .get_admin(&format!("/admin/jobs/{name}/runs"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["runs"].as_array().unwrap().clone()
-}
-
 /// Waits until no run of `name` is running and at least `n` exist.
 async fn wait_runs(app: &TestApp, name: &str, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let runs = runs(app, name).await;
+        let runs = app.job_runs(name).await;
         if runs.len() >= n && runs.iter().all(|r| r["status"] != "running") {
             return runs;
         }
@@ -598,7 +588,7 @@ async fn after_three_missed_weeks_exactly_one_catch_up_runs(backend: Backend) {
 }
 
 async fn runs_len(app: &TestApp) -> usize {
-    runs(app, "weekly_digest").await.len()
+    app.job_runs("weekly_digest").await.len()
 }
 
 async fn a_failing_job_is_recorded_and_the_next_one_still_runs(backend: Backend) {
@@ -666,7 +656,8 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     let taken = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})).await;
     assert_eq!(taken.status(), 202, "an expired lease is not a live run");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !runs(&app, "weekly_digest")
+    while !app
+        .job_runs("weekly_digest")
         .await
         .iter()
         .any(|r| r["status"] == "succeeded")

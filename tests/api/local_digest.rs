@@ -158,22 +158,15 @@ async fn each_recipient_gets_the_digest_at_the_schedules_time_in_their_own_zone(
     }
     // One run per zone occurrence, in the job ledger (the clock was set back before the
     // zones were, so the Sunday before is there too, caught up with nothing to send).
-    let runs: Value = app
-        .get_admin("/admin/jobs/weekly_digest@Asia%2FKolkata/runs")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let runs = app.job_runs("weekly_digest@Asia%2FKolkata").await;
     let this_sunday = chrono::DateTime::from_timestamp_millis(at(sunday, 3, 30) as i64)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let of_this_sunday = runs["runs"]
-        .as_array()
-        .unwrap()
+    let of_this_sunday = runs
         .iter()
         .filter(|r| r["scheduled_for"] == this_sunday.as_str())
         .count();
-    assert_eq!(of_this_sunday, 1, "{runs}");
+    assert_eq!(of_this_sunday, 1, "{runs:?}");
 }
 
 /// Two recipients move from New York to Tokyo in the week: one before Tokyo's Sunday 09:00
@@ -479,15 +472,8 @@ async fn one_digest_a_week_across_both_daylight_saving_changes(backend: Backend)
             assert_eq!(reported, weeks, "{schedule}: {rows:?}");
         }
         // One run per occurrence in the zone's job ledger, one on the day of the change.
-        let runs: Value = app
-            .get_admin("/admin/jobs/weekly_digest@America%2FNew_York/runs")
-            .await
-            .json()
-            .await
-            .unwrap();
-        let on_the_day = runs["runs"]
-            .as_array()
-            .unwrap()
+        let runs = app.job_runs("weekly_digest@America%2FNew_York").await;
+        let on_the_day = runs
             .iter()
             .filter(|r| {
                 r["scheduled_for"]
@@ -495,7 +481,7 @@ async fn one_digest_a_week_across_both_daylight_saving_changes(backend: Backend)
                     .is_some_and(|s| s.starts_with(&change.format("%Y-%m-%d").to_string()))
             })
             .count();
-        assert_eq!(on_the_day, 1, "{schedule}: {runs}");
+        assert_eq!(on_the_day, 1, "{schedule}: {runs:?}");
     }
 }
 

@@ -4,15 +4,18 @@
 //! and `Retry-After` in bounded time, never a 2xx for work it did not commit; once the proxy
 //! is restored herald recovers without a restart and what it accepts is delivered.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{Backend, postgres_available, spawn_app_with};
+use crate::helpers::{Backend, TestApp, postgres_available, spawn_app_with};
 use crate::smtp::SmtpServer;
 
 /// Forwards TCP to `upstream` until cut: then it stops listening (new connections are
@@ -25,6 +28,11 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// In front of the machine's PostgreSQL.
+    async fn postgres() -> Self {
+        Self::start("127.0.0.1:5432".parse().unwrap()).await
+    }
+
     async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = Self {
@@ -72,16 +80,13 @@ impl Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
-    if !postgres_available("a_database_outage_answers_503_and_herald_recovers_without_a_restart")
-        .await
-    {
-        return;
-    }
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let smtp = SmtpServer::start().await;
-    let app = spawn_app_with(
+/// herald on PostgreSQL reached through `proxy`, sending to `smtp`.
+async fn spawn_behind(
+    proxy: &Proxy,
+    smtp: &SmtpServer,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    spawn_app_with(
         Backend::Postgres,
         |vars| {
             smtp.configure(vars);
@@ -89,10 +94,22 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
                 .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
             assert!(url.contains(&proxy.port.to_string()), "{url}");
             vars.insert("DATABASE_URL".into(), url);
+            configure(vars);
         },
         None,
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
+    if !postgres_available("a_database_outage_answers_503_and_herald_recovers_without_a_restart")
+        .await
+    {
+        return;
+    }
+    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
+    let app = spawn_behind(&proxy, &smtp, |_| {}).await;
     let session = app
         .new_session(json!({"parent_email": "before@example.com"}))
         .await;
@@ -144,6 +161,74 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
     assert_eq!(done.status(), 200);
     let received = smtp.wait_for(2).await;
     assert_eq!(received.len(), 2);
+}
+
+/// The database is away at the digest's Sunday 09:00: the scheduler tries that occurrence
+/// again (every `JOB_RETRY_SECONDS`), and once the database is back the digest goes out,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_due_while_the_database_is_away_goes_out_once_it_is_back() {
+    if !postgres_available("a_digest_due_while_the_database_is_away_goes_out_once_it_is_back").await
+    {
+        return;
+    }
+    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
+    let app = spawn_behind(&proxy, &smtp, |vars| {
+        vars.insert("JOB_RETRY_SECONDS".into(), "1".into());
+    })
+    .await;
+    // A session on a Friday, reported by the digest of the Sunday after (UTC, the zone of
+    // recipients without one of their own).
+    let mut sunday = Utc
+        .timestamp_millis_opt(app.clock.now_ms() as i64)
+        .unwrap()
+        .date_naive()
+        + chrono::Duration::days(3);
+    while sunday.weekday() != Weekday::Sun {
+        sunday = sunday.succ_opt().unwrap();
+    }
+    let at = |date: NaiveDate, hour| date.and_hms_opt(hour, 0, 0).unwrap().and_utc();
+    app.clock
+        .set_ms(at(sunday - chrono::Duration::days(2), 12).timestamp_millis() as u64);
+    let session = app
+        .new_session(json!({"parent_email": "weekly@example.com", "learner_name": "Ada"}))
+        .await;
+    app.clock.advance_ms(10 * 60_000);
+    let done = app.complete(&session.id, Some(&session.token), None).await;
+    assert_eq!(done.status(), 200);
+    smtp.wait_for(1).await;
+
+    proxy.cut();
+    app.clock
+        .set_ms(at(sunday, 9).timestamp_millis() as u64 + 1_000);
+    app.state.scheduler.wake();
+    // The scheduler answers in order: once it answers, it has met the database away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.state.scheduler.list().await.is_none() {
+        assert!(Instant::now() < deadline, "the scheduler did not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.restore().await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no digest after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = smtp.received();
+    let digest = String::from_utf8_lossy(&received[1].data);
+    assert!(digest.contains("Weekly learning digest"), "{digest}");
+    let runs = app.job_runs("weekly_digest").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(
+        runs[0]["scheduled_for"],
+        at(sunday, 9).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    );
+    assert_eq!(smtp.count(), 2);
 }
 
 /// SQLite that cannot take writes, full (`max_page_count` reached, as on a full disk) or
