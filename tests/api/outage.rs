@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
@@ -25,6 +26,10 @@ struct Proxy {
     upstream: SocketAddr,
     connections: Arc<std::sync::Mutex<JoinSet<()>>>,
     accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While set, each new connection is closed as soon as it is accepted.
+    dropping: Arc<AtomicBool>,
+    /// Connections closed that way.
+    dropped: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -40,6 +45,8 @@ impl Proxy {
             upstream,
             connections: Arc::default(),
             accept: std::sync::Mutex::new(None),
+            dropping: Arc::default(),
+            dropped: Arc::default(),
         };
         proxy.serve(listener);
         proxy
@@ -47,8 +54,14 @@ impl Proxy {
 
     fn serve(&self, listener: TcpListener) {
         let (connections, upstream) = (self.connections.clone(), self.upstream);
+        let (dropping, dropped) = (self.dropping.clone(), self.dropped.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if dropping.load(Ordering::SeqCst) {
+                    drop(client);
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 connections.lock().unwrap().spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -64,6 +77,17 @@ impl Proxy {
             accept.abort();
         }
         self.connections.lock().unwrap().abort_all();
+    }
+
+    /// Closes the open connections, and each new one as soon as it is accepted (a pooler
+    /// whose server is gone), until [`Proxy::mend`].
+    fn drop_connections(&self) {
+        self.dropping.store(true, Ordering::SeqCst);
+        self.connections.lock().unwrap().abort_all();
+    }
+
+    fn mend(&self) {
+        self.dropping.store(false, Ordering::SeqCst);
     }
 
     async fn restore(&self) {
@@ -229,6 +253,69 @@ async fn a_digest_due_while_the_database_is_away_goes_out_once_it_is_back() {
         at(sunday, 9).format("%Y-%m-%dT%H:%M:%SZ").to_string()
     );
     assert_eq!(smtp.count(), 2);
+}
+
+/// The database closes every connection as soon as it is opened (the errors come at once,
+/// not after the pool's timeout, as they do for a refused connection): herald stays up and
+/// degraded, the dispatcher waits for the database rather than fail and restart in a loop
+/// (five restarts in ten seconds end the process), and everything recovers after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_drops_every_connection_leaves_herald_up_until_it_returns() {
+    if !postgres_available(
+        "a_database_that_drops_every_connection_leaves_herald_up_until_it_returns",
+    )
+    .await
+    {
+        return;
+    }
+    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
+    let app = spawn_behind(&proxy, &smtp, |_| {}).await;
+    let session = app
+        .new_session(json!({"parent_email": "before@example.com"}))
+        .await;
+    app.complete(&session.id, Some(&session.token), None).await;
+    smtp.wait_for(1).await;
+
+    proxy.drop_connections();
+    // A hundred connections dropped (some 40 a second): several of the dispatcher's polls
+    // (one a second) met the database gone. Before, herald had ended after 17.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.dropped.load(Ordering::SeqCst) < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "herald stopped asking for connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let healthz = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "alive while the database is away");
+    assert_eq!(app.health().await.status(), 503);
+    let tree: Value = app.get_admin("/admin/actors").await.json().await.unwrap();
+    assert_eq!(tree["alive"], true, "{tree}");
+    let restarted: Vec<&Value> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|actor| actor["restarts"] != 0)
+        .collect();
+    assert!(restarted.is_empty(), "{restarted:?}");
+
+    proxy.mend();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.health().await.status() != 200 {
+        assert!(Instant::now() < deadline, "herald did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = app
+        .new_session(json!({"parent_email": "after@example.com"}))
+        .await;
+    assert_eq!(
+        app.complete(&session.id, Some(&session.token), None)
+            .await
+            .status(),
+        200
+    );
+    smtp.wait_for(2).await;
 }
 
 /// SQLite that cannot take writes, full (`max_page_count` reached, as on a full disk) or

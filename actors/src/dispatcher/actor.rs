@@ -93,6 +93,8 @@ pub struct DispatcherState {
     ticker: Option<tokio::task::JoinHandle<()>>,
     /// A probe is out while the breaker is half-open.
     probing: bool,
+    /// The last claim failed (the database away): said once, not at every poll.
+    claims_failing: bool,
 }
 
 /// A std Mutex, never held across an await; a task that panicked holding it left the set
@@ -139,17 +141,13 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
     }
 
     /// Claims and starts as many sends as the concurrency and the breaker allow.
-    async fn pump(
-        &self,
-        myself: &ActorRef<DispatcherMsg>,
-        state: &mut DispatcherState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn pump(&self, myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
         // Reap finished tasks so the count is right.
         while state.in_flight.try_join_next().is_some() {}
         let now = self.now();
         let (allowed, probe) = state.breaker.allows(now);
         if !allowed || (probe && state.probing) {
-            return Ok(());
+            return;
         }
         let free = if probe {
             1
@@ -157,7 +155,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
             self.config.concurrency.saturating_sub(state.sending)
         };
         if free == 0 {
-            return Ok(());
+            return;
         }
         // A row that waited through half its lease goes back and is claimed afresh (with a
         // new lease, and the preference read again). Claims come in order, so those lead.
@@ -170,10 +168,22 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         self.release(stale).await;
         if state.ready.is_empty() {
             let round = if probe { 1 } else { self.config.concurrency };
-            let claimed = self
-                .port
-                .claim(round, now, millis(self.config.lease))
-                .await?;
+            let claimed = match self.port.claim(round, now, millis(self.config.lease)).await {
+                Ok(claimed) => {
+                    if std::mem::take(&mut state.claims_failing) {
+                        tracing::info!("emails are claimed again");
+                    }
+                    claimed
+                }
+                // The database is away: the next poll tries again (a restart would not
+                // bring it back, and restarts in a row would end the process).
+                Err(err) => {
+                    if !std::mem::replace(&mut state.claims_failing, true) {
+                        tracing::warn!(error = %err, "cannot claim emails to send; trying again every poll");
+                    }
+                    return;
+                }
+            };
             let in_flight = lock(&state.in_flight_ids);
             state.ready.extend(
                 claimed
@@ -190,7 +200,6 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
             started += 1;
         }
         state.probing = probe && started > 0;
-        Ok(())
     }
 
     /// Hands claimed rows back to the database.
@@ -277,6 +286,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
             ),
             ticker: Some(ticker),
             probing: false,
+            claims_failing: false,
         })
     }
 
@@ -310,14 +320,14 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
     ) -> Result<(), ActorProcessingErr> {
         crate::fault::inject("email_dispatcher");
         match message {
-            DispatcherMsg::Wake => self.pump(&myself, state).await?,
+            DispatcherMsg::Wake => self.pump(&myself, state).await,
             DispatcherMsg::Tick => {
                 if let Ok(depth) = self.port.depth().await {
                     self.observer.depth(depth);
                 }
                 self.observer
                     .provider_up(!state.breaker.is_open(self.now()));
-                self.pump(&myself, state).await?;
+                self.pump(&myself, state).await;
             }
             DispatcherMsg::Finished { reached } => {
                 state.sending = state.sending.saturating_sub(1);
@@ -335,7 +345,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
                     }
                 }
                 if !open && reached {
-                    self.pump(&myself, state).await?;
+                    self.pump(&myself, state).await;
                 }
             }
         }
