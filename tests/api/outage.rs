@@ -125,6 +125,23 @@ async fn spawn_behind(
     .await
 }
 
+/// A session for `parent` is completed, and its report is the `nth` message to arrive.
+async fn report_arrives(app: &TestApp, smtp: &SmtpServer, parent: &str, nth: usize) {
+    let session = app.new_session(json!({"parent_email": parent})).await;
+    let done = app.complete(&session.id, Some(&session.token), None).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(smtp.wait_for(nth).await.len(), nth);
+}
+
+/// Waits until `/health` says herald is whole again (30 s at most).
+async fn recovers(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.health().await.status() != 200 {
+        assert!(Instant::now() < deadline, "herald did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
     if !postgres_available("a_database_outage_answers_503_and_herald_recovers_without_a_restart")
@@ -134,11 +151,7 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
     }
     let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
     let app = spawn_behind(&proxy, &smtp, |_| {}).await;
-    let session = app
-        .new_session(json!({"parent_email": "before@example.com"}))
-        .await;
-    app.complete(&session.id, Some(&session.token), None).await;
-    smtp.wait_for(1).await;
+    report_arrives(&app, &smtp, "before@example.com", 1).await;
 
     proxy.cut();
     let healthz = app.client.get(app.url("/healthz")).send().await.unwrap();
@@ -173,18 +186,8 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
     );
 
     proxy.restore().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.health().await.status() != 200 {
-        assert!(Instant::now() < deadline, "herald did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let session = app
-        .new_session(json!({"parent_email": "after@example.com"}))
-        .await;
-    let done = app.complete(&session.id, Some(&session.token), None).await;
-    assert_eq!(done.status(), 200);
-    let received = smtp.wait_for(2).await;
-    assert_eq!(received.len(), 2);
+    recovers(&app).await;
+    report_arrives(&app, &smtp, "after@example.com", 2).await;
 }
 
 /// The database is away at the digest's Sunday 09:00: the scheduler tries that occurrence
@@ -270,11 +273,7 @@ async fn a_database_that_drops_every_connection_leaves_herald_up_until_it_return
     }
     let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
     let app = spawn_behind(&proxy, &smtp, |_| {}).await;
-    let session = app
-        .new_session(json!({"parent_email": "before@example.com"}))
-        .await;
-    app.complete(&session.id, Some(&session.token), None).await;
-    smtp.wait_for(1).await;
+    report_arrives(&app, &smtp, "before@example.com", 1).await;
 
     proxy.drop_connections();
     // A hundred connections dropped (some 40 a second): several of the dispatcher's polls
@@ -301,21 +300,8 @@ async fn a_database_that_drops_every_connection_leaves_herald_up_until_it_return
     assert!(restarted.is_empty(), "{restarted:?}");
 
     proxy.mend();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.health().await.status() != 200 {
-        assert!(Instant::now() < deadline, "herald did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let session = app
-        .new_session(json!({"parent_email": "after@example.com"}))
-        .await;
-    assert_eq!(
-        app.complete(&session.id, Some(&session.token), None)
-            .await
-            .status(),
-        200
-    );
-    smtp.wait_for(2).await;
+    recovers(&app).await;
+    report_arrives(&app, &smtp, "after@example.com", 2).await;
 }
 
 /// SQLite that cannot take writes, full (`max_page_count` reached, as on a full disk) or
