@@ -53,10 +53,26 @@ pub async fn run_started<P: SchedulerPort>(
         Ok(Err(error)) => RunOutcome::Failed(error),
         Err(join) => RunOutcome::Failed(format!("the job panicked: {join}")),
     };
-    heartbeat.abort();
-    if let Err(err) = port.finish(&job, &run_id, &outcome, now_ms(&clock)).await {
-        tracing::error!(job = %job, error = %err, "could not record the end of a job run");
+    // The outcome is written while the lease is still renewed: a database away at that
+    // moment is waited for (a run left `running` would hide the outcome, and on one replica
+    // nothing would take it over), for one lease at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(lease_ms.max(0) as u64);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match port.finish(&job, &run_id, &outcome, now_ms(&clock)).await {
+            Ok(()) => break,
+            Err(err) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(job = %job, error = %err, "could not record the end of a job run; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(heartbeat_every(lease_ms));
+            }
+            Err(err) => {
+                tracing::error!(job = %job, error = %err, "could not record the end of a job run");
+                break;
+            }
+        }
     }
+    heartbeat.abort();
     outcome
 }
 
@@ -102,6 +118,8 @@ mod tests {
         finished: Mutex<Vec<RunOutcome>>,
         panics: bool,
         body_ms: u64,
+        /// Writes of the outcome refused before one goes through.
+        finish_refusals: Mutex<u32>,
     }
 
     impl SchedulerPort for Ledger {
@@ -130,6 +148,11 @@ mod tests {
             outcome: &RunOutcome,
             _: i64,
         ) -> Result<(), PortError> {
+            let mut refusals = self.finish_refusals.lock().unwrap();
+            if *refusals > 0 {
+                *refusals -= 1;
+                return Err(PortError::new("connection refused"));
+            }
             self.finished.lock().unwrap().push(outcome.clone());
             Ok(())
         }
@@ -192,5 +215,20 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(port.finished.lock().unwrap().as_slice(), [outcome]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_the_database_refuses_is_written_once_it_is_back() {
+        let port = Arc::new(Ledger {
+            finish_refusals: Mutex::new(3),
+            ..Ledger::default()
+        });
+        let clock: SharedClock = Arc::new(ManualClock::new(0));
+        let (_, outcome) = run_occurrence(port.clone(), clock, 60_000, "digest", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(port.finished.lock().unwrap().as_slice(), [outcome]);
+        assert_eq!(*port.finish_refusals.lock().unwrap(), 0);
     }
 }
