@@ -9,7 +9,9 @@
 //!
 //! Each send runs in its own task that writes its own outcome to the ledger, so a send in
 //! flight when the dispatcher stops still finishes and is recorded; `post_stop` waits for
-//! them. The actor keeps only counts, the queue of claimed rows and the breaker.
+//! them. The actor keeps only counts, the queue of claimed rows, the ids being sent (so a
+//! row handed out again while its send goes on is not sent twice) and the breaker. A claim
+//! the database refuses is tried again at the next poll, not by failing the actor.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
