@@ -149,7 +149,7 @@ pub(super) async fn jobs_run(
     let lease = i64::try_from(config.jobs.lease.as_millis()).unwrap_or(i64::MAX);
     let ran = run_occurrence(port, context.clock.clone(), lease, name, occurrence)
         .await
-        .map_err(|e| anyhow::anyhow!(e.0))?;
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     let code = match ran {
         None => {
             eprintln!("{name}: that occurrence already ran or is running");

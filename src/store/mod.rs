@@ -137,11 +137,15 @@ fn cannot_write(sqlite: bool, code: &str) -> bool {
 
 impl StoreError {
     /// Whether the database could not be reached (connection refused or lost, no pooled
-    /// connection in time), as opposed to a query that failed: worth a retry later.
+    /// connection in time, a conversation cut short), as opposed to a query that failed:
+    /// worth a retry later.
     pub fn is_unavailable(&self) -> bool {
         fn unreachable(err: &sqlx::Error) -> bool {
             match err {
+                // `Protocol`: the server's side of the wire broke off or made no sense (a
+                // connection closed as it opened reads as a bad answer to the TLS request).
                 sqlx::Error::Io(_)
+                | sqlx::Error::Protocol(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed

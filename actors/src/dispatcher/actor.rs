@@ -11,7 +11,8 @@
 //! flight when the dispatcher stops still finishes and is recorded; `post_stop` waits for
 //! them. The actor keeps only counts, the queue of claimed rows, the ids being sent (so a
 //! row handed out again while its send goes on is not sent twice) and the breaker. A claim
-//! the database refuses is tried again at the next poll, not by failing the actor.
+//! refused because the database is away is tried again at the next poll, not by failing the
+//! actor.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -142,14 +143,20 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
-    /// Claims and starts as many sends as the concurrency and the breaker allow.
-    async fn pump(&self, myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+    /// Claims and starts as many sends as the concurrency and the breaker allow. A claim
+    /// the database refuses for being away is tried again at the next poll; any other
+    /// failure (a statement that cannot work) fails the actor.
+    async fn pump(
+        &self,
+        myself: &ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
         // Reap finished tasks so the count is right.
         while state.in_flight.try_join_next().is_some() {}
         let now = self.now();
         let (allowed, probe) = state.breaker.allows(now);
         if !allowed || (probe && state.probing) {
-            return;
+            return Ok(());
         }
         let free = if probe {
             1
@@ -157,7 +164,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
             self.config.concurrency.saturating_sub(state.sending)
         };
         if free == 0 {
-            return;
+            return Ok(());
         }
         // A row that waited through half its lease goes back and is claimed afresh (with a
         // new lease, and the preference read again). Claims come in order, so those lead.
@@ -179,12 +186,13 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 }
                 // The database is away: the next poll tries again (a restart would not
                 // bring it back, and restarts in a row would end the process).
-                Err(err) => {
+                Err(err) if err.unavailable => {
                     if !std::mem::replace(&mut state.claims_failing, true) {
                         tracing::warn!(error = %err, "cannot claim emails to send; trying again every poll");
                     }
-                    return;
+                    return Ok(());
                 }
+                Err(err) => return Err(err.into()),
             };
             let in_flight = lock(&state.in_flight_ids);
             state.ready.extend(
@@ -202,6 +210,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
             started += 1;
         }
         state.probing = probe && started > 0;
+        Ok(())
     }
 
     /// Hands claimed rows back to the database.
@@ -322,14 +331,14 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
     ) -> Result<(), ActorProcessingErr> {
         crate::fault::inject("email_dispatcher");
         match message {
-            DispatcherMsg::Wake => self.pump(&myself, state).await,
+            DispatcherMsg::Wake => self.pump(&myself, state).await?,
             DispatcherMsg::Tick => {
                 if let Ok(depth) = self.port.depth().await {
                     self.observer.depth(depth);
                 }
                 self.observer
                     .provider_up(!state.breaker.is_open(self.now()));
-                self.pump(&myself, state).await;
+                self.pump(&myself, state).await?;
             }
             DispatcherMsg::Finished { reached } => {
                 state.sending = state.sending.saturating_sub(1);
@@ -347,7 +356,7 @@ impl<P: DispatchPort, O: DispatchObserver> Actor for Dispatcher<P, O> {
                     }
                 }
                 if !open && reached {
-                    self.pump(&myself, state).await;
+                    self.pump(&myself, state).await?;
                 }
             }
         }

@@ -167,7 +167,7 @@ impl LimiterClient {
                         }
                         failed => {
                             let why = match failed {
-                                Ok(Err(err)) => err.0,
+                                Ok(Err(err)) => err.message,
                                 _ => format!("no answer within {timeout:?}"),
                             };
                             if breaker.failed(threshold) {

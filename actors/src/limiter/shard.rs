@@ -298,7 +298,7 @@ impl Shard {
                         tracing::info!("shared rate-limit windows reachable");
                         return Ok(());
                     }
-                    Ok(Err(err)) => err.0,
+                    Ok(Err(err)) => err.message,
                     Err(_) => format!("no answer within {timeout:?}"),
                 };
                 if first {

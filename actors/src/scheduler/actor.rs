@@ -169,7 +169,7 @@ impl<P: SchedulerPort> Scheduler<P> {
             .port
             .try_start(&name, scheduled_for, now, millis(self.config.lease))
             .await
-            .map_err(|e: PortError| RunError::Port(e.0))?
+            .map_err(|e: PortError| RunError::Port(e.message))?
             .ok_or(RunError::AlreadyRan)?;
         let entry = &mut state.jobs[job];
         entry.running = Some(run_id.clone());

@@ -51,7 +51,7 @@ impl ThrottleClient {
             .map_err(|_| ThrottleError::Unavailable)?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(port))) => Err(ThrottleError::Port(port.0)),
+            Ok(Ok(Err(port))) => Err(ThrottleError::Port(port.message)),
             _ => Err(ThrottleError::Unavailable),
         }
     }

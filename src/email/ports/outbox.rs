@@ -9,7 +9,7 @@ use herald_actors::dispatcher::{Attempt, Claimed, DispatchObserver, DispatchPort
 use herald_actors::email::EmailType;
 use herald_actors::port::PortError;
 
-use super::{HandOff, Reports, port_error};
+use super::{HandOff, Reports, port_error, store_error};
 use crate::email::message::{self, Outgoing};
 use crate::email::{Mailer, Signer, templates};
 use crate::reports::pdf;
@@ -216,7 +216,7 @@ impl DispatchPort for OutboxPort {
     ) -> Result<Vec<Claimed>, PortError> {
         let rows = outbox::claim(&self.store, limit, now_ms, lease_ms, &self.instance)
             .await
-            .map_err(port_error)?;
+            .map_err(store_error)?;
         for row in &rows {
             self.claimed
                 .put(row.id.clone(), (row.delivery.clone(), now_ms));
@@ -273,7 +273,7 @@ impl DispatchPort for OutboxPort {
             }
             Ok(Err(attempt)) => attempt,
             // The database hiccupped: try again later, as for a busy mail server.
-            Err(err) => Attempt::Transient(err.0),
+            Err(err) => Attempt::Transient(err.message),
         }
     }
 
