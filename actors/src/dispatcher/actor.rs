@@ -385,6 +385,9 @@ mod tests {
         released: Mutex<Vec<String>>,
         gate: Semaphore,
         mark_gate: Semaphore,
+        /// While set, each claim fails with it.
+        refusal: Mutex<Option<PortError>>,
+        refused: Mutex<usize>,
     }
 
     const OPEN: usize = 1_000_000;
@@ -407,6 +410,8 @@ mod tests {
                 released: Mutex::default(),
                 gate: Semaphore::new(0),
                 mark_gate: Semaphore::new(OPEN),
+                refusal: Mutex::default(),
+                refused: Mutex::default(),
             })
         }
     }
@@ -429,6 +434,10 @@ mod tests {
             now: i64,
             lease_ms: i64,
         ) -> Result<Vec<Claimed>, PortError> {
+            if let Some(refusal) = self.refusal.lock().unwrap().clone() {
+                *self.refused.lock().unwrap() += 1;
+                return Err(refusal);
+            }
             let mut leased = self.leased.lock().unwrap();
             let (expired, live): (Vec<Claimed>, Vec<Claimed>) =
                 leased.drain(..).partition(|row| row.lease_until < now);
@@ -606,5 +615,32 @@ mod tests {
         actor.stop_and_wait(None, None).await.unwrap();
         assert_eq!(outbox.delivered.lock().unwrap().clone(), ["row0"]);
         assert_eq!(outbox.sent.lock().unwrap().clone(), ["row0"]);
+    }
+
+    #[tokio::test]
+    async fn a_claim_waits_for_a_database_that_is_away_and_fails_on_one_that_cannot_work() {
+        let outbox = Outbox::with_rows(1);
+        outbox.gate.add_permits(OPEN);
+        *outbox.refusal.lock().unwrap() = Some(PortError::unavailable("connection refused"));
+        let actor = start(&outbox, 2).await;
+        for _ in 0..3 {
+            actor.send_message(DispatcherMsg::Wake).unwrap();
+        }
+        until("four claims refused", || {
+            *outbox.refused.lock().unwrap() == 4
+        })
+        .await;
+        assert_eq!(actor.get_status(), ractor::ActorStatus::Running);
+        // The database is back: the next poll sends.
+        *outbox.refusal.lock().unwrap() = None;
+        actor.send_message(DispatcherMsg::Wake).unwrap();
+        until("row0 sent", || outbox.sent.lock().unwrap().len() == 1).await;
+        // A claim that cannot work is the actor's failure, for its supervisor to see.
+        *outbox.refusal.lock().unwrap() = Some(PortError::new("no such table: email_send_logs"));
+        actor.send_message(DispatcherMsg::Wake).unwrap();
+        until("the dispatcher failed", || {
+            actor.get_status() == ractor::ActorStatus::Stopped
+        })
+        .await;
     }
 }
