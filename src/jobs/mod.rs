@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::port::PortError;
-use herald_actors::scheduler::{JobSpec, RunOutcome, SchedulerPort};
+use herald_actors::scheduler::{Claim, JobSpec, RunOutcome, SchedulerPort};
 use herald_actors::throttle::ThrottleClient;
 
 use crate::config::JobsConfig;
@@ -246,6 +246,7 @@ impl SchedulerPort for JobsPort {
         scheduled_for: i64,
         now_ms: i64,
         lease_ms: i64,
+        claim: Claim,
     ) -> Result<Option<String>, PortError> {
         jobs::try_start(
             &self.context.store,
@@ -254,6 +255,7 @@ impl SchedulerPort for JobsPort {
             now_ms,
             lease_ms,
             &self.context.owner,
+            claim,
         )
         .await
         .map_err(port_error)

@@ -1,6 +1,7 @@
 //! The occurrence ledger (`job_runs`): one row per (job, scheduled_for), so an occurrence
 //! runs once however often and from however many processes it is triggered.
 
+use herald_actors::scheduler::Claim;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -22,7 +23,8 @@ pub struct JobRun {
     pub lease_until_ms: Option<i64>,
 }
 
-/// Starts the occurrence unless it exists; takes over a `running` row whose lease expired.
+/// Starts the occurrence as `claim` allows: unless it exists (taking over a `running` row
+/// whose lease expired), or, to run it again, only if its run failed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn try_start(
     store: &Store,
@@ -31,23 +33,33 @@ pub async fn try_start(
     now_ms: i64,
     lease_ms: i64,
     owner: &str,
+    claim: Claim,
 ) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) \
-         VALUES ($1, $2, $3, 'running', $4, $5, $6) \
-         ON CONFLICT (job, scheduled_for) DO UPDATE SET id = excluded.id, started_at = excluded.started_at, \
-           lease_until = excluded.lease_until, owner = excluded.owner, error = NULL \
-         WHERE job_runs.status = 'running' AND job_runs.lease_until < $4 \
-         RETURNING id",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(job)
-    .bind(scheduled_for)
-    .bind(now_ms)
-    .bind(now_ms + lease_ms)
-    .bind(owner)
-    .fetch_optional(store.writer())
-    .await?;
+    let sql = match claim {
+        Claim::Start => {
+            "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) \
+             VALUES ($1, $2, $3, 'running', $4, $5, $6) \
+             ON CONFLICT (job, scheduled_for) DO UPDATE SET id = excluded.id, started_at = excluded.started_at, \
+               lease_until = excluded.lease_until, owner = excluded.owner, error = NULL \
+             WHERE job_runs.status = 'running' AND job_runs.lease_until < $4 \
+             RETURNING id"
+        }
+        Claim::Rerun => {
+            "UPDATE job_runs SET id = $1, status = 'running', started_at = $4, lease_until = $5, \
+               owner = $6, error = NULL, finished_at = NULL \
+             WHERE job = $2 AND scheduled_for = $3 AND status = 'failed' \
+             RETURNING id"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(now_ms)
+        .bind(now_ms + lease_ms)
+        .bind(owner)
+        .fetch_optional(store.writer())
+        .await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 

@@ -621,6 +621,44 @@ async fn a_failing_job_is_recorded_and_the_next_one_still_runs(backend: Backend)
     );
 }
 
+/// A run that failed (its table away for a moment) is run again by herald once the cause is
+/// gone: the same occurrence, one row, succeeded.
+async fn a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        |vars| {
+            vars.insert("JOB_RETRY_SECONDS".into(), "1".into());
+        },
+        None,
+    )
+    .await;
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    let writer = app.state.store.writer();
+    sqlx::query(&rename("audit_log", "audit_log_away"))
+        .execute(writer)
+        .await
+        .unwrap();
+    assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
+    let failed = wait_runs(&app, "purge_old", 1).await;
+    assert_eq!(failed[0]["status"], "failed");
+    sqlx::query(&rename("audit_log_away", "audit_log"))
+        .execute(writer)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let runs = loop {
+        let runs = app.job_runs("purge_old").await;
+        if runs[0]["status"] == "succeeded" {
+            break runs;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["scheduled_for"], failed[0]["scheduled_for"]);
+    assert!(runs[0]["error"].is_null(), "{runs:?}");
+}
+
 async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     // No catch-up at start: a caught-up digest running when the request arrives would
     // answer it JOB_RUNNING, whatever the dead run's lease says.
@@ -681,6 +719,7 @@ on_both_backends!(
     two_simultaneous_triggers_run_once,
     after_three_missed_weeks_exactly_one_catch_up_runs,
     a_failing_job_is_recorded_and_the_next_one_still_runs,
+    a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone,
     a_run_left_running_by_a_dead_process_is_taken_over,
 );
 

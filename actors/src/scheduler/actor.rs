@@ -10,7 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::calendar::{MissedPolicy, Schedule, catch_up};
-use super::port::SchedulerPort;
+use super::port::{Claim, RunOutcome, SchedulerPort};
 use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
 
@@ -62,8 +62,15 @@ pub enum SchedulerMsg {
     /// Runs a job now, as an occurrence of its own (at `scheduled_for`, or now); replies
     /// with the run id.
     RunNow(String, Option<i64>, RpcReplyPort<Result<String, RunError>>),
+    /// A run of `job` ended; `failed` names its occurrence when it failed.
     Finished {
         job: usize,
+        failed: Option<i64>,
+    },
+    /// Runs again the occurrence `scheduled_for` of `job`, whose run failed.
+    Rerun {
+        job: usize,
+        scheduled_for: i64,
     },
     /// The ledger could not be reached for `job`: try its occurrence `scheduled_for` again
     /// (`None`: catch the job up, as on a Wake).
@@ -86,9 +93,14 @@ pub struct SchedulerConfig {
     /// Missed occurrences older than this are not caught up.
     pub catch_up_horizon: Duration,
     /// How soon an occurrence the ledger could not start (the database away) is tried
-    /// again; it is tried until it starts or is older than the catch-up horizon.
+    /// again; it is tried until it starts or is older than the catch-up horizon. A run that
+    /// failed is run again after this, then twice as long, … [`MAX_RERUNS`] times.
     pub retry_every: Duration,
 }
+
+/// How many times a failed run of an occurrence is run again (after 10 s, 20 s, 40 s, 80 s
+/// and 160 s with the default `retry_every`: through a database restart, say).
+pub const MAX_RERUNS: u32 = 5;
 
 pub struct Scheduler<P> {
     pub port: Arc<P>,
@@ -119,6 +131,8 @@ struct JobState {
     /// the ledger, what catching up starts from (a fresh install waits for its first
     /// occurrence; one after it that a late timer missed is caught up on the next Wake).
     since: Option<i64>,
+    /// The latest failed occurrence run again, and how many times.
+    reruns: Option<(i64, u32)>,
 }
 
 pub struct SchedulerState {
@@ -152,22 +166,28 @@ impl<P: SchedulerPort> Scheduler<P> {
         }
     }
 
-    /// Starts the occurrence through the ledger and runs it in its own task.
+    /// Claims the occurrence in the ledger and runs it in its own task.
     async fn start(
         &self,
         myself: &ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
         job: usize,
         scheduled_for: i64,
+        claim: Claim,
     ) -> Result<String, RunError> {
         let name = state.jobs[job].spec.name.clone();
         if state.jobs[job].running.is_some() {
             return Err(RunError::AlreadyRunning(name));
         }
-        let now = self.now();
         let run_id = self
             .port
-            .try_start(&name, scheduled_for, now, millis(self.config.lease))
+            .try_start(
+                &name,
+                scheduled_for,
+                self.now(),
+                millis(self.config.lease),
+                claim,
+            )
             .await
             .map_err(|e: PortError| RunError::Port(e.message))?
             .ok_or(RunError::AlreadyRan)?;
@@ -188,10 +208,38 @@ impl<P: SchedulerPort> Scheduler<P> {
             run_id.clone(),
         );
         tokio::spawn(async move {
-            super::run::run_started(port, clock, lease_ms, name, id, scheduled_for).await;
-            let _ = myself.send_message(SchedulerMsg::Finished { job });
+            let outcome =
+                super::run::run_started(port, clock, lease_ms, name, id, scheduled_for).await;
+            let failed = matches!(outcome, RunOutcome::Failed(_)).then_some(scheduled_for);
+            let _ = myself.send_message(SchedulerMsg::Finished { job, failed });
         });
         Ok(run_id)
+    }
+
+    /// Runs the failed occurrence again after `retry_every`, doubling, [`MAX_RERUNS`] times
+    /// at most.
+    fn rerun_later(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        scheduled_for: i64,
+    ) {
+        let entry = &mut state.jobs[job];
+        let done = match entry.reruns {
+            Some((at, done)) if at == scheduled_for => done,
+            _ => 0,
+        };
+        if done >= MAX_RERUNS {
+            tracing::error!(job = %entry.spec.name, scheduled_for, reruns = done,
+                "the run failed again; left for an operator to run");
+            return;
+        }
+        entry.reruns = Some((scheduled_for, done + 1));
+        let after = self.config.retry_every.saturating_mul(1 << done);
+        tracing::warn!(job = %entry.spec.name, scheduled_for, after_seconds = after.as_secs(),
+            "the run failed; running it again");
+        drop(myself.send_after(after, move || SchedulerMsg::Rerun { job, scheduled_for }));
     }
 
     /// Looks at `(job, scheduled_for)` again just after a lease could have run out.
@@ -217,7 +265,10 @@ impl<P: SchedulerPort> Scheduler<P> {
         scheduled_for: i64,
     ) {
         let name = state.jobs[job].spec.name.clone();
-        match self.start(myself, state, job, scheduled_for).await {
+        match self
+            .start(myself, state, job, scheduled_for, Claim::Start)
+            .await
+        {
             Ok(_) => {}
             // Run elsewhere (or already done): watch it in case its process dies.
             Err(RunError::AlreadyRan) => self.recheck_later(myself, job, scheduled_for),
@@ -301,6 +352,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 .cloned()
                 .map(|spec| JobState {
                     last_scheduled: None,
+                    reruns: None,
                     since: spec.schedule.latest_at_or_before(now),
                     spec,
                     next: None,
@@ -350,9 +402,38 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 job,
                 scheduled_for: None,
             } => self.catch_up(&myself, state, job).await,
+            SchedulerMsg::Rerun { job, scheduled_for } => {
+                match self
+                    .start(&myself, state, job, scheduled_for, Claim::Rerun)
+                    .await
+                {
+                    // Run since (by hand, or by another replica), or not failed any more.
+                    Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::UnknownJob(_)) => {}
+                    Err(err)
+                        if self.now() - scheduled_for > millis(self.config.catch_up_horizon) =>
+                    {
+                        tracing::error!(job = %state.jobs[job].spec.name, error = %err, scheduled_for,
+                            "a failed run could not run again before the catch-up horizon");
+                    }
+                    // Busy with another occurrence, or the database away: a little later.
+                    Err(err) => {
+                        tracing::warn!(job = %state.jobs[job].spec.name, error = %err, "a failed run could not run again yet");
+                        let after = self.config.retry_every;
+                        drop(
+                            myself.send_after(after, move || SchedulerMsg::Rerun {
+                                job,
+                                scheduled_for,
+                            }),
+                        );
+                    }
+                }
+            }
             SchedulerMsg::Recheck { job, scheduled_for } => {
                 let name = state.jobs[job].spec.name.clone();
-                match self.start(&myself, state, job, scheduled_for).await {
+                match self
+                    .start(&myself, state, job, scheduled_for, Claim::Start)
+                    .await
+                {
                     Ok(run_id) => tracing::warn!(
                         job = %name, run_id = %run_id, scheduled_for,
                         "took over a run whose process stopped renewing its lease"
@@ -381,13 +462,16 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     None => Err(RunError::UnknownJob(name)),
                     Some(job) => {
                         let at = scheduled_for.unwrap_or_else(|| self.now());
-                        self.start(&myself, state, job, at).await
+                        self.start(&myself, state, job, at, Claim::Start).await
                     }
                 };
                 let _ = reply.send(result);
             }
-            SchedulerMsg::Finished { job } => {
+            SchedulerMsg::Finished { job, failed } => {
                 state.jobs[job].running = None;
+                if let Some(scheduled_for) = failed {
+                    self.rerun_later(&myself, state, job, scheduled_for);
+                }
                 // An occurrence that came due while this run went on was not started (a job
                 // runs once at a time): it runs now, under the missed-run policy.
                 self.catch_up(&myself, state, job).await;
@@ -421,6 +505,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                         timer: None,
                         running: None,
                         last_scheduled: None,
+                        reruns: None,
                         since,
                     });
                     let job = state.jobs.len() - 1;
@@ -453,6 +538,10 @@ mod tests {
         permits: Semaphore,
         down: AtomicBool,
         tries: AtomicU32,
+        /// Runs that fail before one succeeds.
+        failures: Mutex<u32>,
+        /// The occurrences whose last run failed.
+        failed: Mutex<Vec<i64>>,
     }
 
     impl Default for Ledger {
@@ -463,6 +552,8 @@ mod tests {
                 permits: Semaphore::new(0),
                 down: AtomicBool::default(),
                 tries: AtomicU32::default(),
+                failures: Mutex::default(),
+                failed: Mutex::default(),
             }
         }
     }
@@ -487,13 +578,20 @@ mod tests {
             scheduled_for: i64,
             _: i64,
             _: i64,
+            claim: Claim,
         ) -> Result<Option<String>, PortError> {
             self.tries.fetch_add(1, Ordering::SeqCst);
             self.reachable()?;
             let mut started = self.started.lock().unwrap();
-            if started.contains(&scheduled_for) {
+            let mut failed = self.failed.lock().unwrap();
+            let may = match claim {
+                Claim::Start => !started.contains(&scheduled_for),
+                Claim::Rerun => failed.contains(&scheduled_for),
+            };
+            if !may {
                 return Ok(None);
             }
+            failed.retain(|&f| f != scheduled_for);
             started.push(scheduled_for);
             Ok(Some(format!("run-{scheduled_for}")))
         }
@@ -511,8 +609,14 @@ mod tests {
         async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
             Ok(false)
         }
-        async fn run(&self, _: &str, _: i64) -> Result<String, String> {
+        async fn run(&self, _: &str, scheduled_for: i64) -> Result<String, String> {
             self.permits.acquire().await.unwrap().forget();
+            let mut failures = self.failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                self.failed.lock().unwrap().push(scheduled_for);
+                return Err("the database went away".to_owned());
+            }
             Ok("{}".to_owned())
         }
     }
@@ -600,6 +704,31 @@ mod tests {
         until("the 10:00 run", || ledger.started() == [ten]).await;
         ledger.permits.add_permits(1);
         until("its run recorded", || *ledger.finished.lock().unwrap() == 1).await;
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_is_run_again_until_it_succeeds_five_times_at_most() {
+        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
+        ledger.permits.add_permits(1_000);
+        let (actor, handle, ten) = hourly(&ledger, &clock).await;
+        // Three failures, then a success: four runs of 10:00, and no more.
+        *ledger.failures.lock().unwrap() = 3;
+        fire(&actor, &clock, ten);
+        until("the run that succeeds", || {
+            *ledger.finished.lock().unwrap() == 4
+        })
+        .await;
+        assert_eq!(ledger.started(), [ten; 4]);
+        // Failing every time: 11:00 runs once and again five times (20 ms, 40 ms, … apart
+        // here), then is left for an operator.
+        *ledger.failures.lock().unwrap() = 100;
+        fire(&actor, &clock, ten + HOUR);
+        until("the last rerun", || *ledger.finished.lock().unwrap() == 10).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(ledger.started()[4..], [ten + HOUR; 6]);
+        assert_eq!(*ledger.finished.lock().unwrap(), 10);
         actor.stop(None);
         handle.await.unwrap();
     }

@@ -13,16 +13,26 @@ pub enum RunOutcome {
     Failed(String),
 }
 
+/// Which occurrences [`SchedulerPort::try_start`] may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// One not in the ledger yet, or one a dead process left running (its lease expired).
+    Start,
+    /// One whose run failed, to run it again.
+    Rerun,
+}
+
 pub trait SchedulerPort: Send + Sync + 'static {
-    /// Starts the occurrence `(job, scheduled_for)` unless it already ran or is running
-    /// under a live lease; returns the new run's id. A run whose lease expired (its process
-    /// died) is taken over.
+    /// Starts the occurrence `(job, scheduled_for)` as `claim` allows; returns the new
+    /// run's id, or `None` when the ledger has it otherwise (it ran, runs under a live
+    /// lease, or, for a rerun, did not fail).
     fn try_start(
         &self,
         job: &str,
         scheduled_for: i64,
         now_ms: i64,
         lease_ms: i64,
+        claim: Claim,
     ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
     /// Extends a running run's lease.
     fn renew(

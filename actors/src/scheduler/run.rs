@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::port::{RunOutcome, SchedulerPort};
+use super::port::{Claim, RunOutcome, SchedulerPort};
 use crate::clock::SharedClock;
 use crate::port::PortError;
 
@@ -86,7 +86,7 @@ pub async fn run_occurrence<P: SchedulerPort>(
     scheduled_for: i64,
 ) -> Result<Option<(String, RunOutcome)>, PortError> {
     let Some(run_id) = port
-        .try_start(job, scheduled_for, now_ms(&clock), lease_ms)
+        .try_start(job, scheduled_for, now_ms(&clock), lease_ms, Claim::Start)
         .await?
     else {
         return Ok(None);
@@ -129,6 +129,7 @@ mod tests {
             _: i64,
             _: i64,
             _: i64,
+            _: Claim,
         ) -> Result<Option<String>, PortError> {
             let mut started = self.started.lock().unwrap();
             if started.iter().any(|j| j == job) {
