@@ -144,6 +144,11 @@ impl<P: SchedulerPort> Scheduler<P> {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
+    /// Whether the occurrence is older than the catch-up horizon: no longer started late.
+    fn past_horizon(&self, scheduled_for: i64) -> bool {
+        self.now() - scheduled_for > millis(self.config.catch_up_horizon)
+    }
+
     /// Arms the timer for the job's next occurrence after `after`.
     fn arm(
         &self,
@@ -277,7 +282,7 @@ impl<P: SchedulerPort> Scheduler<P> {
                 "due while its previous run goes on: caught up when that run ends"
             ),
             Err(err) => {
-                if self.now() - scheduled_for > millis(self.config.catch_up_horizon) {
+                if self.past_horizon(scheduled_for) {
                     tracing::error!(job = %name, error = %err, scheduled_for,
                         "occurrence not started, and now past the catch-up horizon: skipped");
                 } else {
@@ -409,9 +414,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 {
                     // Run since (by hand, or by another replica), or not failed any more.
                     Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::UnknownJob(_)) => {}
-                    Err(err)
-                        if self.now() - scheduled_for > millis(self.config.catch_up_horizon) =>
-                    {
+                    Err(err) if self.past_horizon(scheduled_for) => {
                         tracing::error!(job = %state.jobs[job].spec.name, error = %err, scheduled_for,
                             "a failed run could not run again before the catch-up horizon");
                     }

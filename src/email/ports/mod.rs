@@ -55,9 +55,8 @@ fn port_error(err: impl std::fmt::Display) -> PortError {
 
 /// A store error as a port's, telling a database that is away from a statement that failed.
 fn store_error(err: crate::store::StoreError) -> PortError {
-    if err.is_unavailable() {
-        PortError::unavailable(crate::redact::mask_emails_in(&err.to_string()))
-    } else {
-        port_error(err)
+    PortError {
+        unavailable: err.is_unavailable(),
+        ..port_error(&err)
     }
 }
