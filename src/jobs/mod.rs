@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::port::PortError;
-use herald_actors::scheduler::{Claim, JobSpec, RunOutcome, SchedulerPort};
+use herald_actors::scheduler::{Claim, JobSpec, Occurrence, RunOutcome, SchedulerPort};
 use herald_actors::throttle::ThrottleClient;
 
 use crate::config::JobsConfig;
@@ -309,8 +309,12 @@ impl SchedulerPort for JobsPort {
             .map_err(port_error)
     }
 
-    async fn is_running(&self, job: &str, scheduled_for: i64) -> Result<bool, PortError> {
-        jobs::is_running(&self.context.store, job, scheduled_for)
+    async fn occurrence(
+        &self,
+        job: &str,
+        scheduled_for: i64,
+    ) -> Result<Option<Occurrence>, PortError> {
+        jobs::occurrence(&self.context.store, job, scheduled_for)
             .await
             .map_err(port_error)
     }

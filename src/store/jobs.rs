@@ -1,7 +1,7 @@
 //! The occurrence ledger (`job_runs`): one row per (job, scheduled_for), so an occurrence
 //! runs once however often and from however many processes it is triggered.
 
-use herald_actors::scheduler::Claim;
+use herald_actors::scheduler::{Claim, Occurrence};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -21,10 +21,14 @@ pub struct JobRun {
     pub stats: Option<String>,
     /// Until when a `running` row is vouched for by a live process.
     pub lease_until_ms: Option<i64>,
+    /// How many times the occurrence has been run (reruns of a failed run and takeovers of
+    /// a run whose process stopped count).
+    pub attempts: i64,
 }
 
 /// Starts the occurrence as `claim` allows: unless it exists (taking over a `running` row
-/// whose lease expired), or, to run it again, only if its run failed.
+/// whose lease expired), or, to run it again, only if its run failed after as many runs as
+/// the claim says. Either way a run of a row that existed counts one more attempt.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn try_start(
     store: &Store,
@@ -40,26 +44,30 @@ pub async fn try_start(
             "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, lease_until, owner) \
              VALUES ($1, $2, $3, 'running', $4, $5, $6) \
              ON CONFLICT (job, scheduled_for) DO UPDATE SET id = excluded.id, started_at = excluded.started_at, \
-               lease_until = excluded.lease_until, owner = excluded.owner, error = NULL \
+               lease_until = excluded.lease_until, owner = excluded.owner, error = NULL, \
+               attempts = job_runs.attempts + 1 \
              WHERE job_runs.status = 'running' AND job_runs.lease_until < $4 \
              RETURNING id"
         }
-        Claim::Rerun => {
+        Claim::Rerun { .. } => {
             "UPDATE job_runs SET id = $1, status = 'running', started_at = $4, lease_until = $5, \
-               owner = $6, error = NULL, finished_at = NULL \
-             WHERE job = $2 AND scheduled_for = $3 AND status = 'failed' \
+               owner = $6, error = NULL, finished_at = NULL, attempts = attempts + 1 \
+             WHERE job = $2 AND scheduled_for = $3 AND status = 'failed' AND attempts = $7 \
              RETURNING id"
         }
     };
-    let row = sqlx::query(sql)
+    let query = sqlx::query(sql)
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(job)
         .bind(scheduled_for)
         .bind(now_ms)
         .bind(now_ms + lease_ms)
-        .bind(owner)
-        .fetch_optional(store.writer())
-        .await?;
+        .bind(owner);
+    let query = match claim {
+        Claim::Start => query,
+        Claim::Rerun { attempts } => query.bind(i64::from(attempts)),
+    };
+    let row = query.fetch_optional(store.writer()).await?;
     Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
@@ -99,16 +107,35 @@ pub async fn finish(
     Ok(())
 }
 
+/// The occurrence as the ledger holds it.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn is_running(store: &Store, job: &str, scheduled_for: i64) -> Result<bool, StoreError> {
+pub async fn occurrence(
+    store: &Store,
+    job: &str,
+    scheduled_for: i64,
+) -> Result<Option<Occurrence>, StoreError> {
     let row = sqlx::query(
-        "SELECT COUNT(*) FROM job_runs WHERE job = $1 AND scheduled_for = $2 AND status = 'running'",
+        "SELECT status, lease_until, finished_at, attempts FROM job_runs \
+         WHERE job = $1 AND scheduled_for = $2",
     )
     .bind(job)
     .bind(scheduled_for)
-    .fetch_one(store.reader())
+    .fetch_optional(store.reader())
     .await?;
-    Ok(row.try_get::<i64, _>(0)? > 0)
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let status: String = row.try_get("status")?;
+    Ok(Some(match status.as_str() {
+        "running" => Occurrence::Running {
+            lease_until_ms: row.try_get::<Option<i64>, _>("lease_until")?.unwrap_or(0),
+        },
+        "failed" => Occurrence::Failed {
+            finished_at_ms: row.try_get::<Option<i64>, _>("finished_at")?.unwrap_or(0),
+            attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        },
+        _ => Occurrence::Succeeded,
+    }))
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
@@ -143,6 +170,7 @@ fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
         error: row.try_get("error")?,
         stats: row.try_get("stats")?,
         lease_until_ms: row.try_get("lease_until")?,
+        attempts: row.try_get("attempts")?,
     })
 }
 
@@ -150,7 +178,7 @@ fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn runs(store: &Store, job: &str, limit: i64) -> Result<Vec<JobRun>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until \
+        "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until, attempts \
          FROM job_runs WHERE job = $1 ORDER BY scheduled_for DESC LIMIT $2",
     )
     .bind(job)

@@ -61,6 +61,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_digest_zone.sql"),
         include_str!("../../migrations/postgres/0008_digest_zone.sql"),
     ),
+    (
+        9,
+        "job attempts",
+        include_str!("../../migrations/sqlite/0009_job_attempts.sql"),
+        include_str!("../../migrations/postgres/0009_job_attempts.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

@@ -624,6 +624,23 @@ async fn a_failing_job_is_recorded_and_the_next_one_still_runs(backend: Backend)
 /// A run that failed (its table away for a moment) is run again by herald once the cause is
 /// gone: the same occurrence, one row, succeeded.
 async fn a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone(backend: Backend) {
+    let (app, failed) = purge_fails_with_its_table_away(backend).await;
+    app.clock.advance_ms(1_000);
+    rerun_succeeds(&app, &failed).await;
+}
+
+/// The ledger counts a failed run's attempts, so a process that starts after the one that
+/// ran it (a restart, or the next replica of a rolling update) runs it again.
+async fn a_failed_run_is_run_again_by_the_process_that_starts_next(backend: Backend) {
+    let (app, failed) = purge_fails_with_its_table_away(backend).await;
+    let app = app.restart().await;
+    app.clock.advance_ms(1_000);
+    rerun_succeeds(&app, &failed).await;
+}
+
+/// Runs `purge_old` with `audit_log` renamed away, so it fails; puts the table back, the
+/// clock not moved, so its rerun (after `JOB_RETRY_SECONDS=1`) has not come yet.
+async fn purge_fails_with_its_table_away(backend: Backend) -> (TestApp, Value) {
     let app = spawn_app_with(
         backend,
         |vars| {
@@ -641,10 +658,19 @@ async fn a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone(backend: 
     assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
     let failed = wait_runs(&app, "purge_old", 1).await;
     assert_eq!(failed[0]["status"], "failed");
+    assert_eq!(failed[0]["attempts"], 1);
     sqlx::query(&rename("audit_log_away", "audit_log"))
         .execute(writer)
         .await
         .unwrap();
+    // Not run again before its turn on the clock.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(app.job_runs("purge_old").await[0]["status"], "failed");
+    (app, failed[0].clone())
+}
+
+/// The failed occurrence `failed` is run again and succeeds: one row, its second attempt.
+async fn rerun_succeeds(app: &TestApp, failed: &Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let runs = loop {
         let runs = app.job_runs("purge_old").await;
@@ -655,7 +681,8 @@ async fn a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone(backend: 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0]["scheduled_for"], failed[0]["scheduled_for"]);
+    assert_eq!(runs[0]["scheduled_for"], failed["scheduled_for"]);
+    assert_eq!(runs[0]["attempts"], 2, "{runs:?}");
     assert!(runs[0]["error"].is_null(), "{runs:?}");
 }
 
@@ -720,6 +747,7 @@ on_both_backends!(
     after_three_missed_weeks_exactly_one_catch_up_runs,
     a_failing_job_is_recorded_and_the_next_one_still_runs,
     a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone,
+    a_failed_run_is_run_again_by_the_process_that_starts_next,
     a_run_left_running_by_a_dead_process_is_taken_over,
 );
 

@@ -3,14 +3,22 @@
 //! it in its own task with a lease heartbeat, and records the outcome ([`super::run`], the
 //! same path the CLI takes). A job that fails or panics is recorded as failed and the
 //! schedule goes on.
+//!
+//! An occurrence this process did not finish well is watched through the ledger
+//! ([`SchedulerMsg::Look`]): one running elsewhere is looked at again when its lease runs
+//! out (and taken over if its process stopped renewing it); one whose run failed is run
+//! again when its turn comes, by whichever replica claims it first. The ledger counts the
+//! runs, so a replica that stops does not take the reruns with it: any replica that watches
+//! the occurrence, or starts later and finds it the job's latest, runs it again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::calendar::{MissedPolicy, Schedule, catch_up};
-use super::port::{Claim, RunOutcome, SchedulerPort};
+use super::port::{Claim, Occurrence, RunOutcome, SchedulerPort};
 use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
 
@@ -53,11 +61,13 @@ pub enum SchedulerMsg {
     },
     /// Re-evaluates due occurrences now (after the clock jumped, in tests and drills).
     Wake,
-    /// Another process runs `(job, scheduled_for)`: look again once its lease could have
-    /// run out, and take the run over if it did (that process died).
-    Recheck {
+    /// Looks at `(job, scheduled_for)` in the ledger, as armed for `at`: takes over a run
+    /// whose process stopped renewing its lease, runs a failed run again once its turn has
+    /// come, and looks again later while it runs elsewhere or waits for its turn.
+    Look {
         job: usize,
         scheduled_for: i64,
+        at: i64,
     },
     /// Runs a job now, as an occurrence of its own (at `scheduled_for`, or now); replies
     /// with the run id.
@@ -66,11 +76,6 @@ pub enum SchedulerMsg {
     Finished {
         job: usize,
         failed: Option<i64>,
-    },
-    /// Runs again the occurrence `scheduled_for` of `job`, whose run failed.
-    Rerun {
-        job: usize,
-        scheduled_for: i64,
     },
     /// The ledger could not be reached for `job`: try its occurrence `scheduled_for` again
     /// (`None`: catch the job up, as on a Wake).
@@ -99,8 +104,12 @@ pub struct SchedulerConfig {
 }
 
 /// How many times a failed run of an occurrence is run again (after 10 s, 20 s, 40 s, 80 s
-/// and 160 s with the default `retry_every`: through a database restart, say).
+/// and 160 s with the default `retry_every`: through a database restart, say). A run taken
+/// over from a process that stopped counts as one.
 pub const MAX_RERUNS: u32 = 5;
+
+/// How long after a lease runs out its run is looked at again: the renewal may be late.
+const LEASE_GRACE_MS: i64 = 500;
 
 pub struct Scheduler<P> {
     pub port: Arc<P>,
@@ -131,8 +140,12 @@ struct JobState {
     /// the ledger, what catching up starts from (a fresh install waits for its first
     /// occurrence; one after it that a late timer missed is caught up on the next Wake).
     since: Option<i64>,
-    /// The latest failed occurrence run again, and how many times.
-    reruns: Option<(i64, u32)>,
+    /// The occurrences watched through the ledger, and when each is looked at next.
+    watching: HashMap<i64, i64>,
+    /// Watched runs whose lease was seen run out, with that lease: taken over when the next
+    /// look finds it the same (not renewed meanwhile), not on one look, so a clock that
+    /// jumped ahead of a live run's renewals does not cost it its run.
+    lapsed: HashMap<i64, i64>,
 }
 
 pub struct SchedulerState {
@@ -221,37 +234,119 @@ impl<P: SchedulerPort> Scheduler<P> {
         Ok(run_id)
     }
 
-    /// Runs the failed occurrence again after `retry_every`, doubling, [`MAX_RERUNS`] times
-    /// at most.
-    fn rerun_later(
+    /// When a run that failed after `attempts` runs in all, the last ending at `finished`,
+    /// is run again: `retry_every` after the first, twice as long after each next one;
+    /// `None` once it has been run again [`MAX_RERUNS`] times.
+    fn rerun_at(&self, finished: i64, attempts: u32) -> Option<i64> {
+        let wait = self
+            .config
+            .retry_every
+            .saturating_mul(1 << attempts.clamp(1, 16).saturating_sub(1));
+        (attempts <= MAX_RERUNS).then(|| finished.saturating_add(millis(wait)))
+    }
+
+    /// Looks at `(job, scheduled_for)` in the ledger at `at` (at once if it is past). An
+    /// occurrence already watched keeps its look, unless this one comes sooner.
+    fn look_at(
         &self,
         myself: &ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
         job: usize,
         scheduled_for: i64,
+        at: i64,
     ) {
-        let entry = &mut state.jobs[job];
-        let done = match entry.reruns {
-            Some((at, done)) if at == scheduled_for => done,
-            _ => 0,
-        };
-        if done >= MAX_RERUNS {
-            tracing::error!(job = %entry.spec.name, scheduled_for, reruns = done,
-                "the run failed again; left for an operator to run");
+        let watching = &mut state.jobs[job].watching;
+        if watching
+            .get(&scheduled_for)
+            .is_some_and(|&armed| armed <= at)
+        {
             return;
         }
-        entry.reruns = Some((scheduled_for, done + 1));
-        let after = self.config.retry_every.saturating_mul(1 << done);
-        tracing::warn!(job = %entry.spec.name, scheduled_for, after_seconds = after.as_secs(),
-            "the run failed; running it again");
-        drop(myself.send_after(after, move || SchedulerMsg::Rerun { job, scheduled_for }));
+        watching.insert(scheduled_for, at);
+        let delay = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
+        // The timer's handle is not kept: a look armed for another time is let go.
+        drop(myself.send_after(delay, move || SchedulerMsg::Look {
+            job,
+            scheduled_for,
+            at,
+        }));
     }
 
-    /// Looks at `(job, scheduled_for)` again just after a lease could have run out.
-    fn recheck_later(&self, myself: &ActorRef<SchedulerMsg>, job: usize, scheduled_for: i64) {
-        let after = self.config.lease + Duration::from_millis(500);
-        // The timer's handle is not kept: a Recheck that finds nothing to do ends the watch.
-        drop(myself.send_after(after, move || SchedulerMsg::Recheck { job, scheduled_for }));
+    /// The look at `(job, scheduled_for)` armed for `at` ([`SchedulerMsg::Look`]).
+    async fn look(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        scheduled_for: i64,
+        at: i64,
+    ) {
+        let watching = &mut state.jobs[job].watching;
+        if watching.get(&scheduled_for) != Some(&at) {
+            return; // Superseded by a sooner look.
+        }
+        watching.remove(&scheduled_for);
+        let name = state.jobs[job].spec.name.clone();
+        let now = self.now();
+        let later = now + millis(self.config.retry_every);
+        let occurrence = match self.port.occurrence(&name, scheduled_for).await {
+            Ok(occurrence) => occurrence,
+            Err(err) if self.past_horizon(scheduled_for) => {
+                tracing::error!(job = %name, error = %err, scheduled_for,
+                    "cannot read the job ledger, and the occurrence is past the catch-up horizon: no longer watched");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(job = %name, error = %err, scheduled_for, "cannot read the job ledger; looking again");
+                return self.look_at(myself, state, job, scheduled_for, later);
+            }
+        };
+        let lapsed = state.jobs[job].lapsed.remove(&scheduled_for);
+        let claim = match occurrence {
+            None | Some(Occurrence::Succeeded) => return,
+            Some(Occurrence::Running { lease_until_ms }) if lease_until_ms >= now => {
+                let after_lease = lease_until_ms + LEASE_GRACE_MS;
+                return self.look_at(myself, state, job, scheduled_for, after_lease);
+            }
+            Some(Occurrence::Running { lease_until_ms }) if lapsed != Some(lease_until_ms) => {
+                // A live process renews its lease every third of it.
+                state.jobs[job].lapsed.insert(scheduled_for, lease_until_ms);
+                let renewal = millis(self.config.lease) / 3 + LEASE_GRACE_MS;
+                return self.look_at(myself, state, job, scheduled_for, now + renewal);
+            }
+            Some(Occurrence::Running { .. }) => Claim::Start,
+            Some(Occurrence::Failed {
+                finished_at_ms,
+                attempts,
+            }) => match self.rerun_at(finished_at_ms, attempts) {
+                None => {
+                    tracing::error!(job = %name, scheduled_for, attempts,
+                        "the run failed again; left for an operator to run");
+                    return;
+                }
+                Some(turn) if turn > now => {
+                    return self.look_at(myself, state, job, scheduled_for, turn);
+                }
+                Some(_) => Claim::Rerun { attempts },
+            },
+        };
+        match self.start(myself, state, job, scheduled_for, claim).await {
+            Ok(run_id) if claim == Claim::Start => tracing::warn!(
+                job = %name, run_id = %run_id, scheduled_for,
+                "took over a run whose process stopped renewing its lease"
+            ),
+            Ok(run_id) => tracing::warn!(job = %name, run_id = %run_id, scheduled_for,
+                "running a failed run again"),
+            // Claimed elsewhere first: what that run does is watched from here.
+            Err(RunError::AlreadyRan) => {
+                self.look_at(myself, state, job, scheduled_for, now + LEASE_GRACE_MS);
+            }
+            // Busy with another occurrence of the job, or the database away: a little later.
+            Err(err) => {
+                tracing::warn!(job = %name, error = %err, scheduled_for, "could not run it yet; looking again");
+                self.look_at(myself, state, job, scheduled_for, later);
+            }
+        }
     }
 
     /// Tries `(job, scheduled_for)` again after `retry_every`; `None`: catches the job up.
@@ -275,8 +370,10 @@ impl<P: SchedulerPort> Scheduler<P> {
             .await
         {
             Ok(_) => {}
-            // Run elsewhere (or already done): watch it in case its process dies.
-            Err(RunError::AlreadyRan) => self.recheck_later(myself, job, scheduled_for),
+            // Run elsewhere (or already done): watched, in case its process dies or it fails.
+            Err(RunError::AlreadyRan) => {
+                self.look_at(myself, state, job, scheduled_for, self.now())
+            }
             Err(RunError::AlreadyRunning(_)) => tracing::info!(
                 job = %name, scheduled_for,
                 "due while its previous run goes on: caught up when that run ends"
@@ -313,9 +410,15 @@ impl<P: SchedulerPort> Scheduler<P> {
         {
             let spec = state.jobs[job].spec.clone();
             let last = match self.port.last_scheduled(&spec.name).await {
-                Ok(last) => last
-                    .or(state.jobs[job].since)
-                    .max(state.jobs[job].last_scheduled),
+                Ok(last) => {
+                    // The latest run may have failed, or been left by a process that
+                    // stopped (this one, before a restart): watched until it is settled.
+                    if let Some(latest) = last {
+                        self.look_at(myself, state, job, latest, now);
+                    }
+                    last.or(state.jobs[job].since)
+                        .max(state.jobs[job].last_scheduled)
+                }
                 Err(err) => {
                     tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger; trying again");
                     self.retry_later(myself, job, None);
@@ -357,7 +460,8 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 .cloned()
                 .map(|spec| JobState {
                     last_scheduled: None,
-                    reruns: None,
+                    watching: HashMap::new(),
+                    lapsed: HashMap::new(),
                     since: spec.schedule.latest_at_or_before(now),
                     spec,
                     next: None,
@@ -407,58 +511,11 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 job,
                 scheduled_for: None,
             } => self.catch_up(&myself, state, job).await,
-            SchedulerMsg::Rerun { job, scheduled_for } => {
-                match self
-                    .start(&myself, state, job, scheduled_for, Claim::Rerun)
-                    .await
-                {
-                    // Run since (by hand, or by another replica), or not failed any more.
-                    Ok(_) | Err(RunError::AlreadyRan) | Err(RunError::UnknownJob(_)) => {}
-                    Err(err) if self.past_horizon(scheduled_for) => {
-                        tracing::error!(job = %state.jobs[job].spec.name, error = %err, scheduled_for,
-                            "a failed run could not run again before the catch-up horizon");
-                    }
-                    // Busy with another occurrence, or the database away: a little later.
-                    Err(err) => {
-                        tracing::warn!(job = %state.jobs[job].spec.name, error = %err, "a failed run could not run again yet");
-                        let after = self.config.retry_every;
-                        drop(
-                            myself.send_after(after, move || SchedulerMsg::Rerun {
-                                job,
-                                scheduled_for,
-                            }),
-                        );
-                    }
-                }
-            }
-            SchedulerMsg::Recheck { job, scheduled_for } => {
-                let name = state.jobs[job].spec.name.clone();
-                match self
-                    .start(&myself, state, job, scheduled_for, Claim::Start)
-                    .await
-                {
-                    Ok(run_id) => tracing::warn!(
-                        job = %name, run_id = %run_id, scheduled_for,
-                        "took over a run whose process stopped renewing its lease"
-                    ),
-                    Err(RunError::AlreadyRan) => {
-                        match self.port.is_running(&name, scheduled_for).await {
-                            Ok(true) => self.recheck_later(&myself, job, scheduled_for),
-                            Ok(false) => {}
-                            Err(err) => {
-                                tracing::warn!(job = %name, error = %err, "cannot read the job ledger");
-                                self.recheck_later(&myself, job, scheduled_for);
-                            }
-                        }
-                    }
-                    // This process runs it now.
-                    Err(RunError::AlreadyRunning(_)) => {}
-                    Err(err) => {
-                        tracing::warn!(job = %name, error = %err, "could not re-check a run");
-                        self.recheck_later(&myself, job, scheduled_for);
-                    }
-                }
-            }
+            SchedulerMsg::Look {
+                job,
+                scheduled_for,
+                at,
+            } => self.look(&myself, state, job, scheduled_for, at).await,
             SchedulerMsg::Wake => self.catch_up_all(&myself, state).await,
             SchedulerMsg::RunNow(name, scheduled_for, reply) => {
                 let result = match state.jobs.iter().position(|j| j.spec.name == name) {
@@ -473,7 +530,8 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
             SchedulerMsg::Finished { job, failed } => {
                 state.jobs[job].running = None;
                 if let Some(scheduled_for) = failed {
-                    self.rerun_later(&myself, state, job, scheduled_for);
+                    // Run again when its turn comes, here or by another replica.
+                    self.look_at(&myself, state, job, scheduled_for, self.now());
                 }
                 // An occurrence that came due while this run went on was not started (a job
                 // runs once at a time): it runs now, under the missed-run policy.
@@ -508,7 +566,8 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                         timer: None,
                         running: None,
                         last_scheduled: None,
-                        reruns: None,
+                        watching: HashMap::new(),
+                        lapsed: HashMap::new(),
                         since,
                     });
                     let job = state.jobs.len() - 1;
@@ -522,6 +581,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -533,30 +593,39 @@ mod tests {
 
     const HOUR: i64 = 3_600_000;
 
-    /// A ledger in memory whose job bodies wait for a permit, so a run lasts as long as the
-    /// test wants, and which can be made unreachable.
+    /// A ledger in memory, shared by the replicas of a test, whose job bodies wait for a
+    /// permit, so a run lasts as long as the test wants, and which can be made unreachable.
     struct Ledger {
+        /// Each occurrence as the ledger holds it, with how many times it was run.
+        rows: Mutex<BTreeMap<i64, (Occurrence, u32)>>,
+        /// The occurrence of each run id.
+        runs: Mutex<HashMap<String, i64>>,
         started: Mutex<Vec<i64>>,
         finished: Mutex<u32>,
         permits: Semaphore,
         down: AtomicBool,
+        /// Renewals are lost, as when the process running the job has stopped.
+        unrenewed: AtomicBool,
         tries: AtomicU32,
+        /// Reads of an occurrence.
+        looks: AtomicU32,
         /// Runs that fail before one succeeds.
         failures: Mutex<u32>,
-        /// The occurrences whose last run failed.
-        failed: Mutex<Vec<i64>>,
     }
 
     impl Default for Ledger {
         fn default() -> Self {
             Self {
+                rows: Mutex::default(),
+                runs: Mutex::default(),
                 started: Mutex::default(),
                 finished: Mutex::default(),
                 permits: Semaphore::new(0),
                 down: AtomicBool::default(),
+                unrenewed: AtomicBool::default(),
                 tries: AtomicU32::default(),
+                looks: AtomicU32::default(),
                 failures: Mutex::default(),
-                failed: Mutex::default(),
             }
         }
     }
@@ -572,6 +641,10 @@ mod tests {
         fn started(&self) -> Vec<i64> {
             self.started.lock().unwrap().clone()
         }
+
+        fn row(&self, scheduled_for: i64) -> Option<(Occurrence, u32)> {
+            self.rows.lock().unwrap().get(&scheduled_for).copied()
+        }
     }
 
     impl SchedulerPort for Ledger {
@@ -579,45 +652,87 @@ mod tests {
             &self,
             _: &str,
             scheduled_for: i64,
-            _: i64,
-            _: i64,
+            now_ms: i64,
+            lease_ms: i64,
             claim: Claim,
         ) -> Result<Option<String>, PortError> {
             self.tries.fetch_add(1, Ordering::SeqCst);
             self.reachable()?;
-            let mut started = self.started.lock().unwrap();
-            let mut failed = self.failed.lock().unwrap();
-            let may = match claim {
-                Claim::Start => !started.contains(&scheduled_for),
-                Claim::Rerun => failed.contains(&scheduled_for),
+            let mut rows = self.rows.lock().unwrap();
+            let attempts = match (claim, rows.get(&scheduled_for)) {
+                (Claim::Start, None) => 1,
+                (Claim::Start, Some(&(Occurrence::Running { lease_until_ms }, done)))
+                    if lease_until_ms < now_ms =>
+                {
+                    done + 1
+                }
+                (
+                    Claim::Rerun { attempts },
+                    Some(&(Occurrence::Failed { attempts: done, .. }, _)),
+                ) if done == attempts => done + 1,
+                _ => return Ok(None),
             };
-            if !may {
-                return Ok(None);
-            }
-            failed.retain(|&f| f != scheduled_for);
-            started.push(scheduled_for);
-            Ok(Some(format!("run-{scheduled_for}")))
+            let running = Occurrence::Running {
+                lease_until_ms: now_ms + lease_ms,
+            };
+            rows.insert(scheduled_for, (running, attempts));
+            self.started.lock().unwrap().push(scheduled_for);
+            let id = format!("run-{scheduled_for}-{attempts}");
+            self.runs.lock().unwrap().insert(id.clone(), scheduled_for);
+            Ok(Some(id))
         }
-        async fn renew(&self, _: &str, _: i64) -> Result<(), PortError> {
+        async fn renew(&self, run_id: &str, until_ms: i64) -> Result<(), PortError> {
+            if self.unrenewed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let scheduled_for = self.runs.lock().unwrap()[run_id];
+            let mut rows = self.rows.lock().unwrap();
+            let row = rows.get_mut(&scheduled_for).unwrap();
+            if matches!(row.0, Occurrence::Running { .. }) {
+                row.0 = Occurrence::Running {
+                    lease_until_ms: until_ms,
+                };
+            }
             Ok(())
         }
-        async fn finish(&self, _: &str, _: &str, _: &RunOutcome, _: i64) -> Result<(), PortError> {
+        async fn finish(
+            &self,
+            _: &str,
+            run_id: &str,
+            outcome: &RunOutcome,
+            now_ms: i64,
+        ) -> Result<(), PortError> {
+            let scheduled_for = self.runs.lock().unwrap()[run_id];
+            let mut rows = self.rows.lock().unwrap();
+            let row = rows.get_mut(&scheduled_for).unwrap();
+            row.0 = match outcome {
+                RunOutcome::Succeeded(_) => Occurrence::Succeeded,
+                RunOutcome::Failed(_) => Occurrence::Failed {
+                    finished_at_ms: now_ms,
+                    attempts: row.1,
+                },
+            };
             *self.finished.lock().unwrap() += 1;
             Ok(())
         }
         async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
             self.reachable()?;
-            Ok(self.started().into_iter().max())
+            Ok(self.rows.lock().unwrap().keys().next_back().copied())
         }
-        async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
-            Ok(false)
+        async fn occurrence(
+            &self,
+            _: &str,
+            scheduled_for: i64,
+        ) -> Result<Option<Occurrence>, PortError> {
+            self.reachable()?;
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            Ok(self.row(scheduled_for).map(|(occurrence, _)| occurrence))
         }
-        async fn run(&self, _: &str, scheduled_for: i64) -> Result<String, String> {
+        async fn run(&self, _: &str, _: i64) -> Result<String, String> {
             self.permits.acquire().await.unwrap().forget();
             let mut failures = self.failures.lock().unwrap();
             if *failures > 0 {
                 *failures -= 1;
-                self.failed.lock().unwrap().push(scheduled_for);
                 return Err("the database went away".to_owned());
             }
             Ok("{}".to_owned())
@@ -634,13 +749,21 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    /// An hourly job's scheduler, started at 09:30 on some day; returns 10:00 of that day.
-    async fn hourly(
+    /// 10:00 of some day.
+    const TEN: i64 = 1_800_000_000_000 / HOUR * HOUR + HOUR;
+
+    /// A ledger, and a clock at 09:30.
+    fn at_half_past_nine() -> (Arc<Ledger>, Arc<ManualClock>) {
+        let clock = ManualClock::new((TEN - HOUR / 2) as u64);
+        (Arc::new(Ledger::default()), Arc::new(clock))
+    }
+
+    /// An hourly job's scheduler (a replica) with a lease of `lease_ms`.
+    async fn hourly_with(
         ledger: &Arc<Ledger>,
         clock: &Arc<ManualClock>,
-    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>, i64) {
-        let ten = 1_800_000_000_000 / HOUR * HOUR + HOUR;
-        clock.set_ms((ten - HOUR / 2) as u64);
+        lease_ms: u64,
+    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
         let scheduler = Scheduler {
             port: ledger.clone(),
             clock: clock.clone(),
@@ -650,15 +773,25 @@ mod tests {
                 missed: MissedPolicy::CatchUp,
             }],
             config: SchedulerConfig {
-                lease: Duration::from_secs(60),
+                lease: Duration::from_millis(lease_ms),
                 catch_up_horizon: Duration::from_secs(86_400),
                 retry_every: Duration::from_millis(20),
             },
         };
-        let (actor, handle) = Actor::spawn(None, scheduler, ()).await.unwrap();
-        (actor, handle, ten)
+        Actor::spawn(None, scheduler, ()).await.unwrap()
     }
 
+    async fn hourly(
+        ledger: &Arc<Ledger>,
+        clock: &Arc<ManualClock>,
+    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
+        hourly_with(ledger, clock, 60_000).await
+    }
+
+    async fn stop(actor: ActorRef<SchedulerMsg>, handle: tokio::task::JoinHandle<()>) {
+        actor.stop(None);
+        handle.await.unwrap();
+    }
     /// The timer of the occurrence `at` goes off, the clock a second past it.
     fn fire(actor: &ActorRef<SchedulerMsg>, clock: &ManualClock, at: i64) {
         clock.set_ms(at as u64 + 1_000);
@@ -672,67 +805,154 @@ mod tests {
 
     #[tokio::test]
     async fn an_occurrence_due_while_the_previous_run_goes_on_runs_when_it_ends() {
-        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
-        let (actor, handle, ten) = hourly(&ledger, &clock).await;
-        fire(&actor, &clock, ten);
+        let (ledger, clock) = at_half_past_nine();
+        let (actor, handle) = hourly(&ledger, &clock).await;
+        fire(&actor, &clock, TEN);
         until("the 10:00 run", || ledger.started().len() == 1).await;
         // Its run goes on past 11:00, when the next occurrence comes due.
-        fire(&actor, &clock, ten + HOUR);
+        fire(&actor, &clock, TEN + HOUR);
         let listed = ractor::call_t!(actor, SchedulerMsg::List, 1_000).unwrap();
         assert!(listed[0].running.is_some());
-        assert_eq!(ledger.started(), [ten]);
+        assert_eq!(ledger.started(), [TEN]);
         // The 10:00 run ends: the 11:00 one starts.
         ledger.permits.add_permits(1);
         until("the 11:00 run", || ledger.started().len() == 2).await;
-        assert_eq!(ledger.started(), [ten, ten + HOUR]);
+        assert_eq!(ledger.started(), [TEN, TEN + HOUR]);
         ledger.permits.add_permits(1);
         until("both runs recorded", || {
             *ledger.finished.lock().unwrap() == 2
         })
         .await;
-        actor.stop(None);
-        handle.await.unwrap();
+        stop(actor, handle).await;
     }
 
     #[tokio::test]
     async fn an_occurrence_due_while_the_database_is_away_runs_once_it_is_back() {
-        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
-        let (actor, handle, ten) = hourly(&ledger, &clock).await;
+        let (ledger, clock) = at_half_past_nine();
+        let (actor, handle) = hourly(&ledger, &clock).await;
         ledger.down.store(true, Ordering::SeqCst);
-        fire(&actor, &clock, ten);
+        fire(&actor, &clock, TEN);
         // Tried, and tried again while the database stays away.
         until("three tries", || ledger.tries.load(Ordering::SeqCst) >= 3).await;
         assert!(ledger.started().is_empty());
         ledger.down.store(false, Ordering::SeqCst);
-        until("the 10:00 run", || ledger.started() == [ten]).await;
+        until("the 10:00 run", || ledger.started() == [TEN]).await;
         ledger.permits.add_permits(1);
         until("its run recorded", || *ledger.finished.lock().unwrap() == 1).await;
-        actor.stop(None);
-        handle.await.unwrap();
+        stop(actor, handle).await;
     }
 
     #[tokio::test]
-    async fn a_failed_run_is_run_again_until_it_succeeds_five_times_at_most() {
-        let (ledger, clock) = (Arc::new(Ledger::default()), Arc::new(ManualClock::new(0)));
+    async fn a_failed_run_is_run_again_on_its_turn_five_times_at_most() {
+        let (ledger, clock) = at_half_past_nine();
         ledger.permits.add_permits(1_000);
-        let (actor, handle, ten) = hourly(&ledger, &clock).await;
-        // Three failures, then a success: four runs of 10:00, and no more.
-        *ledger.failures.lock().unwrap() = 3;
-        fire(&actor, &clock, ten);
-        until("the run that succeeds", || {
-            *ledger.finished.lock().unwrap() == 4
-        })
-        .await;
-        assert_eq!(ledger.started(), [ten; 4]);
-        // Failing every time: 11:00 runs once and again five times (20 ms, 40 ms, … apart
-        // here), then is left for an operator.
+        let (actor, handle) = hourly(&ledger, &clock).await;
         *ledger.failures.lock().unwrap() = 100;
-        fire(&actor, &clock, ten + HOUR);
-        until("the last rerun", || *ledger.finished.lock().unwrap() == 10).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(ledger.started()[4..], [ten + HOUR; 6]);
-        assert_eq!(*ledger.finished.lock().unwrap(), 10);
-        actor.stop(None);
-        handle.await.unwrap();
+        fire(&actor, &clock, TEN);
+        until("the first run", || *ledger.finished.lock().unwrap() == 1).await;
+        // Failing every time: run again 20 ms of the clock after the failure, then 40 ms,
+        // 80, 160 and 320, and not a millisecond sooner.
+        for (rerun, wait) in [20, 40, 80, 160, 320].into_iter().enumerate() {
+            clock.advance_ms(wait - 1);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(
+                ledger.started().len(),
+                rerun + 1,
+                "rerun {rerun} came early"
+            );
+            clock.advance_ms(1);
+            until("the rerun", || {
+                *ledger.finished.lock().unwrap() == rerun as u32 + 2
+            })
+            .await;
+        }
+        // Then it is left for an operator.
+        clock.advance_ms(60_000);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ledger.started(), [TEN; 6]);
+        assert!(
+            matches!(
+                ledger.row(TEN),
+                Some((Occurrence::Failed { attempts: 6, .. }, 6))
+            ),
+            "{:?}",
+            ledger.row(TEN)
+        );
+        stop(actor, handle).await;
+    }
+
+    type Replica = (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>);
+
+    /// Two replicas with a lease of 300 ms: `a` runs 10:00, `b` finds it running and
+    /// watches it.
+    async fn a_runs_and_b_watches(
+        ledger: &Arc<Ledger>,
+        clock: &Arc<ManualClock>,
+    ) -> (Replica, Replica) {
+        let a = hourly_with(ledger, clock, 300).await;
+        let b = hourly_with(ledger, clock, 300).await;
+        fire(&a.0, clock, TEN);
+        until("the run on a", || ledger.started() == [TEN]).await;
+        fire(&b.0, clock, TEN);
+        until("b's claim", || ledger.tries.load(Ordering::SeqCst) == 2).await;
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_whose_replica_stopped_is_run_again_by_another() {
+        let (ledger, clock) = at_half_past_nine();
+        *ledger.failures.lock().unwrap() = 1;
+        let ((a, a_handle), (b, b_handle)) = a_runs_and_b_watches(&ledger, &clock).await;
+        // a's run fails, and a stops before its turn to run it again comes.
+        ledger.permits.add_permits(1);
+        until("the failure", || *ledger.finished.lock().unwrap() == 1).await;
+        stop(a, a_handle).await;
+        clock.advance_ms(20);
+        ledger.permits.add_permits(1);
+        until("the rerun on b", || *ledger.finished.lock().unwrap() == 2).await;
+        assert_eq!(ledger.started(), [TEN, TEN]);
+        assert_eq!(ledger.row(TEN), Some((Occurrence::Succeeded, 2)));
+        stop(b, b_handle).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_is_run_again_by_a_replica_that_starts_after_it() {
+        let (ledger, clock) = at_half_past_nine();
+        *ledger.failures.lock().unwrap() = 1;
+        ledger.permits.add_permits(2);
+        let (a, a_handle) = hourly(&ledger, &clock).await;
+        fire(&a, &clock, TEN);
+        until("the failure", || *ledger.finished.lock().unwrap() == 1).await;
+        stop(a, a_handle).await;
+        clock.advance_ms(60_000);
+        // A restart, or another replica: it finds the job's latest run failed.
+        let (b, b_handle) = hourly(&ledger, &clock).await;
+        until("the rerun", || *ledger.finished.lock().unwrap() == 2).await;
+        assert_eq!(ledger.row(TEN), Some((Occurrence::Succeeded, 2)));
+        stop(b, b_handle).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_is_taken_over_when_its_lease_stops_being_renewed_not_when_the_clock_jumps() {
+        let (ledger, clock) = at_half_past_nine();
+        let ((a, a_handle), (b, b_handle)) = a_runs_and_b_watches(&ledger, &clock).await;
+        // The clock jumps past the lease of a's live run, and b looks before a's next
+        // renewal (every 100 ms) lands: b sees the lease run out, looks again later, finds
+        // it renewed, and leaves the run be.
+        ledger.unrenewed.store(true, Ordering::SeqCst);
+        clock.advance_ms(HOUR as u64 / 2);
+        let looks = ledger.looks.load(Ordering::SeqCst);
+        b.send_message(SchedulerMsg::Wake).unwrap();
+        until("b's look", || ledger.looks.load(Ordering::SeqCst) > looks).await;
+        ledger.unrenewed.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(ledger.started(), [TEN]);
+        // a's renewals stop, as when its process dies: b takes the run over.
+        ledger.unrenewed.store(true, Ordering::SeqCst);
+        clock.advance_ms(1_000);
+        until("the takeover", || ledger.started() == [TEN, TEN]).await;
+        assert_eq!(ledger.row(TEN).map(|(_, attempts)| attempts), Some(2));
+        stop(a, a_handle).await;
+        stop(b, b_handle).await;
     }
 }

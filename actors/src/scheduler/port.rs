@@ -18,8 +18,24 @@ pub enum RunOutcome {
 pub enum Claim {
     /// One not in the ledger yet, or one a dead process left running (its lease expired).
     Start,
-    /// One whose run failed, to run it again.
-    Rerun,
+    /// One whose last run failed after `attempts` runs in all, to run it again: a claim
+    /// made on an older view of it (another replica ran it again first) takes nothing.
+    Rerun { attempts: u32 },
+}
+
+/// What the ledger holds of one occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occurrence {
+    /// Vouched for until `lease_until_ms`; past it, the process running it stopped.
+    Running {
+        lease_until_ms: i64,
+    },
+    Succeeded,
+    /// Its last run ended at `finished_at_ms`, after `attempts` runs in all.
+    Failed {
+        finished_at_ms: i64,
+        attempts: u32,
+    },
 }
 
 pub trait SchedulerPort: Send + Sync + 'static {
@@ -47,12 +63,12 @@ pub trait SchedulerPort: Send + Sync + 'static {
         outcome: &RunOutcome,
         now_ms: i64,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Whether the occurrence is `running` in the ledger (under a live lease or not).
-    fn is_running(
+    /// The occurrence as the ledger holds it; `None` when it is not there.
+    fn occurrence(
         &self,
         job: &str,
         scheduled_for: i64,
-    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+    ) -> impl Future<Output = Result<Option<Occurrence>, PortError>> + Send;
     /// The latest occurrence of `job` in the ledger, whatever its status.
     fn last_scheduled(
         &self,

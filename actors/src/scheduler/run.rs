@@ -109,6 +109,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::scheduler::port::Occurrence;
 
     /// A ledger in memory whose job body takes `body_ms` and may panic.
     #[derive(Default)]
@@ -160,8 +161,8 @@ mod tests {
         async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
             Ok(None)
         }
-        async fn is_running(&self, _: &str, _: i64) -> Result<bool, PortError> {
-            Ok(false)
+        async fn occurrence(&self, _: &str, _: i64) -> Result<Option<Occurrence>, PortError> {
+            Ok(None)
         }
         async fn run(&self, _: &str, _: i64) -> Result<String, String> {
             tokio::time::sleep(Duration::from_millis(self.body_ms)).await;

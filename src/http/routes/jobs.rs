@@ -27,6 +27,9 @@ pub struct LastRun {
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
     pub stats: Option<serde_json::Value>,
+    /// How many times the occurrence has been run: its first run, each rerun after a
+    /// failure and each takeover of a run whose process stopped.
+    pub attempts: i64,
 }
 
 impl From<JobRun> for LastRun {
@@ -40,6 +43,7 @@ impl From<JobRun> for LastRun {
             finished_at: run.finished_at_ms.map(instant),
             error: run.error,
             stats: run.stats.and_then(|s| serde_json::from_str(&s).ok()),
+            attempts: run.attempts,
         }
     }
 }
