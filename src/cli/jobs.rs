@@ -97,8 +97,13 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
         let last = last.first().map_or_else(
             || "never".to_owned(),
             |r| {
+                // A run that went through only on a rerun says so.
+                let attempt = match r.attempts {
+                    1 => String::new(),
+                    n => format!(" (attempt {n})"),
+                };
                 format!(
-                    "{} at {} {}",
+                    "{} at {}{attempt} {}",
                     r.status,
                     crate::jobs::digest::format_instant(r.started_at_ms),
                     r.error.clone().unwrap_or_default()

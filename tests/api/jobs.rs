@@ -636,6 +636,20 @@ async fn a_failed_run_is_run_again_by_the_process_that_starts_next(backend: Back
     let app = app.restart().await;
     app.clock.advance_ms(1_000);
     rerun_succeeds(&app, &failed).await;
+    // The shell shows the run went through on its second attempt.
+    let list = run_ok(
+        crate::helpers::herald()
+            .env("DATABASE_URL", app.database_url())
+            .env("LOG_LEVEL", "error")
+            .args(["jobs", "list"]),
+    );
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("purge_old")
+            && l.contains("succeeded at")
+            && l.contains("(attempt 2)")),
+        "{text}"
+    );
 }
 
 /// Runs `purge_old` with `audit_log` renamed away, so it fails; puts the table back, the
