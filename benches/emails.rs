@@ -480,7 +480,7 @@ async fn bare_run_after(
                     unsubscribe_url: url,
                     reference: "v1.0.0".into(),
                     rendered,
-                    pdf: Some(("report.pdf".into(), pdf::render(&summary))),
+                    pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC))),
                 };
                 match writer {
                     Writer::Herald => {
@@ -648,7 +648,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
         rendered: shipped_templates()
             .session_report(&summary, bench_links(url))
             .unwrap(),
-        pdf: Some(("report.pdf".into(), pdf::render(&summary))),
+        pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC))),
     })
     .unwrap()
     .formatted();

@@ -101,13 +101,16 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
+            let timezone = preferences::get(store, &email)
+                .await?
+                .and_then(|p| p.timezone);
             Ok(Preview {
                 email_type: EmailType::SessionReport,
                 rendered: links
                     .templates
                     .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
-                pdf: Some(pdf::render(&summary)),
+                pdf: Some(pdf::render(&summary, zones.reading(timezone.as_deref()))),
             })
         }
         Request::Digest { email, week_start } => {

@@ -206,11 +206,15 @@ impl DigestZones {
         if !self.local {
             return Ok(self.service);
         }
-        Ok(get(store, email)
-            .await?
-            .and_then(|p| p.timezone)
+        Ok(self.reading(get(store, email).await?.and_then(|p| p.timezone).as_deref()))
+    }
+
+    /// The zone a recipient reads an email's times in (a report's start): their own when
+    /// they gave one, else the service's. With global delivery too: it only shows a time.
+    pub fn reading(self, timezone: Option<&str>) -> chrono_tz::Tz {
+        timezone
             .and_then(|zone| zone.parse().ok())
-            .unwrap_or(self.service))
+            .unwrap_or(self.service)
     }
 }
 

@@ -1133,7 +1133,57 @@ async fn without_api_base_url_the_links_in_an_email_reach_the_herald_that_sent_i
     assert!(page.text().await.unwrap().contains("<form method=\"post\""));
 }
 
+/// The report's PDF says when the session started in the parent's zone (their
+/// `parent_timezone`), in the email and from the PDF route alike; without one, in the
+/// service's (`DIGEST_TIMEZONE`, UTC here).
+async fn a_report_shows_when_the_session_started_in_the_parents_zone(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    // 03:30 UTC on Monday 9 November 2026: still Sunday evening in New York.
+    let monday_0330 = 1_794_195_000_000;
+    let mut started = Vec::new();
+    for (parent, zone) in [
+        (PARENT, Some("America/New_York")),
+        ("other@example.com", None),
+    ] {
+        app.clock.set_ms(monday_0330);
+        let session = app
+            .new_session(json!({"learner_name": "Ada", "parent_email": parent}))
+            .await;
+        app.clock.advance_ms(60_000);
+        let body = zone.map(|zone| json!({"parent_timezone": zone}));
+        let response = app.complete(&session.id, Some(&session.token), body).await;
+        assert_eq!(report_email(response).await, "queued");
+        started.push(session);
+    }
+    let received = smtp.wait_for(2).await;
+    let expected = |to: &str| {
+        if to == PARENT {
+            "Started Sunday 8 November 2026, 22:30 EST"
+        } else {
+            "Started Monday 9 November 2026, 03:30 UTC"
+        }
+    };
+    for mail in &received {
+        let parsed = mailparse::parse_mail(&mail.data).unwrap();
+        let pdf = part_of(&parsed, "application/pdf")
+            .expect("pdf attachment")
+            .get_body_raw()
+            .unwrap();
+        let Some((text, _)) = crate::sessions::read_pdf(&pdf) else {
+            return;
+        };
+        assert!(text.contains(expected(&mail.rcpt_to[0])), "{text}");
+    }
+    let route = app
+        .report_pdf(&started[0].id, Some(&started[0].token))
+        .await;
+    let (text, _) = crate::sessions::read_pdf(&route.bytes().await.unwrap()).unwrap();
+    assert!(text.contains(expected(PARENT)), "{text}");
+}
+
 on_both_backends!(
+    a_report_shows_when_the_session_started_in_the_parents_zone,
     a_send_in_flight_at_shutdown_finishes_before_exit,
     a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers,
     fifty_concurrent_identical_completes_send_one_email,

@@ -468,7 +468,7 @@ async fn the_pdf_report_is_readable_and_guarded_by_the_session_token(backend: Ba
 
 /// The text of a PDF (`pdftotext -layout`) and its fonts (`pdffonts`), or `None` where
 /// poppler-utils is not installed.
-fn read_pdf(bytes: &[u8]) -> Option<(String, String)> {
+pub(crate) fn read_pdf(bytes: &[u8]) -> Option<(String, String)> {
     if !pdftotext_available() {
         return None;
     }

@@ -125,7 +125,11 @@ impl OutboxPort {
                     rendered,
                     Some((
                         format!("session-report-{session_id}.pdf"),
-                        pdf::render(&summary),
+                        pdf::render(
+                            &summary,
+                            self.digest_zones
+                                .reading(delivery.recipient_zone.as_deref()),
+                        ),
                     )),
                 )
             }

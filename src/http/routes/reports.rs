@@ -13,7 +13,7 @@ use crate::http::extract::{ClientKey, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::reports::{SessionSummary, pdf};
-use crate::store::sessions;
+use crate::store::{preferences, sessions};
 
 async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiError> {
     let now = state.now_ms();
@@ -55,10 +55,18 @@ pub async fn pdf(
 ) -> Result<Response, ApiError> {
     let session = authorize(&state, &raw_id, token).await?;
     let summary = summary_of(&state, &session.record.id).await?;
+    // Its times in the parent's zone, as in the report email.
+    let timezone = match session.parent_email.as_deref() {
+        Some(email) => preferences::get(&state.store, email)
+            .await?
+            .and_then(|p| p.timezone),
+        None => None,
+    };
+    let zone = preferences::DigestZones::from(&state.config.jobs).reading(timezone.as_deref());
     // Rendering is CPU work of a few milliseconds: keep it off the async workers.
     let bytes = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let bytes = pdf::render(&summary);
+        let bytes = pdf::render(&summary, zone);
         crate::metrics::pdf_rendered(started.elapsed());
         bytes
     })

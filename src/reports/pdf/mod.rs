@@ -36,8 +36,8 @@ fn duration_text(seconds: i64) -> String {
     }
 }
 
-/// Renders `summary` as a one-page A4 PDF.
-pub fn render(summary: &SessionSummary) -> Vec<u8> {
+/// Renders `summary` as a one-page A4 PDF, its times in `zone` (the recipient's).
+pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz) -> Vec<u8> {
     let mut page = Page::new();
     page.content.set_line_width(0.5);
     page.text(Weight::Bold, 22.0, LEFT, 780.0, "Learning session report");
@@ -58,7 +58,8 @@ pub fn render(summary: &SessionSummary) -> Vec<u8> {
     page.text(Weight::Regular, 13.0, LEFT, 756.0, &heading);
     let when = summary
         .started_at
-        .format("%A %-d %B %Y, %H:%M UTC")
+        .with_timezone(&zone)
+        .format("%A %-d %B %Y, %H:%M %Z")
         .to_string();
     page.text(
         Weight::Regular,
@@ -226,7 +227,7 @@ mod tests {
 
     #[test]
     fn renders_a_small_well_formed_document() {
-        let pdf = render(&summary("Ada (7)"));
+        let pdf = render(&summary("Ada (7)"), chrono_tz::UTC);
         assert!(pdf.starts_with(b"%PDF-"));
         let find = |needle: &[u8]| pdf.windows(needle.len()).any(|w| w == needle);
         assert!(find(b"/FontFile2") && find(b"/ToUnicode") && find(b"/Identity-H"));
@@ -247,16 +248,19 @@ mod tests {
     fn a_name_loses_its_reordering_marks_in_the_pdf_as_in_the_emails() {
         // The ToUnicode maps are plain text: a replacement box would show as FFFD there.
         let has_replacement = |pdf: &[u8]| pdf.windows(4).any(|w| w == b"FFFD");
-        assert!(!has_replacement(&render(&summary("\u{202e}Ada\u{202c}"))));
-        assert!(has_replacement(&render(&summary("Ada 日"))));
+        assert!(!has_replacement(&render(
+            &summary("\u{202e}Ada\u{202c}"),
+            chrono_tz::UTC
+        )));
+        assert!(has_replacement(&render(&summary("Ada 日"), chrono_tz::UTC)));
     }
 
     #[test]
     fn a_kept_font_program_gives_the_same_document() {
-        let first = render(&summary("Zoë"));
-        let again = render(&summary("Zoë"));
+        let first = render(&summary("Zoë"), chrono_tz::UTC);
+        let again = render(&summary("Zoë"), chrono_tz::UTC);
         assert_eq!(first, again);
-        assert_ne!(first, render(&summary("Ζωή")));
+        assert_ne!(first, render(&summary("Ζωή"), chrono_tz::UTC));
     }
 
     #[test]
