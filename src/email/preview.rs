@@ -52,17 +52,16 @@ pub struct Links<'a> {
 impl Links<'_> {
     /// The unsubscribe and preference links the email would carry: the recipient's own when
     /// they have preferences, ones naming no one otherwise.
-    async fn urls(
+    fn urls(
         &self,
-        store: &Store,
-        email: &str,
+        recipient: Option<&preferences::Preferences>,
         email_type: EmailType,
-    ) -> Result<(String, String), StoreError> {
-        let key = preferences::recipient_key(store, email)
-            .await?
+    ) -> (String, String) {
+        let key = recipient
+            .and_then(|p| p.recipient_key.clone())
             .unwrap_or_else(|| "0".repeat(32));
         let token = self.signer.token(&key);
-        Ok((
+        (
             format!(
                 "{}/api/v1/email/unsubscribe/{token}?type={}",
                 self.api_base_url,
@@ -72,7 +71,7 @@ impl Links<'_> {
                 "{}/api/v1/email/preferences/page/{token}",
                 self.api_base_url
             ),
-        ))
+        )
     }
 }
 
@@ -96,30 +95,30 @@ pub async fn render(
             // A session without a parent address sends no report; its preview shows one
             // whose link names no one.
             let email = row.parent_email.unwrap_or_default();
-            let (unsubscribe, prefs) = links.urls(store, &email, EmailType::SessionReport).await?;
+            let recipient = preferences::get(store, &email).await?;
+            let (unsubscribe, prefs) = links.urls(recipient.as_ref(), EmailType::SessionReport);
             let urls = super::templates::Links {
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let timezone = preferences::get(store, &email)
-                .await?
-                .and_then(|p| p.timezone);
+            let zone = zones.reading(recipient.and_then(|p| p.timezone).as_deref());
             Ok(Preview {
                 email_type: EmailType::SessionReport,
                 rendered: links
                     .templates
                     .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
-                pdf: Some(pdf::render(&summary, zones.reading(timezone.as_deref()))),
+                pdf: Some(pdf::render(&summary, zone)),
             })
         }
         Request::Digest { email, week_start } => {
-            let zone = zones.of(store, &email).await?;
+            let recipient = preferences::get(store, &email).await?;
+            let zone = zones.of_read(recipient.as_ref());
             let week_start = week_start.unwrap_or_else(|| week::week_before(now_ms, zone));
             let digest = activity::recipient_digest(store, &email, week_start, zone)
                 .await?
                 .ok_or(PreviewError::NoActivity(week_start))?;
-            let (unsubscribe, prefs) = links.urls(store, &email, EmailType::WeeklyDigest).await?;
+            let (unsubscribe, prefs) = links.urls(recipient.as_ref(), EmailType::WeeklyDigest);
             let urls = super::templates::Links {
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,

@@ -88,17 +88,6 @@ pub async fn switches(store: &Store, email: &str) -> Result<Option<(bool, bool)>
     .map_err(|e: sqlx::Error| StoreError::from(e))
 }
 
-/// The random key a recipient's unsubscribe links name, if the recipient has preferences.
-#[tracing::instrument(level = "debug", skip_all)]
-pub async fn recipient_key(store: &Store, email: &str) -> Result<Option<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT recipient_key FROM email_preferences WHERE email = $1")
-            .bind(email)
-            .fetch_optional(store.reader())
-            .await?,
-    )
-}
-
 /// A recipient's preferences, and whether the address is suppressed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Preferences {
@@ -115,6 +104,8 @@ pub struct Preferences {
     pub suppressed: Option<(String, i64)>,
     /// When the preferences last changed: a form shown before then is out of date.
     pub version: i64,
+    /// The random key the recipient's unsubscribe links name.
+    pub recipient_key: Option<String>,
 }
 
 /// Where a change of preferences came from, as `preference_changes` records it.
@@ -150,7 +141,7 @@ pub struct Change {
 const COLUMNS: &str = "p.weekly_digest_enabled, p.session_reports_enabled, p.timezone, \
     p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
     p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, s.reason, s.created_at, \
-    p.updated_at";
+    p.updated_at, p.recipient_key";
 
 fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
     let reason: Option<String> = row.try_get(7)?;
@@ -167,6 +158,7 @@ fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
             None => None,
         },
         version: row.try_get(9)?,
+        recipient_key: row.try_get(10)?,
     })
 }
 
@@ -206,7 +198,16 @@ impl DigestZones {
         if !self.local {
             return Ok(self.service);
         }
-        Ok(self.reading(get(store, email).await?.and_then(|p| p.timezone).as_deref()))
+        Ok(self.of_read(get(store, email).await?.as_ref()))
+    }
+
+    /// [`DigestZones::of`] for a recipient whose preferences were read already.
+    pub fn of_read(self, preferences: Option<&Preferences>) -> chrono_tz::Tz {
+        if self.local {
+            self.reading(preferences.and_then(|p| p.timezone.as_deref()))
+        } else {
+            self.service
+        }
     }
 
     /// The zone a recipient reads an email's times in (a report's start): their own when

@@ -155,9 +155,10 @@ async fn a_parents_time_zone_comes_with_a_session(backend: Backend) {
 async fn an_unsubscribe_from_a_link_is_recorded_as_such(backend: Backend) {
     let app = spawn_app(backend).await;
     put(&app, PARENT, json!({"timezone": "Europe/London"})).await;
-    let key = herald::store::preferences::recipient_key(&app.state.store, PARENT)
+    let key = herald::store::preferences::get(&app.state.store, PARENT)
         .await
         .unwrap()
+        .and_then(|p| p.recipient_key)
         .unwrap();
     let token = app.state.signer.token(&key);
     app.clock.advance_ms(1_000);
