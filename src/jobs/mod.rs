@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use herald_actors::clock::SharedClock;
 use herald_actors::port::PortError;
-use herald_actors::scheduler::{Claim, JobSpec, Occurrence, RunOutcome, SchedulerPort};
+use herald_actors::scheduler::{Claim, JobLedger, JobSpec, Occurrence, RunOutcome, SchedulerPort};
 use herald_actors::throttle::ThrottleClient;
 
 use crate::config::JobsConfig;
@@ -319,8 +319,8 @@ impl SchedulerPort for JobsPort {
             .map_err(port_error)
     }
 
-    async fn last_scheduled(&self, job: &str) -> Result<Option<i64>, PortError> {
-        jobs::last_scheduled(&self.context.store, job)
+    async fn job_ledger(&self, job: &str) -> Result<Option<JobLedger>, PortError> {
+        jobs::job_ledger(&self.context.store, job)
             .await
             .map_err(port_error)
     }

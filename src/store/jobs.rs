@@ -1,7 +1,7 @@
 //! The occurrence ledger (`job_runs`): one row per (job, scheduled_for), so an occurrence
 //! runs once however often and from however many processes it is triggered.
 
-use herald_actors::scheduler::{Claim, Occurrence};
+use herald_actors::scheduler::{Claim, JobLedger, Occurrence};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -138,13 +138,21 @@ pub async fn occurrence(
     }))
 }
 
+/// The job's latest occurrence in the ledger, and when its earliest run there started.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn last_scheduled(store: &Store, job: &str) -> Result<Option<i64>, StoreError> {
-    let row = sqlx::query("SELECT MAX(scheduled_for) FROM job_runs WHERE job = $1")
-        .bind(job)
-        .fetch_one(store.reader())
-        .await?;
-    Ok(row.try_get(0)?)
+pub async fn job_ledger(store: &Store, job: &str) -> Result<Option<JobLedger>, StoreError> {
+    let row =
+        sqlx::query("SELECT MAX(scheduled_for), MIN(started_at) FROM job_runs WHERE job = $1")
+            .bind(job)
+            .fetch_one(store.reader())
+            .await?;
+    let (latest, first_started): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(latest
+        .zip(first_started)
+        .map(|(latest, first_started)| JobLedger {
+            latest,
+            first_started,
+        }))
 }
 
 /// When `job` last finished successfully, on any replica.

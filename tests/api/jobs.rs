@@ -7,7 +7,8 @@ use mailparse::MailHeaderMap;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, TABLES, TestApp, TestDatabase, assert_error, run_ok, spawn_app_on, spawn_app_with,
+    Backend, TABLES, TestApp, TestDatabase, assert_error, run_ok, spawn_app_at, spawn_app_on,
+    spawn_app_with,
 };
 use crate::on_both_backends;
 use crate::smtp::SmtpServer;
@@ -700,6 +701,30 @@ async fn rerun_succeeds(app: &TestApp, failed: &Value) {
     assert!(runs[0]["error"].is_null(), "{runs:?}");
 }
 
+/// An old week run by hand on a fresh install does not make herald start the occurrence
+/// the install began after (a fresh install waits for its first one), also after a restart;
+/// that first one runs as ever.
+async fn an_old_week_run_by_hand_on_a_fresh_install_starts_no_skipped_occurrence(backend: Backend) {
+    // Wednesday 18 November 2026, 12:00 UTC: installed after Sunday's 09:00.
+    let app = spawn_app_at(backend, |_| {}, 1_795_003_200_000).await;
+    let old_week = json!({"start_date": "2026-11-02"});
+    assert_eq!(run_job(&app, "weekly_digest", old_week).await.status(), 202);
+    wait_runs(&app, "weekly_digest", 1).await;
+    app.wake_scheduler().await;
+    let app = app.restart().await;
+    app.wake_scheduler().await;
+    let runs = app.job_runs("weekly_digest").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    // Sunday 22 November, 09:00.
+    let first = 1_795_338_000_000;
+    app.clock.set_ms(first as u64 + 1_000);
+    app.wake_scheduler().await;
+    let runs = wait_runs(&app, "weekly_digest", 2).await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let scheduled = DateTime::parse_from_rfc3339(runs[0]["scheduled_for"].as_str().unwrap());
+    assert_eq!(scheduled.unwrap().timestamp_millis(), first);
+}
+
 async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     // No catch-up at start: a caught-up digest running when the request arrives would
     // answer it JOB_RUNNING, whatever the dead run's lease says.
@@ -762,6 +787,7 @@ on_both_backends!(
     a_failing_job_is_recorded_and_the_next_one_still_runs,
     a_failed_run_is_run_again_and_succeeds_once_its_cause_is_gone,
     a_failed_run_is_run_again_by_the_process_that_starts_next,
+    an_old_week_run_by_hand_on_a_fresh_install_starts_no_skipped_occurrence,
     a_run_left_running_by_a_dead_process_is_taken_over,
 );
 

@@ -137,8 +137,9 @@ struct JobState {
     /// The latest occurrence this process started or saw in the ledger.
     last_scheduled: Option<i64>,
     /// The latest occurrence at or before the job came into this process: with nothing in
-    /// the ledger, what catching up starts from (a fresh install waits for its first
-    /// occurrence; one after it that a late timer missed is caught up on the next Wake).
+    /// the ledger, or only runs that started after it, what catching up starts from (a
+    /// fresh install waits for its first occurrence, also once an old week was run by hand;
+    /// one after it that a late timer missed is caught up on the next Wake).
     since: Option<i64>,
     /// The occurrences watched through the ledger, and when each is looked at next.
     watching: HashMap<i64, i64>,
@@ -409,15 +410,20 @@ impl<P: SchedulerPort> Scheduler<P> {
         let now = self.now();
         {
             let spec = state.jobs[job].spec.clone();
-            let last = match self.port.last_scheduled(&spec.name).await {
-                Ok(last) => {
-                    // The latest run may have failed, or been left by a process that
-                    // stopped (this one, before a restart): watched until it is settled.
-                    if let Some(latest) = last {
-                        self.look_at(myself, state, job, latest, now);
-                    }
-                    last.or(state.jobs[job].since)
-                        .max(state.jobs[job].last_scheduled)
+            let last = match self.port.job_ledger(&spec.name).await {
+                Ok(ledger) => {
+                    let since = state.jobs[job].since;
+                    let from = match ledger {
+                        // The latest run may have failed, or been left by a process that
+                        // stopped (this one, before a restart): watched until it is settled.
+                        Some(ledger) => {
+                            self.look_at(myself, state, job, ledger.latest, now);
+                            let newer = since.is_some_and(|s| ledger.first_started > s);
+                            Some(ledger.latest).max(since.filter(|_| newer))
+                        }
+                        None => since,
+                    };
+                    from.max(state.jobs[job].last_scheduled)
                 }
                 Err(err) => {
                     tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger; trying again");
@@ -589,7 +595,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::scheduler::port::RunOutcome;
+    use crate::scheduler::port::{JobLedger, RunOutcome};
 
     const HOUR: i64 = 3_600_000;
 
@@ -715,9 +721,14 @@ mod tests {
             *self.finished.lock().unwrap() += 1;
             Ok(())
         }
-        async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
+        async fn job_ledger(&self, _: &str) -> Result<Option<JobLedger>, PortError> {
             self.reachable()?;
-            Ok(self.rows.lock().unwrap().keys().next_back().copied())
+            let rows = self.rows.lock().unwrap();
+            // Runs start at their occurrence here.
+            Ok(rows.keys().next().map(|&first| JobLedger {
+                latest: *rows.keys().next_back().unwrap(),
+                first_started: first,
+            }))
         }
         async fn occurrence(
             &self,

@@ -10,5 +10,5 @@ pub mod run;
 pub use actor::{JobSpec, JobStatus, RunError, Scheduler, SchedulerConfig, SchedulerMsg};
 pub use calendar::{MissedPolicy, Schedule, ScheduleError, catch_up};
 pub use client::SchedulerClient;
-pub use port::{Claim, Occurrence, RunOutcome, SchedulerPort};
+pub use port::{Claim, JobLedger, Occurrence, RunOutcome, SchedulerPort};
 pub use run::{run_occurrence, run_started};

@@ -23,6 +23,17 @@ pub enum Claim {
     Rerun { attempts: u32 },
 }
 
+/// What the ledger holds of a job, for catching it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLedger {
+    /// The latest occurrence in the ledger, whatever its status.
+    pub latest: i64,
+    /// When the earliest run the ledger holds started: runs that all started after an
+    /// occurrence (an old week run by hand on a fresh install) are no sign the install
+    /// existed at it.
+    pub first_started: i64,
+}
+
 /// What the ledger holds of one occurrence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Occurrence {
@@ -69,11 +80,11 @@ pub trait SchedulerPort: Send + Sync + 'static {
         job: &str,
         scheduled_for: i64,
     ) -> impl Future<Output = Result<Option<Occurrence>, PortError>> + Send;
-    /// The latest occurrence of `job` in the ledger, whatever its status.
-    fn last_scheduled(
+    /// What the ledger holds of `job`; `None` when it holds no run of it.
+    fn job_ledger(
         &self,
         job: &str,
-    ) -> impl Future<Output = Result<Option<i64>, PortError>> + Send;
+    ) -> impl Future<Output = Result<Option<JobLedger>, PortError>> + Send;
     /// The job's body for one occurrence; returns its statistics as JSON.
     fn run(
         &self,

@@ -109,7 +109,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::scheduler::port::Occurrence;
+    use crate::scheduler::port::{JobLedger, Occurrence};
 
     /// A ledger in memory whose job body takes `body_ms` and may panic.
     #[derive(Default)]
@@ -158,7 +158,7 @@ mod tests {
             self.finished.lock().unwrap().push(outcome.clone());
             Ok(())
         }
-        async fn last_scheduled(&self, _: &str) -> Result<Option<i64>, PortError> {
+        async fn job_ledger(&self, _: &str) -> Result<Option<JobLedger>, PortError> {
             Ok(None)
         }
         async fn occurrence(&self, _: &str, _: i64) -> Result<Option<Occurrence>, PortError> {
