@@ -18,7 +18,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::calendar::{MissedPolicy, Schedule, catch_up};
-use super::port::{Claim, Occurrence, RunOutcome, SchedulerPort};
+use super::port::{Claim, RunOutcome, SchedulerPort};
+use super::watch::{LEASE_GRACE_MS, Rules, Step};
 use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
 
@@ -99,17 +100,10 @@ pub struct SchedulerConfig {
     pub catch_up_horizon: Duration,
     /// How soon an occurrence the ledger could not start (the database away) is tried
     /// again; it is tried until it starts or is older than the catch-up horizon. A run that
-    /// failed is run again after this, then twice as long, … [`MAX_RERUNS`] times.
+    /// failed is run again after this, then twice as long, …
+    /// [`MAX_RERUNS`](super::watch::MAX_RERUNS) times.
     pub retry_every: Duration,
 }
-
-/// How many times a failed run of an occurrence is run again (after 10 s, 20 s, 40 s, 80 s
-/// and 160 s with the default `retry_every`: through a database restart, say). A run taken
-/// over from a process that stopped counts as one.
-pub const MAX_RERUNS: u32 = 5;
-
-/// How long after a lease runs out its run is looked at again: the renewal may be late.
-const LEASE_GRACE_MS: i64 = 500;
 
 pub struct Scheduler<P> {
     pub port: Arc<P>,
@@ -235,15 +229,11 @@ impl<P: SchedulerPort> Scheduler<P> {
         Ok(run_id)
     }
 
-    /// When a run that failed after `attempts` runs in all, the last ending at `finished`,
-    /// is run again: `retry_every` after the first, twice as long after each next one;
-    /// `None` once it has been run again [`MAX_RERUNS`] times.
-    fn rerun_at(&self, finished: i64, attempts: u32) -> Option<i64> {
-        let wait = self
-            .config
-            .retry_every
-            .saturating_mul(1 << attempts.clamp(1, 16).saturating_sub(1));
-        (attempts <= MAX_RERUNS).then(|| finished.saturating_add(millis(wait)))
+    fn watch_rules(&self) -> Rules {
+        Rules {
+            lease_ms: millis(self.config.lease),
+            retry_every_ms: millis(self.config.retry_every),
+        }
     }
 
     /// Looks at `(job, scheduled_for)` in the ledger at `at` (at once if it is past). An
@@ -303,33 +293,22 @@ impl<P: SchedulerPort> Scheduler<P> {
             }
         };
         let lapsed = state.jobs[job].lapsed.remove(&scheduled_for);
-        let claim = match occurrence {
-            None | Some(Occurrence::Succeeded) => return,
-            Some(Occurrence::Running { lease_until_ms }) if lease_until_ms >= now => {
-                let after_lease = lease_until_ms + LEASE_GRACE_MS;
-                return self.look_at(myself, state, job, scheduled_for, after_lease);
-            }
-            Some(Occurrence::Running { lease_until_ms }) if lapsed != Some(lease_until_ms) => {
-                // A live process renews its lease every third of it.
+        let claim = match self.watch_rules().step(occurrence, lapsed, now) {
+            Step::Done => return,
+            Step::LookAt(at) => return self.look_at(myself, state, job, scheduled_for, at),
+            Step::Lapsed {
+                lease_until_ms,
+                look_at,
+            } => {
                 state.jobs[job].lapsed.insert(scheduled_for, lease_until_ms);
-                let renewal = millis(self.config.lease) / 3 + LEASE_GRACE_MS;
-                return self.look_at(myself, state, job, scheduled_for, now + renewal);
+                return self.look_at(myself, state, job, scheduled_for, look_at);
             }
-            Some(Occurrence::Running { .. }) => Claim::Start,
-            Some(Occurrence::Failed {
-                finished_at_ms,
-                attempts,
-            }) => match self.rerun_at(finished_at_ms, attempts) {
-                None => {
-                    tracing::error!(job = %name, scheduled_for, attempts,
-                        "the run failed again; left for an operator to run");
-                    return;
-                }
-                Some(turn) if turn > now => {
-                    return self.look_at(myself, state, job, scheduled_for, turn);
-                }
-                Some(_) => Claim::Rerun { attempts },
-            },
+            Step::GiveUp { attempts } => {
+                tracing::error!(job = %name, scheduled_for, attempts,
+                    "the run failed again; left for an operator to run");
+                return;
+            }
+            Step::Claim(claim) => claim,
         };
         match self.start(myself, state, job, scheduled_for, claim).await {
             Ok(run_id) if claim == Claim::Start => tracing::warn!(
@@ -595,7 +574,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::scheduler::port::{JobLedger, RunOutcome};
+    use crate::scheduler::port::{JobLedger, Occurrence, RunOutcome};
 
     const HOUR: i64 = 3_600_000;
 
@@ -853,33 +832,27 @@ mod tests {
         stop(actor, handle).await;
     }
 
+    /// When the turns come is [`super::super::watch`]'s to test; here, that the actor runs
+    /// a failed run again on each and leaves it alone after the fifth rerun.
     #[tokio::test]
-    async fn a_failed_run_is_run_again_on_its_turn_five_times_at_most() {
+    async fn a_failed_run_is_run_again_five_times_then_left_for_an_operator() {
         let (ledger, clock) = at_half_past_nine();
         ledger.permits.add_permits(1_000);
         let (actor, handle) = hourly(&ledger, &clock).await;
         *ledger.failures.lock().unwrap() = 100;
         fire(&actor, &clock, TEN);
         until("the first run", || *ledger.finished.lock().unwrap() == 1).await;
-        // Failing every time: run again 20 ms of the clock after the failure, then 40 ms,
-        // 80, 160 and 320, and not a millisecond sooner.
-        for (rerun, wait) in [20, 40, 80, 160, 320].into_iter().enumerate() {
-            clock.advance_ms(wait - 1);
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            assert_eq!(
-                ledger.started().len(),
-                rerun + 1,
-                "rerun {rerun} came early"
-            );
-            clock.advance_ms(1);
-            until("the rerun", || {
-                *ledger.finished.lock().unwrap() == rerun as u32 + 2
-            })
-            .await;
+        for rerun in 2..=6 {
+            // Past any turn (20 ms of the clock, then 40, 80, 160 and 320).
+            clock.advance_ms(1_000);
+            until("the rerun", || *ledger.finished.lock().unwrap() == rerun).await;
         }
-        // Then it is left for an operator.
+        // A look after the sixth failure leaves it be.
+        let looks = ledger.looks.load(Ordering::SeqCst);
         clock.advance_ms(60_000);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        actor.send_message(SchedulerMsg::Wake).unwrap();
+        until("a look", || ledger.looks.load(Ordering::SeqCst) > looks).await;
+        ractor::call_t!(actor, SchedulerMsg::List, 1_000).unwrap();
         assert_eq!(ledger.started(), [TEN; 6]);
         assert!(
             matches!(
@@ -956,7 +929,11 @@ mod tests {
         b.send_message(SchedulerMsg::Wake).unwrap();
         until("b's look", || ledger.looks.load(Ordering::SeqCst) > looks).await;
         ledger.unrenewed.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        until("b's second look", || {
+            ledger.looks.load(Ordering::SeqCst) > looks + 1
+        })
+        .await;
+        ractor::call_t!(b, SchedulerMsg::List, 1_000).unwrap();
         assert_eq!(ledger.started(), [TEN]);
         // a's renewals stop, as when its process dies: b takes the run over.
         ledger.unrenewed.store(true, Ordering::SeqCst);

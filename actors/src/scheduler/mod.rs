@@ -1,11 +1,13 @@
 //! The scheduler: job calendars, the actor that runs each occurrence once, its port to the
-//! occurrence ledger and the job bodies, and the client HTTP code uses.
+//! occurrence ledger and the job bodies, the rules of watching an occurrence through that
+//! ledger, and the client HTTP code uses.
 
 pub mod actor;
 pub mod calendar;
 pub mod client;
 pub mod port;
 pub mod run;
+pub mod watch;
 
 pub use actor::{JobSpec, JobStatus, RunError, Scheduler, SchedulerConfig, SchedulerMsg};
 pub use calendar::{MissedPolicy, Schedule, ScheduleError, catch_up};
