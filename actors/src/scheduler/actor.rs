@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::calendar::{MissedPolicy, Schedule, catch_up};
+use super::calendar::{MissedPolicy, Schedule, catch_up, caught_up_to};
 use super::port::{Claim, RunOutcome, SchedulerPort};
 use super::watch::{LEASE_GRACE_MS, Rules, Step};
 use crate::clock::{SharedClock, millis};
@@ -391,18 +391,12 @@ impl<P: SchedulerPort> Scheduler<P> {
             let spec = state.jobs[job].spec.clone();
             let last = match self.port.job_ledger(&spec.name).await {
                 Ok(ledger) => {
-                    let since = state.jobs[job].since;
-                    let from = match ledger {
-                        // The latest run may have failed, or been left by a process that
-                        // stopped (this one, before a restart): watched until it is settled.
-                        Some(ledger) => {
-                            self.look_at(myself, state, job, ledger.latest, now);
-                            let newer = since.is_some_and(|s| ledger.first_started > s);
-                            Some(ledger.latest).max(since.filter(|_| newer))
-                        }
-                        None => since,
-                    };
-                    from.max(state.jobs[job].last_scheduled)
+                    // The latest run may have failed, or been left by a process that
+                    // stopped (this one, before a restart): watched until it is settled.
+                    if let Some(ledger) = ledger {
+                        self.look_at(myself, state, job, ledger.latest, now);
+                    }
+                    caught_up_to(ledger, state.jobs[job].since).max(state.jobs[job].last_scheduled)
                 }
                 Err(err) => {
                     tracing::error!(job = %spec.name, error = %err, "cannot read the job ledger; trying again");

@@ -7,6 +7,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
+use super::port::JobLedger;
+
 /// A parsed schedule: a cron expression and the zone its wall-clock times are in.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -120,6 +122,21 @@ pub fn catch_up(
     let last = last_scheduled?;
     let latest = schedule.latest_at_or_before(now_ms)?;
     (last < latest && now_ms - latest <= horizon_ms).then_some(latest)
+}
+
+/// The occurrence catching up starts after ([`catch_up`]'s `last_scheduled`): the ledger's
+/// latest, or `since` (the latest occurrence before the job came into this process) when
+/// that is later and the ledger holds no run that started before it: runs that all started
+/// after it (an old week run by hand on a fresh install) are no sign the install existed at
+/// it.
+pub fn caught_up_to(ledger: Option<JobLedger>, since: Option<i64>) -> Option<i64> {
+    match ledger {
+        Some(ledger) => {
+            let newer = since.is_some_and(|s| ledger.first_started > s);
+            Some(ledger.latest).max(since.filter(|_| newer))
+        }
+        None => since,
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +289,46 @@ mod tests {
                 .to_string()
                 .contains("time zone")
         );
+    }
+}
+
+#[cfg(test)]
+mod caught_up_to {
+    use super::{JobLedger, caught_up_to};
+
+    const WEEK: i64 = 7 * 86_400_000;
+    /// The Sunday before this process started.
+    const SINCE: i64 = 100 * WEEK;
+
+    fn ledger(latest: i64, first_started: i64) -> Option<JobLedger> {
+        Some(JobLedger {
+            latest,
+            first_started,
+        })
+    }
+
+    #[test]
+    fn a_ledger_with_runs_from_before_says_where_catching_up_starts() {
+        // Down over SINCE: its occurrence is after the ledger's latest, so it is caught up.
+        let before = ledger(SINCE - WEEK, SINCE - 10 * WEEK);
+        assert_eq!(caught_up_to(before, Some(SINCE)), Some(SINCE - WEEK));
+        assert_eq!(caught_up_to(ledger(SINCE, 0), Some(SINCE)), Some(SINCE));
+    }
+
+    #[test]
+    fn runs_that_all_started_after_since_do_not_reach_back_before_it() {
+        // A fresh install, an old week run by hand after it began.
+        let by_hand = ledger(SINCE - 3 * WEEK, SINCE + 3_600_000);
+        assert_eq!(caught_up_to(by_hand, Some(SINCE)), Some(SINCE));
+        // Its own runs since are later than SINCE anyway.
+        let own = ledger(SINCE + WEEK, SINCE + 1_000);
+        assert_eq!(caught_up_to(own, Some(SINCE)), Some(SINCE + WEEK));
+    }
+
+    #[test]
+    fn an_empty_ledger_starts_from_since() {
+        assert_eq!(caught_up_to(None, Some(SINCE)), Some(SINCE));
+        assert_eq!(caught_up_to(None, None), None);
     }
 }
 
