@@ -742,12 +742,10 @@ mod tests {
         (Arc::new(Ledger::default()), Arc::new(clock))
     }
 
+    type Replica = (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>);
+
     /// An hourly job's scheduler (a replica) with a lease of `lease_ms`.
-    async fn hourly_with(
-        ledger: &Arc<Ledger>,
-        clock: &Arc<ManualClock>,
-        lease_ms: u64,
-    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
+    async fn hourly_with(ledger: &Arc<Ledger>, clock: &Arc<ManualClock>, lease_ms: u64) -> Replica {
         let scheduler = Scheduler {
             port: ledger.clone(),
             clock: clock.clone(),
@@ -765,10 +763,7 @@ mod tests {
         Actor::spawn(None, scheduler, ()).await.unwrap()
     }
 
-    async fn hourly(
-        ledger: &Arc<Ledger>,
-        clock: &Arc<ManualClock>,
-    ) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>) {
+    async fn hourly(ledger: &Arc<Ledger>, clock: &Arc<ManualClock>) -> Replica {
         hourly_with(ledger, clock, 60_000).await
     }
 
@@ -826,16 +821,23 @@ mod tests {
         stop(actor, handle).await;
     }
 
+    /// A scheduler whose 10:00 run has just failed, and whose next `failures - 1` runs will
+    /// fail too (no run waits for a permit).
+    async fn first_run_failed(failures: u32) -> (Arc<Ledger>, Arc<ManualClock>, Replica) {
+        let (ledger, clock) = at_half_past_nine();
+        ledger.permits.add_permits(1_000);
+        *ledger.failures.lock().unwrap() = failures;
+        let replica = hourly(&ledger, &clock).await;
+        fire(&replica.0, &clock, TEN);
+        until("the failure", || *ledger.finished.lock().unwrap() == 1).await;
+        (ledger, clock, replica)
+    }
+
     /// When the turns come is [`super::super::watch`]'s to test; here, that the actor runs
     /// a failed run again on each and leaves it alone after the fifth rerun.
     #[tokio::test]
     async fn a_failed_run_is_run_again_five_times_then_left_for_an_operator() {
-        let (ledger, clock) = at_half_past_nine();
-        ledger.permits.add_permits(1_000);
-        let (actor, handle) = hourly(&ledger, &clock).await;
-        *ledger.failures.lock().unwrap() = 100;
-        fire(&actor, &clock, TEN);
-        until("the first run", || *ledger.finished.lock().unwrap() == 1).await;
+        let (ledger, clock, (actor, handle)) = first_run_failed(100).await;
         for rerun in 2..=6 {
             // Past any turn (20 ms of the clock, then 40, 80, 160 and 320).
             clock.advance_ms(1_000);
@@ -858,8 +860,6 @@ mod tests {
         );
         stop(actor, handle).await;
     }
-
-    type Replica = (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>);
 
     /// Two replicas with a lease of 300 ms: `a` runs 10:00, `b` finds it running and
     /// watches it.
@@ -895,12 +895,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_run_is_run_again_by_a_replica_that_starts_after_it() {
-        let (ledger, clock) = at_half_past_nine();
-        *ledger.failures.lock().unwrap() = 1;
-        ledger.permits.add_permits(2);
-        let (a, a_handle) = hourly(&ledger, &clock).await;
-        fire(&a, &clock, TEN);
-        until("the failure", || *ledger.finished.lock().unwrap() == 1).await;
+        let (ledger, clock, (a, a_handle)) = first_run_failed(1).await;
         stop(a, a_handle).await;
         clock.advance_ms(60_000);
         // A restart, or another replica: it finds the job's latest run failed.
