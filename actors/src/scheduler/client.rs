@@ -5,7 +5,7 @@ use std::time::Duration;
 use herald_supervision::ChildSlot;
 use ractor::ActorRef;
 
-use super::actor::{JobStatus, RunError, SchedulerMsg};
+use super::msg::{JobStatus, RunError, SchedulerMsg};
 
 #[derive(Clone)]
 pub struct SchedulerClient {
