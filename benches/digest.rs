@@ -133,7 +133,7 @@ fn main() {
         // What the dispatcher does for each queued digest when it sends it: the recipient's
         // two weeks read, the digest built (a section per learner, the days, the week
         // before) and the three templates rendered.
-        let templates = herald::email::templates::Templates::shipped("herald", "");
+        let templates = herald::templates::Templates::shipped("herald", "");
         let rendering = Instant::now();
         let mut bytes = 0usize;
         for i in 0..recipients {
@@ -145,7 +145,7 @@ fn main() {
             let shown = templates
                 .weekly_digest(
                     &digest,
-                    herald::email::templates::Links {
+                    herald::templates::Links {
                         unsubscribe: "https://herald.example.org/u/v1.x.y",
                         preferences: "https://herald.example.org/p/v1.x.y",
                     },

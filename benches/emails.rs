@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald::email::message::{self, Parts};
-use herald::email::templates;
 use herald::reports::{EventRecord, SessionRecord, pdf, summarize};
+use herald::templates;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};

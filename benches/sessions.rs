@@ -176,10 +176,10 @@ fn pdf_render() {
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,
         reference: "v1.0.0",
-        rendered: herald::email::templates::Templates::shipped("herald", "")
+        rendered: herald::templates::Templates::shipped("herald", "")
             .session_report(
                 &summary,
-                herald::email::templates::Links {
+                herald::templates::Links {
                     unsubscribe: url,
                     preferences: url,
                 },

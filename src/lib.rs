@@ -17,6 +17,7 @@ pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 
 /// Installs ring as the process's TLS crypto provider (for Sentry's transport, SMTP and
 /// PostgreSQL TLS). Call once before any TLS client is built; later calls do nothing.

@@ -104,7 +104,7 @@ pub struct EmailConfig {
     pub dkim: Option<super::Dkim>,
     /// The subject, text and HTML of each email (`EMAIL_TEMPLATES_DIR` overrides), checked
     /// at start, with the brand name and footer address they show.
-    pub templates: std::sync::Arc<crate::email::templates::Templates>,
+    pub templates: std::sync::Arc<crate::templates::Templates>,
 }
 
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
@@ -162,7 +162,7 @@ impl EmailConfig {
                 dir.display()
             ));
         }
-        let templates = match crate::email::templates::Templates::load(
+        let templates = match crate::templates::Templates::load(
             templates_dir.as_deref().filter(|d| d.is_dir()),
             &brand,
             &footer_address,
@@ -172,7 +172,7 @@ impl EmailConfig {
                 for problem in problems {
                     r.problem(problem);
                 }
-                crate::email::templates::Templates::shipped(&brand, &footer_address)
+                crate::templates::Templates::shipped(&brand, &footer_address)
             }
         };
         Self {

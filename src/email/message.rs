@@ -7,8 +7,8 @@ use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use sha2::{Digest, Sha256};
 
-use super::templates::Rendered;
 use crate::secret::hex;
+use crate::templates::Rendered;
 
 /// `List-Unsubscribe: <https://…>`
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Email: unsubscribe tokens, templates, message building, providers, and the ports the
+//! Email: unsubscribe tokens, message building, providers, and the ports the
 //! throttle and dispatcher actors use to reach the database and the mail server.
 
 pub mod dkim;
@@ -8,7 +8,6 @@ pub mod ports;
 pub mod preview;
 pub mod provider;
 pub mod sendgrid;
-pub mod templates;
 pub mod unsubscribe;
 
 pub use provider::Mailer;

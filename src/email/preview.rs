@@ -6,9 +6,9 @@ use chrono::NaiveDate;
 use herald_actors::email::EmailType;
 
 use super::Signer;
-use super::templates::{Rendered, Templates};
 use crate::reports::{pdf, week};
 use crate::store::{Store, StoreError, activity, preferences, sessions};
+use crate::templates::{Rendered, Templates};
 
 /// Which email to show.
 pub enum Request {
@@ -97,7 +97,7 @@ pub async fn render(
             let email = row.parent_email.unwrap_or_default();
             let recipient = preferences::get(store, &email).await?;
             let (unsubscribe, prefs) = links.urls(recipient.as_ref(), EmailType::SessionReport);
-            let urls = super::templates::Links {
+            let urls = crate::templates::Links {
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
@@ -119,7 +119,7 @@ pub async fn render(
                 .await?
                 .ok_or(PreviewError::NoActivity(week_start))?;
             let (unsubscribe, prefs) = links.urls(recipient.as_ref(), EmailType::WeeklyDigest);
-            let urls = super::templates::Links {
+            let urls = crate::templates::Links {
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };

@@ -414,7 +414,7 @@ mod tests {
             message_id: "<id@herald.example.org>".to_owned(),
             unsubscribe_url: "https://herald.example.org/u/v1.x.y".to_owned(),
             reference: "v1.0.0".to_owned(),
-            rendered: crate::email::templates::Rendered {
+            rendered: crate::templates::Rendered {
                 subject: "Ada's session report: Fractions".to_owned(),
                 text: "Ada finished a session on Fractions.\n".to_owned(),
                 html: String::new(),

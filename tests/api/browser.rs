@@ -118,14 +118,14 @@ async fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
     let Some((chromium, playwright)) = browser_kit() else {
         return;
     };
-    let templates = herald::email::templates::Templates::shipped("Acme Learning", "1 Main St");
+    let templates = herald::templates::Templates::shipped("Acme Learning", "1 Main St");
     let hostile = [
         "<script>alert(1)</script>",
         "\"Zoë\" O'Brien",
         "\u{202e}Ada Lovelace",
         &"Maximilian".repeat(100),
     ];
-    let url = herald::email::templates::Links {
+    let url = herald::templates::Links {
         unsubscribe: "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=weekly_digest",
         preferences: "https://herald.example.org/api/v1/email/preferences/page/v1.x.y",
     };

@@ -174,7 +174,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
     use herald::email::message::{Parts, build};
     use herald::reports::{SessionRecord, summarize};
     let from = "reports@herald.example.org".parse().unwrap();
-    let templates = herald::email::templates::Templates::shipped("herald", "");
+    let templates = herald::templates::Templates::shipped("herald", "");
     fuzz("headers", hostile_text(""), |value| {
         let summary = summarize(
             &SessionRecord {
@@ -202,7 +202,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
             rendered: templates
                 .session_report(
                     &summary,
-                    herald::email::templates::Links {
+                    herald::templates::Links {
                         unsubscribe: url,
                         preferences: "https://herald.example.org/api/v1/email/preferences/page/v1.x.y",
                     },

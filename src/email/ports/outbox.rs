@@ -11,11 +11,12 @@ use herald_actors::port::PortError;
 
 use super::{HandOff, Reports, port_error, store_error};
 use crate::email::message::{self, Outgoing};
-use crate::email::{Mailer, Signer, templates};
+use crate::email::{Mailer, Signer};
 use crate::reports::pdf;
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox;
 use crate::store::{Store, sessions};
+use crate::templates;
 
 /// The dispatcher's port: the outbox, the templates and the mail provider.
 pub struct OutboxPort {

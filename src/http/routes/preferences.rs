@@ -238,7 +238,7 @@ pub async fn page(
         ),
         None => String::new(),
     };
-    let escape = crate::email::templates::escape;
+    let escape = crate::templates::escape;
     super::unsubscribe::page(
         http::StatusCode::OK,
         "Your email preferences",

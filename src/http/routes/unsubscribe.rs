@@ -11,9 +11,9 @@ use axum::response::{Html, IntoResponse, Response};
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::email::templates::escape;
 use crate::http::state::AppState;
 use crate::store::preferences::{self, Unsubscribe};
+use crate::templates::escape;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -37,31 +37,31 @@ pub fn escape(text: &str) -> String {
 const SHIPPED: [(&str, &str); 7] = [
     (
         "layout.html",
-        include_str!("../../templates/email/layout.html"),
+        include_str!("../templates/email/layout.html"),
     ),
     (
         "session_report.subject.txt",
-        include_str!("../../templates/email/session_report.subject.txt"),
+        include_str!("../templates/email/session_report.subject.txt"),
     ),
     (
         "session_report.txt",
-        include_str!("../../templates/email/session_report.txt"),
+        include_str!("../templates/email/session_report.txt"),
     ),
     (
         "session_report.html",
-        include_str!("../../templates/email/session_report.html"),
+        include_str!("../templates/email/session_report.html"),
     ),
     (
         "weekly_digest.subject.txt",
-        include_str!("../../templates/email/weekly_digest.subject.txt"),
+        include_str!("../templates/email/weekly_digest.subject.txt"),
     ),
     (
         "weekly_digest.txt",
-        include_str!("../../templates/email/weekly_digest.txt"),
+        include_str!("../templates/email/weekly_digest.txt"),
     ),
     (
         "weekly_digest.html",
-        include_str!("../../templates/email/weekly_digest.html"),
+        include_str!("../templates/email/weekly_digest.html"),
     ),
 ];
 
