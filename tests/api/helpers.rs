@@ -489,3 +489,51 @@ pub async fn assert_error(
     );
     body
 }
+
+/// A port on 127.0.0.1 for a test server that stops listening and listens again on the same
+/// port (an outage). The port stays bound all the while, by a socket that does not listen,
+/// so connections to it are refused as by a stopped server and no other socket of the test
+/// run (an outgoing connection given it as its local port) takes it meanwhile.
+pub struct HeldPort {
+    pub port: u16,
+    idle: std::sync::Mutex<Option<tokio::net::TcpSocket>>,
+}
+
+impl HeldPort {
+    /// A free port, and its listener.
+    pub fn listen_new() -> (Self, tokio::net::TcpListener) {
+        let socket = Self::socket();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let held = Self {
+            port,
+            idle: std::sync::Mutex::new(None),
+        };
+        (held, socket.listen(1024).unwrap())
+    }
+
+    /// Holds the port before its listener is dropped (SO_REUSEPORT lets both be bound).
+    pub fn hold(&self) {
+        let socket = Self::socket();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .unwrap();
+        *self.idle.lock().unwrap() = Some(socket);
+    }
+
+    /// Listens again on the held port.
+    pub fn listen(&self) -> tokio::net::TcpListener {
+        let socket = self.idle.lock().unwrap().take();
+        socket
+            .expect("the port is held: hold() before the listener goes")
+            .listen(1024)
+            .unwrap()
+    }
+
+    fn socket() -> tokio::net::TcpSocket {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket
+    }
+}

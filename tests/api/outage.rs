@@ -16,13 +16,14 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{Backend, TestApp, postgres_available, spawn_app_with};
+use crate::helpers::{Backend, HeldPort, TestApp, postgres_available, spawn_app_with};
 use crate::smtp::SmtpServer;
 
 /// Forwards TCP to `upstream` until cut: then it stops listening (new connections are
 /// refused, as by a stopped server) and drops the open ones, until restored on the same port.
 struct Proxy {
     port: u16,
+    held: HeldPort,
     upstream: SocketAddr,
     connections: Arc<std::sync::Mutex<JoinSet<()>>>,
     accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -39,9 +40,10 @@ impl Proxy {
     }
 
     async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (held, listener) = HeldPort::listen_new();
         let proxy = Self {
-            port: listener.local_addr().unwrap().port(),
+            port: held.port,
+            held,
             upstream,
             connections: Arc::default(),
             accept: std::sync::Mutex::new(None),
@@ -73,6 +75,7 @@ impl Proxy {
     }
 
     fn cut(&self) {
+        self.held.hold();
         if let Some(accept) = self.accept.lock().unwrap().take() {
             accept.abort();
         }
@@ -91,16 +94,7 @@ impl Proxy {
     }
 
     async fn restore(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            // The aborted task drops its listener as it ends.
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(listener) => break listener,
-                Err(err) => assert!(Instant::now() < deadline, "cannot listen again: {err}"),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        self.serve(listener);
+        self.serve(self.held.listen());
     }
 }
 

@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::helpers::HeldPort;
+
 #[derive(Debug, Clone)]
 pub struct Received {
     pub rcpt_to: Vec<String>,
@@ -104,6 +106,7 @@ struct Shared {
 
 pub struct SmtpServer {
     pub port: u16,
+    held: HeldPort,
     shared: Arc<Shared>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
@@ -120,8 +123,8 @@ impl SmtpServer {
     }
 
     async fn start_with(tls: Option<Tls>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (held, listener) = HeldPort::listen_new();
+        let port = held.port;
         let shared = Arc::new(Shared {
             tls,
             ..Shared::default()
@@ -129,6 +132,7 @@ impl SmtpServer {
         let handle = tokio::spawn(accept(listener, shared.clone()));
         Self {
             port,
+            held,
             shared,
             listener: Mutex::new(Some(handle)),
         }
@@ -211,6 +215,7 @@ impl SmtpServer {
     /// Stops listening and drops every open connection: the server is down.
     pub fn go_down(&self) {
         self.shared.refusing.store(true, Ordering::SeqCst);
+        self.held.hold();
         if let Some(handle) = self.listener.lock().unwrap().take() {
             handle.abort();
         }
@@ -218,7 +223,7 @@ impl SmtpServer {
 
     pub async fn come_back(&self) {
         self.shared.refusing.store(false, Ordering::SeqCst);
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = self.held.listen();
         *self.listener.lock().unwrap() = Some(tokio::spawn(accept(listener, self.shared.clone())));
     }
 
