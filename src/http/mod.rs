@@ -77,9 +77,9 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         sendgrid.layer(DefaultBodyLimit::max(1024 * 1024)),
     );
     let sessions = OpenApiRouter::new()
-        .routes(routes!(routes::sessions::start))
-        .routes(routes!(routes::sessions::add_event))
-        .routes(routes!(routes::sessions::complete))
+        .routes(routes!(routes::sessions::start::start))
+        .routes(routes!(routes::sessions::events::add_event))
+        .routes(routes!(routes::sessions::completion::complete))
         .routes(routes!(
             routes::unsubscribe::confirm,
             routes::unsubscribe::apply

@@ -1,0 +1,126 @@
+//! `/api/v1/sessions/*`: start a session ([`start`]), record its events ([`events`]),
+//! complete it ([`completion`]); here, what they share: the session's access token.
+//!
+//! A session's access token is random, returned once, stored only as a SHA-256 hash and
+//! compared in constant time; a token opens its own session and no other.
+
+pub mod completion;
+pub mod events;
+pub mod start;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use herald_actors::email::SessionId;
+
+use crate::http::error::ApiError;
+use crate::http::extract::SessionToken;
+use crate::http::state::AppState;
+use crate::http::validate;
+use crate::reports::EventRecord;
+use crate::secret::hex;
+use crate::store::sessions::{self, SessionRow};
+
+fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// The oldest instant whose report decision the send ledger surely still holds: a session
+/// completed before it has had its report decided, and with the row perhaps purged,
+/// deciding again could send it a second time.
+fn ledger_horizon(state: &AppState) -> i64 {
+    crate::jobs::purge::send_log_cutoff(state.config.jobs.retention.send_log_days, state.now_ms())
+}
+
+/// Loads the session `raw_id` and checks `token` against it: 403 `MISSING_SESSION_TOKEN`,
+/// 404 `SESSION_NOT_FOUND`, 403 `INVALID_SESSION_TOKEN`.
+#[tracing::instrument(skip_all)]
+pub async fn authorize(
+    state: &AppState,
+    raw_id: &str,
+    token: SessionToken,
+) -> Result<SessionRow, ApiError> {
+    let (id, token) = credentials(raw_id, token)?;
+    let session = sessions::get(&state.store, id.as_str())
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    check_token(&session, &token)?;
+    Ok(session)
+}
+
+/// The session id and the presented token, before anything is read.
+fn credentials(
+    raw_id: &str,
+    token: SessionToken,
+) -> Result<(SessionId, String), ApiError> {
+    let token = token.0.ok_or(ApiError::Forbidden {
+        code: "MISSING_SESSION_TOKEN",
+        message: "The X-Session-Access-Token header is required.".to_owned(),
+    })?;
+    Ok((validate::session_id(raw_id)?, token))
+}
+
+/// The session with its events, once `token` is checked against it.
+async fn with_events(
+    state: &AppState,
+    id: &SessionId,
+    token: &str,
+) -> Result<(SessionRow, Vec<EventRecord>), ApiError> {
+    let (session, events) = sessions::with_events(&state.store, id.as_str())
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    check_token(&session, token)?;
+    Ok((session, events))
+}
+
+fn check_token(session: &SessionRow, token: &str) -> Result<(), ApiError> {
+    let presented = hash_token(token);
+    if !bool::from(presented.as_bytes().ct_eq(session.token_hash.as_bytes())) {
+        return Err(ApiError::Forbidden {
+            code: "INVALID_SESSION_TOKEN",
+            message: "The session access token is not valid for this session.".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// An email address, or a blank string meaning none.
+fn address_or_blank() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[ \\t\\r\\n]*$")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+/// Keeps a parent's time zone, as the calling backend gave it, with their preferences.
+async fn keep_timezone(
+    state: &AppState,
+    email: &str,
+    zone: String,
+    at_ms: i64,
+) -> Result<(), ApiError> {
+    crate::http::routes::preferences::schedule_zone(state, &zone, at_ms);
+    let change = crate::store::preferences::Change {
+        timezone: Some(zone),
+        ..Default::default()
+    };
+    crate::store::preferences::change(
+        &state.store,
+        email,
+        &change,
+        crate::store::preferences::Source::Api,
+        at_ms,
+    )
+    .await?;
+    Ok(())
+}
