@@ -42,9 +42,19 @@ pub(super) async fn digest(
             }
         },
     };
+    let now = chrono::Utc::now().timestamp_millis();
+    let send_log_days = config.jobs.retention.send_log_days;
+    let scheduled_for = match week
+        .map(|week| crate::jobs::digest::chosen_occurrence(week, zone, send_log_days, now))
+        .transpose()
+    {
+        Ok(scheduled_for) => scheduled_for,
+        Err(problem) => {
+            eprintln!("--start-date: {problem}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if !dry_run {
-        let scheduled_for =
-            week.map(|w| crate::jobs::digest::day_start_ms(w + chrono::Duration::days(7), zone));
         return jobs_run(config, &job, scheduled_for).await;
     }
     let (context, root) =

@@ -284,6 +284,27 @@ impl Decider {
     }
 }
 
+/// The occurrence whose digest covers the week starting `week` in `zone`, for a run by hand.
+/// Refused for a week older than the send log keeps: its digests may have gone out with
+/// their decisions since purged, so running it again could send them a second time (the
+/// completion route holds a report to the same horizon).
+pub fn chosen_occurrence(
+    week: NaiveDate,
+    zone: chrono_tz::Tz,
+    send_log_days: u64,
+    now_ms: i64,
+) -> Result<i64, String> {
+    let scheduled_for = day_start_ms(week + chrono::Duration::days(7), zone);
+    if scheduled_for < super::purge::send_log_cutoff(send_log_days, now_ms) {
+        return Err(format!(
+            "the week of {week} is older than the send log keeps \
+             (RETENTION_SEND_LOG_DAYS={send_log_days}): whether its digests went out can no \
+             longer be told, so it is not run again"
+        ));
+    }
+    Ok(scheduled_for)
+}
+
 /// The week a manual run reports when no date is given: the seven days before today.
 pub fn default_week(now_ms: i64, timezone: chrono_tz::Tz) -> NaiveDate {
     week_before(now_ms, timezone)
@@ -296,6 +317,22 @@ pub fn format_instant(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_week_older_than_the_send_log_keeps_is_not_run_by_hand() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let week = |raw: &str| NaiveDate::parse_from_str(raw, "%Y-%m-%d").unwrap();
+        // 180 days before now is 2026-06-10 12:00: the week of 2026-06-03 ends at its
+        // digest, 2026-06-10 00:00, just before it; the next day's week just after.
+        let refused = chosen_occurrence(week("2026-06-03"), chrono_tz::UTC, 180, now);
+        assert!(refused.unwrap_err().contains("RETENTION_SEND_LOG_DAYS=180"));
+        let kept = chosen_occurrence(week("2026-06-04"), chrono_tz::UTC, 180, now);
+        assert_eq!(format_instant(kept.unwrap()), "2026-06-11T00:00:00+00:00");
+        // A longer send log keeps it.
+        assert!(chosen_occurrence(week("2026-06-03"), chrono_tz::UTC, 365, now).is_ok());
+    }
 
     #[test]
     fn the_sunday_digest_reports_the_seven_days_before_it() {

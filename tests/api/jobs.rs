@@ -84,6 +84,10 @@ async fn session(
     );
 }
 
+/// Tuesday 17 November 2026, 10:00 UTC: the week of 2026-11-09 is the one before, and well
+/// inside what the send log keeps (a week it no longer holds is not run again).
+const AFTER_THE_WEEK: u64 = 1_794_909_600_000;
+
 /// Two parents active in the week of 2026-11-09 and one only the week before. They turned
 /// session reports off, so only digests go out.
 async fn seed(app: &TestApp) {
@@ -112,7 +116,7 @@ async fn seed(app: &TestApp) {
     app.clock.set_ms(ms("2026-11-12T18:00:00Z"));
     session(app, "ada.parent@example.com", "Fractions", 5, 0, 0).await;
     session(app, "bo.parent@example.com", "Reading", 20, 1, 0).await;
-    app.clock.set_ms(ms("2026-11-17T10:00:00Z"));
+    app.clock.set_ms(AFTER_THE_WEEK);
 }
 
 fn mail_vars(
@@ -254,6 +258,34 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
         assert_error(bad, 422, "VALIDATION_ERROR").await["field"],
         "start_date"
     );
+    // The send log keeps 180 days (to 21 May, 10:00): the week of 4 May, whose digest was
+    // due on 11 May, may have had its digests sent with the rows since purged, so it is not
+    // run again, for real or dry; the week of 18 May (due 25 May) still runs.
+    for dry_run in [false, true] {
+        let old = run_job(
+            &app,
+            "weekly_digest",
+            json!({"dry_run": dry_run, "start_date": "2026-05-04"}),
+        )
+        .await;
+        let error = assert_error(old, 422, "VALIDATION_ERROR").await;
+        assert_eq!(error["field"], "start_date");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("RETENTION_SEND_LOG_DAYS=180"),
+            "{error}"
+        );
+    }
+    assert_eq!(counts(&app).await, before, "a refused week writes nothing");
+    let kept = run_job(
+        &app,
+        "weekly_digest",
+        json!({"dry_run": true, "start_date": "2026-05-18"}),
+    )
+    .await;
+    assert_eq!(kept.status(), 200);
     assert_error(
         run_job(&app, "nightly_backup", json!({})).await,
         404,
@@ -531,7 +563,7 @@ async fn with_global_delivery_a_digest_reports_the_services_week_whatever_the_re
 }
 
 async fn two_simultaneous_triggers_run_once(backend: Backend) {
-    let app = spawn_app_with(backend, |_| {}, None).await;
+    let app = spawn_app_at(backend, |_| {}, AFTER_THE_WEEK).await;
     let (a, b) = tokio::join!(
         run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})),
         run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})),
@@ -726,12 +758,12 @@ async fn an_old_week_run_by_hand_on_a_fresh_install_starts_no_skipped_occurrence
 async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     // No catch-up at start: a caught-up digest running when the request arrives would
     // answer it JOB_RUNNING, whatever the dead run's lease says.
-    let app = spawn_app_with(
+    let app = spawn_app_at(
         backend,
         |vars| {
             vars.insert("MISSED_RUN_POLICY".into(), "skip".into());
         },
-        None,
+        AFTER_THE_WEEK,
     )
     .await;
     let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
@@ -799,12 +831,29 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         command
     };
     run_ok(herald().arg("migrate"));
-    let dry = run_ok(herald().args(["digest", "--dry-run", "--start-date", "2026-11-09"]));
+    // The command keeps time by the machine's clock.
+    let weeks_ago =
+        |weeks: i64| (chrono::Utc::now().date_naive() - chrono::Duration::weeks(weeks)).to_string();
+    let dry = run_ok(herald().args(["digest", "--dry-run", "--start-date", &weeks_ago(4)]));
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(
         (report["dry_run"].as_bool(), report["week_start"].as_str()),
-        (Some(true), Some("2026-11-09"))
+        (Some(true), Some(weeks_ago(4).as_str()))
     );
+    // A week older than the send log keeps is refused, dry run or not.
+    for args in [
+        &["digest", "--start-date", &weeks_ago(30)][..],
+        &["digest", "--dry-run", "--start-date", &weeks_ago(30)][..],
+    ] {
+        let old = herald()
+            .args(args)
+            .env("RETENTION_SEND_LOG_DAYS", "180")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&old.stderr);
+        assert_eq!(old.status.code(), Some(2), "{said}");
+        assert!(said.contains("RETENTION_SEND_LOG_DAYS=180"), "{said}");
+    }
 
     let run = run_ok(herald().args(["jobs", "run", "purge_old"]));
     assert!(String::from_utf8_lossy(&run.stdout).contains("purge_old succeeded"));

@@ -147,7 +147,7 @@ pub struct RunStarted {
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Bad start_date", body = crate::http::error::ErrorBody)))]
+        (status = 422, description = "Bad start_date, or one older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn run(
     State(state): State<AppState>,
@@ -167,6 +167,17 @@ pub async fn run(
                 .ok_or_else(|| validate::invalid("start_date", "start_date must be YYYY-MM-DD"))?,
         ),
     };
+    // A chosen week runs as the occurrence whose digest covers it, in the job's zone.
+    let default = state.jobs.digest_timezone();
+    let zone = crate::jobs::digest_zone(&name, default).unwrap_or(default);
+    let send_log_days = state.config.jobs.retention.send_log_days;
+    let scheduled_for = match week {
+        None => None,
+        Some(week) => Some(
+            digest::chosen_occurrence(week, zone, send_log_days, state.jobs.now_ms())
+                .map_err(|problem| validate::invalid("start_date", &problem))?,
+        ),
+    };
     if request.dry_run {
         let now = state.jobs.now_ms();
         let report = state
@@ -177,10 +188,6 @@ pub async fn run(
         let body: serde_json::Value = serde_json::from_str(&report).map_err(ApiError::internal)?;
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    // A chosen week runs as the occurrence whose digest covers it, in the job's zone.
-    let default = state.jobs.digest_timezone();
-    let zone = crate::jobs::digest_zone(&name, default).unwrap_or(default);
-    let scheduled_for = week.map(|w| digest::day_start_ms(w + chrono::Duration::days(7), zone));
     match state
         .scheduler
         .run_now(&name, scheduled_for)

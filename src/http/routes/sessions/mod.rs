@@ -49,10 +49,7 @@ pub async fn authorize(
 }
 
 /// The session id and the presented token, before anything is read.
-fn credentials(
-    raw_id: &str,
-    token: SessionToken,
-) -> Result<(SessionId, String), ApiError> {
+fn credentials(raw_id: &str, token: SessionToken) -> Result<(SessionId, String), ApiError> {
     let token = token.0.ok_or(ApiError::Forbidden {
         code: "MISSING_SESSION_TOKEN",
         message: "The X-Session-Access-Token header is required.".to_owned(),
