@@ -268,8 +268,7 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
             json!({"dry_run": dry_run, "start_date": "2026-05-04"}),
         )
         .await;
-        let error = assert_error(old, 422, "VALIDATION_ERROR").await;
-        assert_eq!(error["field"], "start_date");
+        let error = assert_error(old, 409, "WEEK_TOO_OLD").await;
         assert!(
             error["message"]
                 .as_str()

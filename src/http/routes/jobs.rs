@@ -146,8 +146,8 @@ pub struct RunStarted {
         (status = 200, description = "A dry run's report (nothing written, nothing sent)", body = DryRunReport),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
-        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week", body = crate::http::error::ErrorBody),
-        (status = 422, description = "Bad start_date, or one older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody)))]
+        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week, or WEEK_TOO_OLD: a start_date older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Bad start_date", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn run(
     State(state): State<AppState>,
@@ -174,8 +174,12 @@ pub async fn run(
     let scheduled_for = match week {
         None => None,
         Some(week) => Some(
-            digest::chosen_occurrence(week, zone, send_log_days, state.jobs.now_ms())
-                .map_err(|problem| validate::invalid("start_date", &problem))?,
+            digest::chosen_occurrence(week, zone, send_log_days, state.jobs.now_ms()).map_err(
+                |message| ApiError::Conflict {
+                    code: "WEEK_TOO_OLD",
+                    message,
+                },
+            )?,
         ),
     };
     if request.dry_run {
