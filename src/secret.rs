@@ -1,4 +1,5 @@
-//! [`Secret`]: a string that never shows itself in `Debug` or `Display` output.
+//! [`Secret`]: a string that never shows itself in `Debug` or `Display` output; and
+//! [`create_private`], for files that hold secrets or parents' data.
 
 use std::fmt;
 
@@ -59,6 +60,17 @@ pub fn hex(bytes: &[u8]) -> String {
 /// A short, stable, non-reversible name for a secret, for audit rows and logs.
 pub fn fingerprint(value: &str) -> String {
     hex(&Sha256::digest(value.as_bytes())[..6])
+}
+
+/// Creates `path`, which must not exist, readable and writable by its owner only: the
+/// SQLite database and its backups hold parents' addresses (SQLite gives its `-wal` and
+/// `-shm` files the database's permissions).
+pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 #[cfg(test)]

@@ -63,13 +63,25 @@ pub(super) async fn backup(config: Config, path: &std::path::Path) -> anyhow::Re
         );
         return Ok(ExitCode::from(2));
     }
-    if path.exists() {
-        eprintln!("{}: already exists; give a new file", path.display());
-        return Ok(ExitCode::from(2));
-    }
     let store = Store::connect(config.storage.database_url.expose()).await?;
-    let copied = crate::store::backup::vacuum_into(&store, path).await;
+    // Created empty and private first (it holds parents' addresses); `VACUUM INTO` writes
+    // into an empty file.
+    let copied = match crate::secret::create_private(path) {
+        Ok(_) => crate::store::backup::vacuum_into(&store, path).await,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            store.close().await;
+            eprintln!("{}: already exists; give a new file", path.display());
+            return Ok(ExitCode::from(2));
+        }
+        Err(err) => {
+            store.close().await;
+            anyhow::bail!("{}: cannot create: {err}", path.display());
+        }
+    };
     store.close().await;
+    if copied.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
     copied?;
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     out!("backed up to {} ({bytes} bytes)", path.display())?;

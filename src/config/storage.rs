@@ -57,15 +57,7 @@ impl StorageConfig {
 
     /// The SQLite database file, unless the database is PostgreSQL or in memory.
     pub fn sqlite_file(&self) -> Option<PathBuf> {
-        let url = self.database_url.expose();
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))?;
-        let path = path.split('?').next().unwrap_or_default();
-        if path.is_empty() || path.contains(":memory:") {
-            return None;
-        }
-        Some(PathBuf::from(path))
+        sqlite_file(self.database_url.expose())
     }
 
     /// The directory of the SQLite file (else the working directory), where development
@@ -79,4 +71,16 @@ impl StorageConfig {
             })
             .unwrap_or_else(|| PathBuf::from("."))
     }
+}
+
+/// The file of a `sqlite:` URL, unless it is PostgreSQL's or in memory.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(path))
 }

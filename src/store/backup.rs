@@ -4,7 +4,8 @@
 
 use super::{Store, StoreError};
 
-/// Writes a consistent copy of the SQLite database to `path`, which must not exist.
+/// Writes a consistent copy of the SQLite database to `path`, which must not exist or be
+/// empty.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn vacuum_into(store: &Store, path: &std::path::Path) -> Result<(), StoreError> {
     let target = path.to_str().ok_or_else(|| {

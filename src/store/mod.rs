@@ -179,6 +179,9 @@ impl Store {
         match backend {
             Backend::Sqlite => {
                 let url = dialect::sqlite_url_with_create(url);
+                if url.contains("mode=rwc") {
+                    create_private_database(&url);
+                }
                 let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
@@ -328,6 +331,15 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Creates the SQLite file of `url` readable by its owner only, before SQLite would create
+/// it with the process's umask. An existing file is left as it is; a path that cannot be
+/// created (a missing directory) is reported by SQLite as it opens it.
+fn create_private_database(url: &str) {
+    if let Some(path) = crate::config::storage::sqlite_file(url) {
+        let _ = crate::secret::create_private(&path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -352,6 +364,41 @@ mod tests {
     }
 
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.db");
+        let store = Store::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        let mode = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode("herald.db"), 0o600);
+        assert_eq!(
+            mode("herald.db-wal"),
+            0o600,
+            "SQLite gives its WAL the same"
+        );
+        store.close().await;
+        // An existing file keeps what its owner gave it.
+        let shared = dir.path().join("shared.db");
+        std::fs::write(&shared, b"").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let store = Store::connect(&format!("sqlite://{}", shared.display()))
+            .await
+            .unwrap();
+        store.close().await;
+        assert_eq!(mode("shared.db"), 0o640);
+    }
 
     #[tokio::test]
     async fn kept_connections_are_lent_one_borrower_at_a_time_and_come_back() {

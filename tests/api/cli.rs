@@ -833,6 +833,10 @@ async fn a_backup_taken_while_serving_restores_without_sending_anything_again() 
         "{}",
         String::from_utf8_lossy(&backed_up.stderr)
     );
+    // It holds parents' addresses: its owner's alone.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     traffic.await.unwrap();
     let again = backup();
     assert_eq!(
