@@ -208,19 +208,23 @@ impl Templates {
                 unsubscribe: "https://herald.example.org/u",
                 preferences: "https://herald.example.org/p",
             };
-            let summary = crate::reports::summarize(
-                &crate::reports::SessionRecord {
-                    id: "00000000-0000-4000-8000-000000000000".into(),
-                    learner_name: Some("Ada".into()),
-                    subject: Some("Fractions".into()),
-                    started_at_ms: 0,
-                    completed_at_ms: Some(60_000),
-                },
-                &[],
-                0,
-            );
-            if let Err(err) = templates.try_session_report(&summary, url) {
-                problems.push(describe(dir, &err));
+            // With a learner and subject, and without (a template's other branch).
+            for (learner_name, subject) in [(Some("Ada"), Some("Fractions")), (None, None)] {
+                let summary = crate::reports::summarize(
+                    &crate::reports::SessionRecord {
+                        id: "00000000-0000-4000-8000-000000000000".into(),
+                        learner_name: learner_name.map(str::to_owned),
+                        subject: subject.map(str::to_owned),
+                        started_at_ms: 0,
+                        completed_at_ms: Some(60_000),
+                    },
+                    &[],
+                    0,
+                );
+                if let Err(err) = templates.try_session_report(&summary, url) {
+                    problems.push(describe(dir, &err));
+                    break;
+                }
             }
             let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).expect("a date");
             let sample = [crate::reports::week::SessionFact {
@@ -273,12 +277,12 @@ impl Templates {
             .map(display_name)
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "Your learner".to_owned());
+        // Empty when the session has none: the templates leave the subject out.
         let subject = summary
             .subject
             .as_deref()
             .map(display_name)
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "a learning session".to_owned());
+            .unwrap_or_default();
         let accuracy = summary.accuracy.map_or_else(
             || "no answers yet".to_owned(),
             |a| format!("{:.0}%", a * 100.0),
@@ -413,6 +417,52 @@ mod tests {
             .session_report(&summary(&"x".repeat(1000)), LINKS)
             .unwrap();
         assert!(long.subject.len() < 200 && long.html.len() < 10_000);
+    }
+
+    #[test]
+    fn a_session_without_a_subject_or_name_reads_as_a_session() {
+        let templates = Templates::shipped("herald", "");
+        let bare = crate::reports::summarize(
+            &crate::reports::SessionRecord {
+                id: "s".into(),
+                learner_name: None,
+                subject: None,
+                started_at_ms: 0,
+                completed_at_ms: Some(60_000),
+            },
+            &[],
+            0,
+        );
+        let shown = templates.session_report(&bare, LINKS).unwrap();
+        assert_eq!(shown.subject, "Your learner's session report");
+        assert!(
+            shown.text.starts_with("Your learner finished a session.\n"),
+            "{}",
+            shown.text
+        );
+        assert!(shown.html.contains("Your learner finished a session.</p>"));
+        let named = templates.session_report(&summary("Ada"), LINKS).unwrap();
+        assert_eq!(named.subject, "Ada's session report: Fractions");
+        assert!(
+            named
+                .text
+                .starts_with("Ada finished a session on Fractions.\n")
+        );
+    }
+
+    #[test]
+    fn an_override_is_checked_on_the_branch_for_a_session_without_a_subject_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("session_report.txt"),
+            "{% if subject %}{{ subject }}{% else %}{{ topic }}{% endif %}\n",
+        )
+        .unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert!(
+            problems[0].contains("session_report.txt:1") && problems[0].contains("undefined"),
+            "{problems:?}"
+        );
     }
 
     #[test]
