@@ -284,24 +284,29 @@ struct GroupChecks {
     hits: Counter,
 }
 
+static GROUP_CHECKS: OnceLock<Vec<GroupChecks>> = OnceLock::new();
+
+/// Registers the check counters of each rate-limited group (the limiter's groups, named at
+/// start), so every group's series is there from the first scrape and a check finds its
+/// counters without a registry lookup. The first call decides; later ones change nothing.
+pub fn rate_limit_groups(groups: impl IntoIterator<Item = &'static str>) {
+    install();
+    let _ = GROUP_CHECKS.set(
+        groups
+            .into_iter()
+            .map(|group| GroupChecks {
+                group,
+                admitted: counter!("rate_limit_checks_total", "group" => group, "decision" => "admitted"),
+                limited: counter!("rate_limit_checks_total", "group" => group, "decision" => "limited"),
+                hits: counter!("rate_limit_hits_total", "group" => group),
+            })
+            .collect(),
+    );
+}
+
 fn group_checks(group: &'static str) -> Option<&'static GroupChecks> {
-    static CHECKS: OnceLock<Vec<GroupChecks>> = OnceLock::new();
-    CHECKS
-        .get_or_init(|| {
-            install();
-            crate::ratelimit::GROUPS
-                .iter()
-                .map(|g| {
-                    let group = g.as_str();
-                    GroupChecks {
-                        group,
-                        admitted: counter!("rate_limit_checks_total", "group" => group, "decision" => "admitted"),
-                        limited: counter!("rate_limit_checks_total", "group" => group, "decision" => "limited"),
-                        hits: counter!("rate_limit_hits_total", "group" => group),
-                    }
-                })
-                .collect()
-        })
+    GROUP_CHECKS
+        .get()?
         .iter()
         .find(|checks| checks.group == group)
 }

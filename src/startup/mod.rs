@@ -83,6 +83,7 @@ impl Application {
     /// Builds with the given clock (a manual one in tests of time-based rules).
     pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         let metrics = crate::metrics::install();
+        crate::metrics::rate_limit_groups(crate::ratelimit::GROUPS.iter().map(|g| g.as_str()));
         let serve_lock = config
             .storage
             .sqlite_file()
