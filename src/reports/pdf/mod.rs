@@ -37,24 +37,28 @@ fn duration_text(seconds: i64) -> String {
 }
 
 /// Renders `summary` as a one-page A4 PDF, its times in `zone` (the recipient's).
+/// The learner, and the line under the title: the learner and the subject, as the emails
+/// show names (no reordering marks, at most 60 characters); a session without a subject
+/// names the learner alone.
+fn heading(summary: &SessionSummary) -> (String, String) {
+    let named = |name: Option<&str>| {
+        name.map(super::week::display_name)
+            .filter(|n| !n.is_empty())
+    };
+    let learner = named(summary.learner_name.as_deref()).unwrap_or_else(|| "Learner".to_owned());
+    let heading = match named(summary.subject.as_deref()) {
+        Some(subject) => format!("{learner} — {subject}"),
+        None => learner.clone(),
+    };
+    (learner, heading)
+}
+
 pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz) -> Vec<u8> {
     let mut page = Page::new();
     page.content.set_line_width(0.5);
     page.text(Weight::Bold, 22.0, LEFT, 780.0, "Learning session report");
-    // Names as the emails show them: no reordering marks, at most 60 characters.
-    let named = |name: Option<&str>, or: &str| {
-        name.map(super::week::display_name)
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| or.to_owned())
-    };
-    let learner = named(summary.learner_name.as_deref(), "Learner");
-    let subject = named(summary.subject.as_deref(), "General practice");
-    let heading = Page::fit(
-        Weight::Regular,
-        13.0,
-        &format!("{learner} — {subject}"),
-        RIGHT - LEFT,
-    );
+    let (learner, heading) = heading(summary);
+    let heading = Page::fit(Weight::Regular, 13.0, &heading, RIGHT - LEFT);
     page.text(Weight::Regular, 13.0, LEFT, 756.0, &heading);
     let when = summary
         .started_at
@@ -223,6 +227,20 @@ mod tests {
         assert_eq!(chart_span_ms(&quick), 750);
         // Nothing to draw: still a length to divide by.
         assert_eq!(chart_span_ms(&summarize(&session, &[], 0)), 1);
+    }
+
+    #[test]
+    fn the_heading_names_the_subject_only_when_the_session_has_one() {
+        assert_eq!(heading(&summary("Ada")).1, "Ada — Fractions");
+        let session = SessionRecord {
+            id: "bare".into(),
+            learner_name: None,
+            subject: Some(" \u{202e} ".into()),
+            started_at_ms: 0,
+            completed_at_ms: Some(1_000),
+        };
+        let bare = summarize(&session, &[], 0);
+        assert_eq!(heading(&bare), ("Learner".to_owned(), "Learner".to_owned()));
     }
 
     #[test]
