@@ -15,6 +15,8 @@
 //! `cargo bench --bench emails -- dkim [count] [workers] [rounds]`: the cost of DKIM signing
 //! (RSA 2048 and Ed25519, keys made by `openssl genpkey`), per email alone and end to end
 //! beside unsigned runs, alternating rounds.
+//! `cargo bench --bench emails -- herald [count] [workers] [rounds]`: herald's runs alone,
+//! without the baselines, to profile them (`perf record`).
 //!
 //! Sessions are started first; then the clock runs while `POST /complete` calls go in and
 //! report emails (HTML + text + PDF) come out at an SMTP sink on 127.0.0.1, the durable
@@ -708,6 +710,7 @@ fn main() {
     let replicas_mode = std::env::args().any(|a| a == "replicas");
     let dkim_mode = std::env::args().any(|a| a == "dkim");
     let floor_mode = std::env::args().any(|a| a == "floor");
+    let herald_mode = std::env::args().any(|a| a == "herald");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -731,6 +734,16 @@ fn main() {
     }
     if floor_mode {
         runtime.block_on(floor(n, workers, rounds));
+        return;
+    }
+    if herald_mode {
+        runtime.block_on(async {
+            let (port, count) = sink().await;
+            for round in 0..rounds {
+                let herald = herald_run(n, workers, port, count.clone()).await;
+                println!("  round {round}: herald {}", herald.describe());
+            }
+        });
         return;
     }
     runtime.block_on(async {
