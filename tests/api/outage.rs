@@ -22,7 +22,7 @@ use crate::smtp::SmtpServer;
 /// Forwards TCP to `upstream` until cut: then it stops listening (new connections are
 /// refused, as by a stopped server) and drops the open ones, until restored on the same port.
 struct Proxy {
-    port: u16,
+    /// Its port, kept while the proxy is cut.
     held: HeldPort,
     upstream: SocketAddr,
     connections: Arc<std::sync::Mutex<JoinSet<()>>>,
@@ -42,7 +42,6 @@ impl Proxy {
     async fn start(upstream: SocketAddr) -> Self {
         let (held, listener) = HeldPort::listen_new();
         let proxy = Self {
-            port: held.port,
             held,
             upstream,
             connections: Arc::default(),
@@ -109,8 +108,8 @@ async fn spawn_behind(
         |vars| {
             smtp.configure(vars);
             let url = vars["DATABASE_URL"]
-                .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
-            assert!(url.contains(&proxy.port.to_string()), "{url}");
+                .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.held.port));
+            assert!(url.contains(&proxy.held.port.to_string()), "{url}");
             vars.insert("DATABASE_URL".into(), url);
             configure(vars);
         },
