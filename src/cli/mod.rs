@@ -202,6 +202,9 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let Some(warning) = keys_made_for_existing_data(&config) {
+        eprintln!("warning: {warning}");
+    }
     crate::install_tls_provider();
     let sentry = crate::telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -302,6 +305,24 @@ fn error_text(err: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// Development keys made by this start for a database that already holds data (its keys
+/// file was removed): the links in emails sent before were signed with the old key.
+fn keys_made_for_existing_data(config: &Config) -> Option<String> {
+    let file = config.keys.generated_secrets.as_ref()?;
+    let database = config.storage.sqlite_file()?;
+    std::fs::metadata(&database)
+        .is_ok_and(|m| m.len() > 0)
+        .then(|| {
+            format!(
+                "new development keys in {} for the existing database {}: the unsubscribe \
+                 and preference links in emails sent before no longer open, and the admin key \
+                 changed",
+                file.display(),
+                database.display()
+            )
+        })
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {

@@ -202,7 +202,30 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
     assert!(line.contains("initial") && line.contains(&today), "{text}");
     assert!(!text.contains("pending"));
     // Development secrets are kept beside the database.
-    assert!(dir.path().join(".herald-secrets").exists());
+    let secrets = dir.path().join(".herald-secrets");
+    assert!(secrets.exists());
+    // Keys made anew for a database that holds data: said, since old links stop opening.
+    std::fs::remove_file(&secrets).unwrap();
+    let remade = run_ok(
+        herald()
+            .env("DATABASE_URL", &url)
+            .args(["migrate", "status"]),
+    );
+    let said = String::from_utf8_lossy(&remade.stderr);
+    assert!(
+        said.contains("warning: new development keys") && said.contains("no longer open"),
+        "{said}"
+    );
+    let again = run_ok(
+        herald()
+            .env("DATABASE_URL", &url)
+            .args(["migrate", "status"]),
+    );
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
     // A reader that goes away at once (`| head -1`) is not a failure.
     let mut cut_short = herald()
