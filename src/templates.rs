@@ -450,15 +450,18 @@ mod tests {
         );
     }
 
+    /// The templates with `text` as the override of the report's text part.
+    fn with_report_text(text: &str) -> Result<Templates, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("session_report.txt"), text).unwrap();
+        Templates::load(Some(dir.path()), "herald", "")
+    }
+
     #[test]
     fn an_override_is_checked_on_the_branch_for_a_session_without_a_subject_too() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("session_report.txt"),
-            "{% if subject %}{{ subject }}{% else %}{{ topic }}{% endif %}\n",
-        )
-        .unwrap();
-        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        let problems =
+            with_report_text("{% if subject %}{{ subject }}{% else %}{{ topic }}{% endif %}\n")
+                .unwrap_err();
         assert!(
             problems[0].contains("session_report.txt:1") && problems[0].contains("undefined"),
             "{problems:?}"
@@ -467,29 +470,17 @@ mod tests {
 
     #[test]
     fn an_override_that_does_not_parse_or_names_an_unknown_variable_is_refused_with_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("session_report.txt"), "Hello\n{% if %}\n").unwrap();
-        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        let problems = with_report_text("Hello\n{% if %}\n").unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("session_report.txt:2"), "{problems:?}");
 
-        std::fs::write(
-            dir.path().join("session_report.txt"),
-            "Hi\n{{ learner }}\n{{ nickname }}\n",
-        )
-        .unwrap();
-        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        let problems = with_report_text("Hi\n{{ learner }}\n{{ nickname }}\n").unwrap_err();
         assert!(
             problems[0].contains("session_report.txt:3") && problems[0].contains("undefined"),
             "{problems:?}"
         );
 
-        std::fs::write(
-            dir.path().join("session_report.txt"),
-            "Hi {{ learner }}, see {{ unsubscribe_url }}\n",
-        )
-        .unwrap();
-        let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
+        let templates = with_report_text("Hi {{ learner }}, see {{ unsubscribe_url }}\n").unwrap();
         let shown = templates.session_report(&summary("Ada"), LINKS).unwrap();
         assert_eq!(shown.text, "Hi Ada, see https://h/u");
     }

@@ -86,6 +86,11 @@ impl<P: SchedulerPort> Scheduler<P> {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
+    /// How long until the instant `at` (nothing if it is past): what a timer for it waits.
+    fn until(&self, at: i64) -> Duration {
+        Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0))
+    }
+
     /// Whether the occurrence is older than the catch-up horizon: no longer started late.
     fn past_horizon(&self, scheduled_for: i64) -> bool {
         self.now() - scheduled_for > millis(self.config.catch_up_horizon)
@@ -105,11 +110,12 @@ impl<P: SchedulerPort> Scheduler<P> {
         }
         entry.next = entry.spec.schedule.next_after(after);
         if let Some(next) = entry.next {
-            let delay = Duration::from_millis(u64::try_from(next - self.now()).unwrap_or(0));
-            entry.timer = Some(myself.send_after(delay, move || SchedulerMsg::Fire {
-                job,
-                scheduled_for: next,
-            }));
+            entry.timer = Some(
+                myself.send_after(self.until(next), move || SchedulerMsg::Fire {
+                    job,
+                    scheduled_for: next,
+                }),
+            );
         }
     }
 
@@ -188,13 +194,14 @@ impl<P: SchedulerPort> Scheduler<P> {
             return;
         }
         watching.insert(scheduled_for, at);
-        let delay = Duration::from_millis(u64::try_from(at - self.now()).unwrap_or(0));
         // The timer's handle is not kept: a look armed for another time is let go.
-        drop(myself.send_after(delay, move || SchedulerMsg::Look {
-            job,
-            scheduled_for,
-            at,
-        }));
+        drop(
+            myself.send_after(self.until(at), move || SchedulerMsg::Look {
+                job,
+                scheduled_for,
+                at,
+            }),
+        );
     }
 
     /// The look at `(job, scheduled_for)` armed for `at` ([`SchedulerMsg::Look`]).
