@@ -319,6 +319,16 @@ impl SchedulerPort for JobsPort {
             .map_err(port_error)
     }
 
+    async fn unsettled(
+        &self,
+        since_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(String, i64)>, PortError> {
+        jobs::unsettled(&self.context.store, since_ms, max_attempts)
+            .await
+            .map_err(port_error)
+    }
+
     async fn job_ledger(&self, job: &str) -> Result<Option<JobLedger>, PortError> {
         jobs::job_ledger(&self.context.store, job)
             .await

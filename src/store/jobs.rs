@@ -138,6 +138,29 @@ pub async fn occurrence(
     }))
 }
 
+/// The occurrences of every job that are running, or that failed after at most
+/// `max_attempts` runs, whose last run started at or after `since_ms`.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn unsettled(
+    store: &Store,
+    since_ms: i64,
+    max_attempts: u32,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT job, scheduled_for FROM job_runs WHERE started_at >= $1 \
+         AND (status = 'running' OR (status = 'failed' AND attempts <= $2)) \
+         ORDER BY job, scheduled_for",
+    )
+    .bind(since_ms)
+    .bind(i64::from(max_attempts))
+    .fetch_all(store.reader())
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 /// The job's latest occurrence in the ledger, and when its earliest run there started.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn job_ledger(store: &Store, job: &str) -> Result<Option<JobLedger>, StoreError> {

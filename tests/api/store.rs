@@ -117,6 +117,60 @@ async fn sqlite_runs_in_wal_mode_with_full_sync() {
     store.close().await;
 }
 
+/// The ledger's unsettled occurrences, which every replica sweeps for: running, or failed
+/// and not yet run again five times, their last run recent; of every job.
+async fn the_ledger_lists_the_runs_that_are_not_settled(backend: Backend) {
+    use herald::store::jobs::{finish, try_start, unsettled};
+    use herald_actors::scheduler::Claim;
+
+    let (_db, store) = migrated(backend).await;
+    let now = herald::store::now_ms();
+    let day = 86_400_000;
+    let start = |job: &'static str, occurrence: i64, at: i64, claim: Claim| {
+        let store = store.clone();
+        async move {
+            try_start(&store, job, occurrence, at, 60_000, "replica-a", claim)
+                .await
+                .unwrap()
+                .expect("started")
+        }
+    };
+    let ended = |run: String, well: bool| {
+        let store = store.clone();
+        async move { finish(&store, &run, well, "{}", now).await.unwrap() }
+    };
+    ended(start("weekly_digest", 1, now, Claim::Start).await, true).await;
+    ended(start("weekly_digest", 2, now, Claim::Start).await, false).await;
+    start("weekly_digest", 3, now, Claim::Start).await;
+    // Failed, but its run started before the sweep's horizon.
+    ended(
+        start("weekly_digest", 4, now - 2 * day, Claim::Start).await,
+        false,
+    )
+    .await;
+    // Failed six times: left for an operator.
+    ended(start("weekly_digest", 5, now, Claim::Start).await, false).await;
+    for attempts in 1..=5 {
+        ended(
+            start("weekly_digest", 5, now, Claim::Rerun { attempts }).await,
+            false,
+        )
+        .await;
+    }
+    ended(start("purge_old", 2, now, Claim::Start).await, false).await;
+
+    let listed = unsettled(&store, now - day, 5).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("purge_old".to_owned(), 2),
+            ("weekly_digest".to_owned(), 2),
+            ("weekly_digest".to_owned(), 3),
+        ]
+    );
+    store.close().await;
+}
+
 async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backend) {
     use herald::store::group_commit::GroupCommit;
     use herald::store::outbox::{self, LedgerKey};
@@ -258,6 +312,7 @@ async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
 
 on_both_backends!(
     a_completion_closes_only_over_the_events_it_saw,
+    the_ledger_lists_the_runs_that_are_not_settled,
     claimed_rows_carry_the_preference_and_can_be_handed_back,
     migrations_create_every_table_and_record_when,
     the_same_sql_round_trips_on_both_backends,

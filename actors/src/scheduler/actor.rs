@@ -9,7 +9,8 @@
 //! out (and taken over if its process stopped renewing it); one whose run failed is run
 //! again when its turn comes, by whichever replica claims it first. The ledger counts the
 //! runs, so a replica that stops does not take the reruns with it: any replica that watches
-//! the occurrence, or starts later and finds it the job's latest, runs it again.
+//! the occurrence runs it again, and every replica sweeps the ledger for the occurrences it
+//! does not watch yet (a run by hand elsewhere) a third of the lease apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::calendar::{catch_up, caught_up_to};
 use super::msg::{JobSpec, JobStatus, RunError, SchedulerConfig, SchedulerMsg};
 use super::port::{Claim, RunOutcome, SchedulerPort};
-use super::watch::{LEASE_GRACE_MS, Rules, Step};
+use super::watch::{LEASE_GRACE_MS, MAX_RERUNS, Rules, Step};
 use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
 
@@ -79,6 +80,8 @@ impl JobState {
 
 pub struct SchedulerState {
     jobs: Vec<JobState>,
+    /// The timer of the next [`SchedulerMsg::Sweep`].
+    sweep: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
 }
 
 impl<P: SchedulerPort> Scheduler<P> {
@@ -270,6 +273,31 @@ impl<P: SchedulerPort> Scheduler<P> {
         }
     }
 
+    /// Watches every occurrence the ledger holds unsettled whose last run started within
+    /// the catch-up horizon, of the jobs this process has; an occurrence already watched
+    /// keeps its look. Arms the next sweep a third of the lease later, as often as a live
+    /// run renews its lease.
+    async fn sweep(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+        let now = self.now();
+        let since = now - millis(self.config.catch_up_horizon);
+        match self.port.unsettled(since, MAX_RERUNS).await {
+            Ok(unsettled) => {
+                for (name, scheduled_for) in unsettled {
+                    if let Some(job) = state.jobs.iter().position(|j| j.spec.name == name) {
+                        self.look_at(myself, state, job, scheduled_for, now);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the job ledger's unsettled runs; sweeping again later");
+            }
+        }
+        if let Some(timer) = state.sweep.take() {
+            timer.abort();
+        }
+        state.sweep = Some(myself.send_after(self.config.lease / 3, || SchedulerMsg::Sweep));
+    }
+
     /// Tries `(job, scheduled_for)` again after `retry_every`; `None`: catches the job up.
     fn retry_later(&self, myself: &ActorRef<SchedulerMsg>, job: usize, scheduled_for: Option<i64>) {
         let after = self.config.retry_every;
@@ -372,6 +400,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
         _: (),
     ) -> Result<SchedulerState, ActorProcessingErr> {
         let _ = myself.send_message(SchedulerMsg::Wake);
+        let _ = myself.send_message(SchedulerMsg::Sweep);
         let now = self.now();
         Ok(SchedulerState {
             jobs: self
@@ -383,6 +412,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     JobState::new(spec, since)
                 })
                 .collect(),
+            sweep: None,
         })
     }
 
@@ -391,8 +421,9 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
         _: ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        for job in &mut state.jobs {
-            if let Some(timer) = job.timer.take() {
+        let timers = state.jobs.iter_mut().map(|job| &mut job.timer);
+        for timer in timers.chain([&mut state.sweep]) {
+            if let Some(timer) = timer.take() {
                 timer.abort();
             }
         }
@@ -431,6 +462,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                 at,
             } => self.look(&myself, state, job, scheduled_for, at).await,
             SchedulerMsg::Wake => self.catch_up_all(&myself, state).await,
+            SchedulerMsg::Sweep => self.sweep(&myself, state).await,
             SchedulerMsg::RunNow(name, scheduled_for, reply) => {
                 let result = match state.jobs.iter().position(|j| j.spec.name == name) {
                     None => Err(RunError::UnknownJob(name)),

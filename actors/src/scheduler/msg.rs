@@ -46,6 +46,10 @@ pub enum SchedulerMsg {
     },
     /// Re-evaluates due occurrences now (after the clock jumped, in tests and drills).
     Wake,
+    /// Looks for occurrences the ledger holds unsettled that this process does not watch
+    /// (a run by hand that failed on another replica, which stopped), and sweeps again a
+    /// third of the lease later.
+    Sweep,
     /// Looks at `(job, scheduled_for)` in the ledger, as armed for `at`: takes over a run
     /// whose process stopped renewing its lease, runs a failed run again once its turn has
     /// come, and looks again later while it runs elsewhere or waits for its turn.

@@ -80,6 +80,15 @@ pub trait SchedulerPort: Send + Sync + 'static {
         job: &str,
         scheduled_for: i64,
     ) -> impl Future<Output = Result<Option<Occurrence>, PortError>> + Send;
+    /// The occurrences of every job that are not settled yet, as `(job, scheduled_for)`:
+    /// running, or failed after at most `max_attempts` runs, their last run started at or
+    /// after `since_ms`. A replica watches them though it did not run them, so a run by
+    /// hand that fails is run again after the replica that ran it stops.
+    fn unsettled(
+        &self,
+        since_ms: i64,
+        max_attempts: u32,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, PortError>> + Send;
     /// What the ledger holds of `job`; `None` when it holds no run of it.
     fn job_ledger(
         &self,

@@ -158,6 +158,9 @@ mod tests {
             self.finished.lock().unwrap().push(outcome.clone());
             Ok(())
         }
+        async fn unsettled(&self, _: i64, _: u32) -> Result<Vec<(String, i64)>, PortError> {
+            Ok(Vec::new())
+        }
         async fn job_ledger(&self, _: &str) -> Result<Option<JobLedger>, PortError> {
             Ok(None)
         }

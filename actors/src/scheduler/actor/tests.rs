@@ -138,6 +138,24 @@ impl SchedulerPort for Ledger {
         *self.finished.lock().unwrap() += 1;
         Ok(())
     }
+    async fn unsettled(
+        &self,
+        since_ms: i64,
+        max_attempts: u32,
+    ) -> Result<Vec<(String, i64)>, PortError> {
+        self.reachable()?;
+        let rows = self.rows.lock().unwrap();
+        // Runs start at their occurrence here.
+        Ok(rows
+            .range(since_ms..)
+            .filter(|(_, (occurrence, attempts))| match occurrence {
+                Occurrence::Running { .. } => true,
+                Occurrence::Failed { .. } => *attempts <= max_attempts,
+                Occurrence::Succeeded => false,
+            })
+            .map(|(&scheduled_for, _)| ("hourly".to_owned(), scheduled_for))
+            .collect())
+    }
     async fn job_ledger(&self, _: &str) -> Result<Option<JobLedger>, PortError> {
         self.reachable()?;
         let rows = self.rows.lock().unwrap();
@@ -346,6 +364,37 @@ async fn a_failed_run_is_run_again_by_a_replica_that_starts_after_it() {
     let (b, b_handle) = hourly(&ledger, &clock).await;
     until("the rerun", || *ledger.finished.lock().unwrap() == 2).await;
     assert_eq!(ledger.row(TEN), Some((Occurrence::Succeeded, 2)));
+    stop(b, b_handle).await;
+}
+
+#[tokio::test]
+async fn a_failed_run_by_hand_whose_replica_stopped_is_run_again_by_one_already_running() {
+    let (ledger, clock) = at_half_past_nine();
+    ledger.permits.add_permits(1_000);
+    // b runs 10:00 on time: the job's latest occurrence is one b ran well.
+    let (b, b_handle) = hourly_with(&ledger, &clock, 300).await;
+    fire(&b, &clock, TEN);
+    until("b's run", || *ledger.finished.lock().unwrap() == 1).await;
+    // a runs 05:00 by hand; it fails, and a stops before its turn to run it again comes.
+    *ledger.failures.lock().unwrap() = 1;
+    let (a, a_handle) = hourly_with(&ledger, &clock, 300).await;
+    let early = TEN - 5 * HOUR;
+    let run = ractor::call_t!(
+        a,
+        SchedulerMsg::RunNow,
+        1_000,
+        "hourly".to_owned(),
+        Some(early)
+    );
+    assert!(run.unwrap().is_ok());
+    until("the failure", || *ledger.finished.lock().unwrap() == 2).await;
+    stop(a, a_handle).await;
+    // b, which no timer of its own wakes before 11:00, finds it in its sweep of the ledger
+    // (every 100 ms with this lease) and runs it again once its turn has come.
+    clock.advance_ms(1_000);
+    until("the rerun on b", || *ledger.finished.lock().unwrap() == 3).await;
+    assert_eq!(ledger.started(), [TEN, early, early]);
+    assert_eq!(ledger.row(early), Some((Occurrence::Succeeded, 2)));
     stop(b, b_handle).await;
 }
 
