@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, KeysConfig};
 use crate::startup::{Application, Stopped, shutdown_signal};
 
 #[derive(Parser, Debug)]
@@ -192,8 +192,8 @@ pub fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     if let Some(missing) = missing_database(&command, &config) {
         // Development keys made by this start, for a database that is elsewhere.
-        if let Some(file) = &config.keys.generated_secrets {
-            let _ = std::fs::remove_file(file);
+        if let Some(generated) = &config.keys.generated_secrets {
+            let _ = std::fs::remove_file(&generated.file);
         }
         eprintln!(
             "error: no database at {}: `herald migrate` or `herald serve` creates it \
@@ -310,32 +310,53 @@ fn error_text(err: &anyhow::Error) -> String {
 /// Development keys made by this start for a database that already holds data (its keys
 /// file was removed): the links in emails sent before were signed with the old key.
 fn keys_made_for_existing_data(config: &Config) -> Option<String> {
-    let file = config.keys.generated_secrets.as_ref()?;
+    let generated = config.keys.generated_secrets.as_ref()?;
     let database = config.storage.sqlite_file()?;
+    let lost = match (generated.secret_key, generated.api_access_key) {
+        (true, true) => {
+            "the unsubscribe and preference links in emails sent before no longer open, and \
+             the admin key changed"
+        }
+        (true, false) => {
+            "the unsubscribe and preference links in emails sent before no longer open"
+        }
+        _ => "the admin key changed",
+    };
     std::fs::metadata(&database)
         .is_ok_and(|m| m.len() > 0)
         .then(|| {
             format!(
-                "new development keys in {} for the existing database {}: the unsubscribe \
-                 and preference links in emails sent before no longer open, and the admin key \
-                 changed",
-                file.display(),
+                "new development keys in {} for the existing database {}: {lost}",
+                generated.file.display(),
                 database.display()
             )
         })
+}
+
+/// What a start that generated development secrets says of them: the admin key itself
+/// when it made it (the one way to learn it), never a key the environment gave.
+fn generated_note(keys: &KeysConfig) -> Option<String> {
+    let generated = keys.generated_secrets.as_ref()?;
+    let file = generated.file.display();
+    Some(if generated.api_access_key {
+        format!(
+            "Generated development API key (X-API-Key): {}\n  kept in {file}",
+            keys.api_access_key.expose()
+        )
+    } else {
+        format!(
+            "Generated a development SECRET_KEY (it signs the links in emails)\n  kept in {file}"
+        )
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     for warning in config.production_warnings() {
         tracing::warn!("{warning}");
     }
-    if let Some(file) = &config.keys.generated_secrets {
-        // Printed once, on the start that generated it; kept in the file afterwards.
-        out!(
-            "Generated development API key (X-API-Key): {}\n  kept in {}",
-            config.keys.api_access_key.expose(),
-            file.display()
-        )?;
+    if let Some(note) = generated_note(&config.keys) {
+        // Said once, on the start that generated them; kept in the file afterwards.
+        out!("{note}")?;
     }
     let app = Application::build(config).await?;
     if let Some(addr) = app.local_addr() {
@@ -359,7 +380,38 @@ fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::error_text;
+    use super::{error_text, generated_note};
+    use crate::config::{Config, GeneratedSecrets};
+
+    #[test]
+    fn a_start_shows_the_admin_key_only_when_it_generated_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db", dir.path().display());
+        let given = "0123456789abcdef0123456789abcdef";
+        let mut keys = Config::from_lookup(&|name| match name {
+            "API_ACCESS_KEY" => Some(given.into()),
+            "DATABASE_URL" => Some(url.clone()),
+            _ => None,
+        })
+        .unwrap()
+        .keys;
+        let generated = |api_access_key| GeneratedSecrets {
+            file: ".herald-secrets".into(),
+            api_access_key,
+            secret_key: true,
+        };
+        keys.generated_secrets = Some(generated(false));
+        let note = generated_note(&keys).unwrap();
+        assert!(!note.contains(given), "{note}");
+        assert!(
+            note.contains("SECRET_KEY") && note.contains(".herald-secrets"),
+            "{note}"
+        );
+        keys.generated_secrets = Some(generated(true));
+        assert!(generated_note(&keys).unwrap().contains(given));
+        keys.generated_secrets = None;
+        assert_eq!(generated_note(&keys), None);
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("database error: {0}")]

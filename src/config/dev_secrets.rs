@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::DEV_SECRETS_FILE;
-use super::keys::KeysConfig;
+use super::keys::{GeneratedSecrets, KeysConfig};
 use crate::secret::{Secret, random_token};
 
 impl KeysConfig {
@@ -21,28 +21,31 @@ impl KeysConfig {
                 }
             }
         }
-        let mut generated = false;
-        for (name, slot) in [
-            ("API_ACCESS_KEY", &mut self.api_access_key),
-            ("SECRET_KEY", &mut self.secret_key),
-        ] {
+        let mut fill = |name: &str, slot: &mut Secret| {
             if !slot.expose().is_empty() {
-                continue;
+                return false;
             }
+            let mut generated = false;
             let value = stored.entry(name.to_owned()).or_insert_with(|| {
                 generated = true;
                 random_token()
             });
             *slot = Secret::new(value.clone());
-        }
-        if generated {
+            generated
+        };
+        let generated = GeneratedSecrets {
+            api_access_key: fill("API_ACCESS_KEY", &mut self.api_access_key),
+            secret_key: fill("SECRET_KEY", &mut self.secret_key),
+            file: file.clone(),
+        };
+        if generated.api_access_key || generated.secret_key {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("{}: cannot create directory: {e}", dir.display()))?;
             let text: String = stored.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
             write_private(&file, &text).map_err(|e| {
                 format!("{}: cannot write development secrets: {e}", file.display())
             })?;
-            self.generated_secrets = Some(file);
+            self.generated_secrets = Some(generated);
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ pub use email::{
 pub use events::EventsConfig;
 pub use ip::{IpBlock, canonical};
 pub use jobs::{JobsConfig, RetentionConfig};
-pub use keys::{ClientKey, KeysConfig};
+pub use keys::{ClientKey, GeneratedSecrets, KeysConfig};
 pub use rate_limit::{FailMode, RateLimitConfig};
 pub use server::ServerConfig;
 pub use storage::{DEFAULT_DATABASE_URL, StorageConfig};
@@ -511,6 +511,22 @@ mod tests {
         assert_eq!(first.keys.api_access_key, second.keys.api_access_key);
         assert_eq!(first.keys.secret_key, second.keys.secret_key);
         assert!(dir.path().join(DEV_SECRETS_FILE).exists());
+    }
+
+    #[test]
+    fn only_the_secrets_the_environment_left_unset_are_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        let given = "0123456789abcdef0123456789abcdef";
+        let config = load(&[("DATABASE_URL", &url), ("API_ACCESS_KEY", given)]).unwrap();
+        let generated = config.keys.generated_secrets.expect("SECRET_KEY generated");
+        assert!(!generated.api_access_key && generated.secret_key);
+        assert!(config.keys.api_access_key.matches(given));
+        let kept = std::fs::read_to_string(dir.path().join(DEV_SECRETS_FILE)).unwrap();
+        assert!(
+            !kept.contains(given),
+            "the given key is not copied into the file"
+        );
     }
 
     #[test]
