@@ -8,6 +8,7 @@ pub mod ports;
 pub mod preview;
 pub mod provider;
 pub mod sendgrid;
+pub mod smtp;
 pub mod unsubscribe;
 
 pub use provider::Mailer;

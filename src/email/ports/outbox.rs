@@ -185,8 +185,8 @@ impl OutboxPort {
     /// A permanent refusal of a send: a hard bounce suppresses the address for every email
     /// type; a policy refusal is counted (and alerted on) but leaves the address alone.
     async fn refused(&self, recipient: &str, reply: &str) {
-        match crate::email::provider::refusal(reply) {
-            crate::email::provider::Refusal::HardBounce => {
+        match crate::email::smtp::refusal(reply) {
+            crate::email::smtp::Refusal::HardBounce => {
                 let suppressed = crate::email::events::hard_bounce(
                     &self.store,
                     recipient,
@@ -203,11 +203,11 @@ impl OutboxPort {
                     Err(err) => tracing::error!(error = %err, "could not record a hard bounce"),
                 }
             }
-            crate::email::provider::Refusal::Policy => {
+            crate::email::smtp::Refusal::Policy => {
                 crate::metrics::email_policy_refusal();
                 tracing::warn!(%reply, "the mail server refused an email by policy");
             }
-            crate::email::provider::Refusal::Other => {}
+            crate::email::smtp::Refusal::Other => {}
         }
     }
 }
