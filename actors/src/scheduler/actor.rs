@@ -47,7 +47,8 @@ struct JobState {
     spec: JobSpec,
     next: Option<i64>,
     timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
-    running: Option<String>,
+    /// The run of the job going on in this process: its id and its occurrence.
+    running: Option<(String, i64)>,
     /// The latest occurrence this process started or saw in the ledger.
     last_scheduled: Option<i64>,
     /// The latest occurrence at or before the job came into this process: with nothing in
@@ -148,7 +149,7 @@ impl<P: SchedulerPort> Scheduler<P> {
             .map_err(|e: PortError| RunError::Port(e.message))?
             .ok_or(RunError::AlreadyRan)?;
         let entry = &mut state.jobs[job];
-        entry.running = Some(run_id.clone());
+        entry.running = Some((run_id.clone(), scheduled_for));
         entry.last_scheduled = Some(
             entry
                 .last_scheduled
@@ -274,16 +275,24 @@ impl<P: SchedulerPort> Scheduler<P> {
     }
 
     /// Watches every occurrence the ledger holds unsettled whose last run started within
-    /// the catch-up horizon, of the jobs this process has; an occurrence already watched
-    /// keeps its look. Arms the next sweep a third of the lease later, as often as a live
-    /// run renews its lease.
+    /// the catch-up horizon, of the jobs this process has, but for the one it runs itself.
+    /// One already watched keeps its look: brought forward, the second look at a lapsed
+    /// lease would come before the renewal it waits for. Arms the next sweep a third of the lease later, as often as a
+    /// live run renews its lease.
     async fn sweep(&self, myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
         let now = self.now();
         let since = now - millis(self.config.catch_up_horizon);
         match self.port.unsettled(since, MAX_RERUNS).await {
             Ok(unsettled) => {
                 for (name, scheduled_for) in unsettled {
-                    if let Some(job) = state.jobs.iter().position(|j| j.spec.name == name) {
+                    let job = state.jobs.iter().position(|j| {
+                        j.spec.name == name
+                            && !j.watching.contains_key(&scheduled_for)
+                            && j.running
+                                .as_ref()
+                                .is_none_or(|&(_, run)| run != scheduled_for)
+                    });
+                    if let Some(job) = job {
                         self.look_at(myself, state, job, scheduled_for, now);
                     }
                 }
@@ -492,7 +501,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                         schedule: job.spec.schedule.expression().to_owned(),
                         timezone: job.spec.schedule.timezone().to_owned(),
                         next_run_ms: job.next,
-                        running: job.running.clone(),
+                        running: job.running.as_ref().map(|(id, _)| id.clone()),
                     })
                     .collect();
                 let _ = reply.send(list);
