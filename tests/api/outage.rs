@@ -97,13 +97,17 @@ impl Proxy {
     }
 }
 
-/// herald on PostgreSQL reached through `proxy`, sending to `smtp`.
-async fn spawn_behind(
-    proxy: &Proxy,
-    smtp: &SmtpServer,
+/// herald on PostgreSQL behind a proxy the test can cut, sending to an SMTP server of its
+/// own; `None` when PostgreSQL is not there (the test is skipped, and says so).
+async fn behind_a_proxy(
+    test: &str,
     configure: impl FnOnce(&mut HashMap<String, String>),
-) -> TestApp {
-    spawn_app_with(
+) -> Option<(Proxy, SmtpServer, TestApp)> {
+    if !postgres_available(test).await {
+        return None;
+    }
+    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
+    let app = spawn_app_with(
         Backend::Postgres,
         |vars| {
             smtp.configure(vars);
@@ -115,7 +119,8 @@ async fn spawn_behind(
         },
         None,
     )
-    .await
+    .await;
+    Some((proxy, smtp, app))
 }
 
 /// A session for `parent` is completed, and its report is the `nth` message to arrive.
@@ -137,13 +142,10 @@ async fn recovers(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
-    if !postgres_available("a_database_outage_answers_503_and_herald_recovers_without_a_restart")
-        .await
-    {
+    let test = "a_database_outage_answers_503_and_herald_recovers_without_a_restart";
+    let Some((proxy, smtp, app)) = behind_a_proxy(test, |_| {}).await else {
         return;
-    }
-    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
-    let app = spawn_behind(&proxy, &smtp, |_| {}).await;
+    };
     report_arrives(&app, &smtp, "before@example.com", 1).await;
 
     proxy.cut();
@@ -188,15 +190,14 @@ async fn a_database_outage_answers_503_and_herald_recovers_without_a_restart() {
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_due_while_the_database_is_away_goes_out_once_it_is_back() {
-    if !postgres_available("a_digest_due_while_the_database_is_away_goes_out_once_it_is_back").await
-    {
-        return;
-    }
-    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
-    let app = spawn_behind(&proxy, &smtp, |vars| {
+    let test = "a_digest_due_while_the_database_is_away_goes_out_once_it_is_back";
+    let Some((proxy, smtp, app)) = behind_a_proxy(test, |vars| {
         vars.insert("JOB_RETRY_SECONDS".into(), "1".into());
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // A session on a Friday, reported by the digest of the Sunday after (UTC, the zone of
     // recipients without one of their own).
     let mut sunday = Utc
@@ -255,17 +256,64 @@ async fn a_digest_due_while_the_database_is_away_goes_out_once_it_is_back() {
 /// not after the pool's timeout, as they do for a refused connection): herald stays up and
 /// degraded, the dispatcher waits for the database rather than fail and restart in a loop
 /// (five restarts in ten seconds end the process), and everything recovers after.
+/// The database goes away while the SMTP server takes a report: the server accepts it, and
+/// its outcome, which the database cannot take then, is written once the database is back,
+/// within the email's lease (it is not left `sending` for the lease to run out and the email
+/// to be sent again). About 11 s: the outage has to outlast the pool's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_accepted_while_the_database_is_away_is_recorded_once_it_is_back() {
+    let test = "an_email_accepted_while_the_database_is_away_is_recorded_once_it_is_back";
+    let Some((proxy, smtp, app)) = behind_a_proxy(test, |_| {}).await else {
+        return;
+    };
+    // The server waits a second before it answers the end of DATA; the database goes away
+    // meanwhile.
+    smtp.slow(1_000);
+    let session = app
+        .new_session(json!({"parent_email": "cut@example.com"}))
+        .await;
+    let done = app.complete(&session.id, Some(&session.token), None).await;
+    assert_eq!(done.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.data_started() == 0 {
+        assert!(Instant::now() < deadline, "no DATA");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    smtp.wait_for(1).await;
+    // The server has answered, and herald writes the outcome: the database stays away
+    // longer than a write waits for a connection (5 s), as two requests that need it
+    // in turn wait out that time and answer 503. The outcome's first write started before
+    // the second request and has given up by the time it answers.
+    for _ in 0..2 {
+        let logs = app
+            .get_admin("/admin/email/logs?email=cut@example.com")
+            .await;
+        assert_eq!(logs.status(), 503);
+    }
+    proxy.restore().await;
+    recovers(&app).await;
+    // The app's clock has not moved: the row's lease has not run out.
+    let rows = crate::email::wait_ledger(&app, "cut@example.com", "the outcome", |rows| {
+        rows.first().is_some_and(|row| row["status"] == "sent")
+    })
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["attempts"], 1, "{rows:?}");
+    // Past the lease, nothing is claimed again.
+    app.clock.advance_ms(3_600_000);
+    report_arrives(&app, &smtp, "after@example.com", 2).await;
+    let received = smtp.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].rcpt_to, ["after@example.com"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_drops_every_connection_leaves_herald_up_until_it_returns() {
-    if !postgres_available(
-        "a_database_that_drops_every_connection_leaves_herald_up_until_it_returns",
-    )
-    .await
-    {
+    let test = "a_database_that_drops_every_connection_leaves_herald_up_until_it_returns";
+    let Some((proxy, smtp, app)) = behind_a_proxy(test, |_| {}).await else {
         return;
-    }
-    let (proxy, smtp) = (Proxy::postgres().await, SmtpServer::start().await);
-    let app = spawn_behind(&proxy, &smtp, |_| {}).await;
+    };
     report_arrives(&app, &smtp, "before@example.com", 1).await;
 
     proxy.drop_connections();

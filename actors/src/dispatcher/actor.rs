@@ -224,6 +224,38 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         }
     }
 
+    /// Writes the outcome of an attempt. A database that is away is waited for while the
+    /// row's lease lasts, the row kept as in flight here: an email the server accepted whose
+    /// outcome is lost would be claimed and sent again once its lease ran out. An outcome
+    /// the database refuses for another reason, or still cannot take when the lease is
+    /// out, is given up: the row is claimed again and sent at most once more.
+    async fn record(&self, row: &Claimed, mark: &Mark, now: i64) {
+        let lease_left = u64::try_from(row.lease_until.saturating_sub(now)).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_millis(lease_left);
+        let mut wait = Duration::from_millis(50);
+        let mut waited = false;
+        loop {
+            match self.port.mark(row, mark, now).await {
+                Ok(()) if waited => {
+                    tracing::info!("a delivery outcome was recorded once the database was back");
+                    return;
+                }
+                Ok(()) => return,
+                Err(err) if err.unavailable && Instant::now() + wait < deadline => {
+                    if !std::mem::replace(&mut waited, true) {
+                        tracing::warn!(error = %err, "cannot record a delivery outcome; trying again while its lease lasts");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "could not record a delivery outcome; the row is claimed again when its lease runs out");
+                    return;
+                }
+            }
+        }
+    }
+
     fn spawn_send(
         &self,
         myself: &ActorRef<DispatcherMsg>,
@@ -251,10 +283,7 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 jitter(),
                 breaker_wait,
             );
-            if let Err(err) = this.port.mark(&row, &mark, now).await {
-                // The lease runs out and the row is claimed again: sent at most once more.
-                tracing::error!(error = %err, "could not record a delivery outcome");
-            }
+            this.record(&row, &mark, now).await;
             drop(in_flight);
             this.observer.attempted(&row, &mark, elapsed);
             if let Mark::Failed { error } = &mark {

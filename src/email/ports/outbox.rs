@@ -291,7 +291,8 @@ impl DispatchPort for OutboxPort {
             )])
             .await
             .map(drop)
-            .map_err(port_error)
+            // A database that is away is waited for, while the row's lease lasts.
+            .map_err(|err| store_error(err.into()))
     }
 
     async fn depth(&self) -> Result<u64, PortError> {

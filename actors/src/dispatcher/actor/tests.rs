@@ -24,6 +24,10 @@ struct Outbox {
     /// While set, each claim fails with it.
     refusal: Mutex<Option<PortError>>,
     refused: Mutex<usize>,
+    /// The next writes of an outcome fail with this error, this many times.
+    mark_refusal: Mutex<Option<(PortError, usize)>>,
+    /// Writes of an outcome tried, refused or not.
+    marks: Mutex<usize>,
 }
 
 const OPEN: usize = 1_000_000;
@@ -48,6 +52,8 @@ impl Outbox {
             mark_gate: Semaphore::new(OPEN),
             refusal: Mutex::default(),
             refused: Mutex::default(),
+            mark_refusal: Mutex::default(),
+            marks: Mutex::default(),
         })
     }
 }
@@ -117,6 +123,13 @@ impl DispatchPort for Outbox {
 
     async fn mark(&self, claimed: &Claimed, _: &Mark, _: i64) -> Result<(), PortError> {
         drop(self.mark_gate.acquire().await.unwrap());
+        *self.marks.lock().unwrap() += 1;
+        if let Some((error, left)) = self.mark_refusal.lock().unwrap().as_mut()
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(error.clone());
+        }
         self.leased
             .lock()
             .unwrap()
@@ -278,4 +291,50 @@ async fn a_claim_waits_for_a_database_that_is_away_and_fails_on_one_that_cannot_
         actor.get_status() == ractor::ActorStatus::Stopped
     })
     .await;
+}
+
+/// One row sent while the outcome's writes meet `error` `refusals` times: what was sent,
+/// what was recorded, and how many writes were tried, once the dispatcher has stopped (it
+/// waits for the send to end).
+async fn sent_while_outcomes_are_refused(
+    error: PortError,
+    refusals: usize,
+) -> (Vec<String>, Vec<String>, usize) {
+    let outbox = Outbox::with_rows(1);
+    outbox.gate.add_permits(OPEN);
+    *outbox.mark_refusal.lock().unwrap() = Some((error, refusals));
+    let dispatcher = Dispatcher {
+        port: outbox.clone(),
+        observer: Arc::new(Quiet),
+        clock: Arc::new(ManualClock::new(1_000_000)),
+        config: DispatcherConfig {
+            drain_timeout: Duration::from_secs(10),
+            ..DispatcherConfig::default()
+        },
+    };
+    let actor = Actor::spawn(None, dispatcher, ()).await.unwrap().0;
+    until("the first write of the outcome", || {
+        *outbox.marks.lock().unwrap() > 0
+    })
+    .await;
+    actor.stop_and_wait(None, None).await.unwrap();
+    let delivered = outbox.delivered.lock().unwrap().clone();
+    let sent = outbox.sent.lock().unwrap().clone();
+    let marks = *outbox.marks.lock().unwrap();
+    (delivered, sent, marks)
+}
+
+#[tokio::test]
+async fn an_outcome_the_database_cannot_take_is_written_once_it_is_back() {
+    // The server accepted the email; the database is away as its outcome is written. Lost,
+    // the row would be claimed and the email sent again when its lease ran out.
+    let away = PortError::unavailable("connection refused");
+    let (delivered, sent, marks) = sent_while_outcomes_are_refused(away, 3).await;
+    assert_eq!(delivered, ["row0"]);
+    assert_eq!((sent, marks), (vec!["row0".to_owned()], 4));
+    // An outcome refused for another cause is not tried again.
+    let refused = PortError::new("no such column: message_id");
+    let (delivered, sent, marks) = sent_while_outcomes_are_refused(refused, 1).await;
+    assert_eq!(delivered, ["row0"]);
+    assert_eq!((sent, marks), (vec![], 1));
 }
