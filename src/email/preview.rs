@@ -34,8 +34,12 @@ pub struct Preview {
 pub enum PreviewError {
     #[error("no session {0}")]
     NoSession(String),
-    #[error("no activity for that recipient in the week of {0}, so no digest would be sent")]
-    NoActivity(NaiveDate),
+    /// No session in the week that starts on `week`; `chosen` when the request named it.
+    #[error(
+        "no activity for that recipient in the week of {week}{}, so no digest would be sent",
+        if *chosen { "" } else { " (the last whole week, which a digest sent now reports; name a week to see another)" }
+    )]
+    NoActivity { week: NaiveDate, chosen: bool },
     #[error("{0}")]
     Template(String),
     #[error(transparent)]
@@ -114,10 +118,14 @@ pub async fn render(
         Request::Digest { email, week_start } => {
             let recipient = preferences::get(store, &email).await?;
             let zone = zones.of_read(recipient.as_ref());
+            let chosen = week_start.is_some();
             let week_start = week_start.unwrap_or_else(|| week::week_before(now_ms, zone));
             let digest = activity::recipient_digest(store, &email, week_start, zone)
                 .await?
-                .ok_or(PreviewError::NoActivity(week_start))?;
+                .ok_or(PreviewError::NoActivity {
+                    week: week_start,
+                    chosen,
+                })?;
             let (unsubscribe, prefs) = links.urls(recipient.as_ref(), EmailType::WeeklyDigest);
             let urls = crate::templates::Links {
                 unsubscribe: &unsubscribe,

@@ -467,7 +467,22 @@ async fn a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_se
             .await
         }
     };
-    assert_error(preview("&week=2026-11-08").await, 404, "NO_ACTIVITY").await;
+    let empty = assert_error(preview("&week=2026-11-08").await, 404, "NO_ACTIVITY").await;
+    assert!(
+        !empty["message"]
+            .as_str()
+            .unwrap()
+            .contains("last whole week")
+    );
+    // Asked without a week on the session's own day, the seven days before it: none, and
+    // the answer says which week it looked at and that another can be named.
+    let empty = assert_error(preview("").await, 404, "NO_ACTIVITY").await;
+    let message = empty["message"].as_str().unwrap();
+    assert!(
+        message.contains("the week of 2026-11-08 (the last whole week")
+            && message.contains("name a week"),
+        "{message}"
+    );
     let chosen = preview("&week=2026-11-15").await;
     assert_eq!(chosen.status(), 200);
     let chosen: Value = chosen.json().await.unwrap();

@@ -280,7 +280,7 @@ async fn show(
     .await
     .map_err(|err| match err {
         PreviewError::NoSession(_) => validate::session_not_found(),
-        PreviewError::NoActivity(_) => ApiError::not_found("NO_ACTIVITY", err.to_string()),
+        PreviewError::NoActivity { .. } => ApiError::not_found("NO_ACTIVITY", err.to_string()),
         PreviewError::Template(detail) => ApiError::Internal(detail),
         PreviewError::Store(store) => store.into(),
     })?;
