@@ -167,7 +167,7 @@ pub(super) async fn jobs_run(
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let code = match ran {
         None => {
-            eprintln!("{name}: that occurrence already ran or is running");
+            eprintln!("{name}: that occurrence already succeeded or is running");
             ExitCode::from(3)
         }
         Some((run_id, RunOutcome::Succeeded(stats))) => {

@@ -42,6 +42,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// The first day of the week to report (YYYY-MM-DD); default: the seven days before today.
+        /// A week whose digest ran well is not run again (exit 3); one whose run failed is.
         /// A week older than the send log keeps (RETENTION_SEND_LOG_DAYS) is refused.
         #[arg(long, value_name = "YYYY-MM-DD")]
         start_date: Option<String>,

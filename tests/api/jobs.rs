@@ -769,20 +769,72 @@ async fn an_old_week_run_by_hand_on_a_fresh_install_starts_no_skipped_occurrence
     assert_eq!(scheduled.unwrap().timestamp_millis(), first);
 }
 
-async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
-    // No catch-up at start: a caught-up digest running when the request arrives would
-    // answer it JOB_RUNNING, whatever the dead run's lease says.
-    let app = spawn_app_at(
+/// A week whose digest failed and was left for an operator (its reruns spent) is run again
+/// by hand, as RUNBOOK's *A job failed* says, from the API and from the shell: the same
+/// occurrence, one attempt more. One that succeeded is not.
+async fn a_failed_occurrence_left_for_an_operator_is_run_again_by_hand(backend: Backend) {
+    let app = after_the_week_without_catch_up(backend).await;
+    let now = app.clock.now_ms_i64();
+    for (id, date, status) in [
+        ("given-up", "2026-11-09", "failed"),
+        ("done", "2026-11-02", "succeeded"),
+    ] {
+        sqlx::query(
+            "INSERT INTO job_runs (id, job, scheduled_for, status, started_at, finished_at, attempts, owner) \
+             VALUES ($1, 'weekly_digest', $2, $3, $4, $4, 6, 'gone')",
+        )
+        .bind(id)
+        .bind(digest_occurrence(date))
+        .bind(status)
+        .bind(now - 3_600_000)
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    }
+    let again = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-09"})).await;
+    assert_eq!(again.status(), 202, "{:?}", again.text().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let rerun = loop {
+        let runs = app.job_runs("weekly_digest").await;
+        let rerun = runs
+            .iter()
+            .find(|r| r["id"] != "given-up" && r["id"] != "done")
+            .cloned();
+        if let Some(rerun) = rerun.filter(|r| r["status"] == "succeeded") {
+            break rerun;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(rerun["attempts"], 7, "{rerun:?}");
+    assert_eq!(app.job_runs("weekly_digest").await.len(), 2);
+    let done = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-02"})).await;
+    assert_error(done, 409, "ALREADY_RAN").await;
+}
+
+/// An app on a clock after the week of 9 November that catches no occurrence up as it
+/// starts: a caught-up digest running when a test's request arrives would answer it
+/// JOB_RUNNING, whatever the ledger holds.
+async fn after_the_week_without_catch_up(backend: Backend) -> TestApp {
+    spawn_app_at(
         backend,
         |vars| {
             vars.insert("MISSED_RUN_POLICY".into(), "skip".into());
         },
         AFTER_THE_WEEK,
     )
-    .await;
-    let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
-    let occurrence =
-        herald::jobs::digest::day_start_ms(week + chrono::Duration::days(7), chrono_tz::UTC);
+    .await
+}
+
+/// The digest occurrence (UTC) that reports the week starting on `week`.
+fn digest_occurrence(week: &str) -> i64 {
+    let week = NaiveDate::parse_from_str(week, "%Y-%m-%d").unwrap();
+    herald::jobs::digest::day_start_ms(week + chrono::Duration::days(7), chrono_tz::UTC)
+}
+
+async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
+    let app = after_the_week_without_catch_up(backend).await;
+    let occurrence = digest_occurrence("2026-11-09");
     let now = app.clock.now_ms_i64();
     for (id, lease) in [("dead", now - 1_000), ("alive", now + 600_000)] {
         let at = if id == "dead" {
@@ -833,6 +885,7 @@ on_both_backends!(
     a_failed_run_is_run_again_by_the_process_that_starts_next,
     an_old_week_run_by_hand_on_a_fresh_install_starts_no_skipped_occurrence,
     a_run_left_running_by_a_dead_process_is_taken_over,
+    a_failed_occurrence_left_for_an_operator_is_run_again_by_hand,
 );
 
 #[test]
@@ -871,6 +924,30 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
 
     let run = run_ok(herald().args(["jobs", "run", "purge_old"]));
     assert!(String::from_utf8_lossy(&run.stdout).contains("purge_old succeeded"));
+
+    // A week's digest runs once by hand; once its run has failed, it runs again.
+    let week = ["digest", "--start-date", &weeks_ago(4)];
+    run_ok(herald().args(week));
+    assert_eq!(herald().args(week).output().unwrap().status.code(), Some(3));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "UPDATE job_runs SET status = 'failed', attempts = 6 WHERE job = 'weekly_digest'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let again = run_ok(herald().args(week));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("weekly_digest succeeded"));
+    let list = run_ok(herald().args(["jobs", "list"]));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("weekly_digest ") && l.contains("(attempt 7)")),
+        "{text}"
+    );
 
     let list = herald().args(["jobs", "list"]).output().unwrap();
     let text = String::from_utf8_lossy(&list.stdout);

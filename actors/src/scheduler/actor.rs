@@ -477,7 +477,10 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     None => Err(RunError::UnknownJob(name)),
                     Some(job) => {
                         let at = scheduled_for.unwrap_or_else(|| self.now());
-                        self.start(&myself, state, job, at, Claim::Start).await
+                        match super::run::hand_claim(self.port.as_ref(), &name, at).await {
+                            Ok(claim) => self.start(&myself, state, job, at, claim).await,
+                            Err(err) => Err(RunError::Port(err.message)),
+                        }
                     }
                 };
                 let _ = reply.send(result);

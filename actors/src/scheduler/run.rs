@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::port::{Claim, RunOutcome, SchedulerPort};
+use super::port::{Claim, Occurrence, RunOutcome, SchedulerPort};
 use crate::clock::SharedClock;
 use crate::port::PortError;
 
@@ -76,8 +76,22 @@ pub async fn run_started<P: SchedulerPort>(
     outcome
 }
 
-/// Claims the occurrence and runs it to the end ([`run_started`]); `None` when it already
-/// ran or another process runs it under a live lease.
+/// How a run by hand claims its occurrence: as one more run of it when its last run failed
+/// (an operator runs again what failed, also once its reruns were given up), else afresh.
+pub async fn hand_claim<P: SchedulerPort>(
+    port: &P,
+    job: &str,
+    scheduled_for: i64,
+) -> Result<Claim, PortError> {
+    Ok(match port.occurrence(job, scheduled_for).await? {
+        Some(Occurrence::Failed { attempts, .. }) => Claim::Rerun { attempts },
+        _ => Claim::Start,
+    })
+}
+
+/// Claims the occurrence as a run by hand ([`hand_claim`]) and runs it to the end
+/// ([`run_started`]); `None` when it already ran well or another process runs it under a
+/// live lease.
 pub async fn run_occurrence<P: SchedulerPort>(
     port: Arc<P>,
     clock: SharedClock,
@@ -85,8 +99,9 @@ pub async fn run_occurrence<P: SchedulerPort>(
     job: &str,
     scheduled_for: i64,
 ) -> Result<Option<(String, RunOutcome)>, PortError> {
+    let claim = hand_claim(port.as_ref(), job, scheduled_for).await?;
     let Some(run_id) = port
-        .try_start(job, scheduled_for, now_ms(&clock), lease_ms, Claim::Start)
+        .try_start(job, scheduled_for, now_ms(&clock), lease_ms, claim)
         .await?
     else {
         return Ok(None);

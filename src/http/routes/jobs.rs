@@ -146,7 +146,7 @@ pub struct RunStarted {
         (status = 200, description = "A dry run's report (nothing written, nothing sent)", body = DryRunReport),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
-        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN for that week, or WEEK_TOO_OLD: a start_date older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody),
+        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN: that week's run succeeded (one that failed runs again), or WEEK_TOO_OLD: a start_date older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody),
         (status = 422, description = "Bad start_date", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn run(
@@ -213,7 +213,7 @@ pub async fn run(
         }),
         Err(RunError::AlreadyRan) => Err(ApiError::Conflict {
             code: "ALREADY_RAN",
-            message: "That occurrence already ran; see its runs.".to_owned(),
+            message: "That occurrence already ran and succeeded; see its runs.".to_owned(),
         }),
         Err(RunError::UnknownJob(job)) => Err(ApiError::not_found(
             "JOB_NOT_FOUND",
