@@ -344,17 +344,23 @@ async fn completing_twice_changes_nothing_and_returns_the_summary(backend: Backe
     let app = spawn_app(backend).await;
     let session = seeded_session(&app).await;
     app.clock.advance_ms(30_000);
-    let again = app
-        .complete(
-            &session.id,
-            Some(&session.token),
-            Some(json!({"parent_email": "new@example.com"})),
-        )
-        .await;
+    let again = app.complete(&session.id, Some(&session.token), None).await;
     assert_eq!(again.status(), 200);
     let body: Value = again.json().await.unwrap();
     assert_seeded_numbers(&body["summary"]);
     assert_eq!(body["completed_at"], body["summary"]["completed_at"]);
+    // The address it was completed with, however written, is the same request; another is
+    // refused: its report was decided for the first.
+    let again = json!({"parent_email": "Parent@Example.COM"});
+    let again = app
+        .complete(&session.id, Some(&session.token), Some(again))
+        .await;
+    assert_eq!(again.status(), 200);
+    let other = json!({"parent_email": "new@example.com"});
+    let refused = app
+        .complete(&session.id, Some(&session.token), Some(other))
+        .await;
+    assert_error(refused, 409, "PARENT_EMAIL_MISMATCH").await;
     let email: Option<String> =
         sqlx::query_scalar("SELECT parent_email FROM sessions WHERE id = $1")
             .bind(&session.id)

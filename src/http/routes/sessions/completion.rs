@@ -21,7 +21,9 @@ use crate::store::sessions::{self};
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteSession {
-    /// Overrides the address given at start, if the session is not yet completed.
+    /// Overrides the address given at start, if the session is not yet completed; a repeat
+    /// naming another address than the one it was completed with is refused
+    /// (`PARENT_EMAIL_MISMATCH`).
     #[schema(schema_with = address_or_blank)]
     pub parent_email: Option<String>,
     /// The parent's time zone (IANA), kept with their preferences.
@@ -132,6 +134,7 @@ async fn report_email(
     request_body(content = Option<CompleteSession>, description = "Optional"),
     responses(
         (status = 200, description = "Completed (a repeat changes nothing and returns the same)", body = SessionCompleted),
+        (status = 409, description = "PARENT_EMAIL_MISMATCH: a repeat naming another parent address than the one the session was completed with", body = crate::http::error::ErrorBody),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 422, description = "Invalid parent_email", body = crate::http::error::ErrorBody),
@@ -157,7 +160,21 @@ pub async fn complete(
     let (session, events) = loop {
         let (mut session, events) = loaded;
         if session.record.completed_at_ms.is_some() {
-            // Completed earlier, perhaps by a concurrent call: the stored state is the answer.
+            // Completed earlier, perhaps by a concurrent call: the stored state is the answer,
+            // but not to a call that names another parent address. Its report was decided
+            // for the address the session was completed with, and a session's address does
+            // not change once it is: else whoever holds its token could have its report
+            // mailed to one address after another.
+            if let Some(email) = &parent_email
+                && session.parent_email.as_deref() != Some(email.as_str())
+            {
+                return Err(ApiError::Conflict {
+                    code: "PARENT_EMAIL_MISMATCH",
+                    message: "The session was completed with another parent address, which its \
+                              report was decided for; a completed session's address does not change."
+                        .to_owned(),
+                });
+            }
             break (session, events);
         }
         let events_seen = (races < 2).then_some(events.len());
