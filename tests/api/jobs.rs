@@ -869,7 +869,7 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let live = run_job(&app, "weekly_digest", json!({"start_date": "2026-11-16"})).await;
-    assert_error(live, 409, "ALREADY_RAN").await;
+    assert_error(live, 409, "JOB_RUNNING").await;
 }
 
 on_both_backends!(

@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::calendar::{catch_up, caught_up_to};
 use super::msg::{JobSpec, JobStatus, RunError, SchedulerConfig, SchedulerMsg};
-use super::port::{Claim, RunOutcome, SchedulerPort};
+use super::port::{Claim, Occurrence, RunOutcome, SchedulerPort};
 use super::watch::{LEASE_GRACE_MS, MAX_RERUNS, Rules, Step};
 use crate::clock::{SharedClock, millis};
 use crate::port::PortError;
@@ -307,6 +307,29 @@ impl<P: SchedulerPort> Scheduler<P> {
         state.sweep = Some(myself.send_after(self.config.lease / 3, || SchedulerMsg::Sweep));
     }
 
+    /// Runs the occurrence `at` of `job` by hand: one whose run failed runs again, one attempt
+    /// more; one running elsewhere under a live lease answers that it runs, one that
+    /// succeeded that it ran.
+    async fn run_by_hand(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        job: usize,
+        at: i64,
+    ) -> Result<String, RunError> {
+        let name = state.jobs[job].spec.name.clone();
+        let claim = super::run::hand_claim(self.port.as_ref(), &name, at)
+            .await
+            .map_err(|err| RunError::Port(err.message))?;
+        match self.start(myself, state, job, at, claim).await {
+            Err(RunError::AlreadyRan) => match self.port.occurrence(&name, at).await {
+                Ok(Some(Occurrence::Running { .. })) => Err(RunError::AlreadyRunning(name)),
+                _ => Err(RunError::AlreadyRan),
+            },
+            started => started,
+        }
+    }
+
     /// Tries `(job, scheduled_for)` again after `retry_every`; `None`: catches the job up.
     fn retry_later(&self, myself: &ActorRef<SchedulerMsg>, job: usize, scheduled_for: Option<i64>) {
         let after = self.config.retry_every;
@@ -477,10 +500,7 @@ impl<P: SchedulerPort> Actor for Scheduler<P> {
                     None => Err(RunError::UnknownJob(name)),
                     Some(job) => {
                         let at = scheduled_for.unwrap_or_else(|| self.now());
-                        match super::run::hand_claim(self.port.as_ref(), &name, at).await {
-                            Ok(claim) => self.start(&myself, state, job, at, claim).await,
-                            Err(err) => Err(RunError::Port(err.message)),
-                        }
+                        self.run_by_hand(&myself, state, job, at).await
                     }
                 };
                 let _ = reply.send(result);

@@ -146,7 +146,7 @@ pub struct RunStarted {
         (status = 200, description = "A dry run's report (nothing written, nothing sent)", body = DryRunReport),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "JOB_NOT_FOUND", body = crate::http::error::ErrorBody),
-        (status = 409, description = "JOB_RUNNING, or ALREADY_RAN: that week's run succeeded (one that failed runs again), or WEEK_TOO_OLD: a start_date older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody),
+        (status = 409, description = "JOB_RUNNING (here, or that occurrence under a live lease elsewhere), or ALREADY_RAN: that week's run succeeded (one that failed runs again), or WEEK_TOO_OLD: a start_date older than the send log keeps (RETENTION_SEND_LOG_DAYS)", body = crate::http::error::ErrorBody),
         (status = 422, description = "Bad start_date", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn run(
