@@ -514,6 +514,39 @@ mod tests {
     }
 
     #[test]
+    fn processes_starting_at_once_on_an_empty_directory_agree_on_the_secrets() {
+        // The service and a command run beside it (`herald migrate`, `herald jobs list`)
+        // started together the first time: each must end up with the keys the file keeps.
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let starts: Vec<_> = (0..6)
+                .map(|_| {
+                    let (url, start) = (url.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let keys = load(&[("DATABASE_URL", &url)]).unwrap().keys;
+                        let generated = keys.generated_secrets.is_some();
+                        (keys.api_access_key, keys.secret_key, generated)
+                    })
+                })
+                .collect();
+            let seen: Vec<_> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+            let kept = load(&[("DATABASE_URL", &url)]).unwrap().keys;
+            for (api_access_key, secret_key, _) in &seen {
+                assert_eq!(api_access_key, &kept.api_access_key);
+                assert_eq!(secret_key, &kept.secret_key);
+            }
+            let generating = seen.iter().filter(|(_, _, generated)| *generated).count();
+            assert_eq!(
+                generating, 1,
+                "one start generates, the others read its file"
+            );
+        }
+    }
+
+    #[test]
     fn only_the_secrets_the_environment_left_unset_are_generated() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
@@ -527,6 +560,14 @@ mod tests {
             !kept.contains(given),
             "the given key is not copied into the file"
         );
+        // A later start without it generates the admin key and keeps the signing key.
+        let later = load(&[("DATABASE_URL", &url)]).unwrap().keys;
+        let generated = later.generated_secrets.expect("API_ACCESS_KEY generated");
+        assert!(generated.api_access_key && !generated.secret_key);
+        assert_eq!(later.secret_key, config.keys.secret_key);
+        let again = load(&[("DATABASE_URL", &url)]).unwrap().keys;
+        assert!(again.generated_secrets.is_none());
+        assert_eq!(again.api_access_key, later.api_access_key);
     }
 
     #[test]
