@@ -365,10 +365,20 @@ fn describe(dir: Option<&Path>, err: &minijinja::Error) -> String {
         None => format!("{name} (shipped)"),
     };
     let line = err.line().map_or_else(String::new, |l| format!(":{l}"));
-    format!(
-        "EMAIL_TEMPLATES_DIR: {file}{line}: {}",
-        err.detail().unwrap_or(&err.to_string())
-    )
+    let what = match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    };
+    // The words of the template the problem is in (`{{ nickname }}` names the unknown
+    // variable), when the parser or the renderer says where.
+    let at = err
+        .range()
+        .zip(err.template_source())
+        .and_then(|(range, source)| source.get(range))
+        .map(str::trim)
+        .filter(|words| !words.is_empty())
+        .map_or_else(String::new, |words| format!(" at `{words}`"));
+    format!("EMAIL_TEMPLATES_DIR: {file}{line}: {what}{at}")
 }
 
 #[cfg(test)]
@@ -476,7 +486,7 @@ mod tests {
 
         let problems = with_report_text("Hi\n{{ learner }}\n{{ nickname }}\n").unwrap_err();
         assert!(
-            problems[0].contains("session_report.txt:3") && problems[0].contains("undefined"),
+            problems[0].contains("session_report.txt:3: undefined value at `nickname`"),
             "{problems:?}"
         );
 
