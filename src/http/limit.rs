@@ -207,8 +207,8 @@ fn limit_headers(headers: &mut HeaderMap, group: Group, policy: Policy, decision
     }
 }
 
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Marks a response as a rate-limit refusal, which the access log leaves out (it is counted
 /// in `/metrics` and logged once per client and window here).

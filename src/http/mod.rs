@@ -202,9 +202,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-session-access-token"),
                 HeaderName::from_static("x-request-id"),
             ])
+            // What a browser client needs to read: the request's id for a support ticket,
+            // and when it may try again (the rate-limit headers, not only on a 429).
             .expose_headers([
                 HeaderName::from_static("x-request-id"),
                 http::header::RETRY_AFTER,
+                limit::RATELIMIT,
+                limit::RATELIMIT_POLICY,
             ]),
     )
 }

@@ -248,6 +248,30 @@ async fn cors_allows_only_configured_origins() {
             .headers()
             .contains_key("access-control-allow-origin")
     );
+    // A page on the allowed origin can read the request's id and its rate-limit headers.
+    let limited = app
+        .client
+        .get(app.url("/api/v1/stats/dashboard"))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(limited.headers().contains_key("ratelimit"));
+    let exposed = limited.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "x-request-id",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+    ] {
+        assert!(
+            exposed.split(',').any(|h| h.trim() == name),
+            "{name}: {exposed}"
+        );
+    }
 }
 
 #[tokio::test]
