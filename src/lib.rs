@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
+pub mod replicas;
 pub mod reports;
 pub mod secret;
 pub mod startup;

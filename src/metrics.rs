@@ -168,6 +168,10 @@ fn describe() {
             "job_last_success_timestamp_seconds",
             "When each job last succeeded, as Unix time; 0 when it never has.",
         ),
+        (
+            "replica_settings_differ",
+            "Other replicas serving now whose settings that every replica must share differ from this one's.",
+        ),
     ];
     for (name, help) in gauges {
         describe_gauge!(name, help);
@@ -338,6 +342,10 @@ pub fn rate_limit_backend_check(elapsed: Duration, answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     histogram!("rate_limit_backend_check_duration_seconds", "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+pub fn replica_settings_differ(replicas: usize) {
+    gauge!("replica_settings_differ").set(replicas as f64);
 }
 
 pub fn rate_limit_backend_up(up: bool) {

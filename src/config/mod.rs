@@ -15,6 +15,7 @@ mod keys;
 mod rate_limit;
 mod reader;
 mod server;
+mod shared;
 pub mod storage;
 mod telemetry;
 
@@ -28,6 +29,7 @@ pub use jobs::{JobsConfig, RetentionConfig};
 pub use keys::{ClientKey, GeneratedSecrets, KeysConfig};
 pub use rate_limit::{FailMode, RateLimitConfig};
 pub use server::ServerConfig;
+pub use shared::{SHARED_SETTINGS, SharedSettings};
 pub use storage::{DEFAULT_DATABASE_URL, StorageConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub rate_limit: RateLimitConfig,
     pub telemetry: TelemetryConfig,
+    /// The settings every replica must share, as fingerprints to compare with the others'.
+    pub shared: SharedSettings,
 }
 
 /// Every problem found in the environment, one line each.
@@ -131,6 +135,7 @@ impl Config {
             keys.load_dev_secrets(storage.secrets_dir())
                 .map_err(|problem| ConfigErrors(vec![problem]))?;
         }
+        let shared = SharedSettings::read(lookup, &keys);
         Ok(Config {
             environment,
             server,
@@ -141,6 +146,7 @@ impl Config {
             jobs,
             rate_limit,
             telemetry,
+            shared,
         })
     }
 }

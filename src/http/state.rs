@@ -63,5 +63,7 @@ pub struct Shared {
     pub signer: Arc<crate::email::Signer>,
     /// Time for rules that depend on it; a manual clock in tests.
     pub clock: SharedClock,
+    /// This replica as the others see it, for `/admin/replicas`.
+    pub replica: Arc<crate::replicas::Me>,
     pub started: Instant,
 }

@@ -214,6 +214,13 @@ impl Application {
             );
         }
 
+        let replica = crate::replicas::Me {
+            instance: config.server.instance.clone(),
+            settings: config.shared.clone(),
+            started_at_ms: i64::try_from(clock.now_ms()).unwrap_or(i64::MAX),
+        };
+        replica.clone().spawn_renewal(store.clone(), clock.clone());
+
         let listener = socket
             .listen(1024)
             .with_context(|| format!("listening on {addr}"))?;
@@ -234,6 +241,7 @@ impl Application {
             scheduler,
             jobs,
             clock,
+            replica: Arc::new(replica),
             started: Instant::now(),
         });
         Ok(Self {
@@ -279,6 +287,7 @@ impl Application {
         let root = state.root.clone();
         let store = state.store.clone();
         let shutdown_timeout = state.config.server.shutdown_timeout;
+        let (replica, clock) = (state.replica.clone(), state.clock.clone());
         let app = crate::http::router(state, extra_routes);
 
         let (escalated_tx, escalated_rx) = tokio::sync::oneshot::channel::<()>();
@@ -316,6 +325,8 @@ impl Application {
             tracing::info!("stopping actors");
             root.shutdown(shutdown_timeout).await;
         }
+        let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+        replica.withdraw(&store, now).await;
         store.close().await;
         drop(serve_lock);
         Ok(stopped)

@@ -67,6 +67,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_job_attempts.sql"),
         include_str!("../../migrations/postgres/0009_job_attempts.sql"),
     ),
+    (
+        10,
+        "replicas",
+        include_str!("../../migrations/sqlite/0010_replicas.sql"),
+        include_str!("../../migrations/postgres/0010_replicas.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

@@ -15,6 +15,7 @@ mod migrations;
 pub mod outbox;
 pub mod policies;
 pub mod preferences;
+pub mod replicas;
 pub mod retention;
 pub mod serve_lock;
 pub mod sessions;

@@ -77,6 +77,35 @@ async fn admin_actors_shows_the_supervision_tree(backend: Backend) {
     assert!(body["children"].is_array());
 }
 
+/// `/admin/replicas` lists the replica answering (alone here, agreeing with itself); it
+/// removes its row as it stops.
+async fn admin_replicas_lists_this_one_until_it_stops(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let instance = app.state.config.server.instance.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let body = loop {
+        let body: serde_json::Value = app.get_admin("/admin/replicas").await.json().await.unwrap();
+        if body["replicas"].as_array().is_some_and(|r| !r.is_empty()) {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["instance"], instance.as_str());
+    let replicas = body["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1, "{body}");
+    assert_eq!(replicas[0]["instance"], instance.as_str());
+    assert_eq!(replicas[0]["this"], true);
+    assert_eq!(replicas[0]["differing"], serde_json::json!([]));
+
+    let url = app.state.config.storage.database_url.expose().to_owned();
+    app.stop().await;
+    let store = herald::store::Store::connect(&url).await.unwrap();
+    let left = herald::store::replicas::live(&store, 0).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    store.close().await;
+}
+
 async fn shutdown_stops_serving_gracefully(backend: Backend) {
     let mut app = spawn_app(backend).await;
     assert_eq!(app.healthz().await.status(), 200);
@@ -90,6 +119,7 @@ on_both_backends!(
     health_degrades_when_the_database_is_gone_but_healthz_does_not,
     ready_once_migrated_and_not_ready_while_migrations_are_pending,
     admin_actors_shows_the_supervision_tree,
+    admin_replicas_lists_this_one_until_it_stops,
     shutdown_stops_serving_gracefully,
 );
 

@@ -24,6 +24,7 @@ pub const TABLES: &[&str] = &[
     "job_runs",
     "rate_limit_policies",
     "audit_log",
+    "replicas",
 ];
 
 pub const API_KEY: &str = "test-admin-key-0123456789abcdef0123";

@@ -50,7 +50,7 @@ fn promtool_accepts_the_config_and_rules_and_every_alert_passes_its_unit_test() 
         "rules",
         "prometheus/alerts.yml",
     ]));
-    assert!(rules.contains("11 rules found"), "{rules}");
+    assert!(rules.contains("12 rules found"), "{rules}");
     let tests = run_ok(
         Command::new(&promtool)
             .current_dir(root().join("prometheus"))

@@ -417,6 +417,7 @@ fn with_unanswering_limiter(app: &TestApp) -> herald::http::AppState {
         signer: s.signer.clone(),
         reports: s.reports.clone(),
         clock: s.clock.clone(),
+        replica: s.replica.clone(),
         started: s.started,
     })
 }

@@ -84,6 +84,16 @@ impl Replica {
         self.child.id()
     }
 
+    /// SIGTERM, and waits for the process to finish its shutdown.
+    pub fn stop(&mut self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL: no shutdown, no clean-up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -843,4 +853,111 @@ async fn runs_once_when_triggered_on_every_replica(
         statuses.iter().all(|s| [202, 409].contains(s)),
         "{statuses:?}"
     );
+}
+
+/// What `/admin/replicas` on `replica` says: each replica serving, with the shared settings
+/// it has otherwise than `replica`.
+async fn replicas_seen_by(replica: &Replica) -> Vec<(String, Vec<String>)> {
+    let seen: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/admin/replicas", replica.base))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let differing = r["differing"].as_array().unwrap();
+            (
+                r["instance"].as_str().unwrap().to_owned(),
+                differing
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `/admin/replicas` on `replica` until it says `expected`.
+async fn until_seen(replica: &Replica, expected: &[(&str, &[&str])]) {
+    let expected: Vec<(String, Vec<String>)> = expected
+        .iter()
+        .map(|(name, differing)| {
+            let differing = differing.iter().map(|d| (*d).to_owned()).collect();
+            ((*name).to_owned(), differing)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = replicas_seen_by(replica).await;
+        if seen == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} sees {seen:?}", replica.base);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A replica started with another value of a setting every replica must share (here the
+/// report throttle, which would let a parent get more reports through it) is named, with
+/// the setting, by every replica, and counted in its metrics; one that stops is no longer
+/// listed. A replica's own settings (its log level) are not compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_with_other_shared_settings_is_named_by_every_replica() {
+    if !ready("a_replica_started_with_other_shared_settings_is_named_by_every_replica").await {
+        return;
+    }
+    let db = TestDatabase::new(Backend::Postgres).await;
+    let vars = shared_vars(&db);
+    let with_instance = |vars: &HashMap<String, String>, instance: &str| {
+        let mut vars = vars.clone();
+        vars.insert("HERALD_INSTANCE".into(), instance.into());
+        vars
+    };
+    let a = Replica::start(&with_instance(&vars, "replica-a")).await;
+    let mut other = with_instance(&vars, "replica-b");
+    other.insert("SESSION_REPORT_LIMIT".into(), "7".into());
+    other.insert("LOG_LEVEL".into(), "error".into());
+    let mut b = Replica::start(&other).await;
+    let c = Replica::start(&with_instance(&vars, "replica-c")).await;
+
+    let limit: &[&str] = &["SESSION_REPORT_LIMIT"];
+    until_seen(
+        &a,
+        &[("replica-a", &[]), ("replica-b", limit), ("replica-c", &[])],
+    )
+    .await;
+    until_seen(
+        &b,
+        &[
+            ("replica-a", limit),
+            ("replica-b", &[]),
+            ("replica-c", limit),
+        ],
+    )
+    .await;
+    // C compared as it started, A and B serving: one replica differs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", c.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.lines().any(|l| l == "replica_settings_differ 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "C's gauge: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    b.stop();
+    until_seen(&a, &[("replica-a", &[]), ("replica-c", &[])]).await;
 }

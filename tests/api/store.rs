@@ -171,6 +171,35 @@ async fn the_ledger_lists_the_runs_that_are_not_settled(backend: Backend) {
     store.close().await;
 }
 
+/// The replicas' rows: renewed in place, listed while fresh, removed as a replica stops
+/// along with the rows of replicas long gone.
+async fn replicas_are_listed_while_they_renew_their_rows(backend: Backend) {
+    use herald::store::replicas::{ReplicaRow, announce, live, withdraw};
+
+    let (_db, store) = migrated(backend).await;
+    let row = |instance: &str, seen_at_ms: i64| ReplicaRow {
+        instance: instance.to_owned(),
+        settings: format!("{{\"SMTP_HOST\":\"{instance}\"}}"),
+        started_at_ms: 1_000,
+        seen_at_ms,
+    };
+    announce(&store, &row("a", 10_000)).await.unwrap();
+    announce(&store, &row("b", 5_000)).await.unwrap();
+    announce(&store, &row("c", 1_000)).await.unwrap();
+    announce(&store, &row("b", 20_000)).await.unwrap();
+    let names = |rows: Vec<ReplicaRow>| rows.into_iter().map(|r| r.instance).collect::<Vec<_>>();
+    assert_eq!(names(live(&store, 10_000).await.unwrap()), ["a", "b"]);
+    assert_eq!(live(&store, 20_000).await.unwrap(), [row("b", 20_000)]);
+
+    withdraw(&store, "a", 2_000).await.unwrap();
+    assert_eq!(
+        names(live(&store, 0).await.unwrap()),
+        ["b"],
+        "a stopped, c long gone"
+    );
+    store.close().await;
+}
+
 async fn claimed_rows_carry_the_preference_and_can_be_handed_back(backend: Backend) {
     use herald::store::group_commit::GroupCommit;
     use herald::store::outbox::{self, LedgerKey};
@@ -313,6 +342,7 @@ async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
 on_both_backends!(
     a_completion_closes_only_over_the_events_it_saw,
     the_ledger_lists_the_runs_that_are_not_settled,
+    replicas_are_listed_while_they_renew_their_rows,
     claimed_rows_carry_the_preference_and_can_be_handed_back,
     migrations_create_every_table_and_record_when,
     the_same_sql_round_trips_on_both_backends,

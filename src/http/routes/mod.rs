@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod ops;
 pub mod preferences;
 pub mod rate_limits;
+pub mod replicas;
 pub mod reports;
 pub mod sessions;
 pub mod stats;

@@ -1,0 +1,195 @@
+//! The settings every replica must share (DEPLOYMENT.md, "Settings that must be equal on
+//! every replica"), kept as fingerprints so replicas can compare theirs without showing one
+//! another (or the database) a value: a replica started with another throttle rule, digest
+//! schedule or signing key breaks promises the others keep, and nothing else would say so.
+//!
+//! A setting is compared as written (trimmed; blank is unset), so write each the same way
+//! on every replica: unset and its default written out count as two. The admin key and the
+//! signing key are compared as in force, also when development generated them.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::KeysConfig;
+
+/// The names compared. `DATABASE_URL` is not: replicas that see each other share the
+/// database, however each names it.
+pub const SHARED_SETTINGS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "SECRET_KEY",
+    "SECRET_KEY_VERSION",
+    "SECRET_KEY_PREVIOUS",
+    "API_ACCESS_KEY",
+    "API_KEYS",
+    "RATE_LIMIT_MAX_REQUESTS",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "TRUSTED_PROXIES",
+    "SESSION_REPORT_LIMIT",
+    "SESSION_REPORT_WINDOW_HOURS",
+    "WEEKLY_DIGEST_LIMIT",
+    "WEEKLY_DIGEST_WINDOW_DAYS",
+    "DIGEST_SCHEDULE",
+    "DIGEST_TIMEZONE",
+    "DIGEST_DELIVERY",
+    "PURGE_SCHEDULE",
+    "MISSED_RUN_POLICY",
+    "JOB_LEASE_SECONDS",
+    "EMAIL_PROVIDER",
+    "EMAIL_FROM",
+    "API_BASE_URL",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USER",
+    "SMTP_PASS",
+    "SMTP_TLS",
+    "SENDGRID_API_KEY",
+    "SENDGRID_API_URL",
+    "DKIM_DOMAIN",
+    "DKIM_SELECTOR",
+    "DKIM_PRIVATE_KEY_FILE",
+    "EMAIL_EVENTS_SECRET",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY",
+    "SOFT_BOUNCE_LIMIT",
+    "SOFT_BOUNCE_WINDOW_DAYS",
+];
+
+/// A fingerprint of each shared setting, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SharedSettings(BTreeMap<String, String>);
+
+impl SharedSettings {
+    pub(super) fn read(lookup: &dyn Fn(&str) -> Option<String>, keys: &KeysConfig) -> Self {
+        let in_force = |name: &str| match name {
+            "API_ACCESS_KEY" => Some(keys.api_access_key.expose().to_owned()),
+            "SECRET_KEY" => Some(keys.secret_key.expose().to_owned()),
+            _ => lookup(name),
+        };
+        Self(
+            SHARED_SETTINGS
+                .iter()
+                .map(|&name| {
+                    let value = in_force(name)
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty());
+                    (name.to_owned(), fingerprint(name, value.as_deref()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The names whose settings differ between the two, in order (a name only one of them
+    /// knows, from another version of herald, is left out: it is not a disagreement).
+    pub fn differing(&self, other: &Self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|&(name, mine)| other.0.get(name).is_some_and(|theirs| theirs != mine))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// What another replica stored; a row that does not read is compared as empty.
+    pub fn from_json(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+}
+
+/// Twelve hex digits of a hash of the name and the value: equal values match, and no value
+/// can be read back from it (the secrets are long and random).
+fn fingerprint(name: &str, value: Option<&str>) -> String {
+    let Some(value) = value else {
+        return "unset".to_owned();
+    };
+    let digest = Sha256::digest(format!("herald shared setting {name}={value}").as_bytes());
+    crate::secret::hex(&digest[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> SharedSettings {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut with_keys = vars.clone();
+        with_keys.extend([
+            ("API_ACCESS_KEY".to_owned(), "a".repeat(40)),
+            ("SECRET_KEY".to_owned(), "s".repeat(40)),
+            ("DATABASE_URL".to_owned(), "sqlite::memory:".to_owned()),
+        ]);
+        let lookup = move |name: &str| {
+            with_keys
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        super::super::Config::from_lookup(&lookup).unwrap().shared
+    }
+
+    #[test]
+    fn replicas_differ_only_in_the_settings_written_differently() {
+        let one = settings(&[("SESSION_REPORT_LIMIT", "5"), ("LOG_LEVEL", "info")]);
+        let same = settings(&[("SESSION_REPORT_LIMIT", " 5 "), ("LOG_LEVEL", "debug")]);
+        assert!(
+            one.differing(&same).is_empty(),
+            "LOG_LEVEL is a replica's own"
+        );
+        let other = settings(&[
+            ("SESSION_REPORT_LIMIT", "6"),
+            ("DIGEST_TIMEZONE", "Europe/Paris"),
+        ]);
+        assert_eq!(
+            one.differing(&other),
+            ["DIGEST_TIMEZONE", "SESSION_REPORT_LIMIT"]
+        );
+        assert_eq!(other.differing(&one), one.differing(&other));
+    }
+
+    #[test]
+    fn fingerprints_show_no_value_and_survive_the_database() {
+        let shared = settings(&[
+            ("SMTP_USER", "herald"),
+            ("SMTP_PASS", "hunter2-hunter2"),
+            ("SMTP_HOST", "mail.example.org"),
+        ]);
+        let stored = shared.to_json();
+        assert!(!stored.contains("hunter2") && !stored.contains("mail.example.org"));
+        assert!(!stored.contains(&"s".repeat(40)));
+        assert_eq!(SharedSettings::from_json(&stored), shared);
+        // A row from a version that compares fewer settings is no disagreement.
+        let mut older = shared.clone();
+        older.0.remove("SOFT_BOUNCE_LIMIT");
+        assert!(shared.differing(&older).is_empty());
+        assert!(
+            SharedSettings::from_json("not json")
+                .differing(&shared)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn every_shared_setting_is_one_herald_reads_and_deployment_lists() {
+        let example = include_str!("../../.env.example");
+        let deployment = include_str!("../../DEPLOYMENT.md");
+        for name in SHARED_SETTINGS {
+            assert!(
+                example
+                    .lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{name}="))),
+                "{name} is not a setting herald reads"
+            );
+            assert!(
+                deployment.contains(&format!("`{name}`")),
+                "{name} is not in DEPLOYMENT.md's list"
+            );
+        }
+    }
+}
