@@ -80,31 +80,42 @@ impl Me {
         }
     }
 
-    /// Renews this replica's row and compares with the others, now and every
-    /// [`RENEW_EVERY`], until the store closes.
-    pub fn spawn_renewal(self, store: Store, clock: SharedClock) {
+    /// Writes this replica's row and compares with the others before it serves, then renews
+    /// and compares again every [`RENEW_EVERY`] until the store closes.
+    pub async fn start_renewal(self, store: Store, clock: SharedClock) {
+        let mut told: HashMap<String, Vec<String>> = HashMap::new();
+        self.renew(&store, &clock, &mut told).await;
         tokio::spawn(async move {
-            let mut told: HashMap<String, Vec<String>> = HashMap::new();
             let mut tick = tokio::time::interval(RENEW_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // The first tick is at once: renewed just now.
             loop {
                 tick.tick().await;
                 if store.is_closed() {
                     return;
                 }
-                let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
-                let peers = match self.announce(&store, now).await {
-                    Ok(()) => self.peers(&store, now).await,
-                    Err(err) => Err(err),
-                };
-                match peers {
-                    Ok(peers) => self.tell(&peers, &mut told),
-                    Err(err) => {
-                        tracing::debug!(error = %err, "could not compare settings with the other replicas")
-                    }
-                }
+                self.renew(&store, &clock, &mut told).await;
             }
         });
+    }
+
+    async fn renew(
+        &self,
+        store: &Store,
+        clock: &SharedClock,
+        told: &mut HashMap<String, Vec<String>>,
+    ) {
+        let now = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
+        let peers = match self.announce(store, now).await {
+            Ok(()) => self.peers(store, now).await,
+            Err(err) => Err(err),
+        };
+        match peers {
+            Ok(peers) => self.tell(&peers, told),
+            Err(err) => {
+                tracing::debug!(error = %err, "could not compare settings with the other replicas");
+            }
+        }
     }
 
     /// Says each disagreement once (and when it ends), and counts the replicas that differ.

@@ -219,7 +219,10 @@ impl Application {
             settings: config.shared.clone(),
             started_at_ms: i64::try_from(clock.now_ms()).unwrap_or(i64::MAX),
         };
-        replica.clone().spawn_renewal(store.clone(), clock.clone());
+        replica
+            .clone()
+            .start_renewal(store.clone(), clock.clone())
+            .await;
 
         let listener = socket
             .listen(1024)
