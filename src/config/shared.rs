@@ -5,7 +5,8 @@
 //!
 //! A setting is compared as written (trimmed; blank is unset), so write each the same way
 //! on every replica: unset and its default written out count as two. The admin key and the
-//! signing key are compared as in force, also when development generated them.
+//! signing key are compared as in force, also when development generated them, and the DKIM
+//! key by what its file holds.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +66,10 @@ impl SharedSettings {
         let in_force = |name: &str| match name {
             "API_ACCESS_KEY" => Some(keys.api_access_key.expose().to_owned()),
             "SECRET_KEY" => Some(keys.secret_key.expose().to_owned()),
+            // The key signs, not where it is kept: each replica may mount it elsewhere.
+            "DKIM_PRIVATE_KEY_FILE" => {
+                lookup(name).map(|path| std::fs::read_to_string(path.trim()).unwrap_or(path))
+            }
             _ => lookup(name),
         };
         Self(
@@ -172,6 +177,39 @@ mod tests {
             SharedSettings::from_json("not json")
                 .differing(&shared)
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_dkim_key_is_compared_by_what_its_file_holds() {
+        // Two Ed25519 keys made for this test (`openssl genpkey -algorithm ed25519`).
+        const ONE: &str = "-----BEGIN PRIVATE KEY-----\n\
+            MC4CAQAwBQYDK2VwBCIEIA0KTBTkbyWZQBNt7gcLxKRVbr3t77+aMJNeTobyBQCQ\n\
+            -----END PRIVATE KEY-----\n";
+        const OTHER: &str = "-----BEGIN PRIVATE KEY-----\n\
+            MC4CAQAwBQYDK2VwBCIEIF3VU32WcZQnDlI08RxNppWoFjb8yKy7R0z50gJdE6y4\n\
+            -----END PRIVATE KEY-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, key: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, key).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (here, there, other) = (file("a.pem", ONE), file("b.pem", ONE), file("c.pem", OTHER));
+        let with = |path: &str| {
+            settings(&[
+                ("DKIM_DOMAIN", "herald.localhost"),
+                ("DKIM_SELECTOR", "herald"),
+                ("DKIM_PRIVATE_KEY_FILE", path),
+            ])
+        };
+        assert!(
+            with(&here).differing(&with(&there)).is_empty(),
+            "the same key elsewhere"
+        );
+        assert_eq!(
+            with(&here).differing(&with(&other)),
+            ["DKIM_PRIVATE_KEY_FILE"]
         );
     }
 
