@@ -281,6 +281,10 @@ async fn a_fresh_instance_exports_every_known_series_from_the_first_scrape() {
         value("process_start_time_seconds").is_some_and(|v| v > 0.0),
         "the alert rules use the process start time:\n{text}"
     );
+    assert!(
+        value("replica_settings_differ").is_some(),
+        "compared with the other replicas before serving:\n{text}"
+    );
 
     // A success recorded in the ledger is what a replica exports when it starts.
     start_purge(&app).await;
