@@ -1,6 +1,6 @@
 //! The command line: `herald serve` (the default) here; `migrate [status]` and `backup` in
 //! `cli/database.rs`, `digest` and `jobs` in `cli/jobs.rs`, `email` and `suppressions` in
-//! `cli/email.rs`.
+//! `cli/email.rs`, `replicas` in `cli/replicas.rs`.
 //!
 //! Order at start matters: configuration first (exit 2 on any problem), then the TLS
 //! provider, Sentry (before the runtime, so its guard outlives every task), logging, and
@@ -72,6 +72,10 @@ pub enum Command {
         #[command(subcommand)]
         action: EmailAction,
     },
+    /// The replicas serving the database now, and for each the settings every replica must
+    /// share (DEPLOYMENT.md) that it has otherwise than this environment, by name; exit 1 if
+    /// any replica differs.
+    Replicas,
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +180,7 @@ macro_rules! out {
 mod database;
 mod email;
 mod jobs;
+mod replicas;
 
 use database::{backup, current_store, migrate, migrate_status, missing_database};
 
@@ -240,6 +245,7 @@ pub fn main() -> ExitCode {
             } => jobs::jobs_run(config, name.as_str(), None).await,
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
+            Command::Replicas => replicas::replicas(config).await,
             Command::Email {
                 action: EmailAction::Preview { which, out },
             } => email::preview(config, which, out.as_deref()).await,

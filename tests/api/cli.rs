@@ -103,6 +103,7 @@ fn a_command_on_a_database_not_migrated_says_to_migrate_in_one_line() {
             "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c",
         ],
         &["email", "retry", "8f14e45f-ceea-4e7a-9f3b-2c1d5e6a7b8c"],
+        &["replicas"],
     ] {
         let output = herald()
             .env("DATABASE_URL", &url)
@@ -768,6 +769,58 @@ async fn the_cli_lists_and_lifts_suppressions() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not suppressed"));
     let bad = run(&["suppressions", "remove", "not-an-address"]);
     assert!(!bad.status.success());
+}
+
+/// `herald replicas` beside a running replica: it lists it, names the shared settings this
+/// environment has otherwise (never a value), and exits 1 then, 0 when they agree.
+#[test]
+fn the_cli_compares_this_environment_with_the_replicas_serving() {
+    let running = start_binary(&[("SESSION_REPORT_LIMIT", "5")]);
+    let url = running.database_url();
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = herald();
+        command
+            .arg("replicas")
+            .env("DATABASE_URL", &url)
+            .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+            .env("SECRET_KEY", "binary-test-secret")
+            .env("SESSION_REPORT_LIMIT", "5");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stdout, stderr)
+    };
+    let (code, stdout, _) = run(&[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    // The replica's default name: this host and its port.
+    let port = format!(":{}", running.base.rsplit(':').next().unwrap());
+    let line = stdout
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|name| name.ends_with(&port))
+        })
+        .unwrap_or_else(|| panic!("the replica on {port} in {stdout}"));
+    assert!(line.trim_end().ends_with(" -"), "{line}");
+
+    let (code, stdout, stderr) = run(&[
+        ("SESSION_REPORT_LIMIT", "50"),
+        ("SECRET_KEY", "another-signing-key"),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SECRET_KEY, SESSION_REPORT_LIMIT"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("another-signing-key"), "{stdout}");
+    assert!(
+        stderr.contains("1 of 1 replicas run with other values"),
+        "{stderr}"
+    );
 }
 
 /// `.eml` files written to `dir` so far.
