@@ -112,8 +112,14 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
                     1 => String::new(),
                     n => format!(" (attempt {n})"),
                 };
+                // Which replica (or shell) ran it: the owner up to its process.
+                let by = r
+                    .owner
+                    .as_deref()
+                    .and_then(|owner| owner.rsplit_once('/'))
+                    .map_or_else(String::new, |(place, _)| format!(" by {place}"));
                 format!(
-                    "{} at {}{attempt} {}",
+                    "{} at {}{by}{attempt} {}",
                     r.status,
                     crate::jobs::digest::format_instant(r.started_at_ms),
                     r.error.clone().unwrap_or_default()

@@ -18,7 +18,8 @@ use crate::jobs::purge::Retention;
 use crate::store::Store;
 use crate::store::group_commit::GroupCommit;
 
-/// What the job bodies need; `owner` prefixes the name this process has in the job ledger.
+/// What the job bodies need; `owner` prefixes the name this process has in the job ledger
+/// (its `HERALD_INSTANCE`, so on-call can tell which replica ran a job, then the process).
 pub(super) fn job_context(
     config: &Config,
     store: &Store,
@@ -142,6 +143,12 @@ pub async fn offline_jobs(
     )
     .await
     .context("starting the email throttle")?;
-    let context = job_context(config, &store, &throttle, &clock, "cli-");
+    let context = job_context(
+        config,
+        &store,
+        &throttle,
+        &clock,
+        &format!("cli@{}/", config.server.instance),
+    );
     Ok((context, root))
 }

@@ -172,7 +172,13 @@ impl Application {
         .shutdown(config.server.shutdown_timeout + Duration::from_secs(1));
         let dispatcher = DispatcherClient::new(dispatcher_spec.slot());
 
-        let jobs = job_context(&config, &store, &throttle, &clock, "");
+        let jobs = job_context(
+            &config,
+            &store,
+            &throttle,
+            &clock,
+            &format!("{}/", config.server.instance),
+        );
         let scheduler_spec = ChildSpec::actor(
             "scheduler",
             Scheduler {

@@ -24,6 +24,9 @@ pub struct JobRun {
     /// How many times the occurrence has been run (reruns of a failed run and takeovers of
     /// a run whose process stopped count).
     pub attempts: i64,
+    /// The process that ran it last (or runs it): `{HERALD_INSTANCE}/{pid}-{nonce}`, or
+    /// `cli@{HERALD_INSTANCE}/…` for a run from the shell.
+    pub owner: Option<String>,
 }
 
 /// Starts the occurrence as `claim` allows: unless it exists (taking over a `running` row
@@ -202,6 +205,7 @@ fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
         stats: row.try_get("stats")?,
         lease_until_ms: row.try_get("lease_until")?,
         attempts: row.try_get("attempts")?,
+        owner: row.try_get("owner")?,
     })
 }
 
@@ -209,7 +213,7 @@ fn job_run(row: &AnyRow) -> Result<JobRun, sqlx::Error> {
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn runs(store: &Store, job: &str, limit: i64) -> Result<Vec<JobRun>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until, attempts \
+        "SELECT id, job, scheduled_for, status, started_at, finished_at, error, stats, lease_until, attempts, owner \
          FROM job_runs WHERE job = $1 ORDER BY scheduled_for DESC LIMIT $2",
     )
     .bind(job)

@@ -743,6 +743,14 @@ async fn rerun_succeeds(app: &TestApp, failed: &Value) {
     assert_eq!(runs[0]["scheduled_for"], failed["scheduled_for"]);
     assert_eq!(runs[0]["attempts"], 2, "{runs:?}");
     assert!(runs[0]["error"].is_null(), "{runs:?}");
+    // Which replica ran it, by its name.
+    let instance = format!("{}/", app.state.config.server.instance);
+    assert!(
+        runs[0]["run_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with(&instance)),
+        "{runs:?}"
+    );
 }
 
 /// An old week run by hand on a fresh install does not make herald start the occurrence
@@ -922,7 +930,11 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
         assert!(said.contains("RETENTION_SEND_LOG_DAYS=180"), "{said}");
     }
 
-    let run = run_ok(herald().args(["jobs", "run", "purge_old"]));
+    let run = run_ok(
+        herald()
+            .args(["jobs", "run", "purge_old"])
+            .env("HERALD_INSTANCE", "ops-box"),
+    );
     assert!(String::from_utf8_lossy(&run.stdout).contains("purge_old succeeded"));
 
     // A week's digest runs once by hand; once its run has failed, it runs again.
@@ -958,6 +970,12 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("purge_old") && l.contains("succeeded")),
+        "{text}"
+    );
+    // Which shell ran it, by its instance's name.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("purge_old") && l.contains(" by cli@ops-box")),
         "{text}"
     );
 

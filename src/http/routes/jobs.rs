@@ -30,6 +30,9 @@ pub struct LastRun {
     /// How many times the occurrence has been run: its first run, each rerun after a
     /// failure and each takeover of a run whose process stopped.
     pub attempts: i64,
+    /// Where it ran last (or runs): the replica's `HERALD_INSTANCE`, or `cli@` and the
+    /// instance for a run from the shell; the process follows the slash.
+    pub run_by: Option<String>,
 }
 
 impl From<JobRun> for LastRun {
@@ -44,6 +47,7 @@ impl From<JobRun> for LastRun {
             error: run.error,
             stats: run.stats.and_then(|s| serde_json::from_str(&s).ok()),
             attempts: run.attempts,
+            run_by: run.owner,
         }
     }
 }
