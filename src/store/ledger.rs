@@ -30,6 +30,9 @@ pub struct LedgerRow {
     pub updated_at_ms: i64,
     pub sent_at_ms: Option<i64>,
     pub next_attempt_at_ms: Option<i64>,
+    /// The replica (`HERALD_INSTANCE`) that claimed it last: for an email sent or failed,
+    /// the one that tried it last; none for one never claimed.
+    pub claimed_by: Option<String>,
 }
 
 fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
@@ -50,6 +53,7 @@ fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
         updated_at_ms: row.try_get("updated_at")?,
         sent_at_ms: row.try_get("sent_at")?,
         next_attempt_at_ms: row.try_get("next_attempt_at")?,
+        claimed_by: row.try_get("claimed_by")?,
     })
 }
 
@@ -62,7 +66,7 @@ pub async fn for_email(
 ) -> Result<Vec<LedgerRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, idempotency_key, email_type, session_id, week_start, zone, status, reason, attempts, last_error, \
-         message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at \
+         message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at, claimed_by \
          FROM email_send_logs WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2",
     )
     .bind(email)

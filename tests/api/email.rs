@@ -229,6 +229,11 @@ async fn a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe
     assert_eq!(rows[0]["message_id"].as_str().unwrap(), message_id);
     assert_eq!(rows[0]["attempts"], 1);
     assert!(rows[0]["sent_at_ms"].is_i64());
+    // Which replica sent it, by its name.
+    assert_eq!(
+        rows[0]["claimed_by"].as_str(),
+        Some(app.state.config.server.instance.as_str())
+    );
     assert!(
         app.metrics()
             .await
