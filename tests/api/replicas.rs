@@ -757,7 +757,9 @@ async fn the_replica_running_the_digest_is_killed_and_another_finishes_it() {
         assert!(Instant::now() < deadline, "no digest run started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let pid: u32 = owner.split('-').next().unwrap().parse().unwrap();
+    // `{HERALD_INSTANCE}/{pid}-{nonce}`.
+    let (_, process) = owner.rsplit_once('/').expect("the run names its replica");
+    let pid: u32 = process.split('-').next().unwrap().parse().unwrap();
     let runner = replicas
         .iter()
         .position(|r| r.pid() == pid)
