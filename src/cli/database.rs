@@ -49,6 +49,10 @@ pub(super) async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
         };
         out!("{:<8} {:<24} {applied}", m.version, m.description)?;
     }
+    let newer = store.newer_migrations().await?;
+    for (version, description) in &newer {
+        out!("{version:<8} {description:<24} applied by a newer herald")?;
+    }
     store.close().await;
     if pending > 0 {
         out!("{pending} pending; run `herald migrate` to apply")?;

@@ -101,6 +101,16 @@ impl Application {
         .await
         .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
+        if let Ok(newer) = store.newer_migrations().await
+            && !newer.is_empty()
+        {
+            let versions: Vec<String> = newer.iter().map(|(v, _)| v.to_string()).collect();
+            tracing::warn!(
+                versions = %versions.join(", "),
+                "a newer herald has migrated this database; this one serves it as the version \
+                 before (expected during a rolling update or a rollback)"
+            );
+        }
         // What an earlier run left mid-send on SQLite goes out again as the dispatcher
         // starts (see `DispatchPort::recover`).
 

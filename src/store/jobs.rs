@@ -158,10 +158,7 @@ pub async fn unsettled(
     .bind(i64::from(max_attempts))
     .fetch_all(store.reader())
     .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    super::pairs(&rows)
 }
 
 /// The job's latest occurrence in the ledger, and when its earliest run there started.

@@ -115,19 +115,46 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
+/// The migrator of this build. A migration applied by a newer herald is let be, not an
+/// error: during a rolling update (or a rollback) the version before serves beside the new
+/// one, and every migration keeps working with the version before it (DEPLOYMENT.md).
 pub(super) async fn migrator(backend: Backend) -> Result<Migrator, StoreError> {
-    Ok(Migrator::new(Embedded(backend)).await?)
+    let mut migrator = Migrator::new(Embedded(backend)).await?;
+    migrator.set_ignore_missing(true);
+    Ok(migrator)
 }
 
-pub(super) async fn status(store: &Store) -> Result<Vec<MigrationState>, StoreError> {
-    let backend = store.backend();
-    let exists: i64 = sqlx::query(backend.table_exists_sql())
+/// The migrations applied to the database that this build does not know (a newer herald
+/// applied them), with their descriptions, in order.
+pub(super) async fn newer(store: &Store) -> Result<Vec<(i64, String)>, StoreError> {
+    if !migrated_before(store).await? {
+        return Ok(Vec::new());
+    }
+    let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
+    let rows = sqlx::query(
+        "SELECT version, description FROM _sqlx_migrations \
+         WHERE success = TRUE AND version > $1 ORDER BY version",
+    )
+    .bind(known)
+    .fetch_all(store.reader())
+    .await?;
+    super::pairs(&rows)
+}
+
+/// Whether the database has sqlx's ledger of migrations (any migration ever ran).
+async fn migrated_before(store: &Store) -> Result<bool, StoreError> {
+    let exists: i64 = sqlx::query(store.backend().table_exists_sql())
         .bind("_sqlx_migrations")
         .fetch_one(store.reader())
         .await?
         .try_get(0)?;
+    Ok(exists > 0)
+}
+
+pub(super) async fn status(store: &Store) -> Result<Vec<MigrationState>, StoreError> {
+    let backend = store.backend();
     let mut applied = std::collections::HashMap::new();
-    if exists > 0 {
+    if migrated_before(store).await? {
         let sql = format!(
             "SELECT version, {} FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
             backend.migration_installed_ms()

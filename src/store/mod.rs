@@ -288,6 +288,12 @@ impl Store {
         migrations::status(self).await
     }
 
+    /// Migrations a newer herald applied, which this build does not know (version and
+    /// description): it serves the database all the same, as during a rolling update.
+    pub async fn newer_migrations(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        migrations::newer(self).await
+    }
+
     /// Whether every migration this build knows is applied.
     pub async fn migrations_current(&self) -> Result<bool, StoreError> {
         Ok(self
@@ -328,6 +334,18 @@ pub fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Milliseconds since the epoch, the store's representation of an instant.
+/// Rows of two columns as pairs.
+fn pairs<A, B>(rows: &[sqlx::any::AnyRow]) -> Result<Vec<(A, B)>, StoreError>
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -171,6 +171,43 @@ async fn the_ledger_lists_the_runs_that_are_not_settled(backend: Backend) {
     store.close().await;
 }
 
+/// A database a newer herald migrated (a rolling update, a rollback): this build migrates
+/// it (a no-op), says which migrations it does not know, and serves it.
+async fn a_database_a_newer_herald_migrated_is_served(backend: Backend) {
+    let (db, store) = migrated(backend).await;
+    let checksum = match backend {
+        Backend::Sqlite => "X'00'",
+        Backend::Postgres => "'\\x00'::bytea",
+    };
+    sqlx::query(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (999, 'from the future', TRUE, {checksum}, 0)"
+    ))
+    .execute(store.writer())
+    .await
+    .unwrap();
+    store
+        .migrate()
+        .await
+        .expect("a newer migration is no error");
+    assert_eq!(
+        store.newer_migrations().await.unwrap(),
+        [(999, "from the future".to_owned())]
+    );
+    assert!(store.migrations_current().await.unwrap());
+    store.close().await;
+
+    herald::install_tls_provider();
+    let app = crate::helpers::spawn_app_on(db, |_| {}).await;
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
 /// The replicas' rows: renewed in place, listed while fresh, removed as a replica stops
 /// along with the rows of replicas long gone.
 async fn replicas_are_listed_while_they_renew_their_rows(backend: Backend) {
@@ -343,6 +380,7 @@ on_both_backends!(
     a_completion_closes_only_over_the_events_it_saw,
     the_ledger_lists_the_runs_that_are_not_settled,
     replicas_are_listed_while_they_renew_their_rows,
+    a_database_a_newer_herald_migrated_is_served,
     claimed_rows_carry_the_preference_and_can_be_handed_back,
     migrations_create_every_table_and_record_when,
     the_same_sql_round_trips_on_both_backends,
