@@ -243,6 +243,27 @@ fn migrate_then_status_lists_each_migration_with_its_time() {
         output.status.success() && !stderr.contains("panicked"),
         "{stderr}"
     );
+
+    // A newer herald migrated it since (a rollback): this one migrates (nothing to do) and
+    // lists what it does not know.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    run_ok(herald().env("DATABASE_URL", &url).arg("migrate"));
+    let text = migrate_status(&url);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("999") && l.ends_with("applied by a newer herald")),
+        "{text}"
+    );
 }
 
 /// Starts the real binary on a free port; stops it when dropped.
