@@ -7,9 +7,16 @@
 //! on every replica: unset and its default written out count as two. The admin key and the
 //! signing key are compared as in force, also when development generated them, and the DKIM
 //! key by what its file holds.
+//!
+//! The signing key (`SECRET_KEY`, long and random) is fingerprinted by a plain hash; every
+//! other setting by an HMAC under it, so a fingerprint in the database cannot be tried
+//! against guesses (a weak SMTP password, a small limit) by whoever reads it without the
+//! key. Replicas whose signing keys differ can therefore compare nothing else: that one
+//! difference is all they report until it is mended.
 
 use std::collections::BTreeMap;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::KeysConfig;
@@ -72,6 +79,7 @@ impl SharedSettings {
             }
             _ => lookup(name),
         };
+        let key = keys.secret_key.expose().trim().to_owned();
         Self(
             SHARED_SETTINGS
                 .iter()
@@ -79,20 +87,25 @@ impl SharedSettings {
                     let value = in_force(name)
                         .map(|v| v.trim().to_owned())
                         .filter(|v| !v.is_empty());
-                    (name.to_owned(), fingerprint(name, value.as_deref()))
+                    (name.to_owned(), fingerprint(&key, name, value.as_deref()))
                 })
                 .collect(),
         )
     }
 
     /// The names whose settings differ between the two, in order (a name only one of them
-    /// knows, from another version of herald, is left out: it is not a disagreement).
+    /// knows, from another version of herald, is left out: it is not a disagreement). Under
+    /// different signing keys nothing else can be compared: only `SECRET_KEY` is named.
     pub fn differing(&self, other: &Self) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|&(name, mine)| other.0.get(name).is_some_and(|theirs| theirs != mine))
-            .map(|(name, _)| name.clone())
-            .collect()
+        let differ = |name: &str| {
+            let (mine, theirs) = (self.0.get(name), other.0.get(name));
+            mine.zip(theirs)
+                .is_some_and(|(mine, theirs)| mine != theirs)
+        };
+        if differ(SIGNING_KEY) {
+            return vec![SIGNING_KEY.to_owned()];
+        }
+        self.0.keys().filter(|name| differ(name)).cloned().collect()
     }
 
     pub fn to_json(&self) -> String {
@@ -105,13 +118,24 @@ impl SharedSettings {
     }
 }
 
-/// Twelve hex digits of a hash of the name and the value: equal values match, and no value
-/// can be read back from it (the secrets are long and random).
-fn fingerprint(name: &str, value: Option<&str>) -> String {
+/// The setting whose value keys the others' fingerprints.
+const SIGNING_KEY: &str = "SECRET_KEY";
+
+/// Twelve hex digits that match for equal values and from which no value can be read back:
+/// of a hash for the signing key (long and random), of an HMAC under it for the rest.
+fn fingerprint(key: &str, name: &str, value: Option<&str>) -> String {
     let Some(value) = value else {
         return "unset".to_owned();
     };
-    let digest = Sha256::digest(format!("herald shared setting {name}={value}").as_bytes());
+    let text = format!("herald shared setting {name}={value}");
+    let digest = if name == SIGNING_KEY {
+        Sha256::digest(text.as_bytes()).to_vec()
+    } else {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+        mac.update(text.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    };
     crate::secret::hex(&digest[..6])
 }
 
@@ -156,6 +180,22 @@ mod tests {
             ["DIGEST_TIMEZONE", "SESSION_REPORT_LIMIT"]
         );
         assert_eq!(other.differing(&one), one.differing(&other));
+    }
+
+    #[test]
+    fn under_another_signing_key_only_the_key_is_named() {
+        let one = settings(&[("SESSION_REPORT_LIMIT", "5")]);
+        let mut with_other_key = vec![("SESSION_REPORT_LIMIT", "5")];
+        let other_key = "t".repeat(40);
+        with_other_key.push(("SECRET_KEY", other_key.as_str()));
+        let other = settings(&with_other_key);
+        assert_eq!(one.differing(&other), ["SECRET_KEY"]);
+        // The same limit, fingerprinted under another key, does not match: a reader of the
+        // table without the key cannot try guesses against it.
+        assert_ne!(
+            one.0["SESSION_REPORT_LIMIT"],
+            other.0["SESSION_REPORT_LIMIT"]
+        );
     }
 
     #[test]

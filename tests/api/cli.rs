@@ -830,18 +830,26 @@ fn the_cli_compares_this_environment_with_the_replicas_serving() {
 
     let (code, stdout, stderr) = run(&[
         ("SESSION_REPORT_LIMIT", "50"),
-        ("SECRET_KEY", "another-signing-key"),
+        ("PURGE_SCHEDULE", "0 4 * * *"),
     ]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
-        stdout.contains("SECRET_KEY, SESSION_REPORT_LIMIT"),
+        stdout.contains("PURGE_SCHEDULE, SESSION_REPORT_LIMIT"),
         "{stdout}"
     );
-    assert!(!stdout.contains("another-signing-key"), "{stdout}");
     assert!(
         stderr.contains("1 of 1 replicas run with other values"),
         "{stderr}"
     );
+    // Under another signing key nothing else can be compared: the key alone is named.
+    let (code, stdout, _) = run(&[
+        ("SESSION_REPORT_LIMIT", "50"),
+        ("SECRET_KEY", "another-signing-key"),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains(&port)).unwrap();
+    assert!(line.trim_end().ends_with(" SECRET_KEY"), "{line}");
+    assert!(!stdout.contains("another-signing-key"), "{stdout}");
 }
 
 /// `.eml` files written to `dir` so far.
