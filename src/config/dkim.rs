@@ -37,6 +37,15 @@ impl DkimKey {
             Self::Ed25519(_) => "ed25519-sha256",
         }
     }
+
+    /// The public half, as ring encodes it: the same for a key however its file is written.
+    pub fn public_key(&self) -> &[u8] {
+        use ring::signature::KeyPair;
+        match self {
+            Self::Rsa(key) => key.public_key().as_ref(),
+            Self::Ed25519(key) => key.public_key().as_ref(),
+        }
+    }
 }
 
 /// A ready DKIM signer. Its `Debug` names the domain, selector and algorithm, never the key.

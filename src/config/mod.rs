@@ -135,7 +135,7 @@ impl Config {
             keys.load_dev_secrets(storage.secrets_dir())
                 .map_err(|problem| ConfigErrors(vec![problem]))?;
         }
-        let shared = SharedSettings::read(lookup, &keys);
+        let shared = SharedSettings::read(lookup, &keys, email.dkim.as_ref());
         Ok(Config {
             environment,
             server,

@@ -6,7 +6,7 @@
 //! A setting is compared as written (trimmed; blank is unset), so write each the same way
 //! on every replica: unset and its default written out count as two. The admin key and the
 //! signing key are compared as in force, also when development generated them, and the DKIM
-//! key by what its file holds.
+//! key by its public half (wherever its file is, however it is written).
 //!
 //! The signing key (`SECRET_KEY`, long and random) is fingerprinted by a plain hash; every
 //! other setting by an HMAC under it, so a fingerprint in the database cannot be tried
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::KeysConfig;
+use super::{Dkim, KeysConfig};
 
 /// The names compared. `DATABASE_URL` is not: replicas that see each other share the
 /// database, however each names it.
@@ -69,14 +69,17 @@ pub const SHARED_SETTINGS: &[&str] = &[
 pub struct SharedSettings(BTreeMap<String, String>);
 
 impl SharedSettings {
-    pub(super) fn read(lookup: &dyn Fn(&str) -> Option<String>, keys: &KeysConfig) -> Self {
+    pub(super) fn read(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        keys: &KeysConfig,
+        dkim: Option<&Dkim>,
+    ) -> Self {
         let in_force = |name: &str| match name {
             "API_ACCESS_KEY" => Some(keys.api_access_key.expose().to_owned()),
             "SECRET_KEY" => Some(keys.secret_key.expose().to_owned()),
-            // The key signs, not where it is kept: each replica may mount it elsewhere.
-            "DKIM_PRIVATE_KEY_FILE" => {
-                lookup(name).map(|path| std::fs::read_to_string(path.trim()).unwrap_or(path))
-            }
+            // The key signs, not where it is kept: each replica may mount it elsewhere. The
+            // key the configuration read, by its public half.
+            "DKIM_PRIVATE_KEY_FILE" => dkim.map(|d| crate::secret::hex(d.key.public_key())),
             _ => lookup(name),
         };
         let key = keys.secret_key.expose().trim().to_owned();
@@ -221,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn the_dkim_key_is_compared_by_what_its_file_holds() {
+    fn the_dkim_key_is_compared_by_its_public_half_wherever_its_file_is() {
         // Two Ed25519 keys made for this test (`openssl genpkey -algorithm ed25519`).
         const ONE: &str = "-----BEGIN PRIVATE KEY-----\n\
             MC4CAQAwBQYDK2VwBCIEIA0KTBTkbyWZQBNt7gcLxKRVbr3t77+aMJNeTobyBQCQ\n\
