@@ -331,8 +331,13 @@ pub fn start_binary(extra: &[(&str, impl AsRef<str>)]) -> Running {
 
 /// The send ledger of `email` from a running binary's admin API.
 pub async fn email_logs(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+    admin_json(client, base, &format!("/admin/email/logs?email={email}")).await
+}
+
+/// An admin route's JSON from a running binary at `base`.
+pub async fn admin_json(client: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
     client
-        .get(format!("{base}/admin/email/logs?email={email}"))
+        .get(format!("{base}{path}"))
         .header("X-API-Key", crate::helpers::API_KEY)
         .send()
         .await

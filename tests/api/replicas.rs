@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{complete, start_session};
+use crate::cli::{admin_json, complete, start_session};
 use crate::helpers::{API_KEY, Backend, TestDatabase, postgres_available};
 use crate::smtp::SmtpServer;
 
@@ -860,15 +860,7 @@ async fn runs_once_when_triggered_on_every_replica(
 /// What `/admin/replicas` on `replica` says: each replica serving, with the shared settings
 /// it has otherwise than `replica`.
 async fn replicas_seen_by(replica: &Replica) -> Vec<(String, Vec<String>)> {
-    let seen: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/admin/replicas", replica.base))
-        .header("X-API-Key", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = admin_json(&reqwest::Client::new(), &replica.base, "/admin/replicas").await;
     seen["replicas"]
         .as_array()
         .unwrap()
