@@ -129,13 +129,18 @@ impl Config {
         let jobs = JobsConfig::read(&mut r);
         let rate_limit = RateLimitConfig::read(&mut r);
         let telemetry = TelemetryConfig::read(&mut r, production);
+        let in_force = r.in_force();
         r.finish().map_err(ConfigErrors)?;
         if keys.incomplete() {
             // Only reachable in development: production refused above.
             keys.load_dev_secrets(storage.secrets_dir())
                 .map_err(|problem| ConfigErrors(vec![problem]))?;
         }
-        let shared = SharedSettings::read(lookup, &keys, email.dkim.as_ref());
+        let shared = SharedSettings::read(
+            &|name| in_force.get(name).cloned().or_else(|| lookup(name)),
+            &keys,
+            email.dkim.as_ref(),
+        );
         Ok(Config {
             environment,
             server,

@@ -1,6 +1,9 @@
 //! Reading variables: each read either yields a value or records one line naming the variable
 //! and what was wrong, so start-up reports every problem at once instead of the first.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,6 +11,10 @@ use std::time::Duration;
 pub(super) struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<String>,
+    /// The value in force of each variable read with a default or a type, written one way:
+    /// the default when unset, a number as it prints, a choice by its name, a list by its
+    /// entries.
+    in_force: RefCell<BTreeMap<String, String>>,
 }
 
 impl<'a> Reader<'a> {
@@ -15,7 +22,21 @@ impl<'a> Reader<'a> {
         Self {
             lookup,
             problems: Vec::new(),
+            in_force: RefCell::default(),
         }
+    }
+
+    /// The value in force of each variable read with a default or a type, written one way
+    /// (so `5`, ` 05` and unset with a default of 5 are one value); a variable read as
+    /// written is not among them.
+    pub(super) fn in_force(&self) -> BTreeMap<String, String> {
+        self.in_force.borrow().clone()
+    }
+
+    fn keep(&self, name: &str, value: impl Display) {
+        self.in_force
+            .borrow_mut()
+            .insert(name.to_owned(), value.to_string());
     }
 
     /// The trimmed value, unless unset or blank.
@@ -26,7 +47,9 @@ impl<'a> Reader<'a> {
     }
 
     pub(super) fn get_or(&self, name: &str, default: &str) -> String {
-        self.get(name).unwrap_or_else(|| default.to_owned())
+        let value = self.get(name).unwrap_or_else(|| default.to_owned());
+        self.keep(name, &value);
+        value
     }
 
     /// The value; unset in production is a problem, since the development default would be
@@ -48,14 +71,21 @@ impl<'a> Reader<'a> {
         self.problems.push(line.into());
     }
 
-    pub(super) fn parse<T: FromStr>(&mut self, name: &str, default: T, expected: &str) -> T {
-        match self.get(name) {
+    pub(super) fn parse<T: FromStr + Display>(
+        &mut self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> T {
+        let value = match self.get(name) {
             None => default,
             Some(raw) => raw.parse().unwrap_or_else(|_| {
                 self.problem(format!("{name}: expected {expected}, got '{raw}'"));
                 default
             }),
-        }
+        };
+        self.keep(name, &value);
+        value
     }
 
     /// A number from `min` to `max` (a whole number of `unit`).
@@ -86,15 +116,26 @@ impl<'a> Reader<'a> {
         Duration::from_secs(86_400 * self.parse(name, default, "whole days"))
     }
 
-    pub(super) fn choice<T: Copy>(&mut self, name: &str, default: T, options: &[(&str, T)]) -> T {
+    pub(super) fn choice<T: Copy + PartialEq>(
+        &mut self,
+        name: &str,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
         let Some(raw) = self.get(name) else {
+            if let Some((key, _)) = options.iter().find(|(_, value)| *value == default) {
+                self.keep(name, key);
+            }
             return default;
         };
         match options
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(&raw))
         {
-            Some((_, value)) => *value,
+            Some((key, value)) => {
+                self.keep(name, key);
+                *value
+            }
             None => {
                 let names: Vec<_> = options.iter().map(|(k, _)| *k).collect();
                 self.problem(format!(
@@ -108,7 +149,8 @@ impl<'a> Reader<'a> {
 
     /// A comma-separated list, blanks dropped.
     pub(super) fn list(&self, name: &str) -> Vec<String> {
-        self.get(name)
+        let entries: Vec<String> = self
+            .get(name)
             .map(|raw| {
                 raw.split(',')
                     .map(str::trim)
@@ -116,7 +158,11 @@ impl<'a> Reader<'a> {
                     .map(str::to_owned)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if !entries.is_empty() {
+            self.keep(name, entries.join(","));
+        }
+        entries
     }
 
     /// Records `name: must be at least 1` when `zero`.

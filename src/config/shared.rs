@@ -3,10 +3,12 @@
 //! another (or the database) a value: a replica started with another throttle rule, digest
 //! schedule or signing key breaks promises the others keep, and nothing else would say so.
 //!
-//! A setting is compared as written (trimmed; blank is unset), so write each the same way
-//! on every replica: unset and its default written out count as two. The admin key and the
-//! signing key are compared as in force, also when development generated them, and the DKIM
-//! key by its public half (wherever its file is, however it is written).
+//! A setting is compared by the value in force: unset and its default written out are one
+//! value, and so are `5` and `05`, `SKIP` and `skip`, `a, b` and `a,b`. A setting herald
+//! reads as text with no default (a host, an address, a URL) is compared as written
+//! (trimmed; blank is unset). The admin key and the signing key are compared as in force,
+//! also when development generated them, and the DKIM key by its public half (wherever its
+//! file is, however it is written).
 //!
 //! The signing key (`SECRET_KEY`, long and random) is fingerprinted by a plain hash; every
 //! other setting by an HMAC under it, so a fingerprint in the database cannot be tried
@@ -63,10 +65,19 @@ pub const SHARED_SETTINGS: &[&str] = &[
     "SOFT_BOUNCE_WINDOW_DAYS",
 ];
 
-/// A fingerprint of each shared setting, by name.
+/// A fingerprint of each shared setting, by name, and under [`SCHEME`] how they were taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct SharedSettings(BTreeMap<String, String>);
+
+/// Where a row says how its fingerprints were taken. A row without it is from a herald that
+/// took them of each setting as written: against such a row only the signing key (taken the
+/// same way by both) is compared, so a rolling update from that version names no setting
+/// that only looks different.
+const SCHEME: &str = "~fingerprints";
+
+/// This herald's way: of the value in force.
+const IN_FORCE: &str = "in-force";
 
 impl SharedSettings {
     pub(super) fn read(
@@ -83,17 +94,17 @@ impl SharedSettings {
             _ => lookup(name),
         };
         let key = keys.secret_key.expose().trim().to_owned();
-        Self(
-            SHARED_SETTINGS
-                .iter()
-                .map(|&name| {
-                    let value = in_force(name)
-                        .map(|v| v.trim().to_owned())
-                        .filter(|v| !v.is_empty());
-                    (name.to_owned(), fingerprint(&key, name, value.as_deref()))
-                })
-                .collect(),
-        )
+        let mut fingerprints: BTreeMap<String, String> = SHARED_SETTINGS
+            .iter()
+            .map(|&name| {
+                let value = in_force(name)
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty());
+                (name.to_owned(), fingerprint(&key, name, value.as_deref()))
+            })
+            .collect();
+        fingerprints.insert(SCHEME.to_owned(), IN_FORCE.to_owned());
+        Self(fingerprints)
     }
 
     /// The names whose settings differ between the two, in order (a name only one of them
@@ -108,7 +119,14 @@ impl SharedSettings {
         if differ(SIGNING_KEY) {
             return vec![SIGNING_KEY.to_owned()];
         }
-        self.0.keys().filter(|name| differ(name)).cloned().collect()
+        if self.0.get(SCHEME) != other.0.get(SCHEME) {
+            return Vec::new();
+        }
+        self.0
+            .keys()
+            .filter(|name| *name != SCHEME && differ(name))
+            .cloned()
+            .collect()
     }
 
     pub fn to_json(&self) -> String {
@@ -183,6 +201,47 @@ mod tests {
             ["DIGEST_TIMEZONE", "SESSION_REPORT_LIMIT"]
         );
         assert_eq!(other.differing(&one), one.differing(&other));
+    }
+
+    #[test]
+    fn a_default_written_out_is_the_same_setting_as_one_left_unset() {
+        let unset = settings(&[]);
+        let written = settings(&[
+            ("SESSION_REPORT_LIMIT", "05"),
+            ("SESSION_REPORT_WINDOW_HOURS", "24"),
+            ("DIGEST_SCHEDULE", "0 9 * * SUN"),
+            ("DIGEST_TIMEZONE", "UTC"),
+            ("DIGEST_DELIVERY", "LOCAL"),
+            ("MISSED_RUN_POLICY", "catch_up"),
+            ("REDIS_KEY_PREFIX", "herald:"),
+            ("SMTP_PORT", "587"),
+            ("SENDGRID_API_URL", "https://api.sendgrid.com"),
+        ]);
+        assert!(
+            unset.differing(&written).is_empty(),
+            "{:?}",
+            unset.differing(&written)
+        );
+        let one_way = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16")]);
+        let another = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8,192.168.0.0/16")]);
+        assert!(one_way.differing(&another).is_empty());
+        // Another value than the default is still named, and so is a choice made otherwise.
+        let other = settings(&[("SESSION_REPORT_LIMIT", "6"), ("DIGEST_DELIVERY", "global")]);
+        assert_eq!(
+            unset.differing(&other),
+            ["DIGEST_DELIVERY", "SESSION_REPORT_LIMIT"]
+        );
+    }
+
+    #[test]
+    fn a_row_of_fingerprints_taken_as_written_is_compared_by_its_signing_key_only() {
+        let mine = settings(&[("SESSION_REPORT_LIMIT", "6")]);
+        let mut as_written = settings(&[]);
+        as_written.0.remove(SCHEME);
+        assert!(mine.differing(&as_written).is_empty());
+        let mut other_key = settings(&[("SECRET_KEY", &"t".repeat(40))]);
+        other_key.0.remove(SCHEME);
+        assert_eq!(mine.differing(&other_key), ["SECRET_KEY"]);
     }
 
     #[test]

@@ -832,6 +832,15 @@ fn the_cli_compares_this_environment_with_the_replicas_serving() {
         })
         .unwrap_or_else(|| panic!("the replica on {port} in {stdout}"));
     assert!(line.trim_end().ends_with(" -"), "{line}");
+    // A deploy script whose environment writes out the defaults the replica left unset
+    // changes nothing: settings are compared by the value in force.
+    let (code, stdout, _) = run(&[
+        ("PURGE_SCHEDULE", "30 3 * * *"),
+        ("MISSED_RUN_POLICY", "CATCH_UP"),
+        ("SMTP_PORT", "0587"),
+        ("SESSION_REPORT_LIMIT", " 5"),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}");
 
     let (code, stdout, stderr) = run(&[
         ("SESSION_REPORT_LIMIT", "50"),
