@@ -5,7 +5,8 @@
 //! events carry it back). SendGrid signs with its own DKIM.
 //!
 //! Its answers in the dispatcher's terms: 2xx sent (SendGrid's `X-Message-Id` recorded);
-//! 429, 5xx and timeouts retried with the backoff, not sooner than a `Retry-After`; 401 and
+//! 429, 5xx and timeouts retried with the backoff, not sooner than SendGrid says (a 429's
+//! `X-RateLimit-Reset`, the instant its rate-limit period ends, or a `Retry-After`); 401 and
 //! 403 pause sending like a refused SMTP login, burning no attempt; any other 4xx fails the
 //! email with SendGrid's own error text.
 
@@ -68,7 +69,7 @@ impl SendGrid {
         };
         let status = response.status();
         let message_id = header(&response, "x-message-id");
-        let retry_after = header(&response, "retry-after").and_then(|s| s.parse::<i64>().ok());
+        let retry_after = wait_seconds(&response, unix_now());
         let text = response.text().await.unwrap_or_default();
         let said = format!("SendGrid {}: {}", status.as_u16(), errors(&text));
         match status.as_u16() {
@@ -86,6 +87,19 @@ impl SendGrid {
             _ => Attempt::Permanent(said),
         }
     }
+}
+
+/// How long SendGrid asks to wait, in seconds: `Retry-After`, or until `X-RateLimit-Reset`
+/// (a Unix time, which its 429 carries) as seen at `now` (Unix seconds).
+fn wait_seconds(response: &reqwest::Response, now: i64) -> Option<i64> {
+    let number = |name| header(response, name).and_then(|s| s.parse::<i64>().ok());
+    number("retry-after").or_else(|| number("x-ratelimit-reset").map(|reset| reset - now))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {

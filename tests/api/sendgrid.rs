@@ -218,7 +218,24 @@ async fn mail_send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
                 "The provided authorization grant is invalid, expired, or revoked",
                 None,
             ),
-            429 => error(status, "too many requests", None),
+            // SendGrid's 429 says when its rate-limit period ends (a Unix time), two
+            // minutes on here.
+            429 => {
+                let reset = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    + 120;
+                let mut response = error(status, "too many requests", None);
+                for (name, value) in [
+                    ("x-ratelimit-limit", "600".to_owned()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", reset.to_string()),
+                ] {
+                    response.headers_mut().insert(name, value.parse().unwrap());
+                }
+                response
+            }
             400 => error(
                 status,
                 "The from address does not match a verified Sender Identity.",
@@ -342,8 +359,9 @@ async fn sendgrid_answers_decide_retry_failure_or_pause(backend: Backend) {
     let app = spawn_sendgrid_app(backend, &standin, KEY).await;
     let parent = "parent@example.com";
 
-    // 429 with Retry-After: retried, not sooner than it says.
-    standin.script(429, vec![("retry-after", "120".to_owned())]);
+    // 429, whose X-RateLimit-Reset is two minutes on: retried, not before then (the
+    // backoff alone would try again within a minute).
+    standin.script(429, vec![]);
     complete_for(&app, parent).await;
     let rows = wait_ledger(&app, parent, "a retry", |rows| rows[0]["attempts"] == 1).await;
     assert_eq!(rows[0]["status"], "pending");
@@ -354,16 +372,22 @@ async fn sendgrid_answers_decide_retry_failure_or_pause(backend: Backend) {
     );
     assert!(rows[0]["last_error"].as_str().unwrap().contains("429"));
 
-    // 500: retried with the backoff; then 400: failed with SendGrid's words.
-    standin.script(500, vec![]);
+    // 503 with Retry-After: retried, not sooner than it says; then 400: failed with
+    // SendGrid's words.
+    standin.script(503, vec![("retry-after", "90".to_owned())]);
     standin.script(400, vec![]);
     app.clock.advance_ms(121_000);
     app.state.dispatcher.wake();
-    wait_ledger(&app, parent, "a second retry", |rows| {
+    let rows = wait_ledger(&app, parent, "a second retry", |rows| {
         rows[0]["attempts"] == 2
     })
     .await;
-    app.clock.advance_ms(60_000);
+    let now = app.clock.now_ms() as i64;
+    assert!(
+        rows[0]["next_attempt_at_ms"].as_i64().unwrap() >= now + 90_000,
+        "{rows:?}"
+    );
+    app.clock.advance_ms(91_000);
     app.state.dispatcher.wake();
     let rows = wait_ledger(&app, parent, "failed", |rows| rows[0]["status"] == "failed").await;
     assert!(
