@@ -146,6 +146,38 @@ fn strip_position(message: &str) -> &str {
     message.split(" at line ").next().unwrap_or(message)
 }
 
+/// The `Idempotency-Key` header, if sent: a request sent again with the same key (after a
+/// timeout or a lost answer) is answered as the first one was, and changes nothing. 1-255
+/// visible ASCII characters, else 422 naming the header.
+pub struct IdempotencyHeader(pub Option<String>);
+
+/// The longest `Idempotency-Key` taken.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let bytes = value.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > IDEMPOTENCY_KEY_MAX
+            || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+        {
+            return Err(ApiError::Unprocessable {
+                field: "Idempotency-Key".to_owned(),
+                message: format!(
+                    "Idempotency-Key is 1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters, \
+                     no spaces"
+                ),
+            });
+        }
+        Ok(Self(Some(String::from_utf8_lossy(bytes).into_owned())))
+    }
+}
+
 pub use super::auth::AdminKey;
 pub use crate::keys::ClientKey;
 

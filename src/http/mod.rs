@@ -202,11 +202,14 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-api-key"),
                 HeaderName::from_static("x-session-access-token"),
                 HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotency-key"),
             ])
             // What a browser client needs to read: the request's id for a support ticket,
-            // and when it may try again (the rate-limit headers, not only on a 429).
+            // when it may try again (the rate-limit headers, not only on a 429), and whether
+            // an answer is to a request sent before.
             .expose_headers([
                 HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotent-replayed"),
                 http::header::RETRY_AFTER,
                 limit::RATELIMIT,
                 limit::RATELIMIT_POLICY,

@@ -34,13 +34,25 @@ pub struct NewEvent<'a> {
 }
 
 /// What happened to an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
     Recorded,
+    /// An event with this id was recorded before (a request sent again with its
+    /// `Idempotency-Key`): nothing was written, and this is the one recorded.
+    AlreadyRecorded(StoredEvent),
     SessionCompleted,
     SessionMissing,
     /// The session holds [`MAX_EVENTS`] already.
     SessionFull,
+}
+
+/// An event as it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub kind: String,
+    pub detail: Option<String>,
+    pub correct: Option<bool>,
+    pub at_ms: i64,
 }
 
 /// The most events one session takes. A session is read whole to be summarised (at its
@@ -143,14 +155,16 @@ pub async fn summary(
 
 /// Records an event only while its session is open and holds fewer than [`MAX_EVENTS`]: one
 /// statement, so a completion racing with it cannot let an event in after the session
-/// closed.
+/// closed. An event whose id was recorded before (the id a repeated request's
+/// `Idempotency-Key` gives) is not recorded again, whatever the session's state since.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutcome, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO session_events (id, session_id, kind, detail, correct, created_at) \
          SELECT $1, $2, $3, $4, $5, $6 \
          WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND completed_at IS NULL) \
-         AND (SELECT COUNT(*) FROM session_events WHERE session_id = $2) < $7",
+         AND (SELECT COUNT(*) FROM session_events WHERE session_id = $2) < $7 \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(event.id)
     .bind(event.session_id)
@@ -165,11 +179,40 @@ pub async fn add_event(store: &Store, event: &NewEvent<'_>) -> Result<EventOutco
     if inserted == 1 {
         return Ok(EventOutcome::Recorded);
     }
+    if let Some(recorded) = recorded_event(store, event).await? {
+        return Ok(EventOutcome::AlreadyRecorded(recorded));
+    }
     Ok(match get(store, event.session_id).await? {
         Some(session) if session.record.completed_at_ms.is_some() => EventOutcome::SessionCompleted,
         Some(_) => EventOutcome::SessionFull,
         None => EventOutcome::SessionMissing,
     })
+}
+
+/// The event of this session recorded under `event`'s id, if any (read from the writer, which
+/// the insert that found it just used).
+async fn recorded_event(
+    store: &Store,
+    event: &NewEvent<'_>,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let row = sqlx::query(
+        "SELECT kind, detail, correct, created_at FROM session_events \
+         WHERE id = $1 AND session_id = $2",
+    )
+    .bind(event.id)
+    .bind(event.session_id)
+    .fetch_optional(store.writer())
+    .await?;
+    row.map(|row| {
+        Ok(StoredEvent {
+            kind: row.try_get(0)?,
+            detail: row.try_get(1)?,
+            correct: row.try_get::<Option<i64>, _>(2)?.map(|v| v != 0),
+            at_ms: row.try_get(3)?,
+        })
+    })
+    .transpose()
+    .map_err(|e: sqlx::Error| StoreError::from(e))
 }
 
 /// Completes the session once; returns whether this call completed it. A later call

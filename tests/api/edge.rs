@@ -263,6 +263,7 @@ async fn cors_allows_only_configured_origins() {
         .to_owned();
     for name in [
         "x-request-id",
+        "idempotent-replayed",
         "retry-after",
         "ratelimit",
         "ratelimit-policy",
@@ -270,6 +271,32 @@ async fn cors_allows_only_configured_origins() {
         assert!(
             exposed.split(',').any(|h| h.trim() == name),
             "{name}: {exposed}"
+        );
+    }
+    // A page may send an event with its session token and an Idempotency-Key.
+    let preflight = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            app.url("/api/v1/sessions/00000000-0000-4000-8000-000000000000/events"),
+        )
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type,idempotency-key,x-session-access-token",
+        )
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in ["content-type", "idempotency-key", "x-session-access-token"] {
+        assert!(
+            allowed.split(',').any(|h| h.trim() == name),
+            "{name}: {allowed}"
         );
     }
 }

@@ -306,6 +306,95 @@ async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Back
     assert_eq!(events, 1, "only the valid event was written");
 }
 
+/// A backend that timed out or lost the answer sends the event again with the same
+/// `Idempotency-Key`: the session counts it once, and the answer is the first one's.
+async fn an_event_sent_again_with_its_idempotency_key_is_recorded_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = app.new_session(json!({})).await;
+    let send = |session: &Session, key: &str, body: Value| {
+        app.client
+            .post(app.url(&format!("/api/v1/sessions/{}/events", session.id)))
+            .header("X-Session-Access-Token", &session.token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let hint = json!({"kind": "hint", "detail": "Try halves"});
+    let first = send(&session, "evt-1", hint.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first: Value = first.json().await.unwrap();
+    app.clock.advance_ms(5_000);
+    // Written another way (the kind's case, the detail's spaces), it is the same event.
+    let again = send(
+        &session,
+        "evt-1",
+        json!({"kind": "HINT", "detail": " Try halves "}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the first answer, its time included");
+
+    let other_event = send(&session, "evt-1", json!({"kind": "step"}))
+        .await
+        .unwrap();
+    let refused = assert_error(other_event, 422, "VALIDATION_ERROR").await;
+    assert_eq!(refused["field"], "Idempotency-Key");
+    for bad in ["a b", &"k".repeat(256)] {
+        let refused = assert_error(
+            send(&session, bad, hint.clone()).await.unwrap(),
+            422,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert_eq!(refused["field"], "Idempotency-Key", "{bad}");
+    }
+    // Sent eight times at once: recorded once, and every answer names that event.
+    let answer = json!({"kind": "answer", "correct": true});
+    let racing =
+        futures_util::future::join_all((0..8).map(|_| send(&session, "evt-2", answer.clone())))
+            .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for response in racing {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 201);
+        ids.insert(response.json::<Value>().await.unwrap()["event_id"].to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // A key is the session's own: another session's event under it is another event.
+    let other = app.new_session(json!({})).await;
+    let elsewhere: Value = send(&other, "evt-1", hint.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(elsewhere["event_id"], first["event_id"]);
+
+    // Once the session is completed, a repeat still gets its answer; a new event does not.
+    let completed: Value = app
+        .complete(&session.id, Some(&session.token), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(completed["summary"]["events_total"], 2);
+    assert_eq!(completed["summary"]["hints_used"], 1);
+    assert_eq!(completed["summary"]["answers_total"], 1);
+    let late = send(&session, "evt-2", answer.clone()).await.unwrap();
+    assert_eq!(late.status(), 201);
+    assert_eq!(late.headers()["idempotent-replayed"], "true");
+    assert_error(
+        send(&session, "evt-3", answer).await.unwrap(),
+        409,
+        "SESSION_COMPLETED",
+    )
+    .await;
+}
+
 /// A session is read whole to be summarised; one that took events without end could make
 /// that read as large as a client liked.
 async fn a_session_takes_at_most_ten_thousand_events_and_completes_with_them(backend: Backend) {
@@ -583,6 +672,7 @@ on_both_backends!(
     starting_a_session_returns_its_id_token_and_time,
     bad_session_input_is_refused_and_nothing_is_written,
     events_need_the_sessions_own_token_and_stop_at_completion,
+    an_event_sent_again_with_its_idempotency_key_is_recorded_once,
     a_session_takes_at_most_ten_thousand_events_and_completes_with_them,
     completing_twice_changes_nothing_and_returns_the_summary,
     the_report_summary_needs_an_api_key_and_has_the_numbers,

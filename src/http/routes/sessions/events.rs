@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -9,11 +10,11 @@ use utoipa::ToSchema;
 
 use super::authorize;
 use crate::http::error::ApiError;
-use crate::http::extract::{Json as JsonBody, SessionToken};
+use crate::http::extract::{IdempotencyHeader, Json as JsonBody, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::instant;
-use crate::store::sessions::{self, EventOutcome, NewEvent};
+use crate::store::sessions::{self, EventOutcome, NewEvent, StoredEvent};
 
 const DETAIL_MAX: usize = 2_000;
 const KIND_MAX: usize = 32;
@@ -49,21 +50,24 @@ fn session_completed() -> ApiError {
 
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/events", tag = "sessions",
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)"),
-           ("X-Session-Access-Token" = String, Header, description = "The session's token")),
+           ("X-Session-Access-Token" = String, Header, description = "The session's token"),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$",
+            description = "Makes the request safe to send again: a second request with the same key for this session records nothing and is answered with the event the first recorded (header `Idempotent-Replayed: true`), even once the session is completed; the same key with another event is 422")),
     request_body = NewEventBody,
     responses(
-        (status = 201, description = "Recorded", body = EventRecorded),
+        (status = 201, description = "Recorded, or recorded before under this `Idempotency-Key`", body = EventRecorded),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 409, description = "SESSION_COMPLETED, or SESSION_FULL: the session holds 10,000 events, the most one takes", body = crate::http::error::ErrorBody),
-        (status = 422, description = "A field breaks its rule", body = crate::http::error::ErrorBody)))]
+        (status = 422, description = "A field breaks its rule, or the `Idempotency-Key` is malformed or was used for another event of this session", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(session_id = %raw_id))]
 pub async fn add_event(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     token: SessionToken,
+    IdempotencyHeader(key): IdempotencyHeader,
     JsonBody(body): JsonBody<NewEventBody>,
-) -> Result<(StatusCode, Json<EventRecorded>), ApiError> {
+) -> Result<Response, ApiError> {
     let session = authorize(&state, &raw_id, token).await?;
     let kind = body.kind.trim().to_ascii_lowercase();
     if kind.is_empty()
@@ -78,10 +82,13 @@ pub async fn add_event(
         ));
     }
     let detail = validate::text("detail", body.detail, DETAIL_MAX, true)?;
-    if session.record.completed_at_ms.is_some() {
+    if session.record.completed_at_ms.is_some() && key.is_none() {
         return Err(session_completed());
     }
-    let event_id = uuid::Uuid::new_v4().to_string();
+    let event_id = match &key {
+        Some(key) => keyed_event_id(&session.record.id, key),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
     let at_ms = state.now_ms();
     let outcome = sessions::add_event(
         &state.store,
@@ -95,16 +102,37 @@ pub async fn add_event(
         },
     )
     .await?;
+    let recorded = |kind: String, at_ms: i64| EventRecorded {
+        event_id: event_id.clone(),
+        session_id: session.record.id.clone(),
+        kind,
+        created_at: instant(at_ms),
+    };
     match outcome {
-        EventOutcome::Recorded => Ok((
-            StatusCode::CREATED,
-            Json(EventRecorded {
-                event_id,
-                session_id: session.record.id,
+        EventOutcome::Recorded => {
+            Ok((StatusCode::CREATED, Json(recorded(kind, at_ms))).into_response())
+        }
+        EventOutcome::AlreadyRecorded(before) => {
+            let asked = StoredEvent {
                 kind,
-                created_at: instant(at_ms),
-            }),
-        )),
+                detail,
+                correct: body.correct,
+                at_ms: before.at_ms,
+            };
+            if asked != before {
+                return Err(validate::invalid(
+                    "Idempotency-Key",
+                    "this Idempotency-Key was sent before with another event for this session; \
+                     send a new key for a new event",
+                ));
+            }
+            Ok((
+                StatusCode::CREATED,
+                [("idempotent-replayed", "true")],
+                Json(recorded(before.kind, before.at_ms)),
+            )
+                .into_response())
+        }
         EventOutcome::SessionCompleted => Err(session_completed()),
         EventOutcome::SessionFull => Err(ApiError::Conflict {
             code: "SESSION_FULL",
@@ -115,4 +143,18 @@ pub async fn add_event(
         }),
         EventOutcome::SessionMissing => Err(validate::session_not_found()),
     }
+}
+
+/// The id of the event a request with this `Idempotency-Key` records in this session: the
+/// same for every repeat of the request, so the database keeps one (a UUID of version 8,
+/// from a hash of the two; random ids are of version 4, so the two never meet). The key
+/// itself is not kept.
+fn keyed_event_id(session_id: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("herald session event\0{session_id}\0{key}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
