@@ -73,7 +73,13 @@ pub(super) async fn retry(config: Config, raw: &str) -> anyhow::Result<ExitCode>
     let id = ledger::parse_id(raw)
         .ok_or_else(|| anyhow::anyhow!("{raw:?} is not an email's id (a UUID)"))?;
     let store = current_store(&config).await?;
-    let retried = ledger::retry(&store, &id, "cli", chrono::Utc::now().timestamp_millis()).await;
+    let retried = ledger::retry(
+        &store,
+        &id,
+        &super::actor(&config),
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await;
     store.close().await;
     Ok(match retried? {
         Retry::Queued { email } => {
@@ -116,7 +122,7 @@ pub(super) async fn retry_failed(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let emails = ledger::retry_failed(&store, &failed, "cli", now).await;
+    let emails = ledger::retry_failed(&store, &failed, &super::actor(&config), now).await;
     store.close().await;
     out!(
         "{} failed emails queued again; the running service sends them",
@@ -166,7 +172,7 @@ pub(super) async fn suppressions(
         }
         SuppressionsAction::Remove { email } => {
             let email = parse(&email)?;
-            match suppressions::lift(&store, email.as_str(), "cli").await? {
+            match suppressions::lift(&store, email.as_str(), &super::actor(&config)).await? {
                 Some(lifted) => {
                     out!(
                         "lifted: {} ({}, {})",

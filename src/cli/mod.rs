@@ -76,6 +76,21 @@ pub enum Command {
     /// share (DEPLOYMENT.md) that it has otherwise than this environment, by name; exit 1 if
     /// any replica differs.
     Replicas,
+    /// The changes operators made, newest first: who (an admin key's fingerprint, the first
+    /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,
+    /// from what to what.
+    Audit {
+        /// Only the changes made at or after this instant (RFC 3339).
+        #[arg(long, value_name = "INSTANT")]
+        since: Option<String>,
+        /// Only one kind of change: email.retry, email_throttle.reset, rate_limit.reset,
+        /// rate_limit_policy.update or suppression.lift.
+        #[arg(long)]
+        action: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +192,7 @@ macro_rules! out {
     };
 }
 
+mod audit;
 mod database;
 mod email;
 mod jobs;
@@ -246,6 +262,11 @@ pub fn main() -> ExitCode {
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Replicas => replicas::replicas(config).await,
+            Command::Audit {
+                since,
+                action,
+                limit,
+            } => audit::audit(config, since.as_deref(), action.as_deref(), limit).await,
             Command::Email {
                 action: EmailAction::Preview { which, out },
             } => email::preview(config, which, out.as_deref()).await,
@@ -301,6 +322,12 @@ pub fn main() -> ExitCode {
 
 /// An error and its causes on one line, each cause once: a cause whose text its error
 /// already quotes (`database error: {0}`) is not repeated.
+/// Who the audit log says made a change from this shell: `cli@` and its `HERALD_INSTANCE`
+/// (the host's name unless set), as job runs from a shell are named.
+fn actor(config: &Config) -> String {
+    format!("cli@{}", config.server.instance)
+}
+
 fn error_text(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain().map(ToString::to_string) {

@@ -103,6 +103,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
 fn admin(state: &AppState) -> OpenApiRouter<AppState> {
     let mut admin = OpenApiRouter::new()
         .routes(routes!(routes::actors::list))
+        .routes(routes!(routes::audit::list))
         .routes(routes!(routes::replicas::list))
         .routes(routes!(routes::rate_limits::reset))
         .routes(routes!(

@@ -11,6 +11,20 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError
     }
 }
 
+/// A page of a list: `limit` rows (1 to 500, default 100) after `offset` (0 or more,
+/// default 0).
+pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(invalid("limit", "limit must be from 1 to 500"));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(invalid("offset", "offset must be 0 or more"));
+    }
+    Ok((limit, offset))
+}
+
 /// Optional free text: trimmed, empty becomes absent, at most `max` characters, no control
 /// characters (newlines and tabs allowed only where `multiline`).
 pub fn text(

@@ -754,6 +754,7 @@ async fn a_forwarded_header_from_an_untrusted_peer_is_pointed_out_once() {
     );
 }
 
+/// The lift is audited under the shell that made it, and `herald audit` lists it.
 #[tokio::test]
 async fn the_cli_lists_and_lifts_suppressions() {
     let dir = tempfile::tempdir().unwrap();
@@ -777,6 +778,7 @@ async fn the_cli_lists_and_lifts_suppressions() {
             .env("DATABASE_URL", &url)
             .env("API_ACCESS_KEY", crate::helpers::API_KEY)
             .env("SECRET_KEY", "binary-test-secret")
+            .env("HERALD_INSTANCE", "ops-shell")
             .output()
             .unwrap()
     };
@@ -795,6 +797,24 @@ async fn the_cli_lists_and_lifts_suppressions() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not suppressed"));
     let bad = run(&["suppressions", "remove", "not-an-address"]);
     assert!(!bad.status.success());
+
+    let audit = run(&["audit", "--action", "suppression.lift"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("suppression.lift"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("cli@ops-shell") && line.contains("go***@example.com"),
+        "{line}"
+    );
+    assert!(line.contains("bounced (smtp) -> -"), "{line}");
+    assert!(!text.contains("gone@example.com"), "{text}");
+    assert!(text.contains("1 of 1 shown"), "{text}");
+    let refused = run(&["audit", "--since", "last week"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--since"));
 }
 
 /// `herald replicas` beside a running replica: it lists it, names the shared settings this

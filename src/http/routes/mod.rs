@@ -2,6 +2,7 @@
 //! actor's client, and shape the response.
 
 pub mod actors;
+pub mod audit;
 pub mod email_admin;
 pub mod email_events;
 pub mod email_retry;

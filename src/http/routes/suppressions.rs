@@ -58,14 +58,7 @@ pub async fn list(
         .as_deref()
         .map(|raw| email("email", raw))
         .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(validate::invalid("limit", "limit must be from 1 to 500"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(validate::invalid("offset", "offset must be 0 or more"));
-    }
+    let (limit, offset) = validate::page(query.limit, query.offset)?;
     let (suppressions, total) = suppressions::list(
         &state.store,
         address.as_ref().map(Email::as_str),
