@@ -55,7 +55,7 @@ pub(super) async fn digest(
         }
     };
     if !dry_run {
-        return jobs_run(config, &job, scheduled_for).await;
+        return jobs_run(config, &job, scheduled_for, week).await;
     }
     let (context, root) =
         crate::startup::offline_jobs(&config, current_store(&config).await?).await?;
@@ -159,6 +159,7 @@ pub(super) async fn jobs_run(
     config: Config,
     name: &str,
     scheduled_for: Option<i64>,
+    week: Option<chrono::NaiveDate>,
 ) -> anyhow::Result<ExitCode> {
     use herald_actors::scheduler::{RunOutcome, run_occurrence};
     let (context, root) =
@@ -171,6 +172,20 @@ pub(super) async fn jobs_run(
     let ran = run_occurrence(port, context.clock.clone(), lease, name, occurrence)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
+    if let Some((run_id, _)) = &ran {
+        let target = crate::store::audit::job_target(name, week, run_id);
+        // The run is done: an audit row the database refuses does not make it fail.
+        if let Err(err) = crate::store::audit::record_alone(
+            &context.store,
+            &super::actor(&config),
+            "job.run",
+            &target,
+        )
+        .await
+        {
+            eprintln!("warning: the run was not audited: {err}");
+        }
+    }
     let code = match ran {
         None => {
             eprintln!("{name}: that occurrence already succeeded or is running");

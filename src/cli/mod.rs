@@ -83,8 +83,8 @@ pub enum Command {
         /// Only the changes made at or after this instant (RFC 3339).
         #[arg(long, value_name = "INSTANT")]
         since: Option<String>,
-        /// Only one kind of change: email.retry, email_throttle.reset, rate_limit.reset,
-        /// rate_limit_policy.update or suppression.lift.
+        /// Only one kind of change: email.retry, email_throttle.reset, job.run,
+        /// rate_limit.reset, rate_limit_policy.update or suppression.lift.
         #[arg(long)]
         action: Option<String>,
         /// How many to show.
@@ -258,7 +258,7 @@ pub fn main() -> ExitCode {
             } => jobs::jobs_list(config).await,
             Command::Jobs {
                 action: JobsAction::Run { name },
-            } => jobs::jobs_run(config, name.as_str(), None).await,
+            } => jobs::jobs_run(config, name.as_str(), None, None).await,
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Replicas => replicas::replicas(config).await,

@@ -170,7 +170,16 @@ pub async fn list(
 pub const ACTIONS: &[&str] = &[
     "email.retry",
     "email_throttle.reset",
+    "job.run",
     "rate_limit.reset",
     "rate_limit_policy.update",
     "suppression.lift",
 ];
+
+/// What a job run by hand is audited as: the job, the week chosen if one was, and the run.
+pub fn job_target(job: &str, week: Option<chrono::NaiveDate>, run_id: &str) -> String {
+    match week {
+        Some(week) => format!("{job} week {week} run {run_id}"),
+        None => format!("{job} run {run_id}"),
+    }
+}

@@ -7,7 +7,7 @@ use crate::on_both_backends;
 
 const PARENT: &str = "audited.parent@example.com";
 
-/// Four changes an operator makes, through the admin API; each is listed with the key that
+/// Five changes an operator makes through the admin API; each is listed with the key that
 /// made it, never the parent's address.
 async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -39,13 +39,21 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(lifted.status(), 200);
+    // A job run by hand: the job ledger names the replica; the audit log, the key.
+    let started: Value = app
+        .post_admin("/admin/jobs/purge_old/run", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let run_id = started["run_id"].as_str().unwrap();
 
     let response = app.get_admin("/admin/audit").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(!text.contains(PARENT), "{text}");
     let log: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(log["total"], 4);
+    assert_eq!(log["total"], 5);
     let actions: Vec<&str> = log["entries"]
         .as_array()
         .unwrap()
@@ -55,6 +63,7 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     assert_eq!(
         actions,
         [
+            "job.run",
             "suppression.lift",
             "rate_limit.reset",
             "email_throttle.reset",
@@ -66,7 +75,11 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
         assert_eq!(entry["actor"], fingerprint.as_str(), "{entry}");
         assert!(entry["at"].as_str().unwrap().ends_with('Z'), "{entry}");
     }
-    let update = &log["entries"][3];
+    assert_eq!(
+        log["entries"][0]["target"],
+        format!("purge_old run {run_id}").as_str()
+    );
+    let update = &log["entries"][4];
     assert_eq!(update["target"], "stats/default");
     assert!(
         update["new_value"]
@@ -74,7 +87,7 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
             .unwrap()
             .contains("\"max_requests\":40")
     );
-    assert_eq!(log["entries"][0]["old_value"], "bounced (smtp)");
+    assert_eq!(log["entries"][1]["old_value"], "bounced (smtp)");
 
     // One kind, a page, a time.
     let only: Value = app
@@ -91,9 +104,9 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(page["total"], 4);
+    assert_eq!(page["total"], 5);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
-    assert_eq!(page["entries"][0]["action"], "rate_limit.reset");
+    assert_eq!(page["entries"][0]["action"], "suppression.lift");
     let later: Value = app
         .get_admin("/admin/audit?since=2999-01-01T00:00:00Z")
         .await

@@ -978,6 +978,22 @@ fn the_cli_lists_runs_and_dry_runs_jobs() {
             .any(|l| l.starts_with("purge_old") && l.contains(" by cli@ops-box")),
         "{text}"
     );
+    // The audit log has each run by hand (the week's twice: it ran, failed, ran again), and
+    // not the refused one.
+    let audit = run_ok(herald().args(["audit", "--action", "job.run"]));
+    let text = String::from_utf8_lossy(&audit.stdout);
+    let week_runs = format!("weekly_digest week {}", weeks_ago(4));
+    assert_eq!(
+        text.lines().filter(|l| l.contains(&week_runs)).count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("cli@ops-box") && l.contains("purge_old run ")),
+        "{text}"
+    );
+    assert!(text.contains("3 of 3 shown"), "{text}");
 
     let unknown = herald()
         .args(["jobs", "run", "nightly_backup"])

@@ -1,6 +1,6 @@
 //! The audit log without SQL: who changed which operational setting (a rate-limit policy, a
-//! throttle or limiter reset, a suppression lifted, a failed email sent again), when, and
-//! from what to what.
+//! throttle or limiter reset, a suppression lifted, a failed email sent again, a job run by
+//! hand), when, and from what to what.
 
 use axum::Json;
 use axum::extract::State;
@@ -23,7 +23,7 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// Only this kind of change.
     #[param(
-        pattern = "^(email\\.retry|email_throttle\\.reset|rate_limit\\.reset|rate_limit_policy\\.update|suppression\\.lift)$"
+        pattern = "^(email\\.retry|email_throttle\\.reset|job\\.run|rate_limit\\.reset|rate_limit_policy\\.update|suppression\\.lift)$"
     )]
     pub action: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
@@ -42,8 +42,8 @@ pub struct AuditEntry {
     /// the logs' `by` names it), or `cli@` and the `HERALD_INSTANCE` of the shell that ran
     /// the command.
     pub actor: String,
-    /// `email.retry`, `email_throttle.reset`, `rate_limit.reset`,
-    /// `rate_limit_policy.update` or `suppression.lift`.
+    /// `email.retry`, `email_throttle.reset`, `job.run` (a job run by hand),
+    /// `rate_limit.reset`, `rate_limit_policy.update` or `suppression.lift`.
     pub action: String,
     /// What it changed (an address masked, a policy's group and tier, an email's id…).
     pub target: Option<String>,

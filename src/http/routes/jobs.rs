@@ -155,6 +155,7 @@ pub struct RunStarted {
 #[tracing::instrument(skip_all)]
 pub async fn run(
     State(state): State<AppState>,
+    key: crate::http::extract::AdminKey,
     Path(name): Path<String>,
     OptionalJson(request): OptionalJson<RunRequest>,
 ) -> Result<Response, ApiError> {
@@ -202,15 +203,31 @@ pub async fn run(
         .await
         .ok_or_else(unavailable)?
     {
-        Ok(run_id) => Ok((
-            StatusCode::ACCEPTED,
-            Json(RunStarted {
-                job: name,
-                run_id,
-                status: "running",
-            }),
-        )
-            .into_response()),
+        Ok(run_id) => {
+            // The ledger names the replica that runs it; the audit log, who asked. The run
+            // has started: an audit row the database refuses is an error to look into, not
+            // an answer that would have the run asked for again.
+            let target = crate::store::audit::job_target(&name, week, &run_id);
+            if let Err(err) = crate::store::audit::record_alone(
+                &state.store,
+                &key.fingerprint,
+                "job.run",
+                &target,
+            )
+            .await
+            {
+                tracing::error!(job = %name, %run_id, error = %err, "a job run by hand was not audited");
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(RunStarted {
+                    job: name,
+                    run_id,
+                    status: "running",
+                }),
+            )
+                .into_response())
+        }
         Err(RunError::AlreadyRunning(_)) => Err(ApiError::Conflict {
             code: "JOB_RUNNING",
             message: format!("{name} is running; wait for it to finish."),
