@@ -76,6 +76,17 @@ pub enum Command {
     /// share (DEPLOYMENT.md) that it has otherwise than this environment, by name; exit 1 if
     /// any replica differs.
     Replicas,
+    /// Delete everything herald keeps about a parent's address, as they may ask: their
+    /// sessions with the learners' names and events, send ledger, throttle, preferences and
+    /// their history, suppression and bounce events (audited, the address masked). Backups
+    /// taken before keep it until they are rotated.
+    Erase {
+        /// The parent's address.
+        email: String,
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The changes operators made, newest first: who (an admin key's fingerprint, the first
     /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,
     /// from what to what.
@@ -84,7 +95,7 @@ pub enum Command {
         #[arg(long, value_name = "INSTANT")]
         since: Option<String>,
         /// Only one kind of change: email.retry, email_throttle.reset, job.run,
-        /// rate_limit.reset, rate_limit_policy.update or suppression.lift.
+        /// rate_limit.reset, rate_limit_policy.update, recipient.erase or suppression.lift.
         #[arg(long)]
         action: Option<String>,
         /// How many to show.
@@ -262,6 +273,7 @@ pub fn main() -> ExitCode {
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Replicas => replicas::replicas(config).await,
+            Command::Erase { email, dry_run } => email::erase(config, &email, dry_run).await,
             Command::Audit {
                 since,
                 action,

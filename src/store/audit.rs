@@ -173,6 +173,7 @@ pub const ACTIONS: &[&str] = &[
     "job.run",
     "rate_limit.reset",
     "rate_limit_policy.update",
+    "recipient.erase",
     "suppression.lift",
 ];
 

@@ -90,37 +90,21 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     assert_eq!(log["entries"][1]["old_value"], "bounced (smtp)");
 
     // One kind, a page, a time.
-    let only: Value = app
-        .get_admin("/admin/audit?action=rate_limit.reset")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let only: Value = app.admin_json("/admin/audit?action=rate_limit.reset").await;
     assert_eq!(only["total"], 1);
     assert_eq!(only["entries"][0]["target"], "stats/*");
-    let page: Value = app
-        .get_admin("/admin/audit?limit=2&offset=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.admin_json("/admin/audit?limit=2&offset=1").await;
     assert_eq!(page["total"], 5);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     assert_eq!(page["entries"][0]["action"], "suppression.lift");
     let later: Value = app
-        .get_admin("/admin/audit?since=2999-01-01T00:00:00Z")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .admin_json("/admin/audit?since=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(later["total"], 0);
     let since = log["entries"][1]["at"].as_str().unwrap();
     let recent: Value = app
-        .get_admin(&format!("/admin/audit?since={}", since.replace('+', "%2B")))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .admin_json(&format!("/admin/audit?since={}", since.replace('+', "%2B")))
+        .await;
     assert!(recent["total"].as_i64().unwrap() >= 2, "{recent}");
 
     for (query, field) in [

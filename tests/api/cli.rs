@@ -754,13 +754,31 @@ async fn a_forwarded_header_from_an_untrusted_peer_is_pointed_out_once() {
     );
 }
 
-/// The lift is audited under the shell that made it, and `herald audit` lists it.
-#[tokio::test]
-async fn the_cli_lists_and_lifts_suppressions() {
+/// A migrated SQLite database in a directory of its own (kept while the directory lives),
+/// its URL, and a store open on it.
+async fn migrated_sqlite() -> (tempfile::TempDir, String, herald::store::Store) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/herald.db", dir.path().display());
     let store = herald::store::Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
+    (dir, url, store)
+}
+
+/// `herald` as an operator's shell named `ops-shell` runs it on the database at `url`.
+fn ops_shell(url: &str) -> std::process::Command {
+    let mut command = herald();
+    command
+        .env("DATABASE_URL", url)
+        .env("API_ACCESS_KEY", crate::helpers::API_KEY)
+        .env("SECRET_KEY", "binary-test-secret")
+        .env("HERALD_INSTANCE", "ops-shell");
+    command
+}
+
+/// The lift is audited under the shell that made it, and `herald audit` lists it.
+#[tokio::test]
+async fn the_cli_lists_and_lifts_suppressions() {
+    let (_dir, url, store) = migrated_sqlite().await;
     herald::store::suppressions::suppress(
         &store,
         "gone@example.com",
@@ -772,16 +790,7 @@ async fn the_cli_lists_and_lifts_suppressions() {
     .await
     .unwrap();
     store.close().await;
-    let run = |args: &[&str]| {
-        herald()
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .env("API_ACCESS_KEY", crate::helpers::API_KEY)
-            .env("SECRET_KEY", "binary-test-secret")
-            .env("HERALD_INSTANCE", "ops-shell")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| ops_shell(&url).args(args).output().unwrap();
     let listed = run(&["suppressions", "list"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{text}");
@@ -815,6 +824,66 @@ async fn the_cli_lists_and_lifts_suppressions() {
     let refused = run(&["audit", "--since", "last week"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--since"));
+}
+
+/// `herald erase` from a shell: a dry run counts, the erasure deletes and is audited under
+/// the shell's name, the address masked.
+#[tokio::test]
+async fn the_cli_erases_a_recipient() {
+    let (_dir, url, store) = migrated_sqlite().await;
+    for address in ["gone@example.com", "kept@example.com"] {
+        herald::store::suppressions::suppress(
+            &store,
+            address,
+            herald::store::suppressions::Reason::Bounced,
+            "smtp",
+            None,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    store.close().await;
+    let run = |args: &[&str]| {
+        let output = ops_shell(&url).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout)
+    };
+    let suppressions_of = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_end().ends_with("email_suppressions"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let (code, text) = run(&["erase", "gone@example.com", "--dry-run"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("would be deleted for go***@example.com"),
+        "{text}"
+    );
+    assert_eq!(suppressions_of(&text).as_deref(), Some("1"), "{text}");
+    let (code, text) = run(&["erase", "gone@example.com"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(suppressions_of(&text).as_deref(), Some("1"), "{text}");
+    assert!(!text.contains("gone@example.com"), "{text}");
+    let (_, listed) = run(&["suppressions", "list"]);
+    assert!(
+        !listed.contains("gone@example.com") && listed.contains("kept@example.com"),
+        "{listed}"
+    );
+    let (_, audit) = run(&["audit", "--action", "recipient.erase"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("cli@ops-shell") && l.contains("go***@example.com")),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("1 of 1 shown"),
+        "the dry run is not audited: {audit}"
+    );
+    let (code, _) = run(&["erase", "not-an-address"]);
+    assert_ne!(code, Some(0));
 }
 
 /// `herald replicas` beside a running replica: it lists it, names the shared settings this

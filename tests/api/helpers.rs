@@ -363,6 +363,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// An admin GET's JSON answer.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.get_admin(path)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub async fn healthz(&self) -> reqwest::Response {
         self.get("/healthz").await
     }

@@ -12,6 +12,7 @@ mod dkim;
 mod edge;
 mod email;
 mod email_events;
+mod erasure;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod fuzz;

@@ -23,7 +23,7 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// Only this kind of change.
     #[param(
-        pattern = "^(email\\.retry|email_throttle\\.reset|job\\.run|rate_limit\\.reset|rate_limit_policy\\.update|suppression\\.lift)$"
+        pattern = "^(email\\.retry|email_throttle\\.reset|job\\.run|rate_limit\\.reset|rate_limit_policy\\.update|recipient\\.erase|suppression\\.lift)$"
     )]
     pub action: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
@@ -43,7 +43,8 @@ pub struct AuditEntry {
     /// the command.
     pub actor: String,
     /// `email.retry`, `email_throttle.reset`, `job.run` (a job run by hand),
-    /// `rate_limit.reset`, `rate_limit_policy.update` or `suppression.lift`.
+    /// `rate_limit.reset`, `rate_limit_policy.update`, `recipient.erase` or
+    /// `suppression.lift`.
     pub action: String,
     /// What it changed (an address masked, a policy's group and tier, an email's id…).
     pub target: Option<String>,

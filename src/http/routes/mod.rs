@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ops;
 pub mod preferences;
 pub mod rate_limits;
+pub mod recipients;
 pub mod replicas;
 pub mod reports;
 pub mod sessions;

@@ -1,0 +1,75 @@
+//! Erasing a recipient: every row that names a parent's address, and the sessions (with
+//! their learners' names and events) that were reported to it, in one transaction.
+
+use super::audit::{self, AuditEntry};
+use super::{Store, StoreError};
+
+/// Rows deleted per table (by a dry run: that would be).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    /// Sessions whose parent address it was, with their learners' names.
+    pub sessions: u64,
+    pub session_events: u64,
+    /// The send ledger: sent, queued and failed emails alike (an email in the middle of
+    /// being sent still goes; its outcome then has no row to land in).
+    pub email_send_logs: u64,
+    pub email_throttles: u64,
+    pub email_preferences: u64,
+    pub preference_changes: u64,
+    /// A suppression goes too: the address is then unknown to herald.
+    pub email_suppressions: u64,
+    pub email_events: u64,
+}
+
+/// Deletes everything herald keeps about `email`, audited under `actor` in the same
+/// transaction (the address masked); with `dry_run` the deletes run and are rolled back, so
+/// the counts are exact and nothing changes.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn erase(
+    store: &Store,
+    email: &str,
+    actor: &str,
+    dry_run: bool,
+) -> Result<Erased, StoreError> {
+    let mut tx = store.writer().begin().await?;
+    let mut delete = async |sql: &'static str| {
+        Ok::<u64, StoreError>(
+            sqlx::query(sql)
+                .bind(email)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+        )
+    };
+    let erased = Erased {
+        session_events: delete(
+            "DELETE FROM session_events WHERE session_id IN \
+             (SELECT id FROM sessions WHERE parent_email = $1)",
+        )
+        .await?,
+        sessions: delete("DELETE FROM sessions WHERE parent_email = $1").await?,
+        email_send_logs: delete("DELETE FROM email_send_logs WHERE email = $1").await?,
+        email_throttles: delete("DELETE FROM email_throttles WHERE email = $1").await?,
+        email_preferences: delete("DELETE FROM email_preferences WHERE email = $1").await?,
+        preference_changes: delete("DELETE FROM preference_changes WHERE email = $1").await?,
+        email_suppressions: delete("DELETE FROM email_suppressions WHERE email = $1").await?,
+        email_events: delete("DELETE FROM email_events WHERE email = $1").await?,
+    };
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(erased);
+    }
+    audit::record(
+        &mut tx,
+        AuditEntry {
+            actor,
+            action: "recipient.erase",
+            target: &crate::redact::mask_email(email),
+            old_value: None,
+            new_value: Some(serde_json::to_string(&erased).unwrap_or_default()),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(erased)
+}

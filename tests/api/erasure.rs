@@ -1,0 +1,128 @@
+//! Erasing a recipient on request: `DELETE /admin/recipients/{email}` deletes every row that
+//! names the address and the sessions reported to it, and nothing of anyone else.
+
+use serde_json::{Value, json};
+
+use crate::email::{complete_for, ledger, spawn_mail_app_with, wait_ledger};
+use crate::helpers::{API_KEY, Backend, TestApp, assert_error};
+use crate::on_both_backends;
+use crate::smtp::SmtpServer;
+
+const PARENT: &str = "erase.me@example.com";
+const OTHER: &str = "stays@example.com";
+
+async fn erase(app: &TestApp, email: &str, dry_run: bool) -> reqwest::Response {
+    let query = if dry_run { "?dry_run=true" } else { "" };
+    app.client
+        .delete(app.url(&format!("/admin/recipients/{email}{query}")))
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    // A reported session, an open one, preferences changed, a suppression; and another
+    // parent's reported session.
+    let (reported, _) = complete_for(&app, PARENT).await;
+    wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    let open = app
+        .new_session(json!({"learner_name": "Zoë", "parent_email": PARENT}))
+        .await;
+    app.add_event(&open.id, Some(&open.token), json!({"kind": "step"}))
+        .await;
+    let (kept, _) = complete_for(&app, OTHER).await;
+    wait_ledger(&app, OTHER, "sent", |rows| rows[0]["status"] == "sent").await;
+    let changed = app
+        .put_preferences(
+            PARENT,
+            &json!({"weekly_digest_enabled": false, "timezone": "Europe/Warsaw"}),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    herald::store::suppressions::suppress(
+        &app.state.store,
+        PARENT,
+        herald::store::suppressions::Reason::Complained,
+        "webhook",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+
+    // A dry run counts and changes nothing.
+    let dry: Value = erase(&app, PARENT, true).await.json().await.unwrap();
+    assert_eq!(dry["dry_run"], true);
+    let counted = dry["erased"].clone();
+    assert_eq!(counted["sessions"], 2, "{counted}");
+    assert_eq!(counted["session_events"], 4, "{counted}");
+    assert_eq!(counted["email_send_logs"], 1, "{counted}");
+    assert_eq!(counted["email_throttles"], 1, "{counted}");
+    assert_eq!(counted["email_preferences"], 1, "{counted}");
+    assert!(
+        counted["preference_changes"].as_u64().unwrap() >= 1,
+        "{counted}"
+    );
+    assert_eq!(counted["email_suppressions"], 1, "{counted}");
+    assert_eq!(ledger(&app, PARENT).await.len(), 1);
+
+    let response = erase(&app, PARENT, false).await;
+    assert_eq!(response.status(), 200);
+    let done: Value = response.json().await.unwrap();
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(done["erased"], counted, "the dry run's counts were exact");
+
+    assert!(ledger(&app, PARENT).await.is_empty());
+    assert_eq!(app.report_summary(&reported).await.status(), 404);
+    assert_eq!(app.report_summary(&open.id).await.status(), 404);
+    let preferences: Value = app
+        .admin_json(&format!("/api/v1/email/preferences/{PARENT}"))
+        .await;
+    assert_eq!(preferences["weekly_digest_enabled"], true, "{preferences}");
+    let suppressed: Value = app
+        .admin_json(&format!("/admin/suppressions?email={PARENT}"))
+        .await;
+    assert_eq!(suppressed["total"], 0);
+    let throttle: Value = app.admin_json(&format!("/admin/throttles/{PARENT}")).await;
+    assert!(!throttle.to_string().contains("\"used\":1"), "{throttle}");
+    // The other parent's data stays whole.
+    assert_eq!(ledger(&app, OTHER).await.len(), 1);
+    assert_eq!(app.report_summary(&kept).await.status(), 200);
+
+    // Audited once (the dry run is not), the address masked.
+    let audit = app.get_admin("/admin/audit?action=recipient.erase").await;
+    let text = audit.text().await.unwrap();
+    assert!(!text.contains(PARENT), "{text}");
+    let audit: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(audit["total"], 1);
+    assert_eq!(audit["entries"][0]["target"], "er***@example.com");
+    assert!(
+        audit["entries"][0]["new_value"]
+            .as_str()
+            .unwrap()
+            .contains("\"sessions\":2")
+    );
+
+    // Again: nothing is left to delete.
+    let again: Value = erase(&app, PARENT, false).await.json().await.unwrap();
+    assert!(
+        again["erased"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|rows| rows == 0),
+        "{again}"
+    );
+    let refused = assert_error(
+        erase(&app, "not-an-address", false).await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(refused["field"], "email");
+}
+
+on_both_backends!(erasing_a_recipient_deletes_what_names_them_and_nothing_else);
