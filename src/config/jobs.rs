@@ -11,10 +11,16 @@ use super::reader::Reader;
 const DEFAULT_DIGEST_SCHEDULE: &str = "0 9 * * SUN";
 const DEFAULT_PURGE_SCHEDULE: &str = "30 3 * * *";
 
+/// The fewest days sessions are kept.
+pub const SESSIONS_MINIMUM_DAYS: u64 = 30;
+
 /// How long each kind of record is kept by `purge_old`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {
     pub send_log_days: u64,
+    /// Sessions (a learner's name, a parent's address) by when they started, with their
+    /// events; never below [`SESSIONS_MINIMUM_DAYS`].
+    pub sessions_days: u64,
     pub session_events_days: u64,
     /// Never below 50 days.
     pub audit_log_days: u64,
@@ -65,9 +71,16 @@ impl JobsConfig {
         );
         let retention = RetentionConfig {
             send_log_days: r.parse("RETENTION_SEND_LOG_DAYS", 180u64, "whole days"),
+            sessions_days: r.parse("RETENTION_SESSIONS_DAYS", 365u64, "whole days"),
             session_events_days: r.parse("RETENTION_SESSION_EVENTS_DAYS", 365u64, "whole days"),
             audit_log_days: r.parse("RETENTION_AUDIT_LOG_DAYS", 400u64, "whole days"),
         };
+        if retention.sessions_days < SESSIONS_MINIMUM_DAYS {
+            r.problem(format!(
+                "RETENTION_SESSIONS_DAYS: sessions are kept at least {SESSIONS_MINIMUM_DAYS} days \
+                 (a weekly digest reads two weeks of them, and may run a week late)"
+            ));
+        }
         if retention.audit_log_days < 50 {
             r.problem("RETENTION_AUDIT_LOG_DAYS: the audit log is kept at least 50 days");
         }

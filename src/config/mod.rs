@@ -392,9 +392,16 @@ mod tests {
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("RATE_LIMIT_FAIL_MODE", "sideways"),
             ("DATABASE_MAX_CONNECTIONS", "1"),
+            ("RETENTION_SESSIONS_DAYS", "7"),
         ]);
         let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert_eq!(errors.len(), 7, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e
+                    .starts_with("RETENTION_SESSIONS_DAYS: sessions are kept at least 30 days"))
+        );
         assert!(
             errors
                 .iter()

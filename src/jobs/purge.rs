@@ -9,6 +9,7 @@ pub const AUDIT_MINIMUM_DAYS: u64 = 50;
 #[derive(Debug, Clone)]
 pub struct Retention {
     pub send_log_days: u64,
+    pub sessions_days: u64,
     pub session_events_days: u64,
     pub audit_log_days: u64,
     /// Throttle rows older than this are useless: the longest window, and two for weekly
@@ -42,6 +43,7 @@ pub async fn run(
         store,
         retention::Cutoffs {
             send_log: send_log_cutoff(retention.send_log_days, now_ms),
+            sessions: now_ms - days(retention.sessions_days),
             session_events: now_ms - days(retention.session_events_days),
             throttles: now_ms - retention.throttle_window_ms,
             audit_log: audit,

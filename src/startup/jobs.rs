@@ -37,6 +37,7 @@ pub(super) fn job_context(
         digest_throttle: delivery.weekly_digest,
         retention: Retention {
             send_log_days: config.jobs.retention.send_log_days,
+            sessions_days: config.jobs.retention.sessions_days,
             session_events_days: config.jobs.retention.session_events_days,
             audit_log_days: config.jobs.retention.audit_log_days,
             // A digest's slot is dated at the start of the week it reports, a week before

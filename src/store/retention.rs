@@ -8,6 +8,8 @@ use super::{Store, StoreError};
 pub struct Cutoffs {
     /// Settled send-ledger rows (sent, suppressed, throttled, failed); queued ones stay.
     pub send_log: i64,
+    /// Sessions started before it go, with their events.
+    pub sessions: i64,
     pub session_events: i64,
     pub throttles: i64,
     pub audit_log: i64,
@@ -19,6 +21,7 @@ pub struct Cutoffs {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Deleted {
     pub email_send_logs: u64,
+    pub sessions: u64,
     pub session_events: u64,
     pub email_throttles: u64,
     pub audit_log: u64,
@@ -49,9 +52,21 @@ pub async fn delete_before(
             cutoffs.send_log,
         )
         .await?,
+        // The events of sessions that go, then older events of sessions that stay.
         session_events: delete(
-            "DELETE FROM session_events WHERE created_at < $1",
-            cutoffs.session_events,
+            "DELETE FROM session_events WHERE session_id IN \
+             (SELECT id FROM sessions WHERE started_at < $1)",
+            cutoffs.sessions,
+        )
+        .await?
+            + delete(
+                "DELETE FROM session_events WHERE created_at < $1",
+                cutoffs.session_events,
+            )
+            .await?,
+        sessions: delete(
+            "DELETE FROM sessions WHERE started_at < $1",
+            cutoffs.sessions,
         )
         .await?,
         email_throttles: delete(

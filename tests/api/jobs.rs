@@ -303,17 +303,32 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
                 .unwrap()
         }
     };
-    let stored = events(&app).await;
-    assert!(stored > 0);
+    let sessions = |app: &TestApp| {
+        let pool = app.state.store.reader().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // A session started within RETENTION_SESSIONS_DAYS stays, with its events.
+    let recent = app.new_session(json!({"learner_name": "Noor"})).await;
+    app.add_event(&recent.id, Some(&recent.token), json!({"kind": "step"}))
+        .await;
+    let (stored, started) = (events(&app).await, sessions(&app).await);
+    assert!(stored > 1 && started > 1);
     let before = counts(&app).await;
     let dry = run_job(&app, "purge_old", json!({"dry_run": true})).await;
     assert_eq!(dry.status(), 200);
     let report: Value = dry.json().await.unwrap();
-    assert_eq!(report["session_events"], stored, "{report}");
+    assert_eq!(report["session_events"], stored - 1, "{report}");
+    assert_eq!(report["sessions"], started - 1, "{report}");
     assert_eq!(counts(&app).await, before, "a dry run deletes nothing");
     assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
     wait_runs(&app, "purge_old", 1).await;
-    assert_eq!(events(&app).await, 0);
+    assert_eq!((events(&app).await, sessions(&app).await), (1, 1));
+    assert_eq!(app.report_summary(&recent.id).await.status(), 200);
 }
 
 /// A preview renders an email as the dispatcher would, over HTTP and from the shell, and
