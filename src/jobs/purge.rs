@@ -12,6 +12,9 @@ pub struct Retention {
     pub sessions_days: u64,
     pub session_events_days: u64,
     pub audit_log_days: u64,
+    /// Bounce and complaint events are kept as long as the send ledger, and at least as long
+    /// as soft bounces are counted.
+    pub soft_bounce_window_days: u64,
     /// Throttle rows older than this are useless: the longest window, and two for weekly
     /// digests (dated at their week's start).
     pub throttle_window_ms: i64,
@@ -45,6 +48,12 @@ pub async fn run(
             send_log: send_log_cutoff(retention.send_log_days, now_ms),
             sessions: now_ms - days(retention.sessions_days),
             session_events: now_ms - days(retention.session_events_days),
+            email_events: now_ms
+                - days(
+                    retention
+                        .send_log_days
+                        .max(retention.soft_bounce_window_days),
+                ),
             throttles: now_ms - retention.throttle_window_ms,
             audit_log: audit,
             job_runs: audit,

@@ -40,6 +40,7 @@ pub(super) fn job_context(
             sessions_days: config.jobs.retention.sessions_days,
             session_events_days: config.jobs.retention.session_events_days,
             audit_log_days: config.jobs.retention.audit_log_days,
+            soft_bounce_window_days: config.events.soft_bounce_window.as_secs().div_ceil(86_400),
             // A digest's slot is dated at the start of the week it reports, a week before
             // it goes out, and is still read a window after that (a run for an overlapping
             // week): kept two windows.

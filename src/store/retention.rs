@@ -11,6 +11,8 @@ pub struct Cutoffs {
     /// Sessions started before it go, with their events.
     pub sessions: i64,
     pub session_events: i64,
+    /// Bounce and complaint events (the suppressions they made stay).
+    pub email_events: i64,
     pub throttles: i64,
     pub audit_log: i64,
     /// Finished job runs; a running one stays.
@@ -23,6 +25,7 @@ pub struct Deleted {
     pub email_send_logs: u64,
     pub sessions: u64,
     pub session_events: u64,
+    pub email_events: u64,
     pub email_throttles: u64,
     pub audit_log: u64,
     pub job_runs: u64,
@@ -67,6 +70,11 @@ pub async fn delete_before(
         sessions: delete(
             "DELETE FROM sessions WHERE started_at < $1",
             cutoffs.sessions,
+        )
+        .await?,
+        email_events: delete(
+            "DELETE FROM email_events WHERE at < $1",
+            cutoffs.email_events,
         )
         .await?,
         email_throttles: delete(

@@ -292,6 +292,20 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
     )
     .await;
 
+    // A bounce event, kept as long as the send ledger.
+    herald::store::suppressions::record_event(
+        &app.state.store,
+        &herald::store::suppressions::Event {
+            id: "bounce-1",
+            email: "gone@example.com",
+            kind: "hard_bounce",
+            source: "webhook",
+            detail: None,
+            at_ms: app.clock.now_ms_i64(),
+        },
+    )
+    .await
+    .unwrap();
     // The purge's dry run counts what a run would delete, and deletes nothing.
     app.clock.advance_ms(400 * 86_400_000);
     let events = |app: &TestApp| {
@@ -324,6 +338,7 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
     let report: Value = dry.json().await.unwrap();
     assert_eq!(report["session_events"], stored - 1, "{report}");
     assert_eq!(report["sessions"], started - 1, "{report}");
+    assert_eq!(report["email_events"], 1, "{report}");
     assert_eq!(counts(&app).await, before, "a dry run deletes nothing");
     assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
     wait_runs(&app, "purge_old", 1).await;
