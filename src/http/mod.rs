@@ -117,7 +117,7 @@ fn admin(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::email_admin::preview_digest))
         .routes(routes!(routes::suppressions::list))
         .routes(routes!(routes::suppressions::lift))
-        .routes(routes!(routes::recipients::erase))
+        .routes(routes!(routes::recipients::show, routes::recipients::erase))
         .routes(routes!(routes::jobs::list))
         .routes(routes!(routes::ops::snapshot))
         .routes(routes!(routes::jobs::run))

@@ -254,6 +254,17 @@ pub async fn complete(
     Ok(affected.first() == Some(&1))
 }
 
+/// The sessions whose report goes to `email`, oldest first.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn of_parent(store: &Store, email: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM sessions WHERE parent_email = $1 ORDER BY started_at, id",
+    )
+    .bind(email)
+    .fetch_all(store.reader())
+    .await?)
+}
+
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn events(store: &Store, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(

@@ -53,6 +53,30 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     .await
     .unwrap();
 
+    // What herald keeps about the address, as the parent may ask to see it.
+    let record = app.admin_json(&format!("/admin/recipients/{PARENT}")).await;
+    let learners: Vec<&str> = record["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["learner_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(learners, ["Ada", "Zoë"], "{record}");
+    assert_eq!(record["emails"][0]["status"], "sent", "{record}");
+    assert_eq!(record["emails"].as_array().unwrap().len(), 1);
+    assert_eq!(record["preferences"]["weekly_digest_enabled"], false);
+    assert_eq!(record["preferences"]["timezone"], "Europe/Warsaw");
+    assert_eq!(record["preferences"]["suppressed"]["reason"], "complained");
+    assert!(
+        record["preference_changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["field"] == "weekly_digest_enabled" && c["source"] == "api"),
+        "{record}"
+    );
+    assert!(!record.to_string().contains(OTHER), "{record}");
+
     // A dry run counts and changes nothing.
     let dry: Value = erase(&app, PARENT, true).await.json().await.unwrap();
     assert_eq!(dry["dry_run"], true);
@@ -88,6 +112,11 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     assert_eq!(suppressed["total"], 0);
     let throttle: Value = app.admin_json(&format!("/admin/throttles/{PARENT}")).await;
     assert!(!throttle.to_string().contains("\"used\":1"), "{throttle}");
+    let record = app.admin_json(&format!("/admin/recipients/{PARENT}")).await;
+    for part in ["sessions", "emails", "preference_changes"] {
+        assert_eq!(record[part], json!([]), "{record}");
+    }
+    assert_eq!(record["preferences"]["weekly_digest_enabled"], true);
     // The other parent's data stays whole.
     assert_eq!(ledger(&app, OTHER).await.len(), 1);
     assert_eq!(app.report_summary(&kept).await.status(), 200);

@@ -40,7 +40,7 @@ pub struct PreferencesView {
     pub suppressed: Option<SuppressionView>,
 }
 
-fn view(email: &Email, p: Preferences) -> PreferencesView {
+pub(crate) fn view(email: &Email, p: Preferences) -> PreferencesView {
     PreferencesView {
         email: email.as_str().to_owned(),
         weekly_digest_enabled: p.weekly_digest_enabled,
@@ -55,6 +55,18 @@ fn view(email: &Email, p: Preferences) -> PreferencesView {
             since: instant(since),
         }),
     }
+}
+
+/// What `email` receives now; an address herald has not mailed gets everything.
+pub(crate) async fn current(state: &AppState, email: &Email) -> Result<PreferencesView, ApiError> {
+    let found = preferences::get(&state.store, email.as_str())
+        .await?
+        .unwrap_or(Preferences {
+            weekly_digest_enabled: true,
+            session_reports_enabled: true,
+            ..Default::default()
+        });
+    Ok(view(email, found))
 }
 
 fn parse_email(raw: &str) -> Result<Email, ApiError> {
@@ -122,14 +134,7 @@ pub async fn get(
     Path(raw): Path<String>,
 ) -> Result<Json<PreferencesView>, ApiError> {
     let email = parse_email(&raw)?;
-    let found = preferences::get(&state.store, email.as_str())
-        .await?
-        .unwrap_or(Preferences {
-            weekly_digest_enabled: true,
-            session_reports_enabled: true,
-            ..Default::default()
-        });
-    Ok(Json(view(&email, found)))
+    Ok(Json(current(&state, &email).await?))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1,6 +1,7 @@
-//! Erasing a recipient on request (a parent who asks that their data be deleted): every row
-//! that names the address, and the sessions reported to it with their learners' names and
-//! events. Audited, the address masked.
+//! A recipient as herald knows them, for a parent who asks what is kept about them (their
+//! sessions, the emails sent, their preferences and every change to them), and erasing it
+//! all on request: every row that names the address, and the sessions reported to it with
+//! their learners' names and events. The erasure is audited, the address masked.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,11 +10,86 @@ use utoipa::ToSchema;
 
 use herald_actors::email::Email;
 
+use chrono::{DateTime, Utc};
+
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminKey, Query};
+use crate::http::routes::preferences::PreferencesView;
 use crate::http::state::AppState;
 use crate::http::validate;
+use crate::reports::SessionSummary;
 use crate::store::erasure::{self, Erased};
+use crate::store::ledger::{self, LedgerRow};
+use crate::store::{instant, preferences, sessions};
+
+/// One change of the recipient's preferences, and where it came from.
+#[derive(Serialize, ToSchema)]
+pub struct PreferenceChange {
+    pub at: DateTime<Utc>,
+    /// `api`, `unsubscribe_link` or `preference_page`.
+    pub source: String,
+    pub field: String,
+    pub old_value: String,
+    pub new_value: String,
+}
+
+/// Everything herald keeps about one address.
+#[derive(Serialize, ToSchema)]
+pub struct RecipientRecord {
+    /// What the address receives now (everything, when herald has never mailed it), and its
+    /// suppression if any.
+    pub preferences: PreferencesView,
+    /// Every change to them, oldest first.
+    pub preference_changes: Vec<PreferenceChange>,
+    /// The sessions reported to the address, oldest first, each with its learner's name.
+    pub sessions: Vec<SessionSummary>,
+    /// Its send ledger, newest first.
+    pub emails: Vec<LedgerRow>,
+}
+
+fn parse(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| validate::invalid("email", e.to_string()))
+}
+
+#[utoipa::path(get, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
+    params(("email" = String, Path, format = Email, description = "The parent's address")),
+    responses(
+        (status = 200, description = "Everything herald keeps about the address: preferences and their history, suppression, the sessions reported to it, its send ledger", body = RecipientRecord),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<RecipientRecord>, ApiError> {
+    let email = parse(&raw)?;
+    let preferences_now = crate::http::routes::preferences::current(&state, &email).await?;
+    let preference_changes = preferences::changes(&state.store, email.as_str())
+        .await?
+        .into_iter()
+        .map(|c| PreferenceChange {
+            at: instant(c.at_ms),
+            source: c.source,
+            field: c.field,
+            old_value: c.old_value,
+            new_value: c.new_value,
+        })
+        .collect();
+    let now = state.now_ms();
+    let mut summaries = Vec::new();
+    for id in sessions::of_parent(&state.store, email.as_str()).await? {
+        if let Some(summary) = sessions::summary(&state.store, &id, now).await? {
+            summaries.push(summary);
+        }
+    }
+    let emails = ledger::for_email(&state.store, email.as_str(), i64::MAX).await?;
+    Ok(Json(RecipientRecord {
+        preferences: preferences_now,
+        preference_changes,
+        sessions: summaries,
+        emails,
+    }))
+}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -42,7 +118,7 @@ pub async fn erase(
     Path(raw): Path<String>,
     Query(query): Query<EraseQuery>,
 ) -> Result<Json<Erasure>, ApiError> {
-    let email = Email::parse(&raw).map_err(|e| validate::invalid("email", e.to_string()))?;
+    let email = parse(&raw)?;
     let dry_run = query.dry_run.unwrap_or(false);
     let erased = erasure::erase(&state.store, email.as_str(), &key.fingerprint, dry_run).await?;
     if !dry_run {
