@@ -192,26 +192,3 @@ pub(super) async fn suppressions(
     store.close().await;
     Ok(code)
 }
-
-/// `herald erase EMAIL [--dry-run]`: what was (or would be) deleted, table by table.
-pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let email =
-        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))?;
-    let store = current_store(&config).await?;
-    let erased =
-        crate::store::erasure::erase(&store, email.as_str(), &super::actor(&config), dry_run).await;
-    store.close().await;
-    let erased = serde_json::to_value(erased?)?;
-    let verb = if dry_run {
-        "would be deleted"
-    } else {
-        "deleted"
-    };
-    out!("rows {verb} for {}:", email.masked())?;
-    if let Some(tables) = erased.as_object() {
-        for (table, rows) in tables {
-            out!("{rows:>8}  {table}")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}

@@ -76,16 +76,10 @@ pub enum Command {
     /// share (DEPLOYMENT.md) that it has otherwise than this environment, by name; exit 1 if
     /// any replica differs.
     Replicas,
-    /// Delete everything herald keeps about a parent's address, as they may ask: their
-    /// sessions with the learners' names and events, send ledger, throttle, preferences and
-    /// their history, suppression and bounce events (audited, the address masked). Backups
-    /// taken before keep it until they are rotated.
-    Erase {
-        /// The parent's address.
-        email: String,
-        /// Count what would go; delete nothing.
-        #[arg(long)]
-        dry_run: bool,
+    /// What herald keeps about a parent's address, and erasing it, as the parent may ask.
+    Recipients {
+        #[command(subcommand)]
+        action: RecipientsAction,
     },
     /// The changes operators made, newest first: who (an admin key's fingerprint, the first
     /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,
@@ -159,6 +153,28 @@ pub enum PreviewWhich {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RecipientsAction {
+    /// Everything herald keeps about the address: what it receives and every change to that
+    /// (with where it came from), its suppression, the sessions reported to it with their
+    /// learners' names, and its send ledger.
+    Show {
+        /// The parent's address.
+        email: String,
+    },
+    /// Delete everything herald keeps about the address: the sessions reported to it with
+    /// their learners' names and events, its send ledger, throttle, preferences and their
+    /// history, suppression and bounce events (audited, the address masked). Backups taken
+    /// before keep it until they are rotated.
+    Erase {
+        /// The parent's address.
+        email: String,
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SuppressionsAction {
     /// Suppressed addresses, newest first, with why, since when and from which source.
     List {
@@ -207,6 +223,7 @@ mod audit;
 mod database;
 mod email;
 mod jobs;
+mod recipients;
 mod replicas;
 
 use database::{backup, current_store, migrate, migrate_status, missing_database};
@@ -273,7 +290,12 @@ pub fn main() -> ExitCode {
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Replicas => replicas::replicas(config).await,
-            Command::Erase { email, dry_run } => email::erase(config, &email, dry_run).await,
+            Command::Recipients {
+                action: RecipientsAction::Show { email },
+            } => recipients::show(config, &email).await,
+            Command::Recipients {
+                action: RecipientsAction::Erase { email, dry_run },
+            } => recipients::erase(config, &email, dry_run).await,
             Command::Audit {
                 since,
                 action,

@@ -175,6 +175,26 @@ pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, Stor
     Ok(row.as_ref().map(preferences).transpose()?)
 }
 
+/// What a recipient receives now: their preferences, or everything for an address herald
+/// keeps none for, with the address's suppression either way (a bounce or complaint can come
+/// for an address herald never kept preferences for).
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn in_force(store: &Store, email: &str) -> Result<Preferences, StoreError> {
+    if let Some(kept) = get(store, email).await? {
+        return Ok(kept);
+    }
+    let (suppressions, _) = super::suppressions::list(store, Some(email), 1, 0).await?;
+    Ok(Preferences {
+        weekly_digest_enabled: true,
+        session_reports_enabled: true,
+        suppressed: suppressions
+            .into_iter()
+            .next()
+            .map(|s| (s.reason, s.created_at_ms)),
+        ..Default::default()
+    })
+}
+
 /// Whose calendar a recipient's digest counts its days in: with local delivery their own
 /// zone (the service's for one without), with global delivery the service's zone
 /// (`DIGEST_TIMEZONE`) for everyone, the week the run chose them for.

@@ -826,8 +826,8 @@ async fn the_cli_lists_and_lifts_suppressions() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--since"));
 }
 
-/// `herald erase` from a shell: a dry run counts, the erasure deletes and is audited under
-/// the shell's name, the address masked.
+/// `herald recipients show|erase` from a shell: the record shows the suppression; a dry run
+/// counts, the erasure deletes and is audited under the shell's name, the address masked.
 #[tokio::test]
 async fn the_cli_erases_a_recipient() {
     let (_dir, url, store) = migrated_sqlite().await;
@@ -855,14 +855,21 @@ async fn the_cli_erases_a_recipient() {
             .and_then(|l| l.split_whitespace().next())
             .map(str::to_owned)
     };
-    let (code, text) = run(&["erase", "gone@example.com", "--dry-run"]);
+    let (code, text) = run(&["recipients", "show", "gone@example.com"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("weekly digest on, session reports on")
+            && text.contains("suppressed: bounced since"),
+        "{text}"
+    );
+    let (code, text) = run(&["recipients", "erase", "gone@example.com", "--dry-run"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("would be deleted for go***@example.com"),
         "{text}"
     );
     assert_eq!(suppressions_of(&text).as_deref(), Some("1"), "{text}");
-    let (code, text) = run(&["erase", "gone@example.com"]);
+    let (code, text) = run(&["recipients", "erase", "gone@example.com"]);
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(suppressions_of(&text).as_deref(), Some("1"), "{text}");
     assert!(!text.contains("gone@example.com"), "{text}");
@@ -882,7 +889,7 @@ async fn the_cli_erases_a_recipient() {
         audit.contains("1 of 1 shown"),
         "the dry run is not audited: {audit}"
     );
-    let (code, _) = run(&["erase", "not-an-address"]);
+    let (code, _) = run(&["recipients", "erase", "not-an-address"]);
     assert_ne!(code, Some(0));
 }
 

@@ -182,7 +182,38 @@ async fn the_list_pages_and_refuses_bad_queries(backend: Backend) {
     assert_eq!(anonymous.status(), 401);
 }
 
+/// A complaint can come for an address herald keeps no preferences for (posted by a bounce
+/// processor, or kept after its preferences went): the address's preferences and its record
+/// still show it suppressed.
+async fn an_address_with_no_preferences_shows_its_suppression(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend).await;
+    herald::store::suppressions::suppress(
+        &app.state.store,
+        BARE,
+        herald::store::suppressions::Reason::Complained,
+        "webhook",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    let preferences = app
+        .admin_json(&format!("/api/v1/email/preferences/{BARE}"))
+        .await;
+    assert_eq!(
+        preferences["suppressed"]["reason"], "complained",
+        "{preferences}"
+    );
+    assert_eq!(preferences["session_reports_enabled"], true);
+    let record = app.admin_json(&format!("/admin/recipients/{BARE}")).await;
+    assert_eq!(
+        record["preferences"]["suppressed"]["reason"], "complained",
+        "{record}"
+    );
+}
+
 crate::on_both_backends!(
+    an_address_with_no_preferences_shows_its_suppression,
     the_list_pages_and_refuses_bad_queries,
     refusals_are_classified_and_a_hard_bounce_stops_the_mail,
     a_suppression_stops_a_queued_email_at_send_time,

@@ -57,18 +57,6 @@ pub(crate) fn view(email: &Email, p: Preferences) -> PreferencesView {
     }
 }
 
-/// What `email` receives now; an address herald has not mailed gets everything.
-pub(crate) async fn current(state: &AppState, email: &Email) -> Result<PreferencesView, ApiError> {
-    let found = preferences::get(&state.store, email.as_str())
-        .await?
-        .unwrap_or(Preferences {
-            weekly_digest_enabled: true,
-            session_reports_enabled: true,
-            ..Default::default()
-        });
-    Ok(view(email, found))
-}
-
 fn parse_email(raw: &str) -> Result<Email, ApiError> {
     validate::email("email", Some(raw.to_owned()))?
         .ok_or_else(|| validate::invalid("email", "email is required"))
@@ -134,7 +122,8 @@ pub async fn get(
     Path(raw): Path<String>,
 ) -> Result<Json<PreferencesView>, ApiError> {
     let email = parse_email(&raw)?;
-    Ok(Json(current(&state, &email).await?))
+    let in_force = preferences::in_force(&state.store, email.as_str()).await?;
+    Ok(Json(view(&email, in_force)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -5,22 +5,21 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use herald_actors::email::Email;
 
-use chrono::{DateTime, Utc};
-
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminKey, Query};
-use crate::http::routes::preferences::PreferencesView;
+use crate::http::routes::preferences::{self, PreferencesView};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::reports::SessionSummary;
-use crate::store::erasure::{self, Erased};
-use crate::store::ledger::{self, LedgerRow};
-use crate::store::{instant, preferences, sessions};
+use crate::store::instant;
+use crate::store::ledger::LedgerRow;
+use crate::store::recipients::{self, Erased};
 
 /// One change of the recipient's preferences, and where it came from.
 #[derive(Serialize, ToSchema)]
@@ -63,31 +62,22 @@ pub async fn show(
     Path(raw): Path<String>,
 ) -> Result<Json<RecipientRecord>, ApiError> {
     let email = parse(&raw)?;
-    let preferences_now = crate::http::routes::preferences::current(&state, &email).await?;
-    let preference_changes = preferences::changes(&state.store, email.as_str())
-        .await?
-        .into_iter()
-        .map(|c| PreferenceChange {
-            at: instant(c.at_ms),
-            source: c.source,
-            field: c.field,
-            old_value: c.old_value,
-            new_value: c.new_value,
-        })
-        .collect();
-    let now = state.now_ms();
-    let mut summaries = Vec::new();
-    for id in sessions::of_parent(&state.store, email.as_str()).await? {
-        if let Some(summary) = sessions::summary(&state.store, &id, now).await? {
-            summaries.push(summary);
-        }
-    }
-    let emails = ledger::for_email(&state.store, email.as_str(), i64::MAX).await?;
+    let record = recipients::record(&state.store, email.as_str(), state.now_ms()).await?;
     Ok(Json(RecipientRecord {
-        preferences: preferences_now,
-        preference_changes,
-        sessions: summaries,
-        emails,
+        preferences: preferences::view(&email, record.preferences),
+        preference_changes: record
+            .changes
+            .into_iter()
+            .map(|c| PreferenceChange {
+                at: instant(c.at_ms),
+                source: c.source,
+                field: c.field,
+                old_value: c.old_value,
+                new_value: c.new_value,
+            })
+            .collect(),
+        sessions: record.sessions,
+        emails: record.emails,
     }))
 }
 
@@ -120,7 +110,7 @@ pub async fn erase(
 ) -> Result<Json<Erasure>, ApiError> {
     let email = parse(&raw)?;
     let dry_run = query.dry_run.unwrap_or(false);
-    let erased = erasure::erase(&state.store, email.as_str(), &key.fingerprint, dry_run).await?;
+    let erased = recipients::erase(&state.store, email.as_str(), &key.fingerprint, dry_run).await?;
     if !dry_run {
         // The throttle's memory of the address's recent sends goes too.
         if let Err(err) = state.throttle.reset(email.clone(), None).await {

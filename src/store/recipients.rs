@@ -1,8 +1,43 @@
-//! Erasing a recipient: every row that names a parent's address, and the sessions (with
-//! their learners' names and events) that were reported to it, in one transaction.
+//! A recipient as herald knows them: everything kept about a parent's address, and its
+//! erasure (every row that names the address, and the sessions with their learners' names
+//! and events that were reported to it, in one transaction).
 
 use super::audit::{self, AuditEntry};
-use super::{Store, StoreError};
+use super::ledger::{self, LedgerRow};
+use super::preferences::{self, Preferences, Recorded};
+use super::{Store, StoreError, sessions};
+use crate::reports::SessionSummary;
+
+/// Everything herald keeps about one address.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// What it receives now (everything, when herald keeps no preferences for it), and its
+    /// suppression.
+    pub preferences: Preferences,
+    /// Every change to them, oldest first.
+    pub changes: Vec<Recorded>,
+    /// The sessions reported to it, oldest first (an open one timed at `now_ms`).
+    pub sessions: Vec<SessionSummary>,
+    /// Its send ledger, newest first.
+    pub emails: Vec<LedgerRow>,
+}
+
+/// What herald keeps about `email`.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn record(store: &Store, email: &str, now_ms: i64) -> Result<Record, StoreError> {
+    let mut summaries = Vec::new();
+    for id in sessions::of_parent(store, email).await? {
+        if let Some(summary) = sessions::summary(store, &id, now_ms).await? {
+            summaries.push(summary);
+        }
+    }
+    Ok(Record {
+        preferences: preferences::in_force(store, email).await?,
+        changes: preferences::changes(store, email).await?,
+        sessions: summaries,
+        emails: ledger::for_email(store, email, i64::MAX).await?,
+    })
+}
 
 /// Rows deleted per table (by a dry run: that would be).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

@@ -1,0 +1,103 @@
+//! `herald recipients show|erase EMAIL`: what herald keeps about a parent's address, and
+//! erasing it, as `GET` and `DELETE /admin/recipients/{email}` do.
+
+use std::process::ExitCode;
+
+use herald_actors::email::Email;
+
+use super::current_store;
+use crate::config::Config;
+use crate::reports::week::display_name;
+use crate::store::recipients;
+
+fn parse(raw: &str) -> anyhow::Result<Email> {
+    Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
+}
+
+/// An instant as the shell shows it.
+fn at(ms: i64) -> String {
+    crate::store::instant(ms)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
+    let email = parse(raw)?;
+    let store = current_store(&config).await?;
+    let record = recipients::record(
+        &store,
+        email.as_str(),
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await;
+    store.close().await;
+    let record = record?;
+    let on = |enabled: bool| if enabled { "on" } else { "off" };
+    let p = &record.preferences;
+    out!(
+        "weekly digest {}, session reports {}, time zone {}",
+        on(p.weekly_digest_enabled),
+        on(p.session_reports_enabled),
+        p.timezone.as_deref().unwrap_or("the service's"),
+    )?;
+    if let Some((reason, since)) = &p.suppressed {
+        out!("suppressed: {reason} since {} (UTC)", at(*since))?;
+    }
+    out!("\nPREFERENCE CHANGES (UTC)")?;
+    for c in &record.changes {
+        out!(
+            "{}  {:<16} {}: {} -> {}",
+            at(c.at_ms),
+            c.source,
+            c.field,
+            c.old_value,
+            c.new_value
+        )?;
+    }
+    out!("\nSESSIONS (UTC)")?;
+    for s in &record.sessions {
+        out!(
+            "{}  {}  {:<9} {} events  {} — {}",
+            s.session_id,
+            s.started_at.format("%Y-%m-%d %H:%M:%S"),
+            if s.completed { "completed" } else { "open" },
+            s.events_total,
+            // As the emails show them: no controls that would reorder the terminal's line.
+            s.learner_name.as_deref().map_or("-".into(), display_name),
+            s.subject.as_deref().map_or("-".into(), display_name),
+        )?;
+    }
+    out!("\nEMAILS (UTC)")?;
+    for e in &record.emails {
+        out!(
+            "{}  {}  {:<16} {:<10} {}",
+            e.id,
+            at(e.created_at_ms),
+            e.email_type,
+            e.status,
+            e.reason.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What was (or would be) deleted, table by table.
+pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let email = parse(raw)?;
+    let store = current_store(&config).await?;
+    let erased = recipients::erase(&store, email.as_str(), &super::actor(&config), dry_run).await;
+    store.close().await;
+    let erased = serde_json::to_value(erased?)?;
+    let verb = if dry_run {
+        "would be deleted"
+    } else {
+        "deleted"
+    };
+    out!("rows {verb} for {}:", email.masked())?;
+    if let Some(tables) = erased.as_object() {
+        for (table, rows) in tables {
+            out!("{rows:>8}  {table}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
