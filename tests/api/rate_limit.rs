@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use herald_actors::limiter;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 use crate::on_both_backends;
@@ -222,8 +222,28 @@ async fn a_tier_can_have_its_own_policy_and_keys_are_limited_separately() {
         None,
     )
     .await;
-    app.put_rate_limits(json!({"stats": {"max_requests": 3, "tier": "pro"}}))
-        .await;
+    let set: Value = app
+        .put_rate_limits(json!({"stats": {"max_requests": 3, "tier": "pro"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["tiers_without_keys"], json!([]), "{set}");
+    // A tier no key has limits no one, and the answer says so (a misspelt tier, or a
+    // policy set before its keys).
+    let misspelt: Value = app
+        .put_rate_limits(json!({"reports": {"max_requests": 3, "tier": "proo"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        misspelt["tiers_without_keys"],
+        json!(["proo"]),
+        "{misspelt}"
+    );
+    let listed = app.admin_json("/api/v1/ops/rate_limits").await;
+    assert_eq!(listed["tiers_without_keys"], json!(["proo"]));
     let with_key = |key: &'static str| {
         app.client
             .get(app.url("/api/v1/stats/dashboard"))

@@ -34,22 +34,35 @@ pub struct PoliciesView {
     pub policies: Vec<PolicyView>,
     /// `open` or `closed`: what happens when the limiter cannot answer in time.
     pub fail_mode: &'static str,
+    /// Tiers a policy names that no key in `API_KEYS` has: a policy set before the keys
+    /// that carry its tier, or a tier misspelt. Such a policy limits no one.
+    pub tiers_without_keys: Vec<String>,
 }
 
 fn view(state: &AppState) -> PoliciesView {
+    let policies: Vec<PolicyView> = state
+        .policies
+        .rows()
+        .into_iter()
+        .map(|r| PolicyView {
+            group: r.group,
+            tier: r.tier,
+            max_requests: r.max_requests,
+            window_seconds: r.window_seconds,
+        })
+        .collect();
+    let keyed = |tier: &str| state.config.keys.api_keys.iter().any(|k| k.tier == tier);
+    let mut tiers_without_keys: Vec<String> = policies
+        .iter()
+        .map(|p| p.tier.clone())
+        .filter(|tier| tier != DEFAULT_TIER && !keyed(tier))
+        .collect();
+    tiers_without_keys.sort();
+    tiers_without_keys.dedup();
     PoliciesView {
-        policies: state
-            .policies
-            .rows()
-            .into_iter()
-            .map(|r| PolicyView {
-                group: r.group,
-                tier: r.tier,
-                max_requests: r.max_requests,
-                window_seconds: r.window_seconds,
-            })
-            .collect(),
+        policies,
         fail_mode: state.config.rate_limit.fail_mode.as_str(),
+        tiers_without_keys,
     }
 }
 
