@@ -123,4 +123,34 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     }
 }
 
+/// A throttle reset the audit log cannot record is not made (and one made is never answered
+/// with an error).
+#[tokio::test]
+async fn a_reset_the_audit_log_cannot_record_is_not_made() {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    let app = crate::email::spawn_mail_app_with(Backend::Sqlite, &smtp, &[]).await;
+    crate::email::complete_for(&app, PARENT).await;
+    smtp.wait_for(1).await;
+    let used = |state: &Value| state["throttles"][0]["used"].clone();
+    let throttle = format!("/admin/throttles/{PARENT}");
+    assert_eq!(used(&app.admin_json(&throttle).await), 1);
+    let rename = async |from: &str, to: &str| {
+        sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+            .execute(app.state.store.writer())
+            .await
+    };
+    let reset = || {
+        app.client
+            .delete(app.url(&throttle))
+            .header("X-API-Key", API_KEY)
+            .send()
+    };
+    rename("audit_log", "audit_log_away").await.unwrap();
+    assert_eq!(reset().await.unwrap().status(), 500);
+    assert_eq!(used(&app.admin_json(&throttle).await), 1, "not reset");
+    rename("audit_log_away", "audit_log").await.unwrap();
+    assert_eq!(reset().await.unwrap().status(), 200);
+    assert_eq!(used(&app.admin_json(&throttle).await), 0);
+}
+
 on_both_backends!(the_audit_log_lists_who_changed_what_newest_first);

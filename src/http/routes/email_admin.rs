@@ -121,7 +121,8 @@ pub async fn throttle_reset(
 ) -> Result<Json<ThrottleReset>, ApiError> {
     let email = parse_email(&raw)?;
     let kind = parse_type(query.kind.as_deref())?;
-    let cleared = state.throttle.reset(email.clone(), kind).await?;
+    // Audited before it is done, as the limiter's reset is: a reset the audit log cannot
+    // record is not made, and one made is never answered with an error.
     let target = format!(
         "{}/{}",
         email.masked(),
@@ -134,6 +135,7 @@ pub async fn throttle_reset(
         &target,
     )
     .await?;
+    let cleared = state.throttle.reset(email.clone(), kind).await?;
     tracing::info!(recipient = %email.masked(), cleared, by = %key.fingerprint, "email throttle reset");
     Ok(Json(ThrottleReset { cleared }))
 }
