@@ -247,6 +247,7 @@ fn read_sendgrid(r: &mut Reader<'_>, provider: EmailProvider) -> Option<SendGrid
         .get_or("SENDGRID_API_URL", "https://api.sendgrid.com")
         .trim_end_matches('/')
         .to_owned();
+    r.keep("SENDGRID_API_URL", &api_url);
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
         r.problem("SENDGRID_API_URL: expected an https:// URL");
     }

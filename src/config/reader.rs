@@ -33,7 +33,9 @@ impl<'a> Reader<'a> {
         self.in_force.borrow().clone()
     }
 
-    fn keep(&self, name: &str, value: impl Display) {
+    /// Records the value in force of `name` as it is used, when reading it normalised it
+    /// further (a URL's trailing `/`).
+    pub(super) fn keep(&self, name: &str, value: impl Display) {
         self.in_force
             .borrow_mut()
             .insert(name.to_owned(), value.to_string());

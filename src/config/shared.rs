@@ -219,7 +219,7 @@ mod tests {
             ("MISSED_RUN_POLICY", "catch_up"),
             ("REDIS_KEY_PREFIX", "herald:"),
             ("SMTP_PORT", "587"),
-            ("SENDGRID_API_URL", "https://api.sendgrid.com"),
+            ("SENDGRID_API_URL", "https://api.sendgrid.com/"),
         ]);
         assert!(
             unset.differing(&written).is_empty(),
