@@ -192,3 +192,42 @@ pub(super) async fn suppressions(
     store.close().await;
     Ok(code)
 }
+
+/// `herald email logs EMAIL`: the recipient's ledger, newest first.
+pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Result<ExitCode> {
+    use crate::store::ledger;
+    let email =
+        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))?;
+    let store = current_store(&config).await?;
+    let rows = ledger::for_email(&store, email.as_str(), limit.clamp(1, 10_000)).await;
+    store.close().await;
+    let rows = rows?;
+    out!(
+        "{:<36}  {:<19}  {:<15}  {:<10}  {:>8}  {:<20}  WHY",
+        "ID",
+        "CREATED (UTC)",
+        "TYPE",
+        "STATUS",
+        "ATTEMPTS",
+        "BY"
+    )?;
+    for row in &rows {
+        let why = row
+            .reason
+            .as_deref()
+            .or(row.last_error.as_deref())
+            .unwrap_or("");
+        out!(
+            "{:<36}  {:<19}  {:<15}  {:<10}  {:>8}  {:<20}  {}",
+            row.id,
+            crate::store::instant(row.created_at_ms).format("%Y-%m-%d %H:%M:%S"),
+            row.email_type,
+            row.status,
+            row.attempts,
+            row.claimed_by.as_deref().unwrap_or("-"),
+            crate::redact::mask_emails_in(why)
+        )?;
+    }
+    out!("{} shown", rows.len())?;
+    Ok(ExitCode::SUCCESS)
+}

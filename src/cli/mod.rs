@@ -109,6 +109,15 @@ pub enum EmailAction {
         #[arg(long, global = true, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// A recipient's send ledger, newest first, as `GET /admin/email/logs` shows it: each
+    /// email's type, status and why, attempts, last error, and the replica that tried it.
+    Logs {
+        /// The recipient.
+        email: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Send a failed email again, or every one that failed in a stretch of time (audited):
     /// each is due at once with its attempts counted afresh, keeps its throttle slot, and the
     /// running service sends it unless the recipient turned it off or was suppressed since.
@@ -304,6 +313,9 @@ pub fn main() -> ExitCode {
             Command::Email {
                 action: EmailAction::Preview { which, out },
             } => email::preview(config, which, out.as_deref()).await,
+            Command::Email {
+                action: EmailAction::Logs { email, limit },
+            } => email::logs(config, &email, limit).await,
             Command::Email {
                 action:
                     EmailAction::Retry {

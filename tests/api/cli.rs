@@ -893,6 +893,34 @@ async fn the_cli_erases_a_recipient() {
     assert_ne!(code, Some(0));
 }
 
+/// `herald email logs` reads a recipient's ledger as the admin route shows it.
+#[tokio::test]
+async fn the_cli_shows_a_recipients_ledger() {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    let app = crate::email::spawn_mail_app_with(crate::helpers::Backend::Sqlite, &smtp, &[]).await;
+    let parent = "ledger.parent@example.com";
+    crate::email::complete_for(&app, parent).await;
+    crate::email::wait_ledger(&app, parent, "sent", |rows| rows[0]["status"] == "sent").await;
+    let url = app.database_url();
+    let shown = ops_shell(&url)
+        .args(["email", "logs", parent])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("session_reports"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(" sent "), "{row}");
+    assert!(text.contains("1 shown"), "{text}");
+    let bad = ops_shell(&url)
+        .args(["email", "logs", "nobody"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
 /// `herald replicas` beside a running replica: it lists it, names the shared settings this
 /// environment has otherwise (never a value), and exits 1 then, 0 when they agree.
 #[test]
