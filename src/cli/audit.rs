@@ -38,7 +38,7 @@ pub(super) async fn audit(
         };
         out!(
             "{:<20} {:<28} {:<25} {:<32} {change}",
-            crate::store::instant(row.at_ms).format("%Y-%m-%d %H:%M:%S"),
+            super::at(row.at_ms),
             row.actor,
             row.action,
             row.target.as_deref().unwrap_or("-"),

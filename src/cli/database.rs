@@ -37,11 +37,8 @@ pub(super) async fn migrate_status(config: Config) -> anyhow::Result<ExitCode> {
     out!("{:<8} {:<24} APPLIED AT (UTC)", "VERSION", "DESCRIPTION")?;
     let mut pending = 0;
     for m in &migrations {
-        let applied = match m
-            .applied_at_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-        {
-            Some(at) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        let applied = match m.applied_at_ms {
+            Some(ms) => super::at(ms),
             None => {
                 pending += 1;
                 "pending".to_owned()

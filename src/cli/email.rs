@@ -22,10 +22,7 @@ pub(super) async fn preview(
                 .to_string(),
         },
         PreviewWhich::Digest { email, week } => Request::Digest {
-            email: herald_actors::email::Email::parse(&email)
-                .map_err(|e| anyhow::anyhow!("{email:?}: {e}"))?
-                .as_str()
-                .to_owned(),
+            email: super::parse_email(&email)?.as_str().to_owned(),
             week_start: match week {
                 Some(raw) => Some(
                     crate::reports::week::parse_date(&raw)
@@ -136,13 +133,10 @@ pub(super) async fn suppressions(
     action: SuppressionsAction,
 ) -> anyhow::Result<ExitCode> {
     use crate::store::suppressions;
-    let parse = |raw: &str| {
-        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
-    };
     let store = current_store(&config).await?;
     let code = match action {
         SuppressionsAction::List { email, limit } => {
-            let email = email.as_deref().map(parse).transpose()?;
+            let email = email.as_deref().map(super::parse_email).transpose()?;
             let (list, total) = suppressions::list(
                 &store,
                 email.as_ref().map(herald_actors::email::Email::as_str),
@@ -171,7 +165,7 @@ pub(super) async fn suppressions(
             ExitCode::SUCCESS
         }
         SuppressionsAction::Remove { email } => {
-            let email = parse(&email)?;
+            let email = super::parse_email(&email)?;
             match suppressions::lift(&store, email.as_str(), &super::actor(&config)).await? {
                 Some(lifted) => {
                     out!(
@@ -196,8 +190,7 @@ pub(super) async fn suppressions(
 /// `herald email logs EMAIL`: the recipient's ledger, newest first.
 pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Result<ExitCode> {
     use crate::store::ledger;
-    let email =
-        herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))?;
+    let email = super::parse_email(raw)?;
     let store = current_store(&config).await?;
     let rows = ledger::for_email(&store, email.as_str(), limit.clamp(1, 10_000)).await;
     store.close().await;
@@ -220,7 +213,7 @@ pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Resul
         out!(
             "{:<36}  {:<19}  {:<15}  {:<10}  {:>8}  {:<20}  {}",
             row.id,
-            crate::store::instant(row.created_at_ms).format("%Y-%m-%d %H:%M:%S"),
+            super::at(row.created_at_ms),
             row.email_type,
             row.status,
             row.attempts,

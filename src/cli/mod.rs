@@ -368,6 +368,18 @@ pub fn main() -> ExitCode {
 
 /// An error and its causes on one line, each cause once: a cause whose text its error
 /// already quotes (`database error: {0}`) is not repeated.
+/// An address named on the command line, as the database keeps it.
+fn parse_email(raw: &str) -> anyhow::Result<herald_actors::email::Email> {
+    herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
+}
+
+/// An instant as the commands show it, in UTC.
+fn at(ms: i64) -> String {
+    crate::store::instant(ms)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
 /// Who the audit log says made a change from this shell: `cli@` and its `HERALD_INSTANCE`
 /// (the host's name unless set), as job runs from a shell are named.
 fn actor(config: &Config) -> String {

@@ -3,26 +3,13 @@
 
 use std::process::ExitCode;
 
-use herald_actors::email::Email;
-
-use super::current_store;
+use super::{at, current_store, parse_email};
 use crate::config::Config;
 use crate::reports::week::display_name;
 use crate::store::recipients;
 
-fn parse(raw: &str) -> anyhow::Result<Email> {
-    Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
-}
-
-/// An instant as the shell shows it.
-fn at(ms: i64) -> String {
-    crate::store::instant(ms)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
 pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
-    let email = parse(raw)?;
+    let email = parse_email(raw)?;
     let store = current_store(&config).await?;
     let record = recipients::record(
         &store,
@@ -59,7 +46,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         out!(
             "{}  {}  {:<9} {} events  {} — {}",
             s.session_id,
-            s.started_at.format("%Y-%m-%d %H:%M:%S"),
+            at(s.started_at.timestamp_millis()),
             if s.completed { "completed" } else { "open" },
             s.events_total,
             // As the emails show them: no controls that would reorder the terminal's line.
@@ -83,7 +70,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
 
 /// What was (or would be) deleted, table by table.
 pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let email = parse(raw)?;
+    let email = parse_email(raw)?;
     let store = current_store(&config).await?;
     let erased = recipients::erase(&store, email.as_str(), &super::actor(&config), dry_run).await;
     store.close().await;

@@ -56,6 +56,11 @@ pub fn text(
     Ok(Some(value))
 }
 
+/// An address an admin route names (in its path or query), as the ledger keeps it.
+pub fn address(field: &str, raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| invalid(field, e.to_string()))
+}
+
 pub fn email(field: &str, value: Option<String>) -> Result<Option<Email>, ApiError> {
     match value {
         None => Ok(None),

@@ -11,17 +11,11 @@ const PARENT: &str = "audited.parent@example.com";
 /// made it, never the parent's address.
 async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;
-    let admin_delete = |path: String| {
-        app.client
-            .delete(app.url(&path))
-            .header("X-API-Key", API_KEY)
-            .send()
-    };
     let policy = json!({"stats": {"max_requests": 40, "window_seconds": 60}});
     assert_eq!(app.put_rate_limits(policy).await.status(), 200);
-    let throttle = admin_delete(format!("/admin/throttles/{PARENT}"))
-        .await
-        .unwrap();
+    let throttle = app
+        .delete_admin(&format!("/admin/throttles/{PARENT}"))
+        .await;
     assert_eq!(throttle.status(), 200);
     let reset = app.reset_rate_limits(json!({"group": "stats"})).await;
     assert_eq!(reset.status(), 200);
@@ -35,9 +29,9 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
     )
     .await
     .unwrap();
-    let lifted = admin_delete(format!("/admin/suppressions/{PARENT}"))
-        .await
-        .unwrap();
+    let lifted = app
+        .delete_admin(&format!("/admin/suppressions/{PARENT}"))
+        .await;
     assert_eq!(lifted.status(), 200);
     // A job run by hand: the job ledger names the replica; the audit log, the key.
     let started: Value = app
@@ -139,17 +133,11 @@ async fn a_reset_the_audit_log_cannot_record_is_not_made() {
             .execute(app.state.store.writer())
             .await
     };
-    let reset = || {
-        app.client
-            .delete(app.url(&throttle))
-            .header("X-API-Key", API_KEY)
-            .send()
-    };
     rename("audit_log", "audit_log_away").await.unwrap();
-    assert_eq!(reset().await.unwrap().status(), 500);
+    assert_eq!(app.delete_admin(&throttle).await.status(), 500);
     assert_eq!(used(&app.admin_json(&throttle).await), 1, "not reset");
     rename("audit_log_away", "audit_log").await.unwrap();
-    assert_eq!(reset().await.unwrap().status(), 200);
+    assert_eq!(app.delete_admin(&throttle).await.status(), 200);
     assert_eq!(used(&app.admin_json(&throttle).await), 0);
 }
 

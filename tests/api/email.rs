@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app_with};
+use crate::helpers::{Backend, TestApp, assert_error, spawn_app_with};
 use crate::on_both_backends;
 use crate::smtp::{SmtpServer, TlsMode};
 
@@ -926,12 +926,8 @@ async fn throttles_can_be_inspected_and_reset_and_the_reset_is_audited(backend: 
     }
     assert_eq!(complete_for(&app, PARENT).await.1.status(), 429);
     let reset = app
-        .client
-        .delete(app.url(&format!("/admin/throttles/{PARENT}?type=session_reports")))
-        .header("X-API-Key", API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .delete_admin(&format!("/admin/throttles/{PARENT}?type=session_reports"))
+        .await;
     assert_eq!(reset.status(), 200);
     assert_eq!(reset.json::<Value>().await.unwrap()["cleared"], 5);
     assert_eq!(
@@ -965,12 +961,8 @@ async fn throttles_can_be_inspected_and_reset_and_the_reset_is_audited(backend: 
     )
     .await;
     let bad_type = app
-        .client
-        .delete(app.url(&format!("/admin/throttles/{PARENT}?type=sms")))
-        .header("X-API-Key", API_KEY)
-        .send()
-        .await
-        .unwrap();
+        .delete_admin(&format!("/admin/throttles/{PARENT}?type=sms"))
+        .await;
     assert_error(bad_type, 422, "VALIDATION_ERROR").await;
 }
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::email::{complete_for, ledger, spawn_mail_app_with, wait_ledger};
-use crate::helpers::{API_KEY, Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error};
 use crate::on_both_backends;
 use crate::smtp::SmtpServer;
 
@@ -13,12 +13,8 @@ const OTHER: &str = "stays@example.com";
 
 async fn erase(app: &TestApp, email: &str, dry_run: bool) -> reqwest::Response {
     let query = if dry_run { "?dry_run=true" } else { "" };
-    app.client
-        .delete(app.url(&format!("/admin/recipients/{email}{query}")))
-        .header("X-API-Key", API_KEY)
-        .send()
+    app.delete_admin(&format!("/admin/recipients/{email}{query}"))
         .await
-        .unwrap()
 }
 
 async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: Backend) {

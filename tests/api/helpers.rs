@@ -363,6 +363,16 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A DELETE to an admin route with the admin key.
+    pub async fn delete_admin(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .header("X-API-Key", API_KEY)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// An admin GET's JSON answer.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         self.get_admin(path)

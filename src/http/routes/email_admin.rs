@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use herald_actors::email::{Email, EmailType};
+use herald_actors::email::EmailType;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,10 +15,6 @@ use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::instant;
 use crate::store::ledger::{self, LedgerRow};
-
-fn parse_email(raw: &str) -> Result<Email, ApiError> {
-    Email::parse(raw).map_err(|e| validate::invalid("email", e.to_string()))
-}
 
 fn parse_type(raw: Option<&str>) -> Result<Option<EmailType>, ApiError> {
     match raw {
@@ -76,7 +72,7 @@ pub async fn throttle_state(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<ThrottleView>, ApiError> {
-    let email = parse_email(&raw)?;
+    let email = validate::address("email", &raw)?;
     let types = state.throttle.state(email.clone()).await?;
     Ok(Json(ThrottleView {
         email: email.as_str().to_owned(),
@@ -119,7 +115,7 @@ pub async fn throttle_reset(
     Path(raw): Path<String>,
     Query(query): Query<TypeQuery>,
 ) -> Result<Json<ThrottleReset>, ApiError> {
-    let email = parse_email(&raw)?;
+    let email = validate::address("email", &raw)?;
     let kind = parse_type(query.kind.as_deref())?;
     // Audited before it is done, as the limiter's reset is: a reset the audit log cannot
     // record is not made, and one made is never answered with an error.
@@ -168,7 +164,7 @@ pub async fn email_logs(
     let raw = query
         .email
         .ok_or_else(|| validate::invalid("email", "email is required"))?;
-    let email = parse_email(&raw)?;
+    let email = validate::address("email", &raw)?;
     let entries = ledger::for_email(&state.store, email.as_str(), 200).await?;
     Ok(Json(EmailLogs {
         email: email.as_str().to_owned(),
@@ -246,7 +242,7 @@ pub async fn preview_digest(
     let raw = query
         .email
         .ok_or_else(|| validate::invalid("email", "email is required"))?;
-    let email = parse_email(&raw)?;
+    let email = validate::address("email", &raw)?;
     let week_start = match query.week.as_deref() {
         Some(raw) => Some(
             crate::reports::week::parse_date(raw)

@@ -9,8 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use herald_actors::email::Email;
-
 use crate::http::error::ApiError;
 use crate::http::extract::{AdminKey, Query};
 use crate::http::routes::preferences::{self, PreferencesView};
@@ -46,10 +44,6 @@ pub struct RecipientRecord {
     pub emails: Vec<LedgerRow>,
 }
 
-fn parse(raw: &str) -> Result<Email, ApiError> {
-    Email::parse(raw).map_err(|e| validate::invalid("email", e.to_string()))
-}
-
 #[utoipa::path(get, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
     params(("email" = String, Path, format = Email, description = "The parent's address")),
     responses(
@@ -61,7 +55,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<RecipientRecord>, ApiError> {
-    let email = parse(&raw)?;
+    let email = validate::address("email", &raw)?;
     let record = recipients::record(&state.store, email.as_str(), state.now_ms()).await?;
     Ok(Json(RecipientRecord {
         preferences: preferences::view(&email, record.preferences),
@@ -108,7 +102,7 @@ pub async fn erase(
     Path(raw): Path<String>,
     Query(query): Query<EraseQuery>,
 ) -> Result<Json<Erasure>, ApiError> {
-    let email = parse(&raw)?;
+    let email = validate::address("email", &raw)?;
     let dry_run = query.dry_run.unwrap_or(false);
     let erased = recipients::erase(&state.store, email.as_str(), &key.fingerprint, dry_run).await?;
     if !dry_run {

@@ -38,10 +38,6 @@ pub struct SuppressionList {
     pub offset: i64,
 }
 
-fn email(field: &str, raw: &str) -> Result<Email, ApiError> {
-    Email::parse(raw).map_err(|e| validate::invalid(field, e.to_string()))
-}
-
 #[utoipa::path(get, path = "/admin/suppressions", tag = "admin", security(("api_key" = [])),
     params(ListQuery),
     responses(
@@ -56,7 +52,7 @@ pub async fn list(
     let address = query
         .email
         .as_deref()
-        .map(|raw| email("email", raw))
+        .map(|raw| validate::address("email", raw))
         .transpose()?;
     let (limit, offset) = validate::page(query.limit, query.offset)?;
     let (suppressions, total) = suppressions::list(
@@ -87,7 +83,7 @@ pub async fn lift(
     key: AdminKey,
     Path(raw): Path<String>,
 ) -> Result<Json<Suppression>, ApiError> {
-    let address = email("email", &raw)?;
+    let address = validate::address("email", &raw)?;
     let lifted = suppressions::lift(&state.store, address.as_str(), &key.fingerprint)
         .await?
         .ok_or_else(|| ApiError::not_found("NOT_SUPPRESSED", "That address is not suppressed."))?;
