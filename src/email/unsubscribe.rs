@@ -45,11 +45,18 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-fn mac(key: &Secret, version: u32, recipient_key: &str) -> [u8; 16] {
+fn full_mac(key: &Secret, message: &str) -> [u8; 32] {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length");
-    mac.update(format!("herald-unsubscribe:v{version}:{recipient_key}").as_bytes());
-    let full = mac.finalize().into_bytes();
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn mac(key: &Secret, version: u32, recipient_key: &str) -> [u8; 16] {
+    let full = full_mac(
+        key,
+        &format!("herald-unsubscribe:v{version}:{recipient_key}"),
+    );
     let mut out = [0u8; 16];
     out.copy_from_slice(&full[..16]);
     out
@@ -89,6 +96,23 @@ impl Signer {
             "v{version}.{id}.{}",
             hex(&mac(key, *version, &format!("ref.{id}")))
         )
+    }
+
+    /// The access tokens a session started with an `Idempotency-Key` may have: derived from
+    /// its id with each signing key, the current one first (64 hex digits, as a random
+    /// token), so a repeat of the start answers the token again though only its hash is
+    /// stored. Signed apart from every other use of the keys (`herald-session-token` in the
+    /// MAC).
+    pub fn session_tokens(&self, session_id: &str) -> impl Iterator<Item = String> + '_ {
+        let session_id = session_id.to_owned();
+        std::iter::once(&self.current)
+            .chain(self.previous.iter())
+            .map(move |(version, key)| {
+                hex(&full_mac(
+                    key,
+                    &format!("herald-session-token:v{version}:{session_id}"),
+                ))
+            })
     }
 
     /// The ledger row id (hyphenated) a genuine reference names.

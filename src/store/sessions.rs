@@ -60,11 +60,13 @@ pub struct StoredEvent {
 /// as it liked. No learning session comes near it.
 pub const MAX_EVENTS: i64 = 10_000;
 
+/// Inserts the session; `false` when one with its id is there already (a start sent again
+/// with its `Idempotency-Key`), which is left as it was.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<bool, StoreError> {
+    let done = sqlx::query(
         "INSERT INTO sessions (id, access_token_hash, learner_name, subject, parent_email, started_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
     )
     .bind(session.id)
     .bind(session.token_hash)
@@ -74,7 +76,7 @@ pub async fn insert(store: &Store, session: &NewSession<'_>) -> Result<(), Store
     .bind(session.started_at_ms)
     .execute(store.writer())
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 fn session_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {

@@ -14,6 +14,25 @@ use crate::helpers::{API_KEY, Backend, spawn_app_with, tool_present};
 /// The run is reproducible: the same seed generates the same cases.
 const SEED: &str = "20261206";
 
+/// Gives each `Idempotency-Key` of a valid shape (16 characters or more, the shortest a
+/// start takes) a random value of the same length before the request is sent.
+const HOOKS: &str = r#"
+import re
+import secrets
+
+import schemathesis
+
+VALID = re.compile(r"^[\x21-\x7e]{16,255}$")
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    headers = case.headers or {}
+    for name, value in list(headers.items()):
+        if name.lower() == "idempotency-key" and isinstance(value, str) and VALID.match(value):
+            headers[name] = secrets.token_hex((len(value) + 1) // 2)[: len(value)]
+"#;
+
 fn schemathesis() -> Option<&'static str> {
     let installed = std::process::Command::new("schemathesis")
         .arg("--version")
@@ -74,6 +93,12 @@ parameters = {{ "id" = "{open_id}", "X-Session-Access-Token" = "{open_token}" }}
         ),
     )
     .unwrap();
+    // A key a generated request carries is made its own: two requests that happen to draw
+    // the same `Idempotency-Key` with other bodies are, rightly, refused as a reuse (422),
+    // which schemathesis, judging each request alone, would count as a valid request
+    // refused. Keys the document forbids (too short, spaces) are left as drawn, so their
+    // refusal is still checked; a reuse is checked by the sessions tests.
+    std::fs::write(dir.path().join("herald_hooks.py"), HOOKS).unwrap();
     // The policy route runs last and alone: its cases set policies as low as one request
     // a minute, which would hide every limited route behind a 429.
     const POLICIES: &str = "PUT /api/v1/ops/rate_limits";
@@ -87,6 +112,8 @@ parameters = {{ "id" = "{open_id}", "X-Session-Access-Token" = "{open_token}" }}
             .args(["--checks", "all", "--seed", SEED, "--max-examples", "40"])
             .args([selection, POLICIES])
             .args(["-H", &format!("X-API-Key: {API_KEY}")])
+            .env("SCHEMATHESIS_HOOKS", "herald_hooks")
+            .env("PYTHONPATH", dir.path())
             .current_dir(dir.path());
         // The server answers on this runtime's workers while schemathesis runs.
         let output = tokio::task::spawn_blocking(move || command.output())

@@ -382,6 +382,14 @@ impl TestApp {
             .expect("a JSON answer")
     }
 
+    /// How many rows `table` holds now.
+    pub async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.state.store.reader())
+            .await
+            .unwrap()
+    }
+
     pub async fn healthz(&self) -> reqwest::Response {
         self.get("/healthz").await
     }
@@ -474,9 +482,19 @@ impl TestApp {
     }
 
     /// Stops this app and starts a new one on the same database, configuration and clock.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops this app and starts a new one on the same database and clock, with the
+    /// configuration changed by `configure` (a deploy with new settings).
+    pub async fn restart_with(
+        mut self,
+        configure: impl FnOnce(&mut HashMap<String, String>),
+    ) -> TestApp {
         self.stop().await;
-        let vars = std::mem::take(&mut self.vars);
+        let mut vars = std::mem::take(&mut self.vars);
+        configure(&mut vars);
         start(self._db, vars, None, Some(self.clock.clone())).await
     }
 

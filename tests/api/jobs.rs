@@ -308,29 +308,11 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
     .unwrap();
     // The purge's dry run counts what a run would delete, and deletes nothing.
     app.clock.advance_ms(400 * 86_400_000);
-    let events = |app: &TestApp| {
-        let pool = app.state.store.reader().clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM session_events")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
-    let sessions = |app: &TestApp| {
-        let pool = app.state.store.reader().clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
     // A session started within RETENTION_SESSIONS_DAYS stays, with its events.
     let recent = app.new_session(json!({"learner_name": "Noor"})).await;
     app.add_event(&recent.id, Some(&recent.token), json!({"kind": "step"}))
         .await;
-    let (stored, started) = (events(&app).await, sessions(&app).await);
+    let (stored, started) = (app.rows("session_events").await, app.rows("sessions").await);
     assert!(stored > 1 && started > 1);
     let before = counts(&app).await;
     let dry = run_job(&app, "purge_old", json!({"dry_run": true})).await;
@@ -342,7 +324,10 @@ async fn a_dry_run_reports_and_changes_no_table(backend: Backend) {
     assert_eq!(counts(&app).await, before, "a dry run deletes nothing");
     assert_eq!(run_job(&app, "purge_old", json!({})).await.status(), 202);
     wait_runs(&app, "purge_old", 1).await;
-    assert_eq!((events(&app).await, sessions(&app).await), (1, 1));
+    assert_eq!(
+        (app.rows("session_events").await, app.rows("sessions").await),
+        (1, 1)
+    );
     assert_eq!(app.report_summary(&recent.id).await.status(), 200);
 }
 

@@ -189,15 +189,8 @@ async fn bad_policy_input_is_refused_with_422_and_changes_nothing(backend: Backe
         let error = assert_error(response, 422, "VALIDATION_ERROR").await;
         assert_eq!(error["field"], field, "for {body}");
     }
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_limit_policies")
-        .fetch_one(app.state.store.reader())
-        .await
-        .unwrap();
-    let audited: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
-        .fetch_one(app.state.store.reader())
-        .await
-        .unwrap();
-    assert_eq!((stored, audited), (0, 0));
+    let stored = app.rows("rate_limit_policies").await;
+    assert_eq!((stored, app.rows("audit_log").await), (0, 0));
     assert_eq!(
         app.state
             .policies

@@ -204,11 +204,7 @@ async fn bad_session_input_is_refused_and_nothing_is_written(backend: Backend) {
         let error = assert_error(response, status, "VALIDATION_ERROR").await;
         assert_eq!(error["field"], field, "for {body}");
     }
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-        .fetch_one(app.state.store.reader())
-        .await
-        .unwrap();
-    assert_eq!(count, 0);
+    assert_eq!(app.rows("sessions").await, 0);
 }
 
 async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Backend) {
@@ -299,11 +295,11 @@ async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Back
         "SESSION_COMPLETED",
     )
     .await;
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM session_events")
-        .fetch_one(app.state.store.reader())
-        .await
-        .unwrap();
-    assert_eq!(events, 1, "only the valid event was written");
+    assert_eq!(
+        app.rows("session_events").await,
+        1,
+        "only the valid event was written"
+    );
 }
 
 /// A backend that timed out or lost the answer sends the event again with the same
@@ -659,6 +655,108 @@ async fn stats_count_sessions_and_summarise_a_period(backend: Backend) {
     let _ = API_KEY;
 }
 
+/// A backend that timed out or lost the answer starts the session again with the same
+/// `Idempotency-Key`: one session is made, and the answer, its token included, is the first.
+async fn a_start_sent_again_with_its_idempotency_key_makes_one_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let start = |app: &TestApp, key: &str, body: Value| {
+        app.client
+            .post(app.url("/api/v1/sessions/start"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let key = "0b9cf8a4-5d1e-4c55-9a57-1f0e2d3c4b5a";
+    let body = json!({"learner_name": "Ada", "subject": "fractions",
+                      "parent_email": "ada.parent@example.com", "parent_timezone": "Europe/Paris"});
+    let first = start(&app, key, body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first: Value = first.json().await.unwrap();
+    app.clock.advance_ms(5_000);
+    // The parent changes their zone in between: a repeat leaves it as they set it.
+    app.set_preferences("ada.parent@example.com", json!({"timezone": "Asia/Tokyo"}))
+        .await;
+    let again = start(&app, key, body.clone()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        again, first,
+        "the first answer, its token and time included"
+    );
+    assert_eq!(app.rows("sessions").await, 1);
+    let kept = app
+        .admin_json("/api/v1/email/preferences/ada.parent@example.com")
+        .await;
+    assert_eq!(kept["timezone"], "Asia/Tokyo");
+    let session = Session {
+        id: first["session_id"].as_str().unwrap().to_owned(),
+        token: first["session_access_token"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(session.token.len(), 64, "as long as a random token");
+    app.add_step_and_two_answers(&session).await;
+
+    // The same key with another session, or a key short enough to guess, is refused.
+    let other = start(&app, key, json!({"learner_name": "Grace"}))
+        .await
+        .unwrap();
+    let refused = assert_error(other, 422, "VALIDATION_ERROR").await;
+    assert_eq!(refused["field"], "Idempotency-Key");
+    let short = start(&app, "evt-1", json!({})).await.unwrap();
+    let refused = assert_error(short, 422, "VALIDATION_ERROR").await;
+    assert_eq!(refused["field"], "Idempotency-Key");
+    // Another key is another session, with a token of its own.
+    let another = start(&app, "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9", body.clone())
+        .await
+        .unwrap();
+    let another: Value = another.json().await.unwrap();
+    assert_ne!(another["session_id"], first["session_id"]);
+    assert_ne!(
+        another["session_access_token"],
+        first["session_access_token"]
+    );
+
+    // Sent eight times at once: one session, and every answer names it with its token.
+    let racing = futures_util::future::join_all(
+        (0..8).map(|_| start(&app, "c3d2e1f0-a9b8-4c7d-8e6f-5a4b3c2d1e0f", json!({}))),
+    )
+    .await;
+    let mut answers = std::collections::BTreeSet::new();
+    for response in racing {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 201);
+        let answer: Value = response.json().await.unwrap();
+        answers.insert((
+            answer["session_id"].to_string(),
+            answer["session_access_token"].to_string(),
+        ));
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(app.rows("sessions").await, 3);
+
+    // A new signing key with the old one kept: the repeat still answers the token. Once
+    // the old key is dropped, it cannot, and says so.
+    let app = app
+        .restart_with(|vars| {
+            vars.insert("SECRET_KEY".into(), "a-new-signing-secret".into());
+            vars.insert("SECRET_KEY_VERSION".into(), "2".into());
+            vars.insert("SECRET_KEY_PREVIOUS".into(), "1:test-signing-secret".into());
+        })
+        .await;
+    let rotated = start(&app, key, body.clone()).await.unwrap();
+    assert_eq!(rotated.status(), 201);
+    assert_eq!(rotated.json::<Value>().await.unwrap(), first);
+    let app = app
+        .restart_with(|vars| {
+            vars.remove("SECRET_KEY_PREVIOUS");
+        })
+        .await;
+    let expired = start(&app, key, body).await.unwrap();
+    assert_error(expired, 409, "IDEMPOTENCY_KEY_EXPIRED").await;
+    assert_eq!(app.rows("sessions").await, 3);
+}
+
 async fn stats_dashboard_fails_when_the_database_does(backend: Backend) {
     let app = spawn_app(backend).await;
     app.state.store.close().await;
@@ -673,6 +771,7 @@ on_both_backends!(
     bad_session_input_is_refused_and_nothing_is_written,
     events_need_the_sessions_own_token_and_stop_at_completion,
     an_event_sent_again_with_its_idempotency_key_is_recorded_once,
+    a_start_sent_again_with_its_idempotency_key_makes_one_session,
     a_session_takes_at_most_ten_thousand_events_and_completes_with_them,
     completing_twice_changes_nothing_and_returns_the_summary,
     the_report_summary_needs_an_api_key_and_has_the_numbers,

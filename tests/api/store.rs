@@ -330,7 +330,17 @@ async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
         parent_email: None,
         started_at_ms: 1_000,
     };
-    sessions::insert(&store, &session).await.unwrap();
+    assert!(sessions::insert(&store, &session).await.unwrap());
+    let again = NewSession {
+        token_hash: "another",
+        ..session
+    };
+    assert!(
+        !sessions::insert(&store, &again).await.unwrap(),
+        "a second session of the same id is not inserted"
+    );
+    let kept = sessions::get(&store, "s1").await.unwrap().unwrap();
+    assert_eq!(kept.token_hash, "hash", "the first is left as it was");
     for (i, kind) in ["step", "answer"].iter().enumerate() {
         let event = NewEvent {
             id: &format!("e{i}"),

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::authorize;
+use super::{authorize, keyed_id};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdempotencyHeader, Json as JsonBody, SessionToken};
 use crate::http::state::AppState;
@@ -51,7 +51,7 @@ fn session_completed() -> ApiError {
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/events", tag = "sessions",
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)"),
            ("X-Session-Access-Token" = String, Header, description = "The session's token"),
-           ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$",
+           ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[\\x21-\\x7e]{1,255}$",
             description = "Makes the request safe to send again: a second request with the same key for this session records nothing and is answered with the event the first recorded (header `Idempotent-Replayed: true`), even once the session is completed; the same key with another event is 422")),
     request_body = NewEventBody,
     responses(
@@ -86,7 +86,7 @@ pub async fn add_event(
         return Err(session_completed());
     }
     let event_id = match &key {
-        Some(key) => keyed_event_id(&session.record.id, key),
+        Some(key) => keyed_id("herald session event", &[&session.record.id, key]),
         None => uuid::Uuid::new_v4().to_string(),
     };
     let at_ms = state.now_ms();
@@ -143,18 +143,4 @@ pub async fn add_event(
         }),
         EventOutcome::SessionMissing => Err(validate::session_not_found()),
     }
-}
-
-/// The id of the event a request with this `Idempotency-Key` records in this session: the
-/// same for every repeat of the request, so the database keeps one (a UUID of version 8,
-/// from a hash of the two; random ids are of version 4, so the two never meet). The key
-/// itself is not kept.
-fn keyed_event_id(session_id: &str, key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("herald session event\0{session_id}\0{key}"));
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .to_string()
 }

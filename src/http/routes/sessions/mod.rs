@@ -25,6 +25,24 @@ fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// The id of what a request with an `Idempotency-Key` makes (`purpose`, from `parts`: the
+/// key, and for an event its session): the same for every repeat of the request, so the
+/// database keeps one (a UUID of version 8, from a hash of them; random ids are of version
+/// 4, so the two never meet). The key itself is not kept.
+fn keyed_id(purpose: &str, parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(purpose);
+    for part in parts {
+        hash.update(b"\0");
+        hash.update(part);
+    }
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.finalize()[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The oldest instant whose report decision the send ledger surely still holds: a session
 /// completed before it has had its report decided, and with the row perhaps purged,
 /// deciding again could send it a second time.
