@@ -35,6 +35,11 @@ pub struct LedgerRow {
     pub claimed_by: Option<String>,
 }
 
+/// The columns [`ledger_row`] reads.
+const SELECT: &str = "SELECT id, idempotency_key, email_type, session_id, week_start, zone, status, reason, \
+     attempts, last_error, message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at, claimed_by \
+     FROM email_send_logs";
+
 fn ledger_row(row: &AnyRow) -> Result<LedgerRow, sqlx::Error> {
     Ok(LedgerRow {
         id: row.try_get("id")?,
@@ -64,11 +69,9 @@ pub async fn for_email(
     email: &str,
     limit: i64,
 ) -> Result<Vec<LedgerRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, idempotency_key, email_type, session_id, week_start, zone, status, reason, attempts, last_error, \
-         message_id, duplicates, created_at, updated_at, sent_at, next_attempt_at, claimed_by \
-         FROM email_send_logs WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2",
-    )
+    let rows = sqlx::query(&format!(
+        "{SELECT} WHERE email = $1 ORDER BY created_at DESC, id LIMIT $2"
+    ))
     .bind(email)
     .bind(limit)
     .fetch_all(store.reader())
@@ -76,6 +79,19 @@ pub async fn for_email(
     rows.iter()
         .map(ledger_row)
         .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// The ledger row of one idempotency key (one email), if the ledger holds it.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn by_key(store: &Store, key: &str) -> Result<Option<LedgerRow>, StoreError> {
+    let row = sqlx::query(&format!("{SELECT} WHERE idempotency_key = $1"))
+        .bind(key)
+        .fetch_optional(store.reader())
+        .await?;
+    row.as_ref()
+        .map(ledger_row)
+        .transpose()
         .map_err(StoreError::from)
 }
 

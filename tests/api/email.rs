@@ -538,6 +538,74 @@ async fn transient_failures_are_retried_and_permanent_ones_fail_once(backend: Ba
     );
 }
 
+/// The backend reads what became of a session's report email from the session's summary,
+/// with its own key: waiting after a failed attempt, sent, not sent and why, or none.
+async fn the_report_summary_says_where_the_report_email_stands(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    smtp.script(&[451]);
+    let app = spawn_mail_app(backend, &smtp).await;
+    let report_email = |id: String| {
+        let app = &app;
+        async move {
+            let response = app.report_summary(&id).await;
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            assert!(
+                body["events_total"].is_number(),
+                "the summary is there: {body}"
+            );
+            body["report_email"].clone()
+        }
+    };
+    let open = app
+        .new_session(json!({"learner_name": "Ada", "parent_email": PARENT}))
+        .await;
+    assert_eq!(report_email(open.id).await, Value::Null, "not completed");
+
+    let (id, _) = complete_for(&app, PARENT).await;
+    wait_ledger(&app, PARENT, "a retry", |rows| rows[0]["attempts"] == 1).await;
+    let waiting = report_email(id.clone()).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["attempts"], 1);
+    assert!(waiting["next_attempt_at"].is_string(), "{waiting}");
+    assert_eq!(waiting["sent_at"], Value::Null);
+    app.clock.advance_ms(2_000);
+    wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    let sent = report_email(id).await;
+    assert_eq!(
+        (&sent["status"], &sent["attempts"]),
+        (&json!("sent"), &json!(2))
+    );
+    assert!(sent["sent_at"].is_string(), "{sent}");
+    assert!(
+        sent.get("last_error").is_none() && sent.get("email").is_none(),
+        "neither the server's words nor the address: {sent}"
+    );
+
+    let other = "other.parent@example.com";
+    app.set_preferences(other, json!({"session_reports_enabled": false}))
+        .await;
+    let (id, _) = complete_for(&app, other).await;
+    let suppressed = report_email(id).await;
+    assert_eq!(suppressed["status"], "suppressed", "{suppressed}");
+    assert!(
+        suppressed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session_reports disabled"),
+        "{suppressed}"
+    );
+
+    let nobody = app.new_session(json!({"learner_name": "Bo"})).await;
+    assert_eq!(
+        app.complete(&nobody.id, Some(&nobody.token), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(report_email(nobody.id).await, Value::Null, "no parent");
+}
+
 async fn retry_email(app: &TestApp, id: &str) -> reqwest::Response {
     app.post_admin(&format!("/admin/email/logs/{id}/retry"), None)
         .await
@@ -1188,6 +1256,7 @@ on_both_backends!(
     a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_person_expects,
     a_session_completed_again_after_its_ledger_row_was_purged_gets_no_second_report,
     transient_failures_are_retried_and_permanent_ones_fail_once,
+    the_report_summary_says_where_the_report_email_stands,
     a_failed_email_is_sent_again_when_an_operator_asks,
     the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once,
     a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,

@@ -5,14 +5,20 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use herald_actors::email::{Email, IdempotencyKey};
 use http::{HeaderValue, header};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::sessions::authorize;
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientKey, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
-use crate::reports::{SessionSummary, pdf};
+use crate::reports::{SessionSummary, pdf, summarize};
+use crate::store::instant;
+use crate::store::ledger::{self, LedgerRow};
 use crate::store::{preferences, sessions};
 
 async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiError> {
@@ -22,10 +28,53 @@ async fn summary_of(state: &AppState, id: &str) -> Result<SessionSummary, ApiErr
         .ok_or_else(validate::session_not_found)
 }
 
+/// A session's learning summary, and what became of its report email.
+#[derive(Serialize, ToSchema)]
+pub struct SessionReport {
+    #[serde(flatten)]
+    pub summary: SessionSummary,
+    /// The report email as the send ledger has it now; null while the session is open, when
+    /// it has no parent's address, or once the ledger row is older than it keeps
+    /// (`RETENTION_SEND_LOG_DAYS`).
+    pub report_email: Option<ReportEmailState>,
+}
+
+/// Where a session's report email stands.
+#[derive(Serialize, ToSchema)]
+pub struct ReportEmailState {
+    /// `pending` (queued, or waiting to be tried again after a failed attempt), `sending`,
+    /// `sent`, `failed` (its attempts are spent; an operator can send it again),
+    /// `suppressed` (not sent: `reason` says why, such as the parent's opt-out or a bounce),
+    /// or `throttled` (the parent's report throttle was spent; completing the session again
+    /// later sends it).
+    pub status: String,
+    pub reason: Option<String>,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due, for an email waiting after a failed attempt.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<LedgerRow> for ReportEmailState {
+    fn from(row: LedgerRow) -> Self {
+        Self {
+            status: row.status,
+            reason: row.reason,
+            attempts: row.attempts,
+            sent_at: row.sent_at_ms.map(instant),
+            next_attempt_at: row.next_attempt_at_ms.map(instant),
+            updated_at: instant(row.updated_at_ms),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/summary", tag = "reports", security(("api_key" = [])),
     params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Session id (a UUID)")),
     responses(
-        (status = 200, description = "The learning summary", body = SessionSummary),
+        (status = 200, description = "The learning summary and the report email's status", body = SessionReport),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 429, description = "Rate limited", body = crate::http::error::ErrorBody)))]
@@ -34,9 +83,28 @@ pub async fn summary(
     State(state): State<AppState>,
     _key: ClientKey,
     Path(raw_id): Path<String>,
-) -> Result<Json<SessionSummary>, ApiError> {
+) -> Result<Json<SessionReport>, ApiError> {
     let id = validate::session_id(&raw_id)?;
-    Ok(Json(summary_of(&state, id.as_str()).await?))
+    let (session, events) = sessions::with_events(&state.store, id.as_str())
+        .await?
+        .ok_or_else(validate::session_not_found)?;
+    let summary = summarize(&session.record, &events, state.now_ms());
+    let report_email = match (&session.parent_email, session.record.completed_at_ms) {
+        (Some(address), Some(_)) => match Email::parse(address) {
+            Ok(email) => {
+                let key = IdempotencyKey::session_report(&email, &id);
+                ledger::by_key(&state.store, key.as_str())
+                    .await?
+                    .map(ReportEmailState::from)
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    Ok(Json(SessionReport {
+        summary,
+        report_email,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/reports/session/{id}/pdf", tag = "reports",
