@@ -193,6 +193,7 @@ pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Resul
     let email = super::parse_email(raw)?;
     let store = current_store(&config).await?;
     let rows = ledger::for_email(&store, email.as_str(), limit.clamp(1, 10_000)).await;
+    let others = crate::store::recipients::other_spellings(&store, email.as_str()).await;
     store.close().await;
     let rows = rows?;
     out!(
@@ -222,5 +223,6 @@ pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Resul
         )?;
     }
     out!("{} shown", rows.len())?;
+    super::recipients::spellings(&others?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,10 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
     .await;
     store.close().await;
     let record = record?;
+    if record.is_empty() {
+        out!("herald keeps nothing about {}", email.as_str())?;
+        return spellings(&record.other_spellings).map(|()| ExitCode::SUCCESS);
+    }
     let on = |enabled: bool| if enabled { "on" } else { "off" };
     let p = &record.preferences;
     out!(
@@ -65,7 +69,21 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
             e.reason.as_deref().unwrap_or(""),
         )?;
     }
+    spellings(&record.other_spellings)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the addresses herald keeps apart from the one asked for only by their capitals,
+/// which the command did not show.
+pub(super) fn spellings(others: &[String]) -> anyhow::Result<()> {
+    if !others.is_empty() {
+        out!(
+            "\nherald also keeps {}: the same address with other capitals, most likely the same \
+             parent's, kept apart and not shown here; name it to see it",
+            others.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// What was (or would be) deleted, table by table.
@@ -73,6 +91,7 @@ pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::R
     let email = parse_email(raw)?;
     let store = current_store(&config).await?;
     let erased = recipients::erase(&store, email.as_str(), &super::actor(&config), dry_run).await;
+    let others = recipients::other_spellings(&store, email.as_str()).await;
     store.close().await;
     let erased = serde_json::to_value(erased?)?;
     let verb = if dry_run {
@@ -85,6 +104,16 @@ pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::R
         for (table, rows) in tables {
             out!("{rows:>8}  {table}")?;
         }
+    }
+    // Named by count only: the erasure's output names no address in full.
+    let others = others?;
+    if !others.is_empty() {
+        out!(
+            "\nnot erased: {} more address(es) herald keeps that differ from this one only in \
+             capitals, most likely the same parent's; `herald recipients show` with this \
+             address names them, and each is erased by its own name",
+            others.len()
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,37 @@ pub struct Record {
     pub sessions: Vec<SessionSummary>,
     /// Its send ledger, newest first.
     pub emails: Vec<LedgerRow>,
+    /// Addresses herald keeps that are this one with other capitals before the `@` (see
+    /// [`other_spellings`]).
+    pub other_spellings: Vec<String>,
+}
+
+impl Record {
+    /// Whether herald keeps nothing about the address: never mailed, never given
+    /// preferences, never suppressed, no session reported to it.
+    pub fn is_empty(&self) -> bool {
+        self.preferences.recipient_key.is_none()
+            && self.preferences.suppressed.is_none()
+            && self.changes.is_empty()
+            && self.sessions.is_empty()
+            && self.emails.is_empty()
+    }
+}
+
+/// The addresses herald keeps (a recipient it mailed, or one suppressed) that differ from
+/// `email` only in the case of their letters. The part before the `@` may be
+/// case-sensitive, so herald keeps `Parent@example.com` and `parent@example.com` apart; an
+/// operator who looks one up, or erases it, is shown the other.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn other_spellings(store: &Store, email: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT email FROM email_preferences WHERE lower(email) = lower($1) AND email <> $1 \
+         UNION SELECT email FROM email_suppressions WHERE lower(email) = lower($1) AND email <> $1 \
+         ORDER BY 1",
+    )
+    .bind(email)
+    .fetch_all(store.reader())
+    .await?)
 }
 
 /// What herald keeps about `email`.
@@ -36,6 +67,7 @@ pub async fn record(store: &Store, email: &str, now_ms: i64) -> Result<Record, S
         changes: preferences::changes(store, email).await?,
         sessions: summaries,
         emails: ledger::for_email(store, email, i64::MAX).await?,
+        other_spellings: other_spellings(store, email).await?,
     })
 }
 

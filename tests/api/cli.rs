@@ -831,7 +831,7 @@ async fn the_cli_lists_and_lifts_suppressions() {
 #[tokio::test]
 async fn the_cli_erases_a_recipient() {
     let (_dir, url, store) = migrated_sqlite().await;
-    for address in ["gone@example.com", "kept@example.com"] {
+    for address in ["gone@example.com", "kept@example.com", "Gone@example.com"] {
         herald::store::suppressions::suppress(
             &store,
             address,
@@ -862,8 +862,13 @@ async fn the_cli_erases_a_recipient() {
             && text.contains("suppressed: bounced since"),
         "{text}"
     );
+    assert!(
+        text.contains("herald also keeps Gone@example.com"),
+        "the same address with a capital is pointed out: {text}"
+    );
     let (code, text) = run(&["recipients", "erase", "gone@example.com", "--dry-run"]);
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("not erased: 1 more address"), "{text}");
     assert!(
         text.contains("would be deleted for go***@example.com"),
         "{text}"
@@ -888,6 +893,13 @@ async fn the_cli_erases_a_recipient() {
     assert!(
         audit.contains("1 of 1 shown"),
         "the dry run is not audited: {audit}"
+    );
+    let (code, text) = run(&["recipients", "show", "gone@example.com"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("herald keeps nothing about gone@example.com")
+            && text.contains("herald also keeps Gone@example.com"),
+        "{text}"
     );
     let (code, _) = run(&["recipients", "erase", "not-an-address"]);
     assert_ne!(code, Some(0));
@@ -914,6 +926,16 @@ async fn the_cli_shows_a_recipients_ledger() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(row.contains(" sent "), "{row}");
     assert!(text.contains("1 shown"), "{text}");
+    // Asked with capitals the address was not given with: none shown, and the one kept named.
+    let other = ops_shell(&url)
+        .args(["email", "logs", "Ledger.Parent@example.com"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        text.contains("0 shown") && text.contains("herald also keeps ledger.parent@example.com"),
+        "{text}"
+    );
     let bad = ops_shell(&url)
         .args(["email", "logs", "nobody"])
         .output()

@@ -150,4 +150,61 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     assert_eq!(refused["field"], "email");
 }
 
-on_both_backends!(erasing_a_recipient_deletes_what_names_them_and_nothing_else);
+/// The backend gave an address with capitals, the parent asks with none: herald keeps the
+/// two apart (the part before the `@` may be case-sensitive), and points the operator who
+/// looks one up, or erases it, at the other instead of answering as for a stranger.
+async fn an_address_kept_with_other_capitals_is_pointed_out(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    let given = "Erase.Me@example.com";
+    complete_for(&app, given).await;
+    wait_ledger(&app, given, "sent", |rows| rows[0]["status"] == "sent").await;
+    herald::store::suppressions::suppress(
+        &app.state.store,
+        "ERASE.ME@example.com",
+        herald::store::suppressions::Reason::Bounced,
+        "smtp",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    let others = json!(["ERASE.ME@example.com", given]);
+
+    let record = app.admin_json(&format!("/admin/recipients/{PARENT}")).await;
+    assert_eq!(record["other_spellings"], others, "{record}");
+    assert_eq!(
+        (&record["sessions"], &record["emails"]),
+        (&json!([]), &json!([]))
+    );
+    let logs = app
+        .admin_json(&format!("/admin/email/logs?email={PARENT}"))
+        .await;
+    assert_eq!(logs["other_spellings"], others, "{logs}");
+    let dry: Value = erase(&app, PARENT, true).await.json().await.unwrap();
+    assert_eq!(dry["other_spellings"], others, "{dry}");
+    assert!(
+        dry["erased"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|rows| rows == 0),
+        "{dry}"
+    );
+    // Looked up as given, the record is there, and the other two are pointed out.
+    let record = app.admin_json(&format!("/admin/recipients/{given}")).await;
+    assert_eq!(record["emails"].as_array().unwrap().len(), 1, "{record}");
+    assert_eq!(
+        record["other_spellings"],
+        json!(["ERASE.ME@example.com"]),
+        "{record}"
+    );
+    // A stranger has no other spellings.
+    let stranger = app.admin_json("/admin/recipients/nobody@example.com").await;
+    assert_eq!(stranger["other_spellings"], json!([]));
+}
+
+on_both_backends!(
+    erasing_a_recipient_deletes_what_names_them_and_nothing_else,
+    an_address_kept_with_other_capitals_is_pointed_out,
+);

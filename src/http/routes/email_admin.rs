@@ -148,6 +148,9 @@ pub struct LogsQuery {
 pub struct EmailLogs {
     pub email: String,
     pub entries: Vec<LedgerRow>,
+    /// Addresses herald keeps that differ from this one only in capitals, whose ledgers are
+    /// their own (the part before the `@` may be case-sensitive, so herald keeps them apart).
+    pub other_spellings: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/admin/email/logs", tag = "admin", security(("api_key" = [])),
@@ -166,9 +169,12 @@ pub async fn email_logs(
         .ok_or_else(|| validate::invalid("email", "email is required"))?;
     let email = validate::address("email", &raw)?;
     let entries = ledger::for_email(&state.store, email.as_str(), 200).await?;
+    let other_spellings =
+        crate::store::recipients::other_spellings(&state.store, email.as_str()).await?;
     Ok(Json(EmailLogs {
         email: email.as_str().to_owned(),
         entries,
+        other_spellings,
     }))
 }
 

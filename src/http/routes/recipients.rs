@@ -42,6 +42,10 @@ pub struct RecipientRecord {
     pub sessions: Vec<SessionSummary>,
     /// Its send ledger, newest first.
     pub emails: Vec<LedgerRow>,
+    /// Addresses herald keeps that differ from this one only in capitals (a recipient
+    /// mailed or suppressed): herald keeps them apart, since the part before the `@` may be
+    /// case-sensitive, but they are most likely the same parent's.
+    pub other_spellings: Vec<String>,
 }
 
 #[utoipa::path(get, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
@@ -72,6 +76,7 @@ pub async fn show(
             .collect(),
         sessions: record.sessions,
         emails: record.emails,
+        other_spellings: record.other_spellings,
     }))
 }
 
@@ -87,6 +92,9 @@ pub struct Erasure {
     pub dry_run: bool,
     /// Rows deleted per table (with `dry_run`, that would be).
     pub erased: Erased,
+    /// Addresses herald keeps that differ from this one only in capitals, erased only when
+    /// named themselves: most likely the same parent's.
+    pub other_spellings: Vec<String>,
 }
 
 #[utoipa::path(delete, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
@@ -112,5 +120,10 @@ pub async fn erase(
         }
         tracing::info!(recipient = %email.masked(), by = %key.fingerprint, "recipient erased");
     }
-    Ok(Json(Erasure { dry_run, erased }))
+    let other_spellings = recipients::other_spellings(&state.store, email.as_str()).await?;
+    Ok(Json(Erasure {
+        dry_run,
+        erased,
+        other_spellings,
+    }))
 }
