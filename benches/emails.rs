@@ -482,7 +482,7 @@ async fn bare_run_after(
                     unsubscribe_url: url,
                     reference: "v1.0.0".into(),
                     rendered,
-                    pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC))),
+                    pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC, &pdf::Labels::shipped()))),
                 };
                 match writer {
                     Writer::Herald => {
@@ -650,7 +650,10 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
         rendered: shipped_templates()
             .session_report(&summary, bench_links(url))
             .unwrap(),
-        pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC))),
+        pdf: Some((
+            "report.pdf".into(),
+            pdf::render(&summary, chrono_tz::UTC, &pdf::Labels::shipped()),
+        )),
     })
     .unwrap()
     .formatted();

@@ -165,7 +165,7 @@ fn pdf_render() {
     let mut size = 0;
     for _ in 0..2_000 {
         let started = Instant::now();
-        size = pdf::render(&summary, chrono_tz::UTC).len();
+        size = pdf::render(&summary, chrono_tz::UTC, &pdf::Labels::shipped()).len();
         times.push(started.elapsed().as_secs_f64() * 1e6);
     }
     // The whole report email as it goes to the mail server: text, HTML and the PDF.
@@ -185,7 +185,10 @@ fn pdf_render() {
                 },
             )
             .unwrap(),
-        pdf: Some(("report.pdf".into(), pdf::render(&summary, chrono_tz::UTC))),
+        pdf: Some((
+            "report.pdf".into(),
+            pdf::render(&summary, chrono_tz::UTC, &pdf::Labels::shipped()),
+        )),
     })
     .unwrap()
     .formatted()
@@ -207,7 +210,7 @@ fn pdf_render() {
         .collect();
         one.learner_name = Some(name);
         let started = Instant::now();
-        let _ = pdf::render(&one, chrono_tz::UTC);
+        let _ = pdf::render(&one, chrono_tz::UTC, &pdf::Labels::shipped());
         fresh.push(started.elapsed().as_secs_f64() * 1e6);
     }
     println!(

@@ -10,6 +10,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::reports::SessionSummary;
+use crate::reports::pdf::{self, LABELS_FILE, Labels};
 use crate::reports::week::{Digest, display_name};
 
 pub struct Rendered {
@@ -65,11 +66,13 @@ const SHIPPED: [(&str, &str); 7] = [
     ),
 ];
 
-/// The email templates in force, with the brand they sign with.
+/// The email templates in force, with the brand they sign with and the words of the
+/// report's PDF.
 pub struct Templates {
     env: Environment<'static>,
     brand: String,
     footer_address: String,
+    pdf_labels: Labels,
 }
 
 impl std::fmt::Debug for Templates {
@@ -100,6 +103,14 @@ struct ReportContext<'a> {
     learner: String,
     subject: String,
     rows: Vec<Row>,
+    /// The numbers of `rows`, for a template that words them itself (in another language).
+    duration_seconds: i64,
+    steps: i64,
+    hints_used: i64,
+    answers_correct: i64,
+    answers_total: i64,
+    /// A whole percentage; none before any answer.
+    accuracy: Option<i64>,
     unsubscribe_url: &'a str,
     preferences_url: &'a str,
     brand: &'a str,
@@ -128,7 +139,7 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The files in `dir` that look like templates (`.html`, `.txt`) but replace none: a
+/// The files in `dir` that look like templates (`.html`, `.txt`, `.json`) but replace none: a
 /// misspelt name would otherwise leave the shipped template in use without a word. Hidden
 /// entries (a mounted ConfigMap's `..data`) and other files are left alone.
 fn strays(dir: &Path) -> Vec<String> {
@@ -141,12 +152,17 @@ fn strays(dir: &Path) -> Vec<String> {
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| {
             !name.starts_with('.')
-                && (name.ends_with(".html") || name.ends_with(".txt"))
+                && (name.ends_with(".html") || name.ends_with(".txt") || name.ends_with(".json"))
                 && !SHIPPED.iter().any(|(shipped, _)| shipped == name)
+                && name != LABELS_FILE
         })
         .collect();
     found.sort();
-    let names: Vec<&str> = SHIPPED.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = SHIPPED
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([LABELS_FILE])
+        .collect();
     found
         .into_iter()
         .map(|name| {
@@ -196,10 +212,26 @@ impl Templates {
                 problems.push(describe(dir, &err));
             }
         }
+        let pdf_labels = match dir.map(|d| d.join(LABELS_FILE)).filter(|p| p.exists()) {
+            None => Labels::shipped(),
+            Some(path) => {
+                let read = std::fs::read_to_string(&path).map_err(|err| vec![err.to_string()]);
+                match read.and_then(|text| Labels::parse(&text, Labels::shipped())) {
+                    Ok(labels) => labels,
+                    Err(found) => {
+                        problems.extend(found.into_iter().map(|problem| {
+                            format!("EMAIL_TEMPLATES_DIR: {}: {problem}", path.display())
+                        }));
+                        Labels::shipped()
+                    }
+                }
+            }
+        };
         let templates = Self {
             env,
             brand: brand.to_owned(),
             footer_address: footer_address.to_owned(),
+            pdf_labels,
         };
         if problems.is_empty() {
             // Rendered once with sample values: a variable the code does not provide is
@@ -251,6 +283,12 @@ impl Templates {
     /// The shipped templates alone.
     pub fn shipped(brand: &str, footer_address: &str) -> Self {
         Self::load(None, brand, footer_address).expect("the shipped templates are valid")
+    }
+
+    /// The report of `summary` as a PDF, its times in `zone` (the recipient's), in the
+    /// words of `session_report.pdf.json`.
+    pub fn report_pdf(&self, summary: &SessionSummary, zone: chrono_tz::Tz) -> Vec<u8> {
+        pdf::render(summary, zone, &self.pdf_labels)
     }
 
     fn render(&self, kind: &str, context: &impl Serialize) -> Result<Rendered, minijinja::Error> {
@@ -315,6 +353,12 @@ impl Templates {
                 learner,
                 subject,
                 rows,
+                duration_seconds: summary.duration_seconds,
+                steps: summary.steps,
+                hints_used: summary.hints_used,
+                answers_correct: summary.answers_correct,
+                answers_total: summary.answers_total,
+                accuracy: summary.accuracy.map(|a| (a * 100.0).round() as i64),
                 unsubscribe_url: links.unsubscribe,
                 preferences_url: links.preferences,
                 brand: &self.brand,
@@ -493,6 +537,75 @@ mod tests {
         let templates = with_report_text("Hi {{ learner }}, see {{ unsubscribe_url }}\n").unwrap();
         let shown = templates.session_report(&summary("Ada"), LINKS).unwrap();
         assert_eq!(shown.text, "Hi Ada, see https://h/u");
+    }
+
+    /// A deployment writing to parents in Polish words the report's rows, the digest's days
+    /// and the PDF itself, from the numbers the templates get.
+    #[test]
+    fn every_word_of_both_emails_and_the_pdf_can_be_translated() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("session_report.txt"),
+            "{{ learner }}: {{ steps }} kroków, {{ answers_correct }} z {{ answers_total }} \
+             poprawnych{% if accuracy is not none %} ({{ accuracy }}%){% endif %}, \
+             {{ duration_seconds // 60 }} min\n{{ unsubscribe_url }}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("weekly_digest.txt"),
+            "{% for l in learners %}{% for d in l.days %}\
+             {{ ['pn', 'wt', 'śr', 'cz', 'pt', 'so', 'nd'][d.weekday - 1] }} {{ d.date }}\n\
+             {% endfor %}{% endfor %}{{ unsubscribe_url }}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(LABELS_FILE),
+            r#"{"title": "Raport z sesji", "answers_of": "{correct} z {total}"}"#,
+        )
+        .unwrap();
+        let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
+        let report = templates.session_report(&summary("Ada"), LINKS).unwrap();
+        assert_eq!(
+            report.text,
+            "Ada: 0 kroków, 0 z 0 poprawnych, 12 min\nhttps://h/u"
+        );
+        assert_ne!(
+            templates.report_pdf(&summary("Ada"), chrono_tz::UTC),
+            Templates::shipped("herald", "").report_pdf(&summary("Ada"), chrono_tz::UTC),
+            "the PDF takes the labels"
+        );
+        let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+        let start = crate::reports::week::day_start_ms(week, chrono_tz::UTC);
+        let facts = [crate::reports::week::SessionFact {
+            learner: Some("Ada".into()),
+            subject: None,
+            started_at_ms: start,
+            completed_at_ms: start + 600_000,
+            answers_total: 0,
+            answers_correct: 0,
+        }];
+        let digest = crate::reports::week::digest(&facts, week, chrono_tz::UTC).unwrap();
+        let shown = templates.weekly_digest(&digest, LINKS).unwrap();
+        assert!(
+            shown.text.starts_with("pn 2026-11-09\nwt 2026-11-10\n")
+                && shown.text.contains("nd 2026-11-15\n"),
+            "{}",
+            shown.text
+        );
+
+        std::fs::write(
+            dir.path().join(LABELS_FILE),
+            r#"{"title": "Raport", "tytul": "x", "date_format": "%Q"}"#,
+        )
+        .unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.starts_with("EMAIL_TEMPLATES_DIR: ") && p.contains(LABELS_FILE)),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use herald_actors::email::EmailType;
 
 use super::Signer;
-use crate::reports::{pdf, week};
+use crate::reports::week;
 use crate::store::{Store, StoreError, activity, preferences, sessions};
 use crate::templates::{Rendered, Templates};
 
@@ -112,7 +112,7 @@ pub async fn render(
                     .templates
                     .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
-                pdf: Some(pdf::render(&summary, zone)),
+                pdf: Some(links.templates.report_pdf(&summary, zone)),
             })
         }
         Request::Digest { email, week_start } => {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -87,6 +87,10 @@ pub struct LearnerWeek {
 pub struct Day {
     /// `Mon`, `Tue`, …
     pub label: String,
+    /// The day's date, `YYYY-MM-DD`, and its place in the week, 1 (Monday) to 7 (Sunday):
+    /// a template in another language names the day from them.
+    pub date: String,
+    pub weekday: u32,
     /// Sessions completed that day.
     pub sessions: i64,
     pub minutes: i64,
@@ -213,10 +217,11 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
                 .map(|i| {
                     let (sessions, minutes) = (sessions_by_day[i], minutes_by_day[i]);
                     let active = sessions > 0;
+                    let date = week_start + chrono::Duration::days(i as i64);
                     Day {
-                        label: (week_start + chrono::Duration::days(i as i64))
-                            .format("%a")
-                            .to_string(),
+                        label: date.format("%a").to_string(),
+                        date: date.format("%Y-%m-%d").to_string(),
+                        weekday: date.weekday().number_from_monday(),
                         sessions,
                         minutes,
                         bar_px: if active {
@@ -327,6 +332,11 @@ mod digest_tests {
         let minutes: Vec<i64> = ada.days.iter().map(|d| d.minutes).collect();
         assert_eq!(minutes, [30, 0, 15, 0, 0, 0, 0]);
         assert_eq!(ada.days[0].label, "Mon");
+        assert_eq!((ada.days[0].weekday, ada.days[6].weekday), (1, 7));
+        assert_eq!(
+            (ada.days[0].date.as_str(), ada.days[6].date.as_str()),
+            ("2026-11-09", "2026-11-15")
+        );
         assert_eq!(
             (ada.days[0].bar_px, ada.days[2].bar_px, ada.days[1].bar_px),
             (60, 30, 2)

@@ -3,7 +3,7 @@
 use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
+use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 pub struct Session {
@@ -615,6 +615,69 @@ async fn a_report_pdf_prints_every_script_its_fonts_cover(backend: Backend) {
         assert!(text.contains(name), "{name:?} not in:\n{text}");
     }
     assert!(!text.contains('?') && !text.contains('日'), "{text}");
+}
+
+/// A deployment that writes to parents in Polish gives the PDF its words
+/// (`session_report.pdf.json` in `EMAIL_TEMPLATES_DIR`): the report reads in Polish, its
+/// date in the format given, and the words left out stay as shipped.
+#[tokio::test]
+async fn a_report_pdf_is_worded_by_the_deployments_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("session_report.pdf.json"),
+        r#"{
+            "title": "Raport z sesji nauki",
+            "started": "Rozpoczęto {when}",
+            "date_format": "%d.%m.%Y, %H:%M",
+            "answers_correct": "Poprawne odpowiedzi",
+            "answers_of": "{correct} z {total}",
+            "timeline": "Przebieg",
+            "lane_steps": "Kroki",
+            "right_answer": "dobra odpowiedź",
+            "wrong_answer": "zła odpowiedź",
+            "document_title": "Raport: {learner}"
+        }"#,
+    )
+    .unwrap();
+    let templates = dir.path().to_str().unwrap().to_owned();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        |vars| {
+            vars.insert("EMAIL_TEMPLATES_DIR".into(), templates);
+        },
+        None,
+    )
+    .await;
+    let session = app
+        .new_session(json!({"learner_name": "Łukasz", "subject": "ułamki"}))
+        .await;
+    app.add_step_and_two_answers(&session).await;
+    let response = app.report_pdf(&session.id, Some(&session.token)).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    let Some((text, _)) = read_pdf(&bytes) else {
+        return;
+    };
+    let started = chrono::DateTime::from_timestamp_millis(app.clock.now_ms_i64())
+        .unwrap()
+        .format("%d.%m.%Y")
+        .to_string();
+    for words in [
+        "Raport z sesji nauki",
+        "Łukasz — ułamki",
+        &format!("Rozpoczęto {started}"),
+        "Poprawne odpowiedzi",
+        "Przebieg",
+        "Kroki",
+        "dobra odpowiedź",
+        "zła odpowiedź",
+        "Steps worked through",
+    ] {
+        assert!(text.contains(words), "{words:?} not in:\n{text}");
+    }
+    // pdftotext reads the gaps around a one-letter word as no space at all.
+    assert!(text.replace(' ', "").contains("1z2"), "{text}");
+    assert!(!text.contains("Learning session report"), "{text}");
 }
 
 async fn stats_count_sessions_and_summarise_a_period(backend: Backend) {

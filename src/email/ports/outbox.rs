@@ -12,7 +12,6 @@ use herald_actors::port::PortError;
 use super::{HandOff, Reports, port_error, store_error};
 use crate::email::message::{self, Outgoing};
 use crate::email::{Mailer, Signer};
-use crate::reports::pdf;
 use crate::store::group_commit::GroupCommit;
 use crate::store::outbox;
 use crate::store::{Store, sessions};
@@ -126,7 +125,7 @@ impl OutboxPort {
                     rendered,
                     Some((
                         format!("session-report-{session_id}.pdf"),
-                        pdf::render(
+                        self.templates.report_pdf(
                             &summary,
                             self.digest_zones
                                 .reading(delivery.recipient_zone.as_deref()),

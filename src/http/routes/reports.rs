@@ -16,7 +16,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ClientKey, SessionToken};
 use crate::http::state::AppState;
 use crate::http::validate;
-use crate::reports::{SessionSummary, pdf, summarize};
+use crate::reports::{SessionSummary, summarize};
 use crate::store::instant;
 use crate::store::ledger::{self, LedgerRow};
 use crate::store::{preferences, sessions};
@@ -132,9 +132,10 @@ pub async fn pdf(
     };
     let zone = preferences::DigestZones::from(&state.config.jobs).reading(timezone.as_deref());
     // Rendering is CPU work of a few milliseconds: keep it off the async workers.
+    let templates = state.config.email.templates.clone();
     let bytes = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let bytes = pdf::render(&summary, zone);
+        let bytes = templates.report_pdf(&summary, zone);
         crate::metrics::pdf_rendered(started.elapsed());
         bytes
     })

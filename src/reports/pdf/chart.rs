@@ -3,6 +3,7 @@
 
 use super::duration_text;
 use super::fonts::Weight;
+use super::labels::Labels;
 use super::page::Page;
 use crate::reports::summary::{Mark, SessionSummary};
 
@@ -15,15 +16,23 @@ impl Page {
         (left, right): (f32, f32),
         top: f32,
         summary: &SessionSummary,
+        labels: &Labels,
     ) -> f32 {
-        let lanes = ["Steps", "Hints", "Answers", "Other"];
+        let lanes = ["lane_steps", "lane_hints", "lane_answers", "lane_other"];
         let (label_w, lane_h) = (52.0, 26.0);
         let (x0, x1) = (left + label_w, right);
         let bottom = top - lane_h * lanes.len() as f32;
-        self.text(Weight::Bold, 11.0, left, top + 8.0, "Timeline");
+        let title = Self::fit(
+            Weight::Bold,
+            11.0,
+            &labels.get("timeline", &[]),
+            right - left,
+        );
+        self.text(Weight::Bold, 11.0, left, top + 8.0, &title);
         for (i, lane) in lanes.iter().enumerate() {
             let y = top - lane_h * (i as f32 + 0.5);
-            self.text(Weight::Regular, 9.0, left, y - 3.0, lane);
+            let lane = Self::fit(Weight::Regular, 9.0, &labels.get(lane, &[]), label_w - 4.0);
+            self.text(Weight::Regular, 9.0, left, y - 3.0, &lane);
             self.content.save_state().set_stroke_gray(0.8);
             self.line((x0, y), (x1, y));
             self.content.restore_state();
@@ -63,12 +72,16 @@ impl Page {
         };
         let end_w = Self::width(Weight::Regular, 8.0, &end);
         self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);
-        // The legend.
+        // The legend: each sign before its words, the second after the first's.
         let y = bottom - 26.0;
+        let half = (x1 - x0) / 2.0 - 20.0;
+        let right_answer = Self::fit(Weight::Regular, 8.0, &labels.get("right_answer", &[]), half);
+        let wrong_answer = Self::fit(Weight::Regular, 8.0, &labels.get("wrong_answer", &[]), half);
         self.dot(x0 + 3.0, y + 3.0, 3.2);
-        self.text(Weight::Regular, 8.0, x0 + 10.0, y, "right answer");
-        self.cross(x0 + 73.0, y + 3.0, 3.2);
-        self.text(Weight::Regular, 8.0, x0 + 80.0, y, "wrong answer");
+        self.text(Weight::Regular, 8.0, x0 + 10.0, y, &right_answer);
+        let second = x0 + 10.0 + Self::width(Weight::Regular, 8.0, &right_answer) + 12.0;
+        self.cross(second + 3.0, y + 3.0, 3.2);
+        self.text(Weight::Regular, 8.0, second + 10.0, y, &wrong_answer);
         y - 8.0
     }
 }

@@ -9,6 +9,7 @@
 
 mod chart;
 mod fonts;
+mod labels;
 mod page;
 
 use pdf_writer::{Filter, Pdf, Rect, Ref, TextStr};
@@ -18,6 +19,7 @@ use fonts::Weight;
 use page::Page;
 
 pub use fonts::warm_up;
+pub use labels::{FILE as LABELS_FILE, Labels};
 
 /// A4 in points.
 const PAGE: (f32, f32) = (595.0, 842.0);
@@ -36,16 +38,15 @@ fn duration_text(seconds: i64) -> String {
     }
 }
 
-/// Renders `summary` as a one-page A4 PDF, its times in `zone` (the recipient's).
 /// The learner, and the line under the title: the learner and the subject, as the emails
 /// show names (no reordering marks, at most 60 characters); a session without a subject
-/// names the learner alone.
-fn heading(summary: &SessionSummary) -> (String, String) {
+/// names the learner alone (`learner`: the word for a learner without a name).
+fn heading(summary: &SessionSummary, learner: &str) -> (String, String) {
     let named = |name: Option<&str>| {
         name.map(super::week::display_name)
             .filter(|n| !n.is_empty())
     };
-    let learner = named(summary.learner_name.as_deref()).unwrap_or_else(|| "Learner".to_owned());
+    let learner = named(summary.learner_name.as_deref()).unwrap_or_else(|| learner.to_owned());
     let heading = match named(summary.subject.as_deref()) {
         Some(subject) => format!("{learner} — {subject}"),
         None => learner.clone(),
@@ -53,58 +54,59 @@ fn heading(summary: &SessionSummary) -> (String, String) {
     (learner, heading)
 }
 
-pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz) -> Vec<u8> {
+/// Renders `summary` as a one-page A4 PDF, its times in `zone` (the recipient's), in the
+/// words of `labels`.
+pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz, labels: &Labels) -> Vec<u8> {
+    let word = |key: &str| labels.get(key, &[]);
     let mut page = Page::new();
     page.content.set_line_width(0.5);
-    page.text(Weight::Bold, 22.0, LEFT, 780.0, "Learning session report");
-    let (learner, heading) = heading(summary);
+    let title = Page::fit(Weight::Bold, 22.0, &word("title"), RIGHT - LEFT);
+    page.text(Weight::Bold, 22.0, LEFT, 780.0, &title);
+    let (learner, heading) = heading(summary, &word("learner"));
     let heading = Page::fit(Weight::Regular, 13.0, &heading, RIGHT - LEFT);
     page.text(Weight::Regular, 13.0, LEFT, 756.0, &heading);
     let when = summary
         .started_at
         .with_timezone(&zone)
-        .format("%A %-d %B %Y, %H:%M %Z")
+        .format(&word("date_format"))
         .to_string();
-    page.text(
-        Weight::Regular,
-        10.0,
-        LEFT,
-        738.0,
-        &format!("Started {when}"),
-    );
+    let started = labels.get("started", &[("when", &when)]);
+    let started = Page::fit(Weight::Regular, 10.0, &started, RIGHT - LEFT);
+    page.text(Weight::Regular, 10.0, LEFT, 738.0, &started);
 
     let accuracy = summary
         .accuracy
         .map_or_else(|| "–".to_owned(), |a| format!("{:.0}%", a * 100.0));
-    let rows = vec![
+    let status = if summary.completed {
+        "completed"
+    } else {
+        "in_progress"
+    };
+    let (correct, total) = (
+        summary.answers_correct.to_string(),
+        summary.answers_total.to_string(),
+    );
+    let rows = [
+        ("status", word(status)),
+        ("time_spent", duration_text(summary.duration_seconds)),
+        ("steps", summary.steps.to_string()),
+        ("hints", summary.hints_used.to_string()),
         (
-            "Status".to_owned(),
-            if summary.completed {
-                "Completed"
-            } else {
-                "In progress"
-            }
-            .to_owned(),
+            "answers_correct",
+            labels.get("answers_of", &[("correct", &correct), ("total", &total)]),
         ),
+        ("accuracy", accuracy),
+        ("events", summary.events_total.to_string()),
+    ]
+    .map(|(key, value)| {
         (
-            "Time spent".to_owned(),
-            duration_text(summary.duration_seconds),
-        ),
-        ("Steps worked through".to_owned(), summary.steps.to_string()),
-        ("Hints used".to_owned(), summary.hints_used.to_string()),
-        (
-            "Answers correct".to_owned(),
-            format!("{} of {}", summary.answers_correct, summary.answers_total),
-        ),
-        ("Accuracy".to_owned(), accuracy),
-        (
-            "Events recorded".to_owned(),
-            summary.events_total.to_string(),
-        ),
-    ];
+            Page::fit(Weight::Regular, 11.0, &word(key), 200.0 - LEFT - 12.0),
+            Page::fit(Weight::Regular, 11.0, &value, 100.0 - 12.0),
+        )
+    });
     // The numbers on the left, the timeline beside them.
-    let table_bottom = page.table((LEFT, 200.0, 300.0), 716.0, ("Summary", ""), &rows);
-    let chart_bottom = page.timeline((318.0, RIGHT), 700.0, summary);
+    let table_bottom = page.table((LEFT, 200.0, 300.0), 716.0, (&word("summary"), ""), &rows);
+    let chart_bottom = page.timeline((318.0, RIGHT), 700.0, summary, labels);
     let y = table_bottom.min(chart_bottom);
 
     let kinds: Vec<(String, String)> = summary
@@ -115,22 +117,26 @@ pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz) -> Vec<u8> {
     let y = if kinds.is_empty() {
         y
     } else {
-        page.text(Weight::Bold, 13.0, LEFT, y - 30.0, "Activity by kind");
+        page.text(Weight::Bold, 13.0, LEFT, y - 30.0, &word("activity"));
         page.table(
             (LEFT, 330.0, RIGHT),
             y - 40.0,
-            ("Kind", "Count"),
+            (&word("kind"), &word("count")),
             &kinds[..kinds.len().min(20)],
         )
     };
+    let session = labels.get("session", &[("id", &summary.session_id)]);
     page.text(
         Weight::Regular,
         8.0,
         LEFT,
         (y - 30.0).max(40.0),
-        &format!("Session {}", summary.session_id),
+        &Page::fit(Weight::Regular, 8.0, &session, RIGHT - LEFT),
     );
-    document(page, &format!("Session report: {learner}"))
+    document(
+        page,
+        &labels.get("document_title", &[("learner", &learner)]),
+    )
 }
 
 /// Writes the page, its fonts (subset to the glyphs used) and the document around them.
@@ -231,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_heading_names_the_subject_only_when_the_session_has_one() {
-        assert_eq!(heading(&summary("Ada")).1, "Ada — Fractions");
+        assert_eq!(heading(&summary("Ada"), "Learner").1, "Ada — Fractions");
         let session = SessionRecord {
             id: "bare".into(),
             learner_name: None,
@@ -240,12 +246,15 @@ mod tests {
             completed_at_ms: Some(1_000),
         };
         let bare = summarize(&session, &[], 0);
-        assert_eq!(heading(&bare), ("Learner".to_owned(), "Learner".to_owned()));
+        assert_eq!(
+            heading(&bare, "Learner"),
+            ("Learner".to_owned(), "Learner".to_owned())
+        );
     }
 
     #[test]
     fn renders_a_small_well_formed_document() {
-        let pdf = render(&summary("Ada (7)"), chrono_tz::UTC);
+        let pdf = render(&summary("Ada (7)"), chrono_tz::UTC, &Labels::shipped());
         assert!(pdf.starts_with(b"%PDF-"));
         let find = |needle: &[u8]| pdf.windows(needle.len()).any(|w| w == needle);
         assert!(find(b"/FontFile2") && find(b"/ToUnicode") && find(b"/Identity-H"));
@@ -268,17 +277,25 @@ mod tests {
         let has_replacement = |pdf: &[u8]| pdf.windows(4).any(|w| w == b"FFFD");
         assert!(!has_replacement(&render(
             &summary("\u{202e}Ada\u{202c}"),
-            chrono_tz::UTC
+            chrono_tz::UTC,
+            &Labels::shipped()
         )));
-        assert!(has_replacement(&render(&summary("Ada 日"), chrono_tz::UTC)));
+        assert!(has_replacement(&render(
+            &summary("Ada 日"),
+            chrono_tz::UTC,
+            &Labels::shipped()
+        )));
     }
 
     #[test]
     fn a_kept_font_program_gives_the_same_document() {
-        let first = render(&summary("Zoë"), chrono_tz::UTC);
-        let again = render(&summary("Zoë"), chrono_tz::UTC);
+        let first = render(&summary("Zoë"), chrono_tz::UTC, &Labels::shipped());
+        let again = render(&summary("Zoë"), chrono_tz::UTC, &Labels::shipped());
         assert_eq!(first, again);
-        assert_ne!(first, render(&summary("Ζωή"), chrono_tz::UTC));
+        assert_ne!(
+            first,
+            render(&summary("Ζωή"), chrono_tz::UTC, &Labels::shipped())
+        );
     }
 
     #[test]
