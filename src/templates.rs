@@ -35,10 +35,14 @@ pub fn escape(text: &str) -> String {
 }
 
 /// Every template, with the text it ships with.
-const SHIPPED: [(&str, &str); 7] = [
+const SHIPPED: [(&str, &str); 8] = [
     (
         "layout.html",
         include_str!("../templates/email/layout.html"),
+    ),
+    (
+        "link_page.html",
+        include_str!("../templates/email/link_page.html"),
     ),
     (
         "session_report.subject.txt",
@@ -89,6 +93,77 @@ impl std::fmt::Debug for Templates {
 pub struct Links<'a> {
     pub unsubscribe: &'a str,
     pub preferences: &'a str,
+}
+
+/// Which page an email's link opens (see `templates/email/link_page.html`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageKind {
+    UnsubscribeConfirm,
+    Unsubscribed,
+    TryAgain,
+    Preferences,
+    PreferencesSaved,
+    OutOfDate,
+    InvalidLink,
+    AlteredLink,
+}
+
+impl PageKind {
+    const ALL: [Self; 8] = [
+        Self::UnsubscribeConfirm,
+        Self::Unsubscribed,
+        Self::TryAgain,
+        Self::Preferences,
+        Self::PreferencesSaved,
+        Self::OutOfDate,
+        Self::InvalidLink,
+        Self::AlteredLink,
+    ];
+}
+
+/// What a page an email's link opens shows; every value the template may name, blank where
+/// the page has none.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkPage {
+    pub page: PageKind,
+    /// What an unsubscribe link stops: `weekly_digest`, `session_reports` or `all`.
+    pub what: &'static str,
+    /// Where the page's form posts (relative to the page).
+    pub action: String,
+    /// The preference page, relative to an unsubscribe page.
+    pub preferences_url: String,
+    /// The recipient's address, masked.
+    pub masked: String,
+    pub nonce: String,
+    pub session_reports: bool,
+    pub weekly_digest: bool,
+    /// `bounced` or `complained` when the address is suppressed.
+    pub suppressed: Option<String>,
+}
+
+impl LinkPage {
+    /// A page showing `page` and nothing else.
+    pub fn bare(page: PageKind) -> Self {
+        Self {
+            page,
+            what: "all",
+            action: String::new(),
+            preferences_url: String::new(),
+            masked: String::new(),
+            nonce: String::new(),
+            session_reports: false,
+            weekly_digest: false,
+            suppressed: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PageContext<'a> {
+    #[serde(flatten)]
+    page: &'a LinkPage,
+    brand: &'a str,
 }
 
 /// A row of the report's table.
@@ -272,6 +347,22 @@ impl Templates {
             if let Err(err) = templates.try_weekly_digest(&digest, url) {
                 problems.push(describe(dir, &err));
             }
+            // Every page, with the values it is shown with (a suppressed address's form too).
+            for page in PageKind::ALL {
+                let sample = LinkPage {
+                    action: "v1.x.y".into(),
+                    preferences_url: "../preferences/page/v1.x.y".into(),
+                    masked: "pa***@example.com".into(),
+                    nonce: "0".into(),
+                    session_reports: true,
+                    suppressed: Some("bounced".into()),
+                    ..LinkPage::bare(page)
+                };
+                if let Err(err) = templates.try_link_page(&sample) {
+                    problems.push(describe(dir, &err));
+                    break;
+                }
+            }
         }
         if problems.is_empty() {
             Ok(templates)
@@ -283,6 +374,21 @@ impl Templates {
     /// The shipped templates alone.
     pub fn shipped(brand: &str, footer_address: &str) -> Self {
         Self::load(None, brand, footer_address).expect("the shipped templates are valid")
+    }
+
+    /// The page an email's link opens, as HTML.
+    pub fn link_page(&self, page: &LinkPage) -> Result<String, String> {
+        self.try_link_page(page)
+            .map_err(|e| format!("rendering a link's page: {e:#}"))
+    }
+
+    fn try_link_page(&self, page: &LinkPage) -> Result<String, minijinja::Error> {
+        self.env
+            .get_template("link_page.html")?
+            .render(PageContext {
+                page,
+                brand: &self.brand,
+            })
     }
 
     /// The report of `summary` as a PDF, its times in `zone` (the recipient's), in the

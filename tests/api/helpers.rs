@@ -236,6 +236,8 @@ pub struct TestApp {
     vars: HashMap<String, String>,
     /// Kept alive so the database outlives the app.
     _db: TestDatabase,
+    /// The templates directory the app reads, kept as long as the app.
+    _templates: Option<tempfile::TempDir>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -253,6 +255,26 @@ pub async fn spawn_app_with(
     let mut vars = config_vars(&db.url);
     configure(&mut vars);
     start(db, vars, extra_routes, None).await
+}
+
+/// Spawns the app on SQLite with `files` (name, text) in its `EMAIL_TEMPLATES_DIR`, which
+/// is kept as long as the app.
+pub async fn spawn_app_with_templates(files: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = dir.path().to_str().unwrap().to_owned();
+    let mut app = spawn_app_with(
+        Backend::Sqlite,
+        |vars| {
+            vars.insert("EMAIL_TEMPLATES_DIR".into(), path);
+        },
+        None,
+    )
+    .await;
+    app._templates = Some(dir);
+    app
 }
 
 /// Spawns the app with configuration changes and its clock starting at `start_ms` (a date
@@ -311,6 +333,7 @@ async fn start(
         server: Some(server),
         vars,
         _db: db,
+        _templates: None,
     }
 }
 
@@ -380,6 +403,23 @@ impl TestApp {
             .json()
             .await
             .expect("a JSON answer")
+    }
+
+    /// The token of `email`'s unsubscribe and preference links (its preferences row made
+    /// first, if there is none).
+    pub async fn link_token(&self, email: &str) -> String {
+        let store = &self.state.store;
+        let change = herald::store::preferences::Change::default();
+        let source = herald::store::preferences::Source::Api;
+        herald::store::preferences::change(store, email, &change, source, 0)
+            .await
+            .unwrap();
+        let key = herald::store::preferences::get(store, email)
+            .await
+            .unwrap()
+            .and_then(|p| p.recipient_key)
+            .unwrap();
+        self.state.signer.token(&key)
     }
 
     /// How many rows `table` holds now.

@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app};
+use crate::helpers::{
+    API_KEY, Backend, TestApp, assert_error, spawn_app, spawn_app_with_templates,
+};
 use crate::on_both_backends;
 
 const PARENT: &str = "parent@example.com";
@@ -155,12 +157,7 @@ async fn a_parents_time_zone_comes_with_a_session(backend: Backend) {
 async fn an_unsubscribe_from_a_link_is_recorded_as_such(backend: Backend) {
     let app = spawn_app(backend).await;
     put(&app, PARENT, json!({"timezone": "Europe/London"})).await;
-    let key = herald::store::preferences::get(&app.state.store, PARENT)
-        .await
-        .unwrap()
-        .and_then(|p| p.recipient_key)
-        .unwrap();
-    let token = app.state.signer.token(&key);
+    let token = app.link_token(PARENT).await;
     app.clock.advance_ms(1_000);
     let done = app
         .client
@@ -185,6 +182,52 @@ async fn an_unsubscribe_from_a_link_is_recorded_as_such(backend: Backend) {
     );
     let read: Value = get(&app, PARENT).await.json().await.unwrap();
     assert!(read["weekly_digest_unsubscribed_at"].is_string());
+}
+
+/// A deployment writing to parents in Polish words the pages their links open too
+/// (`link_page.html` in `EMAIL_TEMPLATES_DIR`): the question, the answer, the form; the
+/// values in them escaped, the answers' statuses as before.
+#[tokio::test]
+async fn the_pages_a_parents_links_open_speak_the_deployments_language() {
+    const PAGE: &str = r#"<!DOCTYPE html><html lang="pl"><body>
+{%- if page == "unsubscribe_confirm" %}<p>Wypisać z: {{ what }}?</p><form method="post" action="{{ action }}"><button>Wypisz</button></form>
+{%- elif page == "unsubscribed" %}<p>Wypisano.</p><a href="{{ preferences_url }}">Ustawienia</a>
+{%- elif page == "preferences" %}<p>Dla {{ masked }}</p><form action="{{ action }}"><input name="nonce" value="{{ nonce }}">{{ "raporty" if session_reports else "" }}{{ suppressed or "" }}</form>
+{%- elif page == "preferences_saved" %}<p>Zapisano: {{ weekly_digest }}</p>
+{%- elif page in ["invalid_link", "altered_link"] %}<p>Nieprawidłowy link</p>
+{%- else %}<p>{{ page }}</p>{% endif %}</body></html>"#;
+    let app = spawn_app_with_templates(&[("link_page.html", PAGE)]).await;
+    let token = app.link_token(PARENT).await;
+    let link = format!("/api/v1/email/unsubscribe/{token}?type=weekly_digest");
+    let asked = app.get(&link).await;
+    assert_eq!(asked.status(), 200);
+    let asked = asked.text().await.unwrap();
+    assert!(
+        asked.contains("Wypisać z: weekly_digest?")
+            && asked.contains(&format!("action=\"{token}?type=weekly_digest\"")),
+        "{asked}"
+    );
+    let done = app.client.post(app.url(&link)).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let done = done.text().await.unwrap();
+    assert!(
+        done.contains("Wypisano.")
+            && done.contains(&format!("href=\"../preferences/page/{token}\"")),
+        "{done}"
+    );
+    let form = app
+        .get(&format!("/api/v1/email/preferences/page/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("Dla pa***@example.com") && form.contains("raporty"),
+        "{form}"
+    );
+    let bad = app.get("/api/v1/email/unsubscribe/nonsense").await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("Nieprawidłowy link"));
 }
 
 on_both_backends!(

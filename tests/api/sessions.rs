@@ -3,7 +3,9 @@
 use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, Backend, TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{
+    API_KEY, Backend, TestApp, assert_error, spawn_app, spawn_app_with_templates,
+};
 use crate::on_both_backends;
 
 pub struct Session {
@@ -622,10 +624,7 @@ async fn a_report_pdf_prints_every_script_its_fonts_cover(backend: Backend) {
 /// date in the format given, and the words left out stay as shipped.
 #[tokio::test]
 async fn a_report_pdf_is_worded_by_the_deployments_labels() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("session_report.pdf.json"),
-        r#"{
+    const LABELS: &str = r#"{
             "title": "Raport z sesji nauki",
             "started": "Rozpoczęto {when}",
             "date_format": "%d.%m.%Y, %H:%M",
@@ -636,18 +635,8 @@ async fn a_report_pdf_is_worded_by_the_deployments_labels() {
             "right_answer": "dobra odpowiedź",
             "wrong_answer": "zła odpowiedź",
             "document_title": "Raport: {learner}"
-        }"#,
-    )
-    .unwrap();
-    let templates = dir.path().to_str().unwrap().to_owned();
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        |vars| {
-            vars.insert("EMAIL_TEMPLATES_DIR".into(), templates);
-        },
-        None,
-    )
-    .await;
+        }"#;
+    let app = spawn_app_with_templates(&[("session_report.pdf.json", LABELS)]).await;
     let session = app
         .new_session(json!({"learner_name": "Łukasz", "subject": "ułamki"}))
         .await;

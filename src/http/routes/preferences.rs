@@ -16,6 +16,7 @@ use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::instant;
 use crate::store::preferences::{self, Change, Preferences, Source};
+use crate::templates::{LinkPage, PageKind};
 
 /// Why an address gets no email whatever its switches say.
 #[derive(Serialize, ToSchema)]
@@ -184,25 +185,20 @@ async fn recipient(
     state: &AppState,
     token: &str,
 ) -> Result<(String, String, Preferences), axum::response::Response> {
-    use super::unsubscribe::altered_link;
-    let key =
-        super::unsubscribe::recipient_key(state, token).map_err(IntoResponse::into_response)?;
+    let altered = || super::unsubscribe::altered_link(state);
+    let key = super::unsubscribe::recipient_key(state, token).map_err(|r| r.page(state))?;
     let email = preferences::email_of(&state.store, &key)
         .await
         .map_err(|e| ApiError::from(e).into_response())?
-        .ok_or_else(altered_link)?;
+        .ok_or_else(altered)?;
     let found = preferences::get(&state.store, &email)
         .await
         .map_err(|e| ApiError::from(e).into_response())?
-        .ok_or_else(altered_link)?;
+        .ok_or_else(altered)?;
     Ok((key, email, found))
 }
 
 use axum::response::IntoResponse;
-
-fn checked(on: bool) -> &'static str {
-    if on { " checked" } else { "" }
-}
 
 #[utoipa::path(get, path = "/api/v1/email/preferences/page/{token}", tag = "email",
     params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link")),
@@ -219,36 +215,16 @@ pub async fn page(
         Ok(found) => found,
         Err(refused) => return refused,
     };
-    let masked = Email::parse(&email).map(|e| e.masked()).unwrap_or_default();
-    let nonce = state.signer.form_nonce(&key, found.version);
-    let suppressed = match &found.suppressed {
-        Some((reason, _)) => format!(
-            "<p><strong>No email reaches this address now:</strong> it was {}. Contact the sender to have it lifted.</p>",
-            if reason == "bounced" {
-                "refused by its mail server"
-            } else {
-                "reported as spam"
-            }
-        ),
-        None => String::new(),
+    let page = LinkPage {
+        action: token,
+        masked: Email::parse(&email).map(|e| e.masked()).unwrap_or_default(),
+        nonce: state.signer.form_nonce(&key, found.version),
+        session_reports: found.session_reports_enabled,
+        weekly_digest: found.weekly_digest_enabled,
+        suppressed: found.suppressed.map(|(reason, _)| reason),
+        ..LinkPage::bare(PageKind::Preferences)
     };
-    let escape = crate::templates::escape;
-    super::unsubscribe::page(
-        http::StatusCode::OK,
-        "Your email preferences",
-        &format!(
-            "<p>For {masked}. Choose what you receive:</p>{suppressed}\
-             <form method=\"post\" action=\"{token}\">\
-             <input type=\"hidden\" name=\"nonce\" value=\"{nonce}\">\
-             <p><label><input type=\"checkbox\" name=\"session_reports\" value=\"on\"{reports}> A report after each learning session</label></p>\
-             <p><label><input type=\"checkbox\" name=\"weekly_digest\" value=\"on\"{digest}> A weekly digest</label></p>\
-             <button type=\"submit\">Save my choices</button></form>",
-            masked = escape(&masked),
-            token = escape(&token),
-            reports = checked(found.session_reports_enabled),
-            digest = checked(found.weekly_digest_enabled),
-        ),
-    )
+    super::unsubscribe::show(&state, http::StatusCode::OK, &page)
 }
 
 #[utoipa::path(post, path = "/api/v1/email/preferences/page/{token}", tag = "email",
@@ -270,17 +246,17 @@ pub async fn page_save(
         Err(refused) => return refused,
     };
     let Ok(axum::Form(form)) = form else {
-        return super::unsubscribe::invalid_link();
+        return super::unsubscribe::invalid_link(&state);
     };
     let Some(nonce) = form.nonce else {
-        return super::unsubscribe::altered_link();
+        return super::unsubscribe::altered_link(&state);
     };
     if !state.signer.form_nonce_holds(&nonce, &key, found.version) {
         // Either forged, or shown before the last change: one answer, a fresh page fixes both.
-        return super::unsubscribe::page(
+        return super::unsubscribe::show(
+            &state,
             http::StatusCode::CONFLICT,
-            "This form is out of date",
-            "<p>Your preferences changed since this page was shown, or the form was not the one we sent. Please open the link from your email again.</p>",
+            &LinkPage::bare(PageKind::OutOfDate),
         );
     }
     let wanted = Change {
@@ -295,15 +271,10 @@ pub async fn page_save(
             Ok(saved) => saved,
             Err(err) => return ApiError::from(err).into_response(),
         };
-    let says = |on: bool| if on { "on" } else { "off" };
-    super::unsubscribe::page(
-        http::StatusCode::OK,
-        "Your preferences are saved",
-        &format!(
-            "<p>Session reports: <strong>{}</strong>. Weekly digest: <strong>{}</strong>.</p>\
-             <p>You can change them again from the link in any email.</p>",
-            says(saved.session_reports_enabled),
-            says(saved.weekly_digest_enabled)
-        ),
-    )
+    let page = LinkPage {
+        session_reports: saved.session_reports_enabled,
+        weekly_digest: saved.weekly_digest_enabled,
+        ..LinkPage::bare(PageKind::PreferencesSaved)
+    };
+    super::unsubscribe::show(&state, http::StatusCode::OK, &page)
 }

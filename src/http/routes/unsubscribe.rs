@@ -11,9 +11,10 @@ use axum::response::{Html, IntoResponse, Response};
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::store::preferences::{self, Unsubscribe};
-use crate::templates::escape;
+use crate::templates::{LinkPage, PageKind};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -24,41 +25,32 @@ pub struct UnsubscribeQuery {
     pub kind: Option<String>,
 }
 
-fn describe(what: Unsubscribe) -> &'static str {
-    match what {
-        Unsubscribe::WeeklyDigest => "weekly digest emails",
-        Unsubscribe::SessionReports => "session report emails",
-        Unsubscribe::All => "all emails from us",
+/// The page `page`, answered with `status`, in the words of the deployment's templates.
+pub(crate) fn show(state: &AppState, status: StatusCode, page: &LinkPage) -> Response {
+    match state.config.email.templates.link_page(page) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "a link's page did not render");
+            ApiError::internal(err).into_response()
+        }
     }
 }
 
-pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
-         <style>body{{font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         button{{font-size:1rem;padding:.6rem 1.2rem;cursor:pointer}}</style></head>\
-         <body><h1>{title}</h1>{body}</body></html>",
-        title = escape(title)
-    );
-    (status, Html(html)).into_response()
-}
-
-pub(crate) fn invalid_link() -> Response {
-    page(
+pub(crate) fn invalid_link(state: &AppState) -> Response {
+    show(
+        state,
         StatusCode::BAD_REQUEST,
-        "This link is not valid",
-        "<p>This unsubscribe link is incomplete or has been altered. Please use the link from the most recent email you received.</p>",
+        &LinkPage::bare(PageKind::InvalidLink),
     )
 }
 
 /// A token with a token's shape whose signature does not hold (altered, or signed with a
 /// key herald no longer has).
-pub(crate) fn altered_link() -> Response {
-    page(
+pub(crate) fn altered_link(state: &AppState) -> Response {
+    show(
+        state,
         StatusCode::FORBIDDEN,
-        "This link is not valid",
-        "<p>This unsubscribe link has been altered or has expired. Please use the link from the most recent email you received.</p>",
+        &LinkPage::bare(PageKind::AlteredLink),
     )
 }
 
@@ -90,11 +82,12 @@ pub(crate) enum Refused {
     Altered,
 }
 
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
+impl Refused {
+    /// The page that says why.
+    pub(crate) fn page(self, state: &AppState) -> Response {
         match self {
-            Self::Malformed => invalid_link(),
-            Self::Altered => altered_link(),
+            Self::Malformed => invalid_link(state),
+            Self::Altered => altered_link(state),
         }
     }
 }
@@ -113,20 +106,16 @@ pub async fn confirm(
 ) -> Response {
     let (_, what) = match parse(&state, &token, query) {
         Ok(parsed) => parsed,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused.page(&state),
     };
     // Relative, like every link of these pages: they keep working behind a proxy that
     // serves herald under a path of its own (`API_BASE_URL=https://example.org/herald`).
-    let action = format!("{}?type={}", escape(&token), what.as_str());
-    page(
-        StatusCode::OK,
-        "Unsubscribe?",
-        &format!(
-            "<p>Stop receiving {}?</p>\
-             <form method=\"post\" action=\"{action}\"><button type=\"submit\" name=\"confirm\" value=\"yes\">Unsubscribe</button></form>",
-            describe(what)
-        ),
-    )
+    let page = LinkPage {
+        what: what.as_str(),
+        action: format!("{token}?type={}", what.as_str()),
+        ..LinkPage::bare(PageKind::UnsubscribeConfirm)
+    };
+    show(&state, StatusCode::OK, &page)
 }
 
 #[utoipa::path(post, path = "/api/v1/email/unsubscribe/{token}", tag = "email",
@@ -144,7 +133,7 @@ pub async fn apply(
 ) -> Response {
     let (recipient_key, what) = match parse(&state, &token, query) {
         Ok(parsed) => parsed,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused.page(&state),
     };
     let now = state.now_ms();
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
@@ -152,23 +141,19 @@ pub async fn apply(
             if changed {
                 tracing::info!(kind = what.as_str(), "recipient unsubscribed");
             }
-            page(
-                StatusCode::OK,
-                "You are unsubscribed",
-                &format!(
-                    "<p>You will no longer receive {}.</p>\
-                     <p>Changed your mind? <a href=\"../preferences/page/{}\">Choose what you receive</a>.</p>",
-                    describe(what),
-                    escape(&token)
-                ),
-            )
+            let page = LinkPage {
+                what: what.as_str(),
+                preferences_url: format!("../preferences/page/{token}"),
+                ..LinkPage::bare(PageKind::Unsubscribed)
+            };
+            show(&state, StatusCode::OK, &page)
         }
         Err(err) => {
             tracing::error!(error = %err, "unsubscribe failed");
-            page(
+            show(
+                &state,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "<p>We could not record your choice just now. Please try the link again in a minute.</p>",
+                &LinkPage::bare(PageKind::TryAgain),
             )
         }
     }
