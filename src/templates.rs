@@ -233,11 +233,7 @@ fn strays(dir: &Path) -> Vec<String> {
         })
         .collect();
     found.sort();
-    let names: Vec<&str> = SHIPPED
-        .iter()
-        .map(|(name, _)| *name)
-        .chain([LABELS_FILE])
-        .collect();
+    let names: Vec<&str> = Templates::files().collect();
     found
         .into_iter()
         .map(|name| {
@@ -287,6 +283,9 @@ impl Templates {
                 problems.push(describe(dir, &err));
             }
         }
+        // The PDF's words stand apart from the templates: their problems are told after
+        // the templates have been tried.
+        let mut label_problems = Vec::new();
         let pdf_labels = match dir.map(|d| d.join(LABELS_FILE)).filter(|p| p.exists()) {
             None => Labels::shipped(),
             Some(path) => {
@@ -294,7 +293,7 @@ impl Templates {
                 match read.and_then(|text| Labels::parse(&text, Labels::shipped())) {
                     Ok(labels) => labels,
                     Err(found) => {
-                        problems.extend(found.into_iter().map(|problem| {
+                        label_problems.extend(found.into_iter().map(|problem| {
                             format!("EMAIL_TEMPLATES_DIR: {}: {problem}", path.display())
                         }));
                         Labels::shipped()
@@ -364,11 +363,17 @@ impl Templates {
                 }
             }
         }
+        problems.extend(label_problems);
         if problems.is_empty() {
             Ok(templates)
         } else {
             Err(problems)
         }
+    }
+
+    /// The name of every file a deployment may replace.
+    pub fn files() -> impl Iterator<Item = &'static str> {
+        SHIPPED.iter().map(|(name, _)| *name).chain([LABELS_FILE])
     }
 
     /// The shipped templates alone.

@@ -81,6 +81,13 @@ pub enum Command {
         #[command(subcommand)]
         action: RecipientsAction,
     },
+    /// Check a directory of template overrides (what `EMAIL_TEMPLATES_DIR` names) as a start
+    /// would, rendering each with sample values, without a database or any other setting:
+    /// lists which templates it replaces, or every problem with its file and line (exit 2).
+    Templates {
+        #[command(subcommand)]
+        action: TemplatesAction,
+    },
     /// The changes operators made, newest first: who (an admin key's fingerprint, the first
     /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,
     /// from what to what.
@@ -215,6 +222,16 @@ pub enum JobsAction {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TemplatesAction {
+    /// Check the overrides in DIR (default: `EMAIL_TEMPLATES_DIR`), with the brand and footer
+    /// of `EMAIL_BRAND_NAME` and `EMAIL_FOOTER_ADDRESS`.
+    Check {
+        /// The directory of overrides.
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum MigrateAction {
     /// List every migration and when it was applied.
     Status,
@@ -239,6 +256,13 @@ use database::{backup, current_store, migrate, migrate_status, missing_database}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the configuration: it needs none, and reading it could make development keys.
+    if let Some(Command::Templates {
+        action: TemplatesAction::Check { dir },
+    }) = cli.command
+    {
+        return templates_check(dir);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(errors) => {
@@ -305,6 +329,9 @@ pub fn main() -> ExitCode {
             Command::Recipients {
                 action: RecipientsAction::Erase { email, dry_run },
             } => recipients::erase(config, &email, dry_run).await,
+            Command::Templates {
+                action: TemplatesAction::Check { dir },
+            } => Ok(templates_check(dir)),
             Command::Audit {
                 since,
                 action,
@@ -364,6 +391,46 @@ pub fn main() -> ExitCode {
         guard.flush(Some(std::time::Duration::from_secs(2)));
     }
     code
+}
+
+/// `herald templates check [DIR]`: the overrides in DIR loaded as a start loads them.
+fn templates_check(dir: Option<std::path::PathBuf>) -> ExitCode {
+    let Some(dir) = dir.or_else(|| std::env::var_os("EMAIL_TEMPLATES_DIR").map(Into::into)) else {
+        eprintln!("error: name a directory of templates, or set EMAIL_TEMPLATES_DIR");
+        return ExitCode::from(2);
+    };
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a directory", dir.display());
+        return ExitCode::from(2);
+    }
+    let setting =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let loaded = crate::templates::Templates::load(
+        Some(&dir),
+        &setting("EMAIL_BRAND_NAME", "herald"),
+        &setting("EMAIL_FOOTER_ADDRESS", ""),
+    );
+    match loaded {
+        Ok(_) => {
+            for name in crate::templates::Templates::files() {
+                let from = if dir.join(name).exists() {
+                    "replaced"
+                } else {
+                    "shipped"
+                };
+                if out!("{from:<9} {name}").is_err() {
+                    break;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("configuration error: {problem}");
+            }
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// An error and its causes on one line, each cause once: a cause whose text its error

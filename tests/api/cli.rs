@@ -69,6 +69,67 @@ fn a_broken_email_template_stops_the_start_naming_its_file_and_line() {
     );
 }
 
+/// `herald templates check` tries a deployment's overrides as a start would, with no
+/// database and nothing else set, and leaves nothing behind.
+#[test]
+fn templates_are_checked_before_a_deploy_without_a_database() {
+    let overrides = tempfile::tempdir().unwrap();
+    std::fs::write(
+        overrides.path().join("session_report.txt"),
+        "{{ learner }}: {{ steps }} kroków\n{{ unsubscribe_url }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        overrides.path().join("session_report.pdf.json"),
+        r#"{"title": "Raport z sesji"}"#,
+    )
+    .unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let check = |args: &[&str]| {
+        herald()
+            .current_dir(cwd.path())
+            .args(["templates", "check"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir = overrides.path().to_str().unwrap();
+    let output = check(&[dir]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for line in [
+        "replaced  session_report.txt",
+        "replaced  session_report.pdf.json",
+        "shipped   weekly_digest.txt",
+        "shipped   link_page.html",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "no database, no keys file"
+    );
+
+    std::fs::write(
+        overrides.path().join("session_report.pdf.json"),
+        r#"{"title": "Raport {learner}"}"#,
+    )
+    .unwrap();
+    std::fs::write(overrides.path().join("link_page.html"), "{{ pgae }}").unwrap();
+    let output = check(&[dir]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("configuration error: EMAIL_TEMPLATES_DIR:")
+            && stderr.contains("session_report.pdf.json: `title` takes no placeholder")
+            && stderr.contains("link_page.html:1: undefined value at `pgae`"),
+        "{stderr}"
+    );
+    let output = check(&[]);
+    assert_eq!(output.status.code(), Some(2), "no directory named");
+}
+
 /// What `herald migrate status` prints for the database at `url` (it succeeds).
 fn migrate_status(url: &str) -> String {
     let status = run_ok(
