@@ -18,28 +18,43 @@ pub(super) struct Face {
     data: &'static [u8],
     face: ttf_parser::Face<'static>,
     units: f32,
+    /// The glyph and advance of each ASCII character, looked up once: most of a report's
+    /// text is ASCII, and every word is measured to fit before it is drawn.
+    ascii: [(Option<u16>, f32); 128],
 }
 
 impl Face {
     fn load(name: &'static str, data: &'static [u8]) -> Self {
         let face = ttf_parser::Face::parse(data, 0).expect("the embedded font parses");
         let units = f32::from(face.units_per_em());
-        Self {
+        let mut loaded = Self {
             name,
             data,
             face,
             units,
+            ascii: [(None, 0.0); 128],
+        };
+        for code in 0..128u8 {
+            let glyph = loaded.face.glyph_index(char::from(code)).map(|g| g.0);
+            loaded.ascii[usize::from(code)] = (glyph, loaded.advance(glyph.unwrap_or(0)));
         }
+        loaded
     }
 
     /// The glyph of `c`, if the font has one.
     pub(super) fn glyph(&self, c: char) -> Option<u16> {
-        self.face.glyph_index(c).map(|g| g.0)
+        match self.ascii.get(c as usize) {
+            Some((glyph, _)) => *glyph,
+            None => self.face.glyph_index(c).map(|g| g.0),
+        }
     }
 
     /// The advance of `c` (of the replacement box when the font lacks it), in 1/1000 em.
     pub(super) fn char_advance(&self, c: char) -> f32 {
-        self.advance(self.glyph(c).unwrap_or(0))
+        match self.ascii.get(c as usize) {
+            Some((_, advance)) => *advance,
+            None => self.advance(self.glyph(c).unwrap_or(0)),
+        }
     }
 
     /// In 1/1000 em, as PDF widths are.

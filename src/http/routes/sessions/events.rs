@@ -55,7 +55,8 @@ fn session_completed() -> ApiError {
             description = "Makes the request safe to send again: a second request with the same key for this session records nothing and is answered with the event the first recorded (header `Idempotent-Replayed: true`), even once the session is completed; the same key with another event is 422")),
     request_body = NewEventBody,
     responses(
-        (status = 201, description = "Recorded, or recorded before under this `Idempotency-Key`", body = EventRecorded),
+        (status = 201, description = "Recorded, or recorded before under this `Idempotency-Key`", body = EventRecorded,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the event was recorded before under this `Idempotency-Key`"))),
         (status = 403, description = "MISSING_SESSION_TOKEN or INVALID_SESSION_TOKEN", body = crate::http::error::ErrorBody),
         (status = 404, description = "SESSION_NOT_FOUND", body = crate::http::error::ErrorBody),
         (status = 409, description = "SESSION_COMPLETED, or SESSION_FULL: the session holds 10,000 events, the most one takes", body = crate::http::error::ErrorBody),
