@@ -373,7 +373,15 @@ impl Templates {
 
     /// The name of every file a deployment may replace.
     pub fn files() -> impl Iterator<Item = &'static str> {
-        SHIPPED.iter().map(|(name, _)| *name).chain([LABELS_FILE])
+        Self::shipped_files().map(|(name, _)| name)
+    }
+
+    /// Every file a deployment may replace, with the text it ships with.
+    pub fn shipped_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+        SHIPPED
+            .iter()
+            .copied()
+            .chain([(LABELS_FILE, pdf::SHIPPED_LABELS)])
     }
 
     /// The shipped templates alone.

@@ -81,9 +81,9 @@ pub enum Command {
         #[command(subcommand)]
         action: RecipientsAction,
     },
-    /// Check a directory of template overrides (what `EMAIL_TEMPLATES_DIR` names) as a start
-    /// would, rendering each with sample values, without a database or any other setting:
-    /// lists which templates it replaces, or every problem with its file and line (exit 2).
+    /// The email templates, without a database or any other setting: write out the shipped
+    /// ones to start a deployment's own (`export`), or try a directory of overrides as a
+    /// start would (`check`).
     Templates {
         #[command(subcommand)]
         action: TemplatesAction,
@@ -223,8 +223,17 @@ pub enum JobsAction {
 
 #[derive(Subcommand, Debug)]
 pub enum TemplatesAction {
-    /// Check the overrides in DIR (default: `EMAIL_TEMPLATES_DIR`), with the brand and footer
-    /// of `EMAIL_BRAND_NAME` and `EMAIL_FOOTER_ADDRESS`.
+    /// Write every shipped template into DIR, to start a deployment's own (a translation):
+    /// edit the files, delete those kept as shipped, check them, and point
+    /// `EMAIL_TEMPLATES_DIR` at DIR. A file already there is left as it is.
+    Export {
+        /// The directory to write into (made if missing).
+        dir: std::path::PathBuf,
+    },
+    /// Check the overrides in DIR (default: `EMAIL_TEMPLATES_DIR`) as a start would, each
+    /// rendered with sample values, with the brand and footer of `EMAIL_BRAND_NAME` and
+    /// `EMAIL_FOOTER_ADDRESS`: lists which templates it replaces, or every problem with its
+    /// file and line (exit 2).
     Check {
         /// The directory of overrides.
         dir: Option<std::path::PathBuf>,
@@ -257,11 +266,14 @@ use database::{backup, current_store, migrate, migrate_status, missing_database}
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before the configuration: it needs none, and reading it could make development keys.
-    if let Some(Command::Templates {
-        action: TemplatesAction::Check { dir },
-    }) = cli.command
-    {
-        return templates_check(dir);
+    match cli.command {
+        Some(Command::Templates {
+            action: TemplatesAction::Check { dir },
+        }) => return templates_check(dir),
+        Some(Command::Templates {
+            action: TemplatesAction::Export { dir },
+        }) => return templates_export(&dir),
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -332,6 +344,9 @@ pub fn main() -> ExitCode {
             Command::Templates {
                 action: TemplatesAction::Check { dir },
             } => Ok(templates_check(dir)),
+            Command::Templates {
+                action: TemplatesAction::Export { dir },
+            } => Ok(templates_export(&dir)),
             Command::Audit {
                 since,
                 action,
@@ -391,6 +406,36 @@ pub fn main() -> ExitCode {
         guard.flush(Some(std::time::Duration::from_secs(2)));
     }
     code
+}
+
+/// `herald templates export DIR`: the shipped templates written out, none overwritten.
+fn templates_export(dir: &std::path::Path) -> ExitCode {
+    if let Err(err) = std::fs::create_dir_all(dir) {
+        eprintln!("error: {}: {err}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    for (name, text) in crate::templates::Templates::shipped_files() {
+        let path = dir.join(name);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
+        let line = match written {
+            Ok(()) => format!("written   {}", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                format!("kept      {} (already there)", path.display())
+            }
+            Err(err) => {
+                eprintln!("error: {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        if out!("{line}").is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `herald templates check [DIR]`: the overrides in DIR loaded as a start loads them.

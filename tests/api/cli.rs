@@ -70,7 +70,8 @@ fn a_broken_email_template_stops_the_start_naming_its_file_and_line() {
 }
 
 /// `herald templates check` tries a deployment's overrides as a start would, with no
-/// database and nothing else set, and leaves nothing behind.
+/// database and nothing else set, and leaves nothing behind; `herald templates export`
+/// writes the shipped files to start from.
 #[test]
 fn templates_are_checked_before_a_deploy_without_a_database() {
     let overrides = tempfile::tempdir().unwrap();
@@ -128,6 +129,37 @@ fn templates_are_checked_before_a_deploy_without_a_database() {
     );
     let output = check(&[]);
     assert_eq!(output.status.code(), Some(2), "no directory named");
+
+    // A translation starts from the shipped files: exported, they check as they are, and a
+    // second export keeps what is there.
+    let translation = overrides.path().join("pl");
+    let export = || {
+        herald()
+            .current_dir(cwd.path())
+            .args(["templates", "export"])
+            .arg(&translation)
+            .output()
+            .unwrap()
+    };
+    let output = export();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.matches("written ").count(), 9, "{stdout}");
+    let edited = translation.join("session_report.subject.txt");
+    std::fs::write(&edited, "Raport: {{ learner }}\n").unwrap();
+    let output = check(&[translation.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.matches("replaced ").count(), 9, "{stdout}");
+    let output = export();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("kept ").count(), 9, "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&edited).unwrap(),
+        "Raport: {{ learner }}\n",
+        "an edited file is not overwritten"
+    );
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
 }
 
 /// What `herald migrate status` prints for the database at `url` (it succeeds).

@@ -153,7 +153,8 @@ fn check(key: &str, value: &str, takes: &[&str]) -> Result<(), String> {
 
 /// The file of the shipped labels, and its name in `EMAIL_TEMPLATES_DIR`.
 pub const FILE: &str = "session_report.pdf.json";
-const SHIPPED: &str = include_str!("../../../templates/email/session_report.pdf.json");
+/// The shipped words, as the file reads.
+pub const SHIPPED: &str = include_str!("../../../templates/email/session_report.pdf.json");
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use fonts::Weight;
 use page::Page;
 
 pub use fonts::warm_up;
-pub use labels::{FILE as LABELS_FILE, Labels};
+pub use labels::{FILE as LABELS_FILE, Labels, SHIPPED as SHIPPED_LABELS};
 
 /// A4 in points.
 const PAGE: (f32, f32) = (595.0, 842.0);
