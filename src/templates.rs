@@ -77,6 +77,8 @@ pub struct Templates {
     brand: String,
     footer_address: String,
     pdf_labels: Labels,
+    /// A language's own templates (`EMAIL_TEMPLATES_DIR/pl/`), each over these.
+    locales: std::collections::BTreeMap<String, Templates>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -214,6 +216,38 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The subdirectories of `dir` named by a language tag in its usual case (`pl`, `pt-BR`):
+/// each holds a language's own templates. Hidden entries (a mounted ConfigMap's `..data`)
+/// are left alone; any other subdirectory is a problem, as a misspelt file is.
+fn locale_dirs(dir: &Path, problems: &mut Vec<String>) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        match crate::http::routes::preferences::locale("locale", Some(name.clone())) {
+            Ok(Some(tag)) if tag == name => found.push((tag, entry.path())),
+            Ok(Some(tag)) => problems.push(format!(
+                "EMAIL_TEMPLATES_DIR: {}: name a language's directory as its tag is written: {tag}",
+                entry.path().display()
+            )),
+            _ => problems.push(format!(
+                "EMAIL_TEMPLATES_DIR: {}: a directory here holds a language's templates and is \
+                 named by its tag (pl, pt-BR)",
+                entry.path().display()
+            )),
+        }
+    }
+    found.sort();
+    found
+}
+
 /// The files in `dir` that look like templates (`.html`, `.txt`, `.json`) but replace none: a
 /// misspelt name would otherwise leave the shipped template in use without a word. Hidden
 /// entries (a mounted ConfigMap's `..data`) and other files are left alone.
@@ -254,6 +288,65 @@ impl Templates {
         brand: &str,
         footer_address: &str,
     ) -> Result<Self, Vec<String>> {
+        let Some(dir) = dir else {
+            return Self::load_layers(&[], brand, footer_address);
+        };
+        let mut problems = Vec::new();
+        let mut locales = std::collections::BTreeMap::new();
+        for (tag, sub) in locale_dirs(dir, &mut problems) {
+            match Self::load_layers(&[dir, &sub], brand, footer_address) {
+                Ok(templates) => {
+                    locales.insert(tag, templates);
+                }
+                Err(found) => problems.extend(found),
+            }
+        }
+        match Self::load_layers(&[dir], brand, footer_address) {
+            Ok(mut templates) if problems.is_empty() => {
+                templates.locales = locales;
+                Ok(templates)
+            }
+            Ok(_) => Err(problems),
+            Err(mut found) => {
+                found.extend(problems);
+                Err(found)
+            }
+        }
+    }
+
+    /// The templates a recipient of `locale` (a language tag) reads: its language's own when
+    /// the deployment has them (`pt-BR`'s, else `pt`'s), else the deployment's.
+    pub fn for_locale(&self, locale: Option<&str>) -> &Self {
+        let Some(locale) = locale else {
+            return self;
+        };
+        let language = locale.split('-').next().unwrap_or(locale);
+        self.locales
+            .get(locale)
+            .or_else(|| self.locales.get(language))
+            .unwrap_or(self)
+    }
+
+    /// The languages the deployment has templates of.
+    pub fn locales(&self) -> impl Iterator<Item = &str> {
+        self.locales.keys().map(String::as_str)
+    }
+
+    /// The shipped templates, each replaced by the file of its name in the last of `layers`
+    /// that has one.
+    fn load_layers(
+        layers: &[&Path],
+        brand: &str,
+        footer_address: &str,
+    ) -> Result<Self, Vec<String>> {
+        let found_in = |name: &str| {
+            layers
+                .iter()
+                .rev()
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+        };
+        let dir = layers.last().copied();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // HTML escaping of the five characters that matter, leaving `/` alone so links
@@ -269,7 +362,7 @@ impl Templates {
         });
         let mut problems = dir.map(strays).unwrap_or_default();
         for (name, shipped) in SHIPPED {
-            let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+            let source = match found_in(name) {
                 Some(path) => match std::fs::read_to_string(&path) {
                     Ok(text) => text,
                     Err(err) => {
@@ -280,32 +373,36 @@ impl Templates {
                 None => shipped.to_owned(),
             };
             if let Err(err) = env.add_template_owned(name, source) {
-                problems.push(describe(dir, &err));
+                problems.push(describe(layers, &err));
             }
         }
         // The PDF's words stand apart from the templates: their problems are told after
         // the templates have been tried.
         let mut label_problems = Vec::new();
-        let pdf_labels = match dir.map(|d| d.join(LABELS_FILE)).filter(|p| p.exists()) {
-            None => Labels::shipped(),
-            Some(path) => {
-                let read = std::fs::read_to_string(&path).map_err(|err| vec![err.to_string()]);
-                match read.and_then(|text| Labels::parse(&text, Labels::shipped())) {
-                    Ok(labels) => labels,
-                    Err(found) => {
-                        label_problems.extend(found.into_iter().map(|problem| {
-                            format!("EMAIL_TEMPLATES_DIR: {}: {problem}", path.display())
-                        }));
-                        Labels::shipped()
-                    }
+        // Each layer's words over the one before: a language's file may name only the
+        // words it changes.
+        let mut pdf_labels = Labels::shipped();
+        for path in layers
+            .iter()
+            .map(|d| d.join(LABELS_FILE))
+            .filter(|p| p.exists())
+        {
+            let read = std::fs::read_to_string(&path).map_err(|err| vec![err.to_string()]);
+            match read.and_then(|text| Labels::parse(&text, pdf_labels.clone())) {
+                Ok(labels) => pdf_labels = labels,
+                Err(found) => {
+                    label_problems.extend(found.into_iter().map(|problem| {
+                        format!("EMAIL_TEMPLATES_DIR: {}: {problem}", path.display())
+                    }));
                 }
             }
-        };
+        }
         let templates = Self {
             env,
             brand: brand.to_owned(),
             footer_address: footer_address.to_owned(),
             pdf_labels,
+            locales: Default::default(),
         };
         if problems.is_empty() {
             // Rendered once with sample values: a variable the code does not provide is
@@ -328,7 +425,7 @@ impl Templates {
                     0,
                 );
                 if let Err(err) = templates.try_session_report(&summary, url) {
-                    problems.push(describe(dir, &err));
+                    problems.push(describe(layers, &err));
                     break;
                 }
             }
@@ -344,7 +441,7 @@ impl Templates {
             let digest = crate::reports::week::digest(&sample, week, chrono_tz::UTC)
                 .expect("the sample has a session");
             if let Err(err) = templates.try_weekly_digest(&digest, url) {
-                problems.push(describe(dir, &err));
+                problems.push(describe(layers, &err));
             }
             // Every page, with the values it is shown with (a suppressed address's form too).
             for page in PageKind::ALL {
@@ -358,7 +455,7 @@ impl Templates {
                     ..LinkPage::bare(page)
                 };
                 if let Err(err) = templates.try_link_page(&sample) {
-                    problems.push(describe(dir, &err));
+                    problems.push(describe(layers, &err));
                     break;
                 }
             }
@@ -521,9 +618,14 @@ impl Templates {
 }
 
 /// A template problem as one configuration line: where (file and line) and what.
-fn describe(dir: Option<&Path>, err: &minijinja::Error) -> String {
+fn describe(layers: &[&Path], err: &minijinja::Error) -> String {
     let name = err.name().unwrap_or("a template");
-    let file = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+    let file = match layers
+        .iter()
+        .rev()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+    {
         Some(path) => path.display().to_string(),
         None => format!("{name} (shipped)"),
     };
@@ -723,6 +825,75 @@ mod tests {
             problems
                 .iter()
                 .all(|p| p.starts_with("EMAIL_TEMPLATES_DIR: ") && p.contains(LABELS_FILE)),
+            "{problems:?}"
+        );
+    }
+
+    /// A deployment writing to parents in several languages: a directory per language tag,
+    /// each file over the deployment's own; a recipient of a language it lacks reads the
+    /// deployment's.
+    #[test]
+    fn a_language_directory_words_its_recipients_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("session_report.txt"), "Own {{ learner }}\n").unwrap();
+        std::fs::create_dir(dir.path().join("pl")).unwrap();
+        std::fs::write(
+            dir.path().join("pl").join("session_report.txt"),
+            "Polski {{ learner }}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pl").join(LABELS_FILE),
+            r#"{"title": "Raport"}"#,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        let templates = Templates::load(Some(dir.path()), "herald", "").unwrap();
+        assert_eq!(templates.locales().collect::<Vec<_>>(), ["pl"]);
+        let text = |locale: Option<&str>| {
+            templates
+                .for_locale(locale)
+                .session_report(&summary("Ada"), LINKS)
+                .unwrap()
+                .text
+        };
+        assert_eq!(text(None), "Own Ada");
+        assert_eq!(text(Some("pl")), "Polski Ada");
+        assert_eq!(
+            text(Some("pl-PL")),
+            "Polski Ada",
+            "a region falls back to its language"
+        );
+        assert_eq!(text(Some("de")), "Own Ada");
+        let polish = templates.for_locale(Some("pl"));
+        assert_eq!(polish.pdf_labels.get("title", &[]), "Raport");
+        assert_eq!(polish.pdf_labels.get("steps", &[]), "Steps worked through");
+        // The subject is the deployment's, as no Polish one is given.
+        assert_eq!(
+            polish
+                .session_report(&summary("Ada"), LINKS)
+                .unwrap()
+                .subject,
+            "Ada's session report: Fractions"
+        );
+
+        for bad in ["PL", "polish"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join(bad)).unwrap();
+            let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains(bad), "{problems:?}");
+        }
+        let broken = tempfile::tempdir().unwrap();
+        std::fs::create_dir(broken.path().join("pl")).unwrap();
+        std::fs::write(
+            broken.path().join("pl").join("weekly_digest.txt"),
+            "{{ x }}",
+        )
+        .unwrap();
+        let problems = Templates::load(Some(broken.path()), "herald", "").unwrap_err();
+        assert!(
+            problems[0].contains("pl/weekly_digest.txt:1: undefined value at `x`"),
             "{problems:?}"
         );
     }

@@ -230,10 +230,10 @@ pub enum TemplatesAction {
         /// The directory to write into (made if missing).
         dir: std::path::PathBuf,
     },
-    /// Check the overrides in DIR (default: `EMAIL_TEMPLATES_DIR`) as a start would, each
-    /// rendered with sample values, with the brand and footer of `EMAIL_BRAND_NAME` and
-    /// `EMAIL_FOOTER_ADDRESS`: lists which templates it replaces, or every problem with its
-    /// file and line (exit 2).
+    /// Check the overrides in DIR (default: `EMAIL_TEMPLATES_DIR`) and in its languages'
+    /// directories (`DIR/pl/`) as a start would, each rendered with sample values, with the
+    /// brand and footer of `EMAIL_BRAND_NAME` and `EMAIL_FOOTER_ADDRESS`: lists which
+    /// templates they replace, or every problem with its file and line (exit 2).
     Check {
         /// The directory of overrides.
         dir: Option<std::path::PathBuf>,
@@ -456,14 +456,26 @@ fn templates_check(dir: Option<std::path::PathBuf>) -> ExitCode {
         &setting("EMAIL_FOOTER_ADDRESS", ""),
     );
     match loaded {
-        Ok(_) => {
+        Ok(templates) => {
+            let mut lines = Vec::new();
             for name in crate::templates::Templates::files() {
                 let from = if dir.join(name).exists() {
                     "replaced"
                 } else {
                     "shipped"
                 };
-                if out!("{from:<9} {name}").is_err() {
+                lines.push(format!("{from:<9} {name}"));
+            }
+            // A language's directory: the files it words its own way.
+            for locale in templates.locales() {
+                for name in crate::templates::Templates::files() {
+                    if dir.join(locale).join(name).exists() {
+                        lines.push(format!("{:<9} {locale}/{name}", "replaced"));
+                    }
+                }
+            }
+            for line in lines {
+                if out!("{line}").is_err() {
                     break;
                 }
             }

@@ -26,10 +26,11 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
     let on = |enabled: bool| if enabled { "on" } else { "off" };
     let p = &record.preferences;
     out!(
-        "weekly digest {}, session reports {}, time zone {}",
+        "weekly digest {}, session reports {}, time zone {}, language {}",
         on(p.weekly_digest_enabled),
         on(p.session_reports_enabled),
         p.timezone.as_deref().unwrap_or("the service's"),
+        p.locale.as_deref().unwrap_or("the service's"),
     )?;
     if let Some((reason, since)) = &p.suppressed {
         out!("suppressed: {reason} since {} (UTC)", at(*since))?;

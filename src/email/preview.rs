@@ -105,14 +105,16 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let zone = zones.reading(recipient.and_then(|p| p.timezone).as_deref());
+            let templates = links
+                .templates
+                .for_locale(recipient.as_ref().and_then(|p| p.locale.as_deref()));
+            let zone = zones.reading(recipient.as_ref().and_then(|p| p.timezone.as_deref()));
             Ok(Preview {
                 email_type: EmailType::SessionReport,
-                rendered: links
-                    .templates
+                rendered: templates
                     .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
-                pdf: Some(links.templates.report_pdf(&summary, zone)),
+                pdf: Some(templates.report_pdf(&summary, zone)),
             })
         }
         Request::Digest { email, week_start } => {
@@ -131,10 +133,12 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
+            let templates = links
+                .templates
+                .for_locale(recipient.as_ref().and_then(|p| p.locale.as_deref()));
             Ok(Preview {
                 email_type: EmailType::WeeklyDigest,
-                rendered: links
-                    .templates
+                rendered: templates
                     .weekly_digest(&digest, urls)
                     .map_err(PreviewError::Template)?,
                 pdf: None,

@@ -73,6 +73,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_replicas.sql"),
         include_str!("../../migrations/postgres/0010_replicas.sql"),
     ),
+    (
+        11,
+        "locale",
+        include_str!("../../migrations/sqlite/0011_locale.sql"),
+        include_str!("../../migrations/postgres/0011_locale.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

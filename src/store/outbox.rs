@@ -223,7 +223,8 @@ pub async fn claim(
                            ELSE p.session_reports_enabled END \
                     FROM email_preferences p WHERE p.email = email_send_logs.email) END, \
                    (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email), zone, \
-                   (SELECT p.timezone FROM email_preferences p WHERE p.email = email_send_logs.email)"
+                   (SELECT p.timezone FROM email_preferences p WHERE p.email = email_send_logs.email), \
+                   (SELECT p.locale FROM email_preferences p WHERE p.email = email_send_logs.email)"
     );
     let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
@@ -250,6 +251,7 @@ pub async fn claim(
                     week_start: row.try_get(7)?,
                     zone: row.try_get(10)?,
                     recipient_zone: row.try_get(11)?,
+                    recipient_locale: row.try_get(12)?,
                     preference: preference(row.try_get(8)?, row.try_get(9)?),
                 },
             })
@@ -380,6 +382,8 @@ pub struct Delivery {
     /// The recipient's own zone, when they gave one (`parent_timezone`): a report's times
     /// are shown in it.
     pub recipient_zone: Option<String>,
+    /// The recipient's language (`parent_locale`): the templates of it word the email.
+    pub recipient_locale: Option<String>,
     /// The recipient's preference as the claim read it: whether they want this type, and
     /// their unsubscribe key. `None` when they have no preferences row.
     pub preference: Option<(bool, Option<String>)>,
@@ -398,7 +402,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
         "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
                 CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = l.email) THEN 0 \
                      WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
-                p.recipient_key, l.zone, p.timezone \
+                p.recipient_key, l.zone, p.timezone, p.locale \
          FROM email_send_logs l LEFT JOIN email_preferences p ON p.email = l.email WHERE l.id = $1",
     )
     .bind(id)
@@ -413,6 +417,7 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
             week_start: row.try_get(4)?,
             zone: row.try_get(7)?,
             recipient_zone: row.try_get(8)?,
+            recipient_locale: row.try_get(9)?,
             preference: preference(row.try_get(5)?, row.try_get(6)?),
         })
     })

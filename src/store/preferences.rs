@@ -54,10 +54,22 @@ pub async fn unsubscribe(
     let wanted = Change {
         weekly_digest: off(digest),
         session_reports: off(reports),
-        timezone: None,
+        ..Change::default()
     };
     let (_, changed) = change(store, &email, &wanted, Source::UnsubscribeLink, at_ms).await?;
     Ok(changed)
+}
+
+/// The language of the recipient a key stands for, if they have one.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn locale_of(store: &Store, recipient_key: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<String>>(
+        "SELECT locale FROM email_preferences WHERE recipient_key = $1",
+    )
+    .bind(recipient_key)
+    .fetch_optional(store.reader())
+    .await?
+    .flatten())
 }
 
 /// The address a recipient key stands for.
@@ -95,6 +107,8 @@ pub struct Preferences {
     pub session_reports_enabled: bool,
     /// IANA name; the digest's zone (`DIGEST_TIMEZONE`) when absent.
     pub timezone: Option<String>,
+    /// A BCP 47 tag (`pl`, `pt-BR`); the deployment's own templates when absent.
+    pub locale: Option<String>,
     pub weekly_digest_unsubscribed_at: Option<i64>,
     pub weekly_digest_resubscribed_at: Option<i64>,
     pub session_reports_unsubscribed_at: Option<i64>,
@@ -136,12 +150,13 @@ pub struct Change {
     pub weekly_digest: Option<bool>,
     pub session_reports: Option<bool>,
     pub timezone: Option<String>,
+    pub locale: Option<String>,
 }
 
 const COLUMNS: &str = "p.weekly_digest_enabled, p.session_reports_enabled, p.timezone, \
     p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
     p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, s.reason, s.created_at, \
-    p.updated_at, p.recipient_key";
+    p.updated_at, p.recipient_key, p.locale";
 
 fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
     let reason: Option<String> = row.try_get(7)?;
@@ -159,6 +174,7 @@ fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
         },
         version: row.try_get(9)?,
         recipient_key: row.try_get(10)?,
+        locale: row.try_get(11)?,
     })
 }
 
@@ -306,23 +322,24 @@ pub async fn change(
         &mut new.session_reports_unsubscribed_at,
         &mut new.session_reports_resubscribed_at,
     );
-    if let Some(zone) = &change.timezone
-        && Some(zone) != old.timezone.as_ref()
-    {
-        changes.push((
-            "timezone",
-            old.timezone.clone().unwrap_or_default(),
-            zone.clone(),
-        ));
-        new.timezone = Some(zone.clone());
-    }
+    let mut set = |field: &'static str, wanted: &Option<String>, value: &mut Option<String>| {
+        if let Some(wanted) = wanted
+            && Some(wanted) != value.as_ref()
+        {
+            changes.push((field, value.clone().unwrap_or_default(), wanted.clone()));
+            *value = Some(wanted.clone());
+        }
+    };
+    set("timezone", &change.timezone, &mut new.timezone);
+    set("locale", &change.locale, &mut new.locale);
     let changed = !changes.is_empty();
     if changed {
         new.version = at_ms.max(old.version + 1);
         sqlx::query(
             "UPDATE email_preferences SET weekly_digest_enabled = $2, session_reports_enabled = $3, timezone = $4, \
                weekly_digest_unsubscribed_at = $5, weekly_digest_resubscribed_at = $6, \
-               session_reports_unsubscribed_at = $7, session_reports_resubscribed_at = $8, updated_at = $9 \
+               session_reports_unsubscribed_at = $7, session_reports_resubscribed_at = $8, updated_at = $9, \
+               locale = $10 \
              WHERE email = $1",
         )
         .bind(email)
@@ -334,6 +351,7 @@ pub async fn change(
         .bind(new.session_reports_unsubscribed_at)
         .bind(new.session_reports_resubscribed_at)
         .bind(new.version)
+        .bind(new.locale.clone())
         .execute(&mut *tx)
         .await?;
         for (field, old_value, new_value) in changes {

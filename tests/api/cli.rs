@@ -94,6 +94,12 @@ fn templates_are_checked_before_a_deploy_without_a_database() {
             .output()
             .unwrap()
     };
+    std::fs::create_dir(overrides.path().join("pl")).unwrap();
+    std::fs::write(
+        overrides.path().join("pl").join("link_page.html"),
+        "<p>{{ page }} {{ what }}</p>",
+    )
+    .unwrap();
     let dir = overrides.path().to_str().unwrap();
     let output = check(&[dir]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -103,6 +109,7 @@ fn templates_are_checked_before_a_deploy_without_a_database() {
         "replaced  session_report.pdf.json",
         "shipped   weekly_digest.txt",
         "shipped   link_page.html",
+        "replaced  pl/link_page.html",
     ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
@@ -132,7 +139,8 @@ fn templates_are_checked_before_a_deploy_without_a_database() {
 
     // A translation starts from the shipped files: exported, they check as they are, and a
     // second export keeps what is there.
-    let translation = overrides.path().join("pl");
+    let exported = tempfile::tempdir().unwrap();
+    let translation = exported.path().join("templates");
     let export = || {
         herald()
             .current_dir(cwd.path())

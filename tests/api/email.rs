@@ -606,6 +606,98 @@ async fn the_report_summary_says_where_the_report_email_stands(backend: Backend)
     assert_eq!(report_email(nobody.id).await, Value::Null, "no parent");
 }
 
+/// A deployment writing to parents in several languages: a parent whose language is Polish
+/// gets their report, its PDF and the pages their links open in Polish, another parent the
+/// deployment's own words; the language is kept with the parent's preferences.
+async fn a_parent_reads_their_emails_and_pages_in_their_own_language(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pl = dir.path().join("pl");
+    std::fs::create_dir(&pl).unwrap();
+    for (name, text) in [
+        ("session_report.subject.txt", "Raport: {{ learner }}"),
+        (
+            "session_report.txt",
+            "{{ learner }}: {{ answers_correct }} z {{ answers_total }}\n{{ unsubscribe_url }}\n",
+        ),
+        (
+            "session_report.pdf.json",
+            r#"{"title": "Raport z sesji nauki"}"#,
+        ),
+        (
+            "link_page.html",
+            "<p>{% if page == 'unsubscribe_confirm' %}Wypisać?{% else %}{{ page }}{% endif %}</p>",
+        ),
+    ] {
+        std::fs::write(pl.join(name), text).unwrap();
+    }
+    let templates = dir.path().to_str().unwrap();
+    let app = spawn_mail_app_with(backend, &smtp, &[("EMAIL_TEMPLATES_DIR", templates)]).await;
+    let polish_parent = "rodzic@example.com";
+    let polish = app
+        .new_session(json!({"learner_name": "Ada", "parent_email": polish_parent,
+                            "parent_locale": "PL-pl"}))
+        .await;
+    app.add_step_and_two_answers(&polish).await;
+    let done = app.complete(&polish.id, Some(&polish.token), None).await;
+    assert_eq!(report_email(done).await, "queued");
+    complete_for(&app, PARENT).await;
+    let received = smtp.wait_for(2).await;
+    let message = |to: &str| {
+        let found = received
+            .iter()
+            .find(|m| m.rcpt_to == [to.to_owned()])
+            .unwrap_or_else(|| panic!("no message to {to}"));
+        let mail = mailparse::parse_mail(&found.data).unwrap();
+        let subject = mail
+            .headers
+            .iter()
+            .find(|h| h.get_key() == "Subject")
+            .unwrap()
+            .get_value();
+        let text = part_of(&mail, "text/plain").unwrap().get_body().unwrap();
+        (subject, text, found.unsubscribe_url())
+    };
+    let (subject, text, link) = message(polish_parent);
+    assert_eq!(subject, "Raport: Ada");
+    assert!(text.starts_with("Ada: 1 z 2"), "{text}");
+    let (subject, _, _) = message(PARENT);
+    assert_eq!(
+        subject, "Ada's session report: Fractions",
+        "the deployment's own"
+    );
+
+    let kept = app
+        .admin_json(&format!("/api/v1/email/preferences/{polish_parent}"))
+        .await;
+    assert_eq!(kept["locale"], "pl-PL", "{kept}");
+    // The region falls back to the language's directory: the PDF and the pages are Polish.
+    let pdf = app.report_pdf(&polish.id, Some(&polish.token)).await;
+    let bytes = pdf.bytes().await.unwrap();
+    if let Some((text, _)) = crate::sessions::read_pdf(&bytes) {
+        assert!(text.contains("Raport z sesji nauki"), "{text}");
+    }
+    let path = &link[link.find("/api/").unwrap()..];
+    let asked = app.get(path).await.text().await.unwrap();
+    assert!(asked.contains("Wypisać?"), "{asked}");
+
+    let refused = app
+        .put_preferences(polish_parent, &json!({"locale": "polish!"}))
+        .await;
+    let refused = assert_error(refused, 400, "VALIDATION_ERROR").await;
+    assert_eq!(refused["field"], "locale");
+    let changed = app
+        .put_preferences(polish_parent, &json!({"locale": "en"}))
+        .await;
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["locale"], "en");
+    let asked = app.get(path).await.text().await.unwrap();
+    assert!(
+        asked.contains("Stop receiving"),
+        "the deployment's own now: {asked}"
+    );
+}
+
 async fn retry_email(app: &TestApp, id: &str) -> reqwest::Response {
     app.post_admin(&format!("/admin/email/logs/{id}/retry"), None)
         .await
@@ -1257,6 +1349,7 @@ on_both_backends!(
     a_session_completed_again_after_its_ledger_row_was_purged_gets_no_second_report,
     transient_failures_are_retried_and_permanent_ones_fail_once,
     the_report_summary_says_where_the_report_email_stands,
+    a_parent_reads_their_emails_and_pages_in_their_own_language,
     a_failed_email_is_sent_again_when_an_operator_asks,
     the_emails_that_failed_in_a_stretch_of_time_are_sent_again_at_once,
     a_server_that_stops_answering_times_out_and_the_retry_uses_a_fresh_connection,

@@ -101,6 +101,10 @@ impl OutboxPort {
             Ok(email_type) => email_type,
             Err(unknown) => return Ok(Err(Attempt::Permanent(unknown.to_string()))),
         };
+        // Worded in the recipient's language when the deployment has templates of it.
+        let templates = self
+            .templates
+            .for_locale(delivery.recipient_locale.as_deref());
         let (rendered, attachment) = match email_type {
             EmailType::SessionReport => {
                 let session_id = delivery.session_id.clone().unwrap_or_default();
@@ -116,7 +120,7 @@ impl OutboxPort {
                         "the session no longer exists".to_owned(),
                     )));
                 };
-                let rendered = match self.templates.session_report(&summary, links) {
+                let rendered = match templates.session_report(&summary, links) {
                     Ok(rendered) => rendered,
                     Err(err) => return Ok(Err(Attempt::Permanent(err))),
                 };
@@ -125,7 +129,7 @@ impl OutboxPort {
                     rendered,
                     Some((
                         format!("session-report-{session_id}.pdf"),
-                        self.templates.report_pdf(
+                        templates.report_pdf(
                             &summary,
                             self.digest_zones
                                 .reading(delivery.recipient_zone.as_deref()),
@@ -164,7 +168,7 @@ impl OutboxPort {
                         "no activity left for that week".to_owned(),
                     )));
                 };
-                match self.templates.weekly_digest(&digest, links) {
+                match templates.weekly_digest(&digest, links) {
                     Ok(rendered) => (rendered, None),
                     Err(err) => return Ok(Err(Attempt::Permanent(err))),
                 }

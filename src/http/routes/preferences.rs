@@ -33,6 +33,9 @@ pub struct PreferencesView {
     pub session_reports_enabled: bool,
     /// IANA name; absent means the service's `DIGEST_TIMEZONE`.
     pub timezone: Option<String>,
+    /// The recipient's language, a BCP 47 tag (`pl`, `pt-BR`): their emails and pages are
+    /// worded by the deployment's templates for it, when it has them; absent, by its own.
+    pub locale: Option<String>,
     pub weekly_digest_unsubscribed_at: Option<DateTime<Utc>>,
     pub weekly_digest_resubscribed_at: Option<DateTime<Utc>>,
     pub session_reports_unsubscribed_at: Option<DateTime<Utc>>,
@@ -47,6 +50,7 @@ pub(crate) fn view(email: &Email, p: Preferences) -> PreferencesView {
         weekly_digest_enabled: p.weekly_digest_enabled,
         session_reports_enabled: p.session_reports_enabled,
         timezone: p.timezone,
+        locale: p.locale,
         weekly_digest_unsubscribed_at: p.weekly_digest_unsubscribed_at.map(instant),
         weekly_digest_resubscribed_at: p.weekly_digest_resubscribed_at.map(instant),
         session_reports_unsubscribed_at: p.session_reports_unsubscribed_at.map(instant),
@@ -110,6 +114,45 @@ pub fn timezone(field: &str, raw: Option<String>) -> Result<Option<String>, ApiE
     }
 }
 
+/// A language tag (`pl`, `pt-BR`, `zh-Hant-TW`), in its usual case (the language in lower
+/// case, a script in title case, a region in upper case), or a 400 naming `field`.
+pub fn locale(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let refused = || ApiError::BadRequest {
+        message: format!("{field}: '{raw}' is not a language tag such as pl or pt-BR"),
+        field: Some(field.to_owned()),
+    };
+    let tag = raw.trim();
+    let mut parts = tag.split('-');
+    let language = parts.next().unwrap_or_default();
+    if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(refused());
+    }
+    let mut out = language.to_ascii_lowercase();
+    for (i, part) in parts.enumerate() {
+        if i >= 3
+            || !(2..=8).contains(&part.len())
+            || !part.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(refused());
+        }
+        out.push('-');
+        match part.len() {
+            2 if part.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                out.push_str(&part.to_ascii_uppercase());
+            }
+            4 if part.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                out.push_str(&part[..1].to_ascii_uppercase());
+                out.push_str(&part[1..].to_ascii_lowercase());
+            }
+            _ => out.push_str(&part.to_ascii_lowercase()),
+        }
+    }
+    Ok(Some(out))
+}
+
 #[utoipa::path(get, path = "/api/v1/email/preferences/{email}", tag = "email", security(("api_key" = [])),
     params(("email" = String, Path, format = Email, description = "The recipient")),
     responses(
@@ -136,6 +179,10 @@ pub struct PreferencesChange {
     /// An IANA name such as `America/New_York`.
     #[schema(value_type = Option<TimeZone>)]
     pub timezone: Option<String>,
+    /// A language tag such as `pl` or `pt-BR`: the recipient's emails and pages are worded
+    /// by the deployment's templates for it (`EMAIL_TEMPLATES_DIR/pl/`), when it has them.
+    #[schema(pattern = "^[ ]*[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}[ ]*$")]
+    pub locale: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/v1/email/preferences/{email}", tag = "email", security(("api_key" = [])),
@@ -143,7 +190,7 @@ pub struct PreferencesChange {
     request_body(content = PreferencesChange, description = "The values to change"),
     responses(
         (status = 200, description = "The preferences now; each change recorded with the source `api`", body = PreferencesView),
-        (status = 400, description = "A malformed body, or a time zone that is not an IANA name (`field` says which)", body = crate::http::error::ErrorBody),
+        (status = 400, description = "A malformed body, a time zone that is not an IANA name or a locale that is not a language tag (`field` says which)", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
@@ -158,6 +205,7 @@ pub async fn put(
         weekly_digest: body.weekly_digest_enabled,
         session_reports: body.session_reports_enabled,
         timezone: timezone("timezone", body.timezone)?,
+        locale: locale("locale", body.locale)?,
     };
     let now = state.now_ms();
     let (now_is, changed) =
@@ -224,7 +272,7 @@ pub async fn page(
         suppressed: found.suppressed.map(|(reason, _)| reason),
         ..LinkPage::bare(PageKind::Preferences)
     };
-    super::unsubscribe::show(&state, http::StatusCode::OK, &page)
+    super::unsubscribe::show(&state, http::StatusCode::OK, &page, found.locale.as_deref())
 }
 
 #[utoipa::path(post, path = "/api/v1/email/preferences/page/{token}", tag = "email",
@@ -257,12 +305,13 @@ pub async fn page_save(
             &state,
             http::StatusCode::CONFLICT,
             &LinkPage::bare(PageKind::OutOfDate),
+            found.locale.as_deref(),
         );
     }
     let wanted = Change {
         weekly_digest: Some(form.weekly_digest.is_some()),
         session_reports: Some(form.session_reports.is_some()),
-        timezone: None,
+        ..Change::default()
     };
     let now = state.now_ms();
     let (saved, _) =
@@ -276,5 +325,5 @@ pub async fn page_save(
         weekly_digest: saved.weekly_digest_enabled,
         ..LinkPage::bare(PageKind::PreferencesSaved)
     };
-    super::unsubscribe::show(&state, http::StatusCode::OK, &page)
+    super::unsubscribe::show(&state, http::StatusCode::OK, &page, saved.locale.as_deref())
 }

@@ -124,18 +124,20 @@ pub async fn pdf(
     let session = authorize(&state, &raw_id, token).await?;
     let summary = summary_of(&state, &session.record.id).await?;
     // Its times in the parent's zone, as in the report email.
-    let timezone = match session.parent_email.as_deref() {
-        Some(email) => preferences::get(&state.store, email)
-            .await?
-            .and_then(|p| p.timezone),
+    let recipient = match session.parent_email.as_deref() {
+        Some(email) => preferences::get(&state.store, email).await?,
         None => None,
     };
+    let (timezone, locale) = recipient.map_or((None, None), |p| (p.timezone, p.locale));
     let zone = preferences::DigestZones::from(&state.config.jobs).reading(timezone.as_deref());
-    // Rendering is CPU work of a few milliseconds: keep it off the async workers.
+    // Rendering is CPU work of a few milliseconds: keep it off the async workers. In the
+    // parent's language, as in the report email.
     let templates = state.config.email.templates.clone();
     let bytes = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let bytes = templates.report_pdf(&summary, zone);
+        let bytes = templates
+            .for_locale(locale.as_deref())
+            .report_pdf(&summary, zone);
         crate::metrics::pdf_rendered(started.elapsed());
         bytes
     })

@@ -25,9 +25,21 @@ pub struct UnsubscribeQuery {
     pub kind: Option<String>,
 }
 
-/// The page `page`, answered with `status`, in the words of the deployment's templates.
-pub(crate) fn show(state: &AppState, status: StatusCode, page: &LinkPage) -> Response {
-    match state.config.email.templates.link_page(page) {
+/// The page `page`, answered with `status`, in the words of the deployment's templates (of
+/// the recipient's language, `locale`, when it has them).
+pub(crate) fn show(
+    state: &AppState,
+    status: StatusCode,
+    page: &LinkPage,
+    locale: Option<&str>,
+) -> Response {
+    match state
+        .config
+        .email
+        .templates
+        .for_locale(locale)
+        .link_page(page)
+    {
         Ok(html) => (status, Html(html)).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "a link's page did not render");
@@ -41,6 +53,7 @@ pub(crate) fn invalid_link(state: &AppState) -> Response {
         state,
         StatusCode::BAD_REQUEST,
         &LinkPage::bare(PageKind::InvalidLink),
+        None,
     )
 }
 
@@ -51,7 +64,19 @@ pub(crate) fn altered_link(state: &AppState) -> Response {
         state,
         StatusCode::FORBIDDEN,
         &LinkPage::bare(PageKind::AlteredLink),
+        None,
     )
+}
+
+/// The language of the recipient a link names, for its pages; the deployment's own when the
+/// database cannot say (the page still answers).
+async fn locale_of(state: &AppState, recipient_key: &str) -> Option<String> {
+    preferences::locale_of(&state.store, recipient_key)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "a link's page is shown in the deployment's language");
+            None
+        })
 }
 
 fn parse(
@@ -104,10 +129,11 @@ pub async fn confirm(
     Path(token): Path<String>,
     query: Result<Query<UnsubscribeQuery>, QueryRejection>,
 ) -> Response {
-    let (_, what) = match parse(&state, &token, query) {
+    let (recipient_key, what) = match parse(&state, &token, query) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.page(&state),
     };
+    let locale = locale_of(&state, &recipient_key).await;
     // Relative, like every link of these pages: they keep working behind a proxy that
     // serves herald under a path of its own (`API_BASE_URL=https://example.org/herald`).
     let page = LinkPage {
@@ -115,7 +141,7 @@ pub async fn confirm(
         action: format!("{token}?type={}", what.as_str()),
         ..LinkPage::bare(PageKind::UnsubscribeConfirm)
     };
-    show(&state, StatusCode::OK, &page)
+    show(&state, StatusCode::OK, &page, locale.as_deref())
 }
 
 #[utoipa::path(post, path = "/api/v1/email/unsubscribe/{token}", tag = "email",
@@ -136,6 +162,7 @@ pub async fn apply(
         Err(refused) => return refused.page(&state),
     };
     let now = state.now_ms();
+    let locale = locale_of(&state, &recipient_key).await;
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
         Ok(changed) => {
             if changed {
@@ -146,7 +173,7 @@ pub async fn apply(
                 preferences_url: format!("../preferences/page/{token}"),
                 ..LinkPage::bare(PageKind::Unsubscribed)
             };
-            show(&state, StatusCode::OK, &page)
+            show(&state, StatusCode::OK, &page, locale.as_deref())
         }
         Err(err) => {
             tracing::error!(error = %err, "unsubscribe failed");
@@ -154,6 +181,7 @@ pub async fn apply(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 &LinkPage::bare(PageKind::TryAgain),
+                locale.as_deref(),
             )
         }
     }

@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use herald_actors::email::{Email, EmailType, IdempotencyKey, SessionId};
 use herald_actors::throttle::{Admission, SendRequest};
 
-use super::{address_or_blank, credentials, keep_timezone, ledger_horizon, with_events};
+use super::{
+    ParentSettings, address_or_blank, credentials, keep_parent, ledger_horizon, with_events,
+};
 use crate::http::error::ApiError;
 use crate::http::extract::{OptionalJson, SessionToken};
 use crate::http::state::AppState;
@@ -29,6 +31,9 @@ pub struct CompleteSession {
     /// The parent's time zone (IANA), kept with their preferences.
     #[schema(value_type = Option<crate::http::routes::preferences::TimeZone>)]
     pub parent_timezone: Option<String>,
+    /// The parent's language (`pl`, `pt-BR`), kept with their preferences.
+    #[schema(pattern = "^[ ]*[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}[ ]*$")]
+    pub parent_locale: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -150,8 +155,7 @@ pub async fn complete(
     let (id, token) = credentials(&raw_id, token)?;
     let mut loaded = with_events(&state, &id, &token).await?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
-    let parent_timezone =
-        crate::http::routes::preferences::timezone("parent_timezone", body.parent_timezone)?;
+    let parent = ParentSettings::read(body.parent_timezone, body.parent_locale)?;
     // The session is read with its events and completed only if no event arrived since, so
     // the summary covers exactly what the completion closed; if one did, read again. After
     // two such races the completion goes ahead and the events are read after it.
@@ -205,8 +209,8 @@ pub async fn complete(
         races += 1;
         loaded = with_events(&state, &id, &token).await?;
     };
-    if let (Some(email), Some(zone)) = (session.parent_email.as_deref(), parent_timezone) {
-        keep_timezone(&state, email, zone, state.now_ms()).await?;
+    if let Some(email) = session.parent_email.as_deref() {
+        keep_parent(&state, email, parent, state.now_ms()).await?;
     }
     let summary = summarize(&session.record, &events, state.now_ms());
     let decided_long_ago = !completed_here

@@ -117,16 +117,54 @@ fn address_or_blank() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// Keeps a parent's time zone, as the calling backend gave it, with their preferences.
-async fn keep_timezone(
+/// What a session's start or completion may say of the parent beyond the address, kept with
+/// their preferences: their time zone and their language.
+#[derive(Debug, Default)]
+struct ParentSettings {
+    timezone: Option<String>,
+    locale: Option<String>,
+}
+
+impl ParentSettings {
+    /// `parent_timezone` and `parent_locale` as a request gave them, each checked.
+    fn read(timezone: Option<String>, locale: Option<String>) -> Result<Self, ApiError> {
+        Ok(Self {
+            timezone: crate::http::routes::preferences::timezone("parent_timezone", timezone)?,
+            locale: crate::http::routes::preferences::locale("parent_locale", locale)?,
+        })
+    }
+
+    /// Only what `kept` does not have yet: a repeated request fills in what the first could
+    /// not keep, and leaves what the parent has set since.
+    fn missing_from(self, kept: Option<&crate::store::preferences::Preferences>) -> Self {
+        Self {
+            timezone: self
+                .timezone
+                .filter(|_| kept.is_none_or(|k| k.timezone.is_none())),
+            locale: self
+                .locale
+                .filter(|_| kept.is_none_or(|k| k.locale.is_none())),
+        }
+    }
+}
+
+/// Keeps a parent's time zone and language, as the calling backend gave them, with their
+/// preferences.
+async fn keep_parent(
     state: &AppState,
     email: &str,
-    zone: String,
+    settings: ParentSettings,
     at_ms: i64,
 ) -> Result<(), ApiError> {
-    crate::http::routes::preferences::schedule_zone(state, &zone, at_ms);
+    if settings.timezone.is_none() && settings.locale.is_none() {
+        return Ok(());
+    }
+    if let Some(zone) = &settings.timezone {
+        crate::http::routes::preferences::schedule_zone(state, zone, at_ms);
+    }
     let change = crate::store::preferences::Change {
-        timezone: Some(zone),
+        timezone: settings.timezone,
+        locale: settings.locale,
         ..Default::default()
     };
     crate::store::preferences::change(

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use herald_actors::email::SessionId;
 
-use super::{address_or_blank, hash_token, keep_timezone, keyed_id};
+use super::{ParentSettings, address_or_blank, hash_token, keep_parent, keyed_id};
 use crate::http::error::ApiError;
 use crate::http::extract::{IdempotencyHeader, OptionalJson};
 use crate::http::state::AppState;
@@ -42,6 +42,11 @@ pub struct StartSession {
     /// their local time. Needs `parent_email`.
     #[schema(value_type = Option<crate::http::routes::preferences::TimeZone>)]
     pub parent_timezone: Option<String>,
+    /// The parent's language, a tag such as `pl` or `pt-BR`, kept with their preferences:
+    /// their emails are worded by the deployment's templates for it, when it has them.
+    /// Needs `parent_email`.
+    #[schema(pattern = "^[ ]*[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}[ ]*$")]
+    pub parent_locale: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -71,8 +76,7 @@ pub async fn start(
     let learner_name = validate::text("learner_name", body.learner_name, NAME_MAX, false)?;
     let subject = validate::text("subject", body.subject, NAME_MAX, false)?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
-    let parent_timezone =
-        crate::http::routes::preferences::timezone("parent_timezone", body.parent_timezone)?;
+    let parent = ParentSettings::read(body.parent_timezone, body.parent_locale)?;
     let (id, token) = match &key {
         Some(key) if key.len() < START_KEY_MIN => {
             return Err(validate::invalid(
@@ -107,12 +111,12 @@ pub async fn start(
         started_at_ms,
     };
     if !sessions::insert(&state.store, &asked).await? {
-        return replay(&state, &asked, parent_timezone).await;
+        return replay(&state, &asked, parent).await;
     }
     crate::metrics::session_started();
     tracing::info!(session_id = %id, "session started");
-    if let (Some(email), Some(zone)) = (asked.parent_email, parent_timezone) {
-        keep_timezone(&state, email, zone, started_at_ms).await?;
+    if let Some(email) = asked.parent_email {
+        keep_parent(&state, email, parent, started_at_ms).await?;
     }
     Ok(started(&asked, token, false))
 }
@@ -131,12 +135,12 @@ fn started(session: &NewSession<'_>, token: String, replayed: bool) -> Response 
 }
 
 /// A start sent again with its `Idempotency-Key`: the session it made, answered as it was
-/// when the fields are the same. A time zone the first could not keep (it failed after the
-/// session was written) is kept now; one the parent has since is left as it is.
+/// when the fields are the same. A time zone or language the first could not keep (it failed
+/// after the session was written) is kept now; one the parent has since is left as it is.
 async fn replay(
     state: &AppState,
     asked: &NewSession<'_>,
-    parent_timezone: Option<String>,
+    parent: ParentSettings,
 ) -> Result<Response, ApiError> {
     let Some(SessionRow {
         record,
@@ -172,11 +176,15 @@ async fn replay(
                 .to_owned(),
         });
     };
-    if let (Some(email), Some(zone)) = (asked.parent_email, parent_timezone) {
+    if let Some(email) = asked.parent_email {
         let kept = crate::store::preferences::get(&state.store, email).await?;
-        if kept.is_none_or(|kept| kept.timezone.is_none()) {
-            keep_timezone(state, email, zone, asked.started_at_ms).await?;
-        }
+        keep_parent(
+            state,
+            email,
+            parent.missing_from(kept.as_ref()),
+            asked.started_at_ms,
+        )
+        .await?;
     }
     let first = NewSession {
         started_at_ms: record.started_at_ms,
