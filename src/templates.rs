@@ -216,6 +216,16 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Each problem once, in the order first found: a file of the deployment's at fault is
+/// found again under every language that keeps it.
+fn once_each(problems: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    problems
+        .into_iter()
+        .filter(|problem| seen.insert(problem.clone()))
+        .collect()
+}
+
 /// The subdirectories of `dir` named by a language tag in its usual case (`pl`, `pt-BR`):
 /// each holds a language's own templates. Hidden entries (a mounted ConfigMap's `..data`)
 /// are left alone; any other subdirectory is a problem, as a misspelt file is.
@@ -306,10 +316,10 @@ impl Templates {
                 templates.locales = locales;
                 Ok(templates)
             }
-            Ok(_) => Err(problems),
+            Ok(_) => Err(once_each(problems)),
             Err(mut found) => {
                 found.extend(problems);
-                Err(found)
+                Err(once_each(found))
             }
         }
     }
@@ -886,6 +896,10 @@ mod tests {
         }
         let broken = tempfile::tempdir().unwrap();
         std::fs::create_dir(broken.path().join("pl")).unwrap();
+        std::fs::write(broken.path().join("session_report.txt"), "{% if %}").unwrap();
+        let problems = Templates::load(Some(broken.path()), "herald", "").unwrap_err();
+        assert_eq!(problems.len(), 1, "once, not again under pl/: {problems:?}");
+        std::fs::remove_file(broken.path().join("session_report.txt")).unwrap();
         std::fs::write(
             broken.path().join("pl").join("weekly_digest.txt"),
             "{{ x }}",
