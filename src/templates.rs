@@ -79,6 +79,8 @@ pub struct Templates {
     pdf_labels: Labels,
     /// A language's own templates (`EMAIL_TEMPLATES_DIR/pl/`), each over these.
     locales: std::collections::BTreeMap<String, Templates>,
+    /// The language these are of, for a language's own; none for the deployment's.
+    language: Option<String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -305,7 +307,8 @@ impl Templates {
         let mut locales = std::collections::BTreeMap::new();
         for (tag, sub) in locale_dirs(dir, &mut problems) {
             match Self::load_layers(&[dir, &sub], brand, footer_address) {
-                Ok(templates) => {
+                Ok(mut templates) => {
+                    templates.language = Some(tag.clone());
                     locales.insert(tag, templates);
                 }
                 Err(found) => problems.extend(found),
@@ -335,6 +338,12 @@ impl Templates {
             .get(locale)
             .or_else(|| self.locales.get(language))
             .unwrap_or(self)
+    }
+
+    /// The language of a language's own templates (`pl` for `EMAIL_TEMPLATES_DIR/pl/`); none
+    /// for the deployment's.
+    pub fn language(&self) -> Option<&str> {
+        self.language.as_deref()
     }
 
     /// The languages the deployment has templates of.
@@ -413,6 +422,7 @@ impl Templates {
             footer_address: footer_address.to_owned(),
             pdf_labels,
             locales: Default::default(),
+            language: None,
         };
         if problems.is_empty() {
             // Rendered once with sample values: a variable the code does not provide is

@@ -11,6 +11,7 @@ pub(super) async fn preview(
     config: Config,
     which: PreviewWhich,
     out: Option<&std::path::Path>,
+    locale: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use crate::email::preview::{self, Links, Request};
     let store = current_store(&config).await?;
@@ -38,7 +39,27 @@ pub(super) async fn preview(
         signer: &signer,
         api_base_url: &config.email.api_base_url,
     };
-    let shown = preview::render(&store, &links, (&config.jobs).into(), now, request).await?;
+    let locale = crate::http::routes::preferences::locale("--locale", locale)
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    if let Some(tag) = &locale
+        && config
+            .email
+            .templates
+            .for_locale(Some(tag))
+            .language()
+            .is_none()
+    {
+        eprintln!("note: no templates of {tag} in EMAIL_TEMPLATES_DIR: the deployment's own words");
+    }
+    let shown = preview::render(
+        &store,
+        &links,
+        (&config.jobs).into(),
+        now,
+        request,
+        locale.as_deref(),
+    )
+    .await?;
     // The files first, then what is shown: a reader that stops early (`| head`) must not
     // stop the files being written, nor make the command fail.
     if let Some(dir) = out {

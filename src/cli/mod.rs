@@ -115,6 +115,10 @@ pub enum EmailAction {
         /// A directory to write `email.html` (and `report.pdf`) into.
         #[arg(long, global = true, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+        /// Word it in this language's templates (`EMAIL_TEMPLATES_DIR/pl/`) instead of the
+        /// recipient's: a translation seen with real data.
+        #[arg(long, global = true, value_name = "TAG")]
+        locale: Option<String>,
     },
     /// A recipient's send ledger, newest first, as `GET /admin/email/logs` shows it: each
     /// email's type, status and why, attempts, last error, and the replica that tried it.
@@ -353,8 +357,8 @@ pub fn main() -> ExitCode {
                 limit,
             } => audit::audit(config, since.as_deref(), action.as_deref(), limit).await,
             Command::Email {
-                action: EmailAction::Preview { which, out },
-            } => email::preview(config, which, out.as_deref()).await,
+                action: EmailAction::Preview { which, out, locale },
+            } => email::preview(config, which, out.as_deref(), locale).await,
             Command::Email {
                 action: EmailAction::Logs { email, limit },
             } => email::logs(config, &email, limit).await,

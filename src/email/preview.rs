@@ -27,6 +27,8 @@ pub struct Preview {
     pub email_type: EmailType,
     pub rendered: Rendered,
     pub pdf: Option<Vec<u8>>,
+    /// The language whose templates worded it; none for the deployment's own.
+    pub language: Option<String>,
 }
 
 /// Why there is nothing to show.
@@ -80,13 +82,15 @@ impl Links<'_> {
 }
 
 /// Renders the email `request` names; writes nothing. A digest counts its days in the zone
-/// `zones` gives the recipient, as when it is sent.
+/// `zones` gives the recipient, as when it is sent. It is worded in `language` when given
+/// (a translation seen with real data), else in the recipient's, as when it is sent.
 pub async fn render(
     store: &Store,
     links: &Links<'_>,
     zones: preferences::DigestZones,
     now_ms: i64,
     request: Request,
+    language: Option<&str>,
 ) -> Result<Preview, PreviewError> {
     match request {
         Request::Report { session_id } => {
@@ -105,9 +109,9 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let templates = links
-                .templates
-                .for_locale(recipient.as_ref().and_then(|p| p.locale.as_deref()));
+            let templates = links.templates.for_locale(
+                language.or_else(|| recipient.as_ref().and_then(|p| p.locale.as_deref())),
+            );
             let zone = zones.reading(recipient.as_ref().and_then(|p| p.timezone.as_deref()));
             Ok(Preview {
                 email_type: EmailType::SessionReport,
@@ -115,6 +119,7 @@ pub async fn render(
                     .session_report(&summary, urls)
                     .map_err(PreviewError::Template)?,
                 pdf: Some(templates.report_pdf(&summary, zone)),
+                language: templates.language().map(str::to_owned),
             })
         }
         Request::Digest { email, week_start } => {
@@ -133,15 +138,16 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let templates = links
-                .templates
-                .for_locale(recipient.as_ref().and_then(|p| p.locale.as_deref()));
+            let templates = links.templates.for_locale(
+                language.or_else(|| recipient.as_ref().and_then(|p| p.locale.as_deref())),
+            );
             Ok(Preview {
                 email_type: EmailType::WeeklyDigest,
                 rendered: templates
                     .weekly_digest(&digest, urls)
                     .map_err(PreviewError::Template)?,
                 pdf: None,
+                language: templates.language().map(str::to_owned),
             })
         }
     }

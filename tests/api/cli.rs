@@ -866,7 +866,7 @@ async fn migrated_sqlite() -> (tempfile::TempDir, String, herald::store::Store) 
 }
 
 /// `herald` as an operator's shell named `ops-shell` runs it on the database at `url`.
-fn ops_shell(url: &str) -> std::process::Command {
+pub(crate) fn ops_shell(url: &str) -> std::process::Command {
     let mut command = herald();
     command
         .env("DATABASE_URL", url)

@@ -696,6 +696,39 @@ async fn a_parent_reads_their_emails_and_pages_in_their_own_language(backend: Ba
         asked.contains("Stop receiving"),
         "the deployment's own now: {asked}"
     );
+
+    // A translation seen with real data: the other parent's report, previewed in Polish
+    // (the parent's own language is left as it is), and in a language without templates.
+    let english = app
+        .admin_json(&format!("/admin/email/logs?email={PARENT}"))
+        .await["entries"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let preview = |locale: &str| {
+        let path =
+            format!("/admin/email/preview/session_reports?session_id={english}&locale={locale}");
+        let app = &app;
+        async move { app.admin_json(&path).await }
+    };
+    let polish_preview = preview("pl").await;
+    assert_eq!(polish_preview["subject"], "Raport: Ada", "{polish_preview}");
+    assert_eq!(polish_preview["locale"], "pl");
+    let german = preview("de").await;
+    assert_eq!(german["subject"], "Ada's session report: Fractions");
+    assert_eq!(german["locale"], Value::Null);
+    let shown = crate::cli::ops_shell(&app.database_url())
+        .env("EMAIL_TEMPLATES_DIR", templates)
+        .args(["email", "preview", "report", "--session-id", &english])
+        .args(["--locale", "pl"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success() && stdout.contains("Raport: Ada"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
 }
 
 async fn retry_email(app: &TestApp, id: &str) -> reqwest::Response {

@@ -184,6 +184,10 @@ pub struct ReportPreviewQuery {
     /// The session whose report to show.
     #[param(value_type = String, required = true, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub session_id: Option<String>,
+    /// Word it in this language's templates (`EMAIL_TEMPLATES_DIR/pl/`, a language tag)
+    /// instead of the recipient's: a translation seen with real data.
+    #[param(pattern = "^[ ]*[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}[ ]*$")]
+    pub locale: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -197,6 +201,10 @@ pub struct DigestPreviewQuery {
     /// of their own, and for everyone with global delivery).
     #[param(format = Date)]
     pub week: Option<String>,
+    /// Word it in this language's templates (`EMAIL_TEMPLATES_DIR/pl/`, a language tag)
+    /// instead of the recipient's: a translation seen with real data.
+    #[param(pattern = "^[ ]*[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}[ ]*$")]
+    pub locale: Option<String>,
 }
 
 /// An email as it would be sent.
@@ -210,6 +218,9 @@ pub struct EmailPreview {
     pub text: String,
     /// The report's PDF attachment, base64; absent for a digest.
     pub pdf_base64: Option<String>,
+    /// The language whose templates worded it (`EMAIL_TEMPLATES_DIR/pl/`); absent for the
+    /// deployment's own.
+    pub locale: Option<String>,
 }
 
 #[utoipa::path(get, path = "/admin/email/preview/session_reports", tag = "admin", security(("api_key" = [])),
@@ -227,9 +238,11 @@ pub async fn preview_report(
         .session_id
         .ok_or_else(|| validate::invalid("session_id", "session_id is required"))?;
     let session_id = validate::session_id(&raw)?.to_string();
+    let locale = crate::http::routes::preferences::locale("locale", query.locale)?;
     show(
         &state,
         crate::email::preview::Request::Report { session_id },
+        locale.as_deref(),
     )
     .await
 }
@@ -256,16 +269,18 @@ pub async fn preview_digest(
         ),
         None => None,
     };
+    let locale = crate::http::routes::preferences::locale("locale", query.locale)?;
     let request = crate::email::preview::Request::Digest {
         email: email.as_str().to_owned(),
         week_start,
     };
-    show(&state, request).await
+    show(&state, request, locale.as_deref()).await
 }
 
 async fn show(
     state: &AppState,
     request: crate::email::preview::Request,
+    locale: Option<&str>,
 ) -> Result<Json<EmailPreview>, ApiError> {
     use crate::email::preview::{self, PreviewError};
     let links = preview::Links {
@@ -280,6 +295,7 @@ async fn show(
         (&state.config.jobs).into(),
         now,
         request,
+        locale,
     )
     .await
     .map_err(|err| match err {
@@ -297,5 +313,6 @@ async fn show(
         pdf_base64: shown
             .pdf
             .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+        locale: shown.language,
     }))
 }
