@@ -39,8 +39,12 @@ pub(super) async fn preview(
         signer: &signer,
         api_base_url: &config.email.api_base_url,
     };
-    let locale = crate::http::routes::preferences::locale("--locale", locale)
-        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let locale = match locale {
+        Some(raw) => Some(crate::templates::language_tag(&raw).ok_or_else(|| {
+            anyhow::anyhow!("--locale {raw:?}: expected a language tag such as pl or pt-BR")
+        })?),
+        None => None,
+    };
     if let Some(tag) = &locale
         && config
             .email

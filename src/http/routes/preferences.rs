@@ -114,43 +114,17 @@ pub fn timezone(field: &str, raw: Option<String>) -> Result<Option<String>, ApiE
     }
 }
 
-/// A language tag (`pl`, `pt-BR`, `zh-Hant-TW`), in its usual case (the language in lower
-/// case, a script in title case, a region in upper case), or a 400 naming `field`.
+/// A language tag (`pl`, `pt-BR`, `zh-Hant-TW`) in its usual case, or a 400 naming `field`.
 pub fn locale(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let refused = || ApiError::BadRequest {
-        message: format!("{field}: '{raw}' is not a language tag such as pl or pt-BR"),
-        field: Some(field.to_owned()),
-    };
-    let tag = raw.trim();
-    let mut parts = tag.split('-');
-    let language = parts.next().unwrap_or_default();
-    if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(refused());
-    }
-    let mut out = language.to_ascii_lowercase();
-    for (i, part) in parts.enumerate() {
-        if i >= 3
-            || !(2..=8).contains(&part.len())
-            || !part.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return Err(refused());
-        }
-        out.push('-');
-        match part.len() {
-            2 if part.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                out.push_str(&part.to_ascii_uppercase());
-            }
-            4 if part.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                out.push_str(&part[..1].to_ascii_uppercase());
-                out.push_str(&part[1..].to_ascii_lowercase());
-            }
-            _ => out.push_str(&part.to_ascii_lowercase()),
-        }
-    }
-    Ok(Some(out))
+    crate::templates::language_tag(&raw)
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest {
+            message: format!("{field}: '{raw}' is not a language tag such as pl or pt-BR"),
+            field: Some(field.to_owned()),
+        })
 }
 
 #[utoipa::path(get, path = "/api/v1/email/preferences/{email}", tag = "email", security(("api_key" = [])),
