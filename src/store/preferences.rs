@@ -32,18 +32,18 @@ impl Unsubscribe {
     }
 }
 
-/// Applies an unsubscribe from a link naming `recipient_key`; returns whether anything
-/// changed. Each type turns its switch off and stamps its time; `all` does both. Recorded as
-/// the link's doing.
+/// Applies an unsubscribe from a link naming `recipient_key`; returns the preferences now
+/// and whether anything changed, or `None` when the key names no one. Each type turns its
+/// switch off and stamps its time; `all` does both. Recorded as the link's doing.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn unsubscribe(
     store: &Store,
     recipient_key: &str,
     what: Unsubscribe,
     at_ms: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<(Preferences, bool)>, StoreError> {
     let Some(email) = email_of(store, recipient_key).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let off = |on: bool| on.then_some(false);
     let (digest, reports) = match what {
@@ -56,8 +56,9 @@ pub async fn unsubscribe(
         session_reports: off(reports),
         ..Change::default()
     };
-    let (_, changed) = change(store, &email, &wanted, Source::UnsubscribeLink, at_ms).await?;
-    Ok(changed)
+    change(store, &email, &wanted, Source::UnsubscribeLink, at_ms)
+        .await
+        .map(Some)
 }
 
 /// The language of the recipient a key stands for, if they have one.

@@ -680,6 +680,13 @@ async fn a_parent_reads_their_emails_and_pages_in_their_own_language(backend: Ba
     let path = &link[link.find("/api/").unwrap()..];
     let asked = app.get(path).await.text().await.unwrap();
     assert!(asked.contains("Wypisać?"), "{asked}");
+    let done = app.client.post(app.url(path)).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let done = done.text().await.unwrap();
+    assert!(
+        done.contains("<p>unsubscribed</p>"),
+        "the answer in Polish too: {done}"
+    );
 
     let refused = app
         .put_preferences(polish_parent, &json!({"locale": "polish!"}))

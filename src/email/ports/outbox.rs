@@ -421,6 +421,7 @@ mod tests {
             )
             .await
             .unwrap()
+            .is_some_and(|(_, changed)| changed)
         );
     }
 

@@ -162,10 +162,11 @@ pub async fn apply(
         Err(refused) => return refused.page(&state),
     };
     let now = state.now_ms();
-    let locale = locale_of(&state, &recipient_key).await;
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
-        Ok(changed) => {
-            if changed {
+        // An unknown recipient gets the same answer, in the deployment's words.
+        Ok(done) => {
+            let (saved, changed) = done.unzip();
+            if changed == Some(true) {
                 tracing::info!(kind = what.as_str(), "recipient unsubscribed");
             }
             let page = LinkPage {
@@ -173,6 +174,7 @@ pub async fn apply(
                 preferences_url: format!("../preferences/page/{token}"),
                 ..LinkPage::bare(PageKind::Unsubscribed)
             };
+            let locale = saved.and_then(|p| p.locale);
             show(&state, StatusCode::OK, &page, locale.as_deref())
         }
         Err(err) => {
@@ -181,7 +183,7 @@ pub async fn apply(
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 &LinkPage::bare(PageKind::TryAgain),
-                locale.as_deref(),
+                None,
             )
         }
     }
