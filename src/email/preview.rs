@@ -56,6 +56,17 @@ pub struct Links<'a> {
 }
 
 impl Links<'_> {
+    /// The templates a preview is worded by: `language`'s when given, else the
+    /// recipient's own language's, as when the email is sent.
+    fn worded_in(
+        &self,
+        language: Option<&str>,
+        recipient: Option<&preferences::Preferences>,
+    ) -> &Templates {
+        self.templates
+            .for_locale(language.or_else(|| recipient.and_then(|p| p.locale.as_deref())))
+    }
+
     /// The unsubscribe and preference links the email would carry: the recipient's own when
     /// they have preferences, ones naming no one otherwise.
     fn urls(
@@ -109,9 +120,7 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let templates = links.templates.for_locale(
-                language.or_else(|| recipient.as_ref().and_then(|p| p.locale.as_deref())),
-            );
+            let templates = links.worded_in(language, recipient.as_ref());
             let zone = zones.reading(recipient.as_ref().and_then(|p| p.timezone.as_deref()));
             Ok(Preview {
                 email_type: EmailType::SessionReport,
@@ -138,9 +147,7 @@ pub async fn render(
                 unsubscribe: &unsubscribe,
                 preferences: &prefs,
             };
-            let templates = links.templates.for_locale(
-                language.or_else(|| recipient.as_ref().and_then(|p| p.locale.as_deref())),
-            );
+            let templates = links.worded_in(language, recipient.as_ref());
             Ok(Preview {
                 email_type: EmailType::WeeklyDigest,
                 rendered: templates
