@@ -79,6 +79,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_locale.sql"),
         include_str!("../../migrations/postgres/0011_locale.sql"),
     ),
+    (
+        12,
+        "spellings",
+        include_str!("../../migrations/sqlite/0012_spellings.sql"),
+        include_str!("../../migrations/postgres/0012_spellings.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

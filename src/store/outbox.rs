@@ -9,6 +9,37 @@ use herald_actors::dispatcher::Mark;
 use super::group_commit::Statement;
 use super::{Backend, Store, StoreError};
 
+/// Whether the recipient `$email` wants an email of `$type`, as one SQL value: 0 when any
+/// spelling of the address (the same address but for capitals) is suppressed or has the type
+/// switched off, NULL when herald keeps preferences for none of them, else 1. A parent who
+/// opted out as `Parent@example.com` is not mailed as `parent@example.com`.
+macro_rules! wanted {
+    ($email:literal, $type:literal) => {
+        concat!(
+            "CASE WHEN EXISTS (SELECT 1 FROM email_suppressions ws WHERE lower(ws.email) = lower(",
+            $email,
+            ")) THEN 0 ELSE (SELECT MIN(CASE WHEN ",
+            $type,
+            " = 'weekly_digest' THEN wp.weekly_digest_enabled ELSE wp.session_reports_enabled END) \
+             FROM email_preferences wp WHERE lower(wp.email) = lower(",
+            $email,
+            ")) END"
+        )
+    };
+}
+
+/// The reason `$email` is suppressed (that of the oldest suppression of any of its
+/// spellings), or NULL.
+macro_rules! suppression_reason {
+    ($email:literal) => {
+        concat!(
+            "(SELECT rs.reason FROM email_suppressions rs WHERE lower(rs.email) = lower(",
+            $email,
+            ") ORDER BY rs.created_at LIMIT 1)"
+        )
+    };
+}
+
 /// The fields of a request, as the ledger stores them.
 pub struct LedgerKey<'a> {
     pub idempotency_key: &'a str,
@@ -48,10 +79,11 @@ pub(crate) async fn lookup_on<'c>(
 ) -> Result<Lookup, StoreError> {
     macro_rules! head {
         () => {
-            "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
-                    CASE WHEN EXISTS (SELECT 1 FROM email_suppressions WHERE email = $2) THEN 0 ELSE \
-                    (SELECT CASE WHEN $3 = 'weekly_digest' THEN weekly_digest_enabled ELSE session_reports_enabled END \
-                     FROM email_preferences WHERE email = $2) END, NULL"
+            concat!(
+                "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), ",
+                wanted!("$2", "$3"),
+                ", NULL"
+            )
         };
     }
     let sql = match sends_since {
@@ -106,12 +138,13 @@ pub(crate) async fn record_on<'c>(
     reason: Option<&str>,
     at_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query(concat!(
         "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                 COALESCE((SELECT s.reason FROM email_suppressions s WHERE s.email = $3 AND $7 = 'suppressed'), $8), 0, $9, $9) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE(CASE WHEN $7 = 'suppressed' THEN ",
+        suppression_reason!("$3"),
+        " END, $8), 0, $9, $9) \
          ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
-    )
+    ))
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(key.idempotency_key)
     .bind(key.email)
@@ -218,13 +251,11 @@ pub async fn claim(
                          OR (status = 'sending' AND lease_until < $1) \
                       ORDER BY created_at LIMIT $3{lock}) \
          RETURNING id, attempts, created_at, email_type, idempotency_key, email, session_id, week_start, \
-                   CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = email_send_logs.email) THEN 0 ELSE \
-                   (SELECT CASE WHEN email_send_logs.email_type = 'weekly_digest' THEN p.weekly_digest_enabled \
-                           ELSE p.session_reports_enabled END \
-                    FROM email_preferences p WHERE p.email = email_send_logs.email) END, \
+                   {wanted}, \
                    (SELECT p.recipient_key FROM email_preferences p WHERE p.email = email_send_logs.email), zone, \
                    (SELECT p.timezone FROM email_preferences p WHERE p.email = email_send_logs.email), \
-                   (SELECT p.locale FROM email_preferences p WHERE p.email = email_send_logs.email)"
+                   (SELECT p.locale FROM email_preferences p WHERE p.email = email_send_logs.email)",
+        wanted = wanted!("email_send_logs.email", "email_send_logs.email_type"),
     );
     let started = std::time::Instant::now();
     let rows = sqlx::query(&sql)
@@ -333,11 +364,11 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
         .bind(id)
         .bind(now_ms)
         .bind(message_id),
-        Mark::Suppressed => Statement::new(
-            "UPDATE email_send_logs SET status = 'suppressed', \
-             reason = COALESCE((SELECT s.reason FROM email_suppressions s WHERE s.email = email_send_logs.email), 'unsubscribed before sending'), \
-             updated_at = $2, lease_until = NULL WHERE id = $1",
-        )
+        Mark::Suppressed => Statement::new(concat!(
+            "UPDATE email_send_logs SET status = 'suppressed', reason = COALESCE(",
+            suppression_reason!("email_send_logs.email"),
+            ", 'unsubscribed before sending'), updated_at = $2, lease_until = NULL WHERE id = $1",
+        ))
         .bind(id)
         .bind(now_ms),
         Mark::Retry { next_attempt_at, error, counts } => Statement::new(
@@ -398,13 +429,12 @@ fn preference(
 
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, StoreError> {
-    let row = sqlx::query(
-        "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, \
-                CASE WHEN EXISTS (SELECT 1 FROM email_suppressions s WHERE s.email = l.email) THEN 0 \
-                     WHEN l.email_type = 'weekly_digest' THEN p.weekly_digest_enabled ELSE p.session_reports_enabled END, \
-                p.recipient_key, l.zone, p.timezone, p.locale \
+    let row = sqlx::query(concat!(
+        "SELECT l.idempotency_key, l.email, l.email_type, l.session_id, l.week_start, ",
+        wanted!("l.email", "l.email_type"),
+        ", p.recipient_key, l.zone, p.timezone, p.locale \
          FROM email_send_logs l LEFT JOIN email_preferences p ON p.email = l.email WHERE l.id = $1",
-    )
+    ))
     .bind(id)
     .fetch_optional(store.reader())
     .await?;

@@ -154,62 +154,100 @@ pub struct Change {
     pub locale: Option<String>,
 }
 
-const COLUMNS: &str = "p.weekly_digest_enabled, p.session_reports_enabled, p.timezone, \
-    p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
-    p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, s.reason, s.created_at, \
-    p.updated_at, p.recipient_key, p.locale";
+/// What every spelling of an address (the same address but for capitals) decides together,
+/// read for the address `$email` (an SQL expression): each switch, off when any spelling has
+/// it off (NULL when herald keeps preferences for none), and the suppression of any spelling
+/// (the oldest: its reason and time). An opt-out or a suppression is for the mailbox.
+macro_rules! for_every_spelling {
+    ($email:literal) => {
+        concat!(
+            "(SELECT MIN(o.weekly_digest_enabled) FROM email_preferences o WHERE lower(o.email) = lower(",
+            $email,
+            ")), (SELECT MIN(o.session_reports_enabled) FROM email_preferences o WHERE lower(o.email) = lower(",
+            $email,
+            ")), (SELECT s.reason FROM email_suppressions s WHERE lower(s.email) = lower(",
+            $email,
+            ") ORDER BY s.created_at LIMIT 1), (SELECT s.created_at FROM email_suppressions s WHERE lower(s.email) = lower(",
+            $email,
+            ") ORDER BY s.created_at LIMIT 1)"
+        )
+    };
+}
 
+/// A recipient's preferences: those of the address itself, with the switches and the
+/// suppression of all its spellings.
+const SELECT: &str = concat!(
+    "SELECT ",
+    for_every_spelling!("p.email"),
+    ", p.timezone, p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
+     p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, \
+     p.updated_at, p.recipient_key, p.locale FROM email_preferences p WHERE p.email = $1"
+);
+
+/// The columns [`SELECT`] reads after the four of [`for_every_spelling`].
+const OWN: usize = 4;
+
+/// The preferences [`SELECT`] reads.
 fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
-    let reason: Option<String> = row.try_get(7)?;
+    let shared = shared(row)?;
     Ok(Preferences {
-        weekly_digest_enabled: row.try_get::<i64, _>(0)? != 0,
-        session_reports_enabled: row.try_get::<i64, _>(1)? != 0,
-        timezone: row.try_get(2)?,
-        weekly_digest_unsubscribed_at: row.try_get(3)?,
-        weekly_digest_resubscribed_at: row.try_get(4)?,
-        session_reports_unsubscribed_at: row.try_get(5)?,
-        session_reports_resubscribed_at: row.try_get(6)?,
+        timezone: row.try_get(OWN)?,
+        weekly_digest_unsubscribed_at: row.try_get(OWN + 1)?,
+        weekly_digest_resubscribed_at: row.try_get(OWN + 2)?,
+        session_reports_unsubscribed_at: row.try_get(OWN + 3)?,
+        session_reports_resubscribed_at: row.try_get(OWN + 4)?,
+        version: row.try_get(OWN + 5)?,
+        recipient_key: row.try_get(OWN + 6)?,
+        locale: row.try_get(OWN + 7)?,
+        ..shared
+    })
+}
+
+/// What [`for_every_spelling`] reads, in a row's first four columns: both switches (on
+/// where no spelling has preferences) and the suppression.
+fn shared(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
+    let on = |column: usize| -> Result<bool, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<i64>, _>(column)?
+            .is_none_or(|e| e != 0))
+    };
+    let reason: Option<String> = row.try_get(2)?;
+    Ok(Preferences {
+        weekly_digest_enabled: on(0)?,
+        session_reports_enabled: on(1)?,
         suppressed: match reason {
-            Some(reason) => Some((reason, row.try_get::<Option<i64>, _>(8)?.unwrap_or(0))),
+            Some(reason) => Some((reason, row.try_get::<Option<i64>, _>(3)?.unwrap_or(0))),
             None => None,
         },
-        version: row.try_get(9)?,
-        recipient_key: row.try_get(10)?,
-        locale: row.try_get(11)?,
+        ..Default::default()
     })
 }
 
 /// A recipient's preferences; `None` for an address herald has never mailed or been told of.
+/// Its switches and suppression are those of all its spellings (see [`for_every_spelling`]).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM email_preferences p \
-         LEFT JOIN email_suppressions s ON s.email = p.email WHERE p.email = $1"
-    ))
-    .bind(email)
-    .fetch_optional(store.reader())
-    .await?;
+    let row = sqlx::query(SELECT)
+        .bind(email)
+        .fetch_optional(store.reader())
+        .await?;
     Ok(row.as_ref().map(preferences).transpose()?)
 }
 
-/// What a recipient receives now: their preferences, or everything for an address herald
-/// keeps none for, with the address's suppression either way (a bounce or complaint can come
-/// for an address herald never kept preferences for).
+/// What a recipient receives now: their preferences, or, for an address herald keeps none
+/// for, what its other spellings decided (everything, when there are none), with the
+/// suppression of any spelling either way (a bounce or complaint can come for an address
+/// herald never kept preferences for).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn in_force(store: &Store, email: &str) -> Result<Preferences, StoreError> {
     if let Some(kept) = get(store, email).await? {
         return Ok(kept);
     }
-    let (suppressions, _) = super::suppressions::list(store, Some(email), 1, 0).await?;
-    Ok(Preferences {
-        weekly_digest_enabled: true,
-        session_reports_enabled: true,
-        suppressed: suppressions
-            .into_iter()
-            .next()
-            .map(|s| (s.reason, s.created_at_ms)),
-        ..Default::default()
-    })
+    let row = sqlx::query(concat!("SELECT ", for_every_spelling!("$1")))
+        .bind(email)
+        .fetch_one(store.reader())
+        .await?;
+    Ok(shared(&row)?)
 }
 
 /// Whose calendar a recipient's digest counts its days in: with local delivery their own
@@ -258,8 +296,10 @@ impl DigestZones {
 
 /// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps
 /// an unsubscribe or a re-subscribe with its time, and records each changed value with its
-/// `source`; all in one transaction. Returns the preferences as they now are, and whether
-/// anything changed.
+/// `source`; all in one transaction. A switch is changed against what all the address's
+/// spellings decide together, and on every spelling (each recorded under its own), so that a
+/// parent who opted out under one spelling and comes back under another is mailed again.
+/// Returns the preferences as they now are, and whether anything changed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn change(
     store: &Store,
@@ -268,10 +308,6 @@ pub async fn change(
     source: Source,
     at_ms: i64,
 ) -> Result<(Preferences, bool), StoreError> {
-    let lock = match store.backend() {
-        super::Backend::Postgres => " FOR UPDATE OF p",
-        super::Backend::Sqlite => "",
-    };
     let mut tx = store.writer().begin().await?;
     sqlx::query(
         "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
@@ -282,16 +318,21 @@ pub async fn change(
     .bind(at_ms)
     .execute(&mut *tx)
     .await?;
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM email_preferences p \
-         LEFT JOIN email_suppressions s ON s.email = p.email WHERE p.email = $1{lock}"
-    ))
-    .bind(email)
-    .fetch_one(&mut *tx)
-    .await?;
+    if store.backend() == super::Backend::Postgres {
+        // Every spelling's row, locked in one order: two changes through two spellings wait
+        // for each other instead of deadlocking.
+        sqlx::query(
+            "SELECT email FROM email_preferences WHERE lower(email) = lower($1) ORDER BY email FOR UPDATE",
+        )
+        .bind(email)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    let row = sqlx::query(SELECT).bind(email).fetch_one(&mut *tx).await?;
     let old = preferences(&row)?;
     let mut new = old.clone();
     let mut changes: Vec<(&str, String, String)> = Vec::new();
+    let mut switched: Vec<(&str, bool)> = Vec::new();
     let mut switch = |field: &'static str,
                       wanted: Option<bool>,
                       enabled: &mut bool,
@@ -301,6 +342,7 @@ pub async fn change(
             && wanted != *enabled
         {
             changes.push((field, enabled.to_string(), wanted.to_string()));
+            switched.push((field, wanted));
             *enabled = wanted;
             if wanted {
                 *resubscribed = Some(at_ms);
@@ -356,23 +398,61 @@ pub async fn change(
         .execute(&mut *tx)
         .await?;
         for (field, old_value, new_value) in changes {
-            sqlx::query(
-                "INSERT INTO preference_changes (id, email, at, source, field, old_value, new_value) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(uuid::Uuid::new_v4().to_string())
+            record_change(&mut tx, email, at_ms, source, field, old_value, new_value).await?;
+        }
+        for (field, wanted) in switched {
+            let stamp = field.replace(
+                "enabled",
+                if wanted {
+                    "resubscribed_at"
+                } else {
+                    "unsubscribed_at"
+                },
+            );
+            let others: Vec<String> = sqlx::query_scalar(&format!(
+                "UPDATE email_preferences SET {field} = $2, {stamp} = $3, \
+                   updated_at = CASE WHEN updated_at >= $3 THEN updated_at + 1 ELSE $3 END \
+                 WHERE lower(email) = lower($1) AND email <> $1 AND {field} <> $2 RETURNING email"
+            ))
             .bind(email)
+            .bind(i64::from(wanted))
             .bind(at_ms)
-            .bind(source.as_str())
-            .bind(field)
-            .bind(old_value)
-            .bind(new_value)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            for other in others {
+                let (old_value, new_value) = ((!wanted).to_string(), wanted.to_string());
+                record_change(&mut tx, &other, at_ms, source, field, old_value, new_value).await?;
+            }
         }
     }
     tx.commit().await?;
     Ok((new, changed))
+}
+
+/// Records one changed value of `email`'s preferences.
+async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    email: &str,
+    at_ms: i64,
+    source: Source,
+    field: &str,
+    old_value: String,
+    new_value: String,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO preference_changes (id, email, at, source, field, old_value, new_value) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(email)
+    .bind(at_ms)
+    .bind(source.as_str())
+    .bind(field)
+    .bind(old_value)
+    .bind(new_value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// One recorded change of a recipient's preferences.

@@ -452,14 +452,7 @@ async fn a_recipient_who_unsubscribed_is_suppressed_and_the_link_works_like_a_pe
         vec![],
     )
     .token("00000000000000000000000000000000");
-    let unknown = app
-        .client
-        .post(app.url(&format!(
-            "/api/v1/email/unsubscribe/{stranger}?type=session_reports"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let unknown = app.unsubscribe(&stranger, "session_reports").await;
     assert_eq!(unknown.status(), 200);
     assert_eq!(
         unknown.text().await.unwrap().replace(&stranger, token),

@@ -422,6 +422,16 @@ impl TestApp {
         self.state.signer.token(&key)
     }
 
+    /// A parent's one-click unsubscribe (`POST`) from a link naming `token`, for `what`
+    /// (`weekly_digest`, `session_reports`, `all`).
+    pub async fn unsubscribe(&self, token: &str, what: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/email/unsubscribe/{token}?type={what}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// How many rows `table` holds now.
     pub async fn rows(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))

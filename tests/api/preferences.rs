@@ -25,7 +25,11 @@ async fn put(app: &TestApp, email: &str, body: Value) -> reqwest::Response {
 }
 
 async fn report_email(app: &TestApp) -> Value {
-    let session = app.new_session(json!({"parent_email": PARENT})).await;
+    report_email_to(app, PARENT).await
+}
+
+async fn report_email_to(app: &TestApp, parent: &str) -> Value {
+    let session = app.new_session(json!({"parent_email": parent})).await;
     let done: Value = app
         .complete(&session.id, Some(&session.token), None)
         .await
@@ -33,6 +37,19 @@ async fn report_email(app: &TestApp) -> Value {
         .await
         .unwrap();
     done["report_email"].clone()
+}
+
+/// The source, field and new value of the last recorded change of `email`'s preferences.
+async fn last_change(app: &TestApp, email: &str) -> [String; 3] {
+    let changes = herald::store::preferences::changes(&app.state.store, email)
+        .await
+        .unwrap();
+    let last = changes.last().unwrap();
+    [
+        last.source.clone(),
+        last.field.clone(),
+        last.new_value.clone(),
+    ]
 }
 
 async fn a_backend_reads_and_changes_preferences_and_a_parent_can_come_back(backend: Backend) {
@@ -159,29 +176,91 @@ async fn an_unsubscribe_from_a_link_is_recorded_as_such(backend: Backend) {
     put(&app, PARENT, json!({"timezone": "Europe/London"})).await;
     let token = app.link_token(PARENT).await;
     app.clock.advance_ms(1_000);
-    let done = app
-        .client
-        .post(app.url(&format!(
-            "/api/v1/email/unsubscribe/{token}?type=weekly_digest"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let done = app.unsubscribe(&token, "weekly_digest").await;
     assert_eq!(done.status(), 200);
-    let changes = herald::store::preferences::changes(&app.state.store, PARENT)
-        .await
-        .unwrap();
-    let last = changes.last().unwrap();
     assert_eq!(
-        (
-            last.source.as_str(),
-            last.field.as_str(),
-            last.new_value.as_str()
-        ),
-        ("unsubscribe_link", "weekly_digest_enabled", "false")
+        last_change(&app, PARENT).await,
+        ["unsubscribe_link", "weekly_digest_enabled", "false"]
     );
     let read: Value = get(&app, PARENT).await.json().await.unwrap();
     assert!(read["weekly_digest_unsubscribed_at"].is_string());
+}
+
+/// An opt-out or a suppression is for the mailbox, whatever capitals the address is written
+/// with: a parent who turned reports off as `Parent@example.com` is not mailed as
+/// `parent@example.com`, and one who comes back under either spelling is mailed under both.
+async fn an_opt_out_under_one_spelling_holds_for_every_spelling(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upper = "Parent@example.com";
+    let off = put(&app, upper, json!({"session_reports_enabled": false})).await;
+    assert_eq!(off.status(), 200);
+    assert_eq!(report_email_to(&app, PARENT).await, "suppressed");
+    let read: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert_eq!(
+        (
+            &read["session_reports_enabled"],
+            &read["weekly_digest_enabled"]
+        ),
+        (&json!(false), &json!(true)),
+        "{read}"
+    );
+    // Another address is not matched by its lower case alone.
+    assert_eq!(report_email_to(&app, "parent2@example.com").await, "queued");
+
+    // Back on under the other spelling: on under both, each change recorded under its own.
+    app.clock.advance_ms(60_000);
+    let on: Value = put(&app, PARENT, json!({"session_reports_enabled": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on["session_reports_enabled"], true, "{on}");
+    let read: Value = get(&app, upper).await.json().await.unwrap();
+    assert_eq!(read["session_reports_enabled"], true, "{read}");
+    assert!(
+        read["session_reports_resubscribed_at"].is_string(),
+        "{read}"
+    );
+    assert_eq!(
+        last_change(&app, upper).await,
+        ["api", "session_reports_enabled", "true"]
+    );
+    assert_eq!(report_email_to(&app, upper).await, "queued");
+    assert_eq!(report_email_to(&app, PARENT).await, "queued");
+
+    // An unsubscribe link of one spelling turns the type off under every spelling.
+    let token = app.link_token(PARENT).await;
+    app.clock.advance_ms(1_000);
+    let done = app.unsubscribe(&token, "session_reports").await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, upper)
+            .await
+            .unwrap(),
+        Some((true, false))
+    );
+    assert_eq!(report_email_to(&app, upper).await, "suppressed");
+
+    // A complaint under a third spelling stops the others, with its reason.
+    put(&app, upper, json!({"session_reports_enabled": true})).await;
+    sqlx::query(
+        "INSERT INTO email_suppressions (email, reason, source, created_at) VALUES ($1, 'complained', 'sendgrid', 0)",
+    )
+    .bind("PARENT@example.com")
+    .execute(app.state.store.writer())
+    .await
+    .unwrap();
+    let read: Value = get(&app, PARENT).await.json().await.unwrap();
+    assert_eq!(read["suppressed"]["reason"], "complained", "{read}");
+    assert_eq!(report_email_to(&app, PARENT).await, "suppressed");
+    let complained: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_send_logs WHERE email = $1 AND reason = 'complained'",
+    )
+    .bind(PARENT)
+    .fetch_one(app.state.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(complained, 1);
 }
 
 /// A deployment writing to parents in Polish words the pages their links open too
@@ -232,6 +311,7 @@ async fn the_pages_a_parents_links_open_speak_the_deployments_language() {
 
 on_both_backends!(
     an_unsubscribe_from_a_link_is_recorded_as_such,
+    an_opt_out_under_one_spelling_holds_for_every_spelling,
     a_backend_reads_and_changes_preferences_and_a_parent_can_come_back,
     a_parents_time_zone_comes_with_a_session,
 );

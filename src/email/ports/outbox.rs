@@ -467,4 +467,42 @@ mod tests {
         ));
         port.store.close().await;
     }
+
+    /// An email queued for a spelling herald learnt of after the parent opted out under
+    /// another (by a replica of the version before, say) is stopped by the claim, and by the
+    /// reading a send makes again.
+    #[tokio::test]
+    async fn an_opt_out_under_another_spelling_stops_a_queued_email() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, _clock) = port(&dir).await;
+        queue_report(&port, "Parent@example.com").await;
+        unsubscribe(&port, "Parent@example.com").await;
+        queue_report(&port, "parent@example.com").await;
+        queue_report(&port, "other@example.com").await;
+        let claimed = outbox::claim(&port.store, 3, START_MS, LEASE_MS, "test:1")
+            .await
+            .unwrap();
+        let mut wanted = Vec::new();
+        for row in &claimed {
+            let again = outbox::delivery(&port.store, &row.id)
+                .await
+                .unwrap()
+                .unwrap();
+            wanted.push((
+                row.delivery.email.as_str(),
+                row.delivery.preference.as_ref().map(|p| p.0),
+                again.preference.map(|p| p.0),
+            ));
+        }
+        wanted.sort();
+        assert_eq!(
+            wanted,
+            [
+                ("Parent@example.com", Some(false), Some(false)),
+                ("other@example.com", Some(true), Some(true)),
+                ("parent@example.com", Some(false), Some(false)),
+            ]
+        );
+        port.store.close().await;
+    }
 }

@@ -29,7 +29,10 @@ pub struct SuppressionView {
 #[derive(Serialize, ToSchema)]
 pub struct PreferencesView {
     pub email: String,
+    /// Off when turned off under any spelling of the address (the same address but for
+    /// capitals): stopping mail is for the mailbox. A change turns it on every spelling.
     pub weekly_digest_enabled: bool,
+    /// As `weekly_digest_enabled`.
     pub session_reports_enabled: bool,
     /// IANA name; absent means the service's `DIGEST_TIMEZONE`.
     pub timezone: Option<String>,
@@ -40,7 +43,7 @@ pub struct PreferencesView {
     pub weekly_digest_resubscribed_at: Option<DateTime<Utc>>,
     pub session_reports_unsubscribed_at: Option<DateTime<Utc>>,
     pub session_reports_resubscribed_at: Option<DateTime<Utc>>,
-    /// Present when the address is on the suppression list.
+    /// Present when the address, under any spelling, is on the suppression list.
     pub suppressed: Option<SuppressionView>,
 }
 
