@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::{at, current_store, parse_email};
 use crate::config::Config;
 use crate::reports::week::display_name;
+use crate::store::preferences::Preferences;
 use crate::store::recipients;
 
 pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
@@ -19,12 +20,26 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
     .await;
     store.close().await;
     let record = record?;
-    if record.is_empty() {
-        out!("herald keeps nothing about {}", email.as_str())?;
-        return spellings(&record.other_spellings).map(|()| ExitCode::SUCCESS);
-    }
     let on = |enabled: bool| if enabled { "on" } else { "off" };
     let p = &record.preferences;
+    let stopped = |p: &Preferences| -> std::io::Result<()> {
+        if let Some((reason, since)) = &p.suppressed {
+            out!("suppressed: {reason} since {} (UTC)", at(*since))?;
+        }
+        Ok(())
+    };
+    if record.is_empty() {
+        out!("herald keeps nothing about {}", email.as_str())?;
+        if !(p.weekly_digest_enabled && p.session_reports_enabled && p.suppressed.is_none()) {
+            out!(
+                "its other spellings stop its mail too: weekly digest {}, session reports {}",
+                on(p.weekly_digest_enabled),
+                on(p.session_reports_enabled),
+            )?;
+            stopped(p)?;
+        }
+        return spellings(&record.other_spellings).map(|()| ExitCode::SUCCESS);
+    }
     out!(
         "weekly digest {}, session reports {}, time zone {}, language {}",
         on(p.weekly_digest_enabled),
@@ -32,9 +47,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         p.timezone.as_deref().unwrap_or("the service's"),
         p.locale.as_deref().unwrap_or("the service's"),
     )?;
-    if let Some((reason, since)) = &p.suppressed {
-        out!("suppressed: {reason} since {} (UTC)", at(*since))?;
-    }
+    stopped(p)?;
     out!("\nPREFERENCE CHANGES (UTC)")?;
     for c in &record.changes {
         out!(

@@ -11,19 +11,24 @@ use super::{Backend, Store, StoreError};
 
 /// Whether the recipient `$email` wants an email of `$type`, as one SQL value: 0 when any
 /// spelling of the address (the same address but for capitals) is suppressed or has the type
-/// switched off, NULL when herald keeps preferences for none of them, else 1. A parent who
-/// opted out as `Parent@example.com` is not mailed as `parent@example.com`.
+/// switched off, NULL when herald keeps no preferences for the address, else 1. A parent who
+/// opted out as `Parent@example.com` is not mailed as `parent@example.com`. The spellings are
+/// read through the index of those who turned something off (its condition is repeated here
+/// for the planner to choose it).
 macro_rules! wanted {
     ($email:literal, $type:literal) => {
         concat!(
             "CASE WHEN EXISTS (SELECT 1 FROM email_suppressions ws WHERE lower(ws.email) = lower(",
             $email,
-            ")) THEN 0 ELSE (SELECT MIN(CASE WHEN ",
-            $type,
-            " = 'weekly_digest' THEN wp.weekly_digest_enabled ELSE wp.session_reports_enabled END) \
-             FROM email_preferences wp WHERE lower(wp.email) = lower(",
+            ")) OR EXISTS (SELECT 1 FROM email_preferences wp WHERE lower(wp.email) = lower(",
             $email,
-            ")) END"
+            ") AND (wp.weekly_digest_enabled = 0 OR wp.session_reports_enabled = 0) \
+             AND (CASE WHEN ",
+            $type,
+            " = 'weekly_digest' THEN wp.weekly_digest_enabled ELSE wp.session_reports_enabled END) = 0) \
+             THEN 0 ELSE (SELECT 1 FROM email_preferences wo WHERE wo.email = ",
+            $email,
+            ") END"
         )
     };
 }

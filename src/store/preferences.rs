@@ -155,17 +155,22 @@ pub struct Change {
 }
 
 /// What every spelling of an address (the same address but for capitals) decides together,
-/// read for the address `$email` (an SQL expression): each switch, off when any spelling has
-/// it off (NULL when herald keeps preferences for none), and the suppression of any spelling
-/// (the oldest: its reason and time). An opt-out or a suppression is for the mailbox.
+/// read for the address `$email` (an SQL expression): each switch, off (0) when any spelling
+/// has it off, else on (1), and the suppression of any spelling (the oldest: its reason and
+/// time). An opt-out or a suppression is for the mailbox. The spellings are read through the
+/// index of the recipients who turned something off, whose condition is repeated here.
 macro_rules! for_every_spelling {
     ($email:literal) => {
         concat!(
-            "(SELECT MIN(o.weekly_digest_enabled) FROM email_preferences o WHERE lower(o.email) = lower(",
+            "CASE WHEN EXISTS (SELECT 1 FROM email_preferences o WHERE lower(o.email) = lower(",
             $email,
-            ")), (SELECT MIN(o.session_reports_enabled) FROM email_preferences o WHERE lower(o.email) = lower(",
+            ") AND (o.weekly_digest_enabled = 0 OR o.session_reports_enabled = 0) \
+             AND o.weekly_digest_enabled = 0) THEN 0 ELSE 1 END, \
+             CASE WHEN EXISTS (SELECT 1 FROM email_preferences o WHERE lower(o.email) = lower(",
             $email,
-            ")), (SELECT s.reason FROM email_suppressions s WHERE lower(s.email) = lower(",
+            ") AND (o.weekly_digest_enabled = 0 OR o.session_reports_enabled = 0) \
+             AND o.session_reports_enabled = 0) THEN 0 ELSE 1 END, \
+             (SELECT s.reason FROM email_suppressions s WHERE lower(s.email) = lower(",
             $email,
             ") ORDER BY s.created_at LIMIT 1), (SELECT s.created_at FROM email_suppressions s WHERE lower(s.email) = lower(",
             $email,
@@ -203,14 +208,11 @@ fn preferences(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
     })
 }
 
-/// What [`for_every_spelling`] reads, in a row's first four columns: both switches (on
-/// where no spelling has preferences) and the suppression.
+/// What [`for_every_spelling`] reads, in a row's first four columns: both switches and the
+/// suppression.
 fn shared(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
-    let on = |column: usize| -> Result<bool, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<i64>, _>(column)?
-            .is_none_or(|e| e != 0))
-    };
+    let on =
+        |column: usize| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i64, _>(column)? != 0) };
     let reason: Option<String> = row.try_get(2)?;
     Ok(Preferences {
         weekly_digest_enabled: on(0)?,
@@ -297,8 +299,9 @@ impl DigestZones {
 /// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps
 /// an unsubscribe or a re-subscribe with its time, and records each changed value with its
 /// `source`; all in one transaction. A switch is changed against what all the address's
-/// spellings decide together, and on every spelling (each recorded under its own), so that a
-/// parent who opted out under one spelling and comes back under another is mailed again.
+/// spellings decide together (off when any has it off); one turned back on is turned on
+/// under every spelling that had it off (each recorded under its own), so that a parent who
+/// opted out under one spelling and comes back under another is mailed again.
 /// Returns the preferences as they now are, and whether anything changed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn change(
@@ -322,7 +325,8 @@ pub async fn change(
         // Every spelling's row, locked in one order: two changes through two spellings wait
         // for each other instead of deadlocking.
         sqlx::query(
-            "SELECT email FROM email_preferences WHERE lower(email) = lower($1) ORDER BY email FOR UPDATE",
+            "SELECT email FROM email_preferences WHERE email = $1 OR (lower(email) = lower($1) \
+               AND (weekly_digest_enabled = 0 OR session_reports_enabled = 0)) ORDER BY email FOR UPDATE",
         )
         .bind(email)
         .fetch_all(&mut *tx)
@@ -332,7 +336,7 @@ pub async fn change(
     let old = preferences(&row)?;
     let mut new = old.clone();
     let mut changes: Vec<(&str, String, String)> = Vec::new();
-    let mut switched: Vec<(&str, bool)> = Vec::new();
+    let mut turned_on: Vec<&'static str> = Vec::new();
     let mut switch = |field: &'static str,
                       wanted: Option<bool>,
                       enabled: &mut bool,
@@ -342,9 +346,9 @@ pub async fn change(
             && wanted != *enabled
         {
             changes.push((field, enabled.to_string(), wanted.to_string()));
-            switched.push((field, wanted));
             *enabled = wanted;
             if wanted {
+                turned_on.push(field);
                 *resubscribed = Some(at_ms);
             } else {
                 *unsubscribed = Some(at_ms);
@@ -400,27 +404,21 @@ pub async fn change(
         for (field, old_value, new_value) in changes {
             record_change(&mut tx, email, at_ms, source, field, old_value, new_value).await?;
         }
-        for (field, wanted) in switched {
-            let stamp = field.replace(
-                "enabled",
-                if wanted {
-                    "resubscribed_at"
-                } else {
-                    "unsubscribed_at"
-                },
-            );
+        // A switch turned off needs no more: the other spellings read this one's.
+        for field in turned_on {
+            let stamp = field.replace("enabled", "resubscribed_at");
             let others: Vec<String> = sqlx::query_scalar(&format!(
-                "UPDATE email_preferences SET {field} = $2, {stamp} = $3, \
-                   updated_at = CASE WHEN updated_at >= $3 THEN updated_at + 1 ELSE $3 END \
-                 WHERE lower(email) = lower($1) AND email <> $1 AND {field} <> $2 RETURNING email"
+                "UPDATE email_preferences SET {field} = 1, {stamp} = $2, \
+                   updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
+                 WHERE lower(email) = lower($1) AND (weekly_digest_enabled = 0 OR session_reports_enabled = 0) \
+                   AND email <> $1 AND {field} = 0 RETURNING email"
             ))
             .bind(email)
-            .bind(i64::from(wanted))
             .bind(at_ms)
             .fetch_all(&mut *tx)
             .await?;
             for other in others {
-                let (old_value, new_value) = ((!wanted).to_string(), wanted.to_string());
+                let (old_value, new_value) = (false.to_string(), true.to_string());
                 record_change(&mut tx, &other, at_ms, source, field, old_value, new_value).await?;
             }
         }

@@ -11,9 +11,13 @@ use crate::reports::SessionSummary;
 /// Everything herald keeps about one address.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// What it receives now (everything, when herald keeps no preferences for it), and its
-    /// suppression.
+    /// What it receives now (everything, when herald keeps no preferences for it or its
+    /// other spellings), and its suppression: as decided with its other spellings, since an
+    /// opt-out or a suppression under any of them holds for all.
     pub preferences: Preferences,
+    /// Whether the address itself is on the suppression list (`preferences.suppressed` may
+    /// be another spelling's).
+    pub suppressed_itself: bool,
     /// Every change to them, oldest first.
     pub changes: Vec<Recorded>,
     /// The sessions reported to it, oldest first (an open one timed at `now_ms`).
@@ -30,7 +34,7 @@ impl Record {
     /// preferences, never suppressed, no session reported to it.
     pub fn is_empty(&self) -> bool {
         self.preferences.recipient_key.is_none()
-            && self.preferences.suppressed.is_none()
+            && !self.suppressed_itself
             && self.changes.is_empty()
             && self.sessions.is_empty()
             && self.emails.is_empty()
@@ -62,8 +66,10 @@ pub async fn record(store: &Store, email: &str, now_ms: i64) -> Result<Record, S
             summaries.push(summary);
         }
     }
+    let (_, suppressions) = super::suppressions::list(store, Some(email), 0, 0).await?;
     Ok(Record {
         preferences: preferences::in_force(store, email).await?,
+        suppressed_itself: suppressions > 0,
         changes: preferences::changes(store, email).await?,
         sessions: summaries,
         emails: ledger::for_email(store, email, i64::MAX).await?,

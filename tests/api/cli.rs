@@ -1002,6 +1002,12 @@ async fn the_cli_erases_a_recipient() {
             && text.contains("herald also keeps Gone@example.com"),
         "{text}"
     );
+    // Its other spelling's bounce still stops its mail, and the operator is told.
+    assert!(
+        text.contains("its other spellings stop its mail too")
+            && text.contains("suppressed: bounced since"),
+        "{text}"
+    );
     let (code, _) = run(&["recipients", "erase", "not-an-address"]);
     assert_ne!(code, Some(0));
 }

@@ -30,7 +30,7 @@ pub struct SuppressionView {
 pub struct PreferencesView {
     pub email: String,
     /// Off when turned off under any spelling of the address (the same address but for
-    /// capitals): stopping mail is for the mailbox. A change turns it on every spelling.
+    /// capitals): stopping mail is for the mailbox. Turned on, it is turned on under every spelling.
     pub weekly_digest_enabled: bool,
     /// As `weekly_digest_enabled`.
     pub session_reports_enabled: bool,
