@@ -1,5 +1,6 @@
 //! Sessions and reports over real HTTP on both databases.
 
+use chrono::Datelike;
 use herald_actors::clock::Clock;
 use serde_json::{Value, json};
 
@@ -627,7 +628,12 @@ async fn a_report_pdf_is_worded_by_the_deployments_labels() {
     const LABELS: &str = r#"{
             "title": "Raport z sesji nauki",
             "started": "Rozpoczęto {when}",
-            "date_format": "%d.%m.%Y, %H:%M",
+            "date_format": "%A, %-d %B %Y, %H:%M",
+            "weekdays": ["poniedziałek", "wtorek", "środa", "czwartek", "piątek", "sobota", "niedziela"],
+            "months": ["stycznia", "lutego", "marca", "kwietnia", "maja", "czerwca", "lipca",
+                       "sierpnia", "września", "października", "listopada", "grudnia"],
+            "duration_minutes": "{m} min {s} sek.",
+            "percent": "{value} %",
             "answers_correct": "Poprawne odpowiedzi",
             "answers_of": "{correct} z {total}",
             "timeline": "Przebieg",
@@ -640,17 +646,40 @@ async fn a_report_pdf_is_worded_by_the_deployments_labels() {
     let session = app
         .new_session(json!({"learner_name": "Łukasz", "subject": "ułamki"}))
         .await;
+    let started_ms = app.clock.now_ms_i64();
     app.add_step_and_two_answers(&session).await;
+    app.clock.advance_ms(125_000);
     let response = app.report_pdf(&session.id, Some(&session.token)).await;
     assert_eq!(response.status(), 200);
     let bytes = response.bytes().await.unwrap();
     let Some((text, _)) = read_pdf(&bytes) else {
         return;
     };
-    let started = chrono::DateTime::from_timestamp_millis(app.clock.now_ms_i64())
-        .unwrap()
-        .format("%d.%m.%Y")
-        .to_string();
+    let started = chrono::DateTime::from_timestamp_millis(started_ms).unwrap();
+    let weekday = [
+        "poniedziałek",
+        "wtorek",
+        "środa",
+        "czwartek",
+        "piątek",
+        "sobota",
+        "niedziela",
+    ][started.weekday().num_days_from_monday() as usize];
+    let month = [
+        "stycznia",
+        "lutego",
+        "marca",
+        "kwietnia",
+        "maja",
+        "czerwca",
+        "lipca",
+        "sierpnia",
+        "września",
+        "października",
+        "listopada",
+        "grudnia",
+    ][started.month0() as usize];
+    let started = format!("{weekday}, {} {month} {}", started.day(), started.year());
     for words in [
         "Raport z sesji nauki",
         "Łukasz — ułamki",
@@ -661,6 +690,8 @@ async fn a_report_pdf_is_worded_by_the_deployments_labels() {
         "dobra odpowiedź",
         "zła odpowiedź",
         "Steps worked through",
+        "2 min 5 sek.",
+        "50 %",
     ] {
         assert!(text.contains(words), "{words:?} not in:\n{text}");
     }

@@ -1,7 +1,6 @@
 //! The session's timeline beside the summary table: steps, hints and answers over time,
 //! right and wrong answers told apart by shape, so the chart reads in black and white.
 
-use super::duration_text;
 use super::fonts::Weight;
 use super::labels::Labels;
 use super::page::Page;
@@ -64,11 +63,13 @@ impl Page {
                 _ => self.line((x, y - 4.0), (x, y + 4.0)),
             }
         }
-        self.text(Weight::Regular, 8.0, x0, bottom - 11.0, "0 s");
+        let start = labels.duration(0);
+        self.text(Weight::Regular, 8.0, x0, bottom - 11.0, &start);
         let end = if span_ms < 1000 {
-            format!("{:.1} s", span_ms as f64 / 1000.0)
+            let seconds = format!("{:.1}", span_ms as f64 / 1000.0);
+            labels.get("duration_seconds", &[("s", &seconds)])
         } else {
-            duration_text(span_ms / 1000)
+            labels.duration(span_ms / 1000)
         };
         let end_w = Self::width(Weight::Regular, 8.0, &end);
         self.text(Weight::Regular, 8.0, x1 - end_w, bottom - 11.0, &end);

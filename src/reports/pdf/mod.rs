@@ -26,18 +26,6 @@ const PAGE: (f32, f32) = (595.0, 842.0);
 const LEFT: f32 = 56.0;
 const RIGHT: f32 = 539.0;
 
-/// A length of time as the report prints it: "1 h 2 min 3 s", "2 min 3 s", "3 s".
-fn duration_text(seconds: i64) -> String {
-    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
-    if h > 0 {
-        format!("{h} h {m} min {s} s")
-    } else if m > 0 {
-        format!("{m} min {s} s")
-    } else {
-        format!("{s} s")
-    }
-}
-
 /// The learner, and the line under the title: the learner and the subject, as the emails
 /// show names (no reordering marks, at most 60 characters); a session without a subject
 /// names the learner alone (`learner`: the word for a learner without a name).
@@ -65,18 +53,15 @@ pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz, labels: &Labels) ->
     let (learner, heading) = heading(summary, &word("learner"));
     let heading = Page::fit(Weight::Regular, 13.0, &heading, RIGHT - LEFT);
     page.text(Weight::Regular, 13.0, LEFT, 756.0, &heading);
-    let when = summary
-        .started_at
-        .with_timezone(&zone)
-        .format(&word("date_format"))
-        .to_string();
+    let when = labels.date(&summary.started_at.with_timezone(&zone));
     let started = labels.get("started", &[("when", &when)]);
     let started = Page::fit(Weight::Regular, 10.0, &started, RIGHT - LEFT);
     page.text(Weight::Regular, 10.0, LEFT, 738.0, &started);
 
-    let accuracy = summary
-        .accuracy
-        .map_or_else(|| "–".to_owned(), |a| format!("{:.0}%", a * 100.0));
+    let accuracy = summary.accuracy.map_or_else(
+        || "–".to_owned(),
+        |a| labels.get("percent", &[("value", &format!("{:.0}", a * 100.0))]),
+    );
     let status = if summary.completed {
         "completed"
     } else {
@@ -88,7 +73,7 @@ pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz, labels: &Labels) ->
     );
     let rows = [
         ("status", word(status)),
-        ("time_spent", duration_text(summary.duration_seconds)),
+        ("time_spent", labels.duration(summary.duration_seconds)),
         ("steps", summary.steps.to_string()),
         ("hints", summary.hints_used.to_string()),
         (
