@@ -26,8 +26,11 @@ impl FailMode {
 /// The limiter's defaults and sizing.
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
-    /// Default policy of every group until changed at runtime.
+    /// Default policy of `stats` and `reports` until changed at runtime.
     pub default_policy: Policy,
+    /// Default policy of `sessions` (`POST /api/v1/sessions/start`) until changed at
+    /// runtime: a backend starts a session for every learner, so far more than the others.
+    pub sessions_policy: Policy,
     pub fail_mode: FailMode,
     pub shards: usize,
     /// Hard cap of tracked clients per shard.
@@ -54,6 +57,18 @@ impl RateLimitConfig {
         );
         let max_requests = r.ranged("RATE_LIMIT_MAX_REQUESTS", 20u32, (1, 1_000_000), "requests");
         let window_seconds = r.ranged("RATE_LIMIT_WINDOW_SECONDS", 60u64, (1, 86_400), "seconds");
+        let sessions_max = r.ranged(
+            "RATE_LIMIT_SESSIONS_MAX_REQUESTS",
+            600u32,
+            (1, 1_000_000),
+            "requests",
+        );
+        let sessions_window = r.ranged(
+            "RATE_LIMIT_SESSIONS_WINDOW_SECONDS",
+            60u64,
+            (1, 86_400),
+            "seconds",
+        );
         let shards = r.ranged("RATE_LIMIT_SHARDS", 4usize, (1, 256), "shards");
         let max_keys_per_shard = r.parse(
             "RATE_LIMIT_MAX_KEYS_PER_SHARD",
@@ -81,6 +96,7 @@ impl RateLimitConfig {
         }
         Self {
             default_policy: Policy::per_seconds(max_requests, window_seconds),
+            sessions_policy: Policy::per_seconds(sessions_max, sessions_window),
             fail_mode,
             shards,
             max_keys_per_shard,

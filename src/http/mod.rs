@@ -76,8 +76,13 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         paths,
         sendgrid.layer(DefaultBodyLimit::max(1024 * 1024)),
     );
+    let start = limited(
+        OpenApiRouter::new().routes(routes!(routes::sessions::start::start)),
+        state,
+        Group::Sessions,
+    );
     let sessions = OpenApiRouter::new()
-        .routes(routes!(routes::sessions::start::start))
+        .merge(start)
         .routes(routes!(routes::sessions::events::add_event))
         .routes(routes!(routes::sessions::completion::complete))
         .routes(routes!(

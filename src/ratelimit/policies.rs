@@ -16,9 +16,12 @@ pub enum Group {
     Stats,
     /// `/api/v1/reports/*`
     Reports,
+    /// `POST /api/v1/sessions/start`: it takes no credential, and every session it opens
+    /// can mail a report to the address it names.
+    Sessions,
 }
 
-pub const GROUPS: [Group; 2] = [Group::Stats, Group::Reports];
+pub const GROUPS: [Group; 3] = [Group::Stats, Group::Reports, Group::Sessions];
 pub const DEFAULT_TIER: &str = "default";
 
 impl Group {
@@ -26,6 +29,7 @@ impl Group {
         match self {
             Self::Stats => "stats",
             Self::Reports => "reports",
+            Self::Sessions => "sessions",
         }
     }
 
@@ -38,6 +42,7 @@ impl Group {
         match self {
             Self::Stats => 1,
             Self::Reports => 2,
+            Self::Sessions => 3,
         }
     }
 }
@@ -47,14 +52,18 @@ impl Group {
 type Overrides = HashMap<String, HashMap<Group, Policy>>;
 
 pub struct Policies {
+    /// The configured default of `stats` and `reports`.
     default: Policy,
+    /// The configured default of `sessions`.
+    sessions: Policy,
     overrides: RwLock<Overrides>,
 }
 
 impl Policies {
-    pub fn new(default: Policy, rows: &[PolicyRow]) -> Self {
+    pub fn new(default: Policy, sessions: Policy, rows: &[PolicyRow]) -> Self {
         let policies = Self {
             default,
+            sessions,
             overrides: RwLock::new(HashMap::new()),
         };
         policies.replace(rows);
@@ -67,7 +76,15 @@ impl Policies {
         let overrides = self.overrides.read().unwrap_or_else(|e| e.into_inner());
         stored(&overrides, group, tier)
             .or_else(|| stored(&overrides, group, DEFAULT_TIER))
-            .unwrap_or(self.default)
+            .unwrap_or(self.configured(group))
+    }
+
+    /// The configured default of `group`, before any stored policy.
+    fn configured(&self, group: Group) -> Policy {
+        match group {
+            Group::Sessions => self.sessions,
+            Group::Stats | Group::Reports => self.default,
+        }
     }
 
     /// Every policy in force, as rows: each group's default plus each tier override.
@@ -76,7 +93,8 @@ impl Policies {
         let mut rows: Vec<PolicyRow> = GROUPS
             .iter()
             .map(|&group| {
-                let policy = stored(&overrides, group, DEFAULT_TIER).unwrap_or(self.default);
+                let policy =
+                    stored(&overrides, group, DEFAULT_TIER).unwrap_or(self.configured(group));
                 to_row(group, DEFAULT_TIER, policy)
             })
             .collect();
@@ -139,12 +157,14 @@ mod tests {
     fn a_tier_falls_back_to_the_group_default_then_the_configured_default() {
         let policies = Policies::new(
             Policy::per_seconds(20, 60),
+            Policy::per_seconds(600, 60),
             &[row("stats", "default", 30), row("stats", "pro", 100)],
         );
         assert_eq!(policies.get(Group::Stats, "pro").max_requests, 100);
         assert_eq!(policies.get(Group::Stats, "free").max_requests, 30);
         assert_eq!(policies.get(Group::Reports, "pro").max_requests, 20);
+        assert_eq!(policies.get(Group::Sessions, "pro").max_requests, 600);
         let rows = policies.rows();
-        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows.len(), 4, "{rows:?}");
     }
 }

@@ -117,7 +117,11 @@ impl Application {
         let stored = crate::store::policies::load(&store)
             .await
             .context("loading rate-limit policies")?;
-        let policies = Arc::new(Policies::new(config.rate_limit.default_policy, &stored));
+        let policies = Arc::new(Policies::new(
+            config.rate_limit.default_policy,
+            config.rate_limit.sessions_policy,
+            &stored,
+        ));
         let (limiter_spec, limiter) = herald_actors::limiter::limiter(LimiterConfig {
             shards: config.rate_limit.shards,
             keys_per_shard: config.rate_limit.max_keys_per_shard,

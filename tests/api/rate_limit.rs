@@ -270,6 +270,67 @@ async fn a_tier_can_have_its_own_policy_and_keys_are_limited_separately() {
     assert_eq!(app.dashboard().await.status(), 429);
 }
 
+/// `POST /sessions/start` takes no credential, and each session it opens can mail a report:
+/// a flood from one client is refused once its policy is spent, with no session made;
+/// another client, and a backend that sends its client key, have windows of their own; the
+/// window moves with the clock.
+#[tokio::test]
+async fn session_starts_are_limited_per_client() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        |v| {
+            v.insert("TRUSTED_PROXIES".into(), "127.0.0.1".into());
+            v.insert("RATE_LIMIT_SESSIONS_MAX_REQUESTS".into(), "3".into());
+            v.insert("API_KEYS".into(), "backend-key-0123456789:backend".into());
+        },
+        None,
+    )
+    .await;
+    let start = |from: &'static str, key: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(app.url("/api/v1/sessions/start"))
+            .header("X-Forwarded-For", from)
+            .json(&json!({"parent_email": "parent@example.com"}));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        request.send()
+    };
+    let (flood, other, key) = ("203.0.113.7", "203.0.113.8", "backend-key-0123456789");
+    for _ in 0..3 {
+        let started = start(flood, None).await.unwrap();
+        assert_eq!(started.status(), 201);
+        assert!(started.headers().contains_key("ratelimit-policy"));
+    }
+    let refused = start(flood, None).await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_error(refused, 429, "RATE_LIMIT_EXCEEDED").await;
+    assert_eq!(
+        app.rows("sessions").await,
+        3,
+        "a refused start makes no session"
+    );
+    assert_eq!(start(other, None).await.unwrap().status(), 201);
+
+    let set = app
+        .put_rate_limits(json!({"sessions": {"max_requests": 5, "tier": "backend"}}))
+        .await;
+    assert_eq!(set.status(), 200);
+    for _ in 0..5 {
+        assert_eq!(start(flood, Some(key)).await.unwrap().status(), 201);
+    }
+    assert_eq!(start(flood, Some(key)).await.unwrap().status(), 429);
+
+    app.clock.advance_ms(60_000);
+    assert_eq!(start(flood, None).await.unwrap().status(), 201);
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"rate_limit_hits_total{group="sessions"} 2"#)
+    );
+}
+
 #[tokio::test]
 async fn a_spoofed_forwarded_for_does_not_dodge_the_limit() {
     let app = spawn_app(Backend::Sqlite).await;

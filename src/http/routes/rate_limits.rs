@@ -258,8 +258,8 @@ pub async fn update(
 #[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
-    /// `stats` or `reports`; all groups when absent.
-    #[schema(pattern = "^(stats|reports)$")]
+    /// `stats`, `reports` or `sessions`; all groups when absent.
+    #[schema(pattern = "^(stats|reports|sessions)$")]
     pub group: Option<String>,
     /// An address (IPv6 counts per /64) or `key:<fingerprint>`; all clients when absent.
     #[schema(schema_with = client_schema)]
