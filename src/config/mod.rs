@@ -28,7 +28,7 @@ pub use ip::{IpBlock, canonical};
 pub use jobs::{JobsConfig, RetentionConfig};
 pub use keys::{ClientKey, GeneratedSecrets, KeysConfig};
 pub use rate_limit::{FailMode, RateLimitConfig};
-pub use server::ServerConfig;
+pub use server::{ServerConfig, StartAuth};
 pub use shared::{SHARED_SETTINGS, SharedSettings};
 pub use storage::{DEFAULT_DATABASE_URL, StorageConfig};
 pub use telemetry::{LogFormat, TelemetryConfig};

@@ -26,6 +26,18 @@ pub struct ServerConfig {
     /// mid-send at once. Unique among live replicas; by default `hostname:port`, which a
     /// restarted container keeps (with `PORT=0`, a name of its own each run).
     pub instance: String,
+    /// What `POST /api/v1/sessions/start` asks of its caller (`SESSION_START_AUTH`).
+    pub session_start: StartAuth,
+}
+
+/// What `POST /api/v1/sessions/start` asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAuth {
+    /// Nothing (the default): a learner's app may start its sessions itself.
+    None,
+    /// A valid `X-API-Key` (a client's from `API_KEYS`, or the admin key): only backends
+    /// start sessions, so no one else can have herald mail an address.
+    Key,
 }
 
 impl ServerConfig {
@@ -81,8 +93,14 @@ impl ServerConfig {
                 format!("{host}:{port}")
             }
         });
+        let session_start = r.choice(
+            "SESSION_START_AUTH",
+            StartAuth::None,
+            &[("none", StartAuth::None), ("key", StartAuth::Key)],
+        );
         Self {
             instance,
+            session_start,
             host,
             port,
             request_timeout,

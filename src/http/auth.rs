@@ -64,6 +64,23 @@ impl FromRequestParts<AppState> for AdminKey {
     }
 }
 
+/// What `POST /api/v1/sessions/start` asks of its caller: nothing, or with
+/// `SESSION_START_AUTH=key` a valid key (a client's or the admin's), refused as any client
+/// route refuses a missing or wrong one.
+#[derive(Debug, Clone, Copy)]
+pub struct StartCaller;
+
+impl FromRequestParts<AppState> for StartCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.config.server.session_start == crate::config::StartAuth::Key {
+            ClientKey::from_request_parts(parts, state).await?;
+        }
+        Ok(Self)
+    }
+}
+
 /// Applied to the whole admin router, so no admin route can forget the check.
 pub async fn require_admin_key(
     State(state): State<AppState>,

@@ -116,6 +116,48 @@ async fn a_client_key_is_not_an_admin_key(backend: Backend) {
     assert_error(response, 401, "UNAUTHORIZED").await;
 }
 
+/// With `SESSION_START_AUTH=key` only a caller with a key starts sessions (a client's or
+/// the admin's); a missing or wrong one is refused before anything is made, and the
+/// session's own token carries on as before.
+async fn a_deployment_can_require_a_key_to_start_a_session(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(
+        backend,
+        |vars| {
+            vars.insert("API_KEYS".into(), "backend-key-0123456789:backend".into());
+            vars.insert("SESSION_START_AUTH".into(), "key".into());
+        },
+        None,
+    )
+    .await;
+    let start = |key: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(app.url("/api/v1/sessions/start"))
+            .json(&serde_json::json!({"parent_email": "parent@example.com"}));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        request.send()
+    };
+    assert_error(start(None).await.unwrap(), 401, "UNAUTHORIZED").await;
+    assert_error(
+        start(Some("made-up-key-0123456789")).await.unwrap(),
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    assert_eq!(app.rows("sessions").await, 0);
+    for key in ["backend-key-0123456789", API_KEY] {
+        let started = start(Some(key)).await.unwrap();
+        assert_eq!(started.status(), 201);
+        let started: serde_json::Value = started.json().await.unwrap();
+        let id = started["session_id"].as_str().unwrap();
+        let token = started["session_access_token"].as_str().unwrap();
+        assert_eq!(app.complete(id, Some(token), None).await.status(), 200);
+    }
+    assert_eq!(app.rows("sessions").await, 2);
+}
+
 /// Guessing keys is slow: after `RATE_LIMIT_AUTH_FAILURES` failures in a minute a client
 /// gets 429 with `Retry-After`, the right key still works, and no presented key is logged.
 #[tokio::test]
@@ -166,6 +208,7 @@ async fn repeated_failures_are_rate_limited_and_no_key_is_logged() {
 }
 
 on_both_backends!(
+    a_deployment_can_require_a_key_to_start_a_session,
     every_admin_route_refuses_a_missing_or_wrong_key,
     the_right_key_opens_admin_routes,
     a_client_key_is_not_an_admin_key,

@@ -100,7 +100,12 @@ async fn a_bounded_load_run_answers_without_a_5xx_and_memory_stays_bounded() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let running = start_binary(&[("LOG_LEVEL", "error"), ("SESSION_REPORT_LIMIT", "100000")]);
+    // The load takes the whole session path: no report throttle, no limit on starts.
+    let running = start_binary(&[
+        ("LOG_LEVEL", "error"),
+        ("SESSION_REPORT_LIMIT", "100000"),
+        ("RATE_LIMIT_SESSIONS_MAX_REQUESTS", "1000000"),
+    ]);
     herald::install_tls_provider();
     let pid = running.child.id();
     let client = reqwest::Client::builder()

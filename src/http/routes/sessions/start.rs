@@ -57,7 +57,7 @@ pub struct SessionStarted {
     pub started_at: DateTime<Utc>,
 }
 
-#[utoipa::path(post, path = "/api/v1/sessions/start", tag = "sessions",
+#[utoipa::path(post, path = "/api/v1/sessions/start", tag = "sessions", security((), ("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[\\x21-\\x7e]{16,255}$", min_length = 16, max_length = 255,
             description = "Makes the request safe to send again: a second start with the same key makes no session and is answered with the first one's id, token and time (header `Idempotent-Replayed: true`); the same key with another learner, subject or parent is 422. The key opens the session as its token does, so make it unguessable: a random UUID")),
     request_body(content = Option<StartSession>, description = "Optional"),
@@ -65,11 +65,13 @@ pub struct SessionStarted {
         (status = 201, description = "Started, or started before under this `Idempotency-Key`", body = SessionStarted,
             headers(("Idempotent-Replayed" = String, description = "`true` when the session was started before under this `Idempotency-Key`"))),
         (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
+        (status = 401, description = "With `SESSION_START_AUTH=key`: a missing or wrong `X-API-Key`", body = crate::http::error::ErrorBody),
         (status = 409, description = "IDEMPOTENCY_KEY_EXPIRED: the session this key started holds a token of a signing key no longer kept (`SECRET_KEY_PREVIOUS`); start with a new key", body = crate::http::error::ErrorBody),
         (status = 422, description = "A field breaks its rule, or the `Idempotency-Key` is malformed or started a session with other fields; `field` names it", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn start(
     State(state): State<AppState>,
+    _caller: crate::http::auth::StartCaller,
     IdempotencyHeader(key): IdempotencyHeader,
     OptionalJson(body): OptionalJson<StartSession>,
 ) -> Result<Response, ApiError> {
