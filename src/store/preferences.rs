@@ -322,14 +322,16 @@ pub async fn change(
     .execute(&mut *tx)
     .await?;
     if store.backend() == super::Backend::Postgres {
-        // Every spelling's row, locked in one order: two changes through two spellings wait
-        // for each other instead of deadlocking.
+        // Changes to any spelling of the address, one at a time: a change reads what the
+        // others decided and may turn them on, so two at once through two spellings would
+        // each wait for a row the other holds. The key is the address in lower case, hashed
+        // by PostgreSQL with a seed of its own (a collision only serialises two addresses'
+        // changes); on SQLite the one writer serialises them already.
         sqlx::query(
-            "SELECT email FROM email_preferences WHERE email = $1 OR (lower(email) = lower($1) \
-               AND (weekly_digest_enabled = 0 OR session_reports_enabled = 0)) ORDER BY email FOR UPDATE",
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended(lower($1), 1))) AS locked",
         )
         .bind(email)
-        .fetch_all(&mut *tx)
+        .execute(&mut *tx)
         .await?;
     }
     let row = sqlx::query(SELECT).bind(email).fetch_one(&mut *tx).await?;

@@ -259,6 +259,35 @@ async fn an_opt_out_under_one_spelling_holds_for_every_spelling(backend: Backend
     assert_eq!(complained, 1);
 }
 
+/// Parents (or their backends) changing the switches of two spellings of one address at
+/// once are each answered: the changes take the spellings' rows in one order, so two of
+/// them wait for each other rather than deadlock; afterwards both spellings agree.
+async fn changes_under_two_spellings_at_once_are_all_answered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let spellings = ["Parent@example.com", PARENT];
+    for email in spellings {
+        put(&app, email, json!({"session_reports_enabled": false})).await;
+    }
+    let changes = (0..16).map(|i| {
+        let email = spellings[i % 2];
+        let wanted = i % 4 < 2;
+        let app = &app;
+        async move {
+            put(app, email, json!({"session_reports_enabled": wanted}))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(changes).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    put(&app, PARENT, json!({"session_reports_enabled": true})).await;
+    for email in spellings {
+        let read: Value = get(&app, email).await.json().await.unwrap();
+        assert_eq!(read["session_reports_enabled"], true, "{email}: {read}");
+    }
+    assert_eq!(report_email_to(&app, spellings[0]).await, "queued");
+}
+
 /// A deployment writing to parents in Polish words the pages their links open too
 /// (`link_page.html` in `EMAIL_TEMPLATES_DIR`): the question, the answer, the form; the
 /// values in them escaped, the answers' statuses as before.
@@ -308,6 +337,7 @@ async fn the_pages_a_parents_links_open_speak_the_deployments_language() {
 on_both_backends!(
     an_unsubscribe_from_a_link_is_recorded_as_such,
     an_opt_out_under_one_spelling_holds_for_every_spelling,
+    changes_under_two_spellings_at_once_are_all_answered,
     a_backend_reads_and_changes_preferences_and_a_parent_can_come_back,
     a_parents_time_zone_comes_with_a_session,
 );
