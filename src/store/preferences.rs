@@ -186,10 +186,12 @@ const SELECT: &str = concat!(
     for_every_spelling!("p.email"),
     ", p.timezone, p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
      p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, \
-     p.updated_at, p.recipient_key, p.locale FROM email_preferences p WHERE p.email = $1"
+     p.updated_at, p.recipient_key, p.locale, p.weekly_digest_enabled, p.session_reports_enabled \
+     FROM email_preferences p WHERE p.email = $1"
 );
 
-/// The columns [`SELECT`] reads after the four of [`for_every_spelling`].
+/// The columns [`SELECT`] reads after the four of [`for_every_spelling`]; the last two are
+/// the address's own switches, which a change leaves as they are unless it changes them.
 const OWN: usize = 4;
 
 /// The preferences [`SELECT`] reads.
@@ -336,18 +338,26 @@ pub async fn change(
     }
     let row = sqlx::query(SELECT).bind(email).fetch_one(&mut *tx).await?;
     let old = preferences(&row)?;
+    let own =
+        |column: usize| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i64, _>(column)? != 0) };
+    let own = (own(OWN + 8)?, own(OWN + 9)?);
     let mut new = old.clone();
     let mut changes: Vec<(&str, String, String)> = Vec::new();
     let mut turned_on: Vec<&'static str> = Vec::new();
+    // A switch is turned on when it is off for the address (under any spelling), and off
+    // when it is on for this spelling: an unsubscribe through a spelling whose mail another
+    // spelling's opt-out already stops is still kept, should that other one be erased.
     let mut switch = |field: &'static str,
                       wanted: Option<bool>,
+                      own: bool,
                       enabled: &mut bool,
                       unsubscribed: &mut Option<i64>,
                       resubscribed: &mut Option<i64>| {
+        let was = if wanted == Some(false) { own } else { *enabled };
         if let Some(wanted) = wanted
-            && wanted != *enabled
+            && wanted != was
         {
-            changes.push((field, enabled.to_string(), wanted.to_string()));
+            changes.push((field, was.to_string(), wanted.to_string()));
             *enabled = wanted;
             if wanted {
                 turned_on.push(field);
@@ -360,6 +370,7 @@ pub async fn change(
     switch(
         "weekly_digest_enabled",
         change.weekly_digest,
+        own.0,
         &mut new.weekly_digest_enabled,
         &mut new.weekly_digest_unsubscribed_at,
         &mut new.weekly_digest_resubscribed_at,
@@ -367,6 +378,7 @@ pub async fn change(
     switch(
         "session_reports_enabled",
         change.session_reports,
+        own.1,
         &mut new.session_reports_enabled,
         &mut new.session_reports_unsubscribed_at,
         &mut new.session_reports_resubscribed_at,
@@ -382,6 +394,21 @@ pub async fn change(
     set("timezone", &change.timezone, &mut new.timezone);
     set("locale", &change.locale, &mut new.locale);
     let changed = !changes.is_empty();
+    // The address's own switches change only when this change turns them: one off under
+    // another spelling reads as off here, and is not written over this one's.
+    let switched = |field: &str| changes.iter().any(|(f, _, _)| *f == field);
+    let own = (
+        if switched("weekly_digest_enabled") {
+            new.weekly_digest_enabled
+        } else {
+            own.0
+        },
+        if switched("session_reports_enabled") {
+            new.session_reports_enabled
+        } else {
+            own.1
+        },
+    );
     if changed {
         new.version = at_ms.max(old.version + 1);
         sqlx::query(
@@ -392,8 +419,8 @@ pub async fn change(
              WHERE email = $1",
         )
         .bind(email)
-        .bind(i64::from(new.weekly_digest_enabled))
-        .bind(i64::from(new.session_reports_enabled))
+        .bind(i64::from(own.0))
+        .bind(i64::from(own.1))
         .bind(new.timezone.clone())
         .bind(new.weekly_digest_unsubscribed_at)
         .bind(new.weekly_digest_resubscribed_at)

@@ -204,6 +204,30 @@ async fn an_opt_out_under_one_spelling_holds_for_every_spelling(backend: Backend
         (&json!(false), &json!(true)),
         "{read}"
     );
+    // A change of something else under this spelling leaves its own switch as it was: the
+    // opt-out stays the other spelling's.
+    let moved = put(&app, PARENT, json!({"timezone": "Europe/Warsaw"})).await;
+    assert_eq!(moved.status(), 200);
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, PARENT)
+            .await
+            .unwrap(),
+        Some((true, true))
+    );
+    // An unsubscribe under this spelling too is kept as its own, though the mail was stopped
+    // already: were the other spelling erased, this one would stay unsubscribed.
+    let off: Value = put(&app, PARENT, json!({"session_reports_enabled": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(off["session_reports_unsubscribed_at"].is_string(), "{off}");
+    assert_eq!(
+        herald::store::preferences::switches(&app.state.store, PARENT)
+            .await
+            .unwrap(),
+        Some((true, false))
+    );
     // Another address is not matched by its lower case alone.
     assert_eq!(report_email_to(&app, "parent2@example.com").await, "queued");
 
