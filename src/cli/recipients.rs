@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use super::{at, current_store, parse_email};
 use crate::config::Config;
 use crate::reports::week::display_name;
-use crate::store::preferences::Preferences;
 use crate::store::recipients;
 
 pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
@@ -22,7 +21,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
     let record = record?;
     let on = |enabled: bool| if enabled { "on" } else { "off" };
     let p = &record.preferences;
-    let stopped = |p: &Preferences| -> std::io::Result<()> {
+    let suppressed = || -> std::io::Result<()> {
         if let Some((reason, since)) = &p.suppressed {
             out!("suppressed: {reason} since {} (UTC)", at(*since))?;
         }
@@ -36,7 +35,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
                 on(p.weekly_digest_enabled),
                 on(p.session_reports_enabled),
             )?;
-            stopped(p)?;
+            suppressed()?;
         }
         return spellings(&record.other_spellings).map(|()| ExitCode::SUCCESS);
     }
@@ -47,7 +46,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         p.timezone.as_deref().unwrap_or("the service's"),
         p.locale.as_deref().unwrap_or("the service's"),
     )?;
-    stopped(p)?;
+    suppressed()?;
     out!("\nPREFERENCE CHANGES (UTC)")?;
     for c in &record.changes {
         out!(

@@ -338,9 +338,11 @@ pub async fn change(
     }
     let row = sqlx::query(SELECT).bind(email).fetch_one(&mut *tx).await?;
     let old = preferences(&row)?;
+    // The address's own switches: written back as they are unless this change turns them
+    // (one off under another spelling reads as off in `old`, and is not copied into this one).
     let own =
         |column: usize| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i64, _>(column)? != 0) };
-    let own = (own(OWN + 8)?, own(OWN + 9)?);
+    let (mut own_digest, mut own_reports) = (own(OWN + 8)?, own(OWN + 9)?);
     let mut new = old.clone();
     let mut changes: Vec<(&str, String, String)> = Vec::new();
     let mut turned_on: Vec<&'static str> = Vec::new();
@@ -349,16 +351,21 @@ pub async fn change(
     // spelling's opt-out already stops is still kept, should that other one be erased.
     let mut switch = |field: &'static str,
                       wanted: Option<bool>,
-                      own: bool,
+                      own: &mut bool,
                       enabled: &mut bool,
                       unsubscribed: &mut Option<i64>,
                       resubscribed: &mut Option<i64>| {
-        let was = if wanted == Some(false) { own } else { *enabled };
+        let was = if wanted == Some(false) {
+            *own
+        } else {
+            *enabled
+        };
         if let Some(wanted) = wanted
             && wanted != was
         {
             changes.push((field, was.to_string(), wanted.to_string()));
             *enabled = wanted;
+            *own = wanted;
             if wanted {
                 turned_on.push(field);
                 *resubscribed = Some(at_ms);
@@ -370,7 +377,7 @@ pub async fn change(
     switch(
         "weekly_digest_enabled",
         change.weekly_digest,
-        own.0,
+        &mut own_digest,
         &mut new.weekly_digest_enabled,
         &mut new.weekly_digest_unsubscribed_at,
         &mut new.weekly_digest_resubscribed_at,
@@ -378,7 +385,7 @@ pub async fn change(
     switch(
         "session_reports_enabled",
         change.session_reports,
-        own.1,
+        &mut own_reports,
         &mut new.session_reports_enabled,
         &mut new.session_reports_unsubscribed_at,
         &mut new.session_reports_resubscribed_at,
@@ -394,21 +401,6 @@ pub async fn change(
     set("timezone", &change.timezone, &mut new.timezone);
     set("locale", &change.locale, &mut new.locale);
     let changed = !changes.is_empty();
-    // The address's own switches change only when this change turns them: one off under
-    // another spelling reads as off here, and is not written over this one's.
-    let switched = |field: &str| changes.iter().any(|(f, _, _)| *f == field);
-    let own = (
-        if switched("weekly_digest_enabled") {
-            new.weekly_digest_enabled
-        } else {
-            own.0
-        },
-        if switched("session_reports_enabled") {
-            new.session_reports_enabled
-        } else {
-            own.1
-        },
-    );
     if changed {
         new.version = at_ms.max(old.version + 1);
         sqlx::query(
@@ -419,8 +411,8 @@ pub async fn change(
              WHERE email = $1",
         )
         .bind(email)
-        .bind(i64::from(own.0))
-        .bind(i64::from(own.1))
+        .bind(i64::from(own_digest))
+        .bind(i64::from(own_reports))
         .bind(new.timezone.clone())
         .bind(new.weekly_digest_unsubscribed_at)
         .bind(new.weekly_digest_resubscribed_at)

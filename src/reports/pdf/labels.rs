@@ -153,9 +153,7 @@ impl Labels {
         out.push_str(rest);
         out
     }
-}
 
-impl Labels {
     /// `at` written by `date_format`, its days and months named by the lists.
     pub fn date<Tz: TimeZone>(&self, at: &chrono::DateTime<Tz>) -> String
     where
