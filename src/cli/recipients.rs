@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::{at, current_store, parse_email};
 use crate::config::Config;
 use crate::reports::week::display_name;
+use crate::store::erased::OptOuts;
 use crate::store::recipients;
 
 pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> {
@@ -27,9 +28,25 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         }
         Ok(())
     };
+    // Read with the address's hash: an erasure of any spelling of it.
+    let by_erasure = record.kept_from_erasure.map(|(kept, _)| kept);
+    let kept = record.kept_from_erasure.map(|(kept, erased_at)| {
+        format!(
+            "its opt-out of {}, kept under a one-way hash of the address since an erasure at {} (UTC)",
+            opt_outs(kept),
+            at(erased_at)
+        )
+    });
     if record.is_empty() {
-        out!("herald keeps nothing about {}", email.as_str())?;
-        if !(p.weekly_digest_enabled && p.session_reports_enabled && p.suppressed.is_none()) {
+        match &kept {
+            Some(kept) => out!("herald keeps nothing about {} but {kept}", email.as_str())?,
+            None => out!("herald keeps nothing about {}", email.as_str())?,
+        }
+        let erased = by_erasure.unwrap_or_default();
+        if p.suppressed.is_some()
+            || (!p.weekly_digest_enabled && !erased.weekly_digest)
+            || (!p.session_reports_enabled && !erased.session_reports)
+        {
             out!(
                 "its other spellings stop its mail too: weekly digest {}, session reports {}",
                 on(p.weekly_digest_enabled),
@@ -47,6 +64,9 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         p.locale.as_deref().unwrap_or("the service's"),
     )?;
     suppressed()?;
+    if let Some(kept) = &kept {
+        out!("{kept}")?;
+    }
     out!("\nPREFERENCE CHANGES (UTC)")?;
     for c in &record.changes {
         out!(
@@ -86,6 +106,15 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The types an erasure kept stopped, in words.
+fn opt_outs(kept: OptOuts) -> &'static str {
+    match (kept.weekly_digest, kept.session_reports) {
+        (true, true) => "the weekly digest and session reports",
+        (true, false) => "the weekly digest",
+        _ => "session reports",
+    }
+}
+
 /// Names the addresses herald keeps apart from the one asked for only by their capitals,
 /// which the command did not show.
 pub(super) fn spellings(others: &[String]) -> anyhow::Result<()> {
@@ -103,10 +132,18 @@ pub(super) fn spellings(others: &[String]) -> anyhow::Result<()> {
 pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     let email = parse_email(raw)?;
     let store = current_store(&config).await?;
-    let erased = recipients::erase(&store, email.as_str(), &super::actor(&config), dry_run).await;
+    let erased = recipients::erase(
+        &store,
+        email.as_str(),
+        &super::actor(&config),
+        dry_run,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await;
     let others = recipients::other_spellings(&store, email.as_str()).await;
     store.close().await;
-    let erased = serde_json::to_value(erased?)?;
+    let (erased, kept) = erased?;
+    let erased = serde_json::to_value(erased)?;
     let verb = if dry_run {
         "would be deleted"
     } else {
@@ -117,6 +154,15 @@ pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::R
         for (table, rows) in tables {
             out!("{rows:>8}  {table}")?;
         }
+    }
+    if kept.any() {
+        out!(
+            "\n{}: its opt-out of {}, under a one-way hash of the address and nothing else, so \
+             that it is not mailed again what it had stopped; turning a type back on for the \
+             address lifts it",
+            if dry_run { "would be kept" } else { "kept" },
+            opt_outs(kept),
+        )?;
     }
     // Named by count only: the erasure's output names no address in full.
     let others = others?;

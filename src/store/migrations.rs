@@ -85,6 +85,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_spellings.sql"),
         include_str!("../../migrations/postgres/0012_spellings.sql"),
     ),
+    (
+        13,
+        "erased opt-outs",
+        include_str!("../../migrations/sqlite/0013_erased_opt_outs.sql"),
+        include_str!("../../migrations/postgres/0013_erased_opt_outs.sql"),
+    ),
 ];
 
 /// One migration and whether (and when) it is applied.

@@ -8,6 +8,7 @@ pub mod activity;
 pub mod audit;
 pub mod backup;
 pub mod dialect;
+pub mod erased;
 pub mod group_commit;
 pub mod jobs;
 pub mod ledger;

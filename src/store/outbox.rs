@@ -60,7 +60,8 @@ pub struct LedgerKey<'a> {
 /// the throttle slots since the instant asked for.
 pub type Lookup = (Option<String>, bool, Option<Vec<i64>>);
 
-/// The status of the key's row, whether the recipient wants this type of email and, given
+/// The status of the key's row, whether the recipient wants this type of email (as its
+/// spellings decide, with what an erasure of the address kept; see [`super::erased`]) and, given
 /// `sends_since`, the recipient's throttle slots of this type from then on (oldest first).
 /// One query: the first row answers the first two, any further rows are the slots.
 #[tracing::instrument(level = "debug", skip_all)]
@@ -82,12 +83,16 @@ pub(crate) async fn lookup_on<'c>(
     key: &LedgerKey<'_>,
     sends_since: Option<i64>,
 ) -> Result<Lookup, StoreError> {
+    // What an erasure of the address kept (`$4`, the address's hash) stops the type too.
     macro_rules! head {
         () => {
             concat!(
-                "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), ",
+                "SELECT 0, (SELECT status FROM email_send_logs WHERE idempotency_key = $1), \
+                 CASE WHEN EXISTS (SELECT 1 FROM erased_opt_outs e WHERE e.address_hash = $4 \
+                   AND (CASE WHEN $3 = 'weekly_digest' THEN e.weekly_digest_off ELSE e.session_reports_off END) = 1) \
+                 THEN 0 ELSE ",
                 wanted!("$2", "$3"),
-                ", NULL"
+                " END, NULL"
             )
         };
     }
@@ -96,13 +101,14 @@ pub(crate) async fn lookup_on<'c>(
         Some(_) => concat!(
             head!(),
             " UNION ALL SELECT 1, NULL, NULL, sent_at FROM email_throttles \
-             WHERE email = $2 AND email_type = $3 AND sent_at >= $4 ORDER BY 1, 4"
+             WHERE email = $2 AND email_type = $3 AND sent_at >= $5 ORDER BY 1, 4"
         ),
     };
     let mut query = sqlx::query(sql)
         .bind(key.idempotency_key)
         .bind(key.email)
-        .bind(key.email_type);
+        .bind(key.email_type)
+        .bind(super::erased::address_hash(key.email));
     if let Some(since) = sends_since {
         query = query.bind(since);
     }

@@ -155,21 +155,26 @@ pub struct Change {
 }
 
 /// What every spelling of an address (the same address but for capitals) decides together,
-/// read for the address `$email` (an SQL expression): each switch, off (0) when any spelling
-/// has it off, else on (1), and the suppression of any spelling (the oldest: its reason and
+/// read for the address `$email` (an SQL expression) whose hash ([`super::erased::address_hash`])
+/// is `$hash`: each switch, off (0) when any spelling has it off or an erasure of the address
+/// kept it off, else on (1), and the suppression of any spelling (the oldest: its reason and
 /// time). An opt-out or a suppression is for the mailbox. The spellings are read through the
 /// index of the recipients who turned something off, whose condition is repeated here.
 macro_rules! for_every_spelling {
-    ($email:literal) => {
+    ($email:literal, $hash:literal) => {
         concat!(
             "CASE WHEN EXISTS (SELECT 1 FROM email_preferences o WHERE lower(o.email) = lower(",
             $email,
             ") AND (o.weekly_digest_enabled = 0 OR o.session_reports_enabled = 0) \
-             AND o.weekly_digest_enabled = 0) THEN 0 ELSE 1 END, \
+             AND o.weekly_digest_enabled = 0) OR EXISTS (SELECT 1 FROM erased_opt_outs e WHERE e.address_hash = ",
+            $hash,
+            " AND e.weekly_digest_off = 1) THEN 0 ELSE 1 END, \
              CASE WHEN EXISTS (SELECT 1 FROM email_preferences o WHERE lower(o.email) = lower(",
             $email,
             ") AND (o.weekly_digest_enabled = 0 OR o.session_reports_enabled = 0) \
-             AND o.session_reports_enabled = 0) THEN 0 ELSE 1 END, \
+             AND o.session_reports_enabled = 0) OR EXISTS (SELECT 1 FROM erased_opt_outs e WHERE e.address_hash = ",
+            $hash,
+            " AND e.session_reports_off = 1) THEN 0 ELSE 1 END, \
              (SELECT s.reason FROM email_suppressions s WHERE lower(s.email) = lower(",
             $email,
             ") ORDER BY s.created_at LIMIT 1), (SELECT s.created_at FROM email_suppressions s WHERE lower(s.email) = lower(",
@@ -183,7 +188,7 @@ macro_rules! for_every_spelling {
 /// suppression of all its spellings.
 const SELECT: &str = concat!(
     "SELECT ",
-    for_every_spelling!("p.email"),
+    for_every_spelling!("p.email", "$2"),
     ", p.timezone, p.weekly_digest_unsubscribed_at, p.weekly_digest_resubscribed_at, \
      p.session_reports_unsubscribed_at, p.session_reports_resubscribed_at, \
      p.updated_at, p.recipient_key, p.locale, p.weekly_digest_enabled, p.session_reports_enabled \
@@ -233,6 +238,7 @@ fn shared(row: &sqlx::any::AnyRow) -> Result<Preferences, sqlx::Error> {
 pub async fn get(store: &Store, email: &str) -> Result<Option<Preferences>, StoreError> {
     let row = sqlx::query(SELECT)
         .bind(email)
+        .bind(super::erased::address_hash(email))
         .fetch_optional(store.reader())
         .await?;
     Ok(row.as_ref().map(preferences).transpose()?)
@@ -247,8 +253,9 @@ pub async fn in_force(store: &Store, email: &str) -> Result<Preferences, StoreEr
     if let Some(kept) = get(store, email).await? {
         return Ok(kept);
     }
-    let row = sqlx::query(concat!("SELECT ", for_every_spelling!("$1")))
+    let row = sqlx::query(concat!("SELECT ", for_every_spelling!("$1", "$2")))
         .bind(email)
+        .bind(super::erased::address_hash(email))
         .fetch_one(store.reader())
         .await?;
     Ok(shared(&row)?)
@@ -301,9 +308,10 @@ impl DigestZones {
 /// Applies `change` to `email`'s preferences (creating them when herald has none yet), stamps
 /// an unsubscribe or a re-subscribe with its time, and records each changed value with its
 /// `source`; all in one transaction. A switch is changed against what all the address's
-/// spellings decide together (off when any has it off); one turned back on is turned on
-/// under every spelling that had it off (each recorded under its own), so that a parent who
-/// opted out under one spelling and comes back under another is mailed again.
+/// spellings decide together (off when any has it off, or an erasure of the address kept it
+/// off); one turned back on is turned on under every spelling that had it off (each recorded
+/// under its own) and lifted from what an erasure kept, so that a parent who opted out under
+/// one spelling, or was erased, and comes back is mailed again.
 /// Returns the preferences as they now are, and whether anything changed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn change(
@@ -336,7 +344,11 @@ pub async fn change(
         .execute(&mut *tx)
         .await?;
     }
-    let row = sqlx::query(SELECT).bind(email).fetch_one(&mut *tx).await?;
+    let row = sqlx::query(SELECT)
+        .bind(email)
+        .bind(super::erased::address_hash(email))
+        .fetch_one(&mut *tx)
+        .await?;
     let old = preferences(&row)?;
     // The address's own switches: written back as they are unless this change turns them
     // (one off under another spelling reads as off in `old`, and is not copied into this one).
@@ -425,8 +437,10 @@ pub async fn change(
         for (field, old_value, new_value) in changes {
             record_change(&mut tx, email, at_ms, source, field, old_value, new_value).await?;
         }
-        // A switch turned off needs no more: the other spellings read this one's.
+        // A switch turned off needs no more: the other spellings read this one's. One turned
+        // on is turned on under the others, and what an erasure kept of it is lifted.
         for field in turned_on {
+            super::erased::lift(&mut tx, email, field).await?;
             let stamp = field.replace("enabled", "resubscribed_at");
             let others: Vec<String> = sqlx::query_scalar(&format!(
                 "UPDATE email_preferences SET {field} = 1, {stamp} = $2, \

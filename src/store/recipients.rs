@@ -3,6 +3,7 @@
 //! and events that were reported to it, in one transaction).
 
 use super::audit::{self, AuditEntry};
+use super::erased::{self, OptOuts};
 use super::ledger::{self, LedgerRow};
 use super::preferences::{self, Preferences, Recorded};
 use super::{Store, StoreError, sessions};
@@ -27,11 +28,15 @@ pub struct Record {
     /// Addresses herald keeps that are this one with other capitals before the `@` (see
     /// [`other_spellings`]).
     pub other_spellings: Vec<String>,
+    /// What an erasure of the address (any spelling) kept of its opt-outs, and when it was
+    /// erased; `preferences` already counts it.
+    pub kept_from_erasure: Option<(OptOuts, i64)>,
 }
 
 impl Record {
     /// Whether herald keeps nothing about the address: never mailed, never given
-    /// preferences, never suppressed, no session reported to it.
+    /// preferences, never suppressed, no session reported to it (an opt-out kept from its
+    /// erasure aside).
     pub fn is_empty(&self) -> bool {
         self.preferences.recipient_key.is_none()
             && !self.suppressed_itself
@@ -74,6 +79,7 @@ pub async fn record(store: &Store, email: &str, now_ms: i64) -> Result<Record, S
         sessions: summaries,
         emails: ledger::for_email(store, email, i64::MAX).await?,
         other_spellings: other_spellings(store, email).await?,
+        kept_from_erasure: erased::kept(store, email).await?,
     })
 }
 
@@ -94,17 +100,21 @@ pub struct Erased {
     pub email_events: u64,
 }
 
-/// Deletes everything herald keeps about `email`, audited under `actor` in the same
-/// transaction (the address masked); with `dry_run` the deletes run and are rolled back, so
-/// the counts are exact and nothing changes.
+/// Deletes everything herald keeps about `email`, but for what it had turned off (or a
+/// suppression had stopped), which is kept under a one-way hash of the address (see
+/// [`erased`]); audited under `actor` in the same transaction (the address masked). Returns
+/// the rows deleted and what is kept. With `dry_run` it all runs and is rolled back, so the
+/// counts are exact and nothing changes.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn erase(
     store: &Store,
     email: &str,
     actor: &str,
     dry_run: bool,
-) -> Result<Erased, StoreError> {
+    at_ms: i64,
+) -> Result<(Erased, OptOuts), StoreError> {
     let mut tx = store.writer().begin().await?;
+    let kept = erased::keep(&mut tx, email, at_ms).await?;
     let mut delete = async |sql: &'static str| {
         Ok::<u64, StoreError>(
             sqlx::query(sql)
@@ -130,7 +140,7 @@ pub async fn erase(
     };
     if dry_run {
         tx.rollback().await?;
-        return Ok(erased);
+        return Ok((erased, kept));
     }
     audit::record(
         &mut tx,
@@ -139,10 +149,12 @@ pub async fn erase(
             action: "recipient.erase",
             target: &crate::redact::mask_email(email),
             old_value: None,
-            new_value: Some(serde_json::to_string(&erased).unwrap_or_default()),
+            new_value: Some(
+                serde_json::json!({ "erased": erased, "opt_outs_kept": kept }).to_string(),
+            ),
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(erased)
+    Ok((erased, kept))
 }

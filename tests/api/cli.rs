@@ -979,6 +979,12 @@ async fn the_cli_erases_a_recipient() {
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(suppressions_of(&text).as_deref(), Some("1"), "{text}");
     assert!(!text.contains("gone@example.com"), "{text}");
+    assert!(
+        text.contains(
+            "kept: its opt-out of the weekly digest and session reports, under a one-way hash"
+        ),
+        "the bounce's stop outlives the erasure: {text}"
+    );
     let (_, listed) = run(&["suppressions", "list"]);
     assert!(
         !listed.contains("gone@example.com") && listed.contains("kept@example.com"),
@@ -998,8 +1004,10 @@ async fn the_cli_erases_a_recipient() {
     let (code, text) = run(&["recipients", "show", "gone@example.com"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("herald keeps nothing about gone@example.com")
-            && text.contains("herald also keeps Gone@example.com"),
+        text.contains(
+            "herald keeps nothing about gone@example.com but its opt-out of the weekly digest \
+             and session reports, kept under a one-way hash of the address since an erasure at"
+        ) && text.contains("herald also keeps Gone@example.com"),
         "{text}"
     );
     // Its other spelling's bounce still stops its mail, and the operator is told.

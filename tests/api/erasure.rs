@@ -98,10 +98,15 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     assert!(ledger(&app, PARENT).await.is_empty());
     assert_eq!(app.report_summary(&reported).await.status(), 404);
     assert_eq!(app.report_summary(&open.id).await.status(), 404);
+    // What it had stopped is kept (the complaint stopped both types), and nothing else.
+    let both = json!({"weekly_digest": true, "session_reports": true});
+    assert_eq!(done["opt_outs_kept"], both, "{done}");
+    assert_eq!(dry["opt_outs_kept"], both, "{dry}");
     let preferences: Value = app
         .admin_json(&format!("/api/v1/email/preferences/{PARENT}"))
         .await;
-    assert_eq!(preferences["weekly_digest_enabled"], true, "{preferences}");
+    assert_eq!(preferences["weekly_digest_enabled"], false, "{preferences}");
+    assert_eq!(preferences["timezone"], Value::Null, "{preferences}");
     let suppressed: Value = app
         .admin_json(&format!("/admin/suppressions?email={PARENT}"))
         .await;
@@ -112,7 +117,8 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     for part in ["sessions", "emails", "preference_changes"] {
         assert_eq!(record[part], json!([]), "{record}");
     }
-    assert_eq!(record["preferences"]["weekly_digest_enabled"], true);
+    assert_eq!(record["preferences"]["suppressed"], Value::Null, "{record}");
+    assert_eq!(record["kept_from_erasure"]["opt_outs"], both, "{record}");
     // The other parent's data stays whole.
     assert_eq!(ledger(&app, OTHER).await.len(), 1);
     assert_eq!(app.report_summary(&kept).await.status(), 200);
@@ -124,12 +130,9 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     let audit: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(audit["total"], 1);
     assert_eq!(audit["entries"][0]["target"], "er***@example.com");
-    assert!(
-        audit["entries"][0]["new_value"]
-            .as_str()
-            .unwrap()
-            .contains("\"sessions\":2")
-    );
+    let audited = audit["entries"][0]["new_value"].as_str().unwrap();
+    assert!(audited.contains("\"sessions\":2"), "{audited}");
+    assert!(audited.contains("\"opt_outs_kept\""), "{audited}");
 
     // Again: nothing is left to delete.
     let again: Value = erase(&app, PARENT, false).await.json().await.unwrap();
@@ -204,7 +207,88 @@ async fn an_address_kept_with_other_capitals_is_pointed_out(backend: Backend) {
     assert_eq!(stranger["other_spellings"], json!([]));
 }
 
+async fn report_email(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["report_email"].clone()
+}
+
+/// A parent who turned session reports off and then asked to be forgotten is not mailed a
+/// report when a backend names the address again, under any spelling; the kept opt-out names
+/// no address, and a backend turning reports back on lifts it.
+async fn an_erased_parents_opt_out_outlives_the_erasure(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    complete_for(&app, PARENT).await;
+    wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    let off = app
+        .put_preferences(PARENT, &json!({"session_reports_enabled": false}))
+        .await;
+    assert_eq!(off.status(), 200);
+    // Another parent with nothing turned off leaves nothing behind.
+    complete_for(&app, OTHER).await;
+    let nothing: Value = erase(&app, OTHER, false).await.json().await.unwrap();
+    assert_eq!(
+        nothing["opt_outs_kept"],
+        json!({"weekly_digest": false, "session_reports": false})
+    );
+
+    let done: Value = erase(&app, PARENT, false).await.json().await.unwrap();
+    assert_eq!(
+        done["opt_outs_kept"],
+        json!({"weekly_digest": false, "session_reports": true}),
+        "{done}"
+    );
+    let kept: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT address_hash, weekly_digest_off, session_reports_off FROM erased_opt_outs",
+    )
+    .fetch_all(app.state.store.reader())
+    .await
+    .unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let (hash, digest_off, reports_off) = &kept[0];
+    assert_eq!((*digest_off, *reports_off), (0, 1));
+    assert_eq!(hash.len(), 64);
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{hash}");
+
+    // Named again, with other capitals: the report is not sent, the digest still wanted.
+    let again = "Erase.Me@Example.com";
+    let (_, completed) = complete_for(&app, again).await;
+    assert_eq!(report_email(completed).await, "suppressed");
+    let rows = ledger(&app, again).await;
+    assert_eq!(rows[0]["status"], "suppressed", "{rows:?}");
+    let preferences: Value = app
+        .admin_json(&format!("/api/v1/email/preferences/{again}"))
+        .await;
+    assert_eq!(
+        preferences["session_reports_enabled"], false,
+        "{preferences}"
+    );
+    assert_eq!(preferences["weekly_digest_enabled"], true, "{preferences}");
+    let record = app.admin_json(&format!("/admin/recipients/{PARENT}")).await;
+    assert_eq!(
+        record["kept_from_erasure"]["opt_outs"],
+        json!({"weekly_digest": false, "session_reports": true}),
+        "{record}"
+    );
+
+    // The backend turns reports back on for the parent: the kept opt-out is lifted.
+    let on = app
+        .put_preferences(again, &json!({"session_reports_enabled": true}))
+        .await;
+    assert_eq!(on.status(), 200);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM erased_opt_outs")
+        .fetch_one(app.state.store.reader())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let (_, completed) = complete_for(&app, PARENT).await;
+    assert_eq!(report_email(completed).await, "queued");
+    wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+}
+
 on_both_backends!(
     erasing_a_recipient_deletes_what_names_them_and_nothing_else,
     an_address_kept_with_other_capitals_is_pointed_out,
+    an_erased_parents_opt_out_outlives_the_erasure,
 );

@@ -15,6 +15,7 @@ use crate::http::routes::preferences::{self, PreferencesView};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::reports::SessionSummary;
+use crate::store::erased::OptOuts;
 use crate::store::instant;
 use crate::store::ledger::LedgerRow;
 use crate::store::recipients::{self, Erased};
@@ -46,6 +47,18 @@ pub struct RecipientRecord {
     /// mailed or suppressed): herald keeps them apart, since the part before the `@` may be
     /// case-sensitive, but they are most likely the same parent's.
     pub other_spellings: Vec<String>,
+    /// What the address had turned off when it (or another spelling of it) was erased, kept
+    /// under a one-way hash of the address so that it is not mailed those types again;
+    /// `preferences` counts it. A type turned back on lifts it.
+    pub kept_from_erasure: Option<KeptFromErasure>,
+}
+
+/// An erased address's opt-outs, kept.
+#[derive(Serialize, ToSchema)]
+pub struct KeptFromErasure {
+    /// The types whose mail it stops.
+    pub opt_outs: OptOuts,
+    pub erased_at: DateTime<Utc>,
 }
 
 #[utoipa::path(get, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
@@ -77,6 +90,12 @@ pub async fn show(
         sessions: record.sessions,
         emails: record.emails,
         other_spellings: record.other_spellings,
+        kept_from_erasure: record
+            .kept_from_erasure
+            .map(|(opt_outs, at_ms)| KeptFromErasure {
+                opt_outs,
+                erased_at: instant(at_ms),
+            }),
     }))
 }
 
@@ -92,6 +111,11 @@ pub struct Erasure {
     pub dry_run: bool,
     /// Rows deleted per table (with `dry_run`, that would be).
     pub erased: Erased,
+    /// The types of email the address had stopped (a switch turned off, or both for a
+    /// suppression), kept under a one-way hash of the address in lower case and nothing
+    /// else, so that it is not mailed them again when a backend names it once more; a type
+    /// turned back on for the address lifts it.
+    pub opt_outs_kept: OptOuts,
     /// Addresses herald keeps that differ from this one only in capitals, erased only when
     /// named themselves: most likely the same parent's.
     pub other_spellings: Vec<String>,
@@ -100,7 +124,7 @@ pub struct Erasure {
 #[utoipa::path(delete, path = "/admin/recipients/{email}", tag = "admin", security(("api_key" = [])),
     params(("email" = String, Path, format = Email, description = "The parent's address"), EraseQuery),
     responses(
-        (status = 200, description = "Everything herald kept about the address is deleted, in one transaction (audited, the address masked): its sessions with their learners' names and events, its send ledger, throttle, preferences and their history, suppression and bounce events. An address herald does not know answers zeros. Backups taken before keep it until they are rotated", body = Erasure),
+        (status = 200, description = "Everything herald kept about the address is deleted, in one transaction (audited, the address masked): its sessions with their learners' names and events, its send ledger, throttle, preferences and their history, suppression and bounce events; what it had turned off is kept under a one-way hash of the address (`opt_outs_kept`). An address herald does not know answers zeros. Backups taken before keep it until they are rotated", body = Erasure),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
@@ -112,7 +136,14 @@ pub async fn erase(
 ) -> Result<Json<Erasure>, ApiError> {
     let email = validate::address("email", &raw)?;
     let dry_run = query.dry_run.unwrap_or(false);
-    let erased = recipients::erase(&state.store, email.as_str(), &key.fingerprint, dry_run).await?;
+    let (erased, opt_outs_kept) = recipients::erase(
+        &state.store,
+        email.as_str(),
+        &key.fingerprint,
+        dry_run,
+        state.now_ms(),
+    )
+    .await?;
     if !dry_run {
         // The throttle's memory of the address's recent sends goes too.
         if let Err(err) = state.throttle.reset(email.clone(), None).await {
@@ -124,6 +155,7 @@ pub async fn erase(
     Ok(Json(Erasure {
         dry_run,
         erased,
+        opt_outs_kept,
         other_spellings,
     }))
 }
