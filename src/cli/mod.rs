@@ -183,8 +183,10 @@ pub enum RecipientsAction {
     },
     /// Delete everything herald keeps about the address: the sessions reported to it with
     /// their learners' names and events, its send ledger, throttle, preferences and their
-    /// history, suppression and bounce events (audited, the address masked). Backups taken
-    /// before keep it until they are rotated.
+    /// history, suppression and bounce events (audited, the address masked). What it had
+    /// turned off (both types for a suppression) is kept under a one-way hash of the address
+    /// and nothing else, so it is not mailed again if it comes back; a type turned back on
+    /// lifts it. Backups taken before keep it until they are rotated.
     Erase {
         /// The parent's address.
         email: String,
