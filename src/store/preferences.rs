@@ -331,19 +331,7 @@ pub async fn change(
     .bind(at_ms)
     .execute(&mut *tx)
     .await?;
-    if store.backend() == super::Backend::Postgres {
-        // Changes to any spelling of the address, one at a time: a change reads what the
-        // others decided and may turn them on, so two at once through two spellings would
-        // each wait for a row the other holds. The key is the address in lower case, hashed
-        // by PostgreSQL with a seed of its own (a collision only serialises two addresses'
-        // changes); on SQLite the one writer serialises them already.
-        sqlx::query(
-            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended(lower($1), 1))) AS locked",
-        )
-        .bind(email)
-        .execute(&mut *tx)
-        .await?;
-    }
+    lock_spellings(store, &mut tx, email).await?;
     let row = sqlx::query(SELECT)
         .bind(email)
         .bind(super::erased::address_hash(email))
@@ -460,6 +448,28 @@ pub async fn change(
     }
     tx.commit().await?;
     Ok((new, changed))
+}
+
+/// Serialises the changes to any spelling of `email` (a change of preferences, an erasure)
+/// until `tx` ends: a change reads what the others decided and may turn them on, so two at
+/// once through two spellings would each wait for a row the other holds, and an erasure
+/// keeps what a change may be lifting. On PostgreSQL, an advisory lock keyed by the address
+/// in lower case, hashed by PostgreSQL with a seed of its own (a collision only serialises
+/// two addresses' changes); on SQLite the one writer serialises them already.
+pub(super) async fn lock_spellings(
+    store: &Store,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    email: &str,
+) -> Result<(), StoreError> {
+    if store.backend() == super::Backend::Postgres {
+        sqlx::query(
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended(lower($1), 1))) AS locked",
+        )
+        .bind(email)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Records one changed value of `email`'s preferences.

@@ -114,6 +114,8 @@ pub async fn erase(
     at_ms: i64,
 ) -> Result<(Erased, OptOuts), StoreError> {
     let mut tx = store.writer().begin().await?;
+    // What is kept is read from the address's spellings, which a change may be turning on.
+    preferences::lock_spellings(store, &mut tx, email).await?;
     let kept = erased::keep(&mut tx, email, at_ms).await?;
     let mut delete = async |sql: &'static str| {
         Ok::<u64, StoreError>(
