@@ -21,6 +21,17 @@ pub fn address_hash(email: &str) -> String {
     crate::secret::hex(&hasher.finalize())
 }
 
+/// A recipient's preferences row as herald first writes it (`$1` the address, `$2` its
+/// unsubscribe key, `$3` the time, `$4` its [`address_hash`]), or nothing when it has one:
+/// with the types an erasure of the address kept switched off, so that what reads the row
+/// alone (the dispatcher's check before a send) stops them too.
+pub const NEW_PREFERENCES: &str = "INSERT INTO email_preferences \
+     (email, recipient_key, created_at, updated_at, weekly_digest_enabled, session_reports_enabled) \
+     VALUES ($1, $2, $3, $3, \
+       COALESCE((SELECT 1 - weekly_digest_off FROM erased_opt_outs WHERE address_hash = $4), 1), \
+       COALESCE((SELECT 1 - session_reports_off FROM erased_opt_outs WHERE address_hash = $4), 1)) \
+     ON CONFLICT (email) DO NOTHING";
+
 /// The types of email an erased address had stopped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct OptOuts {
@@ -36,7 +47,9 @@ impl OptOuts {
 
 /// Inside an erasure's transaction, before its deletes: keeps what `email` itself stops
 /// (a switch turned off, or both types for a suppression), with what an earlier erasure of
-/// another spelling kept. Returns what is kept for the address now.
+/// another spelling kept, and switches it off in the preferences of the address's other
+/// spellings herald keeps (recorded as the erasure's doing), which it stopped before the
+/// erasure and goes on stopping. Returns what is kept for the address now.
 pub(super) async fn keep(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     email: &str,
@@ -74,6 +87,37 @@ pub(super) async fn keep(
         .bind(at_ms)
         .execute(&mut **tx)
         .await?;
+    }
+    for (field, off) in [
+        ("weekly_digest_enabled", kept.weekly_digest),
+        ("session_reports_enabled", kept.session_reports),
+    ] {
+        if !off {
+            continue;
+        }
+        let stamp = field.replace("enabled", "unsubscribed_at");
+        let others: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE email_preferences SET {field} = 0, {stamp} = $2, \
+               updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
+             WHERE lower(email) = lower($1) AND email <> $1 AND {field} = 1 RETURNING email"
+        ))
+        .bind(email)
+        .bind(at_ms)
+        .fetch_all(&mut **tx)
+        .await?;
+        for other in others {
+            let (old_value, new_value) = (true.to_string(), false.to_string());
+            super::preferences::record_change(
+                tx,
+                &other,
+                at_ms,
+                super::preferences::Source::Erasure,
+                field,
+                old_value,
+                new_value,
+            )
+            .await?;
+        }
     }
     Ok(kept)
 }

@@ -197,7 +197,8 @@ pub(crate) async fn record_duplicate_on<'c>(
 
 /// The statements that queue an email: the `pending` row, the throttle slot it uses (at
 /// `counted_at_ms`, see `SendRequest::counted_at`) and the recipient's preferences row
-/// (with its unsubscribe key). Run them as one job of a
+/// (with its unsubscribe key, and what an erasure of the address kept switched off). Run
+/// them as one job of a
 /// [`GroupCommit`](super::group_commit::GroupCommit).
 pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -> Vec<Statement> {
     vec![
@@ -220,13 +221,11 @@ pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -
             .bind(key.email)
             .bind(key.email_type)
             .bind(counted_at_ms),
-        Statement::new(
-            "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(key.email)
-        .bind(uuid::Uuid::new_v4().simple().to_string())
-        .bind(at_ms),
+        Statement::new(super::erased::NEW_PREFERENCES)
+            .bind(key.email)
+            .bind(uuid::Uuid::new_v4().simple().to_string())
+            .bind(at_ms)
+            .bind(super::erased::address_hash(key.email)),
     ]
 }
 

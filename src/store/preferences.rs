@@ -133,6 +133,8 @@ pub enum Source {
     UnsubscribeLink,
     /// The preference page an email links to.
     PreferencePage,
+    /// The erasure of another spelling of the address, whose opt-out this one now carries.
+    Erasure,
 }
 
 impl Source {
@@ -141,6 +143,7 @@ impl Source {
             Self::Api => "api",
             Self::UnsubscribeLink => "unsubscribe_link",
             Self::PreferencePage => "preference_page",
+            Self::Erasure => "erasure",
         }
     }
 }
@@ -322,15 +325,13 @@ pub async fn change(
     at_ms: i64,
 ) -> Result<(Preferences, bool), StoreError> {
     let mut tx = store.writer().begin().await?;
-    sqlx::query(
-        "INSERT INTO email_preferences (email, recipient_key, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (email) DO NOTHING",
-    )
-    .bind(email)
-    .bind(uuid::Uuid::new_v4().simple().to_string())
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(super::erased::NEW_PREFERENCES)
+        .bind(email)
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(at_ms)
+        .bind(super::erased::address_hash(email))
+        .execute(&mut *tx)
+        .await?;
     lock_spellings(store, &mut tx, email).await?;
     let row = sqlx::query(SELECT)
         .bind(email)
@@ -473,7 +474,7 @@ pub(super) async fn lock_spellings(
 }
 
 /// Records one changed value of `email`'s preferences.
-async fn record_change(
+pub(super) async fn record_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     email: &str,
     at_ms: i64,
@@ -502,7 +503,8 @@ async fn record_change(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub at_ms: i64,
-    /// `api`, `unsubscribe_link` or `preference_page`.
+    /// `api`, `unsubscribe_link`, `preference_page`, or `erasure` (another spelling's, whose
+    /// opt-out this address now carries).
     pub source: String,
     pub field: String,
     pub old_value: String,

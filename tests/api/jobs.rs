@@ -895,9 +895,105 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
     assert_error(live, 409, "JOB_RUNNING").await;
 }
 
+/// Parents who turned digests off and asked to be forgotten: when a backend names the
+/// address again, under other capitals, their week is still not mailed to them, nor under a
+/// spelling herald kept apart before the erasure; a dry run and a real run agree.
+async fn an_erased_parents_digest_opt_out_holds_when_the_address_comes_back(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
+    seed(&app).await;
+    // Cy is known under a second spelling too, whose report was sent.
+    let kept_apart = "CY.PARENT@example.com";
+    app.clock.set_ms(ms("2026-11-12T18:00:00Z"));
+    session(&app, "cy.parent@example.com", "Reading", 10, 1, 1).await;
+    session(&app, kept_apart, "Reading", 10, 1, 1).await;
+    session(&app, "di.parent@example.com", "Reading", 10, 1, 1).await;
+    for parent in ["cy.parent@example.com", "di.parent@example.com"] {
+        let off = app
+            .put_preferences(parent, &json!({"weekly_digest_enabled": false}))
+            .await;
+        assert_eq!(off.status(), 200);
+    }
+    sqlx::query("UPDATE email_preferences SET weekly_digest_enabled = 0 WHERE email = 'bo.parent@example.com'")
+        .execute(app.state.store.writer())
+        .await
+        .unwrap();
+    for erased in [
+        "bo.parent@example.com",
+        "cy.parent@example.com",
+        "di.parent@example.com",
+    ] {
+        let erased: Value = app
+            .delete_admin(&format!("/admin/recipients/{erased}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(erased["opt_outs_kept"]["weekly_digest"], true, "{erased}");
+        assert_eq!(erased["erased"]["sessions"], 1, "{erased}");
+    }
+    // The spelling kept apart now carries the opt-out, recorded as the erasure's.
+    let record = app
+        .admin_json(&format!("/admin/recipients/{kept_apart}"))
+        .await;
+    let changes = record["preference_changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["source"] == "erasure"
+            && c["field"] == "weekly_digest_enabled"
+            && c["new_value"] == "false"),
+        "{record}"
+    );
+    // Bo comes back through a session, Di through the preferences API first.
+    let (returned, set_first) = ("Bo.Parent@example.com", "Di.Parent@example.com");
+    let zone = app
+        .put_preferences(set_first, &json!({"timezone": "UTC"}))
+        .await;
+    assert_eq!(zone.status(), 200);
+    session(&app, returned, "Reading", 20, 1, 0).await;
+    session(&app, set_first, "Reading", 5, 1, 1).await;
+    app.clock.set_ms(AFTER_THE_WEEK);
+
+    let week = json!({"start_date": "2026-11-09"});
+    let mut dry = week.clone();
+    dry["dry_run"] = json!(true);
+    let report: Value = run_job(&app, "weekly_digest", dry)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["recipients_with_activity"], 4, "{report}");
+    assert_eq!(report["queued"], 1, "{report}");
+    assert_eq!(report["unsubscribed"], 3, "{report}");
+    assert_eq!(run_job(&app, "weekly_digest", week).await.status(), 202);
+    let digest = |rows: &[Value]| {
+        rows.iter()
+            .find(|row| {
+                row["email_type"] == "weekly_digest"
+                    && !["pending", "sending"].contains(&row["status"].as_str().unwrap())
+            })
+            .cloned()
+    };
+    for spelling in [returned, set_first, kept_apart, "ada.parent@example.com"] {
+        let rows =
+            crate::email::wait_ledger(&app, spelling, "the digest", |rows| digest(rows).is_some())
+                .await;
+        let wanted = if spelling.starts_with("ada") {
+            "sent"
+        } else {
+            "suppressed"
+        };
+        assert_eq!(
+            digest(&rows).unwrap()["status"],
+            wanted,
+            "{spelling}: {rows:?}"
+        );
+    }
+}
+
 on_both_backends!(
     the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox,
     a_dry_run_reports_and_changes_no_table,
+    an_erased_parents_digest_opt_out_holds_when_the_address_comes_back,
     an_email_preview_renders_without_writing_or_sending,
     a_digest_preview_counts_the_days_of_the_recipients_own_zone_like_the_sent_digest,
     with_global_delivery_a_digest_reports_the_services_week_whatever_the_recipients_zone,
