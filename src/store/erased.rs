@@ -27,9 +27,8 @@ pub fn address_hash(email: &str) -> String {
 /// alone (the dispatcher's check before a send) stops them too.
 pub const NEW_PREFERENCES: &str = "INSERT INTO email_preferences \
      (email, recipient_key, created_at, updated_at, weekly_digest_enabled, session_reports_enabled) \
-     VALUES ($1, $2, $3, $3, \
-       COALESCE((SELECT 1 - weekly_digest_off FROM erased_opt_outs WHERE address_hash = $4), 1), \
-       COALESCE((SELECT 1 - session_reports_off FROM erased_opt_outs WHERE address_hash = $4), 1)) \
+     SELECT $1, $2, $3, $3, COALESCE(MIN(1 - weekly_digest_off), 1), COALESCE(MIN(1 - session_reports_off), 1) \
+     FROM erased_opt_outs WHERE address_hash = $4 \
      ON CONFLICT (email) DO NOTHING";
 
 /// The types of email an erased address had stopped.
