@@ -2,9 +2,9 @@
 //! an email with their week's numbers, sent through the outbox like any other email.
 //!
 //! Recipients are streamed from three ordered queries merged as they come, so memory does
-//! not grow with their number. The job does not pre-filter unsubscribed recipients (the
-//! dispatcher suppresses at send time); a dry run reports what would happen and writes
-//! nothing.
+//! not grow with their number. The job does not pre-filter unsubscribed recipients: each is
+//! decided, and suppressed, like any other email (and the dispatcher checks again before it
+//! sends); a dry run reports what would happen and writes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ enum Outcome {
     Queued,
     Duplicate,
     Throttled,
-    /// Dry runs only: a real run leaves these to the dispatcher.
+    /// Turned off by the recipient, or suppressed: not queued.
     Unsubscribed,
 }
 
@@ -62,8 +62,7 @@ pub struct DigestReport {
     pub queued: u64,
     pub duplicate: u64,
     pub throttled: u64,
-    /// Dry runs only: recipients who turned digests off (a real run leaves them to the
-    /// dispatcher, which suppresses at send time).
+    /// Recipients who turned digests off (or whose address is suppressed): not queued.
     pub unsubscribed: u64,
     /// A few recipients per outcome (addresses masked).
     pub sample: BTreeMap<String, Vec<String>>,
@@ -235,7 +234,6 @@ impl Decider {
                 session_id: None,
                 week_start: Some(self.week.clone()),
                 zone: Some(self.zone.clone()),
-                check_preference: false,
             };
             match throttle
                 .admit(request)

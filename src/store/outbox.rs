@@ -128,46 +128,34 @@ pub(crate) async fn lookup_on<'c>(
     Ok((head.try_get(1)?, enabled.is_none_or(|e| e != 0), sends))
 }
 
-/// Records a decision that sends nothing (`suppressed`, `throttled`) for the key.
-#[tracing::instrument(level = "debug", skip_all)]
-pub async fn record(
-    store: &Store,
-    key: &LedgerKey<'_>,
-    status: &str,
-    reason: Option<&str>,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    record_on(store.writer(), key, status, reason, at_ms).await
-}
+/// The row of a decision that sends nothing (`$7`: `suppressed`, `throttled`), with the
+/// suppression's reason when one is why.
+const RECORD: &str = concat!(
+    "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE(CASE WHEN $7 = 'suppressed' THEN ",
+    suppression_reason!("$3"),
+    " END, $8), 0, $9, $9) \
+     ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
+);
 
-/// [`record`] on a given connection.
-#[tracing::instrument(level = "debug", skip_all)]
-pub(crate) async fn record_on<'c>(
-    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+/// Records a decision that sends nothing (`suppressed`, `throttled`) for the key: the
+/// statement, to run as a job of a [`GroupCommit`](super::group_commit::GroupCommit).
+pub fn record_statement(
     key: &LedgerKey<'_>,
     status: &str,
     reason: Option<&str>,
     at_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(concat!(
-        "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE(CASE WHEN $7 = 'suppressed' THEN ",
-        suppression_reason!("$3"),
-        " END, $8), 0, $9, $9) \
-         ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
-    ))
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(key.idempotency_key)
-    .bind(key.email)
-    .bind(key.email_type)
-    .bind(key.session_id)
-    .bind(key.week_start)
-    .bind(status)
-    .bind(reason)
-    .bind(at_ms)
-    .execute(executor)
-    .await?;
-    Ok(())
+) -> Statement {
+    Statement::new(RECORD)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(key.idempotency_key)
+        .bind(key.email)
+        .bind(key.email_type)
+        .bind(key.session_id)
+        .bind(key.week_start)
+        .bind(status)
+        .bind(reason)
+        .bind(at_ms)
 }
 
 /// Counts a duplicate request against the key's row.

@@ -73,7 +73,6 @@ pub enum Decided {
 pub async fn decide_serialised(
     store: &Store,
     key: &super::outbox::LedgerKey<'_>,
-    check_preference: bool,
     now_ms: i64,
     counted_at_ms: i64,
     window_start_ms: i64,
@@ -91,15 +90,19 @@ pub async fn decide_serialised(
     let decided = if herald_actors::email::in_flight_or_sent(status.as_deref()) {
         outbox::record_duplicate_on(&mut *tx, key.idempotency_key, now_ms).await?;
         Decided::Duplicate
-    } else if check_preference && !enabled {
+    } else if !enabled {
         let reason = format!("{} disabled by the recipient", key.email_type);
-        outbox::record_on(&mut *tx, key, "suppressed", Some(&reason), now_ms).await?;
+        outbox::record_statement(key, "suppressed", Some(&reason), now_ms)
+            .execute(&mut tx)
+            .await?;
         Decided::Suppressed
     } else {
         let sends = sends.unwrap_or_default();
         match check(&sends) {
             Err((retry_after_ms, reason)) => {
-                outbox::record_on(&mut *tx, key, "throttled", Some(&reason), now_ms).await?;
+                outbox::record_statement(key, "throttled", Some(&reason), now_ms)
+                    .execute(&mut tx)
+                    .await?;
                 Decided::Throttled { retry_after_ms }
             }
             Ok(()) => {

@@ -897,7 +897,8 @@ async fn a_run_left_running_by_a_dead_process_is_taken_over(backend: Backend) {
 
 /// Parents who turned digests off and asked to be forgotten: when a backend names the
 /// address again, under other capitals, their week is still not mailed to them, nor under a
-/// spelling herald kept apart before the erasure; a dry run and a real run agree.
+/// spelling herald kept apart before the erasure; a dry run and a real run agree, in what
+/// they count as in what they send.
 async fn an_erased_parents_digest_opt_out_holds_when_the_address_comes_back(backend: Backend) {
     let smtp = SmtpServer::start().await;
     let app = spawn_app_with(backend, mail_vars(&smtp), None).await;
@@ -965,6 +966,12 @@ async fn an_erased_parents_digest_opt_out_holds_when_the_address_comes_back(back
     assert_eq!(report["queued"], 1, "{report}");
     assert_eq!(report["unsubscribed"], 3, "{report}");
     assert_eq!(run_job(&app, "weekly_digest", week).await.status(), 202);
+    // The real run counts them as the dry run did.
+    let runs = wait_runs(&app, "weekly_digest", 1).await;
+    let stats = &runs[0]["stats"];
+    for field in ["recipients_with_activity", "queued", "unsubscribed"] {
+        assert_eq!(stats[field], report[field], "{field}: {runs:?}");
+    }
     let digest = |rows: &[Value]| {
         rows.iter()
             .find(|row| {

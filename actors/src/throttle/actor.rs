@@ -187,7 +187,7 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             self.port.record(request, &Verdict::Duplicate, now).await?;
             return Ok(Some(Admission::Duplicate));
         }
-        if request.check_preference && !lookup.enabled {
+        if !lookup.enabled {
             self.port.record(request, &Verdict::Suppressed, now).await?;
             return Ok(Some(Admission::Suppressed));
         }

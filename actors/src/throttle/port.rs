@@ -28,9 +28,6 @@ pub struct SendRequest {
     /// the one the run that chose the recipient read, whatever zone they have when it goes
     /// out.
     pub zone: Option<String>,
-    /// Whether an unsubscribed recipient is suppressed now. Batch jobs leave it to the
-    /// dispatcher, which checks again at send time anyway.
-    pub check_preference: bool,
 }
 
 impl SendRequest {

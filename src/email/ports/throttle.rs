@@ -46,7 +46,6 @@ impl ThrottlePort for StoreThrottlePort {
         let decided = throttles::decide_serialised(
             &self.store,
             &key(request),
-            request.check_preference,
             now_ms,
             at,
             at - rule.window_ms,
@@ -109,26 +108,34 @@ impl ThrottlePort for StoreThrottlePort {
         verdict: &Verdict,
         at_ms: i64,
     ) -> Result<(), PortError> {
-        let result = match verdict {
+        let (status, reason) = match verdict {
             Verdict::Duplicate => {
-                outbox::record_duplicate(&self.store, request.idempotency_key.as_str(), at_ms).await
-            }
-            Verdict::Suppressed => {
-                let reason = format!("{} disabled by the recipient", request.email_type.as_str());
-                outbox::record(
+                return outbox::record_duplicate(
                     &self.store,
-                    &key(request),
-                    "suppressed",
-                    Some(&reason),
+                    request.idempotency_key.as_str(),
                     at_ms,
                 )
                 .await
+                .map_err(port_error);
             }
-            Verdict::Throttled { reason } => {
-                outbox::record(&self.store, &key(request), "throttled", Some(reason), at_ms).await
-            }
+            Verdict::Suppressed => (
+                "suppressed",
+                format!("{} disabled by the recipient", request.email_type.as_str()),
+            ),
+            Verdict::Throttled { reason } => ("throttled", reason.clone()),
         };
-        result.map_err(port_error)
+        // With group commit, as a queued email is: a digest run's recipients who turned
+        // digests off share transactions with those it queues.
+        self.writes
+            .run(vec![outbox::record_statement(
+                &key(request),
+                status,
+                Some(&reason),
+                at_ms,
+            )])
+            .await
+            .map(drop)
+            .map_err(port_error)
     }
 
     async fn enqueue(&self, request: &SendRequest, at_ms: i64) -> Result<(), PortError> {

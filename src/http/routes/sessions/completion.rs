@@ -91,7 +91,6 @@ async fn report_email(
         session_id: Some(session_id.clone()),
         week_start: None,
         zone: None,
-        check_preference: true,
     };
     // Handed to the dispatcher with the email, so it need not read the session again.
     let key = request.idempotency_key.as_str().to_owned();
