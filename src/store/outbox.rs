@@ -56,6 +56,20 @@ pub struct LedgerKey<'a> {
     pub zone: Option<&'a str>,
 }
 
+impl LedgerKey<'_> {
+    /// `sql`, a new ledger row's statement, with the row's id and the key's fields bound as
+    /// `$1` to `$6` (id, idempotency key, address, type, session, week).
+    fn row(&self, sql: &'static str) -> Statement {
+        Statement::new(sql)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(self.idempotency_key)
+            .bind(self.email)
+            .bind(self.email_type)
+            .bind(self.session_id)
+            .bind(self.week_start)
+    }
+}
+
 /// What [`lookup`] reads: the key's row status, whether the recipient wants this type, and
 /// the throttle slots since the instant asked for.
 pub type Lookup = (Option<String>, bool, Option<Vec<i64>>);
@@ -146,16 +160,7 @@ pub fn record_statement(
     reason: Option<&str>,
     at_ms: i64,
 ) -> Statement {
-    Statement::new(RECORD)
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(key.idempotency_key)
-        .bind(key.email)
-        .bind(key.email_type)
-        .bind(key.session_id)
-        .bind(key.week_start)
-        .bind(status)
-        .bind(reason)
-        .bind(at_ms)
+    key.row(RECORD).bind(status).bind(reason).bind(at_ms)
 }
 
 /// Counts a duplicate request against the key's row.
@@ -190,18 +195,12 @@ pub(crate) async fn record_duplicate_on<'c>(
 /// [`GroupCommit`](super::group_commit::GroupCommit).
 pub fn enqueue_statements(key: &LedgerKey<'_>, at_ms: i64, counted_at_ms: i64) -> Vec<Statement> {
     vec![
-        Statement::new(
+        key.row(
             "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, zone, status, attempts, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $8, 'pending', 0, $7, $7) \
              ON CONFLICT (idempotency_key) DO UPDATE SET status = 'pending', reason = NULL, attempts = 0, last_error = NULL, \
              next_attempt_at = NULL, lease_until = NULL, zone = excluded.zone, created_at = excluded.created_at, updated_at = excluded.updated_at",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(key.idempotency_key)
-        .bind(key.email)
-        .bind(key.email_type)
-        .bind(key.session_id)
-        .bind(key.week_start)
         .bind(at_ms)
         .bind(key.zone),
         Statement::new("INSERT INTO email_throttles (id, email, email_type, sent_at) VALUES ($1, $2, $3, $4)")
