@@ -29,7 +29,6 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
         Ok(())
     };
     // Read with the address's hash: an erasure of any spelling of it.
-    let by_erasure = record.kept_from_erasure.map(|(kept, _)| kept);
     let kept = record.kept_from_erasure.map(|(kept, erased_at)| {
         format!(
             "its opt-out of {}, kept under a one-way hash of the address since an erasure at {} (UTC)",
@@ -42,7 +41,11 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
             Some(kept) => out!("herald keeps nothing about {} but {kept}", email.as_str())?,
             None => out!("herald keeps nothing about {}", email.as_str())?,
         }
-        let erased = by_erasure.unwrap_or_default();
+        // What is off beyond what the erasure kept is another spelling's doing.
+        let erased = record
+            .kept_from_erasure
+            .map(|(kept, _)| kept)
+            .unwrap_or_default();
         if p.suppressed.is_some()
             || (!p.weekly_digest_enabled && !erased.weekly_digest)
             || (!p.session_reports_enabled && !erased.session_reports)

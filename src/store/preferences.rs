@@ -324,18 +324,19 @@ pub async fn change(
     source: Source,
     at_ms: i64,
 ) -> Result<(Preferences, bool), StoreError> {
+    let hash = super::erased::address_hash(email);
     let mut tx = store.writer().begin().await?;
     sqlx::query(super::erased::NEW_PREFERENCES)
         .bind(email)
         .bind(uuid::Uuid::new_v4().simple().to_string())
         .bind(at_ms)
-        .bind(super::erased::address_hash(email))
+        .bind(&hash)
         .execute(&mut *tx)
         .await?;
     lock_spellings(store, &mut tx, email).await?;
     let row = sqlx::query(SELECT)
         .bind(email)
-        .bind(super::erased::address_hash(email))
+        .bind(&hash)
         .fetch_one(&mut *tx)
         .await?;
     let old = preferences(&row)?;
