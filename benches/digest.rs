@@ -1,6 +1,8 @@
 //! Weekly digest at scale (see BENCHMARKS.md).
 //!
 //! `cargo bench --bench digest -- [recipients] [sessions_per_recipient]`
+//! `cargo bench --bench digest -- [recipients] [sessions_per_recipient] opted-out=P`: the
+//! same, with P per cent of the recipients having turned digests off.
 //! `cargo bench --bench digest -- zones [recipients] [sessions_per_recipient]`: the same
 //! recipients spread over 40 zones; each zone's dry run (local delivery) and all 40 of them,
 //! beside one dry run of everyone (global delivery), in one run.
@@ -35,6 +37,9 @@ fn main() {
         .collect();
     let recipients = args.first().copied().unwrap_or(100_000);
     let per = args.get(1).copied().unwrap_or(10);
+    let opted_out: u64 = std::env::args()
+        .find_map(|a| a.strip_prefix("opted-out=").and_then(|p| p.parse().ok()))
+        .unwrap_or(0);
     herald::install_tls_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,7 +74,20 @@ fn main() {
         .execute(store.writer())
         .await
         .unwrap();
-        println!("seeded {recipients} recipients, {total} sessions and {total} events in {:.1} s", seeding.elapsed().as_secs_f64());
+        if opted_out > 0 {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) \
+                 INSERT INTO email_preferences (email, recipient_key, weekly_digest_enabled, weekly_digest_unsubscribed_at, created_at, updated_at) \
+                 SELECT printf('parent%07d@example.com', i), printf('%032x', i), 0, $3, $3, $3 FROM n WHERE i % 100 < $2",
+            )
+            .bind(recipients as i64)
+            .bind(opted_out as i64)
+            .bind(from)
+            .execute(store.writer())
+            .await
+            .unwrap();
+        }
+        println!("seeded {recipients} recipients ({opted_out}% with digests turned off), {total} sessions and {total} events in {:.1} s", seeding.elapsed().as_secs_f64());
 
         let rss_before = status_kb("VmRSS:");
         let bare = Instant::now();
@@ -166,10 +184,11 @@ fn main() {
             bare_time.as_secs_f64()
         );
         println!(
-            "digest run (aggregate + decide + queue): {:.2} s; {} recipients, {} queued; RSS before {:.0} MB, peak RSS of the process {:.0} MB",
+            "digest run (aggregate + decide + queue): {:.2} s; {} recipients, {} queued, {} unsubscribed; RSS before {:.0} MB, peak RSS of the process {:.0} MB",
             run_time.as_secs_f64(),
             report.recipients_with_activity,
             report.queued,
+            report.unsubscribed,
             rss_before as f64 / 1024.0,
             status_kb("VmHWM:") as f64 / 1024.0
         );

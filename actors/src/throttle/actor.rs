@@ -176,7 +176,8 @@ impl<P: ThrottlePort> EmailThrottle<P> {
 
 impl<P: ThrottlePort> EmailThrottle<P> {
     /// A request the ledger or the preference decides before the window: a duplicate of one
-    /// in flight or sent, or a type the recipient turned off. Recorded.
+    /// in flight or sent (recorded), or a type the recipient turned off (`Suppressed`, which
+    /// the caller records: see `handle`).
     async fn settled(
         &self,
         request: &SendRequest,
@@ -188,7 +189,6 @@ impl<P: ThrottlePort> EmailThrottle<P> {
             return Ok(Some(Admission::Duplicate));
         }
         if !lookup.enabled {
-            self.port.record(request, &Verdict::Suppressed, now).await?;
             return Ok(Some(Admission::Suppressed));
         }
         Ok(None)
@@ -348,6 +348,17 @@ impl<P: ThrottlePort> Actor for EmailThrottle<P> {
                                 email: request.email,
                                 ok,
                             });
+                        });
+                    }
+                    Ok(Admission::Suppressed) => {
+                        // Recorded as a queued email is committed: the reply waits, the actor
+                        // does not, so a digest run's recipients who turned digests off share
+                        // transactions too. A repeat meanwhile is decided and recorded again,
+                        // to the same row.
+                        let (port, now) = (self.port.clone(), self.now());
+                        tokio::spawn(async move {
+                            let recorded = port.record(&request, &Verdict::Suppressed, now).await;
+                            let _ = reply.send(recorded.map(|()| Admission::Suppressed));
                         });
                     }
                     other => {
