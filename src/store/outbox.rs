@@ -143,13 +143,16 @@ pub(crate) async fn lookup_on<'c>(
 }
 
 /// The row of a decision that sends nothing (`$7`: `suppressed`, `throttled`), with the
-/// suppression's reason when one is why.
+/// suppression's reason when one is why. It never replaces a row queued, being sent or sent:
+/// such a key is decided a duplicate, and a record written after the decision (the throttle
+/// actor's, in a task of its own) must not undo a later decision that queued it.
 const RECORD: &str = concat!(
     "INSERT INTO email_send_logs (id, idempotency_key, email, email_type, session_id, week_start, status, reason, attempts, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE(CASE WHEN $7 = 'suppressed' THEN ",
     suppression_reason!("$3"),
     " END, $8), 0, $9, $9) \
-     ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
+     ON CONFLICT (idempotency_key) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at \
+     WHERE email_send_logs.status NOT IN ('pending', 'sending', 'sent')",
 );
 
 /// Records a decision that sends nothing (`suppressed`, `throttled`) for the key: the
@@ -450,4 +453,59 @@ pub async fn delivery(store: &Store, id: &str) -> Result<Option<Delivery>, Store
     })
     .transpose()
     .map_err(|e: sqlx::Error| StoreError::from(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::group_commit::GroupCommit;
+
+    /// A decision's record that lands after a later decision queued the same key (the
+    /// throttle actor writes it in a task of its own) leaves the email queued; over a row
+    /// that sends nothing, a record still lands.
+    #[tokio::test]
+    async fn a_late_record_does_not_undo_a_queued_email() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/herald.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let writes = GroupCommit::spawn(store.clone());
+        let key = LedgerKey {
+            idempotency_key: "p@example.com:session_reports:s1",
+            email: "p@example.com",
+            email_type: "session_reports",
+            session_id: Some("s1"),
+            week_start: None,
+            zone: None,
+        };
+        let off = |at_ms| record_statement(&key, "suppressed", Some("off"), at_ms);
+        writes.run(vec![off(1)]).await.unwrap();
+        writes.run(enqueue_statements(&key, 2, 2)).await.unwrap();
+        writes.run(vec![off(3)]).await.unwrap();
+        async fn status(store: &Store, key: &LedgerKey<'_>) -> Option<String> {
+            lookup(store, key, None).await.unwrap().0
+        }
+        assert_eq!(status(&store, &key).await.as_deref(), Some("pending"));
+
+        let other = LedgerKey {
+            idempotency_key: "p@example.com:session_reports:s2",
+            session_id: Some("s2"),
+            ..key
+        };
+        writes
+            .run(vec![record_statement(
+                &other,
+                "throttled",
+                Some("5 of 5"),
+                1,
+            )])
+            .await
+            .unwrap();
+        writes
+            .run(vec![record_statement(&other, "suppressed", Some("off"), 2)])
+            .await
+            .unwrap();
+        assert_eq!(status(&store, &other).await.as_deref(), Some("suppressed"));
+    }
 }
