@@ -91,31 +91,9 @@ pub(super) async fn keep(
         ("weekly_digest_enabled", kept.weekly_digest),
         ("session_reports_enabled", kept.session_reports),
     ] {
-        if !off {
-            continue;
-        }
-        let stamp = field.replace("enabled", "unsubscribed_at");
-        let others: Vec<String> = sqlx::query_scalar(&format!(
-            "UPDATE email_preferences SET {field} = 0, {stamp} = $2, \
-               updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
-             WHERE lower(email) = lower($1) AND email <> $1 AND {field} = 1 RETURNING email"
-        ))
-        .bind(email)
-        .bind(at_ms)
-        .fetch_all(&mut **tx)
-        .await?;
-        for other in others {
-            let (old_value, new_value) = (true.to_string(), false.to_string());
-            super::preferences::record_change(
-                tx,
-                &other,
-                at_ms,
-                super::preferences::Source::Erasure,
-                field,
-                old_value,
-                new_value,
-            )
-            .await?;
+        if off {
+            use super::preferences::{Source, switch_other_spellings};
+            switch_other_spellings(tx, email, field, false, Source::Erasure, at_ms).await?;
         }
     }
     Ok(kept)

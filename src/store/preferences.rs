@@ -431,25 +431,51 @@ pub async fn change(
         // on is turned on under the others, and what an erasure kept of it is lifted.
         for field in turned_on {
             super::erased::lift(&mut tx, email, field).await?;
-            let stamp = field.replace("enabled", "resubscribed_at");
-            let others: Vec<String> = sqlx::query_scalar(&format!(
-                "UPDATE email_preferences SET {field} = 1, {stamp} = $2, \
-                   updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
-                 WHERE lower(email) = lower($1) AND (weekly_digest_enabled = 0 OR session_reports_enabled = 0) \
-                   AND email <> $1 AND {field} = 0 RETURNING email"
-            ))
-            .bind(email)
-            .bind(at_ms)
-            .fetch_all(&mut *tx)
-            .await?;
-            for other in others {
-                let (old_value, new_value) = (false.to_string(), true.to_string());
-                record_change(&mut tx, &other, at_ms, source, field, old_value, new_value).await?;
-            }
+            switch_other_spellings(&mut tx, email, field, true, source, at_ms).await?;
         }
     }
     tx.commit().await?;
     Ok((new, changed))
+}
+
+/// Turns `field` (`weekly_digest_enabled` or `session_reports_enabled`) to `on` in the
+/// preferences of `email`'s other spellings that have it the other way, stamping the
+/// re-subscribe or unsubscribe, and records each change as `source`'s.
+pub(super) async fn switch_other_spellings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    email: &str,
+    field: &'static str,
+    on: bool,
+    source: Source,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let (stamp, was) = if on {
+        (field.replace("enabled", "resubscribed_at"), 0)
+    } else {
+        (field.replace("enabled", "unsubscribed_at"), 1)
+    };
+    // Those turned off are read through the index of the recipients who turned something
+    // off, whose condition is repeated for the planner.
+    let indexed = if on {
+        "AND (weekly_digest_enabled = 0 OR session_reports_enabled = 0)"
+    } else {
+        ""
+    };
+    let others: Vec<String> = sqlx::query_scalar(&format!(
+        "UPDATE email_preferences SET {field} = {now}, {stamp} = $2, \
+           updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
+         WHERE lower(email) = lower($1) {indexed} AND email <> $1 AND {field} = {was} RETURNING email",
+        now = 1 - was,
+    ))
+    .bind(email)
+    .bind(at_ms)
+    .fetch_all(&mut **tx)
+    .await?;
+    for other in others {
+        let (old_value, new_value) = ((!on).to_string(), on.to_string());
+        record_change(tx, &other, at_ms, source, field, old_value, new_value).await?;
+    }
+    Ok(())
 }
 
 /// Serialises the changes to any spelling of `email` (a change of preferences, an erasure)
@@ -475,7 +501,7 @@ pub(super) async fn lock_spellings(
 }
 
 /// Records one changed value of `email`'s preferences.
-pub(super) async fn record_change(
+async fn record_change(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     email: &str,
     at_ms: i64,
