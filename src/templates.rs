@@ -481,18 +481,26 @@ impl Templates {
                 }
             }
             let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).expect("a date");
-            let sample = [crate::reports::week::SessionFact {
-                learner: Some("Ada".into()),
-                subject: Some("Fractions".into()),
-                started_at_ms: crate::reports::week::day_start_ms(week, chrono_tz::UTC),
-                completed_at_ms: crate::reports::week::day_start_ms(week, chrono_tz::UTC) + 600_000,
-                answers_total: 2,
-                answers_correct: 1,
-            }];
-            let digest = crate::reports::week::digest(&sample, week, chrono_tz::UTC)
-                .expect("the sample has a session");
-            if let Err(err) = templates.try_weekly_digest(&digest, url) {
-                problems.push(describe(layers, &err));
+            let start = crate::reports::week::day_start_ms(week, chrono_tz::UTC);
+            let sample: Vec<_> = (0..=crate::reports::week::LEARNERS_SHOWN)
+                .map(|n| crate::reports::week::SessionFact {
+                    learner: Some(format!("Ada {n}")),
+                    subject: Some("Fractions".into()),
+                    started_at_ms: start,
+                    completed_at_ms: start + 600_000,
+                    answers_total: 2,
+                    answers_correct: 1,
+                })
+                .collect();
+            // One learner, and more than have a section each (the line for the rest).
+            for learners in [1, sample.len()] {
+                let digest =
+                    crate::reports::week::digest(&sample[..learners], week, chrono_tz::UTC)
+                        .expect("the sample has a session");
+                if let Err(err) = templates.try_weekly_digest(&digest, url) {
+                    problems.push(describe(layers, &err));
+                    break;
+                }
             }
             // Every page, with the values it is shown with (a suppressed address's form too).
             for page in PageKind::ALL {
@@ -773,6 +781,62 @@ mod tests {
             named
                 .text
                 .starts_with("Ada finished a session on Fractions.\n")
+        );
+    }
+
+    /// Gmail shows an email's HTML only up to 102 kB and clips the rest, the footer with its
+    /// unsubscribe link among it.
+    const GMAIL_CLIPS_PAST: usize = 102 * 1024;
+
+    #[test]
+    fn a_digest_for_a_whole_class_is_read_whole_with_its_unsubscribe_link() {
+        let templates = Templates::shipped("Acme Learning", "1 Main St, Springfield");
+        let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+        let start = crate::reports::week::day_start_ms(week, chrono_tz::UTC);
+        let facts: Vec<_> = (0..200i64)
+            .map(|n| crate::reports::week::SessionFact {
+                learner: Some(format!("{} {n}", "Learner with a long name".repeat(2))),
+                subject: Some("Fractions".into()),
+                started_at_ms: start + n * 2_400_000,
+                completed_at_ms: start + n * 2_400_000 + (n + 1) * 60_000,
+                answers_total: 2,
+                answers_correct: 1,
+            })
+            .collect();
+        let digest = crate::reports::week::digest(&facts, week, chrono_tz::UTC).unwrap();
+        let shown = templates.weekly_digest(&digest, LINKS).unwrap();
+        assert!(
+            shown.html.len() < GMAIL_CLIPS_PAST / 2,
+            "{} bytes of HTML",
+            shown.html.len()
+        );
+        assert!(shown.html.contains("href=\"https://h/u\""));
+        assert!(shown.html.contains("And 190 more learners: 190 sessions"));
+        assert!(
+            shown.text.contains("And 190 more learners: 190 sessions, "),
+            "{}",
+            shown.text
+        );
+        assert!(shown.text.contains("https://h/u") && shown.text.len() < 20_000);
+        // The week's most active have their sections.
+        assert!(shown.text.contains("Learner with a long name 199"));
+        assert!(!shown.text.contains("Learner with a long name 189\n"));
+    }
+
+    #[test]
+    fn an_override_is_checked_on_the_line_for_learners_beyond_the_sections_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("weekly_digest.txt"),
+            "{% for l in learners %}{{ l.name }}\n{% endfor %}\
+             {% if more_learners %}+{{ more_learners.children }}{% endif %}\n",
+        )
+        .unwrap();
+        let problems = Templates::load(Some(dir.path()), "herald", "").unwrap_err();
+        assert!(
+            problems[0]
+                .ends_with("weekly_digest.txt:2: undefined value at `more_learners.children`"),
+            "{problems:?}"
         );
     }
 

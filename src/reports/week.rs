@@ -65,10 +65,27 @@ pub struct SessionFact {
 pub struct Digest {
     pub week_start: String,
     pub week_end: String,
+    /// At most [`LEARNERS_SHOWN`] sections, by name.
     pub learners: Vec<LearnerWeek>,
+    /// The learners beyond those shown, summed; none when every learner has a section.
+    pub more_learners: Option<MoreLearners>,
     pub totals: Totals,
     pub previous: Totals,
     pub changes: Changes,
+}
+
+/// The most learners a digest gives a section each. A section weighs about 3 kB of HTML, and
+/// Gmail clips an email's HTML past 102 kB, footer and unsubscribe link with it: an address
+/// that receives for a whole class (a teacher's, or a backend's that names each session's
+/// learner differently) still gets a digest that is read whole.
+pub const LEARNERS_SHOWN: usize = 10;
+
+/// The learners a digest has no section for (the least active of the week), in one line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MoreLearners {
+    pub learners: i64,
+    pub sessions: i64,
+    pub minutes: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,7 +212,7 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
         };
         by_learner.entry(name).or_default().push(fact);
     }
-    let learners = by_learner
+    let mut learners: Vec<LearnerWeek> = by_learner
         .into_iter()
         .map(|(name, facts)| {
             let mut minutes_by_day = [0i64; 7];
@@ -256,6 +273,21 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
             }
         })
         .collect();
+    let more_learners = (learners.len() > LEARNERS_SHOWN).then(|| {
+        // The week's most active keep their sections, shown by name as ever.
+        learners.sort_by(|a, b| {
+            (b.minutes, b.sessions)
+                .cmp(&(a.minutes, a.sessions))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let rest = learners.split_off(LEARNERS_SHOWN);
+        learners.sort_by(|a, b| a.name.cmp(&b.name));
+        MoreLearners {
+            learners: rest.len() as i64,
+            sessions: rest.iter().map(|l| l.sessions).sum(),
+            minutes: rest.iter().map(|l| l.minutes).sum(),
+        }
+    });
     let (now, previous) = (totals(&this), totals(&last));
     let changes = if previous.sessions == 0 {
         Changes {
@@ -279,6 +311,7 @@ pub fn digest(facts: &[SessionFact], week_start: NaiveDate, tz: Tz) -> Option<Di
             .format("%Y-%m-%d")
             .to_string(),
         learners,
+        more_learners,
         totals: now,
         previous,
         changes,
@@ -347,6 +380,41 @@ mod digest_tests {
         assert_eq!(digest.changes.minutes, "+35");
         assert_eq!(digest.changes.accuracy, "+8 pts");
         assert!(super::digest(&facts[..1], week, chrono_tz::UTC).is_none());
+    }
+
+    #[test]
+    fn a_class_of_learners_gets_sections_for_the_most_active_and_one_line_for_the_rest() {
+        let week = NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+        // Learner n practised n minutes, on Tuesday; "L05" twice.
+        let mut facts: Vec<SessionFact> = (1..=25)
+            .map(|n| fact(&format!("L{n:02}"), "Maths", 10, n, (1, 1)))
+            .collect();
+        facts.push(fact("L05", "Maths", 11, 2, (0, 1)));
+        let digest = digest(&facts, week, chrono_tz::UTC).unwrap();
+        let names: Vec<&str> = digest.learners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "L16", "L17", "L18", "L19", "L20", "L21", "L22", "L23", "L24", "L25"
+            ]
+        );
+        // L05's 7 minutes in two sessions count among the rest, as does everyone's below L16.
+        let rest_minutes = (1..=15).sum::<i64>() + 2;
+        assert_eq!(
+            digest.more_learners,
+            Some(MoreLearners {
+                learners: 15,
+                sessions: 16,
+                minutes: rest_minutes
+            })
+        );
+        assert_eq!(digest.totals.sessions, 26, "the totals count every learner");
+        let shown = digest.learners.iter().map(|l| l.minutes).sum::<i64>();
+        assert_eq!(digest.totals.minutes, shown + rest_minutes);
+
+        let few = super::digest(&facts[..LEARNERS_SHOWN], week, chrono_tz::UTC).unwrap();
+        assert_eq!(few.learners.len(), LEARNERS_SHOWN);
+        assert_eq!(few.more_learners, None);
     }
 
     #[test]
