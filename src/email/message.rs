@@ -1,6 +1,7 @@
 //! Builds the MIME message of an email: multipart/alternative text and HTML, the PDF
 //! attached, a `Message-ID` derived from the idempotency key (so a resend after a crash is
-//! recognisable as the same email), and the RFC 2369 / RFC 8058 unsubscribe headers.
+//! recognisable as the same email), the RFC 2369 / RFC 8058 unsubscribe headers, and the
+//! headers that keep out-of-office replies away ([`AUTOMATIC`]).
 
 use lettre::Message;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
@@ -58,6 +59,16 @@ impl Header for HeraldRef {
         HeaderValue::new(Self::name(), self.0.clone())
     }
 }
+
+/// Every email herald sends is written by a machine, and says so: `Auto-Submitted` (RFC
+/// 3834), which vacation responders honour, and `X-Auto-Response-Suppress` for Exchange and
+/// Outlook, so a digest run does not bring back an out-of-office reply from every parent
+/// away that week. Delivery reports (bounces) are not suppressed: they stop mail that does
+/// not arrive.
+pub const AUTOMATIC: [(&str, &str); 2] = [
+    ("Auto-Submitted", "auto-generated"),
+    ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+];
 
 /// The Message-ID of the email with this idempotency key.
 pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
@@ -141,7 +152,7 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
             ),
             None => alternative,
         };
-    Message::builder()
+    let builder = Message::builder()
         .from(from)
         .to(to)
         .subject(parts.rendered.subject)
@@ -149,7 +160,15 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
         .date_now()
         .header(ListUnsubscribe(format!("<{}>", parts.unsubscribe_url)))
         .header(ListUnsubscribePost)
-        .header(HeraldRef(parts.reference.to_owned()))
+        .header(HeraldRef(parts.reference.to_owned()));
+    AUTOMATIC
+        .iter()
+        .fold(builder, |builder, (name, value)| {
+            builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                (*value).to_owned(),
+            ))
+        })
         .multipart(body)
         .map_err(|e| BuildError::Message(e.to_string()))
 }

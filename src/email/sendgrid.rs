@@ -151,6 +151,9 @@ pub fn request(outgoing: &Outgoing) -> Value {
         },
         "custom_args": { "herald_ref": outgoing.reference },
     });
+    for (name, value) in crate::email::message::AUTOMATIC {
+        body["headers"][name] = json!(value);
+    }
     if let Some((filename, bytes)) = &outgoing.pdf {
         body["attachments"] = json!([{
             "content": base64::engine::general_purpose::STANDARD.encode(bytes),

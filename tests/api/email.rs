@@ -172,6 +172,12 @@ async fn a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe
         header("List-Unsubscribe-Post").unwrap(),
         "List-Unsubscribe=One-Click"
     );
+    // Written by a machine, so vacation responders (RFC 3834) and Exchange do not answer it.
+    assert_eq!(header("Auto-Submitted").unwrap(), "auto-generated");
+    assert_eq!(
+        header("X-Auto-Response-Suppress").unwrap(),
+        "OOF, AutoReply"
+    );
     assert!(
         !unsubscribe.contains("example.com"),
         "the link does not reveal the address"

@@ -346,6 +346,11 @@ async fn a_report_goes_out_through_sendgrid_as_its_api_documents(backend: Backen
         request["headers"]["List-Unsubscribe-Post"],
         "List-Unsubscribe=One-Click"
     );
+    assert_eq!(request["headers"]["Auto-Submitted"], "auto-generated");
+    assert_eq!(
+        request["headers"]["X-Auto-Response-Suppress"],
+        "OOF, AutoReply"
+    );
     let reference = request["custom_args"]["herald_ref"].as_str().unwrap();
     assert_eq!(
         app.state.signer.verify_reference(reference).as_deref(),
