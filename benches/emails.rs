@@ -477,6 +477,7 @@ async fn bare_run_after(
                 let id = message::message_id(&format!("{to}:session_reports:{i}"), "herald.localhost");
                 let outgoing = message::Outgoing {
                     from: from.clone(),
+                    reply_to: None,
                     to,
                     message_id: id,
                     unsubscribe_url: url,
@@ -643,6 +644,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
     let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
     let formatted = message::build(Parts {
         from: &"noreply@herald.localhost".parse().unwrap(),
+        reply_to: None,
         to: "parent@example.com",
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,

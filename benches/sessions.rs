@@ -172,6 +172,7 @@ fn pdf_render() {
     let url = "https://herald.example.org/api/v1/email/unsubscribe/v1.x.y?type=session_reports";
     let email = herald::email::message::build(herald::email::message::Parts {
         from: &"noreply@herald.localhost".parse().unwrap(),
+        reply_to: None,
         to: "parent@example.com",
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,

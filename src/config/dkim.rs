@@ -10,9 +10,11 @@ use super::reader::Reader;
 
 /// The headers every signature covers when the message has them. RFC 8058 asks for the two
 /// `List-Unsubscribe` headers to be signed, so a one-click unsubscribe cannot be added or
-/// changed in transit.
-pub const SIGNED_HEADERS: [&str; 9] = [
+/// changed in transit; RFC 6376 names `Reply-To` among those a signer should cover, so a
+/// parent's reply cannot be sent elsewhere.
+pub const SIGNED_HEADERS: [&str; 10] = [
     "From",
+    "Reply-To",
     "To",
     "Subject",
     "Date",

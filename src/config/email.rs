@@ -91,6 +91,8 @@ pub struct EmailConfig {
     pub provider: EmailProvider,
     /// The sender, parsed once (`EMAIL_FROM`, optionally with a display name).
     pub from: Mailbox,
+    /// Where a parent's reply goes (`EMAIL_REPLY_TO`), when not to the sender.
+    pub reply_to: Option<Mailbox>,
     /// Base of the links in emails, without a trailing slash.
     pub api_base_url: String,
     /// `API_BASE_URL` was not set (development): the links point at this process, on the
@@ -108,6 +110,18 @@ pub struct EmailConfig {
 }
 
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
+
+/// The address, optionally with a display name, that the variable `name` holds; a problem
+/// named after the variable otherwise.
+fn mailbox(r: &mut Reader<'_>, name: &str, raw: &str) -> Option<Mailbox> {
+    match raw.parse::<Mailbox>() {
+        Ok(mailbox) if !raw.contains(['\r', '\n']) => Some(mailbox),
+        _ => {
+            r.problem(format!("{name}: expected an email address, got '{raw}'"));
+            None
+        }
+    }
+}
 
 impl EmailConfig {
     pub(super) fn read(r: &mut Reader<'_>, production: bool, port: u16) -> Self {
@@ -130,17 +144,14 @@ impl EmailConfig {
         let from = r
             .required_in_production("EMAIL_FROM", production)
             .unwrap_or_else(|| DEFAULT_FROM.to_owned());
-        let from = match from.parse::<Mailbox>() {
-            Ok(mailbox) if !from.contains(['\r', '\n']) => mailbox,
-            _ => {
-                r.problem(format!(
-                    "EMAIL_FROM: expected an email address, got '{from}'"
-                ));
-                DEFAULT_FROM
-                    .parse()
-                    .expect("the default sender is an address")
-            }
-        };
+        let from = mailbox(r, "EMAIL_FROM", &from).unwrap_or_else(|| {
+            DEFAULT_FROM
+                .parse()
+                .expect("the default sender is an address")
+        });
+        let reply_to = r
+            .get("EMAIL_REPLY_TO")
+            .and_then(|raw| mailbox(r, "EMAIL_REPLY_TO", &raw));
         let api_base_url = read_base_url(r, production);
         let dkim = super::dkim::read(r, &from);
         let sendgrid = read_sendgrid(r, provider);
@@ -181,6 +192,7 @@ impl EmailConfig {
             dkim,
             sendgrid,
             from,
+            reply_to,
             api_base_url_is_local: api_base_url.is_none(),
             api_base_url: api_base_url.unwrap_or_else(|| local_base_url(port)),
             smtp,

@@ -420,12 +420,14 @@ mod tests {
             ("DIGEST_SCHEDULE", "every sunday"),
             ("DIGEST_TIMEZONE", "Mars/Olympus"),
             ("EMAIL_FROM", "not an address"),
+            ("EMAIL_REPLY_TO", "help@example.org\r\nBcc: x@example.org"),
         ]);
         let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("EMAIL_FROM: expected an email address"));
-        assert!(errors[1].starts_with("DIGEST_TIMEZONE: expected a time zone name"));
-        assert!(errors[2].starts_with("DIGEST_SCHEDULE: 'every sunday' is not a cron expression"));
+        assert!(errors[1].starts_with("EMAIL_REPLY_TO: expected an email address"));
+        assert!(errors[2].starts_with("DIGEST_TIMEZONE: expected a time zone name"));
+        assert!(errors[3].starts_with("DIGEST_SCHEDULE: 'every sunday' is not a cron expression"));
 
         let mut vars = dev_vars();
         vars.push(("PURGE_SCHEDULE", "30 3 31 2 *"));
@@ -440,6 +442,7 @@ mod tests {
             ("DIGEST_SCHEDULE", "0 18 * * FRI"),
             ("DIGEST_TIMEZONE", "Europe/Berlin"),
             ("EMAIL_FROM", "Herald Reports <reports@example.org>"),
+            ("EMAIL_REPLY_TO", "Support <help@example.org>"),
             ("MISSED_RUN_POLICY", "skip"),
         ]);
         let config = load(&vars).unwrap();
@@ -452,6 +455,9 @@ mod tests {
         );
         assert_eq!(config.email.sender_domain(), "example.org");
         assert_eq!(config.email.from.name.as_deref(), Some("Herald Reports"));
+        let reply_to = config.email.reply_to.expect("EMAIL_REPLY_TO is read");
+        assert_eq!(reply_to.to_string(), "Support <help@example.org>");
+        assert_eq!(load(&dev_vars()).unwrap().email.reply_to, None);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub const SHARED_SETTINGS: &[&str] = &[
     "RETENTION_AUDIT_LOG_DAYS",
     "EMAIL_PROVIDER",
     "EMAIL_FROM",
+    "EMAIL_REPLY_TO",
     "API_BASE_URL",
     "SMTP_HOST",
     "SMTP_PORT",

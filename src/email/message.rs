@@ -80,6 +80,7 @@ pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
 
 pub struct Parts<'a> {
     pub from: &'a Mailbox,
+    pub reply_to: Option<&'a Mailbox>,
     pub to: &'a str,
     pub message_id: &'a str,
     pub unsubscribe_url: &'a str,
@@ -101,6 +102,8 @@ pub enum BuildError {
 /// message ([`Outgoing::into_message`]), SendGrid as JSON.
 pub struct Outgoing {
     pub from: Mailbox,
+    /// Where a reply goes, when not to the sender (`EMAIL_REPLY_TO`).
+    pub reply_to: Option<Mailbox>,
     pub to: String,
     pub message_id: String,
     pub unsubscribe_url: String,
@@ -114,6 +117,7 @@ impl Outgoing {
     pub fn into_message(self) -> Result<Message, BuildError> {
         let Self {
             from,
+            reply_to,
             to,
             message_id,
             unsubscribe_url,
@@ -123,6 +127,7 @@ impl Outgoing {
         } = self;
         build(Parts {
             from: &from,
+            reply_to: reply_to.as_ref(),
             to: &to,
             message_id: &message_id,
             unsubscribe_url: &unsubscribe_url,
@@ -152,8 +157,11 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
             ),
             None => alternative,
         };
-    let builder = Message::builder()
-        .from(from)
+    let mut builder = Message::builder().from(from);
+    if let Some(reply_to) = parts.reply_to {
+        builder = builder.reply_to(reply_to.clone());
+    }
+    let builder = builder
         .to(to)
         .subject(parts.rendered.subject)
         .message_id(Some(parts.message_id.to_owned()))

@@ -152,6 +152,7 @@ mod tests {
     fn the_console_shows_the_email_with_the_recipient_masked() {
         let outgoing = Outgoing {
             from: "reports@herald.example.org".parse().unwrap(),
+            reply_to: None,
             to: "parent@example.com".to_owned(),
             message_id: "<id@herald.example.org>".to_owned(),
             unsubscribe_url: "https://herald.example.org/u/v1.x.y".to_owned(),

@@ -151,6 +151,13 @@ pub fn request(outgoing: &Outgoing) -> Value {
         },
         "custom_args": { "herald_ref": outgoing.reference },
     });
+    // Reply-To is one of the headers SendGrid reserves: it takes the address as a field.
+    if let Some(reply_to) = &outgoing.reply_to {
+        body["reply_to"] = json!({ "email": reply_to.email.to_string() });
+        if let Some(name) = &reply_to.name {
+            body["reply_to"]["name"] = json!(name);
+        }
+    }
     for (name, value) in crate::email::message::AUTOMATIC {
         body["headers"][name] = json!(value);
     }

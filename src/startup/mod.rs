@@ -154,6 +154,7 @@ impl Application {
             dkim: config.email.dkim.clone(),
             signer: signer.clone(),
             from: config.email.from.clone(),
+            reply_to: config.email.reply_to.clone(),
             api_base_url: config.email.api_base_url.clone(),
             instance: config.server.instance.clone(),
             templates: config.email.templates.clone(),

@@ -97,6 +97,7 @@ async fn signed_over_smtp(kind: &str) {
             ("DKIM_DOMAIN", "herald.example.org"),
             ("DKIM_SELECTOR", "reports2026"),
             ("DKIM_PRIVATE_KEY_FILE", key.to_str().unwrap()),
+            ("EMAIL_REPLY_TO", "Support <help@herald.example.org>"),
         ],
     )
     .await;
@@ -119,6 +120,7 @@ async fn signed_over_smtp(kind: &str) {
         "message-id",
         "list-unsubscribe",
         "list-unsubscribe-post",
+        "reply-to",
     ] {
         let signed = signature
             .split("h=")
@@ -143,6 +145,10 @@ async fn signed_over_smtp(kind: &str) {
         "List-Unsubscribe: <https://evil.",
         1,
     );
+    assert_ne!(tampered, text);
+    assert!(!verify(python, dir.path(), tampered.as_bytes(), &record));
+    // A parent's reply cannot be sent elsewhere in transit either.
+    let tampered = text.replacen("help@herald.example.org", "help@evil.example", 1);
     assert_ne!(tampered, text);
     assert!(!verify(python, dir.path(), tampered.as_bytes(), &record));
 }

@@ -172,6 +172,8 @@ async fn a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe
         header("List-Unsubscribe-Post").unwrap(),
         "List-Unsubscribe=One-Click"
     );
+    // A reply goes to the sender unless EMAIL_REPLY_TO names another address.
+    assert_eq!(header("Reply-To"), None);
     // Written by a machine, so vacation responders (RFC 3834) and Exchange do not answer it.
     assert_eq!(header("Auto-Submitted").unwrap(), "auto-generated");
     assert_eq!(

@@ -100,6 +100,15 @@ fn check(body: &Value) -> Result<(), (String, String)> {
             "from.email",
         );
     }
+    if !body["reply_to"].is_null()
+        && (!valid_email(&body["reply_to"]["email"])
+            || !(body["reply_to"]["name"].is_null() || body["reply_to"]["name"].is_string()))
+    {
+        return problem(
+            "The reply_to email does not contain a valid address.",
+            "reply_to.email",
+        );
+    }
     if body["subject"].as_str().is_none_or(str::is_empty) {
         return problem(
             "The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.",
@@ -297,6 +306,10 @@ async fn spawn_sendgrid_app(backend: Backend, standin: &StandIn, key: &str) -> T
                     "Herald Reports <reports@herald.example.org>".to_owned(),
                 ),
                 ("API_BASE_URL", "https://herald.example.org".to_owned()),
+                (
+                    "EMAIL_REPLY_TO",
+                    "Herald Support <help@herald.example.org>".to_owned(),
+                ),
                 ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
                 ("EMAIL_RETRY_BASE_MS", "2000".to_owned()),
                 ("EMAIL_BREAKER_COOLDOWN_MS", "1000".to_owned()),
@@ -345,6 +358,11 @@ async fn a_report_goes_out_through_sendgrid_as_its_api_documents(backend: Backen
     assert_eq!(
         request["headers"]["List-Unsubscribe-Post"],
         "List-Unsubscribe=One-Click"
+    );
+    assert_eq!(
+        request["reply_to"],
+        json!({"email": "help@herald.example.org", "name": "Herald Support"}),
+        "Reply-To goes as SendGrid's field, the header being reserved"
     );
     assert_eq!(request["headers"]["Auto-Submitted"], "auto-generated");
     assert_eq!(
@@ -454,6 +472,8 @@ async fn the_stand_in_refuses_what_sendgrid_refuses() {
             json!([{"content": "not base64!", "filename": "r.pdf"}]),
         ),
         ("headers", json!({"Subject": "x"})),
+        ("headers", json!({"Reply-To": "help@example.org"})),
+        ("reply_to", json!({"email": "not an address"})),
     ] {
         let mut body = good.clone();
         body[field] = bad;

@@ -33,6 +33,8 @@ pub struct OutboxPort {
     pub signer: Signer,
     /// The sender, parsed once at start.
     pub from: lettre::message::Mailbox,
+    /// Where a reply goes, when not to the sender.
+    pub reply_to: Option<lettre::message::Mailbox>,
     pub api_base_url: String,
     /// This replica's name, written on the rows it claims.
     pub instance: String,
@@ -177,6 +179,7 @@ impl OutboxPort {
         Ok(Ok(Outgoing {
             reference: self.signer.reference(&claimed.id),
             from: self.from.clone(),
+            reply_to: self.reply_to.clone(),
             to: delivery.email,
             message_id,
             unsubscribe_url,
@@ -359,6 +362,7 @@ mod tests {
             dkim: None,
             signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
             from: "reports@herald.example.org".parse().unwrap(),
+            reply_to: None,
             api_base_url: "https://herald.example.org".to_owned(),
             instance: "test:1".to_owned(),
             templates: Arc::new(templates::Templates::shipped("herald", "")),
