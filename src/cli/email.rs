@@ -189,6 +189,22 @@ pub(super) async fn suppressions(
             out!("{} of {total} shown", list.len())?;
             ExitCode::SUCCESS
         }
+        SuppressionsAction::Add {
+            emails,
+            file,
+            reason,
+            detail,
+        } => {
+            let additions = additions(emails, file.as_deref(), &reason, detail)?;
+            let now = crate::store::now_ms();
+            let done = suppressions::add(&store, &additions, &super::actor(&config), now).await?;
+            out!(
+                "added {}, already suppressed {}",
+                done.added,
+                done.already_suppressed
+            )?;
+            ExitCode::SUCCESS
+        }
         SuppressionsAction::Remove { email } => {
             let email = super::parse_email(&email)?;
             match suppressions::lift(&store, email.as_str(), &super::actor(&config)).await? {
@@ -210,6 +226,59 @@ pub(super) async fn suppressions(
     };
     store.close().await;
     Ok(code)
+}
+
+/// What `herald suppressions add` asks for: the addresses named and those of `file`, each
+/// checked before anything is added (a wrong one is named with its line).
+fn additions(
+    emails: Vec<String>,
+    file: Option<&std::path::Path>,
+    reason: &str,
+    detail: Option<String>,
+) -> anyhow::Result<Vec<crate::store::suppressions::Addition>> {
+    use anyhow::Context;
+    let reason = crate::store::suppressions::Reason::parse(reason)
+        .context("--reason is bounced or complained")?;
+    let detail = detail
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty());
+    if let Some(detail) = &detail
+        && (detail.chars().count() > 200 || detail.chars().any(char::is_control))
+    {
+        anyhow::bail!("--detail is at most 200 characters, without control characters");
+    }
+    let mut named: Vec<(String, String)> = emails
+        .into_iter()
+        .map(|raw| (format!("{raw:?}"), raw))
+        .collect();
+    if let Some(path) = file {
+        let text = if path == std::path::Path::new("-") {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                named.push((format!("{}:{}", path.display(), n + 1), line.to_owned()));
+            }
+        }
+    }
+    if named.is_empty() {
+        anyhow::bail!("no address given: name some, or --file");
+    }
+    named
+        .into_iter()
+        .map(|(place, raw)| {
+            let email = herald_actors::email::Email::parse(&raw)
+                .map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
+            Ok(crate::store::suppressions::Addition {
+                email: email.as_str().to_owned(),
+                reason,
+                detail: detail.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `herald email logs EMAIL`: the recipient's ledger, newest first.

@@ -96,7 +96,8 @@ pub enum Command {
         #[arg(long, value_name = "INSTANT")]
         since: Option<String>,
         /// Only one kind of change: email.retry, email_throttle.reset, job.run,
-        /// rate_limit.reset, rate_limit_policy.update, recipient.erase or suppression.lift.
+        /// rate_limit.reset, rate_limit_policy.update, recipient.erase, suppression.add or
+        /// suppression.lift.
         #[arg(long)]
         action: Option<String>,
         /// How many to show.
@@ -206,6 +207,24 @@ pub enum SuppressionsAction {
         /// How many to show.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+    },
+    /// Add addresses to the list, so herald never mails them (audited; all or none): another
+    /// sender's bounces and complaints when moving to herald, or an address known not to
+    /// want or take mail. An address suppressed already keeps its first reason.
+    Add {
+        /// Addresses to suppress.
+        emails: Vec<String>,
+        /// A file of addresses, one a line (`-`: standard input); blank lines and lines that
+        /// start with `#` are passed over.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Why: `bounced` (the mailbox does not take mail) or `complained` (its owner
+        /// reported the mail, or asked never to be mailed).
+        #[arg(long, value_parser = ["bounced", "complained"])]
+        reason: String,
+        /// Why, in your words, shown with each suppression (at most 200 characters).
+        #[arg(long)]
+        detail: Option<String>,
     },
     /// Lift the suppression of an address, so it is mailed again (audited).
     Remove {

@@ -120,7 +120,10 @@ fn admin(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::email_retry::retry_failed))
         .routes(routes!(routes::email_admin::preview_report))
         .routes(routes!(routes::email_admin::preview_digest))
-        .routes(routes!(routes::suppressions::list))
+        .routes(routes!(
+            routes::suppressions::list,
+            routes::suppressions::add
+        ))
         .routes(routes!(routes::suppressions::lift))
         .routes(routes!(routes::recipients::show, routes::recipients::erase))
         .routes(routes!(routes::jobs::list))

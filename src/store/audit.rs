@@ -174,6 +174,7 @@ pub const ACTIONS: &[&str] = &[
     "rate_limit.reset",
     "rate_limit_policy.update",
     "recipient.erase",
+    "suppression.add",
     "suppression.lift",
 ];
 

@@ -24,6 +24,15 @@ impl Reason {
             Self::Complained => "complained",
         }
     }
+
+    /// `bounced` or `complained`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "bounced" => Some(Self::Bounced),
+            "complained" => Some(Self::Complained),
+            _ => None,
+        }
+    }
 }
 
 /// One suppressed address: why, since when, from which source.
@@ -32,7 +41,7 @@ pub struct Suppression {
     pub email: String,
     /// `bounced` or `complained`.
     pub reason: String,
-    /// Where it came from: `smtp`, `sendgrid`, `webhook`.
+    /// Where it came from: `smtp`, `sendgrid`, `webhook`, or `operator` (added by hand).
     pub source: String,
     /// The provider's words (an SMTP reply, an event's reason).
     pub detail: Option<String>,
@@ -50,7 +59,21 @@ pub async fn suppress(
     detail: Option<&str>,
     at_ms: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let done = insert(email, reason, source, detail, at_ms)
+        .execute(store.writer())
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The statement that suppresses `email` unless it is already.
+fn insert<'q>(
+    email: &'q str,
+    reason: Reason,
+    source: &'q str,
+    detail: Option<&'q str>,
+    at_ms: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
         "INSERT INTO email_suppressions (email, reason, source, detail, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
     )
@@ -59,9 +82,75 @@ pub async fn suppress(
     .bind(source)
     .bind(detail)
     .bind(at_ms)
-    .execute(store.writer())
+}
+
+/// An address an operator adds to the list: from another sender's bounces and complaints
+/// when moving to herald, or one known not to want or take mail.
+pub struct Addition {
+    pub email: String,
+    pub reason: Reason,
+    pub detail: Option<String>,
+}
+
+/// What an addition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Added {
+    /// Addresses now suppressed that were not.
+    pub added: u64,
+    /// Addresses that were suppressed already; each keeps its first reason.
+    pub already_suppressed: u64,
+}
+
+/// The source of an address an operator added.
+pub const BY_OPERATOR: &str = "operator";
+
+/// Suppresses every address of `additions` in one transaction, audited with it
+/// (`suppression.add`, the address masked, or how many for more than one): all or none.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn add(
+    store: &Store,
+    additions: &[Addition],
+    actor: &str,
+    at_ms: i64,
+) -> Result<Added, StoreError> {
+    let mut tx = store.writer().begin().await?;
+    let mut added = 0;
+    for addition in additions {
+        added += insert(
+            &addition.email,
+            addition.reason,
+            BY_OPERATOR,
+            addition.detail.as_deref(),
+            at_ms,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    let done = Added {
+        added,
+        already_suppressed: additions.len() as u64 - added,
+    };
+    let target = match additions {
+        [one] => crate::redact::mask_email(&one.email),
+        many => format!("{} addresses", many.len()),
+    };
+    audit::record(
+        &mut tx,
+        AuditEntry {
+            actor,
+            action: "suppression.add",
+            target: &target,
+            old_value: None,
+            new_value: Some(format!(
+                "{} added, {} already suppressed",
+                done.added, done.already_suppressed
+            )),
+        },
+    )
     .await?;
-    Ok(done.rows_affected() == 1)
+    tx.commit().await?;
+    Ok(done)
 }
 
 fn suppression(row: &sqlx::any::AnyRow) -> Result<Suppression, sqlx::Error> {

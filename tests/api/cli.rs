@@ -927,6 +927,70 @@ async fn the_cli_lists_and_lifts_suppressions() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--since"));
 }
 
+/// Another sender's bounces from a file (and one named): a wrong line is named with its
+/// number and nothing is added; then all are, audited under the shell, the addresses masked.
+#[tokio::test]
+async fn the_cli_adds_suppressions_from_a_file() {
+    let (dir, url, store) = migrated_sqlite().await;
+    store.close().await;
+    let list = dir.path().join("bounces.txt");
+    std::fs::write(
+        &list,
+        "# bounces from the old sender\nold.one@example.com\n\nnot an address\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| ops_shell(&url).args(args).output().unwrap();
+    let file = list.to_str().unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["suppressions", "add", "--reason", "bounced", "--file", file];
+        args.extend(extra);
+        run(&args)
+    };
+    let refused = add(&["named@example.com"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("bounces.txt:4"), "{said}");
+    let listed = run(&["suppressions", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("0 of 0 shown"));
+
+    std::fs::write(&list, "old.one@example.com\nOld.Two@Example.COM\n").unwrap();
+    let added = add(&["named@example.com", "--detail", "moved from the old sender"]);
+    let text = String::from_utf8_lossy(&added.stdout);
+    assert!(added.status.success(), "{text}");
+    assert_eq!(text.trim(), "added 3, already suppressed 0");
+    let again = add(&[]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "added 0, already suppressed 2"
+    );
+    let listed = run(&["suppressions", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("Old.Two@example.com") && text.contains("operator"),
+        "{text}"
+    );
+    assert!(text.contains("moved from the old sender"), "{text}");
+    assert!(text.contains("3 of 3 shown"), "{text}");
+    let missing = run(&["suppressions", "add", "--reason", "bounced"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let wrong = run(&[
+        "suppressions",
+        "add",
+        "--reason",
+        "unsubscribed",
+        "a@example.com",
+    ]);
+    assert!(!wrong.status.success());
+
+    let audit = run(&["audit", "--action", "suppression.add"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        text.contains("cli@ops-shell") && text.contains("3 addresses"),
+        "{text}"
+    );
+    assert!(!text.contains("example.com"), "{text}");
+}
+
 /// `herald recipients show|erase` from a shell: the record shows the suppression; a dry run
 /// counts, the erasure deletes and is audited under the shell's name, the address masked.
 #[tokio::test]

@@ -35,6 +35,17 @@ async fn every_command_in_the_runbook_runs() {
 
     let commands = commands();
     assert!(commands.len() >= 15, "{commands:?}");
+    // The files the runbook's commands read, in the directory they run in.
+    let workdir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        (
+            "bounces.txt",
+            "# from the old sender\nold.bounce@example.com\n",
+        ),
+        ("complaints.txt", "old.complaint@example.com\n"),
+    ] {
+        std::fs::write(workdir.path().join(name), text).unwrap();
+    }
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_herald"))
         .parent()
         .unwrap()
@@ -46,16 +57,18 @@ async fn every_command_in_the_runbook_runs() {
     );
     for command in commands {
         let output = tokio::task::spawn_blocking({
-            let (command, path, base, url, session) = (
+            let (command, path, base, url, session, workdir) = (
                 command.clone(),
                 path.clone(),
                 running.base.clone(),
                 running.database_url(),
                 session.clone(),
+                workdir.path().to_owned(),
             );
             move || {
                 std::process::Command::new("bash")
                     .args(["-c", &format!("set -euo pipefail; {command}")])
+                    .current_dir(workdir)
                     .env("PATH", path)
                     .env("HERALD", base)
                     .env("KEY", API_KEY)

@@ -21,6 +21,20 @@ async fn suppressions(app: &TestApp, email: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// A complaint about `email`, as a provider's webhook records it.
+async fn complained(app: &TestApp, email: &str) {
+    herald::store::suppressions::suppress(
+        &app.state.store,
+        email,
+        herald::store::suppressions::Reason::Complained,
+        "webhook",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+}
+
 async fn report_email(app: &TestApp, parent: &str) -> Value {
     let (_, response) = complete_for(app, parent).await;
     assert_eq!(response.status(), 200);
@@ -120,16 +134,7 @@ async fn a_suppression_stops_a_queued_email_at_send_time(backend: Backend) {
         rows[0]["status"] == "pending" && rows[0]["attempts"] == 1
     })
     .await;
-    herald::store::suppressions::suppress(
-        &app.state.store,
-        GONE,
-        herald::store::suppressions::Reason::Complained,
-        "webhook",
-        None,
-        0,
-    )
-    .await
-    .unwrap();
+    complained(&app, GONE).await;
     // The retry falls due; its claim reads the suppression.
     app.clock.advance_ms(10_000);
     app.state.dispatcher.wake();
@@ -187,16 +192,7 @@ async fn the_list_pages_and_refuses_bad_queries(backend: Backend) {
 /// still show it suppressed.
 async fn an_address_with_no_preferences_shows_its_suppression(backend: Backend) {
     let app = crate::helpers::spawn_app(backend).await;
-    herald::store::suppressions::suppress(
-        &app.state.store,
-        BARE,
-        herald::store::suppressions::Reason::Complained,
-        "webhook",
-        None,
-        0,
-    )
-    .await
-    .unwrap();
+    complained(&app, BARE).await;
     let preferences = app
         .admin_json(&format!("/api/v1/email/preferences/{BARE}"))
         .await;
@@ -212,7 +208,95 @@ async fn an_address_with_no_preferences_shows_its_suppression(backend: Backend) 
     );
 }
 
+/// Moving to herald from another sender: its bounces and complaints are added by hand, all
+/// or none, audited without the addresses, and stop the mail to every spelling of each.
+async fn an_operator_adds_another_senders_bounces_and_complaints(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    complained(&app, BARE).await;
+    let entry = |email: &str, reason: &str| serde_json::json!({"email": email, "reason": reason});
+
+    // One wrong entry, and nothing is added; the answer names it.
+    let wrong = serde_json::json!({"suppressions": [
+        entry(GONE, "bounced"), entry("not-an-address", "bounced"),
+    ]});
+    let refused = crate::helpers::assert_error(
+        app.post_admin("/admin/suppressions", Some(&wrong)).await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(refused["field"], "suppressions[1].email", "{refused}");
+    for (body, field) in [
+        (
+            serde_json::json!({"suppressions": [entry(GONE, "unsubscribed")]}),
+            "suppressions[0].reason",
+        ),
+        (
+            serde_json::json!({"suppressions": [{"email": GONE, "reason": "bounced", "detail": "a\nb"}]}),
+            "suppressions[0].detail",
+        ),
+        (serde_json::json!({"suppressions": []}), "suppressions"),
+    ] {
+        let refused = app.post_admin("/admin/suppressions", Some(&body)).await;
+        let refused = crate::helpers::assert_error(refused, 422, "VALIDATION_ERROR").await;
+        assert_eq!(refused["field"], field, "{refused}");
+    }
+    let too_long = serde_json::json!({"suppressions": vec![entry(GONE, "bounced"); 2000]});
+    let refused = app.post_admin("/admin/suppressions", Some(&too_long)).await;
+    crate::helpers::assert_error(refused, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(
+        suppressions(&app, GONE).await["total"],
+        0,
+        "nothing was added"
+    );
+
+    let body = serde_json::json!({"suppressions": [
+        {"email": "Gone.Parent@EXAMPLE.com", "reason": "bounced", "detail": "from the old sender"},
+        entry(POLICY, "complained"),
+        entry(BARE, "bounced"),
+    ]});
+    let response = app.post_admin("/admin/suppressions", Some(&body)).await;
+    assert_eq!(response.status(), 200);
+    let added: Value = response.json().await.unwrap();
+    assert_eq!(
+        added,
+        serde_json::json!({"added": 2, "already_suppressed": 1})
+    );
+    let listed = suppressions(&app, "Gone.Parent@example.com").await;
+    let gone = &listed["suppressions"][0];
+    assert_eq!(
+        (&gone["reason"], &gone["source"], &gone["detail"]),
+        (
+            &Value::from("bounced"),
+            &Value::from("operator"),
+            &Value::from("from the old sender")
+        ),
+        "{listed}"
+    );
+    let bare = &suppressions(&app, BARE).await["suppressions"][0];
+    assert_eq!(bare["reason"], "complained", "the first reason stays");
+
+    // Audited once, without the addresses.
+    let audit = app.admin_json("/admin/audit?action=suppression.add").await;
+    assert_eq!(audit["total"], 1, "{audit}");
+    assert_eq!(audit["entries"][0]["target"], "3 addresses");
+    assert_eq!(
+        audit["entries"][0]["new_value"],
+        "2 added, 1 already suppressed"
+    );
+    assert!(!audit.to_string().contains("example.com"), "{audit}");
+
+    // The address, under the spelling the application uses, is not mailed.
+    assert_eq!(report_email(&app, GONE).await, "suppressed");
+    assert_eq!(report_email(&app, POLICY).await, "suppressed");
+    let rows = ledger(&app, GONE).await;
+    assert_eq!(rows[0]["reason"], "bounced", "{rows:?}");
+    assert!(smtp.received().is_empty());
+}
+
 crate::on_both_backends!(
+    an_operator_adds_another_senders_bounces_and_complaints,
     an_address_with_no_preferences_shows_its_suppression,
     the_list_pages_and_refuses_bad_queries,
     refusals_are_classified_and_a_hard_bounce_stops_the_mail,

@@ -70,6 +70,82 @@ pub async fn list(
     }))
 }
 
+#[derive(Deserialize, ToSchema)]
+pub struct AddSuppressions {
+    /// The addresses to suppress, at least one; as many as `MAX_BODY_BYTES` holds (about a
+    /// thousand by default). A longer list goes in parts, or through `herald suppressions add
+    /// --file`.
+    #[schema(min_items = 1)]
+    pub suppressions: Vec<NewSuppression>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewSuppression {
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    /// `bounced` (the mailbox does not take mail) or `complained` (its owner reported
+    /// herald's mail, or asked never to be mailed).
+    #[schema(pattern = "^(bounced|complained)$")]
+    pub reason: String,
+    /// Why, in the operator's words: shown with the suppression (at most 200 characters).
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub detail: Option<String>,
+}
+
+impl NewSuppression {
+    /// The addition this entry, the `i`th of the list, asks for; a 422 naming its field
+    /// otherwise.
+    fn addition(self, i: usize) -> Result<suppressions::Addition, ApiError> {
+        let field = |name: &str| format!("suppressions[{i}].{name}");
+        let email = validate::address(&field("email"), &self.email)?;
+        let reason = suppressions::Reason::parse(&self.reason)
+            .ok_or_else(|| validate::invalid(field("reason"), "reason is bounced or complained"))?;
+        let detail = validate::text(&field("detail"), self.detail, 200, false)?;
+        Ok(suppressions::Addition {
+            email: email.as_str().to_owned(),
+            reason,
+            detail,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/admin/suppressions", tag = "admin", security(("api_key" = [])),
+    request_body(content = AddSuppressions, description = "The addresses herald must no longer mail, with why"),
+    responses(
+        (status = 200, description = "Suppressed, all in one transaction (audited); an address suppressed already keeps its first reason", body = suppressions::Added),
+        (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: a body over MAX_BODY_BYTES; send the list in parts", body = crate::http::error::ErrorBody),
+        (status = 422, description = "An empty list, or an entry's invalid address, reason or detail (its field named, e.g. `suppressions[3].email`); nothing is added", body = crate::http::error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn add(
+    State(state): State<AppState>,
+    key: AdminKey,
+    crate::http::extract::Json(request): crate::http::extract::Json<AddSuppressions>,
+) -> Result<Json<suppressions::Added>, ApiError> {
+    if request.suppressions.is_empty() {
+        return Err(validate::invalid(
+            "suppressions",
+            "suppressions holds at least one address",
+        ));
+    }
+    let additions = request
+        .suppressions
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| entry.addition(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let added =
+        suppressions::add(&state.store, &additions, &key.fingerprint, state.now_ms()).await?;
+    tracing::info!(
+        added = added.added,
+        already_suppressed = added.already_suppressed,
+        by = %key.fingerprint,
+        "suppressions added"
+    );
+    Ok(Json(added))
+}
+
 #[utoipa::path(delete, path = "/admin/suppressions/{email}", tag = "admin", security(("api_key" = [])),
     params(("email" = String, Path, format = Email, description = "The suppressed address")),
     responses(
