@@ -218,6 +218,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
         assert_eq!(
             names,
             [
+                "Auto-Submitted",
                 "Content-Type",
                 "Date",
                 "From",
@@ -227,6 +228,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
                 "Message-ID",
                 "Subject",
                 "To",
+                "X-Auto-Response-Suppress",
                 "X-Herald-Ref",
             ],
             "{value:?}"

@@ -25,7 +25,7 @@ async fn run_job(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
 }
 
 /// Waits until no run of `name` is running and at least `n` exist.
-async fn wait_runs(app: &TestApp, name: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn wait_runs(app: &TestApp, name: &str, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let runs = app.job_runs(name).await;
