@@ -229,7 +229,7 @@ pub(super) async fn suppressions(
 }
 
 /// What `herald suppressions add` asks for: the addresses named and those of `file`, each
-/// checked before anything is added (a wrong one is named with its line).
+/// checked before anything is added.
 fn additions(
     emails: Vec<String>,
     file: Option<&std::path::Path>,
@@ -247,38 +247,14 @@ fn additions(
     {
         anyhow::bail!("--detail is at most 200 characters, without control characters");
     }
-    let mut named: Vec<(String, String)> = emails
+    Ok(super::addresses(emails, file)?
         .into_iter()
-        .map(|raw| (format!("{raw:?}"), raw))
-        .collect();
-    if let Some(path) = file {
-        let text = if path == std::path::Path::new("-") {
-            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-        } else {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
-        };
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                named.push((format!("{}:{}", path.display(), n + 1), line.to_owned()));
-            }
-        }
-    }
-    if named.is_empty() {
-        anyhow::bail!("no address given: name some, or --file");
-    }
-    named
-        .into_iter()
-        .map(|(place, raw)| {
-            let email = herald_actors::email::Email::parse(&raw)
-                .map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
-            Ok(crate::store::suppressions::Addition {
-                email: email.as_str().to_owned(),
-                reason,
-                detail: detail.clone(),
-            })
+        .map(|email| crate::store::suppressions::Addition {
+            email: email.as_str().to_owned(),
+            reason,
+            detail: detail.clone(),
         })
-        .collect()
+        .collect())
 }
 
 /// `herald email logs EMAIL`: the recipient's ledger, newest first.

@@ -96,8 +96,8 @@ pub enum Command {
         #[arg(long, value_name = "INSTANT")]
         since: Option<String>,
         /// Only one kind of change: email.retry, email_throttle.reset, job.run,
-        /// rate_limit.reset, rate_limit_policy.update, recipient.erase, suppression.add or
-        /// suppression.lift.
+        /// rate_limit.reset, rate_limit_policy.update, recipient.erase,
+        /// recipient.unsubscribe, suppression.add or suppression.lift.
         #[arg(long)]
         action: Option<String>,
         /// How many to show.
@@ -194,6 +194,22 @@ pub enum RecipientsAction {
         /// Count what would go; delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Turn emails off for addresses, as their unsubscribe links would, recorded as the
+    /// operator's doing (audited once): the parents who unsubscribed from another sender,
+    /// when moving to herald. Each address is changed on its own; run again, it changes
+    /// nothing more. A parent can turn them back on from the link in any email.
+    Unsubscribe {
+        /// The parents' addresses.
+        emails: Vec<String>,
+        /// A file of addresses, one a line (`-`: standard input); blank lines and lines that
+        /// start with `#` are passed over. Every address is checked before any is changed.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// What to turn off.
+        #[arg(long = "type", value_name = "TYPE", default_value = "all",
+              value_parser = ["all", "session_reports", "weekly_digest"])]
+        kind: String,
     },
 }
 
@@ -366,6 +382,9 @@ pub fn main() -> ExitCode {
             Command::Recipients {
                 action: RecipientsAction::Erase { email, dry_run },
             } => recipients::erase(config, &email, dry_run).await,
+            Command::Recipients {
+                action: RecipientsAction::Unsubscribe { emails, file, kind },
+            } => recipients::unsubscribe(config, emails, file.as_deref(), &kind).await,
             Command::Templates {
                 action: TemplatesAction::Check { dir },
             } => Ok(templates_check(dir)),
@@ -520,6 +539,40 @@ fn templates_check(dir: Option<std::path::PathBuf>) -> ExitCode {
 /// An address named on the command line, as the database keeps it.
 fn parse_email(raw: &str) -> anyhow::Result<herald_actors::email::Email> {
     herald_actors::email::Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw:?}: {e}"))
+}
+
+/// The addresses a command names and those of `file`, one a line (`-`: standard input; blank
+/// lines and lines starting with `#` passed over), every one checked before the command
+/// changes anything: a wrong one is named, with its file and line.
+fn addresses(
+    emails: Vec<String>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<herald_actors::email::Email>> {
+    use anyhow::Context;
+    let mut found = emails
+        .iter()
+        .map(|raw| parse_email(raw))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(path) = file {
+        let text = if path == std::path::Path::new("-") {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let email = herald_actors::email::Email::parse(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
+            found.push(email);
+        }
+    }
+    if found.is_empty() {
+        anyhow::bail!("no address given: name some, or --file");
+    }
+    Ok(found)
 }
 
 /// An instant as the commands show it, in UTC.

@@ -179,3 +179,36 @@ pub(super) async fn erase(config: Config, raw: &str, dry_run: bool) -> anyhow::R
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `herald recipients unsubscribe`: turns emails off for the addresses named and those of a
+/// file, as their links would, recorded as the operator's doing.
+pub(super) async fn unsubscribe(
+    config: Config,
+    emails: Vec<String>,
+    file: Option<&std::path::Path>,
+    kind: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::preferences::{self, Unsubscribe};
+    let what = Unsubscribe::parse(kind)
+        .ok_or_else(|| anyhow::anyhow!("--type is all, session_reports or weekly_digest"))?;
+    let emails: Vec<String> = super::addresses(emails, file)?
+        .into_iter()
+        .map(|email| email.as_str().to_owned())
+        .collect();
+    let store = current_store(&config).await?;
+    let done = preferences::unsubscribe_by_operator(
+        &store,
+        &emails,
+        what,
+        &super::actor(&config),
+        crate::store::now_ms(),
+    )
+    .await;
+    store.close().await;
+    let (changed, already) = done?;
+    out!(
+        "unsubscribed from {}: {changed} changed, {already} had it off already",
+        what.as_str()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

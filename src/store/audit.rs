@@ -36,6 +36,14 @@ pub async fn record(
     Ok(())
 }
 
+/// The target of a change made to `addresses` at once: the address masked, or how many.
+pub fn addresses_target<A: AsRef<str>>(addresses: &[A]) -> String {
+    match addresses {
+        [one] => crate::redact::mask_email(one.as_ref()),
+        many => format!("{} addresses", many.len()),
+    }
+}
+
 /// Records an operational action that has no row of its own to change in the same
 /// transaction (a limiter reset, a throttle reset done through its actor).
 #[tracing::instrument(level = "debug", skip_all)]
@@ -174,6 +182,7 @@ pub const ACTIONS: &[&str] = &[
     "rate_limit.reset",
     "rate_limit_policy.update",
     "recipient.erase",
+    "recipient.unsubscribe",
     "suppression.add",
     "suppression.lift",
 ];

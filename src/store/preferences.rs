@@ -23,6 +23,21 @@ impl Unsubscribe {
         }
     }
 
+    /// The change that turns off what this stops, and leaves the rest.
+    pub fn change(self) -> Change {
+        let off = |on: bool| on.then_some(false);
+        let (digest, reports) = match self {
+            Self::WeeklyDigest => (true, false),
+            Self::SessionReports => (false, true),
+            Self::All => (true, true),
+        };
+        Change {
+            weekly_digest: off(digest),
+            session_reports: off(reports),
+            ..Change::default()
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::WeeklyDigest => "weekly_digest",
@@ -45,20 +60,53 @@ pub async fn unsubscribe(
     let Some(email) = email_of(store, recipient_key).await? else {
         return Ok(None);
     };
-    let off = |on: bool| on.then_some(false);
-    let (digest, reports) = match what {
-        Unsubscribe::WeeklyDigest => (true, false),
-        Unsubscribe::SessionReports => (false, true),
-        Unsubscribe::All => (true, true),
-    };
-    let wanted = Change {
-        weekly_digest: off(digest),
-        session_reports: off(reports),
-        ..Change::default()
-    };
-    change(store, &email, &wanted, Source::UnsubscribeLink, at_ms)
-        .await
-        .map(Some)
+    change(
+        store,
+        &email,
+        &what.change(),
+        Source::UnsubscribeLink,
+        at_ms,
+    )
+    .await
+    .map(Some)
+}
+
+/// Turns off what `what` stops for each of `emails`, as an operator's doing (the parents
+/// who unsubscribed from another sender), each address in a transaction of its own, and
+/// audits it once (`recipient.unsubscribe`); how many it changed, and how many had it off
+/// already.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn unsubscribe_by_operator(
+    store: &Store,
+    emails: &[String],
+    what: Unsubscribe,
+    actor: &str,
+    at_ms: i64,
+) -> Result<(u64, u64), StoreError> {
+    let wanted = what.change();
+    let mut changed = 0;
+    for email in emails {
+        let (_, did) = change(store, email, &wanted, Source::Operator, at_ms).await?;
+        changed += u64::from(did);
+    }
+    let already = emails.len() as u64 - changed;
+    let mut tx = store.writer().begin().await?;
+    super::audit::record(
+        &mut tx,
+        super::audit::AuditEntry {
+            actor,
+            action: "recipient.unsubscribe",
+            target: &super::audit::addresses_target(emails),
+            old_value: None,
+            new_value: Some(format!(
+                "{} off: {changed} changed, {already} had it off already",
+                what.as_str()
+            )),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((changed, already))
 }
 
 /// The language of the recipient a key stands for, if they have one.
@@ -135,6 +183,8 @@ pub enum Source {
     PreferencePage,
     /// The erasure of another spelling of the address, whose opt-out this one now carries.
     Erasure,
+    /// An operator, from the shell (`herald recipients unsubscribe`).
+    Operator,
 }
 
 impl Source {
@@ -144,6 +194,7 @@ impl Source {
             Self::UnsubscribeLink => "unsubscribe_link",
             Self::PreferencePage => "preference_page",
             Self::Erasure => "erasure",
+            Self::Operator => "operator",
         }
     }
 }

@@ -131,16 +131,13 @@ pub async fn add(
         added,
         already_suppressed: additions.len() as u64 - added,
     };
-    let target = match additions {
-        [one] => crate::redact::mask_email(&one.email),
-        many => format!("{} addresses", many.len()),
-    };
+    let emails: Vec<&str> = additions.iter().map(|a| a.email.as_str()).collect();
     audit::record(
         &mut tx,
         AuditEntry {
             actor,
             action: "suppression.add",
-            target: &target,
+            target: &audit::addresses_target(&emails),
             old_value: None,
             new_value: Some(format!(
                 "{} added, {} already suppressed",

@@ -991,6 +991,92 @@ async fn the_cli_adds_suppressions_from_a_file() {
     assert!(!text.contains("example.com"), "{text}");
 }
 
+/// The parents who unsubscribed from another sender, from a file: every line checked first,
+/// each change recorded as the operator's, the whole audited once; run again, it changes
+/// nothing more.
+#[tokio::test]
+async fn the_cli_unsubscribes_the_parents_of_a_file() {
+    use herald::store::preferences::{self, Change, Source};
+    let (dir, url, store) = migrated_sqlite().await;
+    // One parent turned reports off through the application already.
+    let reports_off = Change {
+        session_reports: Some(false),
+        ..Change::default()
+    };
+    preferences::change(&store, "already@example.com", &reports_off, Source::Api, 0)
+        .await
+        .unwrap();
+    store.close().await;
+    let list = dir.path().join("unsubscribed.txt");
+    std::fs::write(
+        &list,
+        "# left the old sender\nleft@example.com\nalready@example.com\nnot an address\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| ops_shell(&url).args(args).output().unwrap();
+    let file = list.to_str().unwrap();
+    let unsubscribe = |extra: &[&str]| {
+        let mut args = vec!["recipients", "unsubscribe", "--type", "session_reports"];
+        args.extend(["--file", file]);
+        args.extend(extra);
+        run(&args)
+    };
+    let refused = unsubscribe(&["named@example.com"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("unsubscribed.txt:4"), "{said}");
+
+    std::fs::write(&list, "left@example.com\nalready@example.com\n").unwrap();
+    let done = unsubscribe(&["Named@Example.COM"]);
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{text}");
+    assert_eq!(
+        text.trim(),
+        "unsubscribed from session_reports: 2 changed, 1 had it off already"
+    );
+    let again = unsubscribe(&[]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "unsubscribed from session_reports: 0 changed, 2 had it off already"
+    );
+
+    let store = herald::store::Store::connect(&url).await.unwrap();
+    for (email, switches) in [
+        ("left@example.com", Some((true, false))),
+        ("Named@example.com", Some((true, false))),
+        ("nobody@example.com", None),
+    ] {
+        assert_eq!(
+            preferences::switches(&store, email).await.unwrap(),
+            switches,
+            "{email}"
+        );
+    }
+    store.close().await;
+    let shown = run(&["recipients", "show", "left@example.com"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("operator") && l.contains("session_reports")),
+        "{text}"
+    );
+    let audit = run(&["audit", "--action", "recipient.unsubscribe"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        text.contains("cli@ops-shell") && text.contains("3 addresses"),
+        "{text}"
+    );
+    assert!(!text.contains("example.com"), "{text}");
+    let wrong = run(&[
+        "recipients",
+        "unsubscribe",
+        "--type",
+        "newsletters",
+        "a@example.com",
+    ]);
+    assert!(!wrong.status.success());
+}
+
 /// `herald recipients show|erase` from a shell: the record shows the suppression; a dry run
 /// counts, the erasure deletes and is audited under the shell's name, the address masked.
 #[tokio::test]

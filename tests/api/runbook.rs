@@ -43,6 +43,7 @@ async fn every_command_in_the_runbook_runs() {
             "# from the old sender\nold.bounce@example.com\n",
         ),
         ("complaints.txt", "old.complaint@example.com\n"),
+        ("unsubscribed.txt", "old.unsubscribed@example.com\n"),
     ] {
         std::fs::write(workdir.path().join(name), text).unwrap();
     }

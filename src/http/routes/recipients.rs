@@ -24,7 +24,8 @@ use crate::store::recipients::{self, Erased};
 #[derive(Serialize, ToSchema)]
 pub struct PreferenceChange {
     pub at: DateTime<Utc>,
-    /// `api`, `unsubscribe_link`, `preference_page`, or `erasure` (another spelling's, whose
+    /// `api`, `unsubscribe_link`, `preference_page`, `operator` (`herald recipients
+    /// unsubscribe`), or `erasure` (another spelling's, whose
     /// opt-out this address now carries).
     pub source: String,
     pub field: String,
