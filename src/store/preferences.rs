@@ -109,16 +109,19 @@ pub async fn unsubscribe_by_operator(
     Ok((changed, already))
 }
 
-/// The language of the recipient a key stands for, if they have one.
+/// The language of the recipient a key stands for (none when they have none of their own),
+/// or `None` when no recipient has the key (erased on request).
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn locale_of(store: &Store, recipient_key: &str) -> Result<Option<String>, StoreError> {
+pub async fn locale_of(
+    store: &Store,
+    recipient_key: &str,
+) -> Result<Option<Option<String>>, StoreError> {
     Ok(sqlx::query_scalar::<_, Option<String>>(
         "SELECT locale FROM email_preferences WHERE recipient_key = $1",
     )
     .bind(recipient_key)
     .fetch_optional(store.reader())
-    .await?
-    .flatten())
+    .await?)
 }
 
 /// The address a recipient key stands for.

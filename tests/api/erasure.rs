@@ -89,10 +89,15 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     assert_eq!(counted["email_suppressions"], 1, "{counted}");
     assert_eq!(ledger(&app, PARENT).await.len(), 1);
 
+    let token = app.link_token(PARENT).await;
     let response = erase(&app, PARENT, false).await;
     assert_eq!(response.status(), 200);
     let done: Value = response.json().await.unwrap();
     assert_eq!(done["dry_run"], false);
+    // The links of the emails it was sent before have expired, and say so.
+    let old_link = app.unsubscribe(&token, "all").await;
+    assert_eq!(old_link.status(), 403);
+    assert!(old_link.text().await.unwrap().contains("expired"));
     assert_eq!(done["erased"], counted, "the dry run's counts were exact");
 
     assert!(ledger(&app, PARENT).await.is_empty());

@@ -2,8 +2,11 @@
 //!
 //! A GET only shows a page asking to confirm and changes nothing, because mail scanners
 //! fetch every link they see. A POST to the same URL applies it; that is also what an RFC
-//! 8058 one-click request (`List-Unsubscribe=One-Click`) is. An unknown recipient and one
-//! already unsubscribed get the same answer, so a token cannot be probed.
+//! 8058 one-click request (`List-Unsubscribe=One-Click`) is. A recipient already
+//! unsubscribed gets the same answer again. A genuine link whose recipient herald no longer
+//! has (erased on request; only herald signs links) is answered as expired, as the
+//! preference page answers it: "you are unsubscribed" would promise what herald did not
+//! record, for an address it would mail again if the application named it once more.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -68,14 +71,15 @@ pub(crate) fn altered_link(state: &AppState) -> Response {
     )
 }
 
-/// The language of the recipient a link names, for its pages; the deployment's own when the
-/// database cannot say (the page still answers).
-async fn locale_of(state: &AppState, recipient_key: &str) -> Option<String> {
+/// The language of the recipient a link names, for its pages (the deployment's own when the
+/// database cannot say: the page still answers); `None` when herald no longer has the
+/// recipient.
+async fn locale_of(state: &AppState, recipient_key: &str) -> Option<Option<String>> {
     preferences::locale_of(&state.store, recipient_key)
         .await
         .unwrap_or_else(|err| {
             tracing::warn!(error = %err, "a link's page is shown in the deployment's language");
-            None
+            Some(None)
         })
 }
 
@@ -122,7 +126,7 @@ impl Refused {
     responses(
         (status = 200, description = "A page asking to confirm (changes nothing)", content_type = "text/html", body = String),
         (status = 400, description = "A malformed link, or an unknown type", content_type = "text/html", body = String),
-        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
+        (status = 403, description = "An altered link, one signed with a retired key, or one whose recipient herald no longer has (erased on request)", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn confirm(
     State(state): State<AppState>,
@@ -133,7 +137,9 @@ pub async fn confirm(
         Ok(parsed) => parsed,
         Err(refused) => return refused.page(&state),
     };
-    let locale = locale_of(&state, &recipient_key).await;
+    let Some(locale) = locale_of(&state, &recipient_key).await else {
+        return altered_link(&state);
+    };
     // Relative, like every link of these pages: they keep working behind a proxy that
     // serves herald under a path of its own (`API_BASE_URL=https://example.org/herald`).
     let page = LinkPage {
@@ -148,9 +154,9 @@ pub async fn confirm(
     params(("token" = String, Path, pattern = r"^v[0-9]{1,9}\.[0-9a-fA-F]{32}\.[0-9a-f]{32}$", description = "The token from the email's link"), UnsubscribeQuery),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Anything, e.g. `List-Unsubscribe=One-Click` (RFC 8058)"),
     responses(
-        (status = 200, description = "Unsubscribed (also for a recipient already unsubscribed or unknown)", content_type = "text/html", body = String),
+        (status = 200, description = "Unsubscribed (also for a recipient already unsubscribed)", content_type = "text/html", body = String),
         (status = 400, description = "A malformed link, or an unknown type", content_type = "text/html", body = String),
-        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
+        (status = 403, description = "An altered link, one signed with a retired key, or one whose recipient herald no longer has (erased on request)", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn apply(
     State(state): State<AppState>,
@@ -163,10 +169,9 @@ pub async fn apply(
     };
     let now = state.now_ms();
     match preferences::unsubscribe(&state.store, &recipient_key, what, now).await {
-        // An unknown recipient gets the same answer, in the deployment's words.
-        Ok(done) => {
-            let (saved, changed) = done.unzip();
-            if changed == Some(true) {
+        Ok(None) => altered_link(&state),
+        Ok(Some((saved, changed))) => {
+            if changed {
                 tracing::info!(kind = what.as_str(), "recipient unsubscribed");
             }
             let page = LinkPage {
@@ -174,8 +179,7 @@ pub async fn apply(
                 preferences_url: format!("../preferences/page/{token}"),
                 ..LinkPage::bare(PageKind::Unsubscribed)
             };
-            let locale = saved.and_then(|p| p.locale);
-            show(&state, StatusCode::OK, &page, locale.as_deref())
+            show(&state, StatusCode::OK, &page, saved.locale.as_deref())
         }
         Err(err) => {
             tracing::error!(error = %err, "unsubscribe failed");
