@@ -217,7 +217,7 @@ pub enum RecipientsAction {
 pub enum SuppressionsAction {
     /// Suppressed addresses, newest first, with why, since when and from which source.
     List {
-        /// Only this address.
+        /// Only this address, under any spelling (the same address but for capitals).
         #[arg(long)]
         email: Option<String>,
         /// How many to show.
@@ -242,7 +242,8 @@ pub enum SuppressionsAction {
         #[arg(long)]
         detail: Option<String>,
     },
-    /// Lift the suppression of an address, so it is mailed again (audited).
+    /// Lift the suppression of an address under every spelling, so it is mailed again
+    /// (audited).
     Remove {
         /// The suppressed address.
         email: String,

@@ -160,7 +160,8 @@ fn suppression(row: &sqlx::any::AnyRow) -> Result<Suppression, sqlx::Error> {
     })
 }
 
-/// Suppressed addresses, newest first, `email` (exact) when given; and how many match.
+/// Suppressed addresses, newest first, those of `email` under any spelling (the same address
+/// but for capitals, each of which stops its mail) when given; and how many match.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     store: &Store,
@@ -170,7 +171,8 @@ pub async fn list(
 ) -> Result<(Vec<Suppression>, i64), StoreError> {
     let rows = sqlx::query(
         "SELECT email, reason, source, detail, created_at FROM email_suppressions \
-         WHERE $1 IS NULL OR email = $1 ORDER BY created_at DESC, email LIMIT $2 OFFSET $3",
+         WHERE $1 IS NULL OR lower(email) = lower($1) \
+         ORDER BY created_at DESC, email LIMIT $2 OFFSET $3",
     )
     .bind(email)
     .bind(limit)
@@ -178,7 +180,7 @@ pub async fn list(
     .fetch_all(store.reader())
     .await?;
     let total: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_suppressions WHERE $1 IS NULL OR email = $1",
+        "SELECT COUNT(*) FROM email_suppressions WHERE $1 IS NULL OR lower(email) = lower($1)",
     )
     .bind(email)
     .fetch_one(store.reader())
@@ -190,7 +192,9 @@ pub async fn list(
     Ok((list, total))
 }
 
-/// Lifts the suppression of `email`, audited in the same transaction; the row it removed.
+/// Lifts the suppression of `email` under every spelling (each of which stops its mail),
+/// each audited in the same transaction; the one it removed, that of the spelling given
+/// when there was one.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn lift(
     store: &Store,
@@ -198,30 +202,33 @@ pub async fn lift(
     actor: &str,
 ) -> Result<Option<Suppression>, StoreError> {
     let mut tx = store.writer().begin().await?;
-    let row = sqlx::query(
-        "DELETE FROM email_suppressions WHERE email = $1 \
+    let rows = sqlx::query(
+        "DELETE FROM email_suppressions WHERE lower(email) = lower($1) \
          RETURNING email, reason, source, detail, created_at",
     )
     .bind(email)
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let lifted = suppression(&row)?;
-    audit::record(
-        &mut tx,
-        AuditEntry {
-            actor,
-            action: "suppression.lift",
-            target: &crate::redact::mask_email(email),
-            old_value: Some(format!("{} ({})", lifted.reason, lifted.source)),
-            new_value: None,
-        },
-    )
-    .await?;
+    let mut lifted = rows
+        .iter()
+        .map(suppression)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    for gone in &lifted {
+        audit::record(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "suppression.lift",
+                target: &crate::redact::mask_email(&gone.email),
+                old_value: Some(format!("{} ({})", gone.reason, gone.source)),
+                new_value: None,
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
-    Ok(Some(lifted))
+    lifted.sort_by_key(|gone| gone.email != email);
+    Ok(lifted.into_iter().next())
 }
 
 /// One bounce, complaint or deferral as reported.

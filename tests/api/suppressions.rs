@@ -295,7 +295,44 @@ async fn an_operator_adds_another_senders_bounces_and_complaints(backend: Backen
     assert!(smtp.received().is_empty());
 }
 
+/// A suppression stops mail to every spelling of its address, so the operator who looks it
+/// up, or lifts it, under the spelling the ledger shows finds it and lifts it.
+async fn a_suppression_is_found_and_lifted_under_any_spelling(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app_with(backend, &smtp, &[]).await;
+    // The provider reported the address as the parent typed it once.
+    complained(&app, "Gone.Parent@example.com").await;
+    assert_eq!(report_email(&app, GONE).await, "suppressed");
+
+    let listed = suppressions(&app, GONE).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(
+        listed["suppressions"][0]["email"],
+        "Gone.Parent@example.com"
+    );
+    let lifted = app
+        .delete_admin(&format!("/admin/suppressions/{GONE}"))
+        .await;
+    assert_eq!(lifted.status(), 200);
+    let lifted: Value = lifted.json().await.unwrap();
+    assert_eq!(lifted["email"], "Gone.Parent@example.com", "{lifted}");
+    assert_eq!(suppressions(&app, GONE).await["total"], 0);
+    let again = app
+        .delete_admin(&format!("/admin/suppressions/{GONE}"))
+        .await;
+    assert_eq!(again.status(), 404);
+
+    // Mailed again, under the spelling it was stopped for.
+    let (_, response) = complete_for(&app, GONE).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["report_email"], "queued", "{body}");
+    smtp.wait_for(1).await;
+    let audit = app.admin_json("/admin/audit?action=suppression.lift").await;
+    assert_eq!(audit["total"], 1, "{audit}");
+}
+
 crate::on_both_backends!(
+    a_suppression_is_found_and_lifted_under_any_spelling,
     an_operator_adds_another_senders_bounces_and_complaints,
     an_address_with_no_preferences_shows_its_suppression,
     the_list_pages_and_refuses_bad_queries,

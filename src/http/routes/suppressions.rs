@@ -18,7 +18,7 @@ use crate::store::suppressions::{self, Suppression};
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this address.
+    /// Only this address, under any spelling (the same address but for capitals).
     #[param(format = Email)]
     pub email: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
@@ -149,7 +149,7 @@ pub async fn add(
 #[utoipa::path(delete, path = "/admin/suppressions/{email}", tag = "admin", security(("api_key" = [])),
     params(("email" = String, Path, format = Email, description = "The suppressed address")),
     responses(
-        (status = 200, description = "Lifted (audited): the suppression that was removed", body = Suppression),
+        (status = 200, description = "Lifted under every spelling of the address (each audited): the suppression removed, that of the spelling given when it had one", body = Suppression),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 404, description = "NOT_SUPPRESSED: the address is not on the list", body = crate::http::error::ErrorBody),
         (status = 422, description = "Not an email address", body = crate::http::error::ErrorBody)))]
