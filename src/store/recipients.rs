@@ -71,7 +71,12 @@ pub async fn record(store: &Store, email: &str, now_ms: i64) -> Result<Record, S
             summaries.push(summary);
         }
     }
-    let (_, suppressions) = super::suppressions::list(store, Some(email), 0, 0).await?;
+    // This spelling's own: another's stops its mail too, and shows in its preferences.
+    let suppressions: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM email_suppressions WHERE email = $1")
+            .bind(email)
+            .fetch_one(store.reader())
+            .await?;
     Ok(Record {
         preferences: preferences::in_force(store, email).await?,
         suppressed_itself: suppressions > 0,
