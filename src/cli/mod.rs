@@ -560,6 +560,8 @@ fn addresses(
         } else {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         };
+        // A spreadsheet's export may begin with a byte-order mark, which no address has.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {

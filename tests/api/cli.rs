@@ -953,7 +953,12 @@ async fn the_cli_adds_suppressions_from_a_file() {
     let listed = run(&["suppressions", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("0 of 0 shown"));
 
-    std::fs::write(&list, "old.one@example.com\nOld.Two@Example.COM\n").unwrap();
+    // As a spreadsheet exports it: a byte-order mark, Windows line ends.
+    std::fs::write(
+        &list,
+        "\u{feff}old.one@example.com\r\nOld.Two@Example.COM\r\n",
+    )
+    .unwrap();
     let added = add(&["named@example.com", "--detail", "moved from the old sender"]);
     let text = String::from_utf8_lossy(&added.stdout);
     assert!(added.status.success(), "{text}");
@@ -963,6 +968,32 @@ async fn the_cli_adds_suppressions_from_a_file() {
         String::from_utf8_lossy(&again.stdout).trim(),
         "added 0, already suppressed 2"
     );
+    let listed = run(&["suppressions", "list", "--email", "old.one@example.com"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("1 of 1 shown"));
+    // From standard input too.
+    let mut piped = ops_shell(&url)
+        .args([
+            "suppressions",
+            "add",
+            "--reason",
+            "complained",
+            "--file",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        piped.stdin.as_mut().unwrap(),
+        b"# one more\npiped@example.com\n",
+    )
+    .unwrap();
+    let piped = piped.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout).trim(),
+        "added 1, already suppressed 0"
+    );
     let listed = run(&["suppressions", "list"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
@@ -970,7 +1001,7 @@ async fn the_cli_adds_suppressions_from_a_file() {
         "{text}"
     );
     assert!(text.contains("moved from the old sender"), "{text}");
-    assert!(text.contains("3 of 3 shown"), "{text}");
+    assert!(text.contains("4 of 4 shown"), "{text}");
     let missing = run(&["suppressions", "add", "--reason", "bounced"]);
     assert_eq!(missing.status.code(), Some(1));
     let wrong = run(&[
@@ -988,7 +1019,11 @@ async fn the_cli_adds_suppressions_from_a_file() {
         text.contains("cli@ops-shell") && text.contains("3 addresses"),
         "{text}"
     );
-    assert!(!text.contains("example.com"), "{text}");
+    // One address alone is masked.
+    assert!(text.contains("pi***@example.com"), "{text}");
+    for address in ["piped@", "old.one@", "named@"] {
+        assert!(!text.contains(address), "{text}");
+    }
 }
 
 /// The parents who unsubscribed from another sender, from a file: every line checked first,

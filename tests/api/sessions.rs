@@ -193,6 +193,17 @@ async fn bad_session_input_is_refused_and_nothing_is_written(backend: Backend) {
             422,
             "parent_email",
         ),
+        // Pasted with a zero-width space, or with a mark that reorders how it reads.
+        (
+            json!({"parent_email": "parent\u{200b}@example.com"}),
+            422,
+            "parent_email",
+        ),
+        (
+            json!({"parent_email": "\u{202e}moc.elpmaxe@tnerap"}),
+            422,
+            "parent_email",
+        ),
         (
             json!({"learner_name": "x".repeat(101)}),
             422,
