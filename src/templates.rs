@@ -818,6 +818,20 @@ mod tests {
             shown.text
         );
         assert!(shown.text.contains("https://h/u") && shown.text.len() < 20_000);
+        // The inbox says whose week it was: the first two learners by name, and how many more.
+        assert_eq!(
+            shown.subject,
+            "Weekly learning digest for Learner with a long nameLearner with a long name 190, \
+             Learner with a long nameLearner with a long name 191 and 198 more: 200 sessions \
+             (week of 2026-11-09)"
+        );
+        let two = crate::reports::week::digest(&facts[..2], week, chrono_tz::UTC).unwrap();
+        let two = templates.weekly_digest(&two, LINKS).unwrap().subject;
+        assert_eq!(
+            two,
+            "Weekly learning digest for Learner with a long nameLearner with a long name 0 and \
+             Learner with a long nameLearner with a long name 1: 2 sessions (week of 2026-11-09)"
+        );
         // The week's most active have their sections.
         assert!(shown.text.contains("Learner with a long name 199"));
         assert!(!shown.text.contains("Learner with a long name 189\n"));

@@ -168,7 +168,7 @@ async fn the_weekly_digest_aggregates_the_week_and_sends_through_the_outbox(back
     let subject = ada.headers.get_first_value("Subject").unwrap();
     assert_eq!(
         subject,
-        "Weekly learning digest: 3 sessions (week of 2026-11-09)"
+        "Weekly learning digest for Ada: 3 sessions (week of 2026-11-09)"
     );
     // A section for the learner, the week day by day, and the week before (none here).
     let text = ada.subparts[0].get_body().unwrap().replace("\r\n", "\n");
