@@ -239,14 +239,14 @@ fn additions(
     use anyhow::Context;
     let reason = crate::store::suppressions::Reason::parse(reason)
         .context("--reason is bounced or complained")?;
-    let detail = detail
-        .map(|d| d.trim().to_owned())
-        .filter(|d| !d.is_empty());
-    if let Some(detail) = &detail
-        && (detail.chars().count() > 200 || detail.chars().any(char::is_control))
-    {
-        anyhow::bail!("--detail is at most 200 characters, without control characters");
-    }
+    // The API's rule for the same field.
+    let detail = crate::http::validate::text(
+        "--detail",
+        detail,
+        crate::store::suppressions::DETAIL_MAX,
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(super::addresses(emails, file)?
         .into_iter()
         .map(|email| crate::store::suppressions::Addition {

@@ -101,6 +101,9 @@ pub struct Added {
     pub already_suppressed: u64,
 }
 
+/// The longest `detail` an operator gives an address they add, in characters.
+pub const DETAIL_MAX: usize = 200;
+
 /// The source of an address an operator added.
 pub const BY_OPERATOR: &str = "operator";
 

@@ -100,7 +100,12 @@ impl NewSuppression {
         let email = validate::address(&field("email"), &self.email)?;
         let reason = suppressions::Reason::parse(&self.reason)
             .ok_or_else(|| validate::invalid(field("reason"), "reason is bounced or complained"))?;
-        let detail = validate::text(&field("detail"), self.detail, 200, false)?;
+        let detail = validate::text(
+            &field("detail"),
+            self.detail,
+            suppressions::DETAIL_MAX,
+            false,
+        )?;
         Ok(suppressions::Addition {
             email: email.as_str().to_owned(),
             reason,
