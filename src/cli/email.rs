@@ -194,15 +194,18 @@ pub(super) async fn suppressions(
             file,
             reason,
             detail,
+            dry_run,
         } => {
             let additions = additions(emails, file.as_deref(), &reason, detail)?;
             let now = crate::store::now_ms();
-            let done = suppressions::add(&store, &additions, &super::actor(&config), now).await?;
-            out!(
-                "added {}, already suppressed {}",
-                done.added,
-                done.already_suppressed
-            )?;
+            let actor = super::actor(&config);
+            let done = suppressions::add(&store, &additions, &actor, now, dry_run).await?;
+            let (added, already) = (done.added, done.already_suppressed);
+            if dry_run {
+                out!("would add {added}, already suppressed {already} (dry run: nothing changed)")?;
+            } else {
+                out!("added {added}, already suppressed {already}")?;
+            }
             ExitCode::SUCCESS
         }
         SuppressionsAction::Remove { email } => {

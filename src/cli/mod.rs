@@ -197,8 +197,8 @@ pub enum RecipientsAction {
     },
     /// Turn emails off for addresses, as their unsubscribe links would, recorded as the
     /// operator's doing (audited once): the parents who unsubscribed from another sender,
-    /// when moving to herald. Each address is changed on its own; run again, it changes
-    /// nothing more. A parent can turn them back on from the link in any email.
+    /// when moving to herald. Addresses are changed two hundred to a transaction; run
+    /// again, it changes nothing more. A parent can turn them back on from the link in any email.
     Unsubscribe {
         /// The parents' addresses.
         emails: Vec<String>,
@@ -210,6 +210,9 @@ pub enum RecipientsAction {
         #[arg(long = "type", value_name = "TYPE", default_value = "all",
               value_parser = ["all", "session_reports", "weekly_digest"])]
         kind: String,
+        /// Count how many would change and how many have it off already; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -241,6 +244,10 @@ pub enum SuppressionsAction {
         /// Why, in your words, shown with each suppression (at most 200 characters).
         #[arg(long)]
         detail: Option<String>,
+        /// Count how many would be added and how many are suppressed already; change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Lift the suppression of an address under every spelling, so it is mailed again
     /// (audited).
@@ -384,8 +391,14 @@ pub fn main() -> ExitCode {
                 action: RecipientsAction::Erase { email, dry_run },
             } => recipients::erase(config, &email, dry_run).await,
             Command::Recipients {
-                action: RecipientsAction::Unsubscribe { emails, file, kind },
-            } => recipients::unsubscribe(config, emails, file.as_deref(), &kind).await,
+                action:
+                    RecipientsAction::Unsubscribe {
+                        emails,
+                        file,
+                        kind,
+                        dry_run,
+                    },
+            } => recipients::unsubscribe(config, emails, file.as_deref(), &kind, dry_run).await,
             Command::Templates {
                 action: TemplatesAction::Check { dir },
             } => Ok(templates_check(dir)),

@@ -187,6 +187,7 @@ pub(super) async fn unsubscribe(
     emails: Vec<String>,
     file: Option<&std::path::Path>,
     kind: &str,
+    dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     use crate::store::preferences::{self, Unsubscribe};
     let what = Unsubscribe::parse(kind)
@@ -202,13 +203,21 @@ pub(super) async fn unsubscribe(
         what,
         &super::actor(&config),
         crate::store::now_ms(),
+        dry_run,
     )
     .await;
     store.close().await;
     let (changed, already) = done?;
-    out!(
-        "unsubscribed from {}: {changed} changed, {already} had it off already",
-        what.as_str()
-    )?;
+    if dry_run {
+        out!(
+            "would unsubscribe from {}: {changed} would change, {already} have it off already (dry run: nothing changed)",
+            what.as_str()
+        )?;
+    } else {
+        out!(
+            "unsubscribed from {}: {changed} changed, {already} had it off already",
+            what.as_str()
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }

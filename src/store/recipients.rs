@@ -120,7 +120,7 @@ pub async fn erase(
 ) -> Result<(Erased, OptOuts), StoreError> {
     let mut tx = store.writer().begin().await?;
     // What is kept is read from the address's spellings, which a change may be turning on.
-    preferences::lock_spellings(store, &mut tx, email).await?;
+    preferences::lock_spellings(store.backend(), &mut tx, email).await?;
     let kept = erased::keep(&mut tx, email, at_ms).await?;
     let mut delete = async |sql: &'static str| {
         Ok::<u64, StoreError>(

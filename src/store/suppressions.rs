@@ -99,6 +99,8 @@ pub struct Added {
     pub added: u64,
     /// Addresses that were suppressed already; each keeps its first reason.
     pub already_suppressed: u64,
+    /// Whether these are only the counts the addition would give, with nothing changed.
+    pub dry_run: bool,
 }
 
 /// The longest `detail` an operator gives an address they add, in characters.
@@ -108,17 +110,25 @@ pub const DETAIL_MAX: usize = 200;
 pub const BY_OPERATOR: &str = "operator";
 
 /// Suppresses every address of `additions` in one transaction, audited with it
-/// (`suppression.add`, the address masked, or how many for more than one): all or none.
+/// (`suppression.add`, the address masked, or how many for more than one): all or none. An
+/// address named twice counts once, with its first reason. With `dry_run` the transaction is
+/// rolled back and nothing is audited: the counts are those the addition would give.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn add(
     store: &Store,
     additions: &[Addition],
     actor: &str,
     at_ms: i64,
+    dry_run: bool,
 ) -> Result<Added, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let additions: Vec<&Addition> = additions
+        .iter()
+        .filter(|addition| seen.insert(addition.email.as_str()))
+        .collect();
     let mut tx = store.writer().begin().await?;
     let mut added = 0;
-    for addition in additions {
+    for addition in &additions {
         added += insert(
             &addition.email,
             addition.reason,
@@ -133,7 +143,12 @@ pub async fn add(
     let done = Added {
         added,
         already_suppressed: additions.len() as u64 - added,
+        dry_run,
     };
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(done);
+    }
     let emails: Vec<&str> = additions.iter().map(|a| a.email.as_str()).collect();
     audit::record(
         &mut tx,

@@ -504,6 +504,20 @@ async fn json_logs_carry_the_request_id_and_mask_addresses() {
         .unwrap_or_else(|| panic!("no access line:\n{stdout}"));
     assert_eq!(access["status"], 201);
     assert!(access["duration_ms"].is_number() && access["method"] == "POST");
+    // The duration reads as milliseconds to the microsecond, not a float's last digits.
+    let raw = stdout
+        .lines()
+        .find(|l| l.contains("req-log-1") && l.contains("\"status\":201"))
+        .unwrap();
+    let duration = raw.split("\"duration_ms\":").nth(1).unwrap();
+    let duration = &duration[..duration.find([',', '}']).unwrap()];
+    assert!(
+        duration
+            .split('.')
+            .nth(1)
+            .is_none_or(|decimals| decimals.len() <= 3),
+        "{raw}"
+    );
     assert!(
         stdout.contains("pa***@example.com"),
         "the console email is logged, masked:\n{stdout}"
@@ -953,12 +967,20 @@ async fn the_cli_adds_suppressions_from_a_file() {
     let listed = run(&["suppressions", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("0 of 0 shown"));
 
-    // As a spreadsheet exports it: a byte-order mark, Windows line ends.
+    // As a spreadsheet exports it: a byte-order mark, Windows line ends; an address named
+    // twice counts once. A dry run counts and adds nothing.
     std::fs::write(
         &list,
-        "\u{feff}old.one@example.com\r\nOld.Two@Example.COM\r\n",
+        "\u{feff}old.one@example.com\r\nOld.Two@Example.COM\r\nold.one@example.com\r\n",
     )
     .unwrap();
+    let dry = add(&["named@example.com", "--dry-run"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout).trim(),
+        "would add 3, already suppressed 0 (dry run: nothing changed)"
+    );
+    let listed = run(&["suppressions", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("0 of 0 shown"));
     let added = add(&["named@example.com", "--detail", "moved from the old sender"]);
     let text = String::from_utf8_lossy(&added.stdout);
     assert!(added.status.success(), "{text}");
@@ -1061,7 +1083,26 @@ async fn the_cli_unsubscribes_the_parents_of_a_file() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("unsubscribed.txt:4"), "{said}");
 
-    std::fs::write(&list, "left@example.com\nalready@example.com\n").unwrap();
+    // An address named twice counts once; a dry run counts and changes nothing.
+    std::fs::write(
+        &list,
+        "left@example.com\nalready@example.com\nleft@example.com\n",
+    )
+    .unwrap();
+    let dry = unsubscribe(&["Named@Example.COM", "--dry-run"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout).trim(),
+        "would unsubscribe from session_reports: 2 would change, 1 have it off already (dry run: nothing changed)"
+    );
+    let store = herald::store::Store::connect(&url).await.unwrap();
+    assert_eq!(
+        preferences::switches(&store, "left@example.com")
+            .await
+            .unwrap(),
+        None,
+        "a dry run keeps no preferences for an address it would change"
+    );
+    store.close().await;
     let done = unsubscribe(&["Named@Example.COM"]);
     let text = String::from_utf8_lossy(&done.stdout);
     assert!(done.status.success(), "{text}");

@@ -386,7 +386,71 @@ async fn a_completion_closes_only_over_the_events_it_saw(backend: Backend) {
     store.close().await;
 }
 
+/// An operator's unsubscribe of a long list (another sender's, when moving to herald) goes
+/// in transactions of several hundred: every address of every batch is changed, the last
+/// partial batch too, each once however often the list names it; a dry run gives the same
+/// counts and changes nothing.
+async fn an_operator_unsubscribes_a_long_list_in_batches(backend: Backend) {
+    use herald::store::preferences::{self, Change, Source, Unsubscribe};
+    let (_db, store) = migrated(backend).await;
+    let off = Change {
+        weekly_digest: Some(false),
+        ..Change::default()
+    };
+    preferences::change(&store, "parent7@example.com", &off, Source::Api, 0)
+        .await
+        .unwrap();
+    let mut list: Vec<String> = (0..1_234)
+        .map(|n| format!("parent{n}@example.com"))
+        .collect();
+    list.extend([
+        "parent3@example.com".to_owned(),
+        "parent1233@example.com".to_owned(),
+    ]);
+    let unsubscribe = |dry_run| {
+        preferences::unsubscribe_by_operator(
+            &store,
+            &list,
+            Unsubscribe::WeeklyDigest,
+            "cli@test",
+            1_000,
+            dry_run,
+        )
+    };
+    assert_eq!(unsubscribe(true).await.unwrap(), (1_233, 1));
+    assert_eq!(
+        preferences::switches(&store, "parent1233@example.com")
+            .await
+            .unwrap(),
+        None,
+        "a dry run changes nothing"
+    );
+    assert_eq!(unsubscribe(false).await.unwrap(), (1_233, 1));
+    let off: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_preferences WHERE weekly_digest_enabled = 0 AND session_reports_enabled = 1",
+    )
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+    assert_eq!(off, 1_234);
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM preference_changes WHERE source = 'operator'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1_233, "each change recorded once");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'recipient.unsubscribe'")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(audited, 1, "the real run only, once");
+    assert_eq!(unsubscribe(false).await.unwrap(), (0, 1_234));
+    store.close().await;
+}
+
 on_both_backends!(
+    an_operator_unsubscribes_a_long_list_in_batches,
     a_completion_closes_only_over_the_events_it_saw,
     the_ledger_lists_the_runs_that_are_not_settled,
     replicas_are_listed_while_they_renew_their_rows,

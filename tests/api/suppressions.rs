@@ -251,17 +251,29 @@ async fn an_operator_adds_another_senders_bounces_and_complaints(backend: Backen
         "nothing was added"
     );
 
-    let body = serde_json::json!({"suppressions": [
+    // A dry run counts (an address named twice once) and adds nothing.
+    let mut body = serde_json::json!({"suppressions": [
         {"email": "Gone.Parent@EXAMPLE.com", "reason": "bounced", "detail": "from the old sender"},
         entry(POLICY, "complained"),
         entry(BARE, "bounced"),
-    ]});
+        entry(POLICY, "bounced"),
+    ], "dry_run": true});
+    let response = app.post_admin("/admin/suppressions", Some(&body)).await;
+    assert_eq!(response.status(), 200);
+    let counted: Value = response.json().await.unwrap();
+    assert_eq!(
+        counted,
+        serde_json::json!({"added": 2, "already_suppressed": 1, "dry_run": true})
+    );
+    assert_eq!(suppressions(&app, POLICY).await["total"], 0, "a dry run");
+
+    body["dry_run"] = Value::Bool(false);
     let response = app.post_admin("/admin/suppressions", Some(&body)).await;
     assert_eq!(response.status(), 200);
     let added: Value = response.json().await.unwrap();
     assert_eq!(
         added,
-        serde_json::json!({"added": 2, "already_suppressed": 1})
+        serde_json::json!({"added": 2, "already_suppressed": 1, "dry_run": false})
     );
     let listed = suppressions(&app, "Gone.Parent@example.com").await;
     let gone = &listed["suppressions"][0];

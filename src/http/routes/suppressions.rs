@@ -77,6 +77,9 @@ pub struct AddSuppressions {
     /// --file`.
     #[schema(min_items = 1)]
     pub suppressions: Vec<NewSuppression>,
+    /// Count what would be added, and add nothing (nor audit).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -117,7 +120,7 @@ impl NewSuppression {
 #[utoipa::path(post, path = "/admin/suppressions", tag = "admin", security(("api_key" = [])),
     request_body(content = AddSuppressions, description = "The addresses herald must no longer mail, with why"),
     responses(
-        (status = 200, description = "Suppressed, all in one transaction (audited); an address suppressed already keeps its first reason", body = suppressions::Added),
+        (status = 200, description = "Suppressed, all in one transaction (audited); an address suppressed already keeps its first reason, and one named twice counts once. With `dry_run`, the counts alone", body = suppressions::Added),
         (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: a body over MAX_BODY_BYTES; send the list in parts", body = crate::http::error::ErrorBody),
@@ -140,8 +143,17 @@ pub async fn add(
         .enumerate()
         .map(|(i, entry)| entry.addition(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let added =
-        suppressions::add(&state.store, &additions, &key.fingerprint, state.now_ms()).await?;
+    let added = suppressions::add(
+        &state.store,
+        &additions,
+        &key.fingerprint,
+        state.now_ms(),
+        request.dry_run,
+    )
+    .await?;
+    if added.dry_run {
+        return Ok(Json(added));
+    }
     tracing::info!(
         added = added.added,
         already_suppressed = added.already_suppressed,
