@@ -1,6 +1,7 @@
 // Renders email HTML in headless Chromium, with scripts off as mail clients have them, at
 // 375 and 800 px wide, and checks what a parent must see: no horizontal scrolling, every
-// name visible, the unsubscribe link there, no script element. Exits non-zero on a miss.
+// name visible, the unsubscribe link there, the inbox's preview line hidden, no script
+// element. Exits non-zero on a miss.
 // usage: PLAYWRIGHT_CORE=… node email_browser.cjs CHECKS.json
 //   CHECKS.json: [{"file": "report.html", "names": ["Ada", …]}, …]
 const fs = require('fs');
@@ -22,11 +23,19 @@ const { launch } = require('./chromium.cjs');
         const text = await page.innerText('body');
         for (const name of check.names) {
           if (!text.includes(name)) problems.push(`${where}: "${name}" not shown`);
-          const shown = await page.getByText(name, { exact: false }).first().isVisible();
+          // The hidden preheader names them too: one match must be visible.
+          let shown = false;
+          for (const match of await page.getByText(name, { exact: false }).all()) {
+            shown = shown || (await match.isVisible());
+          }
           if (!shown) problems.push(`${where}: "${name}" not visible`);
         }
         const unsubscribe = await page.locator('a[href*="/api/v1/email/unsubscribe/"]').count();
         if (unsubscribe !== 1) problems.push(`${where}: ${unsubscribe} unsubscribe links`);
+        // The inbox's preview line is in the HTML, and never shown in the email itself.
+        const preheader = page.locator('.preheader');
+        if ((await preheader.count()) !== 1) problems.push(`${where}: no preheader`);
+        else if (await preheader.isVisible()) problems.push(`${where}: the preheader shows`);
         const scripts = await page.locator('script').count();
         if (scripts !== 0) problems.push(`${where}: ${scripts} script elements`);
         await page.close();

@@ -784,6 +784,75 @@ mod tests {
         );
     }
 
+    /// The text of an email's hidden preheader, up to its filler, and the element it is in.
+    fn preheader(html: &str) -> (&str, &str) {
+        let start = html.find("<div class=\"preheader\"").expect("a preheader");
+        let element = &html[start..];
+        let text = &element[element.find('>').unwrap() + 1..];
+        (element, &text[..text.find("&zwnj;").unwrap()])
+    }
+
+    /// The line an inbox shows after the subject is the email's own summary, not its first
+    /// words (the brand and the heading the subject already says), and the reader of the
+    /// email never sees it.
+    #[test]
+    fn the_inbox_preview_is_the_emails_summary() {
+        let templates = Templates::shipped("Acme Learning", "");
+        let report = templates.session_report(&summary("Ada"), LINKS).unwrap();
+        let (element, text) = preheader(&report.html);
+        assert_eq!(
+            text,
+            "Time spent: 12 min 34 s &middot; Steps worked through: 0 &middot; Hints used: 0 \
+             &middot; Answers correct: 0 of 0 &middot; Accuracy: no answers yet"
+        );
+        assert!(element.starts_with("<div class=\"preheader\" style=\"display:none;"));
+        assert!(
+            report.html.find("preheader").unwrap() < report.html.find("Acme Learning").unwrap()
+        );
+
+        let week = chrono::NaiveDate::from_ymd_opt(2026, 11, 9).unwrap();
+        let start = crate::reports::week::day_start_ms(week, chrono_tz::UTC);
+        let fact = |learner: &str, minutes: i64, correct: i64| crate::reports::week::SessionFact {
+            learner: Some(learner.into()),
+            subject: None,
+            started_at_ms: start,
+            completed_at_ms: start + minutes * 60_000,
+            answers_total: 4,
+            answers_correct: correct,
+        };
+        let facts = [
+            fact("Ada", 30, 3),
+            fact("Ada", 12, 4),
+            fact("<b>Bo</b>", 10, 2),
+            fact("Cy", 5, 1),
+            fact("Di", 1, 1),
+        ];
+        let digest = crate::reports::week::digest(&facts, week, chrono_tz::UTC).unwrap();
+        let shown = templates.weekly_digest(&digest, LINKS).unwrap();
+        // The first three learners, in the order of their sections (and of the subject).
+        assert_eq!(
+            preheader(&shown.html).1,
+            "&lt;b&gt;Bo&lt;/b&gt;: 1 session, 10 min, 50% right &middot; Ada: 2 sessions, \
+             42 min, 88% right &middot; Cy: 1 session, 5 min, 25% right"
+        );
+
+        // A deployment's own report made before the block has none, and its inbox preview
+        // stays its first words rather than blank filler.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("session_report.html"),
+            "{% extends \"layout.html\" %}{% block content %}<tr><td>{{ learner }}</td></tr>\
+             {% endblock %}",
+        )
+        .unwrap();
+        let own = Templates::load(Some(dir.path()), "herald", "").unwrap();
+        let html = own.session_report(&summary("Ada"), LINKS).unwrap().html;
+        assert!(
+            !html.contains("preheader") && !html.contains("&zwnj;"),
+            "{html}"
+        );
+    }
+
     /// Gmail shows an email's HTML only up to 102 kB and clips the rest, the footer with its
     /// unsubscribe link among it.
     const GMAIL_CLIPS_PAST: usize = 102 * 1024;
