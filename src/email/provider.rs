@@ -22,21 +22,29 @@ pub enum Mailer {
     SendGrid(Arc<super::sendgrid::SendGrid>),
 }
 
-/// What the console provider prints for an email: a banner, the subject, the recipient
-/// masked, the unsubscribe link, the attachment, and the text part.
+/// What the console provider prints for an email: a banner, the sender (and where replies
+/// go, when elsewhere), the recipient masked, the subject, the unsubscribe link, the
+/// attachment, and the text part.
 fn console_text(outgoing: &Outgoing, masked_to: &str) -> String {
     const RULE: &str = "────────────────────────────────────────────────────────────────";
     let attachment = outgoing.pdf.as_ref().map_or_else(
         || "none".to_owned(),
         |(name, bytes)| format!("{name} ({} kB)", bytes.len().div_ceil(1024)),
     );
+    let reply_to = outgoing
+        .reply_to
+        .as_ref()
+        .map_or_else(String::new, |to| format!("Reply-To:    {to}\n"));
     format!(
         "\n{RULE}\n  herald email (console provider: nothing was sent)\n{RULE}\n\
+         From:        {from}\n\
+         {reply_to}\
          To:          {masked_to}\n\
          Subject:     {subject}\n\
          Message-ID:  {id}\n\
          Unsubscribe: {url}\n\
          Attachment:  {attachment}\n{RULE}\n{text}\n{RULE}\n",
+        from = outgoing.from,
         subject = outgoing.rendered.subject,
         id = outgoing.message_id,
         url = outgoing.unsubscribe_url,
@@ -150,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_console_shows_the_email_with_the_recipient_masked() {
-        let outgoing = Outgoing {
+        let mut outgoing = Outgoing {
             from: "reports@herald.example.org".parse().unwrap(),
             reply_to: None,
             to: "parent@example.com".to_owned(),
@@ -165,8 +173,16 @@ mod tests {
             pdf: Some(("report.pdf".to_owned(), vec![0; 2048])),
         };
         let shown = console_text(&outgoing, &mask_email(&outgoing.to));
+        assert!(!shown.contains("Reply-To:"), "{shown}");
+        outgoing.reply_to = Some("Support <help@herald.example.org>".parse().unwrap());
+        let replied = console_text(&outgoing, &mask_email(&outgoing.to));
+        assert!(
+            replied.contains("\nReply-To:    Support <help@herald.example.org>\nTo:"),
+            "{replied}"
+        );
         for expected in [
             "herald email (console provider: nothing was sent)",
+            "From:        reports@herald.example.org",
             "To:          pa***@example.com",
             "Subject:     Ada's session report: Fractions",
             "Unsubscribe: https://herald.example.org/u/v1.x.y",
