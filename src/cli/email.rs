@@ -160,15 +160,21 @@ pub(super) async fn suppressions(
     use crate::store::suppressions;
     let store = current_store(&config).await?;
     let code = match action {
-        SuppressionsAction::List { email, limit } => {
+        SuppressionsAction::List {
+            email,
+            reason,
+            source,
+            limit,
+        } => {
             let email = email.as_deref().map(super::parse_email).transpose()?;
-            let (list, total) = suppressions::list(
-                &store,
-                email.as_ref().map(herald_actors::email::Email::as_str),
-                limit.clamp(1, 10_000),
-                0,
-            )
-            .await?;
+            let filter = suppressions::Filter {
+                email: email.as_ref().map(herald_actors::email::Email::as_str),
+                // Both checked by the argument parser.
+                reason: reason.as_deref().and_then(suppressions::Reason::parse),
+                source: source.as_deref(),
+            };
+            let (list, total) =
+                suppressions::list(&store, filter, limit.clamp(1, 10_000), 0).await?;
             out!(
                 "{:<40} {:<11} {:<9} {:<26} DETAIL",
                 "EMAIL",

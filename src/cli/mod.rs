@@ -223,6 +223,13 @@ pub enum SuppressionsAction {
         /// Only this address, under any spelling (the same address but for capitals).
         #[arg(long)]
         email: Option<String>,
+        /// Only those suppressed for this reason.
+        #[arg(long, value_parser = ["bounced", "complained"])]
+        reason: Option<String>,
+        /// Only those from this source: `smtp` (a refusal during the SMTP conversation),
+        /// `webhook`, `sendgrid` (the events webhooks) or `operator` (added by hand).
+        #[arg(long, value_parser = crate::store::suppressions::SOURCES)]
+        source: Option<String>,
         /// How many to show.
         #[arg(long, default_value_t = 100)]
         limit: i64,

@@ -108,6 +108,25 @@ pub const DETAIL_MAX: usize = 200;
 
 /// The source of an address an operator added.
 pub const BY_OPERATOR: &str = "operator";
+/// The source of a hard bounce the mail server gave during the SMTP conversation.
+pub const FROM_SMTP: &str = "smtp";
+/// The source of a bounce or complaint from the generic events webhook.
+pub const FROM_WEBHOOK: &str = "webhook";
+/// The source of a bounce or complaint from SendGrid's Event Webhook.
+pub const FROM_SENDGRID: &str = "sendgrid";
+
+/// Every source of a suppression.
+pub const SOURCES: [&str; 4] = [FROM_SMTP, FROM_WEBHOOK, FROM_SENDGRID, BY_OPERATOR];
+
+/// Which suppressions a list shows; `None` for any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// The address under any spelling (the same address but for capitals).
+    pub email: Option<&'a str>,
+    pub reason: Option<Reason>,
+    /// One of [`SOURCES`].
+    pub source: Option<&'a str>,
+}
 
 /// Suppresses every address of `additions` in one transaction, audited with it
 /// (`suppression.add`, the address masked, or how many for more than one): all or none. An
@@ -178,29 +197,37 @@ fn suppression(row: &sqlx::any::AnyRow) -> Result<Suppression, sqlx::Error> {
     })
 }
 
-/// Suppressed addresses, newest first, those of `email` under any spelling (the same address
-/// but for capitals, each of which stops its mail) when given; and how many match.
+/// The condition of [`list`]'s `filter`: the address (`$1`, under any spelling, each of which
+/// stops its mail), the reason (`$2`) and the source (`$3`), each when given.
+const MATCHING: &str = "($1 IS NULL OR lower(email) = lower($1)) \
+     AND ($2 IS NULL OR reason = $2) AND ($3 IS NULL OR source = $3)";
+
+/// Suppressed addresses that match `filter`, newest first; and how many match.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(
     store: &Store,
-    email: Option<&str>,
+    filter: Filter<'_>,
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<Suppression>, i64), StoreError> {
-    let rows = sqlx::query(
+    let reason = filter.reason.map(Reason::as_str);
+    let rows = sqlx::query(&format!(
         "SELECT email, reason, source, detail, created_at FROM email_suppressions \
-         WHERE $1 IS NULL OR lower(email) = lower($1) \
-         ORDER BY created_at DESC, email LIMIT $2 OFFSET $3",
-    )
-    .bind(email)
+         WHERE {MATCHING} ORDER BY created_at DESC, email LIMIT $4 OFFSET $5"
+    ))
+    .bind(filter.email)
+    .bind(reason)
+    .bind(filter.source)
     .bind(limit)
     .bind(offset)
     .fetch_all(store.reader())
     .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_suppressions WHERE $1 IS NULL OR lower(email) = lower($1)",
-    )
-    .bind(email)
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM email_suppressions WHERE {MATCHING}"
+    ))
+    .bind(filter.email)
+    .bind(reason)
+    .bind(filter.source)
     .fetch_one(store.reader())
     .await?;
     let list = rows

@@ -1024,6 +1024,16 @@ async fn the_cli_adds_suppressions_from_a_file() {
     );
     assert!(text.contains("moved from the old sender"), "{text}");
     assert!(text.contains("4 of 4 shown"), "{text}");
+    let complaints = run(&["suppressions", "list", "--reason", "complained"]);
+    let text = String::from_utf8_lossy(&complaints.stdout);
+    assert!(
+        text.contains("piped@example.com") && text.contains("1 of 1 shown"),
+        "{text}"
+    );
+    let by_operator = run(&["suppressions", "list", "--source", "operator"]);
+    assert!(String::from_utf8_lossy(&by_operator.stdout).contains("4 of 4 shown"));
+    let unknown = run(&["suppressions", "list", "--source", "mailchimp"]);
+    assert_eq!(unknown.status.code(), Some(2), "clap refuses it");
     let missing = run(&["suppressions", "add", "--reason", "bounced"]);
     assert_eq!(missing.status.code(), Some(1));
     let wrong = run(&[

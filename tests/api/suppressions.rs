@@ -299,10 +299,47 @@ async fn an_operator_adds_another_senders_bounces_and_complaints(backend: Backen
     );
     assert!(!audit.to_string().contains("example.com"), "{audit}");
 
+    // What was brought over is listed apart from what herald learnt itself, by source and by
+    // reason; a source or reason herald does not have is refused, naming it.
+    let app = &app;
+    let listed = |query: &'static str| async move {
+        let response = app.get_admin(&format!("/admin/suppressions?{query}")).await;
+        assert_eq!(response.status(), 200, "{query}");
+        let list: Value = response.json().await.unwrap();
+        let mut emails: Vec<String> = list["suppressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["email"].as_str().unwrap().to_owned())
+            .collect();
+        emails.sort();
+        assert_eq!(list["total"], emails.len(), "{list}");
+        emails
+    };
+    assert_eq!(
+        listed("source=operator").await,
+        ["Gone.Parent@example.com", POLICY]
+    );
+    assert_eq!(listed("source=webhook").await, [BARE]);
+    assert_eq!(listed("reason=complained").await, [BARE, POLICY]);
+    assert_eq!(
+        listed("reason=bounced&source=operator").await,
+        ["Gone.Parent@example.com"]
+    );
+    assert!(listed("reason=bounced&source=sendgrid").await.is_empty());
+    for (query, field) in [
+        ("source=mailchimp", "source"),
+        ("reason=unsubscribed", "reason"),
+    ] {
+        let refused = app.get_admin(&format!("/admin/suppressions?{query}")).await;
+        let refused = crate::helpers::assert_error(refused, 422, "VALIDATION_ERROR").await;
+        assert_eq!(refused["field"], field, "{refused}");
+    }
+
     // The address, under the spelling the application uses, is not mailed.
-    assert_eq!(report_email(&app, GONE).await, "suppressed");
-    assert_eq!(report_email(&app, POLICY).await, "suppressed");
-    let rows = ledger(&app, GONE).await;
+    assert_eq!(report_email(app, GONE).await, "suppressed");
+    assert_eq!(report_email(app, POLICY).await, "suppressed");
+    let rows = ledger(app, GONE).await;
     assert_eq!(rows[0]["reason"], "bounced", "{rows:?}");
     assert!(smtp.received().is_empty());
 }

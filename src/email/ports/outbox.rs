@@ -196,7 +196,7 @@ impl OutboxPort {
                 let suppressed = crate::email::events::hard_bounce(
                     &self.store,
                     recipient,
-                    "smtp",
+                    crate::store::suppressions::FROM_SMTP,
                     Some(reply),
                     self.now_ms(),
                 )

@@ -20,6 +20,7 @@ use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::secret::hex;
+use crate::store::suppressions;
 
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
@@ -166,7 +167,7 @@ pub async fn generic(
                 id: &id,
                 email: &email,
                 kind,
-                source: "webhook",
+                source: suppressions::FROM_WEBHOOK,
                 detail: event.reason.as_deref(),
             },
         )
@@ -282,7 +283,7 @@ pub async fn sendgrid(
                 id: &id,
                 email: &email,
                 kind,
-                source: "sendgrid",
+                source: suppressions::FROM_SENDGRID,
                 detail: event.reason.as_deref(),
             },
         )

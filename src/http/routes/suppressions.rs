@@ -21,6 +21,13 @@ pub struct ListQuery {
     /// Only this address, under any spelling (the same address but for capitals).
     #[param(format = Email)]
     pub email: Option<String>,
+    /// Only those suppressed for this reason: `bounced` or `complained`.
+    #[param(pattern = "^(bounced|complained)$")]
+    pub reason: Option<String>,
+    /// Only those from this source: `smtp` (a refusal during the SMTP conversation),
+    /// `webhook`, `sendgrid` (the events webhooks) or `operator` (added by hand).
+    #[param(pattern = "^(smtp|webhook|sendgrid|operator)$")]
+    pub source: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
@@ -43,7 +50,7 @@ pub struct SuppressionList {
     responses(
         (status = 200, description = "Suppressed addresses, newest first", body = SuppressionList),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
-        (status = 422, description = "An invalid email, limit or offset", body = crate::http::error::ErrorBody)))]
+        (status = 422, description = "An invalid email, reason, source, limit or offset", body = crate::http::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
@@ -54,14 +61,36 @@ pub async fn list(
         .as_deref()
         .map(|raw| validate::address("email", raw))
         .transpose()?;
+    let reason = query
+        .reason
+        .as_deref()
+        .map(|raw| {
+            suppressions::Reason::parse(raw)
+                .ok_or_else(|| validate::invalid("reason", "reason is bounced or complained"))
+        })
+        .transpose()?;
+    let source = query
+        .source
+        .as_deref()
+        .map(|raw| {
+            suppressions::SOURCES
+                .into_iter()
+                .find(|source| *source == raw)
+                .ok_or_else(|| {
+                    validate::invalid(
+                        "source",
+                        format!("source is one of {}", suppressions::SOURCES.join(", ")),
+                    )
+                })
+        })
+        .transpose()?;
     let (limit, offset) = validate::page(query.limit, query.offset)?;
-    let (suppressions, total) = suppressions::list(
-        &state.store,
-        address.as_ref().map(Email::as_str),
-        limit,
-        offset,
-    )
-    .await?;
+    let filter = suppressions::Filter {
+        email: address.as_ref().map(Email::as_str),
+        reason,
+        source,
+    };
+    let (suppressions, total) = suppressions::list(&state.store, filter, limit, offset).await?;
     Ok(Json(SuppressionList {
         suppressions,
         total,
