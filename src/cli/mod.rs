@@ -198,7 +198,8 @@ pub enum RecipientsAction {
     /// Turn emails off for addresses, as their unsubscribe links would, recorded as the
     /// operator's doing (audited once): the parents who unsubscribed from another sender,
     /// when moving to herald. Addresses are changed two hundred to a transaction; run
-    /// again, it changes nothing more. A parent can turn them back on from the link in any email.
+    /// again, it changes nothing more. A parent can turn them back on from the link in any
+    /// email.
     Unsubscribe {
         /// The parents' addresses.
         emails: Vec<String>,

@@ -37,20 +37,54 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        Unparsed::from_request(req, state)
+            .await?
+            .optional_json()
+            .map(Self)
+    }
+}
+
+/// A body read but not yet parsed, for a handler that checks its caller first: a caller
+/// without the right credentials is answered as such, whatever the body, and costs no parse.
+/// Too large is still 413 before anything else.
+pub struct Unparsed {
+    bytes: Bytes,
+    is_json: bool,
+}
+
+impl FromRequest<AppState> for Unparsed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let is_json = is_json(&req);
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| body_rejection(rejection, state.config.server.max_body_bytes))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        if !is_json {
+        Ok(Self { bytes, is_json })
+    }
+}
+
+impl Unparsed {
+    /// The body as [`Json`] reads it.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if !self.is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        if bytes.trim_ascii() == b"null" {
-            return Ok(Self(T::default()));
+        parse_object(&self.bytes)
+    }
+
+    /// The body as [`OptionalJson`] reads it.
+    pub fn optional_json<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
         }
-        parse_object(&bytes).map(Self)
+        if !self.is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        if self.bytes.trim_ascii() == b"null" {
+            return Ok(T::default());
+        }
+        parse_object(&self.bytes)
     }
 }
 

@@ -240,6 +240,39 @@ async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Back
         "INVALID_SESSION_TOKEN",
     )
     .await;
+    // The caller first: without the session's token a malformed body or a bad field is
+    // answered as the missing or wrong token, never with what is wrong in the body, and a
+    // completion the same.
+    for body in [
+        json!({"type": "step"}),
+        json!({"kind": "DROP TABLE"}),
+        json!([1]),
+    ] {
+        assert_error(
+            app.add_event(&mine.id, None, body.clone()).await,
+            403,
+            "MISSING_SESSION_TOKEN",
+        )
+        .await;
+        assert_error(
+            app.add_event(&mine.id, Some(&other.token), body.clone())
+                .await,
+            403,
+            "INVALID_SESSION_TOKEN",
+        )
+        .await;
+    }
+    assert_error(
+        app.complete(
+            &mine.id,
+            Some(&other.token),
+            Some(json!({"parent_email": 7})),
+        )
+        .await,
+        403,
+        "INVALID_SESSION_TOKEN",
+    )
+    .await;
     let unknown = uuid::Uuid::new_v4().to_string();
     assert_error(
         app.add_event(&unknown, Some(&mine.token), step.clone())

@@ -14,7 +14,7 @@ use super::{
     ParentSettings, address_or_blank, credentials, keep_parent, ledger_horizon, with_events,
 };
 use crate::http::error::ApiError;
-use crate::http::extract::{OptionalJson, SessionToken};
+use crate::http::extract::{SessionToken, Unparsed};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::reports::{SessionSummary, summarize};
@@ -149,10 +149,12 @@ pub async fn complete(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     token: SessionToken,
-    OptionalJson(body): OptionalJson<CompleteSession>,
+    body: Unparsed,
 ) -> Result<Json<SessionCompleted>, ApiError> {
+    // The caller first: one without the session's token learns nothing from the body.
     let (id, token) = credentials(&raw_id, token)?;
     let mut loaded = with_events(&state, &id, &token).await?;
+    let body: CompleteSession = body.optional_json()?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
     let parent = ParentSettings::read(body.parent_timezone, body.parent_locale)?;
     // The session is read with its events and completed only if no event arrived since, so

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{authorize, keyed_id};
 use crate::http::error::ApiError;
-use crate::http::extract::{IdempotencyHeader, Json as JsonBody, SessionToken};
+use crate::http::extract::{IdempotencyHeader, SessionToken, Unparsed};
 use crate::http::state::AppState;
 use crate::http::validate;
 use crate::store::instant;
@@ -67,9 +67,11 @@ pub async fn add_event(
     Path(raw_id): Path<String>,
     token: SessionToken,
     IdempotencyHeader(key): IdempotencyHeader,
-    JsonBody(body): JsonBody<NewEventBody>,
+    body: Unparsed,
 ) -> Result<Response, ApiError> {
+    // The caller first: one without the session's token learns nothing from the body.
     let session = authorize(&state, &raw_id, token).await?;
+    let body: NewEventBody = body.json()?;
     let kind = body.kind.trim().to_ascii_lowercase();
     if kind.is_empty()
         || kind.len() > KIND_MAX
