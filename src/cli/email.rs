@@ -214,23 +214,19 @@ pub(super) async fn suppressions(
             }
             ExitCode::SUCCESS
         }
-        SuppressionsAction::Remove { email } => {
-            let email = super::parse_email(&email)?;
-            match suppressions::lift(&store, email.as_str(), &super::actor(&config)).await? {
-                Some(lifted) => {
-                    out!(
-                        "lifted: {} ({}, {})",
-                        email.as_str(),
-                        lifted.reason,
-                        lifted.source
-                    )?;
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!("{} is not suppressed", email.as_str());
-                    ExitCode::from(1)
-                }
-            }
+        SuppressionsAction::Remove {
+            emails,
+            file,
+            dry_run,
+        } => {
+            lift(
+                &store,
+                emails,
+                file.as_deref(),
+                dry_run,
+                &super::actor(&config),
+            )
+            .await?
         }
     };
     store.close().await;
@@ -239,6 +235,59 @@ pub(super) async fn suppressions(
 
 /// What `herald suppressions add` asks for: the addresses named and those of `file`, each
 /// checked before anything is added.
+/// `herald suppressions remove`: lifts each address's suppression under every spelling, or
+/// with `dry_run` finds it; one address is answered with its suppression, several with
+/// counts.
+async fn lift(
+    store: &crate::store::Store,
+    emails: Vec<String>,
+    file: Option<&std::path::Path>,
+    dry_run: bool,
+    actor: &str,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::suppressions;
+    let mut emails = super::addresses(emails, file)?;
+    // A lift holds for every spelling: the list's second spelling of an address counts once.
+    let mut seen = std::collections::HashSet::new();
+    emails.retain(|email| seen.insert(email.as_str().to_lowercase()));
+    let mut lifted = 0;
+    for email in &emails {
+        let found = if dry_run {
+            let filter = suppressions::Filter {
+                email: Some(email.as_str()),
+                ..Default::default()
+            };
+            suppressions::list(store, filter, 1, 0).await?.0.pop()
+        } else {
+            suppressions::lift(store, email.as_str(), actor).await?
+        };
+        if let (Some(found), [_]) = (&found, emails.as_slice()) {
+            let verb = if dry_run { "would lift" } else { "lifted" };
+            out!(
+                "{verb}: {} ({}, {})",
+                email.as_str(),
+                found.reason,
+                found.source
+            )?;
+        }
+        lifted += u64::from(found.is_some());
+    }
+    let not_suppressed = emails.len() as u64 - lifted;
+    match emails.as_slice() {
+        [one] if lifted == 0 => eprintln!("{} is not suppressed", one.as_str()),
+        [_] => {}
+        _ if dry_run => {
+            out!("would lift {lifted}, not suppressed {not_suppressed} (dry run: nothing changed)")?
+        }
+        _ => out!("lifted {lifted}, not suppressed {not_suppressed}")?,
+    }
+    Ok(if lifted == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn additions(
     emails: Vec<String>,
     file: Option<&std::path::Path>,

@@ -257,11 +257,18 @@ pub enum SuppressionsAction {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Lift the suppression of an address under every spelling, so it is mailed again
-    /// (audited).
+    /// Lift the suppression of addresses under every spelling, so they are mailed again
+    /// (each audited): one, or a list added by mistake. Exit 1 when none was suppressed.
     Remove {
-        /// The suppressed address.
-        email: String,
+        /// The suppressed addresses.
+        emails: Vec<String>,
+        /// A file of addresses, one a line (`-`: standard input); blank lines and lines that
+        /// start with `#` are passed over. Every address is checked before any is lifted.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Count how many are suppressed and would be lifted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -1056,6 +1056,45 @@ async fn the_cli_adds_suppressions_from_a_file() {
     for address in ["piped@", "old.one@", "named@"] {
         assert!(!text.contains(address), "{text}");
     }
+
+    // A list added by mistake is lifted the same way, from its file (another spelling of
+    // an address once; one never suppressed counted apart), after a dry run.
+    std::fs::write(
+        &list,
+        "old.one@example.com\nOLD.ONE@example.com\nold.two@example.com\nnever@example.com\n",
+    )
+    .unwrap();
+    let remove = |extra: &[&str]| {
+        let mut args = vec!["suppressions", "remove", "--file", file];
+        args.extend(extra);
+        run(&args)
+    };
+    let dry = remove(&["--dry-run"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout).trim(),
+        "would lift 2, not suppressed 1 (dry run: nothing changed)"
+    );
+    let listed = run(&["suppressions", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("4 of 4 shown"));
+    let lifted = remove(&[]);
+    assert!(lifted.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&lifted.stdout).trim(),
+        "lifted 2, not suppressed 1"
+    );
+    let listed = run(&["suppressions", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("2 of 2 shown") && !text.to_lowercase().contains("old."),
+        "{text}"
+    );
+    let again = remove(&[]);
+    assert_eq!(again.status.code(), Some(1), "nothing was suppressed");
+    let one = run(&["suppressions", "remove", "--dry-run", "piped@example.com"]);
+    assert_eq!(
+        String::from_utf8_lossy(&one.stdout).trim(),
+        "would lift: piped@example.com (complained, operator)"
+    );
 }
 
 /// The parents who unsubscribed from another sender, from a file: every line checked first,
