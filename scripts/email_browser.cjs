@@ -36,6 +36,14 @@ const { launch } = require('./chromium.cjs');
         const preheader = page.locator('.preheader');
         if ((await preheader.count()) !== 1) problems.push(`${where}: no preheader`);
         else if (await preheader.isVisible()) problems.push(`${where}: the preheader shows`);
+        // The report's answers bar, when it has one, is seen whole.
+        const bar = page.locator('table.answers');
+        if ((await bar.count()) === 1) {
+          const box = await bar.boundingBox();
+          if (!box || box.width < 100 || box.x + box.width > width) {
+            problems.push(`${where}: the answers bar is not seen whole (${JSON.stringify(box)})`);
+          }
+        }
         const scripts = await page.locator('script').count();
         if (scripts !== 0) problems.push(`${where}: ${scripts} script elements`);
         await page.close();

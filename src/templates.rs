@@ -462,8 +462,17 @@ impl Templates {
                 unsubscribe: "https://herald.example.org/u",
                 preferences: "https://herald.example.org/p",
             };
-            // With a learner and subject, and without (a template's other branch).
-            for (learner_name, subject) in [(Some("Ada"), Some("Fractions")), (None, None)] {
+            // With a learner, subject and answers, and without (a template's other branches).
+            let answer = |correct: bool| crate::reports::EventRecord {
+                kind: "answer".into(),
+                correct: Some(correct),
+                at_ms: 30_000,
+            };
+            let answers = [answer(true), answer(false)];
+            for (learner_name, subject, events) in [
+                (Some("Ada"), Some("Fractions"), &answers[..]),
+                (None, None, &[]),
+            ] {
                 let summary = crate::reports::summarize(
                     &crate::reports::SessionRecord {
                         id: "00000000-0000-4000-8000-000000000000".into(),
@@ -472,7 +481,7 @@ impl Templates {
                         started_at_ms: 0,
                         completed_at_ms: Some(60_000),
                     },
-                    &[],
+                    events,
                     0,
                 );
                 if let Err(err) = templates.try_session_report(&summary, url) {
@@ -939,6 +948,55 @@ mod tests {
             problems[0].contains("session_report.txt:1") && problems[0].contains("undefined"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn an_override_is_checked_on_the_branch_for_a_session_with_answers_too() {
+        let problems = with_report_text(
+            "{% if answers_total %}{{ answers_correct }} {{ wrong_answers }}{% endif %}\n",
+        )
+        .unwrap_err();
+        assert!(
+            problems[0].contains("session_report.txt:1") && problems[0].contains("undefined"),
+            "{problems:?}"
+        );
+    }
+
+    /// The report's answers as a bar of table cells, right against wrong, with the numbers
+    /// in words beside it (for a reader in black and white); none before any answer.
+    #[test]
+    fn the_report_shows_its_answers_as_a_bar() {
+        let templates = Templates::shipped("herald", "");
+        let session = crate::reports::SessionRecord {
+            id: "s".into(),
+            learner_name: Some("Ada".into()),
+            subject: None,
+            started_at_ms: 0,
+            completed_at_ms: Some(60_000),
+        };
+        let answers = |right: usize, wrong: usize| {
+            let events: Vec<_> = (0..right + wrong)
+                .map(|n| crate::reports::EventRecord {
+                    kind: "answer".into(),
+                    correct: Some(n < right),
+                    at_ms: 1_000,
+                })
+                .collect();
+            let summary = crate::reports::summarize(&session, &events, 0);
+            templates.session_report(&summary, LINKS).unwrap().html
+        };
+        let html = answers(3, 1);
+        assert!(html.contains("<td width=\"75%\""), "{html}");
+        assert!(html.contains("<td width=\"25%\""), "{html}");
+        assert!(html.contains("3 right, 1 wrong"), "{html}");
+        let all_right = answers(2, 0);
+        assert!(
+            all_right.contains("<td width=\"100%\" height=\"12\"")
+                && all_right.contains("2 right, 0 wrong"),
+            "{all_right}"
+        );
+        assert!(!all_right.contains("<td width=\"0%\""), "{all_right}");
+        assert!(!answers(0, 0).contains("class=\"answers\""));
     }
 
     #[test]

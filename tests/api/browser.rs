@@ -156,7 +156,12 @@ async fn both_emails_read_well_in_a_real_browser_at_phone_and_desktop_widths() {
             started_at_ms: 0,
             completed_at_ms: Some(754_000),
         },
-        &[],
+        // Answers, so the report's answers bar is laid out too.
+        &[true, true, false].map(|correct| herald::reports::EventRecord {
+            kind: "answer".into(),
+            correct: Some(correct),
+            at_ms: 60_000,
+        }),
         0,
     );
     let report_html = templates.session_report(&report, url).unwrap().html;
