@@ -446,13 +446,14 @@ async fn a_session_takes_at_most_ten_thousand_events_and_completes_with_them(bac
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 9999) \
          INSERT INTO session_events (id, session_id, kind, created_at) \
-         SELECT 'seeded-' || i, $1, 'step', $2 FROM n",
+         SELECT 'seeded-' || i, $1, 'step', $2 + i * 360 FROM n",
     )
     .bind(session.id.as_str())
     .bind(app.clock.now_ms() as i64)
     .execute(app.state.store.writer())
     .await
     .unwrap();
+    app.clock.advance_ms(3_600_000);
     let step = json!({"kind": "answer", "correct": true});
     let last = app
         .add_event(&session.id, Some(&session.token), step.clone())
@@ -470,6 +471,11 @@ async fn a_session_takes_at_most_ten_thousand_events_and_completes_with_them(bac
     let body: Value = completed.json().await.unwrap();
     assert_eq!(body["summary"]["events_total"], 10_000);
     assert_eq!(body["summary"]["answers_correct"], 1);
+    // An hour of events, charted whole in the report, which stays small.
+    let pdf = app.report_pdf(&session.id, Some(&session.token)).await;
+    assert_eq!(pdf.status(), 200);
+    let bytes = pdf.bytes().await.unwrap();
+    assert!(bytes.len() <= 40_000, "{} bytes", bytes.len());
 }
 
 async fn completing_twice_changes_nothing_and_returns_the_summary(backend: Backend) {

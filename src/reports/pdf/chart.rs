@@ -4,7 +4,7 @@
 use super::fonts::Weight;
 use super::labels::Labels;
 use super::page::Page;
-use crate::reports::summary::{Mark, SessionSummary};
+use crate::reports::summary::{self, Mark, SessionSummary};
 
 impl Page {
     /// The session's timeline: one lane each for steps, hints, answers and anything else,
@@ -17,7 +17,8 @@ impl Page {
         summary: &SessionSummary,
         labels: &Labels,
     ) -> f32 {
-        let lanes = ["lane_steps", "lane_hints", "lane_answers", "lane_other"];
+        let lanes: [&str; summary::LANES] =
+            ["lane_steps", "lane_hints", "lane_answers", "lane_other"];
         let (label_w, lane_h) = (52.0, 26.0);
         let (x0, x1) = (left + label_w, right);
         let bottom = top - lane_h * lanes.len() as f32;
@@ -41,12 +42,7 @@ impl Page {
         let span = span_ms as f32;
         let x_of = |mark: &Mark| x0 + (mark.at_ms.clamp(0, span_ms) as f32 / span) * (x1 - x0);
         for mark in &summary.timeline {
-            let lane = match mark.kind.as_str() {
-                "step" => 0,
-                "hint" => 1,
-                "answer" => 2,
-                _ => 3,
-            };
+            let lane = mark.lane();
             let (x, y) = (x_of(mark), top - lane_h * (lane as f32 + 0.5));
             match (lane, mark.correct) {
                 (2, Some(true)) => self.dot(x, y, 3.2),
@@ -87,10 +83,8 @@ impl Page {
     }
 }
 
-/// How long the chart's axis is, in milliseconds: the session's length, or up to its last
-/// event when that comes later (a session shorter than a second counts as zero seconds, and
-/// a backend may time an event after the completion), so marks never pile up on the edge.
+/// How long the chart's axis is, in milliseconds ([`summary::chart_span_ms`]).
 pub(super) fn chart_span_ms(summary: &SessionSummary) -> i64 {
     let last = summary.timeline.iter().map(|m| m.at_ms).max().unwrap_or(0);
-    (summary.duration_seconds * 1000).max(last).max(1)
+    summary::chart_span_ms(summary.duration_seconds, last)
 }

@@ -246,6 +246,32 @@ mod tests {
         assert!(pdf.len() < 40_000, "{} bytes", pdf.len());
     }
 
+    /// The most events a session takes, answers right and wrong over an hour: the chart
+    /// draws a bounded number of marks, so the report stays small.
+    #[test]
+    fn a_full_session_still_renders_a_small_document() {
+        let session = SessionRecord {
+            id: "full".into(),
+            learner_name: Some("Ada".into()),
+            subject: None,
+            started_at_ms: 0,
+            completed_at_ms: Some(3_600_000),
+        };
+        let events: Vec<EventRecord> = (0..crate::store::sessions::MAX_EVENTS)
+            .map(|i| EventRecord {
+                kind: ["step", "hint", "answer", "answer", "note"][i as usize % 5].into(),
+                correct: Some(i % 5 == 2),
+                at_ms: i * 360,
+            })
+            .collect();
+        let pdf = render(
+            &summarize(&session, &events, 0),
+            chrono_tz::UTC,
+            &Labels::shipped(),
+        );
+        assert!(pdf.len() < 40_000, "{} bytes", pdf.len());
+    }
+
     #[test]
     fn a_missing_glyph_is_the_replacement_box_and_reads_as_u_fffd() {
         let mut page = Page::new();
