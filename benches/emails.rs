@@ -478,6 +478,7 @@ async fn bare_run_after(
                 let outgoing = message::Outgoing {
                     from: from.clone(),
                     reply_to: None,
+                    feedback_id: None,
                     to,
                     message_id: id,
                     unsubscribe_url: url,
@@ -645,6 +646,7 @@ async fn dkim(n: usize, workers: usize, rounds: usize) {
     let formatted = message::build(Parts {
         from: &"noreply@herald.localhost".parse().unwrap(),
         reply_to: None,
+        feedback_id: None,
         to: "parent@example.com",
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,

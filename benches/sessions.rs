@@ -173,6 +173,7 @@ fn pdf_render() {
     let email = herald::email::message::build(herald::email::message::Parts {
         from: &"noreply@herald.localhost".parse().unwrap(),
         reply_to: None,
+        feedback_id: None,
         to: "parent@example.com",
         message_id: "<bench@herald.localhost>",
         unsubscribe_url: url,

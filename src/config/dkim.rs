@@ -11,8 +11,9 @@ use super::reader::Reader;
 /// The headers every signature covers when the message has them. RFC 8058 asks for the two
 /// `List-Unsubscribe` headers to be signed, so a one-click unsubscribe cannot be added or
 /// changed in transit; RFC 6376 names `Reply-To` among those a signer should cover, so a
-/// parent's reply cannot be sent elsewhere.
-pub const SIGNED_HEADERS: [&str; 10] = [
+/// parent's reply cannot be sent elsewhere; Gmail counts a `Feedback-ID` only when the
+/// signature covers it.
+pub const SIGNED_HEADERS: [&str; 11] = [
     "From",
     "Reply-To",
     "To",
@@ -23,6 +24,7 @@ pub const SIGNED_HEADERS: [&str; 10] = [
     "Content-Type",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "Feedback-ID",
 ];
 
 /// A DKIM private key.

@@ -93,6 +93,9 @@ pub struct EmailConfig {
     pub from: Mailbox,
     /// Where a parent's reply goes (`EMAIL_REPLY_TO`), when not to the sender.
     pub reply_to: Option<Mailbox>,
+    /// The sender's identifier in Gmail's feedback loop (`EMAIL_FEEDBACK_ID`): each email
+    /// carries `Feedback-ID: {type}:{this}`, so complaints are counted per email type.
+    pub feedback_id: Option<String>,
     /// Base of the links in emails, without a trailing slash.
     pub api_base_url: String,
     /// `API_BASE_URL` was not set (development): the links point at this process, on the
@@ -113,6 +116,26 @@ const DEFAULT_FROM: &str = "noreply@herald.localhost";
 
 /// The address, optionally with a display name, that the variable `name` holds; a problem
 /// named after the variable otherwise.
+/// `EMAIL_FEEDBACK_ID`: one field of a `Feedback-ID` header, so no `:` and nothing a header
+/// could not carry.
+fn feedback_id(r: &mut Reader<'_>) -> Option<String> {
+    let raw = r.get("EMAIL_FEEDBACK_ID")?;
+    let fits = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if fits {
+        Some(raw)
+    } else {
+        r.problem(format!(
+            "EMAIL_FEEDBACK_ID: the sender's identifier in a Feedback-ID header is 1-64 \
+             letters, digits, '.', '_' or '-', got '{}'",
+            raw.escape_debug()
+        ));
+        None
+    }
+}
+
 fn mailbox(r: &mut Reader<'_>, name: &str, raw: &str) -> Option<Mailbox> {
     match raw.parse::<Mailbox>() {
         Ok(mailbox) if !raw.contains(['\r', '\n']) => Some(mailbox),
@@ -152,6 +175,7 @@ impl EmailConfig {
         let reply_to = r
             .get("EMAIL_REPLY_TO")
             .and_then(|raw| mailbox(r, "EMAIL_REPLY_TO", &raw));
+        let feedback_id = feedback_id(r);
         let api_base_url = read_base_url(r, production);
         let dkim = super::dkim::read(r, &from);
         let sendgrid = read_sendgrid(r, provider);
@@ -193,6 +217,7 @@ impl EmailConfig {
             sendgrid,
             from,
             reply_to,
+            feedback_id,
             api_base_url_is_local: api_base_url.is_none(),
             api_base_url: api_base_url.unwrap_or_else(|| local_base_url(port)),
             smtp,

@@ -421,13 +421,19 @@ mod tests {
             ("DIGEST_TIMEZONE", "Mars/Olympus"),
             ("EMAIL_FROM", "not an address"),
             ("EMAIL_REPLY_TO", "help@example.org\r\nBcc: x@example.org"),
+            ("EMAIL_FEEDBACK_ID", "acme:reports"),
         ]);
         let errors = load(&vars).unwrap_err().0;
-        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors[0].starts_with("EMAIL_FROM: expected an email address"));
         assert!(errors[1].starts_with("EMAIL_REPLY_TO: expected an email address"));
-        assert!(errors[2].starts_with("DIGEST_TIMEZONE: expected a time zone name"));
-        assert!(errors[3].starts_with("DIGEST_SCHEDULE: 'every sunday' is not a cron expression"));
+        assert!(
+            errors[2].starts_with("EMAIL_FEEDBACK_ID: ")
+                && errors[2].ends_with("got 'acme:reports'"),
+            "{errors:?}"
+        );
+        assert!(errors[3].starts_with("DIGEST_TIMEZONE: expected a time zone name"));
+        assert!(errors[4].starts_with("DIGEST_SCHEDULE: 'every sunday' is not a cron expression"));
 
         let mut vars = dev_vars();
         vars.push(("PURGE_SCHEDULE", "30 3 31 2 *"));
@@ -443,6 +449,7 @@ mod tests {
             ("DIGEST_TIMEZONE", "Europe/Berlin"),
             ("EMAIL_FROM", "Herald Reports <reports@example.org>"),
             ("EMAIL_REPLY_TO", "Support <help@example.org>"),
+            ("EMAIL_FEEDBACK_ID", "acme-learning.eu"),
             ("MISSED_RUN_POLICY", "skip"),
         ]);
         let config = load(&vars).unwrap();
@@ -457,7 +464,12 @@ mod tests {
         assert_eq!(config.email.from.name.as_deref(), Some("Herald Reports"));
         let reply_to = config.email.reply_to.expect("EMAIL_REPLY_TO is read");
         assert_eq!(reply_to.to_string(), "Support <help@example.org>");
-        assert_eq!(load(&dev_vars()).unwrap().email.reply_to, None);
+        assert_eq!(
+            config.email.feedback_id.as_deref(),
+            Some("acme-learning.eu")
+        );
+        let defaults = load(&dev_vars()).unwrap().email;
+        assert_eq!((defaults.reply_to, defaults.feedback_id), (None, None));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub const SHARED_SETTINGS: &[&str] = &[
     "EMAIL_PROVIDER",
     "EMAIL_FROM",
     "EMAIL_REPLY_TO",
+    "EMAIL_FEEDBACK_ID",
     "API_BASE_URL",
     "SMTP_HOST",
     "SMTP_PORT",

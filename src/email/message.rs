@@ -78,9 +78,17 @@ pub fn message_id(idempotency_key: &str, from_domain: &str) -> String {
     )
 }
 
+/// The `Feedback-ID` of an email of `email_type` from the sender `sender_id`: Gmail's
+/// feedback loop counts complaints by each field, so by email type.
+pub fn feedback_id(email_type: &str, sender_id: &str) -> String {
+    format!("{email_type}:{sender_id}")
+}
+
 pub struct Parts<'a> {
     pub from: &'a Mailbox,
     pub reply_to: Option<&'a Mailbox>,
+    /// The `Feedback-ID` header's value, when the deployment has one.
+    pub feedback_id: Option<&'a str>,
     pub to: &'a str,
     pub message_id: &'a str,
     pub unsubscribe_url: &'a str,
@@ -104,6 +112,8 @@ pub struct Outgoing {
     pub from: Mailbox,
     /// Where a reply goes, when not to the sender (`EMAIL_REPLY_TO`).
     pub reply_to: Option<Mailbox>,
+    /// The `Feedback-ID` header's value ([`feedback_id`]), when the deployment has one.
+    pub feedback_id: Option<String>,
     pub to: String,
     pub message_id: String,
     pub unsubscribe_url: String,
@@ -118,6 +128,7 @@ impl Outgoing {
         let Self {
             from,
             reply_to,
+            feedback_id,
             to,
             message_id,
             unsubscribe_url,
@@ -128,6 +139,7 @@ impl Outgoing {
         build(Parts {
             from: &from,
             reply_to: reply_to.as_ref(),
+            feedback_id: feedback_id.as_deref(),
             to: &to,
             message_id: &message_id,
             unsubscribe_url: &unsubscribe_url,
@@ -160,6 +172,12 @@ pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
     let mut builder = Message::builder().from(from);
     if let Some(reply_to) = parts.reply_to {
         builder = builder.reply_to(reply_to.clone());
+    }
+    if let Some(feedback_id) = parts.feedback_id {
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Feedback-ID"),
+            feedback_id.to_owned(),
+        ));
     }
     let builder = builder
         .to(to)

@@ -161,6 +161,7 @@ mod tests {
         let mut outgoing = Outgoing {
             from: "reports@herald.example.org".parse().unwrap(),
             reply_to: None,
+            feedback_id: None,
             to: "parent@example.com".to_owned(),
             message_id: "<id@herald.example.org>".to_owned(),
             unsubscribe_url: "https://herald.example.org/u/v1.x.y".to_owned(),

@@ -161,6 +161,9 @@ pub fn request(outgoing: &Outgoing) -> Value {
     for (name, value) in crate::email::message::AUTOMATIC {
         body["headers"][name] = json!(value);
     }
+    if let Some(feedback_id) = &outgoing.feedback_id {
+        body["headers"]["Feedback-ID"] = json!(feedback_id);
+    }
     if let Some((filename, bytes)) = &outgoing.pdf {
         body["attachments"] = json!([{
             "content": base64::engine::general_purpose::STANDARD.encode(bytes),

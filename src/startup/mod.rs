@@ -155,6 +155,7 @@ impl Application {
             signer: signer.clone(),
             from: config.email.from.clone(),
             reply_to: config.email.reply_to.clone(),
+            feedback_id: config.email.feedback_id.clone(),
             api_base_url: config.email.api_base_url.clone(),
             instance: config.server.instance.clone(),
             templates: config.email.templates.clone(),

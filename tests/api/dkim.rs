@@ -98,6 +98,7 @@ async fn signed_over_smtp(kind: &str) {
             ("DKIM_SELECTOR", "reports2026"),
             ("DKIM_PRIVATE_KEY_FILE", key.to_str().unwrap()),
             ("EMAIL_REPLY_TO", "Support <help@herald.example.org>"),
+            ("EMAIL_FEEDBACK_ID", "herald-example"),
         ],
     )
     .await;
@@ -121,6 +122,7 @@ async fn signed_over_smtp(kind: &str) {
         "list-unsubscribe",
         "list-unsubscribe-post",
         "reply-to",
+        "feedback-id",
     ] {
         let signed = signature
             .split("h=")
@@ -145,6 +147,15 @@ async fn signed_over_smtp(kind: &str) {
         "List-Unsubscribe: <https://evil.",
         1,
     );
+    assert_ne!(tampered, text);
+    assert!(!verify(python, dir.path(), tampered.as_bytes(), &record));
+    // Gmail's feedback loop counts complaints by the signed Feedback-ID, the email's type
+    // first; one changed in transit fails.
+    assert!(
+        text.contains("\r\nFeedback-ID: session_reports:herald-example\r\n"),
+        "{text}"
+    );
+    let tampered = text.replacen("Feedback-ID: session_reports:", "Feedback-ID: other:", 1);
     assert_ne!(tampered, text);
     assert!(!verify(python, dir.path(), tampered.as_bytes(), &record));
     // A parent's reply cannot be sent elsewhere in transit either.

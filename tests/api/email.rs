@@ -174,6 +174,8 @@ async fn a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe
     );
     // A reply goes to the sender unless EMAIL_REPLY_TO names another address.
     assert_eq!(header("Reply-To"), None);
+    // No feedback-loop identifier unless EMAIL_FEEDBACK_ID gives the sender's.
+    assert_eq!(header("Feedback-ID"), None);
     // Written by a machine, so vacation responders (RFC 3834) and Exchange do not answer it.
     assert_eq!(header("Auto-Submitted").unwrap(), "auto-generated");
     assert_eq!(

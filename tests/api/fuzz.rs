@@ -196,6 +196,7 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
         let message = build(Parts {
             from: &from,
             reply_to: None,
+            feedback_id: None,
             to: &to,
             message_id: "<id@herald.example.org>",
             unsubscribe_url: url,

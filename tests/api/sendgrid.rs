@@ -310,6 +310,7 @@ async fn spawn_sendgrid_app(backend: Backend, standin: &StandIn, key: &str) -> T
                     "EMAIL_REPLY_TO",
                     "Herald Support <help@herald.example.org>".to_owned(),
                 ),
+                ("EMAIL_FEEDBACK_ID", "herald-example".to_owned()),
                 ("EMAIL_POLL_INTERVAL_MS", "50".to_owned()),
                 ("EMAIL_RETRY_BASE_MS", "2000".to_owned()),
                 ("EMAIL_BREAKER_COOLDOWN_MS", "1000".to_owned()),
@@ -365,6 +366,10 @@ async fn a_report_goes_out_through_sendgrid_as_its_api_documents(backend: Backen
         "Reply-To goes as SendGrid's field, the header being reserved"
     );
     assert_eq!(request["headers"]["Auto-Submitted"], "auto-generated");
+    assert_eq!(
+        request["headers"]["Feedback-ID"],
+        "session_reports:herald-example"
+    );
     assert_eq!(
         request["headers"]["X-Auto-Response-Suppress"],
         "OOF, AutoReply"

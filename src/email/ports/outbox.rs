@@ -35,6 +35,8 @@ pub struct OutboxPort {
     pub from: lettre::message::Mailbox,
     /// Where a reply goes, when not to the sender.
     pub reply_to: Option<lettre::message::Mailbox>,
+    /// The sender's identifier in Gmail's feedback loop (`EMAIL_FEEDBACK_ID`).
+    pub feedback_id: Option<String>,
     pub api_base_url: String,
     /// This replica's name, written on the rows it claims.
     pub instance: String,
@@ -180,6 +182,10 @@ impl OutboxPort {
             reference: self.signer.reference(&claimed.id),
             from: self.from.clone(),
             reply_to: self.reply_to.clone(),
+            feedback_id: self
+                .feedback_id
+                .as_deref()
+                .map(|sender| message::feedback_id(email_type.as_str(), sender)),
             to: delivery.email,
             message_id,
             unsubscribe_url,
@@ -363,6 +369,7 @@ mod tests {
             signer: Signer::new((1, Secret::new("k".repeat(32))), Vec::new()),
             from: "reports@herald.example.org".parse().unwrap(),
             reply_to: None,
+            feedback_id: None,
             api_base_url: "https://herald.example.org".to_owned(),
             instance: "test:1".to_owned(),
             templates: Arc::new(templates::Templates::shipped("herald", "")),
