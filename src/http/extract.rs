@@ -182,18 +182,19 @@ fn strip_position(message: &str) -> &str {
 
 /// The `Idempotency-Key` header, if sent: a request sent again with the same key (after a
 /// timeout or a lost answer) is answered as the first one was, and changes nothing. 1-255
-/// visible ASCII characters, else 422 naming the header.
-pub struct IdempotencyHeader(pub Option<String>);
+/// visible ASCII characters, else 422 naming the header. Checked when the handler asks
+/// ([`IdempotencyHeader::key`]), so one that checks its caller first tells a caller without
+/// the right nothing about the header either.
+pub struct IdempotencyHeader(Option<http::HeaderValue>);
 
 /// The longest `Idempotency-Key` taken.
 pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get("idempotency-key") else {
-            return Ok(Self(None));
+impl IdempotencyHeader {
+    /// The key, or 422 for a malformed one.
+    pub fn key(self) -> Result<Option<String>, ApiError> {
+        let Some(value) = self.0 else {
+            return Ok(None);
         };
         let bytes = value.as_bytes();
         if bytes.is_empty()
@@ -208,7 +209,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
                 ),
             });
         }
-        Ok(Self(Some(String::from_utf8_lossy(bytes).into_owned())))
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("idempotency-key").cloned()))
     }
 }
 

@@ -273,6 +273,33 @@ async fn events_need_the_sessions_own_token_and_stop_at_completion(backend: Back
         "INVALID_SESSION_TOKEN",
     )
     .await;
+    // A malformed Idempotency-Key the same.
+    let keyed = |token: Option<&str>| {
+        let request = app
+            .client
+            .post(app.url(&format!("/api/v1/sessions/{}/events", mine.id)))
+            .header("Idempotency-Key", "has a space")
+            .json(&step);
+        match token {
+            Some(token) => request.header("X-Session-Access-Token", token),
+            None => request,
+        }
+        .send()
+    };
+    assert_error(keyed(None).await.unwrap(), 403, "MISSING_SESSION_TOKEN").await;
+    assert_error(
+        keyed(Some(&other.token)).await.unwrap(),
+        403,
+        "INVALID_SESSION_TOKEN",
+    )
+    .await;
+    let refused = assert_error(
+        keyed(Some(&mine.token)).await.unwrap(),
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_eq!(refused["field"], "Idempotency-Key");
     let unknown = uuid::Uuid::new_v4().to_string();
     assert_error(
         app.add_event(&unknown, Some(&mine.token), step.clone())

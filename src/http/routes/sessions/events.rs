@@ -66,11 +66,12 @@ pub async fn add_event(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     token: SessionToken,
-    IdempotencyHeader(key): IdempotencyHeader,
+    key: IdempotencyHeader,
     body: Unparsed,
 ) -> Result<Response, ApiError> {
     // The caller first: one without the session's token learns nothing from the body.
     let session = authorize(&state, &raw_id, token).await?;
+    let key = key.key()?;
     let body: NewEventBody = body.json()?;
     let kind = body.kind.trim().to_ascii_lowercase();
     if kind.is_empty()

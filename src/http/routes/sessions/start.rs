@@ -72,9 +72,10 @@ pub struct SessionStarted {
 pub async fn start(
     State(state): State<AppState>,
     _caller: crate::http::auth::StartCaller,
-    IdempotencyHeader(key): IdempotencyHeader,
+    key: IdempotencyHeader,
     OptionalJson(body): OptionalJson<StartSession>,
 ) -> Result<Response, ApiError> {
+    let key = key.key()?;
     let learner_name = validate::text("learner_name", body.learner_name, NAME_MAX, false)?;
     let subject = validate::text("subject", body.subject, NAME_MAX, false)?;
     let parent_email = validate::email("parent_email", body.parent_email)?;
