@@ -46,9 +46,8 @@ impl OptOuts {
 
 /// Inside an erasure's transaction, before its deletes: keeps what `email` itself stops
 /// (a switch turned off, or both types for a suppression), with what an earlier erasure of
-/// another spelling kept, and switches it off in the preferences of the address's other
-/// spellings herald keeps (recorded as the erasure's doing), which it stopped before the
-/// erasure and goes on stopping. Returns what is kept for the address now.
+/// another spelling kept. Returns what is kept for the address now, which the erasure
+/// switches off in the preferences of the address's other spellings too.
 pub(super) async fn keep(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     email: &str,
@@ -86,15 +85,6 @@ pub(super) async fn keep(
         .bind(at_ms)
         .execute(&mut **tx)
         .await?;
-    }
-    for (field, off) in [
-        ("weekly_digest_enabled", kept.weekly_digest),
-        ("session_reports_enabled", kept.session_reports),
-    ] {
-        if off {
-            use super::preferences::{Source, switch_other_spellings};
-            switch_other_spellings(tx, email, field, false, Source::Erasure, at_ms).await?;
-        }
     }
     Ok(kept)
 }

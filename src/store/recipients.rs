@@ -122,6 +122,24 @@ pub async fn erase(
     // What is kept is read from the address's spellings, which a change may be turning on.
     preferences::lock_spellings(store.backend(), &mut tx, email).await?;
     let kept = erased::keep(&mut tx, email, at_ms).await?;
+    // The address's other spellings herald keeps: what it stopped before the erasure it
+    // goes on stopping there, recorded as the erasure's doing.
+    for (field, off) in [
+        ("weekly_digest_enabled", kept.weekly_digest),
+        ("session_reports_enabled", kept.session_reports),
+    ] {
+        if off {
+            preferences::switch_other_spellings(
+                &mut tx,
+                email,
+                field,
+                false,
+                preferences::Source::Erasure,
+                at_ms,
+            )
+            .await?;
+        }
+    }
     let mut delete = async |sql: &'static str| {
         Ok::<u64, StoreError>(
             sqlx::query(sql)
