@@ -220,6 +220,33 @@ mod tests {
         );
     }
 
+    /// An answer nobody marked counts as not right, as the API documents, and is drawn as a
+    /// wrong one; a mark on another kind is not an answer.
+    #[test]
+    fn an_unmarked_answer_counts_as_not_right() {
+        let session = SessionRecord {
+            id: "s".into(),
+            learner_name: None,
+            subject: None,
+            started_at_ms: 1_000_000,
+            completed_at_ms: Some(1_060_000),
+        };
+        let events = [
+            event("answer", None),
+            event("answer", Some(true)),
+            event("response", Some(true)),
+        ];
+        let summary = summarize(&session, &events, 0);
+        assert_eq!((summary.answers_correct, summary.answers_total), (1, 2));
+        assert_eq!(summary.accuracy, Some(0.5));
+        let looks: Vec<_> = summary
+            .timeline
+            .iter()
+            .map(|m| look(&m.kind, m.correct))
+            .collect();
+        assert_eq!(looks, [2, LANES, 3]);
+    }
+
     /// A session of ten thousand events is charted whole: every column of the axis where
     /// something happened has its mark, right and wrong answers both, and the last event
     /// its own; at most one mark of each look a column.

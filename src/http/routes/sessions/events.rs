@@ -29,7 +29,8 @@ pub struct NewEventBody {
     /// Up to 2,000 characters; tabs and line breaks allowed, no other control characters.
     #[schema(max_length = 2000, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
     pub detail: Option<String>,
-    /// For answers: whether it was right.
+    /// For answers: whether it was right. An answer without it counts as not right (in the
+    /// accuracy, the report and its chart); record a response nobody marks as another kind.
     pub correct: Option<bool>,
 }
 
