@@ -1,7 +1,34 @@
-//! Masking of personal data before it reaches a log line or an error report.
+//! Masking of personal data before it reaches a log line or an error report, and of
+//! characters that would act on a terminal rather than show.
 //!
 //! Addresses become `pa***@example.com`: enough to tell two recipients apart during an
 //! incident, not enough to read the address.
+
+/// A character that changes how a line shows rather than showing itself: a control
+/// character (an escape sequence's start, a bell, a carriage return or line break) or a mark
+/// that reorders text (the bidirectional embeddings, overrides and isolates).
+pub fn acts_on_the_line(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from outside herald (a mail server's reply, a provider's reason) as a terminal
+/// shows it: each character that would act on the line written out as its escape
+/// (`\u{1b}`), so a stored text can neither clear the screen nor forge or reorder a line.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(acts_on_the_line) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts_on_the_line(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
 
 /// `parent@example.com` → `pa***@example.com`.
 pub fn mask_email(address: &str) -> String {
@@ -50,6 +77,17 @@ pub fn mask_emails_in(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_for_a_terminal_has_what_would_act_on_the_line_written_out() {
+        let plain = "550 5.1.1 Łukasz's mailbox is full";
+        assert!(matches!(for_terminal(plain), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(for_terminal(plain), plain);
+        assert_eq!(
+            for_terminal("a\u{1b}[2Jb\u{7}\r\n\tc\u{202e}d\u{85}"),
+            r"a\u{1b}[2Jb\u{7}\u{d}\u{a}\u{9}c\u{202e}d\u{85}"
+        );
+    }
 
     #[test]
     fn masks_the_local_part_but_keeps_the_domain() {

@@ -37,11 +37,12 @@ pub(super) async fn audit(
             ),
         };
         out!(
-            "{:<20} {:<28} {:<25} {:<32} {change}",
+            "{:<20} {:<28} {:<25} {:<32} {}",
             super::at(row.at_ms),
-            row.actor,
+            crate::redact::for_terminal(&row.actor),
             row.action,
-            row.target.as_deref().unwrap_or("-"),
+            crate::redact::for_terminal(row.target.as_deref().unwrap_or("-")),
+            crate::redact::for_terminal(&change),
         )?;
     }
     out!("{} of {total} shown", rows.len())?;

@@ -189,7 +189,7 @@ pub(super) async fn suppressions(
                     s.reason,
                     s.source,
                     crate::jobs::digest::format_instant(s.created_at_ms),
-                    s.detail.as_deref().unwrap_or("")
+                    crate::redact::for_terminal(s.detail.as_deref().unwrap_or(""))
                 )?;
             }
             out!("{} of {total} shown", list.len())?;
@@ -334,11 +334,6 @@ pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Resul
         "BY"
     )?;
     for row in &rows {
-        let why = row
-            .reason
-            .as_deref()
-            .or(row.last_error.as_deref())
-            .unwrap_or("");
         out!(
             "{:<36}  {:<19}  {:<15}  {:<10}  {:>8}  {:<20}  {}",
             row.id,
@@ -347,7 +342,7 @@ pub(super) async fn logs(config: Config, raw: &str, limit: i64) -> anyhow::Resul
             row.status,
             row.attempts,
             row.claimed_by.as_deref().unwrap_or("-"),
-            crate::redact::mask_emails_in(why)
+            super::why(row)
         )?;
     }
     out!("{} shown", rows.len())?;

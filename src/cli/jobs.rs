@@ -122,7 +122,7 @@ pub(super) async fn jobs_list(config: Config) -> anyhow::Result<ExitCode> {
                     "{} at {}{by}{attempt} {}",
                     r.status,
                     crate::jobs::digest::format_instant(r.started_at_ms),
-                    r.error.clone().unwrap_or_default()
+                    crate::redact::for_terminal(r.error.as_deref().unwrap_or_default())
                 )
             },
         );

@@ -312,6 +312,18 @@ pub enum MigrateAction {
 
 /// `println!` for what a command shows: a reader that has gone away (`| head`) is not an
 /// error.
+/// Why a ledger row stands where it does: its reason, or the last error of its sends (a
+/// mail server's reply among them), the addresses in it masked and written out for a
+/// terminal.
+fn why(row: &crate::store::ledger::LedgerRow) -> String {
+    let why = row
+        .reason
+        .as_deref()
+        .or(row.last_error.as_deref())
+        .unwrap_or("");
+    crate::redact::for_terminal(&crate::redact::mask_emails_in(why)).into_owned()
+}
+
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::cli::show(&mut std::io::stdout(), &format!($($arg)*))

@@ -102,7 +102,7 @@ pub(super) async fn show(config: Config, raw: &str) -> anyhow::Result<ExitCode> 
             at(e.created_at_ms),
             e.email_type,
             e.status,
-            e.reason.as_deref().unwrap_or(""),
+            super::why(e),
         )?;
     }
     spellings(&record.other_spellings)?;

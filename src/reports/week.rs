@@ -143,10 +143,7 @@ pub const NAME_MAX: usize = 60;
 pub fn display_name(name: &str) -> String {
     let visible: String = name
         .chars()
-        .filter(|c| {
-            !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-                && !c.is_control()
-        })
+        .filter(|&c| !crate::redact::acts_on_the_line(c))
         .collect();
     let visible = visible.trim();
     if visible.chars().count() <= NAME_MAX {

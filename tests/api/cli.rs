@@ -1333,6 +1333,44 @@ async fn the_cli_shows_a_recipients_ledger() {
     assert!(!bad.status.success());
 }
 
+/// A mail server's refusal is text from outside: one that carries escape sequences (clear
+/// the screen, retitle the window, recolour) and a carriage return reaches the operator's
+/// terminal written out, never as the bytes that would act on it, in the ledger and the
+/// suppression list alike.
+#[tokio::test]
+async fn a_hostile_refusal_reaches_the_terminal_written_out() {
+    let smtp = crate::smtp::SmtpServer::start().await;
+    smtp.script_replies(&["550 5.1.1 \u{1b}[2J\u{1b}]0;owned\u{7}gone\rforged".to_owned()]);
+    let app = crate::email::spawn_mail_app_with(crate::helpers::Backend::Sqlite, &smtp, &[]).await;
+    let parent = "hostile.parent@example.com";
+    crate::email::complete_for(&app, parent).await;
+    crate::email::wait_ledger(&app, parent, "failed", |rows| {
+        rows[0]["status"] != "pending" && rows[0]["status"] != "sending"
+    })
+    .await;
+    let url = app.database_url();
+    for args in [
+        &["email", "logs", parent][..],
+        &["suppressions", "list"],
+        &["recipients", "show", parent],
+    ] {
+        let shown = ops_shell(&url).args(args).output().unwrap();
+        assert!(shown.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            !shown
+                .stdout
+                .iter()
+                .any(|&b| b == 0x1b || b == 0x07 || b == b'\r'),
+            "{args:?}: {text:?}"
+        );
+        assert!(
+            text.contains(r"\u{1b}[2J\u{1b}]0;owned\u{7}gone\u{d}forged"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
 /// `herald replicas` beside a running replica: it lists it, names the shared settings this
 /// environment has otherwise (never a value), and exits 1 then, 0 when they agree.
 #[test]
