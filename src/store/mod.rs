@@ -352,6 +352,19 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The most characters kept of a text from outside herald (a mail server's reply, a
+/// provider's reason for a bounce): a server may answer with a hundred kilobytes of reply
+/// lines, which would otherwise be kept with each email it refuses.
+pub const OUTSIDE_TEXT_MAX: usize = 1_000;
+
+/// `text` as kept: its first [`OUTSIDE_TEXT_MAX`] characters, an ellipsis marking a cut.
+pub fn kept_text(text: &str) -> String {
+    match text.char_indices().nth(OUTSIDE_TEXT_MAX) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+    }
+}
+
 /// Creates the SQLite file of `url` readable by its owner only, before SQLite would create
 /// it with the process's umask. An existing file is left as it is; a path that cannot be
 /// created (a missing directory) is reported by SQLite as it opens it.
@@ -363,6 +376,17 @@ fn create_private_database(url: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_text_from_outside_is_cut_with_an_ellipsis() {
+        use super::{OUTSIDE_TEXT_MAX, kept_text};
+        assert_eq!(kept_text("550 5.1.1 gone"), "550 5.1.1 gone");
+        let exact = "ł".repeat(OUTSIDE_TEXT_MAX);
+        assert_eq!(kept_text(&exact), exact);
+        let long = kept_text(&"ł".repeat(100_000));
+        assert_eq!(long.chars().count(), OUTSIDE_TEXT_MAX + 1);
+        assert!(long.ends_with("ł…"));
+    }
+
     #[test]
     fn full_read_only_and_failing_databases_are_unavailable_and_bad_statements_are_not() {
         use super::cannot_write;

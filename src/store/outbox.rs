@@ -378,7 +378,7 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
         .bind(id)
         .bind(now_ms)
         .bind(next_attempt_at)
-        .bind(error)
+        .bind(super::kept_text(&error))
         .bind(i64::from(counts)),
         Mark::Failed { error } => Statement::new(
             "UPDATE email_send_logs SET status = 'failed', last_error = $3, attempts = attempts + 1, \
@@ -386,7 +386,7 @@ pub fn mark_statement(id: String, mark: Mark, now_ms: i64) -> Statement {
         )
         .bind(id)
         .bind(now_ms)
-        .bind(error),
+        .bind(super::kept_text(&error)),
     }
 }
 

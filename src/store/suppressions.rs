@@ -80,7 +80,7 @@ fn insert<'q>(
     .bind(email)
     .bind(reason.as_str())
     .bind(source)
-    .bind(detail)
+    .bind(detail.map(super::kept_text))
     .bind(at_ms)
 }
 
@@ -298,7 +298,7 @@ pub async fn record_event(store: &Store, event: &Event<'_>) -> Result<bool, Stor
     .bind(event.email)
     .bind(event.kind)
     .bind(event.source)
-    .bind(event.detail)
+    .bind(event.detail.map(super::kept_text))
     .bind(event.at_ms)
     .execute(store.writer())
     .await?;

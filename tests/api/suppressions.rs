@@ -12,6 +12,7 @@ use crate::smtp::SmtpServer;
 const GONE: &str = "gone.parent@example.com";
 const POLICY: &str = "policy.parent@example.com";
 const BARE: &str = "bare.parent@example.com";
+const LONG: &str = "long.reply@example.com";
 
 async fn suppressions(app: &TestApp, email: &str) -> Value {
     let response = app
@@ -60,6 +61,29 @@ async fn refusals_are_classified_and_a_hard_bounce_stops_the_mail(backend: Backe
             "{rows:?}"
         );
     }
+
+    // A server may answer with a hundred kilobytes of reply lines: herald keeps the first
+    // thousand characters of them, in the ledger and the suppression list alike.
+    let line = "x".repeat(900);
+    let mut long: Vec<String> = (0..100).map(|i| format!("550-5.1.1 {i} {line}")).collect();
+    long.push("550 5.1.1 the end".to_owned());
+    smtp.script_replies(&[long.join("\r\n")]);
+    assert_eq!(report_email(&app, LONG).await, "queued");
+    let rows = wait_ledger(&app, LONG, "failed", |rows| rows[0]["status"] == "failed").await;
+    let kept = rows[0]["last_error"].as_str().unwrap();
+    assert!(
+        kept.contains("5.1.1 0 xxx") && kept.ends_with('…') && kept.chars().count() <= 1_001,
+        "{} characters: {}",
+        kept.chars().count(),
+        &kept[..80]
+    );
+    let detail = suppressions(&app, LONG).await["suppressions"][0]["detail"].clone();
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.ends_with('…') && detail.chars().count() <= 1_001,
+        "{}",
+        detail.chars().count()
+    );
 
     // Only the hard bounce is suppressed, with why, since when and from where.
     let listed = suppressions(&app, GONE).await;
