@@ -212,9 +212,31 @@ impl Metrics {
     }
 }
 
-pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()).increment(1);
-    histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()).record(elapsed.as_secs_f64());
+/// A request's method as a label: one of HTTP's own, else `other`. A client may send any
+/// token as a method, and each label value is a series kept for the life of the process.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ]
+    .into_iter()
+    .find(|(known, _)| known == method)
+    .map_or("other", |(_, label)| label)
+}
+
+pub fn http_request(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
+    counter!("http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
 }
 
 /// Declares at zero every series whose labels are known at start, so the first scrape says

@@ -49,7 +49,10 @@ pub async fn request_context(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     request.extensions_mut().insert(RequestId(id.clone()));
 
-    let transaction = crate::telemetry::transaction(&format!("{method} {route}"), "http.server");
+    let transaction = crate::telemetry::transaction(
+        &format!("{} {route}", crate::metrics::method_label(&method)),
+        "http.server",
+    );
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
@@ -97,7 +100,7 @@ pub async fn request_context(
             "request"
         );
     });
-    crate::metrics::http_request(method.as_str(), &route, status.as_u16(), elapsed);
+    crate::metrics::http_request(&method, &route, status.as_u16(), elapsed);
 
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {

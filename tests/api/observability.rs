@@ -312,3 +312,34 @@ async fn a_fresh_instance_exports_every_known_series_from_the_first_scrape() {
         "a job that never succeeded has no last success"
     );
 }
+
+/// A client may send any token as a method; each label value would be a series kept for the
+/// life of the process, so a flood of invented methods could grow the exporter without end.
+/// They are counted as `other`.
+#[tokio::test]
+async fn invented_methods_are_counted_as_other_not_a_series_each() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}, None).await;
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        for path in ["/health", "/nowhere"] {
+            let response = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_client_error(), "{path}");
+        }
+    }
+    let text = app.metrics().await;
+    assert!(!text.contains("INVENTED"), "{text}");
+    for route in ["/health", "unmatched"] {
+        let series = format!("http_requests_total{{method=\"other\",route=\"{route}\",status=\"");
+        assert!(text.contains(&series), "{series} in:\n{text}");
+    }
+    let get = r#"http_requests_total{method="GET",route="/metrics",status="200"}"#;
+    assert!(
+        crate::helpers::metric_value(&app.metrics().await, get).is_some(),
+        "{get}"
+    );
+}
