@@ -310,8 +310,6 @@ pub enum MigrateAction {
     Status,
 }
 
-/// `println!` for what a command shows: a reader that has gone away (`| head`) is not an
-/// error.
 /// Why a ledger row stands where it does: its reason, or the last error of its sends (a
 /// mail server's reply among them), the addresses in it masked and written out for a
 /// terminal.
@@ -324,6 +322,8 @@ fn why(row: &crate::store::ledger::LedgerRow) -> String {
     crate::redact::for_terminal(&crate::redact::mask_emails_in(why)).into_owned()
 }
 
+/// `println!` for what a command shows: a reader that has gone away (`| head`) is not an
+/// error.
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::cli::show(&mut std::io::stdout(), &format!($($arg)*))

@@ -114,8 +114,6 @@ pub struct EmailConfig {
 
 const DEFAULT_FROM: &str = "noreply@herald.localhost";
 
-/// The address, optionally with a display name, that the variable `name` holds; a problem
-/// named after the variable otherwise.
 /// `EMAIL_FEEDBACK_ID`: one field of a `Feedback-ID` header, so no `:` and nothing a header
 /// could not carry.
 fn feedback_id(r: &mut Reader<'_>) -> Option<String> {
@@ -136,6 +134,8 @@ fn feedback_id(r: &mut Reader<'_>) -> Option<String> {
     }
 }
 
+/// The address, optionally with a display name, that the variable `name` holds; a problem
+/// named after the variable otherwise.
 fn mailbox(r: &mut Reader<'_>, name: &str, raw: &str) -> Option<Mailbox> {
     match raw.parse::<Mailbox>() {
         Ok(mailbox) if !raw.contains(['\r', '\n']) => Some(mailbox),
