@@ -194,6 +194,8 @@ struct ReportContext<'a> {
     preferences_url: &'a str,
     brand: &'a str,
     footer_address: &'a str,
+    /// The language of the words (`en`, `pl`): the layout's `lang`.
+    lang: &'a str,
 }
 
 #[derive(Serialize)]
@@ -204,6 +206,7 @@ struct DigestContext<'a> {
     preferences_url: &'a str,
     brand: &'a str,
     footer_address: &'a str,
+    lang: &'a str,
 }
 
 fn minutes(seconds: i64) -> String {
@@ -340,6 +343,8 @@ impl Templates {
             match Self::load_layers(&[dir, &sub], brand, footer_address) {
                 Ok(mut templates) => {
                     templates.language = Some(tag.clone());
+                    // A language's directory is in that language, whatever its words say.
+                    templates.pdf_labels = templates.pdf_labels.in_language(&tag);
                     locales.insert(tag, templates);
                 }
                 Err(found) => problems.extend(found),
@@ -647,6 +652,7 @@ impl Templates {
                 preferences_url: links.preferences,
                 brand: &self.brand,
                 footer_address: &self.footer_address,
+                lang: self.pdf_labels.language(),
             },
         )
     }
@@ -664,6 +670,7 @@ impl Templates {
                 preferences_url: links.preferences,
                 brand: &self.brand,
                 footer_address: &self.footer_address,
+                lang: self.pdf_labels.language(),
             },
         )
     }
@@ -1141,6 +1148,18 @@ mod tests {
         let polish = templates.for_locale(Some("pl"));
         assert_eq!(polish.pdf_labels.get("title", &[]), "Raport");
         assert_eq!(polish.pdf_labels.get("steps", &[]), "Steps worked through");
+        // Each says the language it is in, to a screen reader: the email's `lang` and the
+        // PDF's `/Lang`, the directory's tag for its own templates, else the labels' `en`.
+        let has = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for (templates, tag) in [(polish, "pl"), (&templates, "en")] {
+            let html = templates
+                .session_report(&summary("Ada"), LINKS)
+                .unwrap()
+                .html;
+            assert!(html.contains(&format!("<html lang=\"{tag}\">")), "{html}");
+            let pdf = templates.report_pdf(&summary("Ada"), chrono_tz::UTC);
+            assert!(has(&pdf, format!("/Lang ({tag})").as_bytes()), "{tag}");
+        }
         // The subject is the deployment's, as no Polish one is given.
         assert_eq!(
             polish

@@ -10,7 +10,8 @@ use chrono::format::{Fixed, Item, StrftimeItems};
 use chrono::{Datelike, TimeZone};
 
 /// Each label's key and the placeholders it takes.
-const KEYS: [(&str, &[&str]); 31] = [
+const KEYS: [(&str, &[&str]); 32] = [
+    ("language", &[]),
     ("title", &[]),
     ("started", &["when"]),
     ("date_format", &[]),
@@ -127,6 +128,17 @@ impl Labels {
         }
     }
 
+    /// The language the words are in (a tag: `en`, `pl`), for a reader that speaks them.
+    pub fn language(&self) -> &str {
+        self.words.get("language").map_or("en", String::as_str)
+    }
+
+    /// The same words, said to be in `tag`'s language.
+    pub fn in_language(mut self, tag: &str) -> Self {
+        self.words.insert("language", tag.to_owned());
+        self
+    }
+
     /// The label of `key`, its placeholders filled from `values`.
     pub fn get(&self, key: &str, values: &[(&str, &str)]) -> String {
         let text = self.words.get(key).map_or("", String::as_str);
@@ -206,6 +218,14 @@ fn names(value: &serde_json::Value, count: usize) -> Option<Vec<String>> {
 
 /// The placeholders of `value` are among `takes`; a date format is one chrono reads.
 fn check(key: &str, value: &str, takes: &[&str]) -> Result<(), String> {
+    if key == "language" {
+        return match crate::templates::language_tag(value) {
+            Some(tag) if tag == value => Ok(()),
+            _ => Err(format!(
+                "`language`: `{value}` is not a language tag as it is written (en, pl, pt-BR)"
+            )),
+        };
+    }
     if key == "date_format" {
         return if StrftimeItems::new(value).any(|item| item == Item::Error) {
             Err(format!(
@@ -281,12 +301,13 @@ mod tests {
             r#"{"titel": "x", "steps": 3, "session": "Sesja {session}",
                 "date_format": "%Q", "started": "Start {when",
                 "months": ["styczeń"], "weekdays_short": ["pn", "wt", "śr", "cz", "pt", "sb", ""],
-                "weekdays": "poniedziałek"}"#,
+                "weekdays": "poniedziałek", "language": "Polish"}"#,
             Labels::shipped(),
         )
         .unwrap_err();
-        assert_eq!(problems.len(), 8, "{problems:?}");
+        assert_eq!(problems.len(), 9, "{problems:?}");
         for word in [
+            "`language`: `Polish` is not a language tag",
             "`titel`",
             "`steps`",
             "`{session}`",

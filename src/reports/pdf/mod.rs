@@ -121,11 +121,12 @@ pub fn render(summary: &SessionSummary, zone: chrono_tz::Tz, labels: &Labels) ->
     document(
         page,
         &labels.get("document_title", &[("learner", &learner)]),
+        labels.language(),
     )
 }
 
 /// Writes the page, its fonts (subset to the glyphs used) and the document around them.
-fn document(page: Page, title: &str) -> Vec<u8> {
+fn document(page: Page, title: &str, language: &str) -> Vec<u8> {
     let catalog = Ref::new(1);
     let pages = Ref::new(2);
     let page_id = Ref::new(3);
@@ -138,7 +139,7 @@ fn document(page: Page, title: &str) -> Vec<u8> {
     };
 
     let mut pdf = Pdf::new();
-    pdf.catalog(catalog).pages(pages);
+    pdf.catalog(catalog).pages(pages).lang(TextStr(language));
     pdf.pages(pages).kids([page_id]).count(1);
     let Page { content, used } = page;
     let font_refs: Vec<(Ref, Weight)> = [Weight::Regular, Weight::Bold]
