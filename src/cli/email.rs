@@ -233,8 +233,6 @@ pub(super) async fn suppressions(
     Ok(code)
 }
 
-/// What `herald suppressions add` asks for: the addresses named and those of `file`, each
-/// checked before anything is added.
 /// `herald suppressions remove`: lifts each address's suppression under every spelling, or
 /// with `dry_run` finds it; one address is answered with its suppression, several with
 /// counts.
@@ -288,6 +286,8 @@ async fn lift(
     })
 }
 
+/// What `herald suppressions add` asks for: the addresses named and those of `file`, each
+/// checked before anything is added.
 fn additions(
     emails: Vec<String>,
     file: Option<&std::path::Path>,

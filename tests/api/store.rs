@@ -426,25 +426,26 @@ async fn an_operator_unsubscribes_a_long_list_in_batches(backend: Backend) {
         "a dry run changes nothing"
     );
     assert_eq!(unsubscribe(false).await.unwrap(), (1_233, 1));
-    let off: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM email_preferences WHERE weekly_digest_enabled = 0 AND session_reports_enabled = 1",
-    )
-    .fetch_one(store.reader())
-    .await
-    .unwrap();
-    assert_eq!(off, 1_234);
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM preference_changes WHERE source = 'operator'")
+    let count = async |sql: &str| -> i64 {
+        sqlx::query_scalar(sql)
             .fetch_one(store.reader())
             .await
-            .unwrap();
-    assert_eq!(recorded, 1_233, "each change recorded once");
-    let audited: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'recipient.unsubscribe'")
-            .fetch_one(store.reader())
-            .await
-            .unwrap();
-    assert_eq!(audited, 1, "the real run only, once");
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM email_preferences WHERE weekly_digest_enabled = 0 AND session_reports_enabled = 1").await,
+        1_234
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM preference_changes WHERE source = 'operator'").await,
+        1_233,
+        "each change recorded once"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_log WHERE action = 'recipient.unsubscribe'").await,
+        1,
+        "the real run only, once"
+    );
     assert_eq!(unsubscribe(false).await.unwrap(), (0, 1_234));
     store.close().await;
 }
