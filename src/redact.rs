@@ -4,13 +4,7 @@
 //! Addresses become `pa***@example.com`: enough to tell two recipients apart during an
 //! incident, not enough to read the address.
 
-/// A character that changes how a line shows rather than showing itself: a control
-/// character (an escape sequence's start, a bell, a carriage return or line break) or a mark
-/// that reorders text (the bidirectional embeddings, overrides and isolates).
-pub fn acts_on_the_line(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
+pub use herald_actors::email::acts_on_the_line;
 
 /// Text from outside herald (a mail server's reply, a provider's reason) as a terminal
 /// shows it: each character that would act on the line written out as its escape

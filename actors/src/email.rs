@@ -1,11 +1,23 @@
 //! Validated value types that actor messages carry: [`Email`], [`EmailType`] and the
 //! [`IdempotencyKey`] of one email.
 //!
-//! An [`Email`] is parsed once at the HTTP edge: RFC 5321 lengths, no whitespace or control
-//! characters (so no CR/LF can ever reach a header), one `@`, a dotted domain, the domain
-//! lower-cased. Its `Debug` and `Display` mask the address so it cannot leak into logs.
+//! An [`Email`] is parsed once at the HTTP edge: RFC 5321 lengths, no whitespace, control
+//! characters (so no CR/LF can ever reach a header) or marks that reorder text, one `@`, a
+//! dotted domain (one that is not ASCII with an ASCII form), the domain lower-cased. Its
+//! `Debug` and `Display` mask the address so it cannot leak into logs.
 
 use std::fmt;
+
+/// A character that changes how a line shows rather than showing itself: a control
+/// character (an escape sequence's start, a bell, a carriage return or line break) or a mark
+/// that reorders text (the bidirectional marks, embeddings, overrides and isolates).
+pub fn acts_on_the_line(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
 
 /// Why an address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,7 +30,9 @@ pub enum EmailError {
     Domain,
     #[error("an email address has exactly one @")]
     Shape,
-    #[error("an email address cannot contain spaces or control characters")]
+    #[error(
+        "an email address cannot contain spaces, control characters or marks that reorder text"
+    )]
     Forbidden,
 }
 
@@ -27,9 +41,14 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
-        // Surrounding spaces are forgiven; a CR, LF or other control character anywhere is not.
+        // Surrounding spaces are forgiven; a CR, LF or other control character anywhere is
+        // not, nor a mark that reorders text: an address is shown in operators' tables and
+        // parents' emails, where such a mark could make it read as another.
         let raw = raw.trim_matches(' ');
-        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if raw
+            .chars()
+            .any(|c| acts_on_the_line(c) || c.is_whitespace())
+        {
             return Err(EmailError::Forbidden);
         }
         if raw.len() > 254 {
@@ -62,7 +81,9 @@ impl Email {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
             });
-        if !labels_ok {
+        // A domain that is not ASCII must have the ASCII form every mail server and DNS
+        // resolves (IDNA), the form it is mailed at.
+        if !labels_ok || (!domain.is_ascii() && idna::domain_to_ascii(&domain).is_err()) {
             return Err(EmailError::Domain);
         }
         Ok(Self(format!("{local}@{domain}")))
@@ -78,6 +99,21 @@ impl Email {
         let (local, domain) = self.0.split_once('@').unwrap_or((&self.0, ""));
         let keep: String = local.chars().take(2).collect();
         format!("{keep}***@{domain}")
+    }
+}
+
+/// `address` as any mail server takes it: a domain that is not ASCII (an internationalised
+/// domain name, `bücher.de`) in its ASCII form (`xn--bcher-kva.de`, IDNA), which needs
+/// nothing of the server; the part before `@` as it is (one that is not ASCII needs a server
+/// that offers SMTPUTF8). An address is kept and known by the form it was given in; this is
+/// the form it is mailed at.
+pub fn deliverable(address: &str) -> std::borrow::Cow<'_, str> {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}").into(),
+            Err(_) => address.into(),
+        },
+        _ => address.into(),
     }
 }
 
@@ -336,6 +372,8 @@ mod tests {
             "a..b@c.com",
             ".a@c.com",
             "a@b..com",
+            "parent\u{202e}moc.elpmaxe@example.com",
+            "parent\u{2066}@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -346,6 +384,31 @@ mod tests {
         assert_eq!(
             Email::parse(&format!("a@{}.com", "b".repeat(250))),
             Err(EmailError::TooLong)
+        );
+    }
+
+    #[test]
+    fn an_international_domain_is_mailed_at_its_ascii_form() {
+        let email = Email::parse("J\u{fc}rgen@B\u{fc}cher.DE").unwrap();
+        assert_eq!(
+            email.as_str(),
+            "J\u{fc}rgen@b\u{fc}cher.de",
+            "kept as given"
+        );
+        assert_eq!(
+            deliverable(email.as_str()),
+            "J\u{fc}rgen@xn--bcher-kva.de",
+            "the part before @ is left to the server's SMTPUTF8"
+        );
+        assert_eq!(
+            deliverable("parent@B\u{dc}CHER.de"),
+            "parent@xn--bcher-kva.de"
+        );
+        assert_eq!(deliverable("parent@example.com"), "parent@example.com");
+        // A joiner between two Latin letters has no ASCII form (IDNA's CONTEXTJ rule).
+        assert_eq!(
+            Email::parse("parent@exa\u{200d}mple.com"),
+            Err(EmailError::Domain)
         );
     }
 

@@ -165,6 +165,8 @@ pub(super) async fn suppressions(
             reason,
             source,
             limit,
+            offset,
+            addresses,
         } => {
             let email = email.as_deref().map(super::parse_email).transpose()?;
             let filter = suppressions::Filter {
@@ -173,8 +175,18 @@ pub(super) async fn suppressions(
                 reason: reason.as_deref().and_then(suppressions::Reason::parse),
                 source: source.as_deref(),
             };
+            if addresses {
+                let store = &store;
+                let printed = super::print_pages(|after| async move {
+                    suppressions::addresses(store, filter, after.as_deref(), super::PAGE).await
+                })
+                .await;
+                store.close().await;
+                printed?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let (list, total) =
-                suppressions::list(&store, filter, limit.clamp(1, 10_000), 0).await?;
+                suppressions::list(&store, filter, limit.clamp(1, 10_000), offset.max(0)).await?;
             out!(
                 "{:<40} {:<11} {:<9} {:<26} DETAIL",
                 "EMAIL",

@@ -215,6 +215,17 @@ pub enum RecipientsAction {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the addresses that have emails turned off, one a line, in the order of the
+    /// addresses: the file `herald recipients unsubscribe --file` takes, to carry them to
+    /// another deployment or sender (one file for each `--type`). What an erasure kept of
+    /// an address is a one-way hash of it, and is not among them.
+    Unsubscribed {
+        /// What they turned off: `all` (both types), `session_reports` or `weekly_digest`
+        /// (each with those who turned both off).
+        #[arg(long = "type", value_name = "TYPE", default_value = "all",
+              value_parser = ["all", "session_reports", "weekly_digest"])]
+        kind: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,6 +245,15 @@ pub enum SuppressionsAction {
         /// How many to show.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// How many of the newest to pass over first (with `--limit`, to page through a long
+        /// list).
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// Print only the addresses, one a line, every one that matches, in the order of
+        /// the addresses: a file `herald suppressions add --file` takes, to carry the list
+        /// to another deployment or sender (one file for each `--reason`).
+        #[arg(long, conflicts_with_all = ["limit", "offset"])]
+        addresses: bool,
     },
     /// Add addresses to the list, so herald never mails them (audited; all or none): another
     /// sender's bounces and complaints when moving to herald, or an address known not to
@@ -426,6 +446,9 @@ pub fn main() -> ExitCode {
                         dry_run,
                     },
             } => recipients::unsubscribe(config, emails, file.as_deref(), &kind, dry_run).await,
+            Command::Recipients {
+                action: RecipientsAction::Unsubscribed { kind },
+            } => recipients::unsubscribed(config, &kind).await,
             Command::Templates {
                 action: TemplatesAction::Check { dir },
             } => Ok(templates_check(dir)),
@@ -708,6 +731,29 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
 /// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not
 /// an error.
+/// How many addresses an export reads from the database at a time.
+const PAGE: i64 = 10_000;
+
+/// Prints every address `page` reads, one a line: `page` is given the last address read
+/// (none at first) and answers the next ones in their order, none at the end.
+async fn print_pages<F, Fut>(mut page: F) -> anyhow::Result<()>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, crate::store::StoreError>>,
+{
+    let mut after = None;
+    loop {
+        let addresses = page(after).await?;
+        for address in &addresses {
+            out!("{address}")?;
+        }
+        match addresses.into_iter().last() {
+            Some(last) => after = Some(last),
+            None => return Ok(()),
+        }
+    }
+}
+
 fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
     match writeln!(out, "{text}") {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -221,3 +221,19 @@ pub(super) async fn unsubscribe(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `herald recipients unsubscribed`: the addresses with `kind` turned off, one a line.
+pub(super) async fn unsubscribed(config: Config, kind: &str) -> anyhow::Result<ExitCode> {
+    use crate::store::preferences::{self, Unsubscribe};
+    let what = Unsubscribe::parse(kind)
+        .ok_or_else(|| anyhow::anyhow!("--type is all, session_reports or weekly_digest"))?;
+    let store = current_store(&config).await?;
+    let store = &store;
+    let printed = super::print_pages(|after| async move {
+        preferences::turned_off(store, what, after.as_deref(), super::PAGE).await
+    })
+    .await;
+    store.close().await;
+    printed?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -152,8 +152,7 @@ impl Outgoing {
 
 pub fn build(parts: Parts<'_>) -> Result<Message, BuildError> {
     let from = parts.from.clone();
-    let to: Mailbox = parts
-        .to
+    let to: Mailbox = herald_actors::email::deliverable(parts.to)
         .parse()
         .map_err(|_| BuildError::Address("recipient".to_owned()))?;
     let alternative = MultiPart::alternative()

@@ -136,7 +136,7 @@ pub fn request(outgoing: &Outgoing) -> Value {
         from["name"] = json!(name);
     }
     let mut body = json!({
-        "personalizations": [{ "to": [{ "email": outgoing.to }] }],
+        "personalizations": [{ "to": [{ "email": herald_actors::email::deliverable(&outgoing.to) }] }],
         "from": from,
         "subject": outgoing.rendered.subject,
         // SendGrid requires text/plain first, then text/html.

@@ -10,7 +10,7 @@ use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{ClientId, Extension};
 
 use crate::config::{EmailConfig, SmtpConfig, SmtpTls};
 
@@ -86,9 +86,7 @@ impl Smtp {
                 .await
                 .map_err(|err| Attempt::Unreachable(describe(&err)))?,
         };
-        transfer(&mut conn, envelope, payload)
-            .await
-            .map_err(|err| classify(&err))?;
+        transfer(&mut conn, envelope, payload).await?;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push((conn, Instant::now()));
@@ -141,12 +139,18 @@ enum Payload {
     Raw(Vec<u8>),
 }
 
+/// Whether every address of `envelope` is ASCII, as a server without SMTPUTF8 takes it.
+fn ascii_addresses(envelope: &Envelope) -> bool {
+    let ascii = |address: &Address| AsRef::<str>::as_ref(address).is_ascii();
+    envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii)
+}
+
 impl Payload {
     fn new(envelope: &Envelope, email: Vec<u8>) -> Self {
-        let ascii = |address: &Address| AsRef::<str>::as_ref(address).is_ascii();
-        let addresses_ascii = envelope.from().is_none_or(ascii) && envelope.to().iter().all(ascii);
         match String::from_utf8(email) {
-            Ok(text) if text.is_ascii() && addresses_ascii => Self::Stuffed(data_body(text)),
+            Ok(text) if text.is_ascii() && ascii_addresses(envelope) => {
+                Self::Stuffed(data_body(text))
+            }
             Ok(text) => Self::Raw(text.into_bytes()),
             Err(err) => Self::Raw(err.into_bytes()),
         }
@@ -154,24 +158,64 @@ impl Payload {
 }
 
 /// One message's SMTP transaction on `conn`: lettre's commands and replies (MAIL, RCPT,
-/// DATA), then a stuffed body written as it is.
+/// DATA), then a stuffed body written as it is; the server's refusal in the dispatcher's
+/// terms.
 async fn transfer(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     payload: &Payload,
-) -> Result<(), lettre::transport::smtp::Error> {
+) -> Result<(), Attempt> {
     let body = match payload {
         Payload::Stuffed(body) => body,
-        Payload::Raw(email) => return conn.send(envelope, email).await.map(drop),
+        Payload::Raw(email) => {
+            refused_before_sending(conn, envelope, email)?;
+            return conn
+                .send(envelope, email)
+                .await
+                .map(drop)
+                .map_err(|err| classify(&err));
+        }
     };
-    conn.command(Mail::new(envelope.from().cloned(), Vec::new()))
-        .await?;
-    for to in envelope.to() {
-        conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+    let sent: Result<(), lettre::transport::smtp::Error> = async {
+        conn.command(Mail::new(envelope.from().cloned(), Vec::new()))
+            .await?;
+        for to in envelope.to() {
+            conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+        }
+        conn.command(Data).await?;
+        // A command's text is written as it is, and the reply read: here the body and its
+        // end.
+        conn.command(body).await?;
+        Ok(())
     }
-    conn.command(Data).await?;
-    // A command's text is written as it is, and the reply read: here the body and its end.
-    conn.command(body).await?;
+    .await;
+    sent.map_err(|err| classify(&err))
+}
+
+/// What this server cannot take of a message, known before a command is sent: an address
+/// that is not ASCII without SMTPUTF8 (RFC 6531), eight-bit text without 8BITMIME (RFC
+/// 6152). lettre refuses to send either as a failure of its own, which herald would read as
+/// a server out of reach: the email would be tried again and again, uncounted, each time
+/// pausing every other email. It is this email's failure, and final: the same server will
+/// not take it later.
+fn refused_before_sending(
+    conn: &AsyncSmtpConnection,
+    envelope: &Envelope,
+    email: &[u8],
+) -> Result<(), Attempt> {
+    let offers = |extension| conn.server_info().supports_feature(extension);
+    if !ascii_addresses(envelope) && !offers(Extension::SmtpUtfEight) {
+        return Err(Attempt::Permanent(
+            "the mail server takes no address that is not ASCII before the @ (it does not \
+             offer SMTPUTF8)"
+                .to_owned(),
+        ));
+    }
+    if !email.is_ascii() && !offers(Extension::EightBitMime) {
+        return Err(Attempt::Permanent(
+            "the mail server takes no eight-bit text (it does not offer 8BITMIME)".to_owned(),
+        ));
+    }
     Ok(())
 }
 

@@ -167,6 +167,32 @@ pub async fn email_of(store: &Store, recipient_key: &str) -> Result<Option<Strin
     )
 }
 
+/// The addresses that have what `what` stops turned off (for `all`, both types), in the
+/// order of the addresses, the first `limit` of those after `after` (from the first when
+/// `None`): the file `herald recipients unsubscribe --file` takes, for another deployment or
+/// sender.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn turned_off(
+    store: &Store,
+    what: Unsubscribe,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let off = match what {
+        Unsubscribe::WeeklyDigest => "weekly_digest_enabled = 0",
+        Unsubscribe::SessionReports => "session_reports_enabled = 0",
+        Unsubscribe::All => "weekly_digest_enabled = 0 AND session_reports_enabled = 0",
+    };
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT email FROM email_preferences WHERE {off} \
+         AND ($1 IS NULL OR email > $1) ORDER BY email LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?)
+}
+
 /// The two switches of a recipient, for tests and the admin view.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn switches(store: &Store, email: &str) -> Result<Option<(bool, bool)>, StoreError> {

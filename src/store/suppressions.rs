@@ -48,8 +48,8 @@ pub struct Suppression {
     pub created_at_ms: i64,
 }
 
-/// Suppresses `email`; an address already suppressed keeps its first reason. True when
-/// this call added it.
+/// Suppresses `email`; an address already suppressed, under this spelling or another (each
+/// of which stops its mail), keeps its first reason. True when this call added it.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn suppress(
     store: &Store,
@@ -65,7 +65,8 @@ pub async fn suppress(
     Ok(done.rows_affected() == 1)
 }
 
-/// The statement that suppresses `email` unless it is already.
+/// The statement that suppresses `email` unless it is already, under any spelling: the list
+/// holds an address once, so a lookup, a lift and the counts of an addition see one row.
 fn insert<'q>(
     email: &'q str,
     reason: Reason,
@@ -75,7 +76,9 @@ fn insert<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     sqlx::query(
         "INSERT INTO email_suppressions (email, reason, source, detail, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
+         SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+         (SELECT 1 FROM email_suppressions WHERE lower(email) = lower($1)) \
+         ON CONFLICT (email) DO NOTHING",
     )
     .bind(email)
     .bind(reason.as_str())
@@ -97,7 +100,8 @@ pub struct Addition {
 pub struct Added {
     /// Addresses now suppressed that were not.
     pub added: u64,
-    /// Addresses that were suppressed already; each keeps its first reason.
+    /// Addresses that were suppressed already, under any spelling; each keeps its first
+    /// reason.
     pub already_suppressed: u64,
     /// Whether these are only the counts the addition would give, with nothing changed.
     pub dry_run: bool,
@@ -130,7 +134,8 @@ pub struct Filter<'a> {
 
 /// Suppresses every address of `additions` in one transaction, audited with it
 /// (`suppression.add`, the address masked, or how many for more than one): all or none. An
-/// address named twice counts once, with its first reason. With `dry_run` the transaction is
+/// address named twice, under any spelling, counts once, with its first reason and
+/// spelling. With `dry_run` the transaction is
 /// rolled back and nothing is audited: the counts are those the addition would give.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn add(
@@ -143,7 +148,7 @@ pub async fn add(
     let mut seen = std::collections::HashSet::new();
     let additions: Vec<&Addition> = additions
         .iter()
-        .filter(|addition| seen.insert(addition.email.as_str()))
+        .filter(|addition| seen.insert(addition.email.to_lowercase()))
         .collect();
     let mut tx = store.writer().begin().await?;
     let mut added = 0;
@@ -235,6 +240,29 @@ pub async fn list(
         .map(suppression)
         .collect::<Result<_, sqlx::Error>>()?;
     Ok((list, total))
+}
+
+/// The suppressed addresses that match `filter`, in the order of the addresses, the first
+/// `limit` of those after `after` (from the first when `None`). Paging by the last address
+/// read, an export neither skips nor repeats an address that stays on the list while it runs.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn addresses(
+    store: &Store,
+    filter: Filter<'_>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT email FROM email_suppressions WHERE {MATCHING} \
+         AND ($4 IS NULL OR email > $4) ORDER BY email LIMIT $5"
+    ))
+    .bind(filter.email)
+    .bind(filter.reason.map(Reason::as_str))
+    .bind(filter.source)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?)
 }
 
 /// Lifts the suppression of `email` under every spelling (each of which stops its mail),

@@ -1391,7 +1391,53 @@ async fn a_report_shows_when_the_session_started_in_the_parents_zone(backend: Ba
     assert!(text.contains(expected(PARENT)), "{text}");
 }
 
+/// A domain that is not ASCII is mailed at its ASCII form, which any server takes; a part
+/// before `@` that is not ASCII needs a server that offers SMTPUTF8, and without one the
+/// email fails at once, final, rather than pausing everyone's mail again and again.
+async fn an_address_that_is_not_ascii_goes_as_far_as_the_mail_server_takes_it(backend: Backend) {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_mail_app(backend, &smtp).await;
+    let idn = "parent@b\u{fc}cher.de";
+    complete_for(&app, idn).await;
+    wait_ledger(&app, idn, "sent", |rows| rows[0]["status"] == "sent").await;
+    let received = smtp.received();
+    assert_eq!(received[0].rcpt_to, ["parent@xn--bcher-kva.de"]);
+    let data = String::from_utf8_lossy(&received[0].data);
+    assert!(data.contains("To: parent@xn--bcher-kva.de\r\n"), "{data}");
+
+    let international = "j\u{fc}rgen@example.org";
+    complete_for(&app, international).await;
+    let rows = wait_ledger(&app, international, "failed", |rows| {
+        rows[0]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(rows[0]["attempts"], 1, "{rows:?}");
+    assert!(
+        rows[0]["last_error"].as_str().unwrap().contains("SMTPUTF8"),
+        "{rows:?}"
+    );
+    complete_for(&app, PARENT).await;
+    wait_ledger(&app, PARENT, "sent", |rows| rows[0]["status"] == "sent").await;
+    assert_eq!(
+        smtp.received().len(),
+        2,
+        "the refused address reached no RCPT"
+    );
+
+    // A server that offers SMTPUTF8 is asked for it and takes the address as it is.
+    let utf8 = SmtpServer::start().await;
+    utf8.offer_smtputf8();
+    let app = spawn_mail_app(backend, &utf8).await;
+    complete_for(&app, international).await;
+    wait_ledger(&app, international, "sent", |rows| {
+        rows[0]["status"] == "sent"
+    })
+    .await;
+    assert_eq!(utf8.received()[0].rcpt_to, [international]);
+}
+
 on_both_backends!(
+    an_address_that_is_not_ascii_goes_as_far_as_the_mail_server_takes_it,
     a_report_shows_when_the_session_started_in_the_parents_zone,
     a_send_in_flight_at_shutdown_finishes_before_exit,
     a_completed_session_sends_one_report_with_text_html_pdf_and_unsubscribe_headers,

@@ -380,6 +380,16 @@ async fn a_report_goes_out_through_sendgrid_as_its_api_documents(backend: Backen
         rows[0]["id"].as_str(),
         "herald's reference names the ledger row"
     );
+
+    // A domain that is not ASCII goes in its ASCII form.
+    let idn = "parent@b\u{fc}cher.de";
+    complete_for(&app, idn).await;
+    wait_ledger(&app, idn, "sent", |rows| rows[0]["status"] == "sent").await;
+    let request = standin.accepted().remove(1);
+    assert_eq!(
+        request["personalizations"][0]["to"][0]["email"],
+        "parent@xn--bcher-kva.de"
+    );
 }
 
 async fn sendgrid_answers_decide_retry_failure_or_pause(backend: Backend) {

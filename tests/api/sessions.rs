@@ -205,6 +205,11 @@ async fn bad_session_input_is_refused_and_nothing_is_written(backend: Backend) {
             "parent_email",
         ),
         (
+            json!({"parent_email": "parent\u{202e}moc.rehto@example.com"}),
+            422,
+            "parent_email",
+        ),
+        (
             json!({"learner_name": "x".repeat(101)}),
             422,
             "learner_name",

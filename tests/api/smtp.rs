@@ -101,6 +101,8 @@ struct Shared {
     login: Mutex<Option<(String, String)>>,
     /// Users who logged in, in order.
     logins: Mutex<Vec<String>>,
+    /// Whether EHLO offers SMTPUTF8 (RFC 6531), so a `MAIL FROM` may ask for it.
+    smtputf8: AtomicBool,
     tls: Option<Tls>,
 }
 
@@ -184,6 +186,12 @@ impl SmtpServer {
             .lock()
             .unwrap()
             .extend(replies.iter().cloned());
+    }
+
+    /// From now on EHLO offers SMTPUTF8, and a message whose `MAIL FROM` asks for it may have
+    /// addresses that are not ASCII; without it such a message is refused (RFC 6531 §3.4).
+    pub fn offer_smtputf8(&self) {
+        self.shared.smtputf8.store(true, Ordering::SeqCst);
     }
 
     /// Makes the server take `ms` to accept each message.
@@ -337,6 +345,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let offers_starttls = starttls && !secure;
     let mut rcpt_to = Vec::new();
+    let mut smtputf8_asked = false;
     let mut logged_in = false;
     let mut line = String::new();
     loop {
@@ -359,7 +368,14 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 ""
             };
-            format!("250-herald-test\r\n250-8BITMIME\r\n{starttls}{auth}250 SIZE 20000000")
+            let smtputf8 = if shared.smtputf8.load(Ordering::SeqCst) {
+                "250-SMTPUTF8\r\n"
+            } else {
+                ""
+            };
+            format!(
+                "250-herald-test\r\n250-8BITMIME\r\n{smtputf8}{starttls}{auth}250 SIZE 20000000"
+            )
         } else if command.starts_with("STARTTLS") && offers_starttls {
             write
                 .write_all(b"220 2.0.0 Ready to start TLS\r\n")
@@ -384,8 +400,14 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         {
             if command.starts_with("MAIL FROM") || command.starts_with("RSET") {
                 rcpt_to.clear();
+                smtputf8_asked = command.starts_with("MAIL FROM") && command.contains(" SMTPUTF8");
             }
             "250 OK".to_owned()
+        } else if command.starts_with("RCPT TO")
+            && !line.is_ascii()
+            && !(smtputf8_asked && shared.smtputf8.load(Ordering::SeqCst))
+        {
+            "553 5.6.7 an address that is not ASCII needs SMTPUTF8".to_owned()
         } else if command.starts_with("RCPT TO") {
             rcpt_to.push(
                 line.trim_end()[8..]

@@ -149,7 +149,7 @@ impl NewSuppression {
 #[utoipa::path(post, path = "/admin/suppressions", tag = "admin", security(("api_key" = [])),
     request_body(content = AddSuppressions, description = "The addresses herald must no longer mail, with why"),
     responses(
-        (status = 200, description = "Suppressed, all in one transaction (audited); an address suppressed already keeps its first reason, and one named twice counts once. With `dry_run`, the counts alone", body = suppressions::Added),
+        (status = 200, description = "Suppressed, all in one transaction (audited); an address suppressed already, under any spelling, keeps its first reason, and one named twice, in any capitals, counts once. With `dry_run`, the counts alone", body = suppressions::Added),
         (status = 400, description = "Malformed JSON", body = crate::http::error::ErrorBody),
         (status = 401, description = "Missing or wrong X-API-Key", body = crate::http::error::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: a body over MAX_BODY_BYTES; send the list in parts", body = crate::http::error::ErrorBody),
