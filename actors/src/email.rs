@@ -70,22 +70,32 @@ impl Email {
             return Err(EmailError::LocalPart);
         }
         let domain = domain.to_ascii_lowercase();
-        let labels_ok = domain.len() <= 253
-            && domain.contains('.')
-            && domain.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-            });
-        // A domain that is not ASCII must have the ASCII form every mail server and DNS
-        // resolves (IDNA), the form it is mailed at.
-        if !labels_ok || (!domain.is_ascii() && idna::domain_to_ascii(&domain).is_err()) {
+        if !host_name(&domain) {
             return Err(EmailError::Domain);
         }
+        // One domain, one recipient: an international domain is kept in its own letters,
+        // whether it came in them or in its ASCII form (`xn--`, as a provider reports it),
+        // mapped as IDNA maps them (capitals, full widths); and it must have the ASCII form
+        // every mail server and DNS resolves, the form it is mailed at.
+        let international =
+            !domain.is_ascii() || domain.split('.').any(|label| label.starts_with("xn--"));
+        let domain = if international {
+            let (unicode, mapped) = idna::domain_to_unicode(&domain);
+            // The mapping may give what the domain as given did not have (a ligature maps
+            // to a space and marks), so the mapped domain is checked as a whole again.
+            if mapped.is_err()
+                || !host_name(&unicode)
+                || unicode
+                    .chars()
+                    .any(|c| acts_on_the_line(c) || c.is_whitespace())
+                || idna::domain_to_ascii_strict(&unicode).is_err()
+            {
+                return Err(EmailError::Domain);
+            }
+            unicode
+        } else {
+            domain
+        };
         Ok(Self(format!("{local}@{domain}")))
     }
 
@@ -100,6 +110,23 @@ impl Email {
         let keep: String = local.chars().take(2).collect();
         format!("{keep}***@{domain}")
     }
+}
+
+/// Whether `domain` (lower-cased) has the shape of a host name: dotted, each label 1 to 63
+/// bytes of letters, digits and inner hyphens (or letters that are not ASCII), at most 253
+/// bytes in all.
+fn host_name(domain: &str) -> bool {
+    domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        })
 }
 
 /// `address` as any mail server takes it: a domain that is not ASCII (an internationalised
@@ -404,6 +431,18 @@ mod tests {
             deliverable("parent@B\u{dc}CHER.de"),
             "parent@xn--bcher-kva.de"
         );
+        // One recipient, however the domain is written: in capitals, or in the ASCII form a
+        // provider reports it in.
+        for spelling in ["parent@B\u{dc}CHER.de", "parent@XN--bcher-kva.de"] {
+            assert_eq!(
+                Email::parse(spelling).unwrap().as_str(),
+                "parent@b\u{fc}cher.de",
+                "{spelling}"
+            );
+        }
+        assert_eq!(Email::parse("a@xn--zz.de"), Err(EmailError::Domain));
+        // A ligature IDNA maps to a space and two marks.
+        assert_eq!(Email::parse("a@\u{fc5e}.example"), Err(EmailError::Domain));
         assert_eq!(deliverable("parent@example.com"), "parent@example.com");
         // A joiner between two Latin letters has no ASCII form (IDNA's CONTEXTJ rule).
         assert_eq!(
