@@ -176,20 +176,36 @@ async fn transfer(
                 .map_err(|err| classify(&err));
         }
     };
-    let sent: Result<(), lettre::transport::smtp::Error> = async {
+    let started: Result<(), lettre::transport::smtp::Error> = async {
         conn.command(Mail::new(envelope.from().cloned(), Vec::new()))
             .await?;
         for to in envelope.to() {
             conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
         }
         conn.command(Data).await?;
-        // A command's text is written as it is, and the reply read: here the body and its
-        // end.
-        conn.command(body).await?;
         Ok(())
     }
     .await;
-    sent.map_err(|err| classify(&err))
+    started.map_err(|err| classify(&err))?;
+    // A command's text is written as it is, and the reply read: here the body and its end.
+    conn.command(body)
+        .await
+        .map(drop)
+        .map_err(|err| after_the_body(classify(&err)))
+}
+
+/// A connection lost once the message's body was written says something about the
+/// message: a server, or a filter in front of it, may fail on this message each time. It
+/// counts as an attempt, as a timeout does, rather than as a server out of reach, which
+/// would try the message again and again, uncounted, for as long as it lives.
+fn after_the_body(attempt: Attempt) -> Attempt {
+    match attempt {
+        Attempt::Unreachable(error) => Attempt::Transient(format!(
+            "the connection was lost after the message was sent, before the server answered: \
+             {error}"
+        )),
+        other => other,
+    }
 }
 
 /// What this server cannot take of a message, known before a command is sent: an address

@@ -97,6 +97,8 @@ struct Shared {
     data_started: std::sync::atomic::AtomicUsize,
     /// How many of the next DATA ends get no answer at all.
     stalls: std::sync::atomic::AtomicUsize,
+    /// How many of the next DATA ends close the connection instead of answering.
+    drops: std::sync::atomic::AtomicUsize,
     /// The login (user, password) a client must give before sending, if any.
     login: Mutex<Option<(String, String)>>,
     /// Users who logged in, in order.
@@ -203,6 +205,13 @@ impl SmtpServer {
     /// nothing until the client closes the connection, and keeps none of them.
     pub fn stall(&self, n: usize) {
         self.shared.stalls.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` messages have their connection closed at the end of their DATA, with
+    /// no answer, as a server or a filter in front of it that fails on a message does; none
+    /// of them is kept.
+    pub fn drop_at_end_of_data(&self, n: usize) {
+        self.shared.drops.store(n, Ordering::SeqCst);
     }
 
     /// From now on a client must log in (AUTH PLAIN or LOGIN) as `user` with `password`
@@ -445,6 +454,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 while lines.read_line(&mut line).await.unwrap_or(0) > 0 {
                     line.clear();
                 }
+                return None;
+            }
+            let dropped = shared
+                .drops
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if dropped {
                 return None;
             }
             let delay = shared.delay_ms.load(Ordering::SeqCst);

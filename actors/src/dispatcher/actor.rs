@@ -12,12 +12,15 @@
 //! them. The actor keeps only counts, the queue of claimed rows, the ids being sent (so a
 //! row handed out again while its send goes on is not sent twice) and the breaker. A claim
 //! refused because the database is away is tried again at the next poll, not by failing the
-//! actor.
+//! actor. A send that panics (a defect in building the email) fails that email with a
+//! reason that says so, rather than taking its send slot with it and being claimed again and
+//! again once its lease runs out.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinSet;
 
@@ -127,6 +130,21 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         lock(&self.ids).remove(&self.id);
     }
+}
+
+/// Why an email failed whose send panicked. The panic's text, which may quote the email's
+/// data, goes to the observer (the log and Sentry, addresses masked); the ledger says where
+/// to look.
+pub const PANICKED: &str = "herald failed while building or sending this email (a defect: see the panic in the log \
+     or Sentry); once it is fixed, send it again";
+
+/// What a panic said, when it said it in text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 fn jitter() -> f64 {
@@ -268,7 +286,13 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
         let in_flight = InFlight::new(&state.in_flight_ids, &row.id);
         state.in_flight.spawn(async move {
             let started = Instant::now();
-            let attempt = this.port.deliver(&row).await;
+            let attempt = std::panic::AssertUnwindSafe(this.port.deliver(&row))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    this.observer.panicked(&row, &panic_text(panic.as_ref()));
+                    Attempt::Permanent(PANICKED.to_owned())
+                });
             let elapsed = started.elapsed();
             let reached = !matches!(attempt, Attempt::Unreachable(_));
             // The slot is free once the server has answered; the outcome is written after,

@@ -56,4 +56,7 @@ pub trait DispatchObserver: Send + Sync + 'static {
     fn attempted(&self, _claimed: &Claimed, _mark: &Mark, _elapsed: std::time::Duration) {}
     fn depth(&self, _depth: u64) {}
     fn provider_up(&self, _up: bool) {}
+    /// The send of `claimed` panicked with `message` (the panic's text, which may quote the
+    /// email's data); the email is failed with [`super::actor::PANICKED`].
+    fn panicked(&self, _claimed: &Claimed, _message: &str) {}
 }

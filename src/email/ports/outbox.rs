@@ -333,6 +333,20 @@ impl DispatchObserver for MetricsObserver {
     fn provider_up(&self, up: bool) {
         crate::metrics::email_provider_up(up);
     }
+
+    fn panicked(&self, claimed: &Claimed, message: &str) {
+        let message = crate::redact::mask_emails_in(message);
+        tracing::error!(id = %claimed.id, panic = %message, "sending an email panicked; it is failed");
+        sentry::with_scope(
+            |scope| scope.set_tag("email_type", &claimed.email_type),
+            || {
+                sentry::capture_message(
+                    &format!("sending an email panicked: {message}"),
+                    sentry::Level::Error,
+                )
+            },
+        );
+    }
 }
 
 #[cfg(test)]

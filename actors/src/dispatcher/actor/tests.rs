@@ -28,6 +28,10 @@ struct Outbox {
     mark_refusal: Mutex<Option<(PortError, usize)>>,
     /// Writes of an outcome tried, refused or not.
     marks: Mutex<usize>,
+    /// The send of this row panics.
+    panics: Mutex<Option<String>>,
+    /// The rows marked failed, with why.
+    failed: Mutex<Vec<(String, String)>>,
 }
 
 const OPEN: usize = 1_000_000;
@@ -54,6 +58,8 @@ impl Outbox {
             refused: Mutex::default(),
             mark_refusal: Mutex::default(),
             marks: Mutex::default(),
+            panics: Mutex::default(),
+            failed: Mutex::default(),
         })
     }
 }
@@ -115,13 +121,20 @@ impl DispatchPort for Outbox {
 
     async fn deliver(&self, claimed: &Claimed) -> Attempt {
         self.gate.acquire().await.unwrap().forget();
+        if self.panics.lock().unwrap().as_deref() == Some(claimed.id.as_str()) {
+            panic!("a defect in building {}", claimed.id);
+        }
         self.delivered.lock().unwrap().push(claimed.id.clone());
         Attempt::Sent {
             message_id: claimed.id.clone(),
         }
     }
 
-    async fn mark(&self, claimed: &Claimed, _: &Mark, _: i64) -> Result<(), PortError> {
+    async fn mark(&self, claimed: &Claimed, mark: &Mark, _: i64) -> Result<(), PortError> {
+        if let Mark::Failed { error } = mark {
+            let failed = (claimed.id.clone(), error.clone());
+            self.failed.lock().unwrap().push(failed);
+        }
         drop(self.mark_gate.acquire().await.unwrap());
         *self.marks.lock().unwrap() += 1;
         if let Some((error, left)) = self.mark_refusal.lock().unwrap().as_mut()
@@ -144,7 +157,11 @@ impl DispatchPort for Outbox {
 }
 
 struct Quiet;
-impl DispatchObserver for Quiet {}
+impl DispatchObserver for Quiet {
+    fn panicked(&self, claimed: &Claimed, message: &str) {
+        assert_eq!(message, format!("a defect in building {}", claimed.id));
+    }
+}
 
 async fn start(outbox: &Arc<Outbox>, concurrency: usize) -> ActorRef<DispatcherMsg> {
     start_with_clock(outbox, concurrency, ManualClock::new(1_000_000)).await
@@ -188,6 +205,27 @@ async fn a_busy_outbox_is_claimed_a_round_at_a_time_not_a_row_at_a_time() {
     let (full, empty): (Vec<usize>, Vec<usize>) = claims.iter().partition(|&&n| n > 0);
     assert_eq!(full, [4; 10], "{claims:?}");
     assert!(empty.len() <= 4, "{claims:?}");
+    actor.stop_and_wait(None, None).await.unwrap();
+}
+
+/// With one send slot, a send that panics fails its email and frees the slot: the rows
+/// after it go out, and it is not left to be claimed again when its lease runs out.
+#[tokio::test]
+async fn a_send_that_panics_fails_its_email_and_frees_its_slot() {
+    let outbox = Outbox::with_rows(3);
+    *outbox.panics.lock().unwrap() = Some("row0".to_owned());
+    outbox.gate.add_permits(1_000);
+    let actor = start(&outbox, 1).await;
+    until("every row's outcome", || {
+        outbox.sent.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(*outbox.delivered.lock().unwrap(), ["row1", "row2"]);
+    assert_eq!(
+        *outbox.failed.lock().unwrap(),
+        [("row0".to_owned(), PANICKED.to_owned())]
+    );
+    assert!(outbox.leased.lock().unwrap().is_empty());
     actor.stop_and_wait(None, None).await.unwrap();
 }
 
