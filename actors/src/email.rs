@@ -3,8 +3,9 @@
 //!
 //! An [`Email`] is parsed once at the HTTP edge: RFC 5321 lengths, no whitespace, control
 //! characters (so no CR/LF can ever reach a header) or marks that reorder text, one `@`, a
-//! dotted domain (one that is not ASCII with an ASCII form), the domain lower-cased. Its
-//! `Debug` and `Display` mask the address so it cannot leak into logs.
+//! dotted domain, lower-cased (an international one in its own letters as IDNA maps them,
+//! and with an ASCII form). Its `Debug` and `Display` mask the address so it cannot leak
+//! into logs.
 
 use std::fmt;
 
@@ -42,8 +43,8 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         // Surrounding spaces are forgiven; a CR, LF or other control character anywhere is
-        // not, nor a mark that reorders text: an address is shown in operators' tables and
-        // parents' emails, where such a mark could make it read as another.
+        // not, nor a mark that reorders text: an address is shown to operators, where such a
+        // mark could make it read as another.
         let raw = raw.trim_matches(' ');
         if raw
             .chars()
@@ -132,8 +133,8 @@ fn host_name(domain: &str) -> bool {
 /// `address` as any mail server takes it: a domain that is not ASCII (an internationalised
 /// domain name, `bücher.de`) in its ASCII form (`xn--bcher-kva.de`, IDNA), which needs
 /// nothing of the server; the part before `@` as it is (one that is not ASCII needs a server
-/// that offers SMTPUTF8). An address is kept and known by the form it was given in; this is
-/// the form it is mailed at.
+/// that offers SMTPUTF8). An address is kept and known in its own letters
+/// ([`Email::parse`]); this is the form it is mailed at.
 pub fn deliverable(address: &str) -> std::borrow::Cow<'_, str> {
     match address.rsplit_once('@') {
         Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
@@ -420,7 +421,7 @@ mod tests {
         assert_eq!(
             email.as_str(),
             "J\u{fc}rgen@b\u{fc}cher.de",
-            "kept as given"
+            "kept in its own letters, the domain lower-cased"
         );
         assert_eq!(
             deliverable(email.as_str()),

@@ -729,8 +729,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not
-/// an error.
 /// How many addresses an export reads from the database at a time.
 const PAGE: i64 = 10_000;
 
@@ -754,6 +752,8 @@ where
     }
 }
 
+/// Writes `text` and a newline to `out`; a reader that has gone away (a closed pipe) is not
+/// an error.
 fn show(out: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
     match writeln!(out, "{text}") {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -135,8 +135,8 @@ pub struct Filter<'a> {
 /// Suppresses every address of `additions` in one transaction, audited with it
 /// (`suppression.add`, the address masked, or how many for more than one): all or none. An
 /// address named twice, under any spelling, counts once, with its first reason and
-/// spelling. With `dry_run` the transaction is
-/// rolled back and nothing is audited: the counts are those the addition would give.
+/// spelling. With `dry_run` the transaction is rolled back and nothing is audited: the
+/// counts are those the addition would give.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn add(
     store: &Store,

@@ -1441,7 +1441,7 @@ async fn an_address_that_is_not_ascii_goes_as_far_as_the_mail_server_takes_it(ba
     assert_eq!(
         smtp.received().len(),
         2,
-        "the refused address reached no RCPT"
+        "the refused email is not among those the server took"
     );
 
     // A server that offers SMTPUTF8 is asked for it and takes the address as it is.

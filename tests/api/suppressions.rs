@@ -407,7 +407,7 @@ async fn a_suppression_is_found_and_lifted_under_any_spelling(backend: Backend) 
     complained(&app, "Gone.Parent@example.com").await;
     assert_eq!(report_email(&app, GONE).await, "suppressed");
 
-    // Added again under other spellings, by hand or by another report, it is suppressed
+    // Added again under other spellings, by hand or by a bounce, it is suppressed
     // already: the list holds it once, with its first reason.
     let again = serde_json::json!({"suppressions": [
         {"email": GONE, "reason": "bounced"},
