@@ -1421,9 +1421,6 @@ async fn an_address_that_is_not_ascii_goes_as_far_as_the_mail_server_takes_it(ba
     assert_eq!(received[0].rcpt_to, ["parent@xn--bcher-kva.de"]);
     let data = String::from_utf8_lossy(&received[0].data);
     assert!(data.contains("To: parent@xn--bcher-kva.de\r\n"), "{data}");
-    // The form it was mailed at, as a provider's bounce names it, is the same recipient.
-    let rows = ledger(&app, "parent@xn--bcher-kva.de").await;
-    assert_eq!((rows.len(), &rows[0]["status"]), (1, &Value::from("sent")));
 
     let international = "j\u{fc}rgen@example.org";
     complete_for(&app, international).await;
