@@ -22,18 +22,34 @@ async fn suppressions(app: &TestApp, email: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// `email` suppressed for `reason` as `source` records it; whether this added it.
+async fn suppress(
+    app: &TestApp,
+    email: &str,
+    reason: herald::store::suppressions::Reason,
+    source: &str,
+) -> bool {
+    herald::store::suppressions::suppress(&app.state.store, email, reason, source, None, 0)
+        .await
+        .unwrap()
+}
+
 /// A complaint about `email`, as a provider's webhook records it.
 async fn complained(app: &TestApp, email: &str) {
-    herald::store::suppressions::suppress(
-        &app.state.store,
+    suppress(
+        app,
         email,
         herald::store::suppressions::Reason::Complained,
         "webhook",
-        None,
-        0,
     )
-    .await
-    .unwrap();
+    .await;
+}
+
+/// What `POST /admin/suppressions` answered to `body`, which it took.
+async fn added(app: &TestApp, body: &Value) -> Value {
+    let response = app.post_admin("/admin/suppressions", Some(body)).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
 async fn report_email(app: &TestApp, parent: &str) -> Value {
@@ -282,21 +298,15 @@ async fn an_operator_adds_another_senders_bounces_and_complaints(backend: Backen
         entry(BARE, "bounced"),
         entry(POLICY, "bounced"),
     ], "dry_run": true});
-    let response = app.post_admin("/admin/suppressions", Some(&body)).await;
-    assert_eq!(response.status(), 200);
-    let counted: Value = response.json().await.unwrap();
     assert_eq!(
-        counted,
+        added(&app, &body).await,
         serde_json::json!({"added": 2, "already_suppressed": 1, "dry_run": true})
     );
     assert_eq!(suppressions(&app, POLICY).await["total"], 0, "a dry run");
 
     body["dry_run"] = Value::Bool(false);
-    let response = app.post_admin("/admin/suppressions", Some(&body)).await;
-    assert_eq!(response.status(), 200);
-    let added: Value = response.json().await.unwrap();
     assert_eq!(
-        added,
+        added(&app, &body).await,
         serde_json::json!({"added": 2, "already_suppressed": 1, "dry_run": false})
     );
     let listed = suppressions(&app, "Gone.Parent@example.com").await;
@@ -413,23 +423,17 @@ async fn a_suppression_is_found_and_lifted_under_any_spelling(backend: Backend) 
         {"email": GONE, "reason": "bounced"},
         {"email": "GONE.PARENT@example.com", "reason": "bounced"},
     ]});
-    let response = app.post_admin("/admin/suppressions", Some(&again)).await;
-    assert_eq!(response.status(), 200);
-    let added: Value = response.json().await.unwrap();
     assert_eq!(
-        added,
+        added(&app, &again).await,
         serde_json::json!({"added": 0, "already_suppressed": 1, "dry_run": false})
     );
-    let bounced = herald::store::suppressions::suppress(
-        &app.state.store,
+    let bounced = suppress(
+        &app,
         "gone.parent@EXAMPLE.COM",
         herald::store::suppressions::Reason::Bounced,
         "smtp",
-        None,
-        0,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(!bounced, "suppressed already under another spelling");
     let listed = suppressions(&app, GONE).await;
     assert_eq!(listed["total"], 1, "{listed}");
