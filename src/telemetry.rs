@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 
 use herald_supervision::{Observer, RestartEvent};
 use sentry::protocol::Event;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -83,29 +84,88 @@ pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
     Some(sentry::init(options))
 }
 
+/// Where the log's lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTo {
+    /// The service's: standard output, which its log collector reads.
+    Stdout,
+    /// A shell command's: standard error, so that its standard output holds its answer
+    /// alone (a file `herald suppressions list --addresses` writes, JSON a script reads).
+    Stderr,
+}
+
 /// Installs the global subscriber: JSON lines or human-readable text, filtered by
-/// `LOG_LEVEL`. Reports to Sentry are sent explicitly where a failure is handled (5xx,
-/// actor restarts), so nothing is reported twice.
-pub fn init_tracing(config: &Config) {
+/// `LOG_LEVEL`, written where `to` says. Reports to Sentry are sent explicitly where a
+/// failure is handled (5xx, actor restarts), so nothing is reported twice.
+pub fn init_tracing(config: &Config, to: LogTo) {
     let filter =
         EnvFilter::try_new(&config.telemetry.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = match to {
+        LogTo::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogTo::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
+    let terminal = match to {
+        LogTo::Stdout => std::io::stdout().is_terminal(),
+        LogTo::Stderr => std::io::stderr().is_terminal(),
+    };
     let fmt_layer = match config.telemetry.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(writer)
             .boxed(),
         // Colours only for a person at a terminal: a pipe, a file or a log collector gets
         // plain text, not escape codes.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(terminal)
+            .with_writer(writer)
             .boxed(),
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
         .try_init();
+}
+
+/// Sends a panic's report through the log, as one event at `error` with the address in its
+/// message masked, in place of Rust's own print of it to stderr (raw, and outside the JSON
+/// lines a log collector reads). The panic itself goes on as before: the request, send or
+/// actor it stopped is failed by whatever catches it. On a thread with no log (before
+/// [`init_tracing`], or a test's), Rust's own print stays.
+pub fn init_panic_log() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let logging = tracing::dispatcher::get_default(|dispatch| {
+            !dispatch.is::<tracing::subscriber::NoSubscriber>()
+        });
+        if !logging {
+            return previous(info);
+        }
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic with no message");
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        // Captured only when RUST_BACKTRACE asks for it, as Rust's own print does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| mask_emails_in(&backtrace.to_string()));
+        tracing::error!(
+            panic = %mask_emails_in(message),
+            location = %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            backtrace = backtrace.as_deref(),
+            "a thread panicked"
+        );
+    }));
 }
 
 /// Removes credentials and masks email addresses in an event before it leaves.
@@ -214,6 +274,58 @@ impl Observer for SupervisionReporter {
 mod tests {
     use super::*;
     use sentry::protocol::{Exception, Request};
+
+    /// A writer the test reads back: what the log printed.
+    #[derive(Clone, Default)]
+    struct Printed(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Printed {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_goes_to_the_log_as_one_json_line_with_its_address_masked() {
+        init_panic_log();
+        let printed = Printed::default();
+        let writer = printed.clone();
+        let panicked = std::thread::Builder::new()
+            .name("sender".into())
+            .spawn(move || {
+                let log = tracing_subscriber::fmt()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(move || writer.clone())
+                    .finish();
+                tracing::subscriber::with_default(log, || {
+                    panic!("rendering the report for parent@example.com failed")
+                })
+            })
+            .unwrap()
+            .join();
+        assert!(panicked.is_err(), "the panic goes on once it is logged");
+        let text = String::from_utf8(printed.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("parent@example.com"), "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["message"], "a thread panicked");
+        assert_eq!(
+            line["panic"],
+            "rendering the report for pa***@example.com failed"
+        );
+        assert_eq!(line["thread"], "sender");
+        assert!(
+            line["location"]
+                .as_str()
+                .is_some_and(|at| at.starts_with("src/telemetry.rs:")),
+            "{line}"
+        );
+    }
 
     #[test]
     fn before_send_strips_credentials_and_masks_addresses() {

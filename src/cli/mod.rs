@@ -409,8 +409,16 @@ pub fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        crate::telemetry::init_tracing(&config);
         let serving = matches!(command, Command::Serve);
+        crate::telemetry::init_tracing(
+            &config,
+            if serving {
+                crate::telemetry::LogTo::Stdout
+            } else {
+                crate::telemetry::LogTo::Stderr
+            },
+        );
+        crate::telemetry::init_panic_log();
         let result = match command {
             Command::Serve => serve(config).await,
             Command::Migrate { action: None } => migrate(config).await,

@@ -695,12 +695,26 @@ fn a_second_serve_on_one_sqlite_file_refuses_to_start_while_jobs_still_run_besid
         .env("DATABASE_URL", first.database_url())
         .env("API_ACCESS_KEY", crate::helpers::API_KEY)
         .env("SECRET_KEY", "binary-test-secret")
+        .env("LOG_FORMAT", "json")
         .output()
         .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&job.stdout),
+        String::from_utf8_lossy(&job.stderr),
+    );
+    assert!(job.status.success(), "{stderr}");
+    // A shell command's standard output is its answer alone; its log goes to stderr.
     assert!(
-        job.status.success(),
-        "{}",
-        String::from_utf8_lossy(&job.stderr)
+        stdout.lines().count() == 1 && stdout.starts_with("purge_old succeeded (run "),
+        "{stdout}"
+    );
+    let logged: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert!(
+        logged.iter().any(|line| line["message"] == "job succeeded"),
+        "{stderr}"
     );
 }
 
