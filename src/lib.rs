@@ -9,6 +9,7 @@ pub mod email;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod language;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;

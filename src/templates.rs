@@ -221,37 +221,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A language tag (`pl`, `pt-BR`, `zh-Hant-TW`: BCP 47's language, then up to three script,
-/// region or variant subtags) in its usual case: the language in lower case, a script in
-/// title case, a region in upper case. `None` for anything else.
-pub fn language_tag(raw: &str) -> Option<String> {
-    let mut parts = raw.trim().split('-');
-    let language = parts.next()?;
-    if !(2..=3).contains(&language.len()) || !language.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return None;
-    }
-    let mut tag = language.to_ascii_lowercase();
-    for (i, part) in parts.enumerate() {
-        if i >= 3
-            || !(2..=8).contains(&part.len())
-            || !part.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return None;
-        }
-        tag.push('-');
-        let letters = part.bytes().all(|b| b.is_ascii_alphabetic());
-        match part.len() {
-            2 if letters => tag.push_str(&part.to_ascii_uppercase()),
-            4 if letters => {
-                tag.push_str(&part[..1].to_ascii_uppercase());
-                tag.push_str(&part[1..].to_ascii_lowercase());
-            }
-            _ => tag.push_str(&part.to_ascii_lowercase()),
-        }
-    }
-    Some(tag)
-}
-
 /// Each problem once, in the order first found: a file of the deployment's at fault is
 /// found again under every language that keeps it.
 fn once_each(problems: Vec<String>) -> Vec<String> {
@@ -277,7 +246,7 @@ fn locale_dirs(dir: &Path, problems: &mut Vec<String>) -> Vec<(String, std::path
         if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        match language_tag(&name) {
+        match crate::language::tag(&name) {
             Some(tag) if tag == name => found.push((tag, entry.path())),
             Some(tag) => problems.push(format!(
                 "EMAIL_TEMPLATES_DIR: {}: name a language's directory as its tag is written: {tag}",
@@ -1090,23 +1059,6 @@ mod tests {
                 .all(|p| p.starts_with("EMAIL_TEMPLATES_DIR: ") && p.contains(LABELS_FILE)),
             "{problems:?}"
         );
-    }
-
-    #[test]
-    fn a_language_tag_is_kept_in_its_usual_case() {
-        for (raw, tag) in [
-            ("pl", Some("pl")),
-            (" PL-pl ", Some("pl-PL")),
-            ("zh-hant-tw", Some("zh-Hant-TW")),
-            ("es-419", Some("es-419")),
-            ("english!", None),
-            ("p", None),
-            ("pl-", None),
-            ("a-b-c-d-e", None),
-            ("pl-PL-x-y-z", None),
-        ] {
-            assert_eq!(language_tag(raw).as_deref(), tag, "{raw:?}");
-        }
     }
 
     /// A deployment writing to parents in several languages: a directory per language tag,

@@ -40,7 +40,7 @@ pub(super) async fn preview(
         api_base_url: &config.email.api_base_url,
     };
     let locale = match locale {
-        Some(raw) => Some(crate::templates::language_tag(&raw).ok_or_else(|| {
+        Some(raw) => Some(crate::language::tag(&raw).ok_or_else(|| {
             anyhow::anyhow!("--locale {raw:?}: expected a language tag such as pl or pt-BR")
         })?),
         None => None,

@@ -122,7 +122,7 @@ pub fn locale(field: &str, raw: Option<String>) -> Result<Option<String>, ApiErr
     let Some(raw) = raw else {
         return Ok(None);
     };
-    crate::templates::language_tag(&raw)
+    crate::language::tag(&raw)
         .map(Some)
         .ok_or_else(|| ApiError::BadRequest {
             message: format!("{field}: '{raw}' is not a language tag such as pl or pt-BR"),

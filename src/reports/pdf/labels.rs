@@ -219,7 +219,7 @@ fn names(value: &serde_json::Value, count: usize) -> Option<Vec<String>> {
 /// The placeholders of `value` are among `takes`; a date format is one chrono reads.
 fn check(key: &str, value: &str, takes: &[&str]) -> Result<(), String> {
     if key == "language" {
-        return match crate::templates::language_tag(value) {
+        return match crate::language::tag(value) {
             Some(tag) if tag == value => Ok(()),
             _ => Err(format!(
                 "`language`: `{value}` is not a language tag as it is written (en, pl, pt-BR)"
