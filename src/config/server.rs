@@ -14,6 +14,12 @@ pub struct ServerConfig {
     /// The longest one request may take before a 503.
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// How long a connection may go without a complete request head before it is closed
+    /// (`HTTP_IDLE_TIMEOUT_SECONDS`).
+    pub idle_timeout: Duration,
+    /// Client connections open at once (`HTTP_MAX_CONNECTIONS`); by default the limit on
+    /// open files less what herald keeps for its own.
+    pub max_connections: usize,
     /// How long in-flight work may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
     pub cors_origins: Vec<String>,
@@ -28,6 +34,22 @@ pub struct ServerConfig {
     pub instance: String,
     /// What `POST /api/v1/sessions/start` asks of its caller (`SESSION_START_AUTH`).
     pub session_start: StartAuth,
+}
+
+/// File descriptors kept from client connections for herald's own (database, mail server,
+/// Redis, files): at most this many, and at most half the process's limit.
+const RESERVED_DESCRIPTORS: u64 = 256;
+/// Connections allowed when the process's limit on open files cannot be read.
+const CONNECTIONS_WITHOUT_A_LIMIT: usize = 10_000;
+
+/// The client connections allowed by default: the process's limit on open files less what
+/// herald keeps for its own.
+fn default_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(CONNECTIONS_WITHOUT_A_LIMIT, |limit| {
+        let kept = RESERVED_DESCRIPTORS.min(limit / 2);
+        usize::try_from(limit - kept).unwrap_or(usize::MAX).max(1)
+    })
 }
 
 /// What `POST /api/v1/sessions/start` asks of its caller.
@@ -56,6 +78,20 @@ impl ServerConfig {
             "a whole number of seconds",
         ));
         let max_body_bytes = r.parse("MAX_BODY_BYTES", 64 * 1024usize, "a number of bytes");
+        // Above the 60 s a load balancer commonly keeps an idle connection, so that it, not
+        // herald, closes one: a request it sends as herald closes would fail.
+        let idle_timeout = Duration::from_secs(r.parse(
+            "HTTP_IDLE_TIMEOUT_SECONDS",
+            75u64,
+            "a whole number of seconds",
+        ));
+        r.nonzero("HTTP_IDLE_TIMEOUT_SECONDS", idle_timeout.is_zero());
+        let max_connections = r.parse(
+            "HTTP_MAX_CONNECTIONS",
+            default_connections(),
+            "a whole number",
+        );
+        r.nonzero("HTTP_MAX_CONNECTIONS", max_connections == 0);
         let cors_origins = r.list("CORS_ORIGINS");
         for origin in &cors_origins {
             if http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
@@ -105,10 +141,30 @@ impl ServerConfig {
             port,
             request_timeout,
             max_body_bytes,
+            idle_timeout,
+            max_connections,
             shutdown_timeout,
             cors_origins,
             trusted_proxies,
             hsts_max_age,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_leave_descriptors_for_herald_itself() {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .expect("a limit on open files");
+        let allowed = u64::try_from(default_connections()).unwrap();
+        assert!(allowed < limit, "{allowed} of {limit}");
+        assert!(
+            limit - allowed <= RESERVED_DESCRIPTORS,
+            "{allowed} of {limit}"
+        );
     }
 }

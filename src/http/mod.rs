@@ -11,6 +11,7 @@ pub mod limit;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod validate;
 

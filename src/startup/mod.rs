@@ -312,6 +312,11 @@ impl Application {
         let root = state.root.clone();
         let store = state.store.clone();
         let shutdown_timeout = state.config.server.shutdown_timeout;
+        let limits = crate::http::serve::Limits {
+            idle: state.config.server.idle_timeout,
+            connections: state.config.server.max_connections,
+            drain: state.config.server.request_timeout,
+        };
         let (replica, clock) = (state.replica.clone(), state.clock.clone());
         let app = crate::http::router(state, extra_routes);
 
@@ -332,15 +337,10 @@ impl Application {
 
         crate::metrics::started_serving();
         let mut wait_rx = stop_rx.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        crate::http::serve::serve(listener, app, limits, async move {
             let _ = wait_rx.wait_for(Option::is_some).await;
         })
-        .await
-        .context("serving HTTP")?;
+        .await;
 
         let stopped = (*stop_rx.borrow()).unwrap_or(Stopped::Graceful);
         watcher.abort();

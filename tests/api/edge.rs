@@ -343,3 +343,122 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "done");
 }
+
+/// A raw connection to the app, for what a client library would not do.
+async fn raw_connection(app: &TestApp) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection, within `within`; what it sent before.
+async fn closed_by_the_server(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut read = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut read))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&read).into_owned()
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n";
+
+/// A client that opens connections and sends nothing, or its headers a little at a time,
+/// holds them only for `HTTP_IDLE_TIMEOUT_SECONDS`; as does one idle after its request.
+#[tokio::test]
+async fn a_connection_without_a_whole_request_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut app = spawn_edge_app(|vars| {
+        vars.insert("HTTP_IDLE_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let mut silent = raw_connection(&app).await;
+    let mut slow = raw_connection(&app).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut answered = raw_connection(&app).await;
+    answered.write_all(HEALTHZ).await.unwrap();
+    let started = tokio::time::Instant::now();
+    for line in ["Host: herald\r\n", "Accept: */*\r\n"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        slow.write_all(line.as_bytes()).await.unwrap();
+    }
+    assert_eq!(
+        closed_by_the_server(&mut silent, Duration::from_secs(5)).await,
+        ""
+    );
+    assert_eq!(
+        closed_by_the_server(&mut slow, Duration::from_secs(5)).await,
+        ""
+    );
+    let before = closed_by_the_server(&mut answered, Duration::from_secs(5)).await;
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    // A client that sends its request in time is served as before.
+    let mut prompt = raw_connection(&app).await;
+    prompt.write_all(HEALTHZ).await.unwrap();
+    let answer = closed_by_the_server(&mut prompt, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A connection idle after its request does not hold up a shutdown.
+    let mut idle = raw_connection(&app).await;
+    idle.write_all(HEALTHZ).await.unwrap();
+    let mut buffer = [0u8; 512];
+    tokio::io::AsyncReadExt::read(&mut idle, &mut buffer)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_millis(900), app.stop())
+        .await
+        .expect("stops with an idle connection open");
+}
+
+/// Past `HTTP_MAX_CONNECTIONS` a new connection waits in the listen queue, and is served as
+/// soon as one closes: connections cannot take every file descriptor herald has.
+#[tokio::test]
+async fn a_connection_past_the_limit_waits_for_one_to_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = spawn_edge_app(|vars| {
+        vars.insert("HTTP_MAX_CONNECTIONS".into(), "2".into());
+        vars.insert("REQUEST_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        // Answered, so accepted; kept alive.
+        let mut connection = raw_connection(&app).await;
+        connection.write_all(HEALTHZ).await.unwrap();
+        let mut buffer = [0u8; 512];
+        let read = connection.read(&mut buffer).await.unwrap();
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+        held.push(connection);
+    }
+    let mut waiting = raw_connection(&app).await;
+    waiting.write_all(HEALTHZ).await.unwrap();
+    let mut buffer = [0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut buffer))
+            .await
+            .is_err(),
+        "a third connection was served beside two"
+    );
+    drop(held.pop());
+    let read = tokio::time::timeout(Duration::from_secs(5), waiting.read(&mut buffer))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+    // A connection halfway through its request head holds up a shutdown no longer than a
+    // request may take (here 1 s; the idle timeout is 75 s).
+    drop((held, waiting));
+    let mut halfway = raw_connection(&app).await;
+    halfway
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("stops with a request head halfway");
+}
