@@ -43,9 +43,14 @@ pub fn day_start_ms(date: NaiveDate, tz: Tz) -> i64 {
     )
 }
 
-/// A date given on the command line or in an admin request.
+/// A date given on the command line or in an admin request, `YYYY-MM-DD` with a year of
+/// four digits: a week around it can always be counted (chrono's own years reach far
+/// enough that a week before the first of them cannot).
 pub fn parse_date(raw: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
+    let shaped = raw.len() == 10 && raw.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    shaped
+        .then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+        .flatten()
 }
 
 /// One completed session of a recipient, as the digest reads it.

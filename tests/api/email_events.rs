@@ -89,6 +89,9 @@ async fn generic_events_are_verified_applied_once_and_stop_the_mail(backend: Bac
     for response in [
         post_generic(&app, &other, "not-the-secret-at-all", now).await,
         post_generic(&app, &other, SECRET, now - 3_600).await,
+        // Signed, but at instants so far off that their distance from now overflows.
+        post_generic(&app, &other, SECRET, i64::MIN).await,
+        post_generic(&app, &other, SECRET, i64::MAX).await,
         app.client
             .post(app.url("/api/v1/email/events"))
             .body(other.clone())

@@ -367,6 +367,19 @@ async fn an_email_preview_renders_without_writing_or_sending(backend: Backend) {
         "NO_ACTIVITY",
     )
     .await;
+    // A year of other than four digits is no date a week could start on (the one before the
+    // first chrono can count back from, say).
+    for week in ["-262143-01-01", "+10000-01-01", "262142-12-27"] {
+        assert_error(
+            app.get_admin(&format!(
+                "/admin/email/preview/weekly_digest?email=ada.parent@example.com&week={week}"
+            ))
+            .await,
+            422,
+            "VALIDATION_ERROR",
+        )
+        .await;
+    }
 
     let session_id: String =
         sqlx::query_scalar("SELECT id FROM sessions ORDER BY started_at LIMIT 1")
