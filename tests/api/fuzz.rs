@@ -33,7 +33,7 @@ fn any_json() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             prop::collection::btree_map(
-                "learner_name|subject|parent_email|kind|detail|correct|dry_run|start_date|stats|reports|max_requests|window_seconds|tiers|[a-z_]{1,10}",
+                "learner_name|subject|parent_email|kind|detail|correct|dry_run|start_date|stats|reports|max_requests|window_seconds|tiers|failed_since|failed_until|type|suppressions|email|reason|[a-z_]{1,10}",
                 inner,
                 0..6
             )
@@ -254,18 +254,40 @@ fn no_value_reaches_an_email_header_as_a_new_field_or_a_bare_line_break() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_bodies_never_get_a_5xx_and_errors_keep_their_format() {
-    // Every body reaches the start's own checks, not the limit on starts.
+/// An app on SQLite whose rate limits every input passes (both groups' defaults raised), and
+/// a session of it.
+async fn app_for_hostile_requests() -> (crate::helpers::TestApp, crate::sessions::Session) {
     let app = spawn_app_with(
         Backend::Sqlite,
         |vars| {
             vars.insert("RATE_LIMIT_SESSIONS_MAX_REQUESTS".into(), "1000000".into());
+            vars.insert("RATE_LIMIT_MAX_REQUESTS".into(), "1000000".into());
         },
         None,
     )
     .await;
     let session = app.new_session(json!({})).await;
+    (app, session)
+}
+
+/// What every answer to a hostile request must be: no 5xx, and an error in herald's format.
+/// `what` names the request, as a corpus line where it can.
+fn assert_answered_in_format(what: &str, status: reqwest::StatusCode, text: &str) {
+    assert!(status.as_u16() < 500, "{what} answered {status}: {text}");
+    if status.is_client_error() {
+        let error: Value =
+            serde_json::from_str(text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        assert!(
+            error["error"].is_string() && error["message"].is_string(),
+            "{what}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_never_get_a_5xx_and_errors_keep_their_format() {
+    // Every body reaches the start's own checks, not the limit on starts.
+    let (app, session) = app_for_hostile_requests().await;
     let targets: Vec<(reqwest::Method, String, bool)> = vec![
         (
             reqwest::Method::POST,
@@ -293,6 +315,8 @@ async fn hostile_bodies_never_get_a_5xx_and_errors_keep_their_format() {
             "/admin/rate_limits/reset".into(),
             true,
         ),
+        (reqwest::Method::POST, "/admin/email/retry".into(), true),
+        (reqwest::Method::POST, "/admin/suppressions".into(), true),
     ];
     // Bytes no JSON parser takes, then the corpus and generated JSON, sent as they come so
     // the time budget bounds the whole run.
@@ -323,22 +347,119 @@ async fn hostile_bodies_never_get_a_5xx_and_errors_keep_their_format() {
             let response = request.send().await.unwrap();
             let status = response.status();
             let text = response.text().await.unwrap();
-            assert!(
-                status.as_u16() < 500,
-                "{method} {path} answered {status} to {} (a corpus line for tests/corpus/bodies.jsonl)",
+            let what = format!(
+                "{method} {path} with {} (a corpus line for tests/corpus/bodies.jsonl)",
                 serde_json::to_string(&String::from_utf8_lossy(&body)).unwrap()
             );
-            if status.is_client_error() {
-                let error: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
-                assert!(
-                    error["error"].is_string() && error["message"].is_string(),
-                    "{text}"
-                );
-            }
+            assert_answered_in_format(&what, status, &text);
         }
         sent += 1;
     }
     eprintln!("bodies: {sent} inputs, each to {} routes", targets.len());
+    assert!(sent > 256);
+}
+
+/// A query's value: hostile text, a date or an instant of any year, any whole number, or a
+/// word.
+fn hostile_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        hostile_text("&=%+#"),
+        "[+-]?[0-9]{1,7}-[0-9]{1,2}-[0-9]{1,2}",
+        "[+-]?[0-9]{1,7}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:[0-9]{2})",
+        any::<i64>().prop_map(|n| n.to_string()),
+        "[a-z_]{0,12}",
+    ]
+}
+
+/// A query string: one to four pairs, named as herald's routes name theirs or otherwise,
+/// encoded as a browser would.
+fn hostile_query() -> impl Strategy<Value = String> {
+    let name = "email|week|locale|session_id|since|action|limit|offset|reason|source|days|type|dry_run|[a-z_]{1,8}";
+    prop::collection::vec((name, hostile_value()), 1..5).prop_map(|pairs| {
+        let mut url = reqwest::Url::parse("http://herald/").unwrap();
+        url.query_pairs_mut().extend_pairs(pairs);
+        url.query().unwrap_or_default().to_owned()
+    })
+}
+
+/// The routes that read a query or an address in their path, with hostile queries and
+/// hostile addresses: never a 5xx, every error in herald's format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_and_paths_never_get_a_5xx() {
+    let (app, session) = app_for_hostile_requests().await;
+    let reads = [
+        "/admin/email/preview/weekly_digest",
+        "/admin/email/preview/session_reports",
+        "/admin/audit",
+        "/admin/suppressions",
+        "/admin/email/logs",
+        "/admin/jobs/weekly_digest/runs",
+        "/api/v1/stats/summary",
+        "/api/v1/ops/metrics",
+        "/api/v1/email/unsubscribe/v1.0.0",
+        "/api/v1/email/preferences/page/v1.0.0",
+    ];
+    // Each takes an address as the last segment of its path.
+    let by_address = [
+        "/admin/throttles/",
+        "/admin/recipients/",
+        "/api/v1/email/preferences/",
+        "/admin/suppressions/",
+    ];
+    let mut sent = 0;
+    for query in inputs("queries", hostile_query()) {
+        for path in reads {
+            let response = app
+                .client
+                .get(format!("{}?{query}", app.url(path)))
+                .header("X-API-Key", API_KEY)
+                .header("X-Session-Access-Token", &session.token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            // An HTML page (the unsubscribe and preference pages) is no JSON error.
+            let what = format!("GET {path}?{query} (a line for tests/corpus/queries.jsonl)");
+            if text.starts_with('<') {
+                assert!(status.as_u16() < 500, "{what}: {status}");
+            } else {
+                assert_answered_in_format(&what, status, &text);
+            }
+        }
+        // The query's first value as an address in a path.
+        let address = reqwest::Url::parse(&format!("http://herald/?{query}"))
+            .unwrap()
+            .query_pairs()
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        for prefix in by_address {
+            let mut url = reqwest::Url::parse(&app.url(prefix)).unwrap();
+            url.path_segments_mut()
+                .unwrap()
+                .pop_if_empty()
+                .push(&address);
+            for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+                let response = app
+                    .client
+                    .request(method.clone(), url.clone())
+                    .query(&[("dry_run", "true")])
+                    .header("X-API-Key", API_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let text = response.text().await.unwrap();
+                let what = format!("{method} {url} (the address: {address:?})");
+                assert_answered_in_format(&what, status, &text);
+            }
+        }
+        sent += 1;
+    }
+    eprintln!(
+        "queries: {sent} inputs, each to {} routes",
+        reads.len() + 2 * by_address.len()
+    );
     assert!(sent > 256);
 }
