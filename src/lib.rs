@@ -26,3 +26,21 @@ pub mod templates;
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Raises the process's limit on open files to the most it may have (the hard limit), as a
+/// server does: a service manager's default soft limit (1,024 under systemd) would otherwise
+/// cap the client connections herald serves at once (`HTTP_MAX_CONNECTIONS`' default). Left
+/// as it is where it cannot be raised.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some() && limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}

@@ -371,6 +371,8 @@ pub fn main() -> ExitCode {
         }) => return templates_export(&dir),
         _ => {}
     }
+    // Before the configuration, whose default connection limit follows it.
+    crate::raise_open_files_limit();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(errors) => {

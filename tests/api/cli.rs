@@ -396,13 +396,20 @@ impl Drop for Running {
 
 /// The binary on a fresh SQLite database, with `extra` settings (borrowed or owned values).
 pub fn start_binary(extra: &[(&str, impl AsRef<str>)]) -> Running {
+    start_binary_as(herald(), extra)
+}
+
+/// `command` (the binary, or a shell that runs it) as [`start_binary`] starts it.
+fn start_binary_as(
+    mut command: std::process::Command,
+    extra: &[(&str, impl AsRef<str>)],
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut command = herald();
     command
         .env("PORT", port.to_string())
         .env(
@@ -1807,4 +1814,33 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight() {
         ids.len(),
         caught_up.as_secs_f64()
     );
+}
+
+/// Started with a low soft limit on open files, `herald serve` raises it to the hard limit,
+/// which its default connection limit follows.
+#[test]
+fn serve_raises_its_limit_on_open_files_to_the_hard_limit() {
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" serve",
+            env!("CARGO_BIN_EXE_herald"),
+        ]);
+    let running = start_binary_as(shell, &[("LOG_LEVEL", "warn")]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", running.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .expect("a limit on open files")
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (open_files[0], open_files[1]);
+    assert_ne!(
+        hard, "256",
+        "the hard limit leaves nothing to raise: {limits}"
+    );
+    assert_eq!(soft, hard, "{limits}");
 }
