@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -34,11 +34,17 @@ pub fn week_before(scheduled_for_ms: i64, tz: Tz) -> NaiveDate {
     local.date_naive() - chrono::Duration::days(7)
 }
 
-/// Midnight of `date` in `timezone`, as epoch milliseconds.
+/// The first instant of `date` in `timezone`, as epoch milliseconds: its midnight, or, where
+/// the clocks go forward at midnight that day (Chile, Cuba, Lebanon, Egypt), the instant
+/// they do, which is midnight in the offset in force before.
 pub fn day_start_ms(date: NaiveDate, tz: Tz) -> i64 {
     let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
     tz.from_local_datetime(&midnight).earliest().map_or_else(
-        || midnight.and_utc().timestamp_millis(),
+        || {
+            let day_before = midnight - chrono::Duration::days(1);
+            let before = tz.offset_from_utc_datetime(&day_before).fix();
+            (midnight - before).and_utc().timestamp_millis()
+        },
         |t| t.timestamp_millis(),
     )
 }
@@ -345,6 +351,55 @@ mod digest_tests {
             answers_correct: answers.0,
             answers_total: answers.1,
         }
+    }
+
+    /// Where the clocks go forward at midnight, the day starts when they do: its sessions are
+    /// its own, and the evening before stays in the day before.
+    #[test]
+    fn a_day_whose_midnight_is_skipped_starts_when_the_clocks_go_forward() {
+        let at = |rfc3339: &str| {
+            chrono::DateTime::parse_from_rfc3339(rfc3339)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let date = |raw: &str| parse_date(raw).unwrap();
+        // Each day starts at its midnight in the offset given.
+        for (zone, day, offset) in [
+            // Saturday 24:00 becomes Sunday 01:00 (-04:00 to -03:00).
+            ("America/Santiago", "2026-09-06", "-04:00"),
+            // Sunday 00:00 becomes 01:00 (-05:00 to -04:00).
+            ("America/Havana", "2026-03-08", "-05:00"),
+            // Friday 00:00 becomes 01:00 (+02:00 to +03:00).
+            ("Africa/Cairo", "2026-04-24", "+02:00"),
+            // An ordinary midnight, and one in a zone whose clocks change at 02:00.
+            ("America/Santiago", "2026-09-05", "-04:00"),
+            ("Europe/Warsaw", "2026-03-29", "+01:00"),
+        ] {
+            let zone: Tz = zone.parse().unwrap();
+            let start = at(&format!("{day}T00:00:00{offset}"));
+            assert_eq!(day_start_ms(date(day), zone), start, "{zone} {day}");
+        }
+        // A session on the Saturday evening before the Chilean change is that week's.
+        let sunday = date("2026-09-06");
+        let saturday_evening = SessionFact {
+            learner: Some("Ada".to_owned()),
+            subject: Some("Maths".to_owned()),
+            started_at_ms: at("2026-09-05T21:30:00-04:00"),
+            completed_at_ms: at("2026-09-05T21:50:00-04:00"),
+            answers_correct: 1,
+            answers_total: 1,
+        };
+        let week = digest(
+            std::slice::from_ref(&saturday_evening),
+            sunday - chrono::Duration::days(7),
+            chrono_tz::America::Santiago,
+        )
+        .expect("the week before the change holds it");
+        assert_eq!(week.learners[0].sessions, 1);
+        assert!(
+            digest(&[saturday_evening], sunday, chrono_tz::America::Santiago).is_none(),
+            "the week of the change does not"
+        );
     }
 
     #[test]
