@@ -258,8 +258,8 @@ pub async fn page(
     responses(
         (status = 200, description = "Saved; what the recipient now receives", content_type = "text/html", body = String),
         (status = 400, description = "A malformed link or form", content_type = "text/html", body = String),
-        (status = 403, description = "An altered link, or a form without a valid nonce", content_type = "text/html", body = String),
-        (status = 409, description = "A form shown before the preferences last changed (sent twice, or from an old page)", content_type = "text/html", body = String)))]
+        (status = 403, description = "An altered link, or a form without a nonce", content_type = "text/html", body = String),
+        (status = 409, description = "A form whose nonce does not hold: shown before the preferences last changed (sent twice, or from an old page), or made up", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn page_save(
     State(state): State<AppState>,
