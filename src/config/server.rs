@@ -11,7 +11,7 @@ use super::reader::Reader;
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
-    /// The longest one request may take before a 503.
+    /// The longest one request may take before a 504 (`REQUEST_TIMEOUT_SECONDS`).
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     /// How long a connection may go without a complete request head before it is closed
