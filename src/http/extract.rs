@@ -88,21 +88,41 @@ impl Unparsed {
     }
 }
 
-/// Query parameters, rejected in herald's error format (axum's own rejection is plain text).
+/// Query parameters, rejected in herald's error format, naming the parameter at fault (axum's
+/// own rejection is plain text, and names it only in its message).
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| Self(value))
-            .map_err(|rejection| ApiError::BadRequest {
-                message: rejection.body_text(),
-                field: None,
-            })
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Self)
     }
+}
+
+/// `query` read as axum's `Query` reads it, a failure naming its parameter.
+fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let text = err.into_inner().to_string();
+        // "missing field `x`" sits at the query's own path; name the parameter itself.
+        let field = match (path.as_str(), named_field(&text)) {
+            (_, Some(name)) => name.to_owned(),
+            (".", None) => {
+                return ApiError::BadRequest {
+                    message: format!("the query string is not valid: {text}"),
+                    field: None,
+                };
+            }
+            (_, None) => path,
+        };
+        ApiError::BadRequest {
+            message: format!("invalid value for '{field}': {text}"),
+            field: Some(field),
+        }
+    })
 }
 
 /// A body that must be a JSON object: serde would also build a struct from an array of its
@@ -294,5 +314,33 @@ mod tests {
     #[test]
     fn malformed_json_has_no_field() {
         assert_eq!(field_of(r#"{"name": "#), None);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Listing {
+        email: String,
+        limit: Option<i64>,
+    }
+
+    #[test]
+    fn a_query_parameter_at_fault_is_named() {
+        let refused = |query: &str| match parse_query::<Listing>(query) {
+            Err(ApiError::BadRequest { message, field }) => (field, message),
+            other => panic!("expected a 400, got {other:?}"),
+        };
+        let (field, message) = refused("email=a%40b.co&limit=99999999999999999999");
+        assert_eq!(field.as_deref(), Some("limit"));
+        assert!(
+            message.starts_with("invalid value for 'limit': "),
+            "{message}"
+        );
+        assert_eq!(
+            refused("email=a%40b.co&limit=ten").0.as_deref(),
+            Some("limit")
+        );
+        assert_eq!(refused("limit=5").0.as_deref(), Some("email"));
+        let listing = parse_query::<Listing>("email=a%40b.co&limit=5").unwrap();
+        assert_eq!((listing.email.as_str(), listing.limit), ("a@b.co", Some(5)));
     }
 }

@@ -101,15 +101,18 @@ async fn the_audit_log_lists_who_changed_what_newest_first(backend: Backend) {
         .await;
     assert!(recent["total"].as_i64().unwrap() >= 2, "{recent}");
 
-    for (query, field) in [
-        ("since=yesterday", "since"),
-        ("action=drop_tables", "action"),
-        ("limit=0", "limit"),
-        ("offset=-1", "offset"),
+    // A value out of range is a 422, one of the wrong type a 400; each names its parameter.
+    for (query, status, field) in [
+        ("since=yesterday", 422, "since"),
+        ("action=drop_tables", 422, "action"),
+        ("limit=0", 422, "limit"),
+        ("offset=-1", 422, "offset"),
+        ("limit=ten", 400, "limit"),
+        ("offset=99999999999999999999", 400, "offset"),
     ] {
         let refused = assert_error(
             app.get_admin(&format!("/admin/audit?{query}")).await,
-            422,
+            status,
             "VALIDATION_ERROR",
         )
         .await;

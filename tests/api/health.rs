@@ -238,6 +238,23 @@ async fn every_documented_route_is_served() {
             .get("401")
             .is_some()
     );
+    // The audit log's `action` filter documents every action herald records, and no other.
+    let action = spec["paths"]["/admin/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "action")
+        .expect("the action parameter");
+    let pattern = action["schema"]["pattern"].as_str().unwrap();
+    let mut documented: Vec<String> = pattern
+        .strip_prefix("^(")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap_or_else(|| panic!("{pattern}"))
+        .split('|')
+        .map(|a| a.replace("\\.", "."))
+        .collect();
+    documented.sort();
+    assert_eq!(documented, herald::store::audit::ACTIONS);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// Only this kind of change.
     #[param(
-        pattern = "^(email\\.retry|email_throttle\\.reset|job\\.run|rate_limit\\.reset|rate_limit_policy\\.update|recipient\\.erase|suppression\\.lift)$"
+        pattern = "^(email\\.retry|email_throttle\\.reset|job\\.run|rate_limit\\.reset|rate_limit_policy\\.update|recipient\\.erase|recipient\\.unsubscribe|suppression\\.add|suppression\\.lift)$"
     )]
     pub action: Option<String>,
     /// Rows per page, 1 to 500 (default 100).
