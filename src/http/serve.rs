@@ -1,9 +1,9 @@
-//! The listener's loop: accepts connections and serves each over HTTP/1.1, within two limits
-//! a client cannot lift. A connection that sends no complete request head within
+//! The listener's loop: accepts connections and serves each over HTTP/1.1, within limits a
+//! client cannot lift. A connection that sends no complete request head within
 //! `HTTP_IDLE_TIMEOUT_SECONDS` (idle between requests, or sending its headers a byte at a
-//! time) is closed; no more than `HTTP_MAX_CONNECTIONS` are open at once, and the next waits
-//! in the listen queue until one closes, so connections never take the file descriptors the
-//! database, the mail server and Redis need.
+//! time) is closed; a head is at most [`MAX_HEAD_BYTES`]; no more than `HTTP_MAX_CONNECTIONS`
+//! are open at once, and the next waits in the listen queue until one closes, so connections
+//! never take the file descriptors the database, the mail server and Redis need.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,6 +20,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+/// The largest request head (its request line and headers) herald reads: herald's own are a
+/// few hundred bytes; past it a request is answered 431, so each connection holds at most
+/// this much of a head in memory, not hyper's default of about 400 kB.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// How often, at most, reaching the connection limit is logged.
 const FULL_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
@@ -124,6 +128,7 @@ async fn connection(
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
+        .max_header_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
     tokio::select! {

@@ -468,3 +468,24 @@ async fn a_connection_past_the_limit_waits_for_one_to_close() {
         .await
         .expect("stops with a request head halfway");
 }
+
+/// A request head past `MAX_HEAD_BYTES` is answered 431 and its connection closed; one within
+/// it is served.
+#[tokio::test]
+async fn a_request_head_past_its_limit_is_refused_with_431() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_edge_app(|_| {}).await;
+    for (size, answer) in [
+        (herald::http::serve::MAX_HEAD_BYTES / 2, "HTTP/1.1 200"),
+        (herald::http::serve::MAX_HEAD_BYTES + 1, "HTTP/1.1 431"),
+    ] {
+        let mut connection = raw_connection(&app).await;
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: herald\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(size)
+        );
+        connection.write_all(head.as_bytes()).await.unwrap();
+        let read = closed_by_the_server(&mut connection, Duration::from_secs(5)).await;
+        assert!(read.starts_with(answer), "{size} bytes: {read}");
+    }
+}
