@@ -20,9 +20,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// The largest request head (its request line and headers) herald reads: herald's own are a
-/// few hundred bytes; past it a request is answered 431, so each connection holds at most
-/// this much of a head in memory, not hyper's default of about 400 kB.
+/// The largest request head (its request line and headers) herald reads, where a request to
+/// herald needs a few hundred bytes: past it a request is answered 431, so each connection
+/// holds at most this much of a head in memory, not hyper's default of about 400 kB.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// How often, at most, reaching the connection limit is logged.
 const FULL_LOGGED_EVERY: Duration = Duration::from_secs(60);
