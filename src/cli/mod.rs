@@ -728,10 +728,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         // Said once, on the start that generated them; kept in the file afterwards.
         out!("{note}")?;
     }
+    // With JSON logs, standard output is JSON lines only, as a log collector reads them.
+    let plain = config.telemetry.log_format == crate::config::LogFormat::Pretty;
     let app = Application::build(config).await?;
     if let Some(addr) = app.local_addr() {
         tracing::info!(%addr, "herald listening");
-        out!("herald listening on http://{addr}")?;
+        if plain {
+            out!("herald listening on http://{addr}")?;
+        }
     }
     Ok(match app.run_until_stopped(shutdown_signal()).await? {
         Stopped::Graceful => ExitCode::SUCCESS,
