@@ -100,13 +100,15 @@ pub enum LogTo {
 pub fn init_tracing(config: &Config, to: LogTo) {
     let filter =
         EnvFilter::try_new(&config.telemetry.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = match to {
-        LogTo::Stdout => BoxMakeWriter::new(std::io::stdout),
-        LogTo::Stderr => BoxMakeWriter::new(std::io::stderr),
-    };
-    let terminal = match to {
-        LogTo::Stdout => std::io::stdout().is_terminal(),
-        LogTo::Stderr => std::io::stderr().is_terminal(),
+    let (writer, terminal) = match to {
+        LogTo::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        LogTo::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
     };
     let fmt_layer = match config.telemetry.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -143,12 +145,7 @@ pub fn init_panic_log() {
         if !logging {
             return previous(info);
         }
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic with no message");
+        let message = herald_actors::panic_text(info.payload());
         let location = info
             .location()
             .map(|at| format!("{}:{}", at.file(), at.line()))

@@ -12,3 +12,13 @@ pub mod limiter;
 pub mod port;
 pub mod scheduler;
 pub mod throttle;
+
+/// What a panic said, when it said it in text (a panic's payload is the `&str` or `String`
+/// of its message); a fixed sentence otherwise.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}

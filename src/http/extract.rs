@@ -107,17 +107,13 @@ fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let text = err.into_inner().to_string();
-        // "missing field `x`" sits at the query's own path; name the parameter itself.
-        let field = match (path.as_str(), named_field(&text)) {
-            (_, Some(name)) => name.to_owned(),
-            (".", None) => {
-                return ApiError::BadRequest {
-                    message: format!("the query string is not valid: {text}"),
-                    field: None,
-                };
-            }
-            (_, None) => path,
-        };
+        let field = field_at(path, &text);
+        if field == "." {
+            return ApiError::BadRequest {
+                message: format!("the query string is not valid: {text}"),
+                field: None,
+            };
+        }
         ApiError::BadRequest {
             message: format!("invalid value for '{field}': {text}"),
             field: Some(field),
@@ -175,19 +171,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 field: None,
             }
         } else {
-            // "missing field `x`" sits at the parent's path; name the field itself.
             let text = inner.to_string();
-            let field = match (path.as_str(), named_field(&text)) {
-                (".", Some(name)) => name.to_owned(),
-                (parent, Some(name)) => format!("{parent}.{name}"),
-                (_, None) => path,
-            };
+            let field = field_at(path, &text);
             ApiError::BadRequest {
                 message: format!("invalid value for '{field}': {}", strip_position(&text)),
                 field: Some(field),
             }
         }
     })
+}
+
+/// The field a deserializer's error at `path` is about: the path itself, or, for "missing
+/// field `x`" (which sits at the parent's path), the field named; `.` for the whole value.
+fn field_at(path: String, message: &str) -> String {
+    match (path.as_str(), named_field(message)) {
+        (".", Some(name)) => name.to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (_, None) => path,
+    }
 }
 
 /// The field a "missing field `x`" message names (the error's path stops at the parent;

@@ -155,11 +155,7 @@ pub async fn timeout(State(state): State<AppState>, request: Request, next: Next
 
 /// Turns a panic in a handler into a 500 `INTERNAL`; the panic message goes to the logs.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    let detail = herald_actors::panic_text(panic.as_ref());
     ApiError::Internal(format!("handler panicked: {detail}")).into_response()
 }
 

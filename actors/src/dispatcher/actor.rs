@@ -138,15 +138,6 @@ impl Drop for InFlight {
 pub const PANICKED: &str = "herald failed while building or sending this email (a defect: see the panic in the log \
      or Sentry); once it is fixed, send it again";
 
-/// What a panic said, when it said it in text.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 fn jitter() -> f64 {
     // Sub-second clock noise is random enough to spread retries.
     let nanos = std::time::SystemTime::now()
@@ -290,7 +281,8 @@ impl<P: DispatchPort, O: DispatchObserver> Dispatcher<P, O> {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| {
-                    this.observer.panicked(&row, &panic_text(panic.as_ref()));
+                    this.observer
+                        .panicked(&row, crate::panic_text(panic.as_ref()));
                     Attempt::Permanent(PANICKED.to_owned())
                 });
             let elapsed = started.elapsed();
