@@ -88,6 +88,13 @@ pub enum Command {
         #[command(subcommand)]
         action: TemplatesAction,
     },
+    /// Try this environment before it serves, changing no data and sending nothing: every setting
+    /// read as a start reads them (each problem on a line, exit 2), then each service they
+    /// name reached as herald reaches it: the database and its migrations, Redis, the mail
+    /// server (connected and logged in to) or SendGrid (its key may send mail), and
+    /// herald's own address, where the links in emails lead. One line each; exit 1 when one
+    /// cannot be reached. For a deploy pipeline, before the new settings reach a replica.
+    Check,
     /// The changes operators made, newest first: who (an admin key's fingerprint, the first
     /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,
     /// from what to what.
@@ -351,6 +358,7 @@ macro_rules! out {
 }
 
 mod audit;
+mod check;
 mod database;
 mod email;
 mod jobs;
@@ -441,6 +449,7 @@ pub fn main() -> ExitCode {
             Command::Suppressions { action } => email::suppressions(config, action).await,
             Command::Backup { path } => backup(config, &path).await,
             Command::Replicas => replicas::replicas(config).await,
+            Command::Check => check::check(config).await,
             Command::Recipients {
                 action: RecipientsAction::Show { email },
             } => recipients::show(config, &email).await,

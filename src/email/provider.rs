@@ -73,6 +73,37 @@ impl Mailer {
         }
     }
 
+    /// Reaches the provider as a send would, sending nothing: the mail server connected to
+    /// and logged in to, SendGrid's key asked whether it may send. What was reached, or
+    /// `Err` with why not.
+    pub async fn check(&self) -> Result<String, String> {
+        match self {
+            Self::Console => {
+                Ok("console: each email printed on standard error, none sent".to_owned())
+            }
+            Self::File(dir) => match std::fs::metadata(dir) {
+                Ok(found) if found.is_dir() => {
+                    Ok(format!("file: .eml files into {}", dir.display()))
+                }
+                Ok(_) => Err(format!("file: {} is not a directory", dir.display())),
+                Err(_) => Ok(format!(
+                    "file: .eml files into {}, made at the first email",
+                    dir.display()
+                )),
+            },
+            Self::Smtp(smtp) => smtp
+                .check()
+                .await
+                .map(|reached| format!("smtp: {reached}"))
+                .map_err(|failed| format!("smtp: {failed}")),
+            Self::SendGrid(sendgrid) => sendgrid
+                .check()
+                .await
+                .map(|()| "sendgrid: the key may send mail".to_owned())
+                .map_err(|failed| format!("sendgrid: {failed}")),
+        }
+    }
+
     /// Sends `outgoing`, signed with `dkim` by the providers that deliver the bytes themselves
     /// (`smtp`, `file`).
     pub async fn send(&self, outgoing: Outgoing, dkim: Option<&Dkim>) -> Attempt {

@@ -25,6 +25,8 @@ pub struct SendGrid {
     client: reqwest::Client,
     /// `{SENDGRID_API_URL}/v3/mail/send`.
     endpoint: String,
+    /// `{SENDGRID_API_URL}/v3/scopes`: what the key may do.
+    scopes: String,
     api_key: Secret,
 }
 
@@ -44,6 +46,7 @@ impl SendGrid {
         Ok(Self {
             client,
             endpoint: format!("{}/v3/mail/send", settings.api_url),
+            scopes: format!("{}/v3/scopes", settings.api_url),
             api_key: settings.api_key.clone(),
         })
     }
@@ -85,6 +88,35 @@ impl SendGrid {
                 None => Attempt::Transient(said),
             },
             _ => Attempt::Permanent(said),
+        }
+    }
+}
+
+impl SendGrid {
+    /// Whether the key may send mail, asked of SendGrid without sending any: the key's
+    /// scopes (`GET /v3/scopes`) must hold `mail.send`. `Err` says what SendGrid answered.
+    pub async fn check(&self) -> Result<(), String> {
+        let response = self
+            .client
+            .get(&self.scopes)
+            .bearer_auth(self.api_key.expose())
+            .send()
+            .await
+            .map_err(|err| format!("SendGrid unreachable: {err}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("SendGrid {}: {}", status.as_u16(), errors(&text)));
+        }
+        let scopes: Value = serde_json::from_str(&text).unwrap_or_default();
+        let listed = scopes["scopes"].as_array();
+        if listed.is_some_and(|s| s.iter().any(|s| s == "mail.send")) {
+            Ok(())
+        } else {
+            Err(
+                "the key cannot send mail: SendGrid lists no `mail.send` among its scopes"
+                    .to_owned(),
+            )
         }
     }
 }

@@ -94,6 +94,35 @@ impl Smtp {
         Ok(())
     }
 
+    /// Connects, greets, starts TLS and logs in as a send would, then says goodbye, within
+    /// the timeout: what was reached, or `Err` with what failed (addresses masked).
+    pub(super) async fn check(&self) -> Result<String, String> {
+        let server = format!("{}:{}", self.host, self.port);
+        let reached = tokio::time::timeout(self.timeout, async {
+            let mut conn = self.connect().await?;
+            conn.quit().await.map(drop)
+        });
+        match reached.await {
+            Ok(Ok(())) => {
+                let tls = match self.tls {
+                    Tls::None => "without TLS",
+                    Tls::Wrapper(_) => "over TLS",
+                    _ => "with STARTTLS",
+                };
+                let login = match &self.credentials {
+                    Some(_) => "logged in",
+                    None => "no login",
+                };
+                Ok(format!("{server} {tls}, {login}"))
+            }
+            Ok(Err(err)) => Err(format!("{server}: {}", describe(&err))),
+            Err(_) => Err(format!(
+                "{server}: no answer within {} s (SMTP_TIMEOUT_SECONDS)",
+                self.timeout.as_secs_f64()
+            )),
+        }
+    }
+
     /// The most recently used idle connection that still answers, if any.
     async fn reuse(&self) -> Option<AsyncSmtpConnection> {
         loop {

@@ -53,7 +53,7 @@ pub struct RedisWindows {
 impl RedisWindows {
     /// Fails only on a URL redis cannot read; nothing is connected yet.
     pub fn new(url: &str, prefix: &str, timeout: std::time::Duration) -> Result<Self, PortError> {
-        let client = redis::Client::open(url).map_err(|e| PortError::new(redacted(&e)))?;
+        let client = redis::Client::open(url).map_err(|e| PortError::new(described(&e)))?;
         Ok(Self {
             client,
             prefix: Arc::from(prefix),
@@ -62,9 +62,10 @@ impl RedisWindows {
     }
 }
 
-/// A Redis error without the URL (which may carry a password).
-fn redacted(err: &redis::RedisError) -> String {
-    format!("redis: {:?} {}", err.kind(), err.detail().unwrap_or(""))
+/// A Redis error as redis words it (what failed and why: a refused connection's I/O error,
+/// a failed login, the server's reply), which never holds the URL and its password.
+fn described(err: &redis::RedisError) -> String {
+    format!("redis: {err}")
 }
 
 /// The key of a limiter key's window.
@@ -82,13 +83,13 @@ impl SharedBackend for RedisWindows {
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
-                .map_err(|e| PortError::new(redacted(&e)))?;
+                .map_err(|e| PortError::new(described(&e)))?;
             let script = redis::Script::new(CHECK);
             script
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(|e| PortError::new(redacted(&e)))?;
+                .map_err(|e| PortError::new(described(&e)))?;
             Ok(Arc::new(RedisConnection {
                 conn,
                 script: Arc::new(script),
@@ -161,7 +162,7 @@ impl SharedWindows for RedisConnection {
                 .arg(policy.window_ms)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| PortError::new(redacted(&e)))?;
+                .map_err(|e| PortError::new(described(&e)))?;
             let [admitted, remaining, retry_after_ms, reset_ms] = answer[..] else {
                 return Err(PortError::new("the window script answered in a bad shape"));
             };
@@ -196,7 +197,7 @@ impl SharedWindows for RedisConnection {
                     }
                 }
             };
-            result.map_err(|e| PortError::new(redacted(&e)))
+            result.map_err(|e| PortError::new(described(&e)))
         })
     }
 
@@ -206,7 +207,7 @@ impl SharedWindows for RedisConnection {
         Box::pin(async move {
             Self::scan(conn, pattern, |_, keys| async move { Ok(keys.len()) })
                 .await
-                .map_err(|e| PortError::new(redacted(&e)))
+                .map_err(|e| PortError::new(described(&e)))
         })
     }
 }
@@ -222,5 +223,26 @@ mod tests {
         assert!(name.starts_with("herald:rl:{"), "{name}");
         assert!(name.ends_with("01}"), "the group is the last byte: {name}");
         assert_eq!(name.len(), "herald:rl:{}".len() + 16);
+    }
+
+    /// A Redis that cannot be reached is said with why (the log and `herald check` show
+    /// it), and never with the URL's password.
+    #[tokio::test]
+    async fn a_refused_connection_says_why_without_the_password() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("redis://:s3cret-pw@127.0.0.1:{port}");
+        let windows =
+            RedisWindows::new(&url, "herald:", std::time::Duration::from_secs(2)).unwrap();
+        let Err(err) = windows.connect().await else {
+            panic!("connected to a closed port");
+        };
+        assert!(
+            err.message.contains("Connection refused"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("s3cret"), "{}", err.message);
     }
 }

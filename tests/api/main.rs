@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod browser;
+mod check;
 mod cli;
 mod contract;
 mod dkim;

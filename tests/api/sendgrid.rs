@@ -20,6 +20,8 @@ use crate::email::{complete_for, ledger, wait_ledger};
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 
 const KEY: &str = "SG.test-key.0123456789";
+/// A key SendGrid knows that may read alerts but not send mail (a restricted key).
+const READ_ONLY_KEY: &str = "SG.read-only.0123456789";
 const RESERVED: [&str; 12] = [
     "x-sg-id",
     "x-sg-eid",
@@ -267,11 +269,27 @@ async fn mail_send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
     response
 }
 
+/// `GET /v3/scopes`: the scopes of the key it is called with; 401 with SendGrid's body for
+/// a key it does not know.
+async fn scopes(headers: HeaderMap) -> Response {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let granted = match bearer.and_then(|b| b.strip_prefix("Bearer ")) {
+        Some(KEY) => json!(["mail.send", "alerts.create", "alerts.read"]),
+        Some(READ_ONLY_KEY) => json!(["alerts.read"]),
+        _ => {
+            let body = json!({"errors": [{"field": null, "message": "authorization required"}]});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+    };
+    axum::Json(json!({ "scopes": granted })).into_response()
+}
+
 impl StandIn {
     pub async fn start() -> Self {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v3/mail/send", post(mail_send))
+            .route("/v3/scopes", axum::routing::get(scopes))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -503,6 +521,48 @@ async fn the_stand_in_refuses_what_sendgrid_refuses() {
             "{errors}"
         );
     }
+}
+
+/// `herald check` asks SendGrid what its key may do, and sends nothing: a key that may send
+/// mail passes, one SendGrid does not know or that may not send fails with why.
+#[tokio::test]
+async fn check_asks_sendgrid_whether_the_key_may_send_mail() {
+    let standin = StandIn::start().await;
+    let check = |key: &'static str| {
+        let mut command = crate::cli::ops_shell("sqlite::memory:");
+        command
+            .env("EMAIL_PROVIDER", "sendgrid")
+            .env("SENDGRID_API_KEY", key)
+            .env("SENDGRID_API_URL", &standin.url)
+            .arg("check");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let email_line = |output: &std::process::Output| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|l| l.starts_with("email"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let passed = check(KEY).await.unwrap();
+    assert_eq!(passed.status.code(), Some(0), "{passed:?}");
+    assert!(
+        email_line(&passed).contains("ok    sendgrid: the key may send mail"),
+        "{passed:?}"
+    );
+    let unknown = check("SG.revoked.0123456789").await.unwrap();
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(
+        email_line(&unknown).contains("FAIL  sendgrid: SendGrid 401: authorization required"),
+        "{unknown:?}"
+    );
+    let read_only = check(READ_ONLY_KEY).await.unwrap();
+    assert_eq!(read_only.status.code(), Some(1), "{read_only:?}");
+    assert!(
+        email_line(&read_only).contains("FAIL  sendgrid: the key cannot send mail"),
+        "{read_only:?}"
+    );
+    assert!(standin.accepted().is_empty(), "nothing was sent");
 }
 
 #[test]

@@ -1,0 +1,218 @@
+//! `herald check`: this environment tried before it serves. Every setting is read as a start
+//! reads them (a problem stops it with exit 2, before this module), then each service the
+//! settings name is reached as herald reaches it, writing and sending nothing: the
+//! database, Redis, the email provider, and the address the links in emails lead to.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use herald_actors::limiter::SharedBackend;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// How long the database and the links may take to answer.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// How one service answered.
+enum Outcome {
+    /// Reached, as herald will reach it.
+    Reached(String),
+    /// Not configured, and not needed.
+    Unset(String),
+    /// Not reached, but herald can start without it (its own address, before it serves).
+    Doubt(String),
+    /// Not reached: herald would not work as configured.
+    Failed(String),
+}
+
+pub(super) async fn check(config: Config) -> anyhow::Result<ExitCode> {
+    let outcomes = [
+        ("database", database(&config).await),
+        ("redis", redis(&config).await),
+        ("email", email(&config).await),
+        ("links", links(&config).await),
+    ];
+    let mut failed = 0;
+    for (service, outcome) in outcomes {
+        let (word, said) = match outcome {
+            Outcome::Reached(said) => ("ok", said),
+            Outcome::Unset(said) => ("-", said),
+            Outcome::Doubt(said) => ("warn", said),
+            Outcome::Failed(said) => {
+                failed += 1;
+                ("FAIL", said)
+            }
+        };
+        out!(
+            "{service:<9} {word:<5} {}",
+            crate::redact::for_terminal(&said)
+        )?;
+    }
+    if failed > 0 {
+        out!("{failed} of 4 cannot be reached as configured")?;
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The database reached and read: its migrations against this build's.
+async fn database(config: &Config) -> Outcome {
+    let url = config.storage.database_url.expose();
+    let place = place(url);
+    let store = match tokio::time::timeout(WAIT, Store::connect_with(url, 1)).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(err)) => return Outcome::Failed(format!("{place}: {err}")),
+        Err(_) => return Outcome::Failed(format!("{place}: no answer within {WAIT:?}")),
+    };
+    let read = async {
+        let answered = store.ping(WAIT).await?;
+        let migrations = store.migration_status().await?;
+        let newer = store.newer_migrations().await?;
+        Ok::<_, crate::store::StoreError>((answered, migrations, newer))
+    };
+    let read = read.await;
+    store.close().await;
+    let (answered, migrations, newer) = match read {
+        Ok(read) => read,
+        Err(err) => return Outcome::Failed(format!("{place}: {err}")),
+    };
+    let pending = migrations
+        .iter()
+        .filter(|m| m.applied_at_ms.is_none())
+        .count();
+    let mut said = format!(
+        "{place}: answered in {} ms; {} of {} migrations applied",
+        answered.as_millis(),
+        migrations.len() - pending,
+        migrations.len()
+    );
+    if pending > 0 {
+        said.push_str(&format!(
+            ", {pending} to apply as herald starts (or `herald migrate`)"
+        ));
+    }
+    if !newer.is_empty() {
+        said.push_str(&format!(
+            ", {} applied by a newer herald (this one serves it as it is)",
+            newer.len()
+        ));
+    }
+    Outcome::Reached(said)
+}
+
+/// Where a database URL points, without its user or password: a SQLite file, or a
+/// PostgreSQL server and database.
+fn place(url: &str) -> String {
+    if let Some(file) = crate::config::storage::sqlite_file(url) {
+        return format!("sqlite {}", file.display());
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "postgres {}:{}{}",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432),
+            parsed.path()
+        ),
+        Err(_) => "the database".to_owned(),
+    }
+}
+
+/// Redis connected to and the limiter's script loaded, as each rate-limit shard does.
+async fn redis(config: &Config) -> Outcome {
+    let Some(url) = &config.storage.redis_url else {
+        return Outcome::Unset(
+            "REDIS_URL not set: the rate-limit windows are this process's own (one replica)"
+                .to_owned(),
+        );
+    };
+    let place = url::Url::parse(url.expose()).map_or_else(
+        |_| "redis".to_owned(),
+        |u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or("localhost"),
+                u.port().unwrap_or(6379)
+            )
+        },
+    );
+    let limits = &config.rate_limit;
+    let windows = match crate::ratelimit::redis::RedisWindows::new(
+        url.expose(),
+        &limits.redis_key_prefix,
+        limits.redis_timeout,
+    ) {
+        Ok(windows) => windows,
+        Err(err) => return Outcome::Failed(format!("{place}: {err}")),
+    };
+    match windows.connect().await {
+        Ok(_) => Outcome::Reached(format!("{place}: connected, the limiter's script loaded")),
+        Err(err) => Outcome::Failed(format!("{place}: {err}")),
+    }
+}
+
+/// The provider reached as a send reaches it, nothing sent.
+async fn email(config: &Config) -> Outcome {
+    let mailer = match crate::email::provider::Mailer::from_config(&config.email) {
+        Ok(mailer) => mailer,
+        Err(err) => return Outcome::Failed(format!("{err:#}")),
+    };
+    match mailer.check().await {
+        Ok(reached) => Outcome::Reached(reached),
+        Err(failed) => Outcome::Failed(failed),
+    }
+}
+
+/// The address the links in emails lead to (`API_BASE_URL`): herald's `/healthz` there. It
+/// may not answer yet (a first deploy), so this only warns.
+async fn links(config: &Config) -> Outcome {
+    let base = &config.email.api_base_url;
+    let health = format!("{base}/healthz");
+    let client = match reqwest::Client::builder().timeout(WAIT).build() {
+        Ok(client) => client,
+        Err(err) => return Outcome::Failed(format!("{base}: {err}")),
+    };
+    match client.get(&health).send().await {
+        Ok(answer) if answer.status().is_success() => Outcome::Reached(format!(
+            "{base}: herald answers there, where the links in emails lead"
+        )),
+        Ok(answer) => Outcome::Doubt(format!(
+            "{health} answered {}: the links in emails lead to {base} (API_BASE_URL), which \
+             must reach herald",
+            answer.status().as_u16()
+        )),
+        Err(err) => Outcome::Doubt(format!(
+            "{base}: not reached ({}): the links in emails lead there (API_BASE_URL), so it \
+             must reach herald once it serves",
+            root_cause(&err)
+        )),
+    }
+}
+
+/// What an error came down to: its innermost cause (reqwest's own words wrap it thrice).
+fn root_cause(err: &dyn std::error::Error) -> String {
+    let mut cause = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_database_is_named_without_its_user_or_password() {
+        assert_eq!(
+            super::place("postgres://herald:hunter2@db.internal:6543/herald?sslmode=require"),
+            "postgres db.internal:6543/herald"
+        );
+        assert_eq!(
+            super::place("postgres://db.internal/herald"),
+            "postgres db.internal:5432/herald"
+        );
+        assert_eq!(
+            super::place("sqlite://data/herald.db?mode=rwc"),
+            "sqlite data/herald.db"
+        );
+    }
+}
