@@ -1,7 +1,8 @@
 //! `herald check`: this environment tried before it serves. Every setting is read as a start
 //! reads them (a problem stops it with exit 2, before this module), then each service the
 //! settings name is reached as herald reaches it, writing and sending nothing: the
-//! database, Redis, the email provider, and the address the links in emails lead to.
+//! database, Redis, the email provider, and the address the links in emails lead to; and
+//! the DKIM record DNS must publish for the key mail is signed with.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,8 +32,10 @@ pub(super) async fn check(config: Config) -> anyhow::Result<ExitCode> {
         ("database", database(&config).await),
         ("redis", redis(&config).await),
         ("email", email(&config).await),
+        ("dkim", dkim(&config)),
         ("links", links(&config).await),
     ];
+    let services = outcomes.len();
     let mut failed = 0;
     for (service, outcome) in outcomes {
         let (word, said) = match outcome {
@@ -50,7 +53,7 @@ pub(super) async fn check(config: Config) -> anyhow::Result<ExitCode> {
         )?;
     }
     if failed > 0 {
-        out!("{failed} of 4 cannot be reached as configured")?;
+        out!("{failed} of {services} cannot be reached as configured")?;
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -160,6 +163,22 @@ async fn email(config: &Config) -> Outcome {
     match mailer.check().await {
         Ok(reached) => Outcome::Reached(reached),
         Err(failed) => Outcome::Failed(failed),
+    }
+}
+
+/// The key mail is signed with, and the TXT record that must publish it: what an operator
+/// puts in DNS, and checks there (`dig TXT <name>`) before the first signed email.
+fn dkim(config: &Config) -> Outcome {
+    match &config.email.dkim {
+        Some(dkim) => Outcome::Reached(format!(
+            "signs with {} as {}; publish there the TXT record {}",
+            dkim.key.algorithm(),
+            dkim.record_name(),
+            dkim.record()
+        )),
+        None => Outcome::Unset(
+            "DKIM_DOMAIN not set: herald signs nothing (SendGrid signs what it sends)".to_owned(),
+        ),
     }
 }
 

@@ -52,6 +52,55 @@ impl DkimKey {
     }
 }
 
+impl Dkim {
+    /// Where the public key is published: `<selector>._domainkey.<domain>`.
+    pub fn record_name(&self) -> String {
+        format!("{}._domainkey.{}", self.selector, self.domain)
+    }
+
+    /// The TXT record that publishes the public key, as verifiers read it: for RSA its
+    /// SubjectPublicKeyInfo (what `openssl pkey -pubout` writes, and Gmail and OpenDKIM
+    /// publish), for Ed25519 the raw 32-byte key (RFC 8463).
+    pub fn record(&self) -> String {
+        use base64::Engine;
+        let (kind, key) = match &*self.key {
+            DkimKey::Rsa(_) => ("rsa", subject_public_key_info(self.key.public_key())),
+            DkimKey::Ed25519(_) => ("ed25519", self.key.public_key().to_vec()),
+        };
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        format!("v=DKIM1; k={kind}; p={key}")
+    }
+}
+
+/// An RSA public key (PKCS#1 `RSAPublicKey`, as ring gives it) in an X.509
+/// SubjectPublicKeyInfo with the `rsaEncryption` algorithm (RFC 5280, RFC 3279).
+fn subject_public_key_info(rsa_public_key: &[u8]) -> Vec<u8> {
+    /// 1.2.840.113549.1.1.1 and its NULL parameters.
+    const RSA_ENCRYPTION: [u8; 13] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let bits = [&[0u8][..], rsa_public_key].concat();
+    let content = [der(0x30, &RSA_ENCRYPTION), der(0x03, &bits)].concat();
+    der(0x30, &content)
+}
+
+/// One DER element: its tag, its length (short form below 128, else long), its content.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let length = content.len().to_be_bytes();
+    let significant = &length[length.iter().take_while(|b| **b == 0).count()..];
+    let mut element = vec![tag];
+    match significant {
+        [short] if *short < 0x80 => element.push(*short),
+        [] => element.push(0),
+        long => {
+            element.push(0x80 | long.len() as u8);
+            element.extend(long);
+        }
+    }
+    element.extend(content);
+    element
+}
+
 /// A ready DKIM signer. Its `Debug` names the domain, selector and algorithm, never the key.
 #[derive(Clone)]
 pub struct Dkim {

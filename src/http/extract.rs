@@ -11,21 +11,16 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::state::AppState;
 
-/// A JSON object as the request body. Wrong content type → 415, too large → 413, malformed,
-/// mistyped or not an object → 400 `VALIDATION_ERROR` with the path of the offending field.
+/// A JSON object as the request body. Too large → 413 (whatever its type, as for every
+/// body), wrong content type → 415, malformed, mistyped or not an object → 400
+/// `VALIDATION_ERROR` with the path of the offending field.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json(&req) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| body_rejection(rejection, state.config.server.max_body_bytes))?;
-        parse_object(&bytes).map(Json)
+        Unparsed::from_request(req, state).await?.json().map(Json)
     }
 }
 

@@ -110,7 +110,7 @@ async fn check_reaches_each_service_as_herald_does_and_sends_nothing() {
     assert!(!lines.concat().contains("s3cret"), "{lines:#?}");
     assert_eq!(
         lines.last().map(String::as_str),
-        Some("2 of 4 cannot be reached as configured")
+        Some("2 of 5 cannot be reached as configured")
     );
     assert!(smtp.received().is_empty());
 }

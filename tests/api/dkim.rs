@@ -174,6 +174,40 @@ async fn an_ed25519_signature_verifies_and_a_changed_header_breaks_it() {
     signed_over_smtp("ed25519").await;
 }
 
+/// `herald check` prints the TXT record to publish for the key: the very record openssl
+/// derives from the key file (the record the signatures above verify with).
+#[test]
+fn check_prints_the_record_that_publishes_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["RSA", "ed25519"] {
+        let (key, record) = keypair(kind, dir.path());
+        let output = crate::cli::ops_shell("sqlite::memory:")
+            .env("EMAIL_PROVIDER", "file")
+            .env("EMAIL_FILE_DIR", dir.path())
+            .env("EMAIL_FROM", "reports@herald.example.org")
+            .env("DKIM_DOMAIN", "herald.example.org")
+            .env("DKIM_SELECTOR", "reports2026")
+            .env("DKIM_PRIVATE_KEY_FILE", &key)
+            .arg("check")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("dkim"))
+            .unwrap_or_default();
+        let algorithm = if kind == "RSA" { "rsa" } else { "ed25519" };
+        assert_eq!(
+            line,
+            format!(
+                "dkim      ok    signs with {algorithm}-sha256 as \
+                 reports2026._domainkey.herald.example.org; publish there the TXT record {record}"
+            ),
+            "{stdout}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_key_or_a_sender_outside_the_domain_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
