@@ -171,6 +171,9 @@ pub fn scrub_event(mut event: Event<'static>) -> Event<'static> {
         request
             .headers
             .retain(|name, _| !SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+        for value in request.headers.values_mut() {
+            *value = mask_emails_in(value);
+        }
         request.cookies = None;
         request.data = None;
         if let Some(query) = request.query_string.take() {
@@ -199,6 +202,9 @@ pub fn scrub_event(mut event: Event<'static>) -> Event<'static> {
             crumb.message = Some(mask_emails_in(&message));
         }
         crumb.data.clear();
+    }
+    for value in event.tags.values_mut() {
+        *value = mask_emails_in(value);
     }
     for value in event.extra.values_mut() {
         if let Some(text) = value.as_str() {
@@ -337,11 +343,13 @@ mod tests {
             ("X-API-Key", "s3cr3t-key"),
             ("X-Session-Access-Token", "s3cr3t-token"),
             ("X-Request-ID", "req-1"),
+            ("X-Correlation-ID", "report-parent@example.com-7"),
         ] {
             request.headers.insert(name.into(), value.into());
         }
         let event = Event {
             request: Some(request),
+            tags: [("learner".to_owned(), "parent@example.com".to_owned())].into(),
             message: Some("send to parent@example.com failed".into()),
             exception: vec![Exception {
                 ty: "Error".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use herald_actors::limiter::SharedBackend;
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// How long the database and the links may take to answer.
 const WAIT: Duration = Duration::from_secs(5);
@@ -59,7 +59,20 @@ pub(super) async fn check(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The database reached and read: its migrations against this build's.
+/// What the database answered.
+struct Found {
+    answered: Duration,
+    /// Migrations this build knows, and of them those not applied.
+    known: usize,
+    pending: usize,
+    /// Migrations a newer herald applied.
+    newer: usize,
+    /// On PostgreSQL: the connections the server takes, and those open now.
+    room: Option<(i64, i64)>,
+}
+
+/// The database reached and read: its migrations against this build's, and on PostgreSQL
+/// whether this replica's pool fits among the connections the server takes.
 async fn database(config: &Config) -> Outcome {
     let url = config.storage.database_url.expose();
     let place = place(url);
@@ -68,40 +81,82 @@ async fn database(config: &Config) -> Outcome {
         Ok(Err(err)) => return Outcome::Failed(format!("{place}: {err}")),
         Err(_) => return Outcome::Failed(format!("{place}: no answer within {WAIT:?}")),
     };
-    let read = async {
-        let answered = store.ping(WAIT).await?;
-        let migrations = store.migration_status().await?;
-        let newer = store.newer_migrations().await?;
-        Ok::<_, crate::store::StoreError>((answered, migrations, newer))
-    };
-    let read = read.await;
+    let found = read(&store).await;
     store.close().await;
-    let (answered, migrations, newer) = match read {
-        Ok(read) => read,
+    let found = match found {
+        Ok(found) => found,
         Err(err) => return Outcome::Failed(format!("{place}: {err}")),
     };
-    let pending = migrations
-        .iter()
-        .filter(|m| m.applied_at_ms.is_none())
-        .count();
     let mut said = format!(
         "{place}: answered in {} ms; {} of {} migrations applied",
-        answered.as_millis(),
-        migrations.len() - pending,
-        migrations.len()
+        found.answered.as_millis(),
+        found.known - found.pending,
+        found.known
     );
-    if pending > 0 {
+    if found.pending > 0 {
         said.push_str(&format!(
-            ", {pending} to apply as herald starts (or `herald migrate`)"
+            ", {} to apply as herald starts (or `herald migrate`)",
+            found.pending
         ));
     }
-    if !newer.is_empty() {
+    if found.newer > 0 {
         said.push_str(&format!(
             ", {} applied by a newer herald (this one serves it as it is)",
-            newer.len()
+            found.newer
         ));
     }
+    let Some((allowed, open)) = found.room else {
+        return Outcome::Reached(said);
+    };
+    let pool = i64::from(config.storage.max_connections);
+    said.push_str(&format!(
+        "; the server takes {allowed} connections, {open} open now, and this replica opens up \
+         to {pool} (DATABASE_MAX_CONNECTIONS)"
+    ));
+    if open + pool > allowed {
+        said.push_str(
+            ": not room for them all (DEPLOYMENT.md, \"Size the connection pools together\")",
+        );
+        return Outcome::Doubt(said);
+    }
     Outcome::Reached(said)
+}
+
+async fn read(store: &Store) -> Result<Found, crate::store::StoreError> {
+    let answered = store.ping(WAIT).await?;
+    let migrations = store.migration_status().await?;
+    Ok(Found {
+        answered,
+        known: migrations.len(),
+        pending: migrations
+            .iter()
+            .filter(|m| m.applied_at_ms.is_none())
+            .count(),
+        newer: store.newer_migrations().await?.len(),
+        room: match store.backend() {
+            Backend::Postgres => Some(connections(store).await?),
+            Backend::Sqlite => None,
+        },
+    })
+}
+
+/// What a PostgreSQL server takes in connections (`max_connections` less those kept for
+/// superusers) and how many clients hold one now.
+async fn connections(store: &Store) -> Result<(i64, i64), crate::store::StoreError> {
+    let setting = |name: &'static str| async move {
+        let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+            .fetch_one(store.reader())
+            .await?;
+        Ok::<_, crate::store::StoreError>(value.parse::<i64>().unwrap_or(0))
+    };
+    let allowed =
+        setting("max_connections").await? - setting("superuser_reserved_connections").await?;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+    )
+    .fetch_one(store.reader())
+    .await?;
+    Ok((allowed, open))
 }
 
 /// Where a database URL points, without its user or password: a SQLite file, or a

@@ -24,14 +24,18 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// An id from the client is kept if it is short and printable; otherwise a new one is made,
-/// so a hostile header cannot forge log lines.
+/// An id from the client is kept if it is short and printable and holds no `@`; otherwise
+/// a new one is made, so a hostile header cannot forge log lines, and an id a backend made
+/// of a parent's address does not put the address, unmasked, in every line of the request's
+/// log and in its Sentry events.
 fn request_id(request: &Request) -> String {
     request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic() && b != b'@')
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 

@@ -143,4 +143,19 @@ async fn check_names_a_postgresql_database_without_its_password() {
         "{reached}"
     );
     assert!(!lines.concat().contains("s3cret"), "{lines:#?}");
+    assert!(
+        reached.contains(" ok ") && reached.contains("and this replica opens up to 10"),
+        "{reached}"
+    );
+
+    // A pool larger than the server takes is warned of, not failed: herald starts with it,
+    // and waits for connections under load.
+    let larger = HashMap::from([("DATABASE_MAX_CONNECTIONS".to_owned(), "1000".to_owned())]);
+    let (code, lines) = check(url.as_str(), &larger).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let crowded = line(&lines, "database");
+    assert!(
+        crowded.contains("warn") && crowded.contains("not room for them all"),
+        "{crowded}"
+    );
 }

@@ -85,6 +85,18 @@ async fn a_request_id_is_generated_or_propagated_on_every_response() {
         .await
         .unwrap();
     assert_ne!(hostile.headers()["x-request-id"].len(), 500);
+
+    // An id made of a parent's address would put the address, unmasked, in every log line
+    // and Sentry event of the request: a new id is made instead.
+    let address = app
+        .client
+        .get(app.url("/healthz"))
+        .header("X-Request-ID", "report-parent@example.com-7")
+        .send()
+        .await
+        .unwrap();
+    let id = address.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
 
 #[tokio::test]
