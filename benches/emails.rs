@@ -548,7 +548,18 @@ async fn floor_server(durable: Option<herald::store::Store>) -> String {
         .with_state((writes, summary));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Served by herald's own accept loop, as herald's requests are.
+    let limits = herald::http::serve::Limits {
+        idle: std::time::Duration::from_secs(75),
+        connections: 10_000,
+        drain: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(herald::http::serve::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     base
 }
 

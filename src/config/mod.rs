@@ -121,8 +121,8 @@ impl Config {
             ],
         );
         let production = environment == Environment::Production;
-        let server = ServerConfig::read(&mut r);
         let storage = StorageConfig::read(&mut r, production);
+        let server = ServerConfig::read(&mut r, storage.max_connections);
         let mut keys = KeysConfig::read(&mut r, production);
         let email = EmailConfig::read(&mut r, production, server.port);
         let events = EventsConfig::read(&mut r);
@@ -407,7 +407,11 @@ mod tests {
                 .iter()
                 .any(|e| e == "DATABASE_MAX_CONNECTIONS: must be from 2 to 1000")
         );
-        assert!(errors[0].starts_with("PORT: expected a port number"));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("PORT: expected a port number"))
+        );
         assert!(errors.iter().any(|e| {
             e.starts_with("EMAIL_PROVIDER: expected one of console, smtp, file, sendgrid")
         }));

@@ -36,18 +36,19 @@ pub struct ServerConfig {
     pub session_start: StartAuth,
 }
 
-/// File descriptors kept from client connections for herald's own (database, mail server,
-/// Redis, files): at most this many, and at most half the process's limit.
+/// File descriptors kept from client connections for herald's own (mail server, Redis,
+/// files), besides one for each database connection its pool may open: together at most
+/// half the process's limit.
 const RESERVED_DESCRIPTORS: u64 = 256;
 /// Connections allowed when the process's limit on open files cannot be read.
 const CONNECTIONS_WITHOUT_A_LIMIT: usize = 10_000;
 
 /// The client connections allowed by default: the process's limit on open files less what
-/// herald keeps for its own.
-fn default_connections() -> usize {
+/// herald keeps for its own, `database` connections among them.
+fn default_connections(database: u32) -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     limit.map_or(CONNECTIONS_WITHOUT_A_LIMIT, |limit| {
-        let kept = RESERVED_DESCRIPTORS.min(limit / 2);
+        let kept = (RESERVED_DESCRIPTORS + u64::from(database)).min(limit / 2);
         usize::try_from(limit - kept).unwrap_or(usize::MAX).max(1)
     })
 }
@@ -63,7 +64,9 @@ pub enum StartAuth {
 }
 
 impl ServerConfig {
-    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+    /// Read with the most connections the database pool opens (`DATABASE_MAX_CONNECTIONS`),
+    /// whose descriptors the default client connections leave free.
+    pub(super) fn read(r: &mut Reader<'_>, database_connections: u32) -> Self {
         let host = r.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address");
         let port = r.parse("PORT", 8000u16, "a port number (0-65535)");
         let request_timeout = Duration::from_secs(r.parse(
@@ -88,7 +91,7 @@ impl ServerConfig {
         r.nonzero("HTTP_IDLE_TIMEOUT_SECONDS", idle_timeout.is_zero());
         let max_connections = r.parse(
             "HTTP_MAX_CONNECTIONS",
-            default_connections(),
+            default_connections(database_connections),
             "a whole number",
         );
         r.nonzero("HTTP_MAX_CONNECTIONS", max_connections == 0);
@@ -160,11 +163,18 @@ mod tests {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .expect("a limit on open files");
-        let allowed = u64::try_from(default_connections()).unwrap();
+        let allowed = u64::try_from(default_connections(10)).unwrap();
         assert!(allowed < limit, "{allowed} of {limit}");
         assert!(
-            limit - allowed <= RESERVED_DESCRIPTORS,
+            limit - allowed <= RESERVED_DESCRIPTORS + 10,
             "{allowed} of {limit}"
         );
+        // A larger database pool keeps more of them (up to half the limit).
+        let larger = default_connections(200);
+        assert_eq!(
+            larger,
+            usize::try_from(limit - (RESERVED_DESCRIPTORS + 200).min(limit / 2)).unwrap()
+        );
+        assert!(larger < default_connections(10), "{larger}");
     }
 }
