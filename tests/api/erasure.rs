@@ -98,6 +98,11 @@ async fn erasing_a_recipient_deletes_what_names_them_and_nothing_else(backend: B
     let old_link = app.unsubscribe(&token, "all").await;
     assert_eq!(old_link.status(), 403);
     assert!(old_link.text().await.unwrap().contains("expired"));
+    let old_page = app
+        .get(&format!("/api/v1/email/preferences/page/{token}"))
+        .await;
+    assert_eq!(old_page.status(), 403);
+    assert!(old_page.text().await.unwrap().contains("expired"));
     assert_eq!(done["erased"], counted, "the dry run's counts were exact");
 
     assert!(ledger(&app, PARENT).await.is_empty());

@@ -230,7 +230,7 @@ use axum::response::IntoResponse;
     responses(
         (status = 200, description = "The recipient's preferences as a form (changes nothing)", content_type = "text/html", body = String),
         (status = 400, description = "A malformed link", content_type = "text/html", body = String),
-        (status = 403, description = "An altered link, or one signed with a retired key", content_type = "text/html", body = String)))]
+        (status = 403, description = "An altered link, one signed with a retired key, or one whose recipient herald no longer has (erased on request)", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn page(
     State(state): State<AppState>,
@@ -258,7 +258,7 @@ pub async fn page(
     responses(
         (status = 200, description = "Saved; what the recipient now receives", content_type = "text/html", body = String),
         (status = 400, description = "A malformed link or form", content_type = "text/html", body = String),
-        (status = 403, description = "An altered link, or a form without a nonce", content_type = "text/html", body = String),
+        (status = 403, description = "An altered link, one signed with a retired key, one whose recipient herald no longer has (erased on request), or a form without a nonce", content_type = "text/html", body = String),
         (status = 409, description = "A form whose nonce does not hold: shown before the preferences last changed (sent twice, or from an old page), or made up", content_type = "text/html", body = String)))]
 #[tracing::instrument(skip_all)]
 pub async fn page_save(
