@@ -1,6 +1,6 @@
 //! `herald check`: this environment tried before it serves. Every setting is read as a start
 //! reads them (a problem stops it with exit 2, before this module), then each service the
-//! settings name is reached as herald reaches it, writing and sending nothing: the
+//! settings name is reached as herald reaches it, changing no data and sending nothing: the
 //! database, Redis, the email provider, and the address the links in emails lead to; and
 //! the DKIM record DNS must publish for the key mail is signed with.
 
@@ -21,7 +21,8 @@ enum Outcome {
     Reached(String),
     /// Not configured, and not needed.
     Unset(String),
-    /// Not reached, but herald can start without it (its own address, before it serves).
+    /// Something to look at that does not stop herald (its own address not answering
+    /// before it serves, a pool the database has no room for).
     Doubt(String),
     /// Not reached: herald would not work as configured.
     Failed(String),
@@ -166,14 +167,15 @@ fn place(url: &str) -> String {
         return format!("sqlite {}", file.display());
     }
     match url::Url::parse(url) {
-        Ok(parsed) => format!(
-            "postgres {}:{}{}",
-            parsed.host_str().unwrap_or("localhost"),
-            parsed.port().unwrap_or(5432),
-            parsed.path()
-        ),
+        Ok(parsed) => format!("postgres {}{}", server(&parsed, 5432), parsed.path()),
         Err(_) => "the database".to_owned(),
     }
+}
+
+/// A URL's host and port (`default`, when it names none): never its user or password.
+fn server(url: &url::Url, default: u16) -> String {
+    let host = url.host_str().unwrap_or("localhost");
+    format!("{host}:{}", url.port().unwrap_or(default))
 }
 
 /// Redis connected to and the limiter's script loaded, as each rate-limit shard does.
@@ -184,16 +186,8 @@ async fn redis(config: &Config) -> Outcome {
                 .to_owned(),
         );
     };
-    let place = url::Url::parse(url.expose()).map_or_else(
-        |_| "redis".to_owned(),
-        |u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or("localhost"),
-                u.port().unwrap_or(6379)
-            )
-        },
-    );
+    let place =
+        url::Url::parse(url.expose()).map_or_else(|_| "redis".to_owned(), |url| server(&url, 6379));
     let limits = &config.rate_limit;
     let windows = match crate::ratelimit::redis::RedisWindows::new(
         url.expose(),

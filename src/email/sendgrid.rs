@@ -90,9 +90,7 @@ impl SendGrid {
             _ => Attempt::Permanent(said),
         }
     }
-}
 
-impl SendGrid {
     /// Whether the key may send mail, asked of SendGrid without sending any: the key's
     /// scopes (`GET /v3/scopes`) must hold `mail.send`. `Err` says what SendGrid answered.
     pub async fn check(&self) -> Result<(), String> {
