@@ -77,6 +77,17 @@ struct Found {
 async fn database(config: &Config) -> Outcome {
     let url = config.storage.database_url.expose();
     let place = place(url);
+    if config
+        .storage
+        .sqlite_file()
+        .is_some_and(|file| !file.exists())
+    {
+        // Connecting would create it.
+        return Outcome::Doubt(format!(
+            "{place}: not there yet; `herald serve` or `herald migrate` creates it (DATABASE_URL \
+             names it)"
+        ));
+    }
     let store = match tokio::time::timeout(WAIT, Store::connect_with(url, 1)).await {
         Ok(Ok(store)) => store,
         Ok(Err(err)) => return Outcome::Failed(format!("{place}: {err}")),

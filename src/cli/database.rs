@@ -12,11 +12,16 @@ use crate::store::Store;
 /// create the database. Another command opening it would create an empty one and answer
 /// from it (a backup of nothing, a digest for no one) instead of saying it is elsewhere.
 pub(super) fn missing_database(command: &Command, config: &Config) -> Option<std::path::PathBuf> {
-    let creates = matches!(command, Command::Serve | Command::Migrate { action: None });
+    // `serve` and `migrate` create it; `check` says it is not there on its database line,
+    // creating nothing, and goes on to the other services.
+    let handled = matches!(
+        command,
+        Command::Serve | Command::Migrate { action: None } | Command::Check
+    );
     config
         .storage
         .sqlite_file()
-        .filter(|file| !creates && !file.exists())
+        .filter(|file| !handled && !file.exists())
 }
 
 pub(super) async fn migrate(config: Config) -> anyhow::Result<ExitCode> {

@@ -159,3 +159,21 @@ async fn check_names_a_postgresql_database_without_its_password() {
         "{crowded}"
     );
 }
+
+/// Before the first start on SQLite the file is not there: said on the database line, not
+/// created, and the other services still tried.
+#[tokio::test]
+async fn check_on_a_sqlite_file_not_there_yet_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let (code, lines) = check(&url, &HashMap::new()).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let database = line(&lines, "database");
+    assert!(
+        database.contains("warn") && database.contains("not there yet"),
+        "{database}"
+    );
+    assert!(line(&lines, "email").contains(" ok "), "{lines:#?}");
+    assert!(!file.exists(), "the check created the database");
+}
