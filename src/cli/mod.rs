@@ -88,12 +88,13 @@ pub enum Command {
         #[command(subcommand)]
         action: TemplatesAction,
     },
-    /// Try this environment before it serves, changing no data and sending nothing: every setting
-    /// read as a start reads them (each problem on a line, exit 2), then each service they
-    /// name reached as herald reaches it: the database and its migrations, Redis, the mail
-    /// server (connected and logged in to) or SendGrid (its key may send mail), and
-    /// herald's own address, where the links in emails lead. One line each; exit 1 when one
-    /// cannot be reached. For a deploy pipeline, before the new settings reach a replica.
+    /// Try this environment before it serves, changing no data and sending nothing: every
+    /// setting read as a start reads them (each problem on a line, exit 2), then each
+    /// service they name reached as herald reaches it: the database and its migrations,
+    /// Redis, the mail server (connected and logged in to) or SendGrid (its key may send
+    /// mail), and herald's own address, where the links in emails lead; and the TXT record
+    /// DNS must publish for the DKIM key. One line each; exit 1 when one cannot be reached.
+    /// For a deploy pipeline, before the new settings reach a replica.
     Check,
     /// The changes operators made, newest first: who (an admin key's fingerprint, the first
     /// 12 hex digits of its SHA-256, or `cli@` and a shell's `HERALD_INSTANCE`), when, what,

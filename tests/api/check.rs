@@ -11,7 +11,7 @@ use crate::smtp::{SmtpServer, TlsMode};
 
 /// `herald check` on the database at `url` with `vars`: its exit code and each line of its
 /// answer.
-async fn check(url: &str, vars: &HashMap<String, String>) -> (Option<i32>, Vec<String>) {
+pub async fn check(url: &str, vars: &HashMap<String, String>) -> (Option<i32>, Vec<String>) {
     let mut command = ops_shell(url);
     command.envs(vars).arg("check");
     // On a thread of its own: the servers it reaches run on this test's runtime.
@@ -32,7 +32,7 @@ fn migrations() -> usize {
 }
 
 /// The line about `service`, which must be there.
-fn line<'a>(lines: &'a [String], service: &str) -> &'a str {
+pub fn line<'a>(lines: &'a [String], service: &str) -> &'a str {
     lines
         .iter()
         .find(|l| l.split_whitespace().next() == Some(service))

@@ -527,41 +527,26 @@ async fn the_stand_in_refuses_what_sendgrid_refuses() {
 /// mail passes, one SendGrid does not know or that may not send fails with why.
 #[tokio::test]
 async fn check_asks_sendgrid_whether_the_key_may_send_mail() {
+    use crate::check::{check, line};
     let standin = StandIn::start().await;
-    let check = |key: &'static str| {
-        let mut command = crate::cli::ops_shell("sqlite::memory:");
-        command
-            .env("EMAIL_PROVIDER", "sendgrid")
-            .env("SENDGRID_API_KEY", key)
-            .env("SENDGRID_API_URL", &standin.url)
-            .arg("check");
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-    };
-    let email_line = |output: &std::process::Output| {
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find(|l| l.starts_with("email"))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let passed = check(KEY).await.unwrap();
-    assert_eq!(passed.status.code(), Some(0), "{passed:?}");
-    assert!(
-        email_line(&passed).contains("ok    sendgrid: the key may send mail"),
-        "{passed:?}"
-    );
-    let unknown = check("SG.revoked.0123456789").await.unwrap();
-    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
-    assert!(
-        email_line(&unknown).contains("FAIL  sendgrid: SendGrid 401: authorization required"),
-        "{unknown:?}"
-    );
-    let read_only = check(READ_ONLY_KEY).await.unwrap();
-    assert_eq!(read_only.status.code(), Some(1), "{read_only:?}");
-    assert!(
-        email_line(&read_only).contains("FAIL  sendgrid: the key cannot send mail"),
-        "{read_only:?}"
-    );
+    for (key, code, said) in [
+        (KEY, 0, "ok    sendgrid: the key may send mail"),
+        (
+            "SG.revoked.0123456789",
+            1,
+            "FAIL  sendgrid: SendGrid 401: authorization required",
+        ),
+        (READ_ONLY_KEY, 1, "FAIL  sendgrid: the key cannot send mail"),
+    ] {
+        let vars = HashMap::from([
+            ("EMAIL_PROVIDER".to_owned(), "sendgrid".to_owned()),
+            ("SENDGRID_API_KEY".to_owned(), key.to_owned()),
+            ("SENDGRID_API_URL".to_owned(), standin.url.clone()),
+        ]);
+        let (exit, lines) = check("sqlite::memory:", &vars).await;
+        assert_eq!(exit, Some(code), "{key}: {lines:#?}");
+        assert!(line(&lines, "email").contains(said), "{key}: {lines:#?}");
+    }
     assert!(standin.accepted().is_empty(), "nothing was sent");
 }
 
