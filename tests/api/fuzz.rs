@@ -270,6 +270,13 @@ async fn app_for_hostile_requests() -> (crate::helpers::TestApp, crate::sessions
     (app, session)
 }
 
+/// `request` sent, and its answer: the status and the body's text.
+async fn answer(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
 /// What every answer to a hostile request must be: no 5xx, and an error in herald's format.
 /// `what` names the request, as a corpus line where it can.
 fn assert_answered_in_format(what: &str, status: reqwest::StatusCode, text: &str) {
@@ -344,9 +351,7 @@ async fn hostile_bodies_never_get_a_5xx_and_errors_keep_their_format() {
             if *admin {
                 request = request.header("X-API-Key", API_KEY);
             }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let text = response.text().await.unwrap();
+            let (status, text) = answer(request).await;
             let what = format!(
                 "{method} {path} with {} (a corpus line for tests/corpus/bodies.jsonl)",
                 serde_json::to_string(&String::from_utf8_lossy(&body)).unwrap()
@@ -409,16 +414,13 @@ async fn hostile_queries_and_paths_never_get_a_5xx() {
     let mut sent = 0;
     for query in inputs("queries", hostile_query()) {
         for path in reads {
-            let response = app
-                .client
-                .get(format!("{}?{query}", app.url(path)))
-                .header("X-API-Key", API_KEY)
-                .header("X-Session-Access-Token", &session.token)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let text = response.text().await.unwrap();
+            let (status, text) = answer(
+                app.client
+                    .get(format!("{}?{query}", app.url(path)))
+                    .header("X-API-Key", API_KEY)
+                    .header("X-Session-Access-Token", &session.token),
+            )
+            .await;
             // An HTML page (the unsubscribe and preference pages) is no JSON error.
             let what = format!("GET {path}?{query} (a line for tests/corpus/queries.jsonl)");
             if text.starts_with('<') {
@@ -441,16 +443,13 @@ async fn hostile_queries_and_paths_never_get_a_5xx() {
                 .pop_if_empty()
                 .push(&address);
             for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-                let response = app
-                    .client
-                    .request(method.clone(), url.clone())
-                    .query(&[("dry_run", "true")])
-                    .header("X-API-Key", API_KEY)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status();
-                let text = response.text().await.unwrap();
+                let (status, text) = answer(
+                    app.client
+                        .request(method.clone(), url.clone())
+                        .query(&[("dry_run", "true")])
+                        .header("X-API-Key", API_KEY),
+                )
+                .await;
                 let what = format!("{method} {url} (the address: {address:?})");
                 assert_answered_in_format(&what, status, &text);
             }
